@@ -1,0 +1,1 @@
+//! The one integration-test binary: every test starts real servers on loopback.
