@@ -1,3 +1,14 @@
 //! Endpoint Analytics: every endpoint on the network, what it is, how risky it is, and what to do
 //! about it. The binary in `main.rs` is a thin command line over this library; the integration
-//! tests build the same application through [`app`].
+//! tests build the same application through [`app::Application`].
+
+pub mod accounts;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod inventory;
+pub mod web;

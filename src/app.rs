@@ -1,0 +1,149 @@
+//! Building the application: the database, the HTTP server with its middleware, and the
+//! background tasks. Shared by `main` and the integration tests, which bind port 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{PersistentSession, TtlExtensionPolicy};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::db::{Db, models::sessions};
+use crate::web::errors::bad_input;
+use crate::web::pages::login::LoginThrottle;
+use crate::web::session::DbSessionStore;
+use crate::web::{self, AppState};
+use actix_web::web::{Data, FormConfig, JsonConfig, PathConfig, PayloadConfig, QueryConfig};
+
+/// The largest request body (a batch of 10,000 observations is about 3 MB).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    db: Db,
+}
+
+impl Application {
+    /// Opens and migrates the database, binds the listener, and prepares the server.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let s = settings.clone();
+        let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
+            let db = Db::connect(&s.database_url, s.db_pool_size)?;
+            let applied = db.migrate()?;
+            if applied > 0 {
+                tracing::info!(
+                    applied,
+                    backend = db.target().backend_name(),
+                    "database migrations applied"
+                );
+            }
+            Ok(db)
+        })
+        .await??;
+        let master = settings.master_key()?;
+        let session_key = Key::derive_from(&master.derive("session-cookie-v1"));
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let addr = listener.local_addr()?;
+        let state = Data::new(AppState {
+            db: db.clone(),
+            login_throttle: LoginThrottle::new(
+                settings.login_max_failures,
+                settings.login_lockout_minutes,
+            ),
+            settings: settings.clone(),
+        });
+
+        let store = DbSessionStore::new(db.clone());
+        let secure = settings.cookie_secure;
+        // The `__Host-` prefix makes the browser refuse the cookie unless it is Secure, host-only
+        // and for path `/`; it is only possible over HTTPS.
+        let cookie_name = if secure {
+            "__Host-ea_session"
+        } else {
+            "ea_session"
+        };
+        let absolute = actix_web::cookie::time::Duration::hours(settings.session_absolute_hours);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(PayloadConfig::new(MAX_BODY))
+                .app_data(
+                    JsonConfig::default()
+                        .limit(MAX_BODY)
+                        .error_handler(|e, _| bad_input(e)),
+                )
+                .app_data(
+                    FormConfig::default()
+                        .limit(1024 * 1024)
+                        .error_handler(|e, _| bad_input(e)),
+                )
+                .app_data(QueryConfig::default().error_handler(|e, _| bad_input(e)))
+                .app_data(PathConfig::default().error_handler(|e, _| bad_input(e)))
+                .configure(web::routes)
+                .default_service(actix_web::web::to(web::not_found))
+                .wrap(from_fn(web::security::csrf_protect))
+                .wrap(
+                    // Links from tickets and SIEM alerts into the product should arrive signed
+                    // in (Lax); the CSRF token guards every state change.
+                    SessionMiddleware::builder(store.clone(), session_key.clone())
+                        .cookie_name(cookie_name.to_owned())
+                        .cookie_secure(secure)
+                        .cookie_http_only(true)
+                        .cookie_same_site(SameSite::Lax)
+                        .cookie_path("/".to_owned())
+                        .session_lifecycle(
+                            PersistentSession::default()
+                                .session_ttl(absolute)
+                                .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+                        )
+                        .build(),
+                )
+                .wrap(from_fn(web::errors::render_errors))
+                .wrap(from_fn(web::security::security_headers))
+                .wrap(from_fn(web::log_requests))
+        })
+        .workers(settings.workers)
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+        Ok(Self { server, addr, db })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until the server is stopped (Ctrl-C or SIGTERM finishes in-flight requests first).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let housekeeping = tokio::spawn(housekeeping(self.db.clone()));
+        let result = self.server.await.context("the web server failed");
+        housekeeping.abort();
+        result
+    }
+}
+
+/// Periodic clean-up that no request should wait for.
+async fn housekeeping(db: Db) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match db.run(|c| Ok(sessions::purge_expired(c)?)).await {
+            Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sessions purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+    }
+}

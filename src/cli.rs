@@ -1,0 +1,240 @@
+//! The command line: `serve`, `migrate`, `user add`, `token create` (and, as the product grows,
+//! `simulate` and `demo`). Each subcommand is a few lines over the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::accounts::{self, AccountError};
+use crate::app::Application;
+use crate::auth::{Role, hash_api_token, new_api_token};
+use crate::config::Settings;
+use crate::db::Db;
+use crate::db::models::{api_tokens, audit};
+
+#[derive(Parser)]
+#[command(
+    name = "endpoint-analytics",
+    version,
+    about = "Every endpoint on your network: what it is, how risky it is, and what to do about it."
+)]
+struct Cli {
+    /// A TOML settings file (environment variables override it). Also EA_CONFIG.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web application.
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Manage local user accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens for automation.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. The password is read from standard input (--password-stdin) or prompted for.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "the role is admin, operator or analyst".to_owned())
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    let result = match cli.command {
+        Command::Serve => run_async(serve(settings)),
+        Command::Migrate => migrate(&settings),
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    password_stdin,
+                },
+        } => add_user(&settings, &name, role, password_stdin),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    name,
+                    role,
+                    expires_days,
+                },
+        } => create_token(&settings, &name, role, expires_days),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if settings.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(fut)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    tracing::info!(address = %app.addr(), backend = app.db().target().backend_name(), "Endpoint Analytics is listening");
+    println!("Endpoint Analytics is listening on http://{}", app.addr());
+    app.run_until_stopped().await
+}
+
+fn open_db(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(&settings.database_url, 2)?;
+    db.migrate()?;
+    Ok(db)
+}
+
+fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = Db::connect(&settings.database_url, 1)?;
+    let applied = db.migrate()?;
+    println!(
+        "{applied} migration(s) applied to the {} database; it is up to date.",
+        db.target().backend_name()
+    );
+    Ok(())
+}
+
+fn read_password(password_stdin: bool) -> anyhow::Result<String> {
+    if password_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let again = rpassword::prompt_password("Password (again): ")?;
+    anyhow::ensure!(first == again, "the two passwords differ");
+    Ok(first)
+}
+
+fn add_user(
+    settings: &Settings,
+    name: &str,
+    role: Role,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let password = read_password(password_stdin)?;
+    let db = open_db(settings)?;
+    let mut conn = db.conn()?;
+    match accounts::create_user(&mut conn, name, &password, role) {
+        Ok(()) => {
+            audit::record(
+                &mut conn,
+                audit::NewAudit {
+                    actor: "cli",
+                    action: "user.create",
+                    target: name,
+                    outcome: "success",
+                    details: role.as_str(),
+                },
+            )?;
+            println!("User {name} created with the {} role.", role.label());
+            Ok(())
+        }
+        Err(AccountError::Invalid(why)) => anyhow::bail!("{why}"),
+        Err(AccountError::Internal(e)) => Err(e),
+    }
+}
+
+fn create_token(
+    settings: &Settings,
+    name: &str,
+    role: Role,
+    expires_days: Option<u32>,
+) -> anyhow::Result<()> {
+    crate::web::pages::tokens::check_token_name(name.trim()).map_err(|e| anyhow::anyhow!(e))?;
+    let db = open_db(settings)?;
+    let mut conn = db.conn()?;
+    let token = new_api_token();
+    let expires_at = expires_days.map(|d| crate::db::now() + i64::from(d) * 86_400);
+    api_tokens::create(
+        &mut conn,
+        name.trim(),
+        &hash_api_token(&token),
+        role,
+        "cli",
+        expires_at,
+    )?;
+    audit::record(
+        &mut conn,
+        audit::NewAudit {
+            actor: "cli",
+            action: "token.create",
+            target: name,
+            outcome: "success",
+            details: role.as_str(),
+        },
+    )?;
+    eprintln!(
+        "API token {name:?} created with the {} role. It is shown only this once:",
+        role.label()
+    );
+    println!("{token}");
+    Ok(())
+}

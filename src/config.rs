@@ -1,0 +1,262 @@
+//! Boot settings: an optional TOML file, then environment variables, which win. Settings an
+//! administrator edits in the web interface (integrations, profiles) live in the database.
+//!
+//! Every setting, its variable and its default is listed in README.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite://PATH` (default `sqlite://data/endpoint-analytics.db`) or `postgres://...`.
+    pub database_url: String,
+    /// Where to listen (default `127.0.0.1:8080`).
+    pub bind: String,
+    /// Where the master key file is kept when `master_key` is not given.
+    pub data_dir: PathBuf,
+    /// Base64 of 32 random bytes. Encrypts stored secrets and signs session cookies. When
+    /// absent it is generated on first start into `data_dir/master.key`. Instances sharing one
+    /// PostgreSQL database must share this key.
+    pub master_key: Option<String>,
+    /// Mark cookies `Secure` and name the session cookie with the `__Host-` prefix. Turn on
+    /// whenever the product is reached over HTTPS (directly or behind a TLS proxy).
+    pub cookie_secure: bool,
+    /// A session unused for this long ends.
+    pub session_idle_minutes: i64,
+    /// A session ends this long after sign-in, used or not.
+    pub session_absolute_hours: i64,
+    /// Failed sign-ins per user name and address before a lock-out.
+    pub login_max_failures: u32,
+    pub login_lockout_minutes: i64,
+    /// HTTP worker threads (default: one per core).
+    pub workers: usize,
+    pub db_pool_size: u32,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/endpoint-analytics.db".into(),
+            bind: "127.0.0.1:8080".into(),
+            data_dir: "data".into(),
+            master_key: None,
+            cookie_secure: false,
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            login_max_failures: 5,
+            login_lockout_minutes: 15,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            db_pool_size: 16,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Environment variables and the setting each one sets.
+const ENV: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database_url"),
+    ("EA_BIND", "bind"),
+    ("EA_DATA_DIR", "data_dir"),
+    ("EA_MASTER_KEY", "master_key"),
+    ("EA_COOKIE_SECURE", "cookie_secure"),
+    ("EA_SESSION_IDLE_MINUTES", "session_idle_minutes"),
+    ("EA_SESSION_ABSOLUTE_HOURS", "session_absolute_hours"),
+    ("EA_LOGIN_MAX_FAILURES", "login_max_failures"),
+    ("EA_LOGIN_LOCKOUT_MINUTES", "login_lockout_minutes"),
+    ("EA_WORKERS", "workers"),
+    ("EA_DB_POOL_SIZE", "db_pool_size"),
+    ("EA_LOG_FORMAT", "log_format"),
+];
+
+impl Settings {
+    /// Reads the file (when given, or `EA_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("EA_CONFIG").map(PathBuf::from));
+        let mut table = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the configuration file {}", path.display())
+                })?;
+                text.parse::<toml::Table>().with_context(|| {
+                    format!(
+                        "the configuration file {} is not valid TOML",
+                        path.display()
+                    )
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, key) in ENV {
+            if let Ok(value) = std::env::var(var) {
+                table.insert((*key).into(), env_value(key, &value)?);
+            }
+        }
+        let settings: Settings = table
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid setting: {}", e.message()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind.parse::<SocketAddr>().with_context(|| {
+            format!(
+                "EA_BIND {:?} is not an address:port such as 127.0.0.1:8080",
+                self.bind
+            )
+        })?;
+        anyhow::ensure!(
+            self.session_idle_minutes > 0,
+            "session_idle_minutes must be positive"
+        );
+        anyhow::ensure!(
+            self.session_absolute_hours > 0,
+            "session_absolute_hours must be positive"
+        );
+        anyhow::ensure!(self.workers > 0, "workers must be positive");
+        anyhow::ensure!(self.db_pool_size > 0, "db_pool_size must be positive");
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format must be text or json"
+        );
+        Ok(())
+    }
+
+    /// The master key: from the settings, or from `data_dir/master.key`, created on first use.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        if let Some(k) = &self.master_key {
+            let bytes = b64
+                .decode(k.trim())
+                .context("EA_MASTER_KEY is not base64")?;
+            return MasterKey::from_bytes(&bytes)
+                .context("EA_MASTER_KEY must be 32 bytes of base64");
+        }
+        let path = self.data_dir.join("master.key");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the master key {}", path.display()))?;
+            let bytes = b64
+                .decode(text.trim())
+                .with_context(|| format!("{} is not base64", path.display()))?;
+            return MasterKey::from_bytes(&bytes)
+                .with_context(|| format!("{} must hold 32 bytes", path.display()));
+        }
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!("cannot create the data folder {}", self.data_dir.display())
+        })?;
+        let key = MasterKey::generate();
+        write_private(&path, &b64.encode(key.0))?;
+        tracing::info!(path = %path.display(), "generated a new master key; back it up with the database");
+        Ok(key)
+    }
+}
+
+fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
+    let int = |v: &str| -> anyhow::Result<toml::Value> {
+        v.trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .with_context(|| format!("{key} must be a whole number, not {v:?}"))
+    };
+    Ok(match key {
+        "cookie_secure" => toml::Value::Boolean(matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )),
+        "session_idle_minutes"
+        | "session_absolute_hours"
+        | "login_max_failures"
+        | "login_lockout_minutes"
+        | "workers"
+        | "db_pool_size" => int(value)?,
+        _ => toml::Value::String(value.to_owned()),
+    })
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// The one secret the product keeps outside its database. Purpose-specific keys are derived
+/// from it, so that a leak of one use does not expose another.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+        Self(k)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// HMAC-SHA256(master, purpose): a 32-byte key for one purpose.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_purpose() {
+        let k = MasterKey::generate();
+        assert_ne!(k.derive("a"), k.derive("b"));
+        assert_eq!(k.derive("a"), k.derive("a"));
+    }
+
+    #[test]
+    fn master_key_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings {
+            data_dir: dir.path().into(),
+            ..Settings::default()
+        };
+        let a = s.master_key().unwrap();
+        let b = s.master_key().unwrap();
+        assert_eq!(a.derive("x"), b.derive("x"));
+    }
+}

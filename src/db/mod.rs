@@ -1,0 +1,243 @@
+//! The database: one connection type over SQLite and PostgreSQL, the pool, embedded migrations,
+//! and [`Db::run`], the one way request handlers reach it (off the async workers).
+//!
+//! Queries live in `models/`, one file per table. Code above this module never sees a
+//! connection type of a specific backend; where the SQL of the two engines differs, the model
+//! matches on [`AnyConnection`] itself.
+
+pub mod models;
+pub mod schema;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type DbPool = Pool<ConnectionManager<AnyConnection>>;
+pub type DbConn = PooledConnection<ConnectionManager<AnyConnection>>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Which engine a `DATABASE_URL` selects, and the string diesel needs to open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Sqlite { path: std::path::PathBuf },
+    Postgres { url: String },
+}
+
+impl DatabaseTarget {
+    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, or `postgres://` /
+    /// `postgresql://`. A bare path is taken as SQLite, as operators tend to write one.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres {
+                url: url.to_owned(),
+            });
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path.contains("://") {
+            anyhow::bail!(
+                "DATABASE_URL {url:?} is not understood: use sqlite://PATH (e.g. sqlite://data/endpoint-analytics.db) or postgres://USER@HOST:PORT/DATABASE"
+            );
+        }
+        Ok(Self::Sqlite { path: path.into() })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "SQLite",
+            Self::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    fn diesel_url(&self) -> String {
+        match self {
+            Self::Sqlite { path } => path.to_string_lossy().into_owned(),
+            Self::Postgres { url } => url.clone(),
+        }
+    }
+}
+
+/// Per-connection settings. SQLite: WAL so readers never wait for the sync's writer, a busy
+/// timeout so a writer waits instead of failing with "database is locked", and foreign keys
+/// (off by default in SQLite).
+#[derive(Debug)]
+struct ConnectionSetup;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
+            // The busy timeout comes first so that the statements after it wait rather than fail.
+            // WAL itself is set once, when the database is opened (it is stored in the file).
+            c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// The shared handle to the database.
+#[derive(Clone)]
+pub struct Db {
+    pool: DbPool,
+    target: std::sync::Arc<DatabaseTarget>,
+}
+
+impl Db {
+    /// Opens (creating the SQLite file and its folder if needed) and checks the database, so
+    /// that a wrong URL or an unreachable server is one clear message at start.
+    pub fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        let target = DatabaseTarget::parse(url)?;
+        match &target {
+            DatabaseTarget::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the database folder {}", dir.display())
+                    })?;
+                }
+                let mut c = SqliteConnection::establish(&target.diesel_url()).map_err(|e| {
+                    anyhow::anyhow!("cannot open the SQLite database {}: {e}", path.display())
+                })?;
+                // WAL lets pages read while a sync writes.
+                c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot use the SQLite database {}: {e}", path.display())
+                    })?;
+            }
+            DatabaseTarget::Postgres { url } => {
+                // The multi-connection's own establish hides the real error; ask PostgreSQL directly.
+                PgConnection::establish(url).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot connect to PostgreSQL at {}: {}",
+                        redact_url(url),
+                        e.to_string().trim()
+                    )
+                })?;
+            }
+        }
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(Duration::from_secs(10))
+            .connection_customizer(Box::new(ConnectionSetup))
+            .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
+            .context("cannot build the database connection pool")?;
+        Ok(Self {
+            pool,
+            target: std::sync::Arc::new(target),
+        })
+    }
+
+    pub fn target(&self) -> &DatabaseTarget {
+        &self.target
+    }
+
+    pub fn conn(&self) -> anyhow::Result<DbConn> {
+        self.pool.get().context("no database connection available")
+    }
+
+    /// Applies the embedded migrations of the selected backend; returns how many ran.
+    pub fn migrate(&self) -> anyhow::Result<usize> {
+        let mut conn = self.conn()?;
+        let applied = match &mut *conn {
+            AnyConnection::Sqlite(c) => {
+                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
+            }
+            AnyConnection::Postgresql(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
+        }
+        .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+        Ok(applied)
+    }
+
+    /// Whether every embedded migration has been applied (for readiness checks).
+    pub fn migrations_current(&self) -> anyhow::Result<bool> {
+        let mut conn = self.conn()?;
+        let pending = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            AnyConnection::Postgresql(c) => {
+                c.pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len())
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("cannot read the migration state: {e}"))?;
+        Ok(pending == 0)
+    }
+
+    /// Runs blocking database work on the blocking thread pool, never on an async worker.
+    pub async fn run<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().context("no database connection available")?;
+            f(&mut conn)
+        })
+        .await
+        .context("database task panicked")?
+    }
+}
+
+/// Drops the password from a PostgreSQL URL before it is shown in a message.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The current time as stored in the database: UTC Unix seconds.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_select_the_backend() {
+        assert_eq!(
+            DatabaseTarget::parse("sqlite://data/ea.db").unwrap(),
+            DatabaseTarget::Sqlite {
+                path: "data/ea.db".into()
+            }
+        );
+        assert_eq!(
+            DatabaseTarget::parse("sqlite:///var/lib/ea/ea.db").unwrap(),
+            DatabaseTarget::Sqlite {
+                path: "/var/lib/ea/ea.db".into()
+            }
+        );
+        assert!(matches!(
+            DatabaseTarget::parse("postgres://u@127.0.0.1/db").unwrap(),
+            DatabaseTarget::Postgres { .. }
+        ));
+        assert!(DatabaseTarget::parse("mysql://x").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:****@h/db"
+        );
+    }
+}

@@ -1,0 +1,612 @@
+//! The endpoint inventory: endpoints, their IP addresses, the sources that reported them, and
+//! the history of their changes. Observations are merged here: by MAC when the observation has
+//! one, otherwise by the endpoint that last held the IP address.
+
+use diesel::prelude::*;
+
+use crate::db::schema::{endpoint_history, endpoint_ips, endpoint_sources, endpoints};
+use crate::db::{AnyConnection, now};
+use crate::domain::observations::Observation;
+
+type Backend = <AnyConnection as diesel::Connection>::Backend;
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = endpoints)]
+pub struct Endpoint {
+    pub id: i64,
+    pub mac: Option<String>,
+    pub mac_vendor: String,
+    pub ip: String,
+    pub hostname: String,
+    pub fqdn: String,
+    pub os_name: String,
+    pub os_version: String,
+    pub os_build: String,
+    pub dhcp_vendor_class: String,
+    pub dhcp_params: String,
+    pub user_agent: String,
+    pub profile: String,
+    pub match_score: i16,
+    pub risk_level: i16,
+    pub sources: String,
+    pub custom_data: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = endpoint_ips)]
+pub struct EndpointIp {
+    pub endpoint_id: i64,
+    pub ip: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = endpoint_history)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub endpoint_id: i64,
+    pub at: i64,
+    pub field: String,
+    pub old_value: String,
+    pub new_value: String,
+    pub source: String,
+}
+
+/// What one batch of observations did to the inventory.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MergeCounts {
+    pub created: usize,
+    pub updated: usize,
+}
+
+/// Merges a batch of validated observations in one transaction: all of it lands, or none.
+pub fn apply_observations(
+    conn: &mut AnyConnection,
+    observations: &[Observation],
+    source: &str,
+    vendor_for_mac: impl Fn(&str) -> Option<String>,
+) -> QueryResult<MergeCounts> {
+    conn.transaction(|conn| {
+        let mut counts = MergeCounts::default();
+        for o in observations {
+            if apply_one(conn, o, source, &vendor_for_mac)? {
+                counts.created += 1;
+            } else {
+                counts.updated += 1;
+            }
+        }
+        Ok(counts)
+    })
+}
+
+fn find_for_observation(
+    conn: &mut AnyConnection,
+    o: &Observation,
+) -> QueryResult<Option<Endpoint>> {
+    match (&o.mac, &o.ip) {
+        (Some(mac), _) => endpoints::table
+            .filter(endpoints::mac.eq(mac))
+            .select(Endpoint::as_select())
+            .first(conn)
+            .optional(),
+        (None, Some(ip)) => endpoints::table
+            .filter(endpoints::ip.eq(ip))
+            .order(endpoints::last_seen.desc())
+            .select(Endpoint::as_select())
+            .first(conn)
+            .optional(),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Returns whether a new endpoint was created.
+fn apply_one(
+    conn: &mut AnyConnection,
+    o: &Observation,
+    source: &str,
+    vendor_for_mac: &impl Fn(&str) -> Option<String>,
+) -> QueryResult<bool> {
+    let t = now();
+    let (id, created) = match find_for_observation(conn, o)? {
+        None => {
+            let vendor = o
+                .mac
+                .as_deref()
+                .and_then(vendor_for_mac)
+                .unwrap_or_default();
+            let values = (
+                endpoints::mac.eq(&o.mac),
+                endpoints::mac_vendor.eq(vendor),
+                endpoints::ip.eq(o.ip.clone().unwrap_or_default()),
+                endpoints::hostname.eq(o.hostname.clone().unwrap_or_default()),
+                endpoints::fqdn.eq(o.fqdn.clone().unwrap_or_default()),
+                endpoints::dhcp_vendor_class.eq(o.dhcp_vendor_class.clone().unwrap_or_default()),
+                endpoints::dhcp_params.eq(o.dhcp_params.clone().unwrap_or_default()),
+                endpoints::user_agent.eq(o.user_agent.clone().unwrap_or_default()),
+                endpoints::sources.eq(source),
+                endpoints::first_seen.eq(o.seen_at),
+                endpoints::last_seen.eq(o.seen_at),
+                endpoints::created_at.eq(t),
+                endpoints::updated_at.eq(t),
+            );
+            let id: i64 = match conn {
+                AnyConnection::Sqlite(c) => diesel::insert_into(endpoints::table)
+                    .values(values)
+                    .returning(endpoints::id)
+                    .get_result(c)?,
+                AnyConnection::Postgresql(c) => diesel::insert_into(endpoints::table)
+                    .values(values)
+                    .returning(endpoints::id)
+                    .get_result(c)?,
+            };
+            (id, true)
+        }
+        Some(e) => {
+            update_from_observation(conn, &e, o, source, t)?;
+            (e.id, false)
+        }
+    };
+    if let Some(ip) = &o.ip {
+        upsert_ip(conn, id, ip, o.seen_at)?;
+    }
+    upsert_source(conn, id, source, o.seen_at)?;
+    Ok(created)
+}
+
+fn update_from_observation(
+    conn: &mut AnyConnection,
+    e: &Endpoint,
+    o: &Observation,
+    source: &str,
+    t: i64,
+) -> QueryResult<()> {
+    // An observation older than what we know may add facts but must not roll the current ones back.
+    let newer = o.seen_at >= e.last_seen;
+    let pick = |new: &Option<String>, old: &str| -> String {
+        match new {
+            Some(v) if newer || old.is_empty() => v.clone(),
+            _ => old.to_owned(),
+        }
+    };
+    let ip = pick(&o.ip, &e.ip);
+    let hostname = pick(&o.hostname, &e.hostname);
+    let fqdn = pick(&o.fqdn, &e.fqdn);
+    let vendor_class = pick(&o.dhcp_vendor_class, &e.dhcp_vendor_class);
+    let params = pick(&o.dhcp_params, &e.dhcp_params);
+    let user_agent = pick(&o.user_agent, &e.user_agent);
+    let sources = merged_sources(&e.sources, source);
+    let changed = ip != e.ip
+        || hostname != e.hostname
+        || fqdn != e.fqdn
+        || vendor_class != e.dhcp_vendor_class
+        || params != e.dhcp_params
+        || user_agent != e.user_agent
+        || sources != e.sources;
+    for (field, old, new) in [("ip", &e.ip, &ip), ("hostname", &e.hostname, &hostname)] {
+        if old != new && !old.is_empty() {
+            record_history(conn, e.id, field, old, new, source)?;
+        }
+    }
+    let last_seen = e.last_seen.max(o.seen_at);
+    let first_seen = e.first_seen.min(o.seen_at);
+    if changed || last_seen != e.last_seen || first_seen != e.first_seen {
+        diesel::update(endpoints::table.find(e.id))
+            .set((
+                endpoints::ip.eq(ip),
+                endpoints::hostname.eq(hostname),
+                endpoints::fqdn.eq(fqdn),
+                endpoints::dhcp_vendor_class.eq(vendor_class),
+                endpoints::dhcp_params.eq(params),
+                endpoints::user_agent.eq(user_agent),
+                endpoints::sources.eq(sources),
+                endpoints::first_seen.eq(first_seen),
+                endpoints::last_seen.eq(last_seen),
+                endpoints::updated_at.eq(t),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The endpoint's sources as a sorted comma list, for display.
+fn merged_sources(existing: &str, source: &str) -> String {
+    let mut all: Vec<&str> = existing.split(',').filter(|s| !s.is_empty()).collect();
+    if !all.contains(&source) {
+        all.push(source);
+        all.sort_unstable();
+    }
+    all.join(",")
+}
+
+pub fn record_history(
+    conn: &mut AnyConnection,
+    endpoint_id: i64,
+    field: &str,
+    old: &str,
+    new: &str,
+    source: &str,
+) -> QueryResult<usize> {
+    diesel::insert_into(endpoint_history::table)
+        .values((
+            endpoint_history::endpoint_id.eq(endpoint_id),
+            endpoint_history::at.eq(now()),
+            endpoint_history::field.eq(field),
+            endpoint_history::old_value.eq(old),
+            endpoint_history::new_value.eq(new),
+            endpoint_history::source.eq(source),
+        ))
+        .execute(conn)
+}
+
+fn upsert_ip(conn: &mut AnyConnection, endpoint_id: i64, ip: &str, seen: i64) -> QueryResult<()> {
+    let existing: Option<(i64, i64)> = endpoint_ips::table
+        .find((endpoint_id, ip))
+        .select((endpoint_ips::first_seen, endpoint_ips::last_seen))
+        .first(conn)
+        .optional()?;
+    match existing {
+        None => {
+            diesel::insert_into(endpoint_ips::table)
+                .values((
+                    endpoint_ips::endpoint_id.eq(endpoint_id),
+                    endpoint_ips::ip.eq(ip),
+                    endpoint_ips::first_seen.eq(seen),
+                    endpoint_ips::last_seen.eq(seen),
+                ))
+                .execute(conn)?;
+        }
+        Some((first, last)) if seen > last || seen < first => {
+            diesel::update(endpoint_ips::table.find((endpoint_id, ip)))
+                .set((
+                    endpoint_ips::first_seen.eq(first.min(seen)),
+                    endpoint_ips::last_seen.eq(last.max(seen)),
+                ))
+                .execute(conn)?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+pub fn upsert_source(
+    conn: &mut AnyConnection,
+    endpoint_id: i64,
+    source: &str,
+    seen: i64,
+) -> QueryResult<()> {
+    let last: Option<i64> = endpoint_sources::table
+        .find((endpoint_id, source))
+        .select(endpoint_sources::last_seen)
+        .first(conn)
+        .optional()?;
+    match last {
+        None => {
+            diesel::insert_into(endpoint_sources::table)
+                .values((
+                    endpoint_sources::endpoint_id.eq(endpoint_id),
+                    endpoint_sources::source.eq(source),
+                    endpoint_sources::first_seen.eq(seen),
+                    endpoint_sources::last_seen.eq(seen),
+                ))
+                .execute(conn)?;
+        }
+        Some(last) if seen > last => {
+            diesel::update(endpoint_sources::table.find((endpoint_id, source)))
+                .set(endpoint_sources::last_seen.eq(seen))
+                .execute(conn)?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Endpoint>> {
+    endpoints::table
+        .find(id)
+        .select(Endpoint::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn ips(conn: &mut AnyConnection, id: i64) -> QueryResult<Vec<EndpointIp>> {
+    endpoint_ips::table
+        .filter(endpoint_ips::endpoint_id.eq(id))
+        .order(endpoint_ips::last_seen.desc())
+        .limit(100)
+        .select(EndpointIp::as_select())
+        .load(conn)
+}
+
+pub fn history(conn: &mut AnyConnection, id: i64, limit: i64) -> QueryResult<Vec<HistoryEntry>> {
+    endpoint_history::table
+        .filter(endpoint_history::endpoint_id.eq(id))
+        .order(endpoint_history::id.desc())
+        .limit(limit)
+        .select(HistoryEntry::as_select())
+        .load(conn)
+}
+
+pub fn count_all(conn: &mut AnyConnection) -> QueryResult<i64> {
+    endpoints::table.count().get_result(conn)
+}
+
+/// The columns the endpoint list can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    LastSeen,
+    FirstSeen,
+    Hostname,
+    Ip,
+    Risk,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 5] = [
+        SortKey::LastSeen,
+        SortKey::FirstSeen,
+        SortKey::Hostname,
+        SortKey::Ip,
+        SortKey::Risk,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::LastSeen => "last_seen",
+            SortKey::FirstSeen => "first_seen",
+            SortKey::Hostname => "hostname",
+            SortKey::Ip => "ip",
+            SortKey::Risk => "risk",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SortKey> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    fn is_numeric(self) -> bool {
+        matches!(self, SortKey::LastSeen | SortKey::FirstSeen | SortKey::Risk)
+    }
+}
+
+/// Where the previous page ended: the sort value of its last row and that row's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorValue {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub value: CursorValue,
+    pub id: i64,
+}
+
+impl Cursor {
+    /// `value~id`; the id follows the last `~` so that text values may contain one.
+    pub fn encode(&self) -> String {
+        match &self.value {
+            CursorValue::Int(v) => format!("{v}~{}", self.id),
+            CursorValue::Text(v) => format!("{v}~{}", self.id),
+        }
+    }
+
+    pub fn decode(s: &str, key: SortKey) -> Option<Cursor> {
+        let (value, id) = s.rsplit_once('~')?;
+        let id = id.parse().ok()?;
+        let value = if key.is_numeric() {
+            CursorValue::Int(value.parse().ok()?)
+        } else {
+            CursorValue::Text(value.to_owned())
+        };
+        Some(Cursor { value, id })
+    }
+
+    fn of(e: &Endpoint, key: SortKey) -> Cursor {
+        let value = match key {
+            SortKey::LastSeen => CursorValue::Int(e.last_seen),
+            SortKey::FirstSeen => CursorValue::Int(e.first_seen),
+            SortKey::Risk => CursorValue::Int(e.risk_level.into()),
+            SortKey::Hostname => CursorValue::Text(e.hostname.clone()),
+            SortKey::Ip => CursorValue::Text(e.ip.clone()),
+        };
+        Cursor { value, id: e.id }
+    }
+}
+
+/// A search of the inventory. Every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointQuery {
+    /// A MAC, an IP address, or the start of a host name, MAC or IP.
+    pub search: Option<String>,
+    pub source: Option<String>,
+    pub os: Option<String>,
+    pub risk: Option<i16>,
+    pub profile: Option<String>,
+    pub sort: SortKey,
+    pub descending: bool,
+    pub after: Option<Cursor>,
+    pub limit: i64,
+}
+
+pub struct EndpointPage {
+    pub items: Vec<Endpoint>,
+    /// Present when there is a next page.
+    pub next: Option<Cursor>,
+}
+
+macro_rules! keyset {
+    ($q:ident, $col:expr, $v:expr, $id:expr, $desc:expr) => {
+        if $desc {
+            $q.filter($col.lt($v).or($col.eq($v).and(endpoints::id.lt($id))))
+        } else {
+            $q.filter($col.gt($v).or($col.eq($v).and(endpoints::id.gt($id))))
+        }
+    };
+}
+
+macro_rules! order_by {
+    ($q:ident, $col:expr, $desc:expr) => {
+        if $desc {
+            $q.order(($col.desc(), endpoints::id.desc()))
+        } else {
+            $q.order(($col.asc(), endpoints::id.asc()))
+        }
+    };
+}
+
+type BoxedEndpoints<'a> = endpoints::BoxedQuery<'a, Backend>;
+
+fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
+    let mut q = endpoints::table.into_boxed::<Backend>();
+    if let Some(s) = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let s = s.to_lowercase();
+        if let Some(mac) = crate::domain::mac::normalize_mac(&s) {
+            q = q.filter(endpoints::mac.eq(mac));
+        } else if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            let ip = ip.to_string();
+            let holders = endpoint_ips::table
+                .filter(endpoint_ips::ip.eq(ip.clone()))
+                .select(endpoint_ips::endpoint_id);
+            q = q.filter(endpoints::ip.eq(ip).or(endpoints::id.eq_any(holders)));
+        } else {
+            // Prefix ranges rather than LIKE, so that both engines use the indexes.
+            let end = format!("{s}\u{10FFFF}");
+            q = q.filter(
+                endpoints::hostname
+                    .ge(s.clone())
+                    .and(endpoints::hostname.lt(end.clone()))
+                    .or(endpoints::mac
+                        .ge(s.clone())
+                        .and(endpoints::mac.lt(end.clone())))
+                    .or(endpoints::ip.ge(s).and(endpoints::ip.lt(end))),
+            );
+        }
+    }
+    if let Some(source) = &query.source {
+        let with_source = endpoint_sources::table
+            .filter(endpoint_sources::source.eq(source.clone()))
+            .select(endpoint_sources::endpoint_id);
+        q = q.filter(endpoints::id.eq_any(with_source));
+    }
+    if let Some(os) = &query.os {
+        q = q.filter(endpoints::os_name.eq(os.clone()));
+    }
+    if let Some(risk) = query.risk {
+        q = q.filter(endpoints::risk_level.eq(risk));
+    }
+    if let Some(profile) = &query.profile {
+        q = q.filter(endpoints::profile.eq(profile.clone()));
+    }
+    q
+}
+
+/// One page of the list, by keyset pagination so that deep pages cost what the first does.
+pub fn list(conn: &mut AnyConnection, query: &EndpointQuery) -> QueryResult<EndpointPage> {
+    let mut q = filtered(query);
+    let desc = query.descending;
+    if let Some(c) = &query.after {
+        q = match (query.sort, &c.value) {
+            (SortKey::LastSeen, CursorValue::Int(v)) => {
+                keyset!(q, endpoints::last_seen, *v, c.id, desc)
+            }
+            (SortKey::FirstSeen, CursorValue::Int(v)) => {
+                keyset!(q, endpoints::first_seen, *v, c.id, desc)
+            }
+            (SortKey::Risk, CursorValue::Int(v)) => {
+                let v = i16::try_from(*v).unwrap_or(i16::MAX);
+                keyset!(q, endpoints::risk_level, v, c.id, desc)
+            }
+            (SortKey::Hostname, CursorValue::Text(v)) => {
+                keyset!(q, endpoints::hostname, v.clone(), c.id, desc)
+            }
+            (SortKey::Ip, CursorValue::Text(v)) => keyset!(q, endpoints::ip, v.clone(), c.id, desc),
+            _ => q,
+        };
+    }
+    q = match query.sort {
+        SortKey::LastSeen => order_by!(q, endpoints::last_seen, desc),
+        SortKey::FirstSeen => order_by!(q, endpoints::first_seen, desc),
+        SortKey::Risk => order_by!(q, endpoints::risk_level, desc),
+        SortKey::Hostname => order_by!(q, endpoints::hostname, desc),
+        SortKey::Ip => order_by!(q, endpoints::ip, desc),
+    };
+    let limit = query.limit.clamp(1, 500);
+    let mut items: Vec<Endpoint> = q
+        .limit(limit + 1)
+        .select(Endpoint::as_select())
+        .load(conn)?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|e| Cursor::of(e, query.sort))
+    } else {
+        None
+    };
+    Ok(EndpointPage { items, next })
+}
+
+/// How many endpoints match the filters (the cursor and sort do not matter).
+pub fn count(conn: &mut AnyConnection, query: &EndpointQuery) -> QueryResult<i64> {
+    filtered(query).count().get_result(conn)
+}
+
+/// The distinct values of a column, for the filter drop-downs.
+pub fn distinct_os(conn: &mut AnyConnection) -> QueryResult<Vec<String>> {
+    endpoints::table
+        .filter(endpoints::os_name.ne(""))
+        .select(endpoints::os_name)
+        .distinct()
+        .order(endpoints::os_name.asc())
+        .limit(200)
+        .load(conn)
+}
+
+pub fn distinct_sources(conn: &mut AnyConnection) -> QueryResult<Vec<String>> {
+    endpoint_sources::table
+        .select(endpoint_sources::source)
+        .distinct()
+        .order(endpoint_sources::source.asc())
+        .load(conn)
+}
+
+pub fn distinct_profiles(conn: &mut AnyConnection) -> QueryResult<Vec<String>> {
+    endpoints::table
+        .filter(endpoints::profile.ne(""))
+        .select(endpoints::profile)
+        .distinct()
+        .order(endpoints::profile.asc())
+        .limit(500)
+        .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_merge_sorted_without_repeats() {
+        assert_eq!(merged_sources("", "network"), "network");
+        assert_eq!(merged_sources("network", "csv"), "csv,network");
+        assert_eq!(merged_sources("csv,network", "network"), "csv,network");
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor {
+            value: CursorValue::Text("a~b".into()),
+            id: 7,
+        };
+        assert_eq!(Cursor::decode(&c.encode(), SortKey::Hostname), Some(c));
+        assert_eq!(Cursor::decode("x~1", SortKey::LastSeen), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! Server-side session state, keyed by a hash of the cookie's session key so that a copy of the
+//! database does not hand out live sessions.
+
+use diesel::prelude::*;
+
+use crate::db::schema::sessions;
+use crate::db::{AnyConnection, now};
+
+pub fn load(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<String>> {
+    sessions::table
+        .filter(sessions::id.eq(id))
+        .filter(sessions::expires_at.gt(now()))
+        .select(sessions::state)
+        .first(conn)
+        .optional()
+}
+
+pub fn insert(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    expires_at: i64,
+) -> QueryResult<usize> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(id),
+            sessions::state.eq(state),
+            sessions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+}
+
+/// Updates a live session; 0 when it expired or was deleted meanwhile.
+pub fn update(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    expires_at: i64,
+) -> QueryResult<usize> {
+    diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(id))
+            .filter(sessions::expires_at.gt(now())),
+    )
+    .set((
+        sessions::state.eq(state),
+        sessions::expires_at.eq(expires_at),
+    ))
+    .execute(conn)
+}
+
+pub fn touch(conn: &mut AnyConnection, id: &str, expires_at: i64) -> QueryResult<usize> {
+    diesel::update(sessions::table.filter(sessions::id.eq(id)))
+        .set(sessions::expires_at.eq(expires_at))
+        .execute(conn)
+}
+
+pub fn delete(conn: &mut AnyConnection, id: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::id.eq(id))).execute(conn)
+}
+
+pub fn purge_expired(conn: &mut AnyConnection) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::expires_at.le(now()))).execute(conn)
+}

@@ -1,0 +1,119 @@
+//! Table definitions shared by both backends. They mirror `migrations/sqlite` and
+//! `migrations/postgres`, which differ only in types the two engines spell differently.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        password_hash -> Text,
+        role -> Text,
+        disabled -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        state -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> BigInt,
+        name -> Text,
+        token_hash -> Text,
+        role -> Text,
+        created_by -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+        revoked -> Bool,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at -> BigInt,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        outcome -> Text,
+        details -> Text,
+    }
+}
+
+diesel::table! {
+    endpoints (id) {
+        id -> BigInt,
+        mac -> Nullable<Text>,
+        mac_vendor -> Text,
+        ip -> Text,
+        hostname -> Text,
+        fqdn -> Text,
+        os_name -> Text,
+        os_version -> Text,
+        os_build -> Text,
+        dhcp_vendor_class -> Text,
+        dhcp_params -> Text,
+        user_agent -> Text,
+        profile -> Text,
+        match_score -> SmallInt,
+        risk_level -> SmallInt,
+        sources -> Text,
+        custom_data -> Text,
+        first_seen -> BigInt,
+        last_seen -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    endpoint_ips (endpoint_id, ip) {
+        endpoint_id -> BigInt,
+        ip -> Text,
+        first_seen -> BigInt,
+        last_seen -> BigInt,
+    }
+}
+
+diesel::table! {
+    endpoint_sources (endpoint_id, source) {
+        endpoint_id -> BigInt,
+        source -> Text,
+        first_seen -> BigInt,
+        last_seen -> BigInt,
+    }
+}
+
+diesel::table! {
+    endpoint_history (id) {
+        id -> BigInt,
+        endpoint_id -> BigInt,
+        at -> BigInt,
+        field -> Text,
+        old_value -> Text,
+        new_value -> Text,
+        source -> Text,
+    }
+}
+
+diesel::joinable!(endpoint_ips -> endpoints (endpoint_id));
+diesel::joinable!(endpoint_sources -> endpoints (endpoint_id));
+diesel::joinable!(endpoint_history -> endpoints (endpoint_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    api_tokens,
+    audit_log,
+    endpoints,
+    endpoint_ips,
+    endpoint_sources,
+    endpoint_history,
+);

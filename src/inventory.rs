@@ -1,0 +1,62 @@
+//! Bringing observations into the inventory, whichever way they arrive (JSON API, CSV upload):
+//! validate each one, merge the valid ones in one transaction, and report every rejected one
+//! with its reason.
+
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::db::models::endpoints::{self, MergeCounts};
+use crate::domain::observations::{Observation, RawObservation};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    /// Position in the batch: the array index for JSON, the line number for CSV.
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub received: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Validates and merges a batch. `items` pairs each observation (or the reason it could not even
+/// be read) with its position for the report.
+pub async fn ingest(
+    db: &Db,
+    items: Vec<(usize, Result<RawObservation, String>)>,
+    source: &'static str,
+) -> anyhow::Result<IngestReport> {
+    let now = chrono::Utc::now();
+    let received = items.len();
+    let mut valid: Vec<Observation> = Vec::with_capacity(received);
+    let mut rejected = Vec::new();
+    for (index, item) in items {
+        match item.and_then(|raw| raw.validate(now)) {
+            Ok(o) => valid.push(o),
+            Err(reason) => rejected.push(Rejected { index, reason }),
+        }
+    }
+    let MergeCounts { created, updated } = if valid.is_empty() {
+        MergeCounts::default()
+    } else {
+        db.run(move |c| {
+            Ok(endpoints::apply_observations(
+                c,
+                &valid,
+                source,
+                crate::domain::vendor_for_mac,
+            )?)
+        })
+        .await?
+    };
+    Ok(IngestReport {
+        received,
+        created,
+        updated,
+        rejected,
+    })
+}

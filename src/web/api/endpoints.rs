@@ -1,0 +1,95 @@
+//! `GET /api/v1/endpoints` (paged, the same filters as the Endpoints page) and
+//! `GET /api/v1/endpoints/{id}`.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
+use crate::error::AppError;
+use crate::web::AppState;
+use crate::web::auth::ApiAnalyst;
+use crate::web::pages::endpoints::{ListParams, risk_label};
+
+#[derive(Serialize)]
+struct EndpointJson {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    risk: &'static str,
+    sources_list: Vec<String>,
+}
+
+impl From<Endpoint> for EndpointJson {
+    fn from(endpoint: Endpoint) -> Self {
+        let sources_list = endpoint
+            .sources
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Self {
+            risk: risk_label(endpoint.risk_level),
+            sources_list,
+            endpoint,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ListJson {
+    items: Vec<EndpointJson>,
+    total: i64,
+    /// Pass as `after` to get the next page; null on the last page.
+    next: Option<String>,
+}
+
+pub async fn list(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, AppError> {
+    let query = params.to_query(100)?;
+    let (page, total) = state
+        .db
+        .run(move |c| Ok((endpoints::list(c, &query)?, endpoints::count(c, &query)?)))
+        .await?;
+    Ok(HttpResponse::Ok().json(ListJson {
+        next: page.next.map(|c| c.encode()),
+        items: page.items.into_iter().map(EndpointJson::from).collect(),
+        total,
+    }))
+}
+
+#[derive(Serialize)]
+struct DetailJson {
+    #[serde(flatten)]
+    endpoint: EndpointJson,
+    ip_addresses: Vec<EndpointIp>,
+    history: Vec<HistoryEntry>,
+}
+
+pub async fn get(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let found = state
+        .db
+        .run(move |c| {
+            let Some(e) = endpoints::find(c, id)? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                e,
+                endpoints::ips(c, id)?,
+                endpoints::history(c, id, 100)?,
+            )))
+        })
+        .await?;
+    let (e, ips, history) = found.ok_or(AppError::NotFound)?;
+    Ok(HttpResponse::Ok().json(DetailJson {
+        endpoint: e.into(),
+        ip_addresses: ips,
+        history,
+    }))
+}

@@ -1,0 +1,4 @@
+//! The JSON API for automation, under `/api/v1`. Authenticated by API tokens only.
+
+pub mod endpoints;
+pub mod observations;

@@ -1,0 +1,218 @@
+//! Who is asking: the signed-in user of a page request, or the API token of an automation
+//! request, and the role each route demands. Every handler names its caller type in its
+//! signature (`AnyUser`, `OperatorUser`, `AdminUser`, `ApiAnalyst`, `ApiOperator`, `ApiAdmin`), so
+//! the role check cannot be forgotten and is visible where the route is written.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_session::SessionExt;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+
+use super::session::{csrf_token, keys};
+use crate::auth::{Role, hash_api_token};
+use crate::db::models::{api_tokens, audit, users};
+use crate::db::now;
+use crate::error::AppError;
+use crate::web::AppState;
+
+/// A signed-in person.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    /// The session's CSRF token, for the forms and htmx requests of the page.
+    pub csrf: String,
+}
+
+impl CurrentUser {
+    async fn from_request(req: HttpRequest) -> Result<Self, AppError> {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| anyhow::anyhow!("no state"))?
+            .clone();
+        let session = req.get_session();
+        let uid = session
+            .get::<i64>(keys::USER_ID)
+            .ok()
+            .flatten()
+            .ok_or(AppError::LoginRequired)?;
+        let t = now();
+        let login_at = session
+            .get::<i64>(keys::LOGIN_AT)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let last_active = session
+            .get::<i64>(keys::LAST_ACTIVE)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let s = &state.settings;
+        if t - login_at > s.session_absolute_hours * 3600
+            || t - last_active > s.session_idle_minutes * 60
+        {
+            session.purge();
+            return Err(AppError::LoginRequired);
+        }
+        // Writing the activity time once a minute keeps the idle timeout honest without a
+        // database write on every request.
+        if t - last_active >= 60 {
+            let _ = session.insert(keys::LAST_ACTIVE, t);
+        }
+        let user = state.db.run(move |c| Ok(users::find(c, uid)?)).await?;
+        match user {
+            Some(u) if !u.disabled => Ok(CurrentUser {
+                id: u.id,
+                role: u.role(),
+                username: u.username,
+                csrf: csrf_token(&session),
+            }),
+            _ => {
+                session.purge();
+                Err(AppError::LoginRequired)
+            }
+        }
+    }
+
+    pub fn can(&self, role: Role) -> bool {
+        self.role.allows(role)
+    }
+}
+
+/// An API token presented as `Authorization: Bearer ...`.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    pub token_id: i64,
+    pub name: String,
+    pub role: Role,
+}
+
+impl ApiCaller {
+    /// How the caller appears in the audit log.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.name)
+    }
+
+    async fn from_request(req: HttpRequest) -> Result<Self, AppError> {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| anyhow::anyhow!("no state"))?
+            .clone();
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 200)
+            .ok_or(AppError::LoginRequired)?;
+        let hash = hash_api_token(token);
+        let found = state
+            .db
+            .run(move |c| {
+                let t = api_tokens::find_by_hash(c, &hash)?;
+                if let Some(t) = t.as_ref().filter(|t| t.is_usable(now())) {
+                    api_tokens::mark_used(c, t.id)?;
+                }
+                Ok(t)
+            })
+            .await?;
+        match found {
+            Some(t) if t.is_usable(now()) => Ok(ApiCaller {
+                token_id: t.id,
+                role: t.role(),
+                name: t.name,
+            }),
+            _ => Err(AppError::LoginRequired),
+        }
+    }
+}
+
+/// Records a refused request in the audit log, so that probing shows up there.
+fn audit_refusal(req: &HttpRequest, actor: String, needed: Role) {
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        let db = state.db.clone();
+        let target = format!("{} {}", req.method(), req.path());
+        actix_web::rt::spawn(async move {
+            let _ = db
+                .run(move |c| {
+                    audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &actor,
+                            action: "access.denied",
+                            target: &target,
+                            outcome: "refused",
+                            details: &format!("requires {}", needed.label()),
+                        },
+                    )?;
+                    Ok(())
+                })
+                .await;
+        });
+    }
+}
+
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $inner:ty, $role:expr, $actor:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub $inner);
+
+        impl std::ops::Deref for $name {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
+                &self.0
+            }
+        }
+
+        impl FromRequest for $name {
+            type Error = AppError;
+            type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+                let req = req.clone();
+                Box::pin(async move {
+                    let who = <$inner>::from_request(req.clone()).await?;
+                    if who.role.allows($role) {
+                        Ok($name(who))
+                    } else {
+                        audit_refusal(&req, $actor(&who), $role);
+                        Err(AppError::Forbidden)
+                    }
+                })
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// Any signed-in person (Analyst or above).
+    AnyUser, CurrentUser, Role::Analyst, |u: &CurrentUser| u.username.clone()
+);
+role_extractor!(
+    /// An Operator or Admin.
+    OperatorUser, CurrentUser, Role::Operator, |u: &CurrentUser| u.username.clone()
+);
+role_extractor!(
+    /// An Admin.
+    AdminUser, CurrentUser, Role::Admin, |u: &CurrentUser| u.username.clone()
+);
+role_extractor!(
+    /// Any valid API token.
+    ApiAnalyst, ApiCaller, Role::Analyst, ApiCaller::actor
+);
+role_extractor!(
+    /// An API token of an Operator or Admin.
+    ApiOperator, ApiCaller, Role::Operator, ApiCaller::actor
+);
+role_extractor!(
+    /// An API token of an Admin.
+    ApiAdmin, ApiCaller, Role::Admin, ApiCaller::actor
+);

@@ -1,0 +1,171 @@
+//! The web layer: one routing table, the state handlers share, the page chrome, and static
+//! files. Handlers extract, call one function of the library, and pick a template; no SQL and
+//! no business rules here.
+
+pub mod api;
+pub mod auth;
+pub mod errors;
+pub mod pages;
+pub mod security;
+pub mod session;
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::AppError;
+use auth::CurrentUser;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub login_throttle: pages::login::LoginThrottle,
+}
+
+/// The parts of the page every template shows: who is signed in, the CSRF token for forms and
+/// htmx, and which navigation entry is current.
+pub struct Layout {
+    pub user: Option<CurrentUser>,
+    pub csrf: String,
+    pub nav: &'static str,
+}
+
+impl Layout {
+    pub fn new(user: &CurrentUser, nav: &'static str) -> Self {
+        Self {
+            csrf: user.csrf.clone(),
+            user: Some(user.clone()),
+            nav,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|u| u.can(crate::auth::Role::Admin))
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|u| u.can(crate::auth::Role::Operator))
+    }
+}
+
+/// Renders an askama template into an HTML response.
+pub fn html(t: &impl askama::Template) -> Result<HttpResponse, AppError> {
+    let body = t.render().map_err(|e| AppError::Internal(e.into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}
+
+/// The whole routing table.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/static/{file}", web::get().to(static_file))
+        .route("/login", web::get().to(pages::login::show))
+        .route("/login", web::post().to(pages::login::submit))
+        .route("/logout", web::post().to(pages::login::logout))
+        .route("/", web::get().to(pages::dashboard::show))
+        .route("/endpoints", web::get().to(pages::endpoints::list))
+        .route(
+            "/endpoints/import",
+            web::post().to(pages::endpoints::import_csv),
+        )
+        .route("/endpoints/{id}", web::get().to(pages::endpoints::detail))
+        .route(
+            "/endpoints/{id}/tabs/{tab}",
+            web::get().to(pages::endpoints::tab),
+        )
+        .route(
+            "/config/integrations",
+            web::get().to(pages::config::integrations),
+        )
+        .route("/config/profiles", web::get().to(pages::config::profiles))
+        .route("/users", web::get().to(pages::users::list))
+        .route("/users", web::post().to(pages::users::create))
+        .route("/users/{id}/role", web::post().to(pages::users::set_role))
+        .route(
+            "/users/{id}/disabled",
+            web::post().to(pages::users::set_disabled),
+        )
+        .route(
+            "/users/{id}/password",
+            web::post().to(pages::users::reset_password),
+        )
+        .route("/tokens", web::get().to(pages::tokens::list))
+        .route("/tokens", web::post().to(pages::tokens::create))
+        .route("/tokens/{id}/revoke", web::post().to(pages::tokens::revoke))
+        .route("/audit", web::get().to(pages::audit::list))
+        .route(
+            "/api/v1/observations",
+            web::post().to(api::observations::ingest),
+        )
+        .route("/api/v1/endpoints", web::get().to(api::endpoints::list))
+        .route("/api/v1/endpoints/{id}", web::get().to(api::endpoints::get));
+}
+
+/// Static assets are compiled into the binary, so the product runs from one file, offline.
+const STATIC_FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "htmx-2.0.11.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/vendor/htmx-2.0.11.min.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../static/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/app.js"),
+    ),
+];
+
+async fn static_file(name: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let (_, content_type, bytes) = STATIC_FILES
+        .iter()
+        .find(|(n, _, _)| *n == name.as_str())
+        .ok_or(AppError::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .content_type(*content_type)
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(*bytes))
+}
+
+/// Anything not in the routing table.
+pub async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound)
+}
+
+/// One log line per request, with an id that is also returned as `X-Request-Id`. The query
+/// string is not logged: it may hold search terms.
+pub async fn log_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    let (method, path) = (req.method().clone(), req.path().to_owned());
+    let started = std::time::Instant::now();
+    let mut res = next.call(req).await?;
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&id) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            v,
+        );
+    }
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = res.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(res)
+}

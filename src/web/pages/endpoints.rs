@@ -1,0 +1,512 @@
+//! The Endpoints list, the Endpoint Summary page with its tabs, and the CSV upload.
+
+use actix_multipart::Multipart;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::{audit, fmt_time};
+use crate::db::models::endpoints::{
+    self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey,
+};
+use crate::domain::observations::MAX_BATCH;
+use crate::error::AppError;
+use crate::inventory::{self, IngestReport};
+use crate::web::auth::{AnyUser, OperatorUser};
+use crate::web::{AppState, Layout, html};
+
+pub const RISK_LABELS: [&str; 5] = ["None", "Low", "Medium", "High", "Critical"];
+
+pub fn risk_label(level: i16) -> &'static str {
+    RISK_LABELS.get(level as usize).copied().unwrap_or("None")
+}
+
+/// The list's query string. Everything is optional; unknown values are refused with a 400.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub risk: String,
+    #[serde(default)]
+    pub profile: String,
+    #[serde(default)]
+    pub sort: String,
+    #[serde(default)]
+    pub dir: String,
+    #[serde(default)]
+    pub after: String,
+    pub limit: Option<i64>,
+}
+
+fn opt(s: &str) -> Option<String> {
+    Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+impl ListParams {
+    /// The same query for the HTML list and the JSON API.
+    pub fn to_query(&self, default_limit: i64) -> Result<EndpointQuery, AppError> {
+        if self.q.len() > 256 || self.after.len() > 600 {
+            return Err(AppError::bad_request("The search text is too long."));
+        }
+        let sort = match opt(&self.sort) {
+            None => SortKey::default(),
+            Some(s) => SortKey::parse(&s).ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "Unknown sort {s:?}: use last_seen, first_seen, hostname, ip or risk."
+                ))
+            })?,
+        };
+        let descending = match self.dir.as_str() {
+            "" => matches!(sort, SortKey::LastSeen | SortKey::FirstSeen | SortKey::Risk),
+            "desc" => true,
+            "asc" => false,
+            d => {
+                return Err(AppError::bad_request(format!(
+                    "Unknown direction {d:?}: use asc or desc."
+                )));
+            }
+        };
+        let risk = match opt(&self.risk) {
+            None => None,
+            Some(r) => Some(
+                RISK_LABELS
+                    .iter()
+                    .position(|l| l.eq_ignore_ascii_case(&r))
+                    .map(|p| p as i16)
+                    .ok_or_else(|| AppError::bad_request(format!("Unknown risk level {r:?}.")))?,
+            ),
+        };
+        let after = match opt(&self.after) {
+            None => None,
+            Some(a) => Some(
+                Cursor::decode(&a, sort)
+                    .ok_or_else(|| AppError::bad_request("The page position is not valid."))?,
+            ),
+        };
+        let limit = self.limit.unwrap_or(default_limit);
+        if !(1..=500).contains(&limit) {
+            return Err(AppError::bad_request("limit must be between 1 and 500."));
+        }
+        Ok(EndpointQuery {
+            search: opt(&self.q),
+            source: opt(&self.source),
+            os: opt(&self.os),
+            risk,
+            profile: opt(&self.profile),
+            sort,
+            descending,
+            after,
+            limit,
+        })
+    }
+
+    /// The query string of this list with another page position, for links.
+    fn with_after(&self, after: Option<&str>) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("q", &self.q),
+            ("source", &self.source),
+            ("os", &self.os),
+            ("risk", &self.risk),
+            ("profile", &self.profile),
+            ("sort", &self.sort),
+            ("dir", &self.dir),
+        ] {
+            if !v.is_empty() {
+                s.append_pair(k, v);
+            }
+        }
+        if let Some(a) = after {
+            s.append_pair("after", a);
+        }
+        s.finish()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "endpoints/list.html", blocks = ["results"])]
+struct ListPage {
+    layout: Layout,
+    params: ListParams,
+    items: Vec<Endpoint>,
+    total: i64,
+    next_link: Option<String>,
+    first_link: Option<String>,
+    sources: Vec<String>,
+    oses: Vec<String>,
+    profiles: Vec<String>,
+    sorts: [SortKey; 5],
+    risks: [&'static str; 5],
+}
+
+impl ListPage {
+    fn time(&self, t: &i64) -> String {
+        fmt_time(*t)
+    }
+    fn risk(&self, l: &i16) -> &'static str {
+        risk_label(*l)
+    }
+}
+
+pub async fn list(
+    user: AnyUser,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, AppError> {
+    let params = params.into_inner();
+    let query = params.to_query(50)?;
+    let q2 = query.clone();
+    let (page, total, sources, oses, profiles) = state
+        .db
+        .run(move |c| {
+            Ok((
+                endpoints::list(c, &q2)?,
+                endpoints::count(c, &q2)?,
+                endpoints::distinct_sources(c)?,
+                endpoints::distinct_os(c)?,
+                endpoints::distinct_profiles(c)?,
+            ))
+        })
+        .await?;
+    let next_link = page
+        .next
+        .as_ref()
+        .map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
+    let first_link = query
+        .after
+        .is_some()
+        .then(|| format!("/endpoints?{}", params.with_after(None)));
+    let view = ListPage {
+        layout: Layout::new(&user, "endpoints"),
+        params,
+        items: page.items,
+        total,
+        next_link,
+        first_link,
+        sources,
+        oses,
+        profiles,
+        sorts: SortKey::ALL,
+        risks: RISK_LABELS,
+    };
+    if req.headers().contains_key("hx-request") && !req.headers().contains_key("hx-boosted") {
+        return html(&view.as_results());
+    }
+    html(&view)
+}
+
+const TABS: [(&str, &str); 4] = [
+    ("summary", "Summary"),
+    ("risk", "Risk"),
+    ("profile", "Profile data"),
+    ("actions", "Actions"),
+];
+
+#[derive(Template)]
+#[template(path = "endpoints/detail.html", blocks = ["tab_content"])]
+struct DetailPage {
+    layout: Layout,
+    e: Endpoint,
+    ips: Vec<EndpointIp>,
+    history: Vec<HistoryEntry>,
+    tab: &'static str,
+    tabs: [(&'static str, &'static str); 4],
+}
+
+impl DetailPage {
+    fn time(&self, t: &i64) -> String {
+        fmt_time(*t)
+    }
+    fn risk(&self) -> &'static str {
+        risk_label(self.e.risk_level)
+    }
+    fn title(&self) -> String {
+        [&self.e.hostname, &self.e.ip]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .or_else(|| self.e.mac.clone())
+            .unwrap_or_else(|| format!("Endpoint {}", self.e.id))
+    }
+}
+
+async fn load_detail(
+    user: &AnyUser,
+    state: &AppState,
+    id: i64,
+    tab: &str,
+) -> Result<DetailPage, AppError> {
+    let tab = TABS
+        .iter()
+        .find(|(t, _)| *t == tab)
+        .map(|(t, _)| *t)
+        .ok_or(AppError::NotFound)?;
+    let (e, ips, history) = state
+        .db
+        .run(move |c| {
+            let Some(e) = endpoints::find(c, id)? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                e,
+                endpoints::ips(c, id)?,
+                endpoints::history(c, id, 50)?,
+            )))
+        })
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(DetailPage {
+        layout: Layout::new(user, "endpoints"),
+        e,
+        ips,
+        history,
+        tab,
+        tabs: TABS,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct TabQuery {
+    tab: Option<String>,
+}
+
+pub async fn detail(
+    user: AnyUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    q: web::Query<TabQuery>,
+) -> Result<HttpResponse, AppError> {
+    let page = load_detail(
+        &user,
+        &state,
+        id.into_inner(),
+        q.tab.as_deref().unwrap_or("summary"),
+    )
+    .await?;
+    html(&page)
+}
+
+pub async fn tab(
+    user: AnyUser,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, tab) = path.into_inner();
+    let page = load_detail(&user, &state, id, &tab).await?;
+    html(&page.as_tab_content())
+}
+
+/// The CSV header the upload expects (the same fields as the JSON observations).
+pub const CSV_COLUMNS: [&str; 7] = [
+    "mac",
+    "ip",
+    "hostname",
+    "dhcp_vendor_class",
+    "dhcp_params",
+    "user_agent",
+    "seen_at",
+];
+const MAX_CSV_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Template)]
+#[template(path = "endpoints/_import_report.html")]
+struct ImportReport {
+    report: Option<IngestReport>,
+    error: Option<String>,
+}
+
+/// CSV upload (htmx, multipart): valid rows are imported, each bad row is reported with its
+/// line number; a file that cannot be read at all changes nothing.
+pub async fn import_csv(
+    user: OperatorUser,
+    state: web::Data<AppState>,
+    mut form: Multipart,
+) -> Result<HttpResponse, AppError> {
+    let mut data = Vec::new();
+    let mut found = false;
+    while let Some(field) = form.next().await {
+        let mut field = field
+            .map_err(|e| AppError::bad_request(format!("The upload could not be read: {e}")))?;
+        if field.name() != Some("file") {
+            continue;
+        }
+        found = true;
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk
+                .map_err(|e| AppError::bad_request(format!("The upload could not be read: {e}")))?;
+            if data.len() + chunk.len() > MAX_CSV_BYTES {
+                return Err(AppError::PayloadTooLarge);
+            }
+            data.extend_from_slice(&chunk);
+        }
+    }
+    let outcome = if !found || data.is_empty() {
+        Err("Choose a CSV file to upload.".to_owned())
+    } else {
+        parse_csv(&data)
+    };
+    let items = match outcome {
+        Ok(items) => items,
+        Err(error) => {
+            audit(
+                &state.db,
+                &user.username,
+                "endpoints.import_csv",
+                "",
+                "refused",
+                &error,
+            )
+            .await?;
+            let mut res = html(&ImportReport {
+                report: None,
+                error: Some(error),
+            })?;
+            *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+            return Ok(res);
+        }
+    };
+    let report = inventory::ingest(&state.db, items, "csv").await?;
+    let details = format!(
+        "{} rows: {} created, {} updated, {} rejected",
+        report.received,
+        report.created,
+        report.updated,
+        report.rejected.len()
+    );
+    audit(
+        &state.db,
+        &user.username,
+        "endpoints.import_csv",
+        "",
+        "success",
+        &details,
+    )
+    .await?;
+    html(&ImportReport {
+        report: Some(report),
+        error: None,
+    })
+}
+
+/// Reads the CSV: a header naming some of [`CSV_COLUMNS`], then one observation per line.
+fn parse_csv(
+    data: &[u8],
+) -> Result<
+    Vec<(
+        usize,
+        Result<crate::domain::observations::RawObservation, String>,
+    )>,
+    String,
+> {
+    let text = std::str::from_utf8(data).map_err(|_| "The file is not UTF-8 text.".to_owned())?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("The header line could not be read: {e}"))?
+        .clone();
+    let columns: Vec<Option<usize>> = headers
+        .iter()
+        .map(|h| CSV_COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)))
+        .collect();
+    if let Some(unknown) = headers
+        .iter()
+        .zip(&columns)
+        .find(|(_, c)| c.is_none())
+        .map(|(h, _)| h)
+    {
+        return Err(format!(
+            "Unknown column {unknown:?}. The columns are: {}.",
+            CSV_COLUMNS.join(", ")
+        ));
+    }
+    if !columns.iter().any(|c| matches!(c, Some(0) | Some(1))) {
+        return Err("The header must name a mac or an ip column.".into());
+    }
+    let mut items = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let line = n + 2;
+        if items.len() >= MAX_BATCH {
+            return Err(format!(
+                "The file has more than {MAX_BATCH} rows; split it into several uploads."
+            ));
+        }
+        let item = match record {
+            Err(e) => Err(format!("line could not be read: {e}")),
+            Ok(r) if r.len() != headers.len() => Err(format!(
+                "has {} fields, the header has {}",
+                r.len(),
+                headers.len()
+            )),
+            Ok(r) => {
+                let mut fields: [Option<String>; 7] = Default::default();
+                for (value, col) in r.iter().zip(&columns) {
+                    if let Some(c) = col {
+                        fields[*c] = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    }
+                }
+                let [
+                    mac,
+                    ip,
+                    hostname,
+                    dhcp_vendor_class,
+                    dhcp_params,
+                    user_agent,
+                    seen_at,
+                ] = fields;
+                Ok(crate::domain::observations::RawObservation {
+                    mac,
+                    ip,
+                    hostname,
+                    dhcp_vendor_class,
+                    dhcp_params,
+                    user_agent,
+                    seen_at,
+                })
+            }
+        };
+        items.push((line, item));
+    }
+    if items.is_empty() {
+        return Err("The file has a header but no rows.".into());
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_are_read_by_header_name() {
+        let items = parse_csv(b"ip,mac,hostname\n10.0.0.1,aa:bb:cc:dd:ee:01,pc1\n,,\n").unwrap();
+        assert_eq!(items.len(), 2);
+        let first = items[0].1.as_ref().unwrap();
+        assert_eq!(first.mac.as_deref(), Some("aa:bb:cc:dd:ee:01"));
+        assert_eq!(items[1].0, 3);
+    }
+
+    #[test]
+    fn csv_with_unknown_columns_is_refused_whole() {
+        assert!(
+            parse_csv(b"mac,colour\naa:bb:cc:dd:ee:01,red\n")
+                .unwrap_err()
+                .contains("colour")
+        );
+        assert!(
+            parse_csv(b"hostname\npc1\n")
+                .unwrap_err()
+                .contains("mac or an ip")
+        );
+    }
+}

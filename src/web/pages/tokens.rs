@@ -1,0 +1,154 @@
+//! API tokens (admins): create (the token is shown once), list, revoke.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{audit, fmt_time};
+use crate::auth::{Role, hash_api_token, new_api_token};
+use crate::db::models::api_tokens::{self, ApiToken};
+use crate::db::now;
+use crate::error::AppError;
+use crate::web::auth::AdminUser;
+use crate::web::{AppState, Layout, html};
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+struct TokensPage {
+    layout: Layout,
+    tokens: Vec<ApiToken>,
+    created: Option<String>,
+    error: Option<String>,
+    roles: [Role; 3],
+}
+
+impl TokensPage {
+    fn time(&self, t: &i64) -> String {
+        fmt_time(*t)
+    }
+    fn maybe_time(&self, t: &Option<i64>) -> String {
+        t.map(fmt_time).unwrap_or_else(|| "—".into())
+    }
+}
+
+async fn render(
+    user: &AdminUser,
+    state: &AppState,
+    created: Option<String>,
+    error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let tokens = state.db.run(|c| Ok(api_tokens::list(c)?)).await?;
+    let status = if error.is_some() {
+        actix_web::http::StatusCode::BAD_REQUEST
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    let mut res = html(&TokensPage {
+        layout: Layout::new(user, "tokens"),
+        tokens,
+        created,
+        error,
+        roles: Role::ALL,
+    })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+pub async fn list(user: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    render(&user, &state, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenForm {
+    name: String,
+    role: String,
+    expires_days: Option<String>,
+}
+
+/// Validates a token name: what an administrator will recognise in the audit log.
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err("A token name has 1 to 64 characters.".into());
+    }
+    Ok(())
+}
+
+pub async fn create(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    form: web::Form<NewTokenForm>,
+) -> Result<HttpResponse, AppError> {
+    let name = form.name.trim().to_owned();
+    if let Err(e) = check_token_name(&name) {
+        return render(&user, &state, None, Some(e)).await;
+    }
+    let Some(role) = Role::parse(&form.role) else {
+        return render(&user, &state, None, Some("Choose a role.".into())).await;
+    };
+    let expires_at = match form
+        .expires_days
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(d) => match d.parse::<i64>() {
+            Ok(days) if (1..=3650).contains(&days) => Some(now() + days * 86_400),
+            _ => {
+                return render(
+                    &user,
+                    &state,
+                    None,
+                    Some("Expiry is a number of days from 1 to 3650, or empty.".into()),
+                )
+                .await;
+            }
+        },
+    };
+    let token = new_api_token();
+    let hash = hash_api_token(&token);
+    let (n, by) = (name.clone(), user.username.clone());
+    state
+        .db
+        .run(move |c| Ok(api_tokens::create(c, &n, &hash, role, &by, expires_at)?))
+        .await?;
+    audit(
+        &state.db,
+        &user.username,
+        "token.create",
+        &name,
+        "success",
+        &format!("role {}", role.as_str()),
+    )
+    .await?;
+    render(&user, &state, Some(token), None).await
+}
+
+pub async fn revoke(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let token = state
+        .db
+        .run(move |c| Ok(api_tokens::find(c, id)?))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    state
+        .db
+        .run(move |c| Ok(api_tokens::revoke(c, id)?))
+        .await?;
+    audit(
+        &state.db,
+        &user.username,
+        "token.revoke",
+        &token.name,
+        "success",
+        "",
+    )
+    .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", "/tokens"))
+        .finish())
+}

@@ -1,0 +1,170 @@
+//! Protections that apply to every request: security headers on every response, and the CSRF
+//! check on every state-changing request.
+
+use actix_session::SessionExt;
+use actix_web::HttpMessage;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::Next;
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::session::keys;
+use crate::error::AppError;
+
+/// No inline script anywhere (htmx runs from a file, configured from a meta tag), nothing
+/// from another origin, and the product may not be framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let is_static = req.path().starts_with("/static/");
+    // Inner layers answer errors as responses (never `Err`), so error pages get these headers too.
+    let mut res = next.call(req).await?;
+    let h = res.headers_mut();
+    let set = |h: &mut header::HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, header::HeaderValue::from_static(v));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(
+        h,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    );
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    );
+    set(
+        h,
+        header::HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=()",
+    );
+    if !is_static {
+        // Pages carry inventory and risk data: never keep them in a shared or browser cache.
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    Ok(res)
+}
+
+/// The largest form body the CSRF check will read to find the token field.
+const MAX_FORM_BODY: usize = 1024 * 1024;
+
+/// Refuses a state-changing request that does not carry the session's CSRF token (header
+/// `X-CSRF-Token`, sent by htmx from the page's `hx-headers`, or form field `csrf_token`), or
+/// that a browser says came from another site.
+///
+/// The JSON API under `/api/` is exempt: it authenticates with bearer tokens only and never
+/// reads the session cookie, so a cross-site page cannot act through it.
+pub async fn csrf_protect(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe || req.path().starts_with("/api/") {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    if cross_site(&req) {
+        return Ok(csrf_refusal(
+            req,
+            "The request came from another site and was refused.",
+        ));
+    }
+    let expected = req.get_session().get::<String>(keys::CSRF).ok().flatten();
+    let from_header = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (req, presented) = match from_header {
+        Some(t) => (req, Some(t)),
+        None if is_form(&req) => match read_form_token(req).await {
+            Ok(read) => read,
+            Err((req, e)) => return Ok(ServiceResponse::from_err(e, req.into_parts().0)),
+        },
+        None => (req, None),
+    };
+    match (expected, presented) {
+        (Some(e), Some(p)) if constant_time_eq(e.as_bytes(), p.as_bytes()) => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+        _ => Ok(csrf_refusal(
+            req,
+            "The form has expired or did not come from this site. Reload the page and try again.",
+        )),
+    }
+}
+
+fn csrf_refusal(req: ServiceRequest, msg: &str) -> ServiceResponse {
+    tracing::warn!(path = req.path(), "CSRF check refused a request");
+    ServiceResponse::from_err(AppError::Refused(msg.to_owned()), req.into_parts().0)
+}
+
+fn is_form(req: &ServiceRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// `Sec-Fetch-Site` and `Origin`, when the browser sends them, must say "this site".
+fn cross_site(req: &ServiceRequest) -> bool {
+    let h = req.headers();
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return true;
+    }
+    if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = req.connection_info().host().to_owned();
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        return origin == "null" || !origin_host.eq_ignore_ascii_case(&host);
+    }
+    false
+}
+
+/// Reads the urlencoded body to find `csrf_token`, then puts the body back for the handler.
+async fn read_form_token(
+    mut req: ServiceRequest,
+) -> Result<(ServiceRequest, Option<String>), (ServiceRequest, actix_web::Error)> {
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return Err((req, e.into())),
+        };
+        if body.len() + chunk.len() > MAX_FORM_BODY {
+            return Err((req, AppError::PayloadTooLarge.into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body: Bytes = body.freeze();
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| v.into_owned());
+    req.set_payload(Payload::from(body));
+    Ok((req, token))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
