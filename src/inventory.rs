@@ -23,11 +23,14 @@ pub struct IngestReport {
     pub rejected: Vec<Rejected>,
 }
 
+/// A batch as read: each observation (or why it could not even be read) with its position.
+pub type RawBatch = Vec<(usize, Result<RawObservation, String>)>;
+
 /// Validates and merges a batch. `items` pairs each observation (or the reason it could not even
 /// be read) with its position for the report.
 pub async fn ingest(
     db: &Db,
-    items: Vec<(usize, Result<RawObservation, String>)>,
+    items: RawBatch,
     source: &'static str,
 ) -> anyhow::Result<IngestReport> {
     let now = chrono::Utc::now();

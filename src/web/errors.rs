@@ -32,7 +32,14 @@ pub async fn render_errors(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let res = next.call(req).await?;
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    let is_error = status.is_client_error() || status.is_server_error();
+    // A page a handler rendered on purpose with an error status (a form with its messages)
+    // stays as it is; errors and empty error responses get presented.
+    let empty = matches!(
+        res.response().body().size(),
+        actix_web::body::BodySize::Sized(0) | actix_web::body::BodySize::None
+    );
+    if !is_error || (res.response().error().is_none() && !empty) {
         return Ok(res.map_into_left_body());
     }
     let message = match res.response().error() {

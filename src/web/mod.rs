@@ -55,6 +55,15 @@ impl Layout {
     }
 }
 
+/// Form and path extractors are taken as `Result`s so that they cannot fail before the role
+/// check: a caller without the role gets 403 whatever the body, and the input is validated after.
+pub type Input<T> = Result<T, actix_web::Error>;
+
+/// The input of a request whose caller was already checked, or a 400 saying what was wrong.
+pub fn input<T>(i: Input<T>) -> Result<T, AppError> {
+    i.map_err(|e| AppError::BadRequest(format!("The request was not understood: {e}")))
+}
+
 /// Renders an askama template into an HTML response.
 pub fn html(t: &impl askama::Template) -> Result<HttpResponse, AppError> {
     let body = t.render().map_err(|e| AppError::Internal(e.into()))?;

@@ -1,1 +1,8 @@
-//! The one integration-test binary: every test starts real servers on loopback.
+//! The one integration-test binary: every test starts the real application on a random
+//! loopback port with its own database (a temporary SQLite file, or a fresh PostgreSQL database
+//! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
+
+mod helpers;
+
+mod auth;
+mod inventory;

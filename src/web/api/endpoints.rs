@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::error::AppError;
-use crate::web::AppState;
 use crate::web::auth::ApiAnalyst;
 use crate::web::pages::endpoints::{ListParams, risk_label};
+use crate::web::{AppState, Input, input};
 
 #[derive(Serialize)]
 struct EndpointJson {
@@ -45,8 +45,9 @@ struct ListJson {
 pub async fn list(
     _caller: ApiAnalyst,
     state: web::Data<AppState>,
-    params: web::Query<ListParams>,
+    params: Input<web::Query<ListParams>>,
 ) -> Result<HttpResponse, AppError> {
+    let params = input(params)?;
     let query = params.to_query(100)?;
     let (page, total) = state
         .db
@@ -70,8 +71,9 @@ struct DetailJson {
 pub async fn get(
     _caller: ApiAnalyst,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
+    id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
+    let id = input(id)?;
     let id = id.into_inner();
     let found = state
         .db

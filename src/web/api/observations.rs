@@ -5,17 +5,18 @@ use actix_web::{HttpResponse, web};
 use crate::domain::observations::{MAX_BATCH, RawObservation};
 use crate::error::AppError;
 use crate::inventory;
-use crate::web::AppState;
 use crate::web::auth::ApiOperator;
 use crate::web::pages::audit;
+use crate::web::{AppState, Input, input};
 
 /// A body is read whole before anything is written, so a malformed one changes nothing. Items
 /// of the wrong shape are rejected one by one, with their index and the reason.
 pub async fn ingest(
     caller: ApiOperator,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    body: Input<web::Bytes>,
 ) -> Result<HttpResponse, AppError> {
+    let body = input(body)?;
     let values: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request(format!(
             "The body must be a JSON array of observations: {e}"

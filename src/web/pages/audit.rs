@@ -8,7 +8,7 @@ use super::fmt_time;
 use crate::db::models::audit::{self, AuditEntry};
 use crate::error::AppError;
 use crate::web::auth::AdminUser;
-use crate::web::{AppState, Layout, html};
+use crate::web::{AppState, Input, Layout, html, input};
 
 const PAGE: i64 = 100;
 
@@ -34,8 +34,9 @@ pub struct AuditQuery {
 pub async fn list(
     user: AdminUser,
     state: web::Data<AppState>,
-    q: web::Query<AuditQuery>,
+    q: Input<web::Query<AuditQuery>>,
 ) -> Result<HttpResponse, AppError> {
+    let q = input(q)?;
     let before = q.before.filter(|b| *b > 0);
     let entries = state
         .db

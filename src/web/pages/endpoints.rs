@@ -12,9 +12,9 @@ use crate::db::models::endpoints::{
 };
 use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
-use crate::inventory::{self, IngestReport};
+use crate::inventory::{self, IngestReport, RawBatch};
 use crate::web::auth::{AnyUser, OperatorUser};
-use crate::web::{AppState, Layout, html};
+use crate::web::{AppState, Input, Layout, html, input};
 
 pub const RISK_LABELS: [&str; 5] = ["None", "Low", "Medium", "High", "Critical"];
 
@@ -158,8 +158,9 @@ pub async fn list(
     user: AnyUser,
     req: HttpRequest,
     state: web::Data<AppState>,
-    params: web::Query<ListParams>,
+    params: Input<web::Query<ListParams>>,
 ) -> Result<HttpResponse, AppError> {
+    let params = input(params)?;
     let params = params.into_inner();
     let query = params.to_query(50)?;
     let q2 = query.clone();
@@ -280,9 +281,11 @@ pub struct TabQuery {
 pub async fn detail(
     user: AnyUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
-    q: web::Query<TabQuery>,
+    id: Input<web::Path<i64>>,
+    q: Input<web::Query<TabQuery>>,
 ) -> Result<HttpResponse, AppError> {
+    let id = input(id)?;
+    let q = input(q)?;
     let page = load_detail(
         &user,
         &state,
@@ -296,8 +299,9 @@ pub async fn detail(
 pub async fn tab(
     user: AnyUser,
     state: web::Data<AppState>,
-    path: web::Path<(i64, String)>,
+    path: Input<web::Path<(i64, String)>>,
 ) -> Result<HttpResponse, AppError> {
+    let path = input(path)?;
     let (id, tab) = path.into_inner();
     let page = load_detail(&user, &state, id, &tab).await?;
     html(&page.as_tab_content())
@@ -327,8 +331,9 @@ struct ImportReport {
 pub async fn import_csv(
     user: OperatorUser,
     state: web::Data<AppState>,
-    mut form: Multipart,
+    form: Input<Multipart>,
 ) -> Result<HttpResponse, AppError> {
+    let mut form = input(form)?;
     let mut data = Vec::new();
     let mut found = false;
     while let Some(field) = form.next().await {
@@ -396,15 +401,7 @@ pub async fn import_csv(
 }
 
 /// Reads the CSV: a header naming some of [`CSV_COLUMNS`], then one observation per line.
-fn parse_csv(
-    data: &[u8],
-) -> Result<
-    Vec<(
-        usize,
-        Result<crate::domain::observations::RawObservation, String>,
-    )>,
-    String,
-> {
+fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
     let text = std::str::from_utf8(data).map_err(|_| "The file is not UTF-8 text.".to_owned())?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()

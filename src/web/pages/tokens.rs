@@ -10,7 +10,7 @@ use crate::db::models::api_tokens::{self, ApiToken};
 use crate::db::now;
 use crate::error::AppError;
 use crate::web::auth::AdminUser;
-use crate::web::{AppState, Layout, html};
+use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
 #[template(path = "tokens.html")]
@@ -76,8 +76,9 @@ pub fn check_token_name(name: &str) -> Result<(), String> {
 pub async fn create(
     user: AdminUser,
     state: web::Data<AppState>,
-    form: web::Form<NewTokenForm>,
+    form: Input<web::Form<NewTokenForm>>,
 ) -> Result<HttpResponse, AppError> {
+    let form = input(form)?;
     let name = form.name.trim().to_owned();
     if let Err(e) = check_token_name(&name) {
         return render(&user, &state, None, Some(e)).await;
@@ -127,8 +128,9 @@ pub async fn create(
 pub async fn revoke(
     user: AdminUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
+    id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
+    let id = input(id)?;
     let id = id.into_inner();
     let token = state
         .db

@@ -10,7 +10,7 @@ use crate::auth::Role;
 use crate::db::models::users::{self, User};
 use crate::error::AppError;
 use crate::web::auth::AdminUser;
-use crate::web::{AppState, Layout, html};
+use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
 #[template(path = "users.html")]
@@ -90,8 +90,9 @@ pub struct NewUserForm {
 pub async fn create(
     user: AdminUser,
     state: web::Data<AppState>,
-    form: web::Form<NewUserForm>,
+    form: Input<web::Form<NewUserForm>>,
 ) -> Result<HttpResponse, AppError> {
+    let form = input(form)?;
     let NewUserForm {
         username,
         password,
@@ -129,9 +130,11 @@ async fn target_name(state: &AppState, id: i64) -> Result<String, AppError> {
 pub async fn set_role(
     user: AdminUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
-    form: web::Form<RoleForm>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<RoleForm>>,
 ) -> Result<HttpResponse, AppError> {
+    let id = input(id)?;
+    let form = input(form)?;
     let id = id.into_inner();
     let name = target_name(&state, id).await?;
     let Some(role) = Role::parse(&form.role) else {
@@ -160,9 +163,11 @@ pub struct DisabledForm {
 pub async fn set_disabled(
     user: AdminUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
-    form: web::Form<DisabledForm>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<DisabledForm>>,
 ) -> Result<HttpResponse, AppError> {
+    let id = input(id)?;
+    let form = input(form)?;
     let id = id.into_inner();
     let name = target_name(&state, id).await?;
     let disabled = form.disabled == "true";
@@ -206,9 +211,11 @@ pub struct PasswordForm {
 pub async fn reset_password(
     user: AdminUser,
     state: web::Data<AppState>,
-    id: web::Path<i64>,
-    form: web::Form<PasswordForm>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<PasswordForm>>,
 ) -> Result<HttpResponse, AppError> {
+    let id = input(id)?;
+    let form = input(form)?;
     let id = id.into_inner();
     let name = target_name(&state, id).await?;
     let password = form.into_inner().password;
