@@ -70,6 +70,8 @@ diesel::table! {
         last_seen -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        other_profiles -> Text,
+        profile_reason -> Text,
     }
 }
 
@@ -103,6 +105,71 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    profiles (id) {
+        id -> BigInt,
+        name -> Text,
+        owner -> Text,
+        category -> Text,
+        description -> Text,
+        enabled -> Bool,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    profile_assignments (endpoint_id, profile_id) {
+        endpoint_id -> BigInt,
+        profile_id -> BigInt,
+        score -> SmallInt,
+    }
+}
+
+diesel::table! {
+    risk_factors (endpoint_id, source) {
+        endpoint_id -> BigInt,
+        source -> Text,
+        level -> SmallInt,
+        summary -> Text,
+        details -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        at -> BigInt,
+        endpoint_id -> Nullable<BigInt>,
+        kind -> Text,
+        message -> Text,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        status -> Text,
+        done -> BigInt,
+        total -> BigInt,
+        started_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+        requested_by -> Text,
+        message -> Text,
+    }
+}
+
+diesel::table! {
+    app_settings (key) {
+        key -> Text,
+        value -> Text,
+    }
+}
+
+diesel::joinable!(profile_assignments -> endpoints (endpoint_id));
+diesel::joinable!(profile_assignments -> profiles (profile_id));
+diesel::joinable!(risk_factors -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_ips -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_sources -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_history -> endpoints (endpoint_id));
@@ -116,4 +183,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     endpoint_ips,
     endpoint_sources,
     endpoint_history,
+    profiles,
+    profile_assignments,
+    risk_factors,
+    events,
+    jobs,
+    app_settings,
 );

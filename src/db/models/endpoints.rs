@@ -34,6 +34,10 @@ pub struct Endpoint {
     pub last_seen: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The other matching profiles, as JSON `[{"name": ..., "score": ...}]`.
+    pub other_profiles: String,
+    /// Why the profile was chosen (the rule that matched, or the integration that assigned it).
+    pub profile_reason: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]

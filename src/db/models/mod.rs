@@ -1,7 +1,11 @@
-//! One file per table: its row type and its queries.
+//! One file per table (or small group of tables): its row type and its queries.
 
 pub mod api_tokens;
 pub mod audit;
 pub mod endpoints;
+pub mod events;
+pub mod jobs;
+pub mod profiles;
+pub mod risk;
 pub mod sessions;
 pub mod users;
