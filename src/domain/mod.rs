@@ -4,4 +4,5 @@
 
 pub mod mac;
 pub mod oui;
+pub mod profiles;
 pub mod risk;
