@@ -359,9 +359,15 @@ pub struct ProfileLibrary {
 /// count from 1 in the order the rules appear in the file (`rule` itself is the 0-based index).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LibraryError {
-    #[error("profile library is not valid TOML{}: {message}", near.as_ref().map(|n| format!(" (in profile {n:?})")).unwrap_or_default())]
+    #[error(
+        "profile library is not valid TOML{}{}: {message}",
+        line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+        near.as_ref().map(|n| format!(" (in profile {n:?})")).unwrap_or_default()
+    )]
     Syntax {
         message: String,
+        /// The line of the error, counting from 1, when known.
+        line: Option<usize>,
         /// The profile the error is in, when it can be told.
         near: Option<String>,
     },
@@ -417,10 +423,11 @@ impl ProfileLibrary {
     /// file with an error naming the profile and, where it applies, the rule.
     pub fn from_toml(text: &str) -> Result<ProfileLibrary, LibraryError> {
         let file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let near = e.span().and_then(|span| profile_near(text, span.start));
+            let start = e.span().map(|span| span.start);
             LibraryError::Syntax {
                 message: e.message().trim().to_owned(),
-                near,
+                line: start.and_then(|at| Some(text.get(..at)?.matches('\n').count() + 1)),
+                near: start.and_then(|at| profile_near(text, at)),
             }
         })?;
         let spec: LibrarySpec = toml::Value::Table(file)
@@ -623,20 +630,6 @@ fn enabled_default() -> bool {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleSpec {
-    score: String,
-    mac_prefix: Option<OneOrMany>,
-    mac_vendor: Option<TestSpec>,
-    hostname: Option<TestSpec>,
-    dhcp_vendor_class: Option<TestSpec>,
-    dhcp_params: Option<TestSpec>,
-    user_agent: Option<TestSpec>,
-    os_name: Option<TestSpec>,
-    os_version: Option<TestSpec>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TestSpec {
     equals: Option<OneOrMany>,
     prefix: Option<OneOrMany>,
@@ -644,11 +637,39 @@ struct TestSpec {
     regex: Option<OneOrMany>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// One value or a list of values.
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut values = Vec::new();
+                while let Some(v) = seq.next_element::<String>()? {
+                    values.push(v);
+                }
+                Ok(OneOrMany::Many(values))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl OneOrMany {
@@ -717,31 +738,46 @@ fn compile_profile(name: String, table: toml::Table) -> Result<ProfileDef, Libra
 }
 
 fn compile_rule(table: toml::Table) -> Result<RuleDef, String> {
-    let spec: RuleSpec = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim().to_owned())?;
-    let score: MatchScore = spec
-        .score
-        .parse()
-        .map_err(|e: ParseMatchScoreError| e.to_string())?;
-
+    let mut score = None;
     let mut conditions = Vec::new();
-    if let Some(prefixes) = spec.mac_prefix {
-        conditions.push(compile_mac_prefix(prefixes.into_vec())?);
-    }
-    for (field, test) in [
-        (Field::MacVendor, spec.mac_vendor),
-        (Field::Hostname, spec.hostname),
-        (Field::DhcpVendorClass, spec.dhcp_vendor_class),
-        (Field::DhcpParams, spec.dhcp_params),
-        (Field::UserAgent, spec.user_agent),
-        (Field::OsName, spec.os_name),
-        (Field::OsVersion, spec.os_version),
-    ] {
-        if let Some(test) = test {
-            conditions.push(compile_condition(field, test)?);
+    for (key, value) in table {
+        let field = Field::ALL.into_iter().find(|f| f.key() == key);
+        match (key.as_str(), field) {
+            ("score", _) => {
+                let toml::Value::String(text) = value else {
+                    return Err(format!(
+                        "score must be a string such as \"High\", not {}",
+                        value.type_str()
+                    ));
+                };
+                score = Some(text.parse::<MatchScore>().map_err(|e| e.to_string())?);
+            }
+            (_, Some(Field::MacPrefix)) => {
+                let prefixes: OneOrMany = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim()))?;
+                conditions.push(compile_mac_prefix(prefixes.into_vec())?);
+            }
+            (_, Some(field)) => {
+                let test: TestSpec = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim()))?;
+                conditions.push(compile_condition(field, test)?);
+            }
+            (_, None) => {
+                let known: Vec<&str> = Field::ALL.iter().map(|f| f.key()).collect();
+                return Err(format!(
+                    "unknown key `{key}` (expected score, {})",
+                    known.join(", ")
+                ));
+            }
         }
     }
+    let Some(score) = score else {
+        return Err("has no score".into());
+    };
+    // Describe the conditions in a fixed order, whatever the order in the file.
+    conditions.sort_by_key(|c: &Condition| c.field as usize);
     if conditions.is_empty() {
         return Err(
             "has no conditions (a rule needs at least one of mac_prefix, mac_vendor, \

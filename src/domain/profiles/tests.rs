@@ -461,6 +461,16 @@ fn a_broken_library_is_refused_with_an_error_naming_the_profile_and_rule() {
             "colour",
         ),
         ("", "", "no rules"),
+        (
+            "[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = 3 }\n",
+            "rule 1",
+            "hostname: invalid type: integer `3`, expected a string or a list of strings",
+        ),
+        (
+            "[[profile.rule]]\nhostname = { prefix = \"prn\" }\n",
+            "rule 1",
+            "no score",
+        ),
     ];
     for (rules, rule, detail) in cases {
         let message = load_error(&one_profile(rules));
@@ -496,7 +506,9 @@ fn a_syntax_error_names_the_profile_it_is_in() {
         "[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"prn }\n",
     ));
     assert!(
-        message.contains("not valid TOML") && message.contains("\"Broken Printer\""),
+        message.starts_with(
+            "profile library is not valid TOML at line 13 (in profile \"Broken Printer\")"
+        ),
         "{message}"
     );
 }
