@@ -51,7 +51,7 @@ pub async fn ingest(
                 c,
                 &valid,
                 source,
-                crate::domain::vendor_for_mac,
+                |mac| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned()),
             )?)
         })
         .await?

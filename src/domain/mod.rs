@@ -1,9 +1,10 @@
-//! Pure rules of the product: no HTTP, no SQL. Unit-tested in place.
+//! Pure rules of the product: no HTTP, no SQL. What an endpoint is (its profile, from rules over
+//! observed attributes), how risky it is, and what an observation must look like. The web app,
+//! the database layer and the integrations call into these rules; everything is unit-tested in
+//! place.
 
 pub mod mac;
 pub mod observations;
-
-/// The MAC vendor from the IEEE registry. (Filled in by the OUI lookup of the modeling engine.)
-pub fn vendor_for_mac(_mac: &str) -> Option<String> {
-    None
-}
+pub mod oui;
+pub mod profiles;
+pub mod risk;
