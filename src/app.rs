@@ -14,6 +14,7 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 
 use crate::config::Settings;
+use crate::modeling::Modeler;
 use crate::db::{Db, models::sessions};
 use crate::web::errors::bad_input;
 use crate::web::pages::login::LoginThrottle;
@@ -34,16 +35,20 @@ impl Application {
     /// Opens and migrates the database, binds the listener, and prepares the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
+        let modeler = Modeler::standard().context("the standard profile library is broken")?;
         let s = settings.clone();
+        let m = modeler.clone();
         let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
             let db = Db::connect(&s.database_url, s.db_pool_size)?;
             let applied = db.migrate()?;
             if applied > 0 {
-                tracing::info!(
-                    applied,
-                    backend = db.target().backend_name(),
-                    "database migrations applied"
-                );
+                tracing::info!(applied, backend = db.target().backend_name(), "database migrations applied");
+            }
+            let mut conn = db.conn()?;
+            m.sync_standard_profiles(&mut conn)?;
+            if matches!(db.target(), crate::db::DatabaseTarget::Sqlite { .. }) {
+                // One process owns a SQLite file: a job still "running" there died with its process.
+                crate::db::models::jobs::interrupt_running(&mut conn)?;
             }
             Ok(db)
         })
@@ -55,6 +60,7 @@ impl Application {
         let addr = listener.local_addr()?;
         let state = Data::new(AppState {
             db: db.clone(),
+            modeler,
             login_throttle: LoginThrottle::new(
                 settings.login_max_failures,
                 settings.login_lockout_minutes,

@@ -5,7 +5,10 @@
 use serde::Serialize;
 
 use crate::db::Db;
+use diesel::Connection;
+
 use crate::db::models::endpoints::{self, MergeCounts};
+use crate::modeling::Modeler;
 use crate::domain::observations::{Observation, RawObservation};
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +33,7 @@ pub type RawBatch = Vec<(usize, Result<RawObservation, String>)>;
 /// be read) with its position for the report.
 pub async fn ingest(
     db: &Db,
+    modeler: &Modeler,
     items: RawBatch,
     source: &'static str,
 ) -> anyhow::Result<IngestReport> {
@@ -43,16 +47,18 @@ pub async fn ingest(
             Err(reason) => rejected.push(Rejected { index, reason }),
         }
     }
+    let modeler = modeler.clone();
     let MergeCounts { created, updated } = if valid.is_empty() {
         MergeCounts::default()
     } else {
         db.run(move |c| {
-            Ok(endpoints::apply_observations(
-                c,
-                &valid,
-                source,
-                |mac| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned()),
-            )?)
+            // Merge and model in one transaction: an endpoint is never seen without its profile.
+            Ok(c.transaction(|c| {
+                let vendor = |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
+                let merged = endpoints::apply_observations(c, &valid, source, vendor)?;
+                modeler.model_ids(c, &merged.touched)?;
+                Ok::<_, diesel::result::Error>(merged.counts)
+            })?)
         })
         .await?
     };

@@ -12,3 +12,4 @@ pub mod domain;
 pub mod error;
 pub mod inventory;
 pub mod web;
+pub mod modeling;

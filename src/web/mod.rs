@@ -21,6 +21,7 @@ use auth::CurrentUser;
 /// What every handler can reach.
 pub struct AppState {
     pub db: Db,
+    pub modeler: crate::modeling::Modeler,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
 }

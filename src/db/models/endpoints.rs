@@ -68,24 +68,33 @@ pub struct MergeCounts {
     pub updated: usize,
 }
 
-/// Merges a batch of validated observations in one transaction: all of it lands, or none.
+/// The outcome of a merge: the counts, and the endpoints touched (to be re-modeled).
+pub struct Merged {
+    pub counts: MergeCounts,
+    pub touched: Vec<i64>,
+}
+
+/// Merges a batch of validated observations (run it in a transaction: all of it lands, or none).
 pub fn apply_observations(
     conn: &mut AnyConnection,
     observations: &[Observation],
     source: &str,
     vendor_for_mac: impl Fn(&str) -> Option<String>,
-) -> QueryResult<MergeCounts> {
-    conn.transaction(|conn| {
-        let mut counts = MergeCounts::default();
-        for o in observations {
-            if apply_one(conn, o, source, &vendor_for_mac)? {
-                counts.created += 1;
-            } else {
-                counts.updated += 1;
-            }
+) -> QueryResult<Merged> {
+    let mut counts = MergeCounts::default();
+    let mut touched = Vec::with_capacity(observations.len());
+    for o in observations {
+        let (id, created) = apply_one(conn, o, source, &vendor_for_mac)?;
+        touched.push(id);
+        if created {
+            counts.created += 1;
+        } else {
+            counts.updated += 1;
         }
-        Ok(counts)
-    })
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    Ok(Merged { counts, touched })
 }
 
 fn find_for_observation(
@@ -108,13 +117,13 @@ fn find_for_observation(
     }
 }
 
-/// Returns whether a new endpoint was created.
+/// Returns the endpoint's id and whether it was created.
 fn apply_one(
     conn: &mut AnyConnection,
     o: &Observation,
     source: &str,
     vendor_for_mac: &impl Fn(&str) -> Option<String>,
-) -> QueryResult<bool> {
+) -> QueryResult<(i64, bool)> {
     let t = now();
     let (id, created) = match find_for_observation(conn, o)? {
         None => {
@@ -159,7 +168,7 @@ fn apply_one(
         upsert_ip(conn, id, ip, o.seen_at)?;
     }
     upsert_source(conn, id, source, o.seen_at)?;
-    Ok(created)
+    Ok((id, created))
 }
 
 fn update_from_observation(

@@ -39,7 +39,7 @@ pub async fn ingest(
             )
         })
         .collect();
-    let report = inventory::ingest(&state.db, items, "network").await?;
+    let report = inventory::ingest(&state.db, &state.modeler, items, "network").await?;
     let details = format!(
         "{} received: {} created, {} updated, {} rejected",
         report.received,

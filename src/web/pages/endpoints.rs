@@ -377,7 +377,7 @@ pub async fn import_csv(
             return Ok(res);
         }
     };
-    let report = inventory::ingest(&state.db, items, "csv").await?;
+    let report = inventory::ingest(&state.db, &state.modeler, items, "csv").await?;
     let details = format!(
         "{} rows: {} created, {} updated, {} rejected",
         report.received,

@@ -1,0 +1,319 @@
+//! The modeling engine at work on the inventory: profiles each endpoint from its stored
+//! attributes (standard library rules plus integration-owned assignments), keeps the
+//! profile-based and duplicate-MAC risk factors, records profile changes, and runs the full
+//! re-model in the background with progress. Integrations create, assign and delete their own
+//! profiles through [`Modeler::integration_profile`], [`assign`] and [`Modeler::delete_owner`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::db::models::endpoints::{self, Endpoint};
+use crate::db::models::{audit, events, jobs, profiles, risk};
+use crate::db::schema::{endpoint_history, endpoints as endpoints_t};
+use crate::db::{AnyConnection, Db, now};
+use crate::domain::profiles::{Attributes, LibraryError, MatchScore, ProfileLibrary};
+use crate::domain::risk::RiskLevel;
+
+pub const REMODEL_JOB: &str = "remodel";
+const STALE_KEY: &str = "model_stale";
+/// The risk sources this module owns.
+pub const PROFILE_SOURCE: &str = "Profile";
+pub const DUPLICATE_MAC_SOURCE: &str = "Duplicate MAC";
+/// How far back a host-name change under one MAC counts as a conflicting identity.
+const DUPLICATE_WINDOW_SECS: i64 = 7 * 86_400;
+const BATCH: i64 = 2_000;
+
+/// One of an endpoint's "other profiles", as stored with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherProfile {
+    pub name: String,
+    pub score: String,
+}
+
+#[derive(Clone)]
+pub struct Modeler {
+    library: Arc<ProfileLibrary>,
+}
+
+/// The enabled state of every profile, read once per batch or run.
+pub struct Enabled {
+    standard: Vec<bool>,
+}
+
+/// A candidate profile for one endpoint.
+struct Candidate {
+    name: String,
+    score: MatchScore,
+    /// Integration assignments outrank library rules of the same score: the integration saw the OS.
+    from_integration: bool,
+    reason: String,
+    risky: Option<String>,
+}
+
+impl Modeler {
+    pub fn standard() -> Result<Self, LibraryError> {
+        Ok(Self { library: Arc::new(ProfileLibrary::standard()?) })
+    }
+
+    pub fn library(&self) -> &ProfileLibrary {
+        &self.library
+    }
+
+    /// Makes sure every shipped profile has its row (keeping an admin's enabled choice).
+    pub fn sync_standard_profiles(&self, conn: &mut AnyConnection) -> QueryResult<()> {
+        let known: HashSet<String> = profiles::all(conn)?.into_iter().map(|p| p.name).collect();
+        for p in self.library.profiles().iter().filter(|p| !known.contains(&p.name)) {
+            profiles::ensure(conn, &p.name, profiles::STANDARD, &p.category, &p.description, p.enabled_by_default)?;
+        }
+        Ok(())
+    }
+
+    pub fn enabled(&self, conn: &mut AnyConnection) -> QueryResult<Enabled> {
+        let rows: HashMap<String, bool> =
+            profiles::all(conn)?.into_iter().filter(|p| p.owner == profiles::STANDARD).map(|p| (p.name, p.enabled)).collect();
+        let standard = self
+            .library
+            .profiles()
+            .iter()
+            .map(|p| rows.get(&p.name).copied().unwrap_or(p.enabled_by_default))
+            .collect();
+        Ok(Enabled { standard })
+    }
+
+    /// Re-evaluates these endpoints from their stored attributes; returns how many changed.
+    /// Runs inside the caller's transaction.
+    pub fn model(&self, conn: &mut AnyConnection, list: &[Endpoint], enabled: &Enabled) -> QueryResult<usize> {
+        if list.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = list.iter().map(|e| e.id).collect();
+        let mut assigned: HashMap<i64, Vec<(String, String, i16)>> = HashMap::new();
+        for (id, name, owner, score) in profiles::assignments_of(conn, &ids)? {
+            assigned.entry(id).or_default().push((name, owner, score));
+        }
+        let conflicts = hostname_conflicts(conn, &ids)?;
+        let mut changed = 0;
+        for e in list {
+            let mut candidates = self.candidates(e, enabled);
+            for (name, owner, score) in assigned.remove(&e.id).unwrap_or_default() {
+                if let Some(score) = MatchScore::from_i16(score) {
+                    candidates.push(Candidate { name, score, from_integration: true, reason: format!("assigned by the {owner} integration"), risky: None });
+                }
+            }
+            // Highest score first; on a tie an integration's assignment, then the library's order.
+            candidates.sort_by(|a, b| b.score.cmp(&a.score).then(b.from_integration.cmp(&a.from_integration)));
+            if self.apply(conn, e, &candidates)? {
+                changed += 1;
+            }
+            let duplicate = conflicts.get(&e.id).map(|names| {
+                let listed = names.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+                (RiskLevel::Medium.to_i16(), format!("MAC seen as {listed}"), format!(
+                    "The MAC address {} was reported with different host names within the last 7 days: {listed}. \
+                     It may be spoofed, or shared by cloned machines.",
+                    e.mac.as_deref().unwrap_or("")
+                ))
+            });
+            risk::set(conn, e.id, DUPLICATE_MAC_SOURCE, duplicate.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
+        }
+        Ok(changed)
+    }
+
+    fn candidates(&self, e: &Endpoint, enabled: &Enabled) -> Vec<Candidate> {
+        let host = if e.fqdn.is_empty() { e.hostname.as_str() } else { e.fqdn.as_str() };
+        let attrs = Attributes {
+            mac: e.mac.as_deref(),
+            mac_vendor: Some(e.mac_vendor.as_str()).filter(|v| !v.is_empty()),
+            hostname: Some(host).filter(|h| !h.is_empty()),
+            dhcp_vendor_class: Some(e.dhcp_vendor_class.as_str()).filter(|v| !v.is_empty()),
+            dhcp_params: Some(e.dhcp_params.as_str()).filter(|v| !v.is_empty()),
+            user_agent: Some(e.user_agent.as_str()).filter(|v| !v.is_empty()),
+            os_name: Some(e.os_name.as_str()).filter(|v| !v.is_empty()),
+            os_version: Some(e.os_version.as_str()).filter(|v| !v.is_empty()),
+        };
+        let ev = self.library.evaluate(&attrs, |i| enabled.standard.get(i).copied().unwrap_or(false));
+        ev.best
+            .into_iter()
+            .chain(ev.others)
+            .map(|m| {
+                let def = &self.library.profiles()[m.profile];
+                Candidate {
+                    name: def.name.clone(),
+                    score: m.score,
+                    from_integration: false,
+                    reason: def.rules[m.rule].description.clone(),
+                    risky: def.risky.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stores the outcome for one endpoint; true when its profile facts changed.
+    fn apply(&self, conn: &mut AnyConnection, e: &Endpoint, candidates: &[Candidate]) -> QueryResult<bool> {
+        let (profile, score, reason) = match candidates.first() {
+            Some(c) => (c.name.clone(), c.score.to_i16(), c.reason.clone()),
+            None => (String::new(), 0, String::new()),
+        };
+        let others: Vec<OtherProfile> =
+            candidates.iter().skip(1).map(|c| OtherProfile { name: c.name.clone(), score: c.score.as_str().to_owned() }).collect();
+        let others = if others.is_empty() { String::new() } else { serde_json::to_string(&others).unwrap_or_default() };
+        let factor = match candidates.first() {
+            None => Some((RiskLevel::Low.to_i16(), "Not Profiled".to_owned(), "No profile rule matched what was observed of this endpoint.".to_owned())),
+            Some(Candidate { risky: Some(why), name, .. }) => Some((RiskLevel::High.to_i16(), format!("Risky profile: {name}"), why.clone())),
+            Some(_) => None,
+        };
+        risk::set(conn, e.id, PROFILE_SOURCE, factor.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
+        if profile == e.profile && score == e.match_score && others == e.other_profiles && reason == e.profile_reason {
+            return Ok(false);
+        }
+        diesel::update(endpoints_t::table.find(e.id))
+            .set((
+                endpoints_t::profile.eq(&profile),
+                endpoints_t::match_score.eq(score),
+                endpoints_t::other_profiles.eq(&others),
+                endpoints_t::profile_reason.eq(&reason),
+            ))
+            .execute(conn)?;
+        if profile != e.profile {
+            let label = |p: &str| if p.is_empty() { "Not Profiled".to_owned() } else { p.to_owned() };
+            endpoints::record_history(conn, e.id, "profile", &label(&e.profile), &label(&profile), "modeling")?;
+            let name = if e.hostname.is_empty() { e.ip.clone() } else { e.hostname.clone() };
+            events::record(conn, Some(e.id), "profile.changed", &format!("{name}: {} → {}", label(&e.profile), label(&profile)))?;
+        }
+        Ok(true)
+    }
+
+    /// Models the endpoints with these ids (after ingest or an integration's import).
+    pub fn model_ids(&self, conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<usize> {
+        let enabled = self.enabled(conn)?;
+        let mut changed = 0;
+        for chunk in ids.chunks(BATCH as usize) {
+            let list: Vec<Endpoint> = endpoints_t::table
+                .filter(endpoints_t::id.eq_any(chunk.to_vec()))
+                .select(Endpoint::as_select())
+                .load(conn)?;
+            changed += self.model(conn, &list, &enabled)?;
+        }
+        Ok(changed)
+    }
+
+    /// Creates (or finds) an integration-owned profile, e.g. `Windows11_23H2` owned by `defender`.
+    pub fn integration_profile(&self, conn: &mut AnyConnection, owner: &str, name: &str, description: &str) -> QueryResult<profiles::ProfileRow> {
+        profiles::ensure(conn, name, owner, "Operating system", description, true)
+    }
+
+    /// Deletes all of an owner's profiles and re-models the endpoints that had one.
+    pub fn delete_owner(&self, conn: &mut AnyConnection, owner: &str) -> QueryResult<usize> {
+        let affected = profiles::delete_owner(conn, owner)?;
+        conn.transaction(|conn| self.model_ids(conn, &affected))?;
+        Ok(affected.len())
+    }
+}
+
+/// Gives an endpoint an integration-owned profile with a score (Very High for Defender's OS).
+pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score: MatchScore) -> QueryResult<()> {
+    profiles::assign(conn, endpoint_id, profile_id, score.to_i16())
+}
+
+/// For each endpoint with a MAC, the distinct host names it had within the window, when more
+/// than one: one MAC seen with conflicting identities.
+fn hostname_conflicts(conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<HashMap<i64, Vec<String>>> {
+    let since = now() - DUPLICATE_WINDOW_SECS;
+    let rows: Vec<(i64, String, String)> = endpoint_history::table
+        .inner_join(endpoints_t::table)
+        .filter(endpoint_history::endpoint_id.eq_any(ids.to_vec()))
+        .filter(endpoint_history::field.eq("hostname"))
+        .filter(endpoint_history::at.ge(since))
+        .filter(endpoints_t::mac.is_not_null())
+        .select((endpoint_history::endpoint_id, endpoint_history::old_value, endpoint_history::new_value))
+        .load(conn)?;
+    let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+    for (id, old, new) in rows {
+        let names = out.entry(id).or_default();
+        for n in [old, new] {
+            if !n.is_empty() && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    out.retain(|_, v| v.len() > 1);
+    Ok(out)
+}
+
+pub fn is_stale(conn: &mut AnyConnection) -> QueryResult<bool> {
+    Ok(jobs::get_setting(conn, STALE_KEY)?.as_deref() == Some("true"))
+}
+
+pub fn mark_stale(conn: &mut AnyConnection, stale: bool) -> QueryResult<()> {
+    jobs::set_setting(conn, STALE_KEY, if stale { "true" } else { "false" })
+}
+
+/// Starts a full re-model in the background unless one is running; returns its job id.
+pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> anyhow::Result<Option<i64>> {
+    let by = requested_by.to_owned();
+    let job = db
+        .run(move |c| {
+            let total = endpoints::count_all(c)?;
+            Ok(jobs::start(c, REMODEL_JOB, &by, total)?)
+        })
+        .await?;
+    if let Some(id) = job {
+        let (db, modeler, by) = (db.clone(), modeler.clone(), requested_by.to_owned());
+        tokio::spawn(async move {
+            let outcome = run_remodel(&db, &modeler, id).await;
+            let (status, message) = match &outcome {
+                Ok((n, changed, secs)) => ("succeeded", format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed")),
+                Err(e) => ("failed", format!("The re-model stopped: {e}")),
+            };
+            if let Err(e) = outcome {
+                tracing::error!(error = %format!("{e:#}"), "full re-model failed");
+            }
+            let _ = db
+                .run(move |c| {
+                    jobs::finish(c, id, status, &message)?;
+                    audit::record(c, audit::NewAudit { actor: &by, action: "profiles.remodel", target: "all endpoints", outcome: status, details: &message })?;
+                    Ok(())
+                })
+                .await;
+        });
+    }
+    Ok(job)
+}
+
+/// Re-evaluates every endpoint from stored data, in batches of short transactions so that pages
+/// and ingest keep working meanwhile. Returns (endpoints, changed, seconds).
+pub async fn run_remodel(db: &Db, modeler: &Modeler, job: i64) -> anyhow::Result<(i64, usize, f64)> {
+    let started = std::time::Instant::now();
+    let m = modeler.clone();
+    let enabled = Arc::new(db.run(move |c| Ok(m.enabled(c)?)).await?);
+    let (mut after, mut done, mut changed) = (0i64, 0i64, 0usize);
+    loop {
+        let (m, en) = (modeler.clone(), enabled.clone());
+        let (count, last, n) = db
+            .run(move |c| {
+                c.transaction(|c| {
+                    let list: Vec<Endpoint> = endpoints_t::table
+                        .filter(endpoints_t::id.gt(after))
+                        .order(endpoints_t::id.asc())
+                        .limit(BATCH)
+                        .select(Endpoint::as_select())
+                        .load(c)?;
+                    let n = m.model(c, &list, &en)?;
+                    Ok::<_, diesel::result::Error>((list.len() as i64, list.last().map(|e| e.id), n))
+                })
+                .map_err(Into::into)
+            })
+            .await?;
+        done += count;
+        changed += n;
+        db.run(move |c| Ok(jobs::progress(c, job, done)?)).await?;
+        match last {
+            Some(id) if count == BATCH => after = id,
+            _ => break,
+        }
+    }
+    db.run(|c| Ok(mark_stale(c, false)?)).await?;
+    Ok((done, changed, started.elapsed().as_secs_f64()))
+}
