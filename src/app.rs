@@ -14,8 +14,8 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::modeling::Modeler;
 use crate::db::{Db, models::sessions};
+use crate::modeling::Modeler;
 use crate::web::errors::bad_input;
 use crate::web::pages::login::LoginThrottle;
 use crate::web::session::DbSessionStore;
@@ -42,7 +42,11 @@ impl Application {
             let db = Db::connect(&s.database_url, s.db_pool_size)?;
             let applied = db.migrate()?;
             if applied > 0 {
-                tracing::info!(applied, backend = db.target().backend_name(), "database migrations applied");
+                tracing::info!(
+                    applied,
+                    backend = db.target().backend_name(),
+                    "database migrations applied"
+                );
             }
             let mut conn = db.conn()?;
             m.sync_standard_profiles(&mut conn)?;

@@ -8,8 +8,8 @@ use crate::db::Db;
 use diesel::Connection;
 
 use crate::db::models::endpoints::{self, MergeCounts};
-use crate::modeling::Modeler;
 use crate::domain::observations::{Observation, RawObservation};
+use crate::modeling::Modeler;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Rejected {
@@ -54,7 +54,8 @@ pub async fn ingest(
         db.run(move |c| {
             // Merge and model in one transaction: an endpoint is never seen without its profile.
             Ok(c.transaction(|c| {
-                let vendor = |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
+                let vendor =
+                    |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
                 let merged = endpoints::apply_observations(c, &valid, source, vendor)?;
                 modeler.model_ids(c, &merged.touched)?;
                 Ok::<_, diesel::result::Error>(merged.counts)

@@ -11,5 +11,5 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod inventory;
-pub mod web;
 pub mod modeling;
+pub mod web;

@@ -55,7 +55,9 @@ struct Candidate {
 
 impl Modeler {
     pub fn standard() -> Result<Self, LibraryError> {
-        Ok(Self { library: Arc::new(ProfileLibrary::standard()?) })
+        Ok(Self {
+            library: Arc::new(ProfileLibrary::standard()?),
+        })
     }
 
     pub fn library(&self) -> &ProfileLibrary {
@@ -65,15 +67,30 @@ impl Modeler {
     /// Makes sure every shipped profile has its row (keeping an admin's enabled choice).
     pub fn sync_standard_profiles(&self, conn: &mut AnyConnection) -> QueryResult<()> {
         let known: HashSet<String> = profiles::all(conn)?.into_iter().map(|p| p.name).collect();
-        for p in self.library.profiles().iter().filter(|p| !known.contains(&p.name)) {
-            profiles::ensure(conn, &p.name, profiles::STANDARD, &p.category, &p.description, p.enabled_by_default)?;
+        for p in self
+            .library
+            .profiles()
+            .iter()
+            .filter(|p| !known.contains(&p.name))
+        {
+            profiles::ensure(
+                conn,
+                &p.name,
+                profiles::STANDARD,
+                &p.category,
+                &p.description,
+                p.enabled_by_default,
+            )?;
         }
         Ok(())
     }
 
     pub fn enabled(&self, conn: &mut AnyConnection) -> QueryResult<Enabled> {
-        let rows: HashMap<String, bool> =
-            profiles::all(conn)?.into_iter().filter(|p| p.owner == profiles::STANDARD).map(|p| (p.name, p.enabled)).collect();
+        let rows: HashMap<String, bool> = profiles::all(conn)?
+            .into_iter()
+            .filter(|p| p.owner == profiles::STANDARD)
+            .map(|p| (p.name, p.enabled))
+            .collect();
         let standard = self
             .library
             .profiles()
@@ -85,7 +102,12 @@ impl Modeler {
 
     /// Re-evaluates these endpoints from their stored attributes; returns how many changed.
     /// Runs inside the caller's transaction.
-    pub fn model(&self, conn: &mut AnyConnection, list: &[Endpoint], enabled: &Enabled) -> QueryResult<usize> {
+    pub fn model(
+        &self,
+        conn: &mut AnyConnection,
+        list: &[Endpoint],
+        enabled: &Enabled,
+    ) -> QueryResult<usize> {
         if list.is_empty() {
             return Ok(0);
         }
@@ -100,11 +122,21 @@ impl Modeler {
             let mut candidates = self.candidates(e, enabled);
             for (name, owner, score) in assigned.remove(&e.id).unwrap_or_default() {
                 if let Some(score) = MatchScore::from_i16(score) {
-                    candidates.push(Candidate { name, score, from_integration: true, reason: format!("assigned by the {owner} integration"), risky: None });
+                    candidates.push(Candidate {
+                        name,
+                        score,
+                        from_integration: true,
+                        reason: format!("assigned by the {owner} integration"),
+                        risky: None,
+                    });
                 }
             }
             // Highest score first; on a tie an integration's assignment, then the library's order.
-            candidates.sort_by(|a, b| b.score.cmp(&a.score).then(b.from_integration.cmp(&a.from_integration)));
+            candidates.sort_by(|a, b| {
+                b.score
+                    .cmp(&a.score)
+                    .then(b.from_integration.cmp(&a.from_integration))
+            });
             if self.apply(conn, e, &candidates)? {
                 changed += 1;
             }
@@ -116,13 +148,24 @@ impl Modeler {
                     e.mac.as_deref().unwrap_or("")
                 ))
             });
-            risk::set(conn, e.id, DUPLICATE_MAC_SOURCE, duplicate.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
+            risk::set(
+                conn,
+                e.id,
+                DUPLICATE_MAC_SOURCE,
+                duplicate
+                    .as_ref()
+                    .map(|(l, s, d)| (*l, s.as_str(), d.as_str())),
+            )?;
         }
         Ok(changed)
     }
 
     fn candidates(&self, e: &Endpoint, enabled: &Enabled) -> Vec<Candidate> {
-        let host = if e.fqdn.is_empty() { e.hostname.as_str() } else { e.fqdn.as_str() };
+        let host = if e.fqdn.is_empty() {
+            e.hostname.as_str()
+        } else {
+            e.fqdn.as_str()
+        };
         let attrs = Attributes {
             mac: e.mac.as_deref(),
             mac_vendor: Some(e.mac_vendor.as_str()).filter(|v| !v.is_empty()),
@@ -133,7 +176,9 @@ impl Modeler {
             os_name: Some(e.os_name.as_str()).filter(|v| !v.is_empty()),
             os_version: Some(e.os_version.as_str()).filter(|v| !v.is_empty()),
         };
-        let ev = self.library.evaluate(&attrs, |i| enabled.standard.get(i).copied().unwrap_or(false));
+        let ev = self.library.evaluate(&attrs, |i| {
+            enabled.standard.get(i).copied().unwrap_or(false)
+        });
         ev.best
             .into_iter()
             .chain(ev.others)
@@ -151,21 +196,59 @@ impl Modeler {
     }
 
     /// Stores the outcome for one endpoint; true when its profile facts changed.
-    fn apply(&self, conn: &mut AnyConnection, e: &Endpoint, candidates: &[Candidate]) -> QueryResult<bool> {
+    fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        e: &Endpoint,
+        candidates: &[Candidate],
+    ) -> QueryResult<bool> {
         let (profile, score, reason) = match candidates.first() {
             Some(c) => (c.name.clone(), c.score.to_i16(), c.reason.clone()),
             None => (String::new(), 0, String::new()),
         };
-        let others: Vec<OtherProfile> =
-            candidates.iter().skip(1).map(|c| OtherProfile { name: c.name.clone(), score: c.score.as_str().to_owned() }).collect();
-        let others = if others.is_empty() { String::new() } else { serde_json::to_string(&others).unwrap_or_default() };
+        let others: Vec<OtherProfile> = candidates
+            .iter()
+            .skip(1)
+            .map(|c| OtherProfile {
+                name: c.name.clone(),
+                score: c.score.as_str().to_owned(),
+            })
+            .collect();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&others).unwrap_or_default()
+        };
         let factor = match candidates.first() {
-            None => Some((RiskLevel::Low.to_i16(), "Not Profiled".to_owned(), "No profile rule matched what was observed of this endpoint.".to_owned())),
-            Some(Candidate { risky: Some(why), name, .. }) => Some((RiskLevel::High.to_i16(), format!("Risky profile: {name}"), why.clone())),
+            None => Some((
+                RiskLevel::Low.to_i16(),
+                "Not Profiled".to_owned(),
+                "No profile rule matched what was observed of this endpoint.".to_owned(),
+            )),
+            Some(Candidate {
+                risky: Some(why),
+                name,
+                ..
+            }) => Some((
+                RiskLevel::High.to_i16(),
+                format!("Risky profile: {name}"),
+                why.clone(),
+            )),
             Some(_) => None,
         };
-        risk::set(conn, e.id, PROFILE_SOURCE, factor.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
-        if profile == e.profile && score == e.match_score && others == e.other_profiles && reason == e.profile_reason {
+        risk::set(
+            conn,
+            e.id,
+            PROFILE_SOURCE,
+            factor
+                .as_ref()
+                .map(|(l, s, d)| (*l, s.as_str(), d.as_str())),
+        )?;
+        if profile == e.profile
+            && score == e.match_score
+            && others == e.other_profiles
+            && reason == e.profile_reason
+        {
             return Ok(false);
         }
         diesel::update(endpoints_t::table.find(e.id))
@@ -177,10 +260,32 @@ impl Modeler {
             ))
             .execute(conn)?;
         if profile != e.profile {
-            let label = |p: &str| if p.is_empty() { "Not Profiled".to_owned() } else { p.to_owned() };
-            endpoints::record_history(conn, e.id, "profile", &label(&e.profile), &label(&profile), "modeling")?;
-            let name = if e.hostname.is_empty() { e.ip.clone() } else { e.hostname.clone() };
-            events::record(conn, Some(e.id), "profile.changed", &format!("{name}: {} → {}", label(&e.profile), label(&profile)))?;
+            let label = |p: &str| {
+                if p.is_empty() {
+                    "Not Profiled".to_owned()
+                } else {
+                    p.to_owned()
+                }
+            };
+            endpoints::record_history(
+                conn,
+                e.id,
+                "profile",
+                &label(&e.profile),
+                &label(&profile),
+                "modeling",
+            )?;
+            let name = if e.hostname.is_empty() {
+                e.ip.clone()
+            } else {
+                e.hostname.clone()
+            };
+            events::record(
+                conn,
+                Some(e.id),
+                "profile.changed",
+                &format!("{name}: {} → {}", label(&e.profile), label(&profile)),
+            )?;
         }
         Ok(true)
     }
@@ -200,7 +305,13 @@ impl Modeler {
     }
 
     /// Creates (or finds) an integration-owned profile, e.g. `Windows11_23H2` owned by `defender`.
-    pub fn integration_profile(&self, conn: &mut AnyConnection, owner: &str, name: &str, description: &str) -> QueryResult<profiles::ProfileRow> {
+    pub fn integration_profile(
+        &self,
+        conn: &mut AnyConnection,
+        owner: &str,
+        name: &str,
+        description: &str,
+    ) -> QueryResult<profiles::ProfileRow> {
         profiles::ensure(conn, name, owner, "Operating system", description, true)
     }
 
@@ -213,13 +324,21 @@ impl Modeler {
 }
 
 /// Gives an endpoint an integration-owned profile with a score (Very High for Defender's OS).
-pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score: MatchScore) -> QueryResult<()> {
+pub fn assign(
+    conn: &mut AnyConnection,
+    endpoint_id: i64,
+    profile_id: i64,
+    score: MatchScore,
+) -> QueryResult<()> {
     profiles::assign(conn, endpoint_id, profile_id, score.to_i16())
 }
 
 /// For each endpoint with a MAC, the distinct host names it had within the window, when more
 /// than one: one MAC seen with conflicting identities.
-fn hostname_conflicts(conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<HashMap<i64, Vec<String>>> {
+fn hostname_conflicts(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> QueryResult<HashMap<i64, Vec<String>>> {
     let since = now() - DUPLICATE_WINDOW_SECS;
     let rows: Vec<(i64, String, String)> = endpoint_history::table
         .inner_join(endpoints_t::table)
@@ -227,7 +346,11 @@ fn hostname_conflicts(conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<Hash
         .filter(endpoint_history::field.eq("hostname"))
         .filter(endpoint_history::at.ge(since))
         .filter(endpoints_t::mac.is_not_null())
-        .select((endpoint_history::endpoint_id, endpoint_history::old_value, endpoint_history::new_value))
+        .select((
+            endpoint_history::endpoint_id,
+            endpoint_history::old_value,
+            endpoint_history::new_value,
+        ))
         .load(conn)?;
     let mut out: HashMap<i64, Vec<String>> = HashMap::new();
     for (id, old, new) in rows {
@@ -251,7 +374,11 @@ pub fn mark_stale(conn: &mut AnyConnection, stale: bool) -> QueryResult<()> {
 }
 
 /// Starts a full re-model in the background unless one is running; returns its job id.
-pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> anyhow::Result<Option<i64>> {
+pub async fn start_remodel(
+    db: &Db,
+    modeler: &Modeler,
+    requested_by: &str,
+) -> anyhow::Result<Option<i64>> {
     let by = requested_by.to_owned();
     let job = db
         .run(move |c| {
@@ -264,7 +391,10 @@ pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> an
         tokio::spawn(async move {
             let outcome = run_remodel(&db, &modeler, id).await;
             let (status, message) = match &outcome {
-                Ok((n, changed, secs)) => ("succeeded", format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed")),
+                Ok((n, changed, secs)) => (
+                    "succeeded",
+                    format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed"),
+                ),
                 Err(e) => ("failed", format!("The re-model stopped: {e}")),
             };
             if let Err(e) = outcome {
@@ -273,7 +403,16 @@ pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> an
             let _ = db
                 .run(move |c| {
                     jobs::finish(c, id, status, &message)?;
-                    audit::record(c, audit::NewAudit { actor: &by, action: "profiles.remodel", target: "all endpoints", outcome: status, details: &message })?;
+                    audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &by,
+                            action: "profiles.remodel",
+                            target: "all endpoints",
+                            outcome: status,
+                            details: &message,
+                        },
+                    )?;
                     Ok(())
                 })
                 .await;
@@ -284,7 +423,11 @@ pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> an
 
 /// Re-evaluates every endpoint from stored data, in batches of short transactions so that pages
 /// and ingest keep working meanwhile. Returns (endpoints, changed, seconds).
-pub async fn run_remodel(db: &Db, modeler: &Modeler, job: i64) -> anyhow::Result<(i64, usize, f64)> {
+pub async fn run_remodel(
+    db: &Db,
+    modeler: &Modeler,
+    job: i64,
+) -> anyhow::Result<(i64, usize, f64)> {
     let started = std::time::Instant::now();
     let m = modeler.clone();
     let enabled = Arc::new(db.run(move |c| Ok(m.enabled(c)?)).await?);
@@ -301,7 +444,11 @@ pub async fn run_remodel(db: &Db, modeler: &Modeler, job: i64) -> anyhow::Result
                         .select(Endpoint::as_select())
                         .load(c)?;
                     let n = m.model(c, &list, &en)?;
-                    Ok::<_, diesel::result::Error>((list.len() as i64, list.last().map(|e| e.id), n))
+                    Ok::<_, diesel::result::Error>((
+                        list.len() as i64,
+                        list.last().map(|e| e.id),
+                        n,
+                    ))
                 })
                 .map_err(Into::into)
             })

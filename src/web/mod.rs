@@ -95,6 +95,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(pages::config::integrations),
         )
         .route("/config/profiles", web::get().to(pages::config::profiles))
+        .route(
+            "/config/profiles/remodel",
+            web::get().to(pages::config::remodel_progress),
+        )
+        .route(
+            "/config/profiles/remodel",
+            web::post().to(pages::config::start_remodel),
+        )
+        .route(
+            "/config/profiles/{id}/enabled",
+            web::post().to(pages::config::set_enabled),
+        )
         .route("/users", web::get().to(pages::users::list))
         .route("/users", web::post().to(pages::users::create))
         .route("/users/{id}/role", web::post().to(pages::users::set_role))

@@ -15,12 +15,27 @@ pub struct Event {
     pub message: String,
 }
 
-pub fn record(conn: &mut AnyConnection, endpoint_id: Option<i64>, kind: &str, message: &str) -> QueryResult<usize> {
+pub fn record(
+    conn: &mut AnyConnection,
+    endpoint_id: Option<i64>,
+    kind: &str,
+    message: &str,
+) -> QueryResult<usize> {
     diesel::insert_into(events::table)
-        .values((events::at.eq(now()), events::endpoint_id.eq(endpoint_id), events::kind.eq(kind), events::message.eq(message)))
+        .values((
+            events::at.eq(now()),
+            events::endpoint_id.eq(endpoint_id),
+            events::kind.eq(kind),
+            events::message.eq(message),
+        ))
         .execute(conn)
 }
 
 pub fn recent(conn: &mut AnyConnection, kind: &str, limit: i64) -> QueryResult<Vec<Event>> {
-    events::table.filter(events::kind.eq(kind)).order(events::id.desc()).limit(limit).select(Event::as_select()).load(conn)
+    events::table
+        .filter(events::kind.eq(kind))
+        .order(events::id.desc())
+        .limit(limit)
+        .select(Event::as_select())
+        .load(conn)
 }

@@ -26,10 +26,19 @@ pub fn of(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Vec<RiskFac
 
 /// Sets (or, with `None`, clears) one source's factor, then the endpoint's overall level, which
 /// is stored for fast filtering and sorting. Writes nothing when nothing changed.
-pub fn set(conn: &mut AnyConnection, endpoint_id: i64, source: &str, factor: Option<(i16, &str, &str)>) -> QueryResult<bool> {
+pub fn set(
+    conn: &mut AnyConnection,
+    endpoint_id: i64,
+    source: &str,
+    factor: Option<(i16, &str, &str)>,
+) -> QueryResult<bool> {
     let existing: Option<(i16, String, String)> = risk_factors::table
         .find((endpoint_id, source))
-        .select((risk_factors::level, risk_factors::summary, risk_factors::details))
+        .select((
+            risk_factors::level,
+            risk_factors::summary,
+            risk_factors::details,
+        ))
         .first(conn)
         .optional()?;
     let changed = match (&existing, factor) {
@@ -38,7 +47,11 @@ pub fn set(conn: &mut AnyConnection, endpoint_id: i64, source: &str, factor: Opt
             diesel::delete(risk_factors::table.find((endpoint_id, source))).execute(conn)?;
             true
         }
-        (Some((l, s, d)), Some((level, summary, details))) if *l == level && s == summary && d == details => false,
+        (Some((l, s, d)), Some((level, summary, details)))
+            if *l == level && s == summary && d == details =>
+        {
+            false
+        }
         (Some(_), Some((level, summary, details))) => {
             diesel::update(risk_factors::table.find((endpoint_id, source)))
                 .set((
@@ -76,9 +89,13 @@ pub fn refresh_overall(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResul
         .filter(risk_factors::endpoint_id.eq(endpoint_id))
         .select(diesel::dsl::max(risk_factors::level))
         .first(conn)?;
-    diesel::update(endpoints::table.find(endpoint_id).filter(endpoints::risk_level.ne(max.unwrap_or(0))))
-        .set(endpoints::risk_level.eq(max.unwrap_or(0)))
-        .execute(conn)
+    diesel::update(
+        endpoints::table
+            .find(endpoint_id)
+            .filter(endpoints::risk_level.ne(max.unwrap_or(0))),
+    )
+    .set(endpoints::risk_level.eq(max.unwrap_or(0)))
+    .execute(conn)
 }
 
 /// Endpoints per overall risk level.

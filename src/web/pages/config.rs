@@ -1,11 +1,18 @@
-//! Configuration pages: integrations and profiles.
+//! Configuration pages: integrations, and profiles (enable/disable, rules, full re-model).
 
-use actix_web::HttpResponse;
+use std::collections::HashMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use serde::Deserialize;
 
+use super::audit;
+use crate::db::models::jobs::{self, Job};
+use crate::db::models::profiles::{self, ProfileRow};
 use crate::error::AppError;
-use crate::web::auth::AnyUser;
-use crate::web::{Layout, html};
+use crate::modeling::{self, REMODEL_JOB};
+use crate::web::auth::{AdminUser, AnyUser};
+use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
 #[template(path = "config/integrations.html")]
@@ -19,14 +26,155 @@ pub async fn integrations(user: AnyUser) -> Result<HttpResponse, AppError> {
     })
 }
 
+/// One profile as the Profiles page shows it.
+pub struct ProfileView {
+    pub row: ProfileRow,
+    pub endpoints: i64,
+    pub risky: Option<String>,
+    pub rules: Vec<String>,
+}
+
 #[derive(Template)]
 #[template(path = "config/profiles.html")]
 struct ProfilesPage {
     layout: Layout,
+    profiles: Vec<ProfileView>,
+    not_profiled: i64,
+    stale: bool,
+    job: Option<Job>,
 }
 
-pub async fn profiles(user: AnyUser) -> Result<HttpResponse, AppError> {
+#[derive(Template)]
+#[template(path = "config/_remodel.html")]
+struct RemodelProgress {
+    job: Option<Job>,
+}
+
+pub async fn profiles(user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let (rows, counts, stale, job) = state
+        .db
+        .run(|c| {
+            Ok((
+                profiles::all(c)?,
+                profiles::endpoint_counts(c)?,
+                modeling::is_stale(c)?,
+                jobs::latest(c, REMODEL_JOB)?,
+            ))
+        })
+        .await?;
+    let counts: HashMap<String, i64> = counts.into_iter().collect();
+    let lib = state.modeler.library();
+    let mut views: Vec<ProfileView> = rows
+        .into_iter()
+        .map(|row| {
+            let def = lib.find(&row.name).map(|i| &lib.profiles()[i]);
+            ProfileView {
+                endpoints: counts.get(&row.name).copied().unwrap_or(0),
+                risky: def.and_then(|d| d.risky.clone()),
+                rules: def
+                    .map(|d| d.rules.iter().map(|r| r.description.clone()).collect())
+                    .unwrap_or_default(),
+                row,
+            }
+        })
+        .collect();
+    views.sort_by(|a, b| {
+        (&a.row.owner, &a.row.category, &a.row.name).cmp(&(
+            &b.row.owner,
+            &b.row.category,
+            &b.row.name,
+        ))
+    });
     html(&ProfilesPage {
         layout: Layout::new(&user, "profiles"),
+        not_profiled: counts.get("").copied().unwrap_or(0),
+        profiles: views,
+        stale,
+        job,
     })
+}
+
+#[derive(Deserialize)]
+pub struct EnabledForm {
+    enabled: String,
+}
+
+/// Enabling or disabling a profile marks the model stale; a re-model applies the change.
+pub async fn set_enabled(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<EnabledForm>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let enabled = input(form)?.enabled == "true";
+    let profile = state
+        .db
+        .run(move |c| Ok(profiles::find(c, id)?))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    state
+        .db
+        .run(move |c| {
+            profiles::set_enabled(c, id, enabled)?;
+            Ok(modeling::mark_stale(c, true)?)
+        })
+        .await?;
+    let action = if enabled {
+        "profile.enable"
+    } else {
+        "profile.disable"
+    };
+    audit(
+        &state.db,
+        &user.username,
+        action,
+        &profile.name,
+        "success",
+        "",
+    )
+    .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", "/config/profiles"))
+        .finish())
+}
+
+/// Starts the full re-model (admins, after the page's confirmation) and answers with its progress.
+pub async fn start_remodel(
+    user: AdminUser,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let started = modeling::start_remodel(&state.db, &state.modeler, &user.username).await?;
+    if started.is_none() {
+        return Err(AppError::Conflict("A re-model is already running.".into()));
+    }
+    audit(
+        &state.db,
+        &user.username,
+        "profiles.remodel",
+        "all endpoints",
+        "started",
+        "",
+    )
+    .await?;
+    if req.headers().contains_key("hx-request") {
+        return remodel_progress_of(&state).await;
+    }
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", "/config/profiles"))
+        .finish())
+}
+
+async fn remodel_progress_of(state: &AppState) -> Result<HttpResponse, AppError> {
+    let job = state.db.run(|c| Ok(jobs::latest(c, REMODEL_JOB)?)).await?;
+    html(&RemodelProgress { job })
+}
+
+/// The progress fragment; it polls itself while the job runs and stops when it ends.
+pub async fn remodel_progress(
+    _user: AnyUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    remodel_progress_of(&state).await
 }

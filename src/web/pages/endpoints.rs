@@ -10,6 +10,7 @@ use super::{audit, fmt_time};
 use crate::db::models::endpoints::{
     self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey,
 };
+use crate::db::models::risk::{self, RiskFactorRow};
 use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
 use crate::inventory::{self, IngestReport, RawBatch};
@@ -215,6 +216,8 @@ const TABS: [(&str, &str); 4] = [
 struct DetailPage {
     layout: Layout,
     e: Endpoint,
+    factors: Vec<RiskFactorRow>,
+    others: Vec<crate::modeling::OtherProfile>,
     ips: Vec<EndpointIp>,
     history: Vec<HistoryEntry>,
     tab: &'static str,
@@ -227,6 +230,14 @@ impl DetailPage {
     }
     fn risk(&self) -> &'static str {
         risk_label(self.e.risk_level)
+    }
+    fn level(&self, l: &i16) -> &'static str {
+        risk_label(*l)
+    }
+    fn score(&self) -> &'static str {
+        crate::domain::profiles::MatchScore::from_i16(self.e.match_score)
+            .map(|s| s.as_str())
+            .unwrap_or("")
     }
     fn title(&self) -> String {
         [&self.e.hostname, &self.e.ip]
@@ -249,7 +260,7 @@ async fn load_detail(
         .find(|(t, _)| *t == tab)
         .map(|(t, _)| *t)
         .ok_or(AppError::NotFound)?;
-    let (e, ips, history) = state
+    let (e, ips, history, factors) = state
         .db
         .run(move |c| {
             let Some(e) = endpoints::find(c, id)? else {
@@ -259,13 +270,17 @@ async fn load_detail(
                 e,
                 endpoints::ips(c, id)?,
                 endpoints::history(c, id, 50)?,
+                risk::of(c, id)?,
             )))
         })
         .await?
         .ok_or(AppError::NotFound)?;
+    let others = serde_json::from_str(&e.other_profiles).unwrap_or_default();
     Ok(DetailPage {
         layout: Layout::new(user, "endpoints"),
         e,
+        factors,
+        others,
         ips,
         history,
         tab,
