@@ -294,3 +294,48 @@ async fn integration_profiles_are_created_assigned_and_deleted_with_a_re_model()
         "{history}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_charts_real_data_with_links_to_the_filtered_list() {
+    let app = spawn_app().await;
+    let token = app.token(Role::Operator).await;
+    app.ingest(
+        &token,
+        &json!([
+            {"mac": "b8:27:eb:00:00:01", "ip": "10.0.0.1"},
+            {"mac": "b8:27:eb:00:00:02", "ip": "10.0.0.2"},
+            {"ip": "10.0.0.3"}
+        ]),
+    )
+    .await;
+    let analyst = app.login_as("ann", Role::Analyst).await;
+    let page = doc(&analyst
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap());
+    assert_eq!(select_all(&page, "#endpoint-total"), vec!["3"]);
+    let pi = attr(
+        &page,
+        "#chart-profiles svg a[href=\"/endpoints?profile=Raspberry+Pi\"] text.chart-value",
+        "class",
+    );
+    assert!(
+        pi.is_some(),
+        "the Raspberry Pi bar links to the filtered list"
+    );
+    let values = select_all(&page, "#chart-risk text.chart-value");
+    assert_eq!(values.len(), 5, "one bar per risk level");
+    assert_eq!(
+        select_all(&page, "#chart-sources a title"),
+        vec!["network: 3"]
+    );
+    assert!(
+        select_all(&page, "#profile-changes td")
+            .iter()
+            .any(|t| t.contains("Raspberry Pi"))
+    );
+}
