@@ -830,7 +830,10 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Reply::bad_request("InvalidRequestBody", "Comment must be a string"),
         None => {
-            return Reply::bad_request("MissingRequiredParameter", "Parameter 'Comment' is missing");
+            return Reply::bad_request(
+                "MissingRequiredParameter",
+                "Parameter 'Comment' is missing",
+            );
         }
     };
     let scope: Option<&'static str> = match kind {

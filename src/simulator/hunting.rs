@@ -343,7 +343,10 @@ pub async fn run_query(
         let query = match b.get("Query") {
             Some(Value::String(q)) if !q.trim().is_empty() => q.clone(),
             Some(_) => {
-                return Reply::bad_request("InvalidRequestBody", "Query must be a non-empty string");
+                return Reply::bad_request(
+                    "InvalidRequestBody",
+                    "Query must be a non-empty string",
+                );
             }
             None => {
                 return Reply::bad_request(
