@@ -662,7 +662,17 @@ pub const OUI_SAMSUNG: [u8; 3] = [0x5C, 0x49, 0x7D];
 
 /// Network-only devices (never in Defender): (kind, hostname prefix, OUI, DHCP vendor class,
 /// DHCP parameter request list, weight).
-pub const NETWORK_ONLY: &[(&str, &str, [u8; 3], Option<&str>, &str, u32)] = &[
+/// (kind, hostname prefix, OUI, DHCP vendor class, DHCP parameter request list, weight)
+pub type NetworkOnlyDevice = (
+    &'static str,
+    &'static str,
+    [u8; 3],
+    Option<&'static str>,
+    &'static str,
+    u32,
+);
+
+pub const NETWORK_ONLY: &[NetworkOnlyDevice] = &[
     (
         "printer",
         "hp-laserjet",

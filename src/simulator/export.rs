@@ -137,7 +137,7 @@ pub async fn export_json(st: web::Data<SimState>, req: HttpRequest) -> HttpRespo
 }
 
 pub async fn export_delta(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
-    serve(&st, &req, Api::ExportAssessmentDelta, |ctx| delta(ctx)).await
+    serve(&st, &req, Api::ExportAssessmentDelta, delta).await
 }
 
 fn delta(ctx: &Ctx) -> Reply {

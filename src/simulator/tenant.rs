@@ -566,9 +566,7 @@ impl Tenant {
             } else {
                 "Unknown"
             };
-            let (os_architecture, os_processor) = if mobile {
-                ("64-bit", "arm64")
-            } else if group == 6 && rng.chance(0.6) {
+            let (os_architecture, os_processor) = if mobile || (group == 6 && rng.chance(0.6)) {
                 ("64-bit", "arm64")
             } else if group <= 1 && rng.chance(0.03) {
                 ("32-bit", "x86")
@@ -1276,7 +1274,7 @@ fn build_catalog(params: &TenantParams) -> (Vec<Vulnerability>, Vec<Software>) {
             epss: (r.f64() * r.f64() * 1000.0).round() / 1000.0,
             zero_day,
             product: pi as u16,
-            product_version: *r.pick(p.versions),
+            product_version: p.versions[r.below(p.versions.len() as u64) as usize],
             fixing_kb_id,
             recommended_update,
             groups: p.groups,

@@ -305,6 +305,9 @@ async fn token_v2_and_v1_success() {
     sim.stop().await;
 }
 
+/// (name, tenant in the URL, form, HTTP status, `error`, AADSTS code)
+type TokenCase<'a> = (&'a str, &'a str, Vec<(String, String)>, u16, &'a str, u64);
+
 #[tokio::test]
 async fn token_error_bodies() {
     let sim = start(50).await;
@@ -330,7 +333,7 @@ async fn token_error_bodies() {
         }
         f
     };
-    let cases: Vec<(&str, &str, Vec<(String, String)>, u16, &str, u64)> = vec![
+    let cases: Vec<TokenCase> = vec![
         (
             "unknown tenant",
             "0f0f0f0f-1111-2222-3333-444444444444",
