@@ -391,6 +391,12 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
             .await
             .context("tenant generation panicked")?,
     );
+    // Build the who-has-what index (exposedMachines, machineReferences) in the background so
+    // the first vulnerability call does not pay for a scan of every machine's rows.
+    let warm = state.clone();
+    std::thread::spawn(move || {
+        let _ = warm.tenant.machines_with_vulnerability(0);
+    });
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
         .workers(workers)

@@ -297,8 +297,10 @@ fn mac_plain(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+/// A random span in [lo, hi] seconds with a random fraction (100 ns ticks), so timestamps
+/// carry the seven fractional digits real ones have.
 fn seconds(rng: &mut Rng, lo: i64, hi: i64) -> Duration {
-    Duration::seconds(rng.range(lo, hi))
+    Duration::seconds(rng.range(lo, hi)) + Duration::nanoseconds(rng.below(10_000_000) as i64 * 100)
 }
 
 const DAY: i64 = 86_400;

@@ -10,29 +10,73 @@ use super::catalog::PRODUCTS;
 use super::rng::Rng;
 use super::tenant::{Alert, IpAddress, Machine, STREAM_EVIDENCE, Software, Tenant, Vulnerability};
 
+// Timestamps are formatted by hand: chrono's strftime machinery dominates the cost of large
+// export pages in debug builds, and these three layouts are fixed.
+
+fn push_num(out: &mut String, n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = buf.len() - i;
+    for _ in digits..width {
+        out.push('0');
+    }
+    out.extend(buf[i..].iter().map(|b| *b as char));
+}
+
+fn push_date_time(out: &mut String, t: DateTime<Utc>, sep: char) {
+    use chrono::{Datelike, Timelike};
+    let n = t.naive_utc();
+    push_num(out, n.year().max(0) as u32, 4);
+    out.push('-');
+    push_num(out, n.month(), 2);
+    out.push('-');
+    push_num(out, n.day(), 2);
+    out.push(sep);
+    push_num(out, n.hour(), 2);
+    out.push(':');
+    push_num(out, n.minute(), 2);
+    out.push(':');
+    push_num(out, n.second(), 2);
+}
+
 /// ISO-8601 with seven fractional digits and `Z`, as the service writes DateTimeOffset.
 pub fn iso7(t: DateTime<Utc>) -> String {
-    format!(
-        "{}.{:07}Z",
-        t.format("%Y-%m-%dT%H:%M:%S"),
-        t.timestamp_subsec_nanos() / 100
-    )
+    let mut s = String::with_capacity(28);
+    push_date_time(&mut s, t, 'T');
+    s.push('.');
+    push_num(&mut s, t.timestamp_subsec_nanos() / 100, 7);
+    s.push('Z');
+    s
 }
 
 /// ISO-8601 with trailing fractional zeros trimmed (alerts show `…59.2Z`).
 pub fn iso_trim(t: DateTime<Utc>) -> String {
-    let frac = format!("{:07}", t.timestamp_subsec_nanos() / 100);
-    let frac = frac.trim_end_matches('0');
-    if frac.is_empty() {
-        format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S"))
-    } else {
-        format!("{}.{frac}Z", t.format("%Y-%m-%dT%H:%M:%S"))
+    let mut s = iso7(t);
+    s.pop();
+    while s.ends_with('0') {
+        s.pop();
     }
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s.push('Z');
+    s
 }
 
 /// Export records: `yyyy-MM-dd HH:mm:ss`, no `T`, no zone.
 pub fn export_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+    let mut s = String::with_capacity(19);
+    push_date_time(&mut s, t, ' ');
+    s
 }
 
 #[derive(Serialize)]
@@ -166,6 +210,23 @@ impl<'a> ActionView<'a> {
             commands: [],
             troubleshoot_info: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn time_formats() {
+        let t = Utc.with_ymd_and_hms(2024, 3, 5, 7, 8, 9).unwrap()
+            + chrono::Duration::nanoseconds(120_000_000);
+        assert_eq!(iso7(t), "2024-03-05T07:08:09.1200000Z");
+        assert_eq!(iso_trim(t), "2024-03-05T07:08:09.12Z");
+        assert_eq!(export_time(t), "2024-03-05 07:08:09");
+        let whole = Utc.with_ymd_and_hms(2024, 12, 31, 23, 59, 59).unwrap();
+        assert_eq!(iso_trim(whole), "2024-12-31T23:59:59Z");
     }
 }
 
