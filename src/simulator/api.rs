@@ -647,7 +647,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/machines/SoftwareVulnerabilityChangesByMachine",
             super::export::export_delta,
         ))
+        .service(get_resource("/machines/$count", count_machines))
         .service(get_resource("/machines/{id}", get_machine))
+        .service(get_resource(
+            "/machines/{id}/alerts/$count",
+            count_machine_alerts,
+        ))
         .service(get_resource("/machines/{id}/alerts", machine_alerts))
         .service(get_resource(
             "/machines/{id}/vulnerabilities",
@@ -662,6 +667,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_resource("/machineactions", list_actions))
         .service(get_resource("/machineactions/{id}", get_action))
         .service(get_resource("/alerts", list_alerts))
+        .service(get_resource("/alerts/$count", count_alerts))
         .service(get_resource("/alerts/{id}", get_alert))
         .service(get_resource("/vulnerabilities", list_vulnerabilities))
         .service(get_resource(
@@ -756,6 +762,79 @@ async fn list_machines(st: web::Data<SimState>, req: HttpRequest) -> HttpRespons
         collection(ctx, "Machines", items, next, |b, m| {
             write_json(b, &MachineView::new(m))
         })
+    })
+    .await
+}
+
+/// `…/$count`: the number of matching items as a bare number (`$top`/`$skip` ignored).
+fn count_reply(n: usize) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        content_type: "text/plain; charset=utf-8",
+        headers: vec![(
+            header::HeaderName::from_static("odata-version"),
+            "4.0".into(),
+        )],
+        body: n.to_string().into_bytes(),
+    }
+}
+
+async fn count_machines(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
+    serve(&st, &req, Api::ListMachines, |ctx| {
+        let opts = match options(ctx, MACHINE_FILTER, usize::MAX) {
+            Ok(o) => o,
+            Err(r) => return r,
+        };
+        let n = ctx
+            .tenant()
+            .machines()
+            .iter()
+            .filter(|m| {
+                opts.filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&|p| machine_field(m, p)))
+            })
+            .count();
+        count_reply(n)
+    })
+    .await
+}
+
+fn count_alert_list(ctx: &Ctx, alerts: &[Alert]) -> Reply {
+    let opts = match options(ctx, ALERT_FILTER, usize::MAX) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    count_reply(
+        alerts
+            .iter()
+            .filter(|a| {
+                opts.filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&|p| alert_field(a, p)))
+            })
+            .count(),
+    )
+}
+
+async fn count_alerts(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
+    serve(&st, &req, Api::ListAlerts, |ctx| {
+        count_alert_list(ctx, ctx.tenant().alerts())
+    })
+    .await
+}
+
+async fn count_machine_alerts(
+    st: web::Data<SimState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    serve(&st, &req, Api::MachineAlerts, |ctx| {
+        let t = ctx.tenant();
+        match t.machine_by_id_or_name(&id) {
+            Some(m) => count_alert_list(ctx, t.alerts_of(m.index as usize)),
+            None => machine_not_found(&id),
+        }
     })
     .await
 }

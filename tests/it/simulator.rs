@@ -1508,6 +1508,37 @@ async fn alerts_list_filter_expand_and_get() {
             .map(|a| a.id.clone())
             .collect::<Vec<_>>()
     );
+
+    // `$count` path segment: a bare number.
+    let r = get(
+        &sim,
+        &tok,
+        &format!(
+            "/api/machines/{}/alerts/$count?$filter=status ne 'Resolved'",
+            m.id
+        ),
+    )
+    .await;
+    let active = t.alerts_for(&m.id).iter().filter(|a| a.is_active()).count();
+    assert_eq!(r.text, active.to_string());
+    assert_eq!(
+        get(&sim, &tok, "/api/alerts/$count").await.text,
+        t.alerts().len().to_string()
+    );
+    assert_eq!(
+        get(
+            &sim,
+            &tok,
+            "/api/machines/$count?$filter=healthStatus eq 'Active'"
+        )
+        .await
+        .text,
+        t.machines()
+            .iter()
+            .filter(|m| m.health_status == "Active")
+            .count()
+            .to_string()
+    );
     sim.stop().await;
 }
 
