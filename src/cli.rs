@@ -45,6 +45,9 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Serve a simulated Microsoft Entra ID token endpoint and Defender for Endpoint API (for
+    /// tests, demos and benchmarks).
+    Simulate(crate::simulator::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +83,17 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Simulate(args) = cli.command {
+        // The simulator needs no settings and no database.
+        init_logging(&Settings::default());
+        return match run_async(crate::simulator::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -107,6 +121,7 @@ pub fn main() -> ExitCode {
                     expires_days,
                 },
         } => create_token(&settings, &name, role, expires_days),
+        Command::Simulate(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

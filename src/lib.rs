@@ -12,4 +12,5 @@ pub mod domain;
 pub mod error;
 pub mod inventory;
 pub mod modeling;
+pub mod simulator;
 pub mod web;

@@ -1,0 +1,147 @@
+//! Admin endpoints under `/_sim/` for tests, benchmarks and the demo. They are not part of
+//! the simulated service, need no token, are not counted and never rate limited or faulted.
+//!
+//! * `GET  /_sim/faults` → installed [`Faults`]; `POST /_sim/faults` (a `Faults` JSON) replaces
+//!   them (rule progress restarts).
+//! * `POST /_sim/tokens/invalidate` → every token issued so far answers 401 from now on.
+//! * `GET  /_sim/counters` → [`super::Counters`].
+//! * `POST /_sim/reset` → counters, rate-limit windows, actions/isolation and faults (back to
+//!   the configured ones) are reset.
+//! * `GET  /_sim/clients`; `POST /_sim/clients` with `{client_id, secret?, roles?,
+//!   secret_expired?, display_name?}` adds a client (secret required) or alters one.
+//! * `GET  /_sim/tenant` → a summary; `GET /_sim/observations` → the matching network
+//!   observations; `GET /_sim/machines/{id}` → the isolation state of a machine.
+
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::faults::Faults;
+use super::{ClientSpec, SimState, lock};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/_sim")
+            .route("/faults", web::get().to(get_faults))
+            .route("/faults", web::post().to(set_faults))
+            .route("/tokens/invalidate", web::post().to(invalidate))
+            .route("/counters", web::get().to(counters))
+            .route("/reset", web::post().to(reset))
+            .route("/clients", web::get().to(list_clients))
+            .route("/clients", web::post().to(upsert_client))
+            .route("/tenant", web::get().to(tenant))
+            .route("/observations", web::get().to(observations))
+            .route("/machines/{id}", web::get().to(machine_state)),
+    );
+}
+
+fn bad(msg: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({"error": msg}))
+}
+
+async fn get_faults(st: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(st.faults())
+}
+
+async fn set_faults(st: web::Data<SimState>, body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => {
+            st.set_faults(f.clone());
+            HttpResponse::Ok().json(f)
+        }
+        Err(e) => bad(format!("invalid faults: {e}")),
+    }
+}
+
+async fn invalidate(st: web::Data<SimState>) -> HttpResponse {
+    st.invalidate_tokens();
+    HttpResponse::NoContent().finish()
+}
+
+async fn counters(st: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(st.counters())
+}
+
+async fn reset(st: web::Data<SimState>) -> HttpResponse {
+    st.reset();
+    HttpResponse::NoContent().finish()
+}
+
+async fn list_clients(st: web::Data<SimState>) -> HttpResponse {
+    let clients: Vec<ClientSpec> = st
+        .clients
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    HttpResponse::Ok().json(clients)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientPatch {
+    client_id: String,
+    secret: Option<String>,
+    roles: Option<Vec<String>>,
+    secret_expired: Option<bool>,
+    display_name: Option<String>,
+}
+
+async fn upsert_client(st: web::Data<SimState>, body: web::Bytes) -> HttpResponse {
+    let p: ClientPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("invalid client: {e}")),
+    };
+    let mut c = match (st.client(&p.client_id), &p.secret) {
+        (Some(c), _) => c,
+        (None, Some(s)) => ClientSpec::new(&p.client_id, s),
+        (None, None) => return bad("a new client needs a secret".into()),
+    };
+    if let Some(s) = p.secret {
+        c.secret = s;
+    }
+    if let Some(r) = p.roles {
+        c.roles = r;
+    }
+    if let Some(e) = p.secret_expired {
+        c.secret_expired = e;
+    }
+    if p.display_name.is_some() {
+        c.display_name = p.display_name;
+    }
+    st.upsert_client(c.clone());
+    HttpResponse::Ok().json(c)
+}
+
+async fn tenant(st: web::Data<SimState>) -> HttpResponse {
+    let t = &st.tenant;
+    HttpResponse::Ok().json(json!({
+        "tenant_id": t.tenant_id(),
+        "tenant_domain": t.params.tenant_domain,
+        "seed": t.seed(),
+        "anchor": t.anchor().to_rfc3339(),
+        "machines": t.machines().len(),
+        "vulnerabilities": t.vulnerabilities().len(),
+        "machine_vulnerabilities": t.total_machine_vulnerabilities(),
+        "alerts": t.alerts().len(),
+        "software": t.software().len(),
+        "duplicates": t.machines().iter().filter(|m| m.duplicate_of.is_some()).count(),
+        "network_matches": t.machines().iter().filter(|m| m.in_network).count(),
+    }))
+}
+
+async fn observations(st: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(st.tenant.network_observations())
+}
+
+async fn machine_state(st: web::Data<SimState>, id: web::Path<String>) -> HttpResponse {
+    match st.tenant.machine_by_id_or_name(&id) {
+        Some(m) => {
+            let iso = lock(&st.actions).isolation_state(m.index, Utc::now());
+            HttpResponse::Ok().json(json!({"id": m.id, "isolation": iso}))
+        }
+        None => HttpResponse::NotFound().json(json!({"error": "unknown machine"})),
+    }
+}

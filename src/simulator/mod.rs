@@ -1,0 +1,555 @@
+//! `endpoint-analytics simulate`: a local stand-in for Microsoft Entra ID's token endpoint and
+//! the Microsoft Defender for Endpoint API, as `shared/docs/defender-api.md` documents them.
+//!
+//! Layout:
+//! * `mod.rs` – public API: [`SimulateArgs`] (CLI), [`SimConfig`], [`start`]/[`run`],
+//!   [`RunningSimulator`], and the shared server state.
+//! * `tenant.rs` – the deterministic tenant generator (machines, vulnerabilities, software,
+//!   alerts, network observations); `catalog.rs` – its static tables; `rng.rs` – SplitMix64.
+//! * `token.rs` – Entra v1/v2 client-credentials token endpoint and its error bodies;
+//!   `jwt.rs` – HS256 signing.
+//! * `api.rs` – request pipeline (auth, roles, rate limits, faults, counters), envelopes,
+//!   paging, and the machine/action/alert/vulnerability/software routes; `views.rs` – JSON
+//!   shapes of the entities; `actions.rs` – machine action lifecycle and isolation state;
+//!   `export.rs` – the export-assessment endpoints and files; `hunting.rs` – advanced hunting.
+//! * `odata.rs` – `$filter`/`$top`/`$skip`; `limits.rs` – rate limiter; `faults.rs` – fault
+//!   knobs and counters; `admin.rs` – the `/_sim/*` admin endpoints.
+//!
+//! See `docs/simulator.md` for what is covered and how it differs from the real service.
+
+mod actions;
+mod admin;
+mod api;
+pub mod catalog;
+mod export;
+pub mod faults;
+mod hunting;
+pub mod jwt;
+pub mod limits;
+pub mod odata;
+pub mod rng;
+pub mod tenant;
+mod token;
+mod views;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use actions::IsolationState;
+pub use faults::{ActionOutcome, ApiCounters, Counters, FaultEffect, FaultRule, Faults};
+pub use tenant::{
+    Alert, IpAddress, Machine, NetworkObservation, Severity, Software, Tenant, TenantParams,
+    Vulnerability,
+};
+
+pub const DEFAULT_TENANT_ID: &str = "4d1f9c2e-8b3a-4f6d-9e21-7c5a0b3d2e18";
+pub const DEFAULT_TENANT_DOMAIN: &str = "contoso.onmicrosoft.com";
+pub const DEFAULT_CLIENT_ID: &str = "9b2c4e61-3f5a-4d8b-a7c9-1e0f2d3c4b5a";
+pub const DEFAULT_CLIENT_SECRET: &str = "SimQ~d3f3nd3r.s1mulat0r-Secret_Value.0001";
+
+/// The MDE resource and the audience of its tokens.
+pub const MDE_AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
+/// Resource of the Defender XDR APIs; whether MDE accepts its tokens is configurable.
+pub const XDR_AUDIENCE: &str = "https://api.security.microsoft.com";
+
+/// Every application permission defender-api.md lists.
+pub const ALL_ROLES: &[&str] = &[
+    "Machine.Read.All",
+    "Machine.ReadWrite.All",
+    "Alert.Read.All",
+    "Alert.ReadWrite.All",
+    "Machine.Isolate",
+    "Machine.Scan",
+    "Vulnerability.Read.All",
+    "AdvancedQuery.Read.All",
+    "Software.Read.All",
+];
+
+/// Command-line flags of `endpoint-analytics simulate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Address to serve the token endpoint and the API on.
+    #[arg(long, default_value = "127.0.0.1:9090", env = "SIM_BIND")]
+    pub bind: String,
+    /// Number of machines in the tenant (50 to 500,000).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(50..=500_000))]
+    pub machines: u32,
+    /// Seed of the generated tenant; the same seed and size give the same tenant.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Tenant id (GUID).
+    #[arg(long, default_value = DEFAULT_TENANT_ID)]
+    pub tenant: String,
+    /// Verified domain of the tenant; accepted in token URLs like the GUID.
+    #[arg(long, default_value = DEFAULT_TENANT_DOMAIN)]
+    pub tenant_domain: String,
+    /// Application (client) id of the configured app.
+    #[arg(long, default_value = DEFAULT_CLIENT_ID)]
+    pub client: String,
+    /// Client secret value of the configured app.
+    #[arg(long, default_value = DEFAULT_CLIENT_SECRET, env = "SIM_CLIENT_SECRET")]
+    pub secret: String,
+    /// Application roles granted to the app (comma list); default: every documented one.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Option<Vec<String>>,
+    /// Share of machines that also appear as network observations.
+    #[arg(long, default_value_t = 0.5)]
+    pub match_fraction: f64,
+    /// Share of machine records that are older duplicates of re-imaged devices.
+    #[arg(long, default_value_t = 0.02)]
+    pub duplicate_fraction: f64,
+    /// Add machines, vulnerabilities and alerts whose texts contain markup and script.
+    #[arg(long)]
+    pub hostile: bool,
+    /// How long a new machine action stays Pending.
+    #[arg(long, default_value_t = 3000)]
+    pub action_pending_ms: u64,
+    /// How long a machine action stays InProgress before its final status.
+    #[arg(long, default_value_t = 7000)]
+    pub action_inprogress_ms: u64,
+    /// Write the network observations matching this tenant to PATH as a JSON array.
+    #[arg(long)]
+    pub emit_observations: Option<PathBuf>,
+    /// Exit after writing --emit-observations instead of serving.
+    #[arg(long, requires = "emit_observations")]
+    pub exit_after_emit: bool,
+    /// Lifetime of issued access tokens.
+    #[arg(long, default_value_t = 3599)]
+    pub token_lifetime_secs: u64,
+    /// Disable the documented per-API rate limits.
+    #[arg(long)]
+    pub no_rate_limits: bool,
+    /// Refuse (403) tokens issued for https://api.security.microsoft.com/.default.
+    #[arg(long)]
+    pub reject_xdr_audience: bool,
+    /// Faults to install at start: JSON as accepted by POST /_sim/faults, or @FILE.
+    #[arg(long)]
+    pub faults: Option<String>,
+    /// HTTP worker threads (default: 2).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+/// An app registration: client id, secret and the application roles it was granted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientSpec {
+    pub client_id: String,
+    pub secret: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The secret has expired (token requests get AADSTS7000222).
+    #[serde(default)]
+    pub secret_expired: bool,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+impl ClientSpec {
+    /// A client with every documented role.
+    pub fn new(client_id: &str, secret: &str) -> Self {
+        ClientSpec {
+            client_id: client_id.to_string(),
+            secret: secret.to_string(),
+            roles: ALL_ROLES.iter().map(|r| r.to_string()).collect(),
+            secret_expired: false,
+            display_name: None,
+        }
+    }
+    pub fn with_roles(mut self, roles: &[&str]) -> Self {
+        self.roles = roles.iter().map(|r| r.to_string()).collect();
+        self
+    }
+}
+
+/// Everything the simulator needs to run; `Default` is a small tenant on a free port.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// `127.0.0.1:0` picks a free port.
+    pub bind: String,
+    pub machines: usize,
+    pub seed: u64,
+    pub tenant_id: String,
+    pub tenant_domain: String,
+    /// The first client is the one reported by [`RunningSimulator::client_id`].
+    pub clients: Vec<ClientSpec>,
+    pub match_fraction: f64,
+    pub duplicate_fraction: f64,
+    pub hostile: bool,
+    pub action_pending_ms: u64,
+    pub action_inprogress_ms: u64,
+    pub token_lifetime_secs: u64,
+    pub rate_limits: bool,
+    /// Accept tokens whose audience is https://api.security.microsoft.com.
+    pub accept_xdr_audience: bool,
+    pub faults: Faults,
+    /// "Now" of the generated data; default: today 00:00 UTC (so a seed gives the same
+    /// tenant all day).
+    pub anchor: Option<DateTime<Utc>>,
+    pub workers: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            bind: "127.0.0.1:0".into(),
+            machines: 200,
+            seed: 1,
+            tenant_id: DEFAULT_TENANT_ID.into(),
+            tenant_domain: DEFAULT_TENANT_DOMAIN.into(),
+            clients: vec![ClientSpec::new(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)],
+            match_fraction: 0.5,
+            duplicate_fraction: 0.02,
+            hostile: false,
+            action_pending_ms: 3000,
+            action_inprogress_ms: 7000,
+            token_lifetime_secs: 3599,
+            rate_limits: true,
+            accept_xdr_audience: true,
+            faults: Faults::default(),
+            anchor: None,
+            workers: 2,
+        }
+    }
+}
+
+impl From<&SimulateArgs> for SimConfig {
+    fn from(a: &SimulateArgs) -> Self {
+        let mut client = ClientSpec::new(&a.client, &a.secret);
+        if let Some(r) = &a.roles {
+            client.roles = r
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        SimConfig {
+            bind: a.bind.clone(),
+            machines: a.machines as usize,
+            seed: a.seed,
+            tenant_id: a.tenant.to_ascii_lowercase(),
+            tenant_domain: a.tenant_domain.to_ascii_lowercase(),
+            clients: vec![client],
+            match_fraction: a.match_fraction.clamp(0.0, 1.0),
+            duplicate_fraction: a.duplicate_fraction.clamp(0.0, 0.5),
+            hostile: a.hostile,
+            action_pending_ms: a.action_pending_ms,
+            action_inprogress_ms: a.action_inprogress_ms,
+            token_lifetime_secs: a.token_lifetime_secs,
+            rate_limits: !a.no_rate_limits,
+            accept_xdr_audience: !a.reject_xdr_audience,
+            faults: Faults::default(),
+            anchor: None,
+            workers: a.workers.max(1),
+        }
+    }
+}
+
+impl SimConfig {
+    pub fn tenant_params(&self) -> TenantParams {
+        let anchor = self.anchor.unwrap_or_else(|| {
+            Utc::now()
+                .duration_trunc(TimeDelta::days(1))
+                .unwrap_or_else(|_| Utc::now())
+        });
+        TenantParams {
+            seed: self.seed,
+            machines: self.machines.max(1),
+            tenant_id: self.tenant_id.to_ascii_lowercase(),
+            tenant_domain: self.tenant_domain.to_ascii_lowercase(),
+            match_fraction: self.match_fraction,
+            duplicate_fraction: self.duplicate_fraction,
+            hostile: self.hostile,
+            anchor,
+        }
+    }
+}
+
+/// Shared state of one simulator instance.
+pub(crate) struct SimState {
+    pub config: SimConfig,
+    pub tenant: Arc<Tenant>,
+    pub clients: RwLock<HashMap<String, ClientSpec>>,
+    pub faults: Mutex<faults::FaultState>,
+    pub counters: Mutex<Counters>,
+    pub limiter: limits::RateLimiter,
+    pub actions: Mutex<actions::ActionStore>,
+    /// HMAC key of access tokens and export-file links; random per instance.
+    pub key: Vec<u8>,
+    pub token_serial: AtomicU64,
+    /// Tokens with a serial below this were invalidated.
+    pub valid_from_serial: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SimState {
+    fn new(config: SimConfig) -> SimState {
+        let tenant = Arc::new(Tenant::generate(config.tenant_params()));
+        let clients = config
+            .clients
+            .iter()
+            .map(|c| (c.client_id.to_ascii_lowercase(), c.clone()))
+            .collect();
+        let key: [u8; 32] = rand::random();
+        SimState {
+            faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
+            config,
+            tenant,
+            clients: RwLock::new(clients),
+            counters: Mutex::new(Counters::default()),
+            limiter: limits::RateLimiter::default(),
+            actions: Mutex::new(actions::ActionStore::default()),
+            key: key.to_vec(),
+            token_serial: AtomicU64::new(1),
+            valid_from_serial: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        *lock(&self.faults) = faults::FaultState::new(f);
+    }
+    pub fn faults(&self) -> Faults {
+        lock(&self.faults).faults.clone()
+    }
+    pub fn counters(&self) -> Counters {
+        lock(&self.counters).clone()
+    }
+    pub fn invalidate_tokens(&self) {
+        let s = self.token_serial.load(Ordering::SeqCst);
+        self.valid_from_serial.store(s, Ordering::SeqCst);
+    }
+    pub fn upsert_client(&self, c: ClientSpec) {
+        self.clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.client_id.to_ascii_lowercase(), c);
+    }
+    pub fn client(&self, id: &str) -> Option<ClientSpec> {
+        self.clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id.to_ascii_lowercase())
+            .cloned()
+    }
+    /// Counters, rate-limit windows, faults (back to the configured ones), actions and
+    /// isolation state; tokens stay valid.
+    pub fn reset(&self) {
+        *lock(&self.counters) = Counters::default();
+        self.limiter.reset();
+        self.set_faults(self.config.faults.clone());
+        *lock(&self.actions) = actions::ActionStore::default();
+    }
+}
+
+fn configure(cfg: &mut web::ServiceConfig) {
+    token::configure(cfg);
+    // Before the admin scope, which would otherwise claim every `/_sim/...` path.
+    export::configure_files(cfg);
+    admin::configure(cfg);
+    // The versioned prefix first: the `/api` scope would otherwise claim `/api/v1.0/...`.
+    cfg.service(web::scope("/api/v1.0").configure(api::configure));
+    cfg.service(web::scope("/api").configure(api::configure));
+    cfg.default_service(web::to(api::not_found));
+}
+
+/// A simulator serving in the background of the current tokio runtime.
+pub struct RunningSimulator {
+    /// `http://127.0.0.1:PORT` – both the login base URL and the API base URL.
+    pub base_url: String,
+    pub tenant_id: String,
+    pub tenant_domain: String,
+    pub client_id: String,
+    pub client_secret: String,
+    state: Arc<SimState>,
+    handle: actix_web::dev::ServerHandle,
+    join: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Generate the tenant, bind, and serve in the background; returns once listening.
+pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
+    let bind = config.bind.clone();
+    let workers = config.workers.max(1);
+    let first = config
+        .clients
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ClientSpec::new(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET));
+    let tenant_id = config.tenant_id.to_ascii_lowercase();
+    let tenant_domain = config.tenant_domain.to_ascii_lowercase();
+    // Generation is CPU work; keep it off the async executor.
+    let state = Arc::new(
+        tokio::task::spawn_blocking(move || SimState::new(config))
+            .await
+            .context("tenant generation panicked")?,
+    );
+    // Build the who-has-what index (exposedMachines, machineReferences) in the background so
+    // the first vulnerability call does not pay for a scan of every machine's rows.
+    let warm = state.clone();
+    std::thread::spawn(move || {
+        let _ = warm.tenant.machines_with_vulnerability(0);
+    });
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+        .workers(workers)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .bind(&bind)
+        .with_context(|| format!("binding {bind}"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .context("server has no address")?;
+    let server = server.run();
+    let handle = server.handle();
+    let join = tokio::spawn(server);
+    Ok(RunningSimulator {
+        base_url: format!("http://{addr}"),
+        tenant_id,
+        tenant_domain,
+        client_id: first.client_id,
+        client_secret: first.secret,
+        state,
+        handle,
+        join,
+    })
+}
+
+impl RunningSimulator {
+    pub fn tenant(&self) -> Arc<Tenant> {
+        self.state.tenant.clone()
+    }
+    /// v2 token URL for the configured tenant.
+    pub fn token_url(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.base_url, self.tenant_id)
+    }
+    /// Replace the installed faults (same structure as `POST /_sim/faults`).
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+    pub fn faults(&self) -> Faults {
+        self.state.faults()
+    }
+    /// Make every token issued so far invalid (401 from now on).
+    pub fn invalidate_tokens(&self) {
+        self.state.invalidate_tokens();
+    }
+    pub fn counters(&self) -> Counters {
+        self.state.counters()
+    }
+    /// See `POST /_sim/reset`.
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+    /// Add or replace an app registration.
+    pub fn add_client(&self, spec: ClientSpec) {
+        self.state.upsert_client(spec);
+    }
+    /// Change the roles granted to a client (affects tokens issued afterwards).
+    pub fn set_client_roles(&self, client_id: &str, roles: &[&str]) -> bool {
+        match self.state.client(client_id) {
+            Some(mut c) => {
+                c.roles = roles.iter().map(|r| r.to_string()).collect();
+                self.state.upsert_client(c);
+                true
+            }
+            None => false,
+        }
+    }
+    /// Mark a client's secret expired (AADSTS7000222 from now on).
+    pub fn expire_client_secret(&self, client_id: &str) -> bool {
+        match self.state.client(client_id) {
+            Some(mut c) => {
+                c.secret_expired = true;
+                self.state.upsert_client(c);
+                true
+            }
+            None => false,
+        }
+    }
+    /// Isolation state of a machine as changed by completed isolate/unisolate actions.
+    pub fn isolation_state(&self, machine_id: &str) -> Option<IsolationState> {
+        let m = self.state.tenant.machine_by_id(machine_id)?;
+        Some(lock(&self.state.actions).isolation_state(m.index, Utc::now()))
+    }
+    /// Stop serving and wait for the server to finish.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.join.await;
+    }
+}
+
+fn print_banner(sim: &RunningSimulator, machines: usize) {
+    let t = sim.tenant();
+    println!("Defender for Endpoint simulator listening");
+    println!("  tenant id:        {}", sim.tenant_id);
+    println!("  tenant domain:    {}", sim.tenant_domain);
+    println!("  client id:        {}", sim.client_id);
+    println!("  client secret:    {}", sim.client_secret);
+    println!("  login base URL:   {}", sim.base_url);
+    println!("  API base URL:     {}", sim.base_url);
+    println!("  token URL (v2):   {}", sim.token_url());
+    println!(
+        "  token URL (v1):   {}/{}/oauth2/token",
+        sim.base_url, sim.tenant_id
+    );
+    println!("  scope:            {MDE_AUDIENCE}/.default");
+    println!(
+        "  tenant:           {machines} machines, {} vulnerabilities, {} machine-vulnerability rows, {} alerts",
+        t.vulnerabilities().len(),
+        t.total_machine_vulnerabilities(),
+        t.alerts().len()
+    );
+    println!(
+        "  admin:            {}/_sim/counters, /_sim/faults, /_sim/reset, /_sim/clients",
+        sim.base_url
+    );
+}
+
+/// Run the simulator until Ctrl-C (the `simulate` subcommand).
+pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let mut config = SimConfig::from(&args);
+    if let Some(f) = &args.faults {
+        let text = match f.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+            }
+            None => f.clone(),
+        };
+        config.faults = serde_json::from_str(&text).context("parsing --faults")?;
+    }
+    if let Some(path) = &args.emit_observations {
+        let params = config.tenant_params();
+        let tenant = tokio::task::spawn_blocking(move || Tenant::generate(params)).await?;
+        let obs = tenant.network_observations();
+        std::fs::write(path, serde_json::to_vec_pretty(&obs)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} network observations to {}",
+            obs.len(),
+            path.display()
+        );
+        if args.exit_after_emit {
+            return Ok(());
+        }
+    }
+    let machines = config.machines;
+    let started = std::time::Instant::now();
+    let sim = start(config).await?;
+    print_banner(&sim, machines);
+    println!("  generated in:     {:.2?}", started.elapsed());
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    sim.stop().await;
+    Ok(())
+}
