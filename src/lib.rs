@@ -14,3 +14,5 @@ pub mod inventory;
 pub mod modeling;
 pub mod simulator;
 pub mod web;
+pub mod secrets;
+pub mod defender;

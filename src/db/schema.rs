@@ -167,6 +167,81 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    integration_config (name) {
+        name -> Text,
+        tenant_id -> Text,
+        client_id -> Text,
+        secret_ciphertext -> Nullable<Binary>,
+        cloud -> Text,
+        region -> Text,
+        login_base_url -> Text,
+        api_base_url -> Text,
+        enabled -> Bool,
+        sync_interval_minutes -> Integer,
+        updated_at -> BigInt,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    sync_runs (id) {
+        id -> BigInt,
+        integration -> Text,
+        trigger -> Text,
+        requested_by -> Text,
+        status -> Text,
+        phase -> Text,
+        items_done -> BigInt,
+        items_total -> BigInt,
+        machines -> BigInt,
+        created -> BigInt,
+        updated -> BigInt,
+        merged -> BigInt,
+        stale -> BigInt,
+        api_calls -> BigInt,
+        throttled -> BigInt,
+        error -> Text,
+        started_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    defender_machines (machine_id) {
+        machine_id -> Text,
+        endpoint_id -> Nullable<BigInt>,
+        computer_dns_name -> Text,
+        os_platform -> Text,
+        os_version -> Text,
+        os_build -> Text,
+        onboarding_status -> Text,
+        health_status -> Text,
+        risk_score -> Text,
+        exposure_level -> Text,
+        last_ip -> Text,
+        macs -> Text,
+        first_seen -> BigInt,
+        last_seen -> BigInt,
+        rbac_group -> Text,
+        tags -> Text,
+        vuln_count -> Integer,
+        top_vuln_cve -> Text,
+        top_vuln_severity -> SmallInt,
+        top_vuln_description -> Text,
+        top_alert_id -> Text,
+        top_alert_severity -> SmallInt,
+        top_alert_title -> Text,
+        isolated -> Bool,
+        stale -> Bool,
+        stale_reason -> Text,
+        match_note -> Text,
+        content_hash -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(defender_machines -> endpoints (endpoint_id));
 diesel::joinable!(profile_assignments -> endpoints (endpoint_id));
 diesel::joinable!(profile_assignments -> profiles (profile_id));
 diesel::joinable!(risk_factors -> endpoints (endpoint_id));
@@ -189,4 +264,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     jobs,
     app_settings,
+    integration_config,
+    sync_runs,
+    defender_machines,
 );

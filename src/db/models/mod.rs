@@ -2,8 +2,10 @@
 
 pub mod api_tokens;
 pub mod audit;
+pub mod defender_machines;
 pub mod endpoints;
 pub mod events;
+pub mod integration;
 pub mod jobs;
 pub mod profiles;
 pub mod risk;

@@ -1,0 +1,3 @@
+DROP TABLE defender_machines;
+DROP TABLE sync_runs;
+DROP TABLE integration_config;

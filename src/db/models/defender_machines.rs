@@ -1,0 +1,103 @@
+//! Machines imported from Microsoft Defender, linked to the endpoint each one is, with what the
+//! Endpoint Summary's Microsoft Defender subtab shows.
+
+use diesel::prelude::*;
+
+use crate::db::schema::defender_machines;
+use crate::db::{AnyConnection, now};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
+#[diesel(table_name = defender_machines)]
+#[diesel(treat_none_as_null = true)]
+pub struct DefenderMachine {
+    pub machine_id: String,
+    pub endpoint_id: Option<i64>,
+    pub computer_dns_name: String,
+    pub os_platform: String,
+    pub os_version: String,
+    pub os_build: String,
+    pub onboarding_status: String,
+    pub health_status: String,
+    pub risk_score: String,
+    pub exposure_level: String,
+    pub last_ip: String,
+    /// Normalized MACs, comma-separated.
+    pub macs: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub rbac_group: String,
+    pub tags: String,
+    pub vuln_count: i32,
+    pub top_vuln_cve: String,
+    pub top_vuln_severity: i16,
+    pub top_vuln_description: String,
+    pub top_alert_id: String,
+    pub top_alert_severity: i16,
+    pub top_alert_title: String,
+    pub isolated: bool,
+    pub stale: bool,
+    pub stale_reason: String,
+    pub match_note: String,
+    pub content_hash: String,
+    pub updated_at: i64,
+}
+
+pub fn find(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<DefenderMachine>> {
+    defender_machines::table.find(machine_id).select(DefenderMachine::as_select()).first(conn).optional()
+}
+
+/// The live (not stale) Defender machine of an endpoint.
+pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Option<DefenderMachine>> {
+    defender_machines::table
+        .filter(defender_machines::endpoint_id.eq(endpoint_id))
+        .order((defender_machines::stale.asc(), defender_machines::last_seen.desc()))
+        .select(DefenderMachine::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> {
+    let n = diesel::update(defender_machines::table.find(&m.machine_id)).set(m).execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(defender_machines::table).values(m).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Marks every live machine not in `seen` as stale: it left Defender. Returns how many.
+pub fn mark_missing_stale(conn: &mut AnyConnection, seen: &std::collections::HashSet<String>) -> QueryResult<i64> {
+    let live: Vec<String> = defender_machines::table
+        .filter(defender_machines::stale.eq(false))
+        .select(defender_machines::machine_id)
+        .load(conn)?;
+    let gone: Vec<String> = live.into_iter().filter(|id| !seen.contains(id)).collect();
+    for chunk in gone.chunks(500) {
+        diesel::update(defender_machines::table.filter(defender_machines::machine_id.eq_any(chunk.to_vec())))
+            .set((
+                defender_machines::stale.eq(true),
+                defender_machines::stale_reason.eq("no longer reported by Microsoft Defender"),
+                defender_machines::updated_at.eq(now()),
+            ))
+            .execute(conn)?;
+    }
+    Ok(gone.len() as i64)
+}
+
+pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool) -> QueryResult<usize> {
+    diesel::update(defender_machines::table.find(machine_id)).set(defender_machines::isolated.eq(isolated)).execute(conn)
+}
+
+/// Machines that needed a decision: created without a match, or with several candidates.
+pub fn needing_review(conn: &mut AnyConnection, limit: i64) -> QueryResult<Vec<DefenderMachine>> {
+    defender_machines::table
+        .filter(defender_machines::match_note.ne(""))
+        .filter(defender_machines::stale.eq(false))
+        .order(defender_machines::computer_dns_name.asc())
+        .limit(limit)
+        .select(DefenderMachine::as_select())
+        .load(conn)
+}
+
+pub fn count(conn: &mut AnyConnection, stale: bool) -> QueryResult<i64> {
+    defender_machines::table.filter(defender_machines::stale.eq(stale)).count().get_result(conn)
+}

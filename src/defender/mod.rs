@@ -1,0 +1,3 @@
+//! The Microsoft Defender for Endpoint integration.
+
+pub mod import;

@@ -1,0 +1,69 @@
+//! Secrets at rest: AES-256-GCM with a key derived from the master key, which lives outside the
+//! database (see `config`). Stored as `nonce (12 bytes) ‖ ciphertext`; the purpose is bound as
+//! associated data so that a ciphertext cannot be moved to another use.
+
+use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+
+use crate::config::MasterKey;
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Clone)]
+pub struct SecretBox {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBox(..)")
+    }
+}
+
+impl SecretBox {
+    pub fn new(master: &MasterKey) -> Self {
+        let key = master.derive("stored-secrets-v1");
+        Self { cipher: Aes256Gcm::new_from_slice(&key).expect("a 32-byte key") }
+    }
+
+    pub fn seal(&self, purpose: &str, plaintext: &str) -> anyhow::Result<Vec<u8>> {
+        let nonce = Nonce::generate();
+        let ct = self
+            .cipher
+            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: purpose.as_bytes() })
+            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Fails (without saying more) when the data was altered or sealed under another key.
+    pub fn open(&self, purpose: &str, sealed: &[u8]) -> anyhow::Result<String> {
+        anyhow::ensure!(sealed.len() > NONCE_LEN, "the stored secret is damaged");
+        let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| anyhow::anyhow!("the stored secret is damaged"))?;
+        let pt = self
+            .cipher
+            .decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: purpose.as_bytes() })
+            .map_err(|_| anyhow::anyhow!("the stored secret cannot be decrypted: was the master key changed?"))?;
+        String::from_utf8(pt).map_err(|_| anyhow::anyhow!("the stored secret is damaged"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_key_and_purpose() {
+        let key = MasterKey::generate();
+        let b = SecretBox::new(&key);
+        let sealed = b.seal("defender", "s3cr3t-value").unwrap();
+        assert!(!sealed.windows(12).any(|w| w == b"s3cr3t-value"), "no plaintext in the sealed bytes");
+        assert_eq!(b.open("defender", &sealed).unwrap(), "s3cr3t-value");
+        assert!(b.open("other", &sealed).is_err());
+        assert!(SecretBox::new(&MasterKey::generate()).open("defender", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(b.open("defender", &tampered).is_err());
+    }
+}
