@@ -20,31 +20,19 @@ impl From<diesel::result::Error> for AccountError {
     }
 }
 
-pub fn create_user(
-    conn: &mut AnyConnection,
-    name: &str,
-    password: &str,
-    role: Role,
-) -> Result<(), AccountError> {
+pub fn create_user(conn: &mut AnyConnection, name: &str, password: &str, role: Role) -> Result<(), AccountError> {
     check_username(name).map_err(AccountError::Invalid)?;
     check_password_strength(name, password).map_err(AccountError::Invalid)?;
     let hash = hash_password(password)?;
     if users::create(conn, name, &hash, role)? {
         Ok(())
     } else {
-        Err(AccountError::Invalid(format!(
-            "A user named {name:?} already exists."
-        )))
+        Err(AccountError::Invalid(format!("A user named {name:?} already exists.")))
     }
 }
 
-pub fn reset_password(
-    conn: &mut AnyConnection,
-    id: i64,
-    password: &str,
-) -> Result<String, AccountError> {
-    let user =
-        users::find(conn, id)?.ok_or_else(|| AccountError::Invalid("No such user.".into()))?;
+pub fn reset_password(conn: &mut AnyConnection, id: i64, password: &str) -> Result<String, AccountError> {
+    let user = users::find(conn, id)?.ok_or_else(|| AccountError::Invalid("No such user.".into()))?;
     check_password_strength(&user.username, password).map_err(AccountError::Invalid)?;
     users::set_password(conn, id, &hash_password(password)?)?;
     Ok(user.username)
@@ -52,15 +40,9 @@ pub fn reset_password(
 
 /// Changing the role of, or disabling, the last active admin would lock everyone out.
 pub fn ensure_not_last_admin(conn: &mut AnyConnection, id: i64) -> Result<(), AccountError> {
-    let user =
-        users::find(conn, id)?.ok_or_else(|| AccountError::Invalid("No such user.".into()))?;
-    if user.role() == Role::Admin
-        && !user.disabled
-        && users::count_active_admins_except(conn, id)? == 0
-    {
-        return Err(AccountError::Invalid(
-            "This is the last active administrator; make another one first.".into(),
-        ));
+    let user = users::find(conn, id)?.ok_or_else(|| AccountError::Invalid("No such user.".into()))?;
+    if user.role() == Role::Admin && !user.disabled && users::count_active_admins_except(conn, id)? == 0 {
+        return Err(AccountError::Invalid("This is the last active administrator; make another one first.".into()));
     }
     Ok(())
 }

@@ -42,11 +42,7 @@ impl Application {
             let db = Db::connect(&s.database_url, s.db_pool_size)?;
             let applied = db.migrate()?;
             if applied > 0 {
-                tracing::info!(
-                    applied,
-                    backend = db.target().backend_name(),
-                    "database migrations applied"
-                );
+                tracing::info!(applied, backend = db.target().backend_name(), "database migrations applied");
             }
             let mut conn = db.conn()?;
             m.sync_standard_profiles(&mut conn)?;
@@ -59,16 +55,14 @@ impl Application {
         .await??;
         let master = settings.master_key()?;
         let session_key = Key::derive_from(&master.derive("session-cookie-v1"));
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let listener =
+            TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
         let addr = listener.local_addr()?;
         let state = Data::new(AppState {
             db: db.clone(),
             modeler,
-            login_throttle: LoginThrottle::new(
-                settings.login_max_failures,
-                settings.login_lockout_minutes,
-            ),
+            secrets: crate::secrets::SecretBox::new(&master),
+            login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             settings: settings.clone(),
         });
 
@@ -76,26 +70,14 @@ impl Application {
         let secure = settings.cookie_secure;
         // The `__Host-` prefix makes the browser refuse the cookie unless it is Secure, host-only
         // and for path `/`; it is only possible over HTTPS.
-        let cookie_name = if secure {
-            "__Host-ea_session"
-        } else {
-            "ea_session"
-        };
+        let cookie_name = if secure { "__Host-ea_session" } else { "ea_session" };
         let absolute = actix_web::cookie::time::Duration::hours(settings.session_absolute_hours);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(PayloadConfig::new(MAX_BODY))
-                .app_data(
-                    JsonConfig::default()
-                        .limit(MAX_BODY)
-                        .error_handler(|e, _| bad_input(e)),
-                )
-                .app_data(
-                    FormConfig::default()
-                        .limit(1024 * 1024)
-                        .error_handler(|e, _| bad_input(e)),
-                )
+                .app_data(JsonConfig::default().limit(MAX_BODY).error_handler(|e, _| bad_input(e)))
+                .app_data(FormConfig::default().limit(1024 * 1024).error_handler(|e, _| bad_input(e)))
                 .app_data(QueryConfig::default().error_handler(|e, _| bad_input(e)))
                 .app_data(PathConfig::default().error_handler(|e, _| bad_input(e)))
                 .configure(web::routes)

@@ -67,11 +67,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 
 pub fn verify_password(password: &str, stored_hash: &str) -> bool {
     PasswordHash::new(stored_hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
+        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
         .unwrap_or(false)
 }
 
@@ -97,9 +93,7 @@ pub fn check_password_strength(username: &str, password: &str) -> Result<(), Str
         ));
     }
     if chars > MAX_PASSWORD_LEN {
-        return Err(format!(
-            "The password is too long: at most {MAX_PASSWORD_LEN} characters."
-        ));
+        return Err(format!("The password is too long: at most {MAX_PASSWORD_LEN} characters."));
     }
     let lower = password.to_lowercase();
     if !username.is_empty() && lower.contains(&username.to_lowercase()) {
@@ -107,18 +101,13 @@ pub fn check_password_strength(username: &str, password: &str) -> Result<(), Str
     }
     let distinct: std::collections::HashSet<char> = password.chars().collect();
     if distinct.len() < 5 {
-        return Err(
-            "The password repeats too few characters: use at least 5 different ones.".into(),
-        );
+        return Err("The password repeats too few characters: use at least 5 different ones.".into());
     }
     const COMMON: [&str; 12] = [
-        "password", "123456", "qwerty", "letmein", "welcome", "admin", "changeme", "iloveyou",
-        "abc123", "monkey", "dragon", "passw0rd",
+        "password", "123456", "qwerty", "letmein", "welcome", "admin", "changeme", "iloveyou", "abc123", "monkey",
+        "dragon", "passw0rd",
     ];
-    if COMMON
-        .iter()
-        .any(|c| lower.starts_with(c) && lower.len() <= c.len() + 4)
-    {
+    if COMMON.iter().any(|c| lower.starts_with(c) && lower.len() <= c.len() + 4) {
         return Err("The password is too common: choose something others would not guess.".into());
     }
     Ok(())
@@ -126,13 +115,9 @@ pub fn check_password_strength(username: &str, password: &str) -> Result<(), Str
 
 /// User names: what a person can type and read in the audit log.
 pub fn check_username(username: &str) -> Result<(), String> {
-    let ok_chars = username
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    let ok_chars = username.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
     if username.is_empty() || username.len() > 64 || !ok_chars {
-        return Err(
-            "A user name has 1 to 64 characters: letters, digits, '.', '_', '-' or '@'.".into(),
-        );
+        return Err("A user name has 1 to 64 characters: letters, digits, '.', '_', '-' or '@'.".into());
     }
     Ok(())
 }
@@ -171,16 +156,8 @@ mod tests {
 
     #[test]
     fn weak_passwords_are_refused_with_a_reason() {
-        assert!(
-            check_password_strength("alice", "")
-                .unwrap_err()
-                .contains("empty")
-        );
-        assert!(
-            check_password_strength("alice", "short")
-                .unwrap_err()
-                .contains("too short")
-        );
+        assert!(check_password_strength("alice", "").unwrap_err().contains("empty"));
+        assert!(check_password_strength("alice", "short").unwrap_err().contains("too short"));
         assert!(check_password_strength("alice", "alice-is-great-2026").is_err());
         assert!(check_password_strength("bob", "aaaaaaaaaaaaaaa").is_err());
         assert!(check_password_strength("bob", "password1234").is_err());

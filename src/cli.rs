@@ -48,6 +48,23 @@ enum Command {
     /// Serve a simulated Microsoft Entra ID token endpoint and Defender for Endpoint API (for
     /// tests, demos and benchmarks).
     Simulate(crate::simulator::SimulateArgs),
+    /// Benchmarks that print figures (use a release build).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time a full re-model of generated endpoints in a fresh database.
+    Remodel {
+        #[arg(long, default_value_t = 100_000)]
+        endpoints: usize,
+        /// The database to fill (default: a new SQLite file in a temporary folder).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,23 +122,16 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => run_async(serve(settings)),
         Command::Migrate => migrate(&settings),
-        Command::User {
-            command:
-                UserCommand::Add {
-                    name,
-                    role,
-                    password_stdin,
-                },
-        } => add_user(&settings, &name, role, password_stdin),
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    name,
-                    role,
-                    expires_days,
-                },
-        } => create_token(&settings, &name, role, expires_days),
+        Command::User { command: UserCommand::Add { name, role, password_stdin } } => {
+            add_user(&settings, &name, role, password_stdin)
+        }
+        Command::Token { command: TokenCommand::Create { name, role, expires_days } } => {
+            create_token(&settings, &name, role, expires_days)
+        }
         Command::Simulate(_) => unreachable!("handled above"),
+        Command::Bench { command: BenchCommand::Remodel { endpoints, database_url } } => {
+            bench_remodel(endpoints, database_url)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,19 +144,12 @@ pub fn main() -> ExitCode {
 
 fn init_logging(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if settings.log_format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if settings.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+fn run_async<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     actix_web::rt::System::new().block_on(fut)
 }
 
@@ -155,6 +158,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(address = %app.addr(), backend = app.db().target().backend_name(), "Endpoint Analytics is listening");
     println!("Endpoint Analytics is listening on http://{}", app.addr());
     app.run_until_stopped().await
+}
+
+fn bench_remodel(endpoints: usize, database_url: Option<String>) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("ea-bench-{}", std::process::id()));
+    let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+    let db = Db::connect(&url, 4)?;
+    db.migrate()?;
+    println!("database: {}", crate::db::redact_url(&url));
+    let result = run_async(crate::bench::remodel(&db, endpoints));
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|_| ())
 }
 
 fn open_db(settings: &Settings) -> anyhow::Result<Db> {
@@ -166,20 +180,14 @@ fn open_db(settings: &Settings) -> anyhow::Result<Db> {
 fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = Db::connect(&settings.database_url, 1)?;
     let applied = db.migrate()?;
-    println!(
-        "{applied} migration(s) applied to the {} database; it is up to date.",
-        db.target().backend_name()
-    );
+    println!("{applied} migration(s) applied to the {} database; it is up to date.", db.target().backend_name());
     Ok(())
 }
 
 fn read_password(password_stdin: bool) -> anyhow::Result<String> {
     if password_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from standard input")?;
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
     let first = rpassword::prompt_password("Password: ")?;
@@ -188,12 +196,7 @@ fn read_password(password_stdin: bool) -> anyhow::Result<String> {
     Ok(first)
 }
 
-fn add_user(
-    settings: &Settings,
-    name: &str,
-    role: Role,
-    password_stdin: bool,
-) -> anyhow::Result<()> {
+fn add_user(settings: &Settings, name: &str, role: Role, password_stdin: bool) -> anyhow::Result<()> {
     let password = read_password(password_stdin)?;
     let db = open_db(settings)?;
     let mut conn = db.conn()?;
@@ -217,25 +220,13 @@ fn add_user(
     }
 }
 
-fn create_token(
-    settings: &Settings,
-    name: &str,
-    role: Role,
-    expires_days: Option<u32>,
-) -> anyhow::Result<()> {
+fn create_token(settings: &Settings, name: &str, role: Role, expires_days: Option<u32>) -> anyhow::Result<()> {
     crate::web::pages::tokens::check_token_name(name.trim()).map_err(|e| anyhow::anyhow!(e))?;
     let db = open_db(settings)?;
     let mut conn = db.conn()?;
     let token = new_api_token();
     let expires_at = expires_days.map(|d| crate::db::now() + i64::from(d) * 86_400);
-    api_tokens::create(
-        &mut conn,
-        name.trim(),
-        &hash_api_token(&token),
-        role,
-        "cli",
-        expires_at,
-    )?;
+    api_tokens::create(&mut conn, name.trim(), &hash_api_token(&token), role, "cli", expires_at)?;
     audit::record(
         &mut conn,
         audit::NewAudit {
@@ -246,10 +237,7 @@ fn create_token(
             details: role.as_str(),
         },
     )?;
-    eprintln!(
-        "API token {name:?} created with the {} role. It is shown only this once:",
-        role.label()
-    );
+    eprintln!("API token {name:?} created with the {} role. It is shown only this once:", role.label());
     println!("{token}");
     Ok(())
 }

@@ -54,9 +54,7 @@ impl Default for Settings {
             session_absolute_hours: 12,
             login_max_failures: 5,
             login_lockout_minutes: 15,
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             db_pool_size: 16,
             log_format: "text".into(),
         }
@@ -82,20 +80,13 @@ const ENV: &[(&str, &str)] = &[
 impl Settings {
     /// Reads the file (when given, or `EA_CONFIG`), then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("EA_CONFIG").map(PathBuf::from));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("EA_CONFIG").map(PathBuf::from));
         let mut table = match &file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read the configuration file {}", path.display())
-                })?;
-                text.parse::<toml::Table>().with_context(|| {
-                    format!(
-                        "the configuration file {} is not valid TOML",
-                        path.display()
-                    )
-                })?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("the configuration file {} is not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
@@ -104,34 +95,21 @@ impl Settings {
                 table.insert((*key).into(), env_value(key, &value)?);
             }
         }
-        let settings: Settings = table
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid setting: {}", e.message()))?;
+        let settings: Settings =
+            table.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid setting: {}", e.message()))?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        self.bind.parse::<SocketAddr>().with_context(|| {
-            format!(
-                "EA_BIND {:?} is not an address:port such as 127.0.0.1:8080",
-                self.bind
-            )
-        })?;
-        anyhow::ensure!(
-            self.session_idle_minutes > 0,
-            "session_idle_minutes must be positive"
-        );
-        anyhow::ensure!(
-            self.session_absolute_hours > 0,
-            "session_absolute_hours must be positive"
-        );
+        self.bind
+            .parse::<SocketAddr>()
+            .with_context(|| format!("EA_BIND {:?} is not an address:port such as 127.0.0.1:8080", self.bind))?;
+        anyhow::ensure!(self.session_idle_minutes > 0, "session_idle_minutes must be positive");
+        anyhow::ensure!(self.session_absolute_hours > 0, "session_absolute_hours must be positive");
         anyhow::ensure!(self.workers > 0, "workers must be positive");
         anyhow::ensure!(self.db_pool_size > 0, "db_pool_size must be positive");
-        anyhow::ensure!(
-            matches!(self.log_format.as_str(), "text" | "json"),
-            "log_format must be text or json"
-        );
+        anyhow::ensure!(matches!(self.log_format.as_str(), "text" | "json"), "log_format must be text or json");
         Ok(())
     }
 
@@ -139,25 +117,18 @@ impl Settings {
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
         let b64 = base64::engine::general_purpose::STANDARD;
         if let Some(k) = &self.master_key {
-            let bytes = b64
-                .decode(k.trim())
-                .context("EA_MASTER_KEY is not base64")?;
-            return MasterKey::from_bytes(&bytes)
-                .context("EA_MASTER_KEY must be 32 bytes of base64");
+            let bytes = b64.decode(k.trim()).context("EA_MASTER_KEY is not base64")?;
+            return MasterKey::from_bytes(&bytes).context("EA_MASTER_KEY must be 32 bytes of base64");
         }
         let path = self.data_dir.join("master.key");
         if path.exists() {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read the master key {}", path.display()))?;
-            let bytes = b64
-                .decode(text.trim())
-                .with_context(|| format!("{} is not base64", path.display()))?;
-            return MasterKey::from_bytes(&bytes)
-                .with_context(|| format!("{} must hold 32 bytes", path.display()));
+            let bytes = b64.decode(text.trim()).with_context(|| format!("{} is not base64", path.display()))?;
+            return MasterKey::from_bytes(&bytes).with_context(|| format!("{} must hold 32 bytes", path.display()));
         }
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
-            format!("cannot create the data folder {}", self.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create the data folder {}", self.data_dir.display()))?;
         let key = MasterKey::generate();
         write_private(&path, &b64.encode(key.0))?;
         tracing::info!(path = %path.display(), "generated a new master key; back it up with the database");
@@ -173,10 +144,9 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
             .with_context(|| format!("{key} must be a whole number, not {v:?}"))
     };
     Ok(match key {
-        "cookie_secure" => toml::Value::Boolean(matches!(
-            value.trim().to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        )),
+        "cookie_secure" => {
+            toml::Value::Boolean(matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        }
         "session_idle_minutes"
         | "session_absolute_hours"
         | "login_max_failures"
@@ -230,8 +200,7 @@ impl MasterKey {
 
     /// HMAC-SHA256(master, purpose): a 32-byte key for one purpose.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -251,10 +220,7 @@ mod tests {
     #[test]
     fn master_key_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Settings {
-            data_dir: dir.path().into(),
-            ..Settings::default()
-        };
+        let s = Settings { data_dir: dir.path().into(), ..Settings::default() };
         let a = s.master_key().unwrap();
         let b = s.master_key().unwrap();
         assert_eq!(a.derive("x"), b.derive("x"));

@@ -78,8 +78,6 @@ impl ResponseError for AppError {
         if let AppError::Internal(e) = self {
             tracing::error!(error = %format!("{e:#}"), "internal error");
         }
-        HttpResponse::build(self.status_code())
-            .content_type("text/plain; charset=utf-8")
-            .body(self.to_string())
+        HttpResponse::build(self.status_code()).content_type("text/plain; charset=utf-8").body(self.to_string())
     }
 }

@@ -31,12 +31,7 @@ pub type RawBatch = Vec<(usize, Result<RawObservation, String>)>;
 
 /// Validates and merges a batch. `items` pairs each observation (or the reason it could not even
 /// be read) with its position for the report.
-pub async fn ingest(
-    db: &Db,
-    modeler: &Modeler,
-    items: RawBatch,
-    source: &'static str,
-) -> anyhow::Result<IngestReport> {
+pub async fn ingest(db: &Db, modeler: &Modeler, items: RawBatch, source: &'static str) -> anyhow::Result<IngestReport> {
     let now = chrono::Utc::now();
     let received = items.len();
     let mut valid: Vec<Observation> = Vec::with_capacity(received);
@@ -54,8 +49,7 @@ pub async fn ingest(
         db.run(move |c| {
             // Merge and model in one transaction: an endpoint is never seen without its profile.
             Ok(c.transaction(|c| {
-                let vendor =
-                    |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
+                let vendor = |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
                 let merged = endpoints::apply_observations(c, &valid, source, vendor)?;
                 modeler.model_ids(c, &merged.touched)?;
                 Ok::<_, diesel::result::Error>(merged.counts)
@@ -63,10 +57,5 @@ pub async fn ingest(
         })
         .await?
     };
-    Ok(IngestReport {
-        received,
-        created,
-        updated,
-        rejected,
-    })
+    Ok(IngestReport { received, created, updated, rejected })
 }

@@ -5,14 +5,15 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod defender;
 pub mod domain;
 pub mod error;
 pub mod inventory;
 pub mod modeling;
+pub mod secrets;
 pub mod simulator;
 pub mod web;
-pub mod secrets;
-pub mod defender;

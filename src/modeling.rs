@@ -55,9 +55,7 @@ struct Candidate {
 
 impl Modeler {
     pub fn standard() -> Result<Self, LibraryError> {
-        Ok(Self {
-            library: Arc::new(ProfileLibrary::standard()?),
-        })
+        Ok(Self { library: Arc::new(ProfileLibrary::standard()?) })
     }
 
     pub fn library(&self) -> &ProfileLibrary {
@@ -67,20 +65,8 @@ impl Modeler {
     /// Makes sure every shipped profile has its row (keeping an admin's enabled choice).
     pub fn sync_standard_profiles(&self, conn: &mut AnyConnection) -> QueryResult<()> {
         let known: HashSet<String> = profiles::all(conn)?.into_iter().map(|p| p.name).collect();
-        for p in self
-            .library
-            .profiles()
-            .iter()
-            .filter(|p| !known.contains(&p.name))
-        {
-            profiles::ensure(
-                conn,
-                &p.name,
-                profiles::STANDARD,
-                &p.category,
-                &p.description,
-                p.enabled_by_default,
-            )?;
+        for p in self.library.profiles().iter().filter(|p| !known.contains(&p.name)) {
+            profiles::ensure(conn, &p.name, profiles::STANDARD, &p.category, &p.description, p.enabled_by_default)?;
         }
         Ok(())
     }
@@ -102,12 +88,7 @@ impl Modeler {
 
     /// Re-evaluates these endpoints from their stored attributes; returns how many changed.
     /// Runs inside the caller's transaction.
-    pub fn model(
-        &self,
-        conn: &mut AnyConnection,
-        list: &[Endpoint],
-        enabled: &Enabled,
-    ) -> QueryResult<usize> {
+    pub fn model(&self, conn: &mut AnyConnection, list: &[Endpoint], enabled: &Enabled) -> QueryResult<usize> {
         if list.is_empty() {
             return Ok(0);
         }
@@ -117,6 +98,16 @@ impl Modeler {
             assigned.entry(id).or_default().push((name, owner, score));
         }
         let conflicts = hostname_conflicts(conn, &ids)?;
+        // Known factors, read once for the batch, so that an unchanged factor costs no query.
+        let known = risk::of_many(conn, &ids, &[PROFILE_SOURCE, DUPLICATE_MAC_SOURCE])?;
+        let set_factor =
+            |conn: &mut AnyConnection, id: i64, source: &str, f: Option<(i16, String, String)>| -> QueryResult<()> {
+                let current = known.get(&(id, source.to_owned()));
+                if current != f.as_ref() {
+                    risk::set(conn, id, source, f.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
+                }
+                Ok(())
+            };
         let mut changed = 0;
         for e in list {
             let mut candidates = self.candidates(e, enabled);
@@ -132,40 +123,36 @@ impl Modeler {
                 }
             }
             // Highest score first; on a tie an integration's assignment, then the library's order.
-            candidates.sort_by(|a, b| {
-                b.score
-                    .cmp(&a.score)
-                    .then(b.from_integration.cmp(&a.from_integration))
-            });
-            if self.apply(conn, e, &candidates)? {
+            candidates.sort_by(|a, b| b.score.cmp(&a.score).then(b.from_integration.cmp(&a.from_integration)));
+            let (profile_changed, factor) = self.apply(conn, e, &candidates)?;
+            if profile_changed {
                 changed += 1;
             }
+            set_factor(conn, e.id, PROFILE_SOURCE, factor)?;
             let duplicate = conflicts.get(&e.id).map(|names| {
                 let listed = names.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
-                (RiskLevel::Medium.to_i16(), format!("MAC seen as {listed}"), format!(
-                    "The MAC address {} was reported with different host names within the last 7 days: {listed}. \
+                (
+                    RiskLevel::Medium.to_i16(),
+                    format!("MAC seen as {listed}"),
+                    format!(
+                        "The MAC address {} was reported with different host names within the last 7 days: {listed}. \
                      It may be spoofed, or shared by cloned machines.",
-                    e.mac.as_deref().unwrap_or("")
-                ))
+                        e.mac.as_deref().unwrap_or("")
+                    ),
+                )
             });
             risk::set(
                 conn,
                 e.id,
                 DUPLICATE_MAC_SOURCE,
-                duplicate
-                    .as_ref()
-                    .map(|(l, s, d)| (*l, s.as_str(), d.as_str())),
+                duplicate.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())),
             )?;
         }
         Ok(changed)
     }
 
     fn candidates(&self, e: &Endpoint, enabled: &Enabled) -> Vec<Candidate> {
-        let host = if e.fqdn.is_empty() {
-            e.hostname.as_str()
-        } else {
-            e.fqdn.as_str()
-        };
+        let host = if e.fqdn.is_empty() { e.hostname.as_str() } else { e.fqdn.as_str() };
         let attrs = Attributes {
             mac: e.mac.as_deref(),
             mac_vendor: Some(e.mac_vendor.as_str()).filter(|v| !v.is_empty()),
@@ -176,9 +163,7 @@ impl Modeler {
             os_name: Some(e.os_name.as_str()).filter(|v| !v.is_empty()),
             os_version: Some(e.os_version.as_str()).filter(|v| !v.is_empty()),
         };
-        let ev = self.library.evaluate(&attrs, |i| {
-            enabled.standard.get(i).copied().unwrap_or(false)
-        });
+        let ev = self.library.evaluate(&attrs, |i| enabled.standard.get(i).copied().unwrap_or(false));
         ev.best
             .into_iter()
             .chain(ev.others)
@@ -195,13 +180,14 @@ impl Modeler {
             .collect()
     }
 
-    /// Stores the outcome for one endpoint; true when its profile facts changed.
+    /// Stores the profile outcome for one endpoint; returns whether it changed, and the
+    /// profile-based risk factor it implies.
     fn apply(
         &self,
         conn: &mut AnyConnection,
         e: &Endpoint,
         candidates: &[Candidate],
-    ) -> QueryResult<bool> {
+    ) -> QueryResult<(bool, Option<(i16, String, String)>)> {
         let (profile, score, reason) = match candidates.first() {
             Some(c) => (c.name.clone(), c.score.to_i16(), c.reason.clone()),
             None => (String::new(), 0, String::new()),
@@ -209,47 +195,22 @@ impl Modeler {
         let others: Vec<OtherProfile> = candidates
             .iter()
             .skip(1)
-            .map(|c| OtherProfile {
-                name: c.name.clone(),
-                score: c.score.as_str().to_owned(),
-            })
+            .map(|c| OtherProfile { name: c.name.clone(), score: c.score.as_str().to_owned() })
             .collect();
-        let others = if others.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&others).unwrap_or_default()
-        };
+        let others = if others.is_empty() { String::new() } else { serde_json::to_string(&others).unwrap_or_default() };
         let factor = match candidates.first() {
             None => Some((
                 RiskLevel::Low.to_i16(),
                 "Not Profiled".to_owned(),
                 "No profile rule matched what was observed of this endpoint.".to_owned(),
             )),
-            Some(Candidate {
-                risky: Some(why),
-                name,
-                ..
-            }) => Some((
-                RiskLevel::High.to_i16(),
-                format!("Risky profile: {name}"),
-                why.clone(),
-            )),
+            Some(Candidate { risky: Some(why), name, .. }) => {
+                Some((RiskLevel::High.to_i16(), format!("Risky profile: {name}"), why.clone()))
+            }
             Some(_) => None,
         };
-        risk::set(
-            conn,
-            e.id,
-            PROFILE_SOURCE,
-            factor
-                .as_ref()
-                .map(|(l, s, d)| (*l, s.as_str(), d.as_str())),
-        )?;
-        if profile == e.profile
-            && score == e.match_score
-            && others == e.other_profiles
-            && reason == e.profile_reason
-        {
-            return Ok(false);
+        if profile == e.profile && score == e.match_score && others == e.other_profiles && reason == e.profile_reason {
+            return Ok((false, factor));
         }
         diesel::update(endpoints_t::table.find(e.id))
             .set((
@@ -261,25 +222,10 @@ impl Modeler {
             .execute(conn)?;
         if profile != e.profile {
             let label = |p: &str| {
-                if p.is_empty() {
-                    "Not Profiled".to_owned()
-                } else {
-                    p.to_owned()
-                }
+                if p.is_empty() { "Not Profiled".to_owned() } else { p.to_owned() }
             };
-            endpoints::record_history(
-                conn,
-                e.id,
-                "profile",
-                &label(&e.profile),
-                &label(&profile),
-                "modeling",
-            )?;
-            let name = if e.hostname.is_empty() {
-                e.ip.clone()
-            } else {
-                e.hostname.clone()
-            };
+            endpoints::record_history(conn, e.id, "profile", &label(&e.profile), &label(&profile), "modeling")?;
+            let name = if e.hostname.is_empty() { e.ip.clone() } else { e.hostname.clone() };
             events::record(
                 conn,
                 Some(e.id),
@@ -287,7 +233,7 @@ impl Modeler {
                 &format!("{name}: {} → {}", label(&e.profile), label(&profile)),
             )?;
         }
-        Ok(true)
+        Ok((true, factor))
     }
 
     /// Models the endpoints with these ids (after ingest or an integration's import).
@@ -324,21 +270,13 @@ impl Modeler {
 }
 
 /// Gives an endpoint an integration-owned profile with a score (Very High for Defender's OS).
-pub fn assign(
-    conn: &mut AnyConnection,
-    endpoint_id: i64,
-    profile_id: i64,
-    score: MatchScore,
-) -> QueryResult<()> {
+pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score: MatchScore) -> QueryResult<()> {
     profiles::assign(conn, endpoint_id, profile_id, score.to_i16())
 }
 
 /// For each endpoint with a MAC, the distinct host names it had within the window, when more
 /// than one: one MAC seen with conflicting identities.
-fn hostname_conflicts(
-    conn: &mut AnyConnection,
-    ids: &[i64],
-) -> QueryResult<HashMap<i64, Vec<String>>> {
+fn hostname_conflicts(conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<HashMap<i64, Vec<String>>> {
     let since = now() - DUPLICATE_WINDOW_SECS;
     let rows: Vec<(i64, String, String)> = endpoint_history::table
         .inner_join(endpoints_t::table)
@@ -346,11 +284,7 @@ fn hostname_conflicts(
         .filter(endpoint_history::field.eq("hostname"))
         .filter(endpoint_history::at.ge(since))
         .filter(endpoints_t::mac.is_not_null())
-        .select((
-            endpoint_history::endpoint_id,
-            endpoint_history::old_value,
-            endpoint_history::new_value,
-        ))
+        .select((endpoint_history::endpoint_id, endpoint_history::old_value, endpoint_history::new_value))
         .load(conn)?;
     let mut out: HashMap<i64, Vec<String>> = HashMap::new();
     for (id, old, new) in rows {
@@ -374,11 +308,7 @@ pub fn mark_stale(conn: &mut AnyConnection, stale: bool) -> QueryResult<()> {
 }
 
 /// Starts a full re-model in the background unless one is running; returns its job id.
-pub async fn start_remodel(
-    db: &Db,
-    modeler: &Modeler,
-    requested_by: &str,
-) -> anyhow::Result<Option<i64>> {
+pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> anyhow::Result<Option<i64>> {
     let by = requested_by.to_owned();
     let job = db
         .run(move |c| {
@@ -391,10 +321,9 @@ pub async fn start_remodel(
         tokio::spawn(async move {
             let outcome = run_remodel(&db, &modeler, id).await;
             let (status, message) = match &outcome {
-                Ok((n, changed, secs)) => (
-                    "succeeded",
-                    format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed"),
-                ),
+                Ok((n, changed, secs)) => {
+                    ("succeeded", format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed"))
+                }
                 Err(e) => ("failed", format!("The re-model stopped: {e}")),
             };
             if let Err(e) = outcome {
@@ -423,11 +352,7 @@ pub async fn start_remodel(
 
 /// Re-evaluates every endpoint from stored data, in batches of short transactions so that pages
 /// and ingest keep working meanwhile. Returns (endpoints, changed, seconds).
-pub async fn run_remodel(
-    db: &Db,
-    modeler: &Modeler,
-    job: i64,
-) -> anyhow::Result<(i64, usize, f64)> {
+pub async fn run_remodel(db: &Db, modeler: &Modeler, job: i64) -> anyhow::Result<(i64, usize, f64)> {
     let started = std::time::Instant::now();
     let m = modeler.clone();
     let enabled = Arc::new(db.run(move |c| Ok(m.enabled(c)?)).await?);
@@ -444,11 +369,7 @@ pub async fn run_remodel(
                         .select(Endpoint::as_select())
                         .load(c)?;
                     let n = m.model(c, &list, &en)?;
-                    Ok::<_, diesel::result::Error>((
-                        list.len() as i64,
-                        list.last().map(|e| e.id),
-                        n,
-                    ))
+                    Ok::<_, diesel::result::Error>((list.len() as i64, list.last().map(|e| e.id), n))
                 })
                 .map_err(Into::into)
             })

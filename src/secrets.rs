@@ -40,7 +40,8 @@ impl SecretBox {
     /// Fails (without saying more) when the data was altered or sealed under another key.
     pub fn open(&self, purpose: &str, sealed: &[u8]) -> anyhow::Result<String> {
         anyhow::ensure!(sealed.len() > NONCE_LEN, "the stored secret is damaged");
-        let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| anyhow::anyhow!("the stored secret is damaged"))?;
+        let nonce =
+            Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| anyhow::anyhow!("the stored secret is damaged"))?;
         let pt = self
             .cipher
             .decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: purpose.as_bytes() })

@@ -40,14 +40,9 @@ impl DatabaseTarget {
     /// `postgresql://`. A bare path is taken as SQLite, as operators tend to write one.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres {
-                url: url.to_owned(),
-            });
+            return Ok(Self::Postgres { url: url.to_owned() });
         }
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() || path.contains("://") {
             anyhow::bail!(
                 "DATABASE_URL {url:?} is not understood: use sqlite://PATH (e.g. sqlite://data/endpoint-analytics.db) or postgres://USER@HOST:PORT/DATABASE"
@@ -83,7 +78,7 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
             // The busy timeout comes first so that the statements after it wait rather than fail.
             // WAL itself is set once, when the database is opened (it is stored in the file).
             c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(diesel::r2d2::Error::QueryError)?;
+                .map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }
@@ -104,27 +99,19 @@ impl Db {
         match &target {
             DatabaseTarget::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| {
-                        format!("cannot create the database folder {}", dir.display())
-                    })?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
                 }
-                let mut c = SqliteConnection::establish(&target.diesel_url()).map_err(|e| {
-                    anyhow::anyhow!("cannot open the SQLite database {}: {e}", path.display())
-                })?;
+                let mut c = SqliteConnection::establish(&target.diesel_url())
+                    .map_err(|e| anyhow::anyhow!("cannot open the SQLite database {}: {e}", path.display()))?;
                 // WAL lets pages read while a sync writes.
                 c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot use the SQLite database {}: {e}", path.display())
-                    })?;
+                    .map_err(|e| anyhow::anyhow!("cannot use the SQLite database {}: {e}", path.display()))?;
             }
             DatabaseTarget::Postgres { url } => {
                 // The multi-connection's own establish hides the real error; ask PostgreSQL directly.
                 PgConnection::establish(url).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot connect to PostgreSQL at {}: {}",
-                        redact_url(url),
-                        e.to_string().trim()
-                    )
+                    anyhow::anyhow!("cannot connect to PostgreSQL at {}: {}", redact_url(url), e.to_string().trim())
                 })?;
             }
         }
@@ -134,10 +121,7 @@ impl Db {
             .connection_customizer(Box::new(ConnectionSetup))
             .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
             .context("cannot build the database connection pool")?;
-        Ok(Self {
-            pool,
-            target: std::sync::Arc::new(target),
-        })
+        Ok(Self { pool, target: std::sync::Arc::new(target) })
     }
 
     pub fn target(&self) -> &DatabaseTarget {
@@ -152,12 +136,8 @@ impl Db {
     pub fn migrate(&self) -> anyhow::Result<usize> {
         let mut conn = self.conn()?;
         let applied = match &mut *conn {
-            AnyConnection::Sqlite(c) => {
-                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
-            }
-            AnyConnection::Postgresql(c) => c
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
+            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
         }
         .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
         Ok(applied)
@@ -168,9 +148,7 @@ impl Db {
         let mut conn = self.conn()?;
         let pending = match &mut *conn {
             AnyConnection::Sqlite(c) => c.pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-            AnyConnection::Postgresql(c) => {
-                c.pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len())
-            }
+            AnyConnection::Postgresql(c) => c.pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
         }
         .map_err(|e| anyhow::anyhow!("cannot read the migration state: {e}"))?;
         Ok(pending == 0)
@@ -216,28 +194,18 @@ mod tests {
     fn database_urls_select_the_backend() {
         assert_eq!(
             DatabaseTarget::parse("sqlite://data/ea.db").unwrap(),
-            DatabaseTarget::Sqlite {
-                path: "data/ea.db".into()
-            }
+            DatabaseTarget::Sqlite { path: "data/ea.db".into() }
         );
         assert_eq!(
             DatabaseTarget::parse("sqlite:///var/lib/ea/ea.db").unwrap(),
-            DatabaseTarget::Sqlite {
-                path: "/var/lib/ea/ea.db".into()
-            }
+            DatabaseTarget::Sqlite { path: "/var/lib/ea/ea.db".into() }
         );
-        assert!(matches!(
-            DatabaseTarget::parse("postgres://u@127.0.0.1/db").unwrap(),
-            DatabaseTarget::Postgres { .. }
-        ));
+        assert!(matches!(DatabaseTarget::parse("postgres://u@127.0.0.1/db").unwrap(), DatabaseTarget::Postgres { .. }));
         assert!(DatabaseTarget::parse("mysql://x").is_err());
     }
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:****@h/db"
-        );
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:****@h/db");
     }
 }

@@ -156,8 +156,14 @@ pub fn import_batch(
             Some(id) => (id, existing.as_ref().map(|m| m.match_note.clone()).unwrap_or_default(), Link::Known),
             None => match find_match(conn, r)? {
                 Match::One(id) => (id, String::new(), Link::Merged),
-                Match::Ambiguous(n) => (create_endpoint(conn, r)?, format!("ambiguous: {n} endpoints share this name"), Link::Created),
-                Match::None => (create_endpoint(conn, r)?, "unmatched: no network endpoint with its MAC, name or IP".into(), Link::Created),
+                Match::Ambiguous(n) => {
+                    (create_endpoint(conn, r)?, format!("ambiguous: {n} endpoints share this name"), Link::Created)
+                }
+                Match::None => (
+                    create_endpoint(conn, r)?,
+                    "unmatched: no network endpoint with its MAC, name or IP".into(),
+                    Link::Created,
+                ),
             },
         };
         match kind {
@@ -232,7 +238,8 @@ fn find_match(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<Match>
 fn create_endpoint(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<i64> {
     // A MAC already held by another endpoint would have matched; take the first free one.
     let mac = r.macs.first().cloned();
-    let vendor = mac.as_deref().and_then(crate::domain::oui::vendor_for_mac).map(|v| v.into_owned()).unwrap_or_default();
+    let vendor =
+        mac.as_deref().and_then(crate::domain::oui::vendor_for_mac).map(|v| v.into_owned()).unwrap_or_default();
     let fqdn = r.computer_dns_name.trim_end_matches('.').to_lowercase();
     let short = fqdn.split('.').next().unwrap_or("").to_owned();
     let t = now();
@@ -251,7 +258,9 @@ fn create_endpoint(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<i
     );
     let id: i64 = match conn {
         AnyConnection::Sqlite(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
-        AnyConnection::Postgresql(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
+        AnyConnection::Postgresql(c) => {
+            diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?
+        }
     };
     Ok(id)
 }
@@ -262,7 +271,9 @@ fn update_endpoint(conn: &mut AnyConnection, endpoint_id: i64, r: &MachineRecord
     let fqdn = r.computer_dns_name.trim_end_matches('.').to_lowercase();
     let short = fqdn.split('.').next().unwrap_or("").to_owned();
     let newer = r.last_seen >= e.last_seen;
-    let pick = |new: &str, old: &str| if !new.is_empty() && (newer || old.is_empty()) { new.to_owned() } else { old.to_owned() };
+    let pick = |new: &str, old: &str| {
+        if !new.is_empty() && (newer || old.is_empty()) { new.to_owned() } else { old.to_owned() }
+    };
     let updated = Endpoint {
         os_name: pick(&r.os_platform, &e.os_name),
         os_version: pick(&r.os_version, &e.os_version),
@@ -288,7 +299,14 @@ fn update_endpoint(conn: &mut AnyConnection, endpoint_id: i64, r: &MachineRecord
         }
         if updated.os_name != e.os_name || updated.os_version != e.os_version {
             let old = format!("{} {}", e.os_name, e.os_version);
-            endpoints::record_history(conn, e.id, "os", old.trim(), &format!("{} {}", updated.os_name, updated.os_version), OWNER)?;
+            endpoints::record_history(
+                conn,
+                e.id,
+                "os",
+                old.trim(),
+                &format!("{} {}", updated.os_name, updated.os_version),
+                OWNER,
+            )?;
         }
         diesel::update(ep::table.find(e.id))
             .set((
@@ -332,7 +350,10 @@ fn assign_profile(
             let id = match profile_ids.get(&name) {
                 Some(id) => *id,
                 None => {
-                    let description = format!("Created by the Microsoft Defender integration for machines reporting {} {}", r.os_platform, r.os_version);
+                    let description = format!(
+                        "Created by the Microsoft Defender integration for machines reporting {} {}",
+                        r.os_platform, r.os_version
+                    );
                     let id = modeler.integration_profile(conn, OWNER, &name, description.trim())?.id;
                     profile_ids.insert(name, id);
                     id
@@ -352,12 +373,21 @@ fn set_risk(conn: &mut AnyConnection, endpoint_id: i64, r: &MachineRecord) -> Qu
         (v.level.to_i16(), summary, v.description.clone())
     });
     risk::set(conn, endpoint_id, EXPOSURE_SOURCE, exposure.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
-    let alerts = r.top_alert.as_ref().map(|a| (a.level.to_i16(), a.title.clone(), format!("Most severe active alert: {}", a.id)));
+    let alerts = r
+        .top_alert
+        .as_ref()
+        .map(|a| (a.level.to_i16(), a.title.clone(), format!("Most severe active alert: {}", a.id)));
     risk::set(conn, endpoint_id, ALERTS_SOURCE, alerts.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
     Ok(())
 }
 
-fn store(conn: &mut AnyConnection, r: &MachineRecord, existing: Option<&DefenderMachine>, endpoint_id: Option<i64>, note: &str) -> QueryResult<()> {
+fn store(
+    conn: &mut AnyConnection,
+    r: &MachineRecord,
+    existing: Option<&DefenderMachine>,
+    endpoint_id: Option<i64>,
+    note: &str,
+) -> QueryResult<()> {
     let row = DefenderMachine {
         machine_id: r.machine_id.clone(),
         endpoint_id,
@@ -384,7 +414,11 @@ fn store(conn: &mut AnyConnection, r: &MachineRecord, existing: Option<&Defender
         top_alert_title: r.top_alert.as_ref().map(|a| a.title.clone()).unwrap_or_default(),
         isolated: existing.is_some_and(|m| m.isolated),
         stale: r.duplicate_of.is_some(),
-        stale_reason: r.duplicate_of.as_ref().map(|d| format!("older record of the device now reported as {d}")).unwrap_or_default(),
+        stale_reason: r
+            .duplicate_of
+            .as_ref()
+            .map(|d| format!("older record of the device now reported as {d}"))
+            .unwrap_or_default(),
         match_note: note.to_owned(),
         content_hash: content_hash(r, endpoint_id),
         updated_at: now(),

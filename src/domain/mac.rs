@@ -128,11 +128,7 @@ mod tests {
             "aabbccddeef0",
             "  aa:bb:cc:dd:ee:f0\n",
         ] {
-            assert_eq!(
-                normalize_mac(input).as_deref(),
-                Some("aa:bb:cc:dd:ee:f0"),
-                "{input:?}"
-            );
+            assert_eq!(normalize_mac(input).as_deref(), Some("aa:bb:cc:dd:ee:f0"), "{input:?}");
         }
     }
 
@@ -171,24 +167,15 @@ mod tests {
     #[test]
     fn randomized_and_virtual_addresses_are_locally_administered() {
         assert!(is_locally_administered("52:54:00:12:34:56"), "QEMU");
-        assert!(
-            is_locally_administered("da:a1:19:00:11:22"),
-            "iOS private address"
-        );
+        assert!(is_locally_administered("da:a1:19:00:11:22"), "iOS private address");
         assert!(is_locally_administered("DAA119001122"));
         assert!(!is_locally_administered("00:50:56:01:02:03"), "VMware OUI");
-        assert!(
-            !is_locally_administered("b8:27:eb:01:02:03"),
-            "Raspberry Pi OUI"
-        );
+        assert!(!is_locally_administered("b8:27:eb:01:02:03"), "Raspberry Pi OUI");
         assert!(!is_locally_administered("not a mac"));
     }
 
     #[test]
     fn format_mac_round_trips() {
-        assert_eq!(
-            format_mac(parse_mac("0A1B2C3D4E5F").unwrap()),
-            "0a:1b:2c:3d:4e:5f"
-        );
+        assert_eq!(format_mac(parse_mac("0A1B2C3D4E5F").unwrap()), "0a:1b:2c:3d:4e:5f");
     }
 }

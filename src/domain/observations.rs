@@ -46,15 +46,13 @@ pub struct Observation {
 
 impl RawObservation {
     pub fn validate(&self, now: DateTime<Utc>) -> Result<Observation, String> {
-        let mac = match non_empty(&self.mac) {
-            Some(m) => Some(normalize_mac(m).ok_or_else(|| {
-                format!(
-                    "mac {:?} is not a MAC address (expected e.g. aa:bb:cc:dd:ee:ff)",
-                    clip(m)
-                )
-            })?),
-            None => None,
-        };
+        let mac =
+            match non_empty(&self.mac) {
+                Some(m) => Some(normalize_mac(m).ok_or_else(|| {
+                    format!("mac {:?} is not a MAC address (expected e.g. aa:bb:cc:dd:ee:ff)", clip(m))
+                })?),
+                None => None,
+            };
         let ip = match non_empty(&self.ip) {
             Some(s) => Some(
                 s.parse::<IpAddr>()
@@ -70,11 +68,7 @@ impl RawObservation {
             Some(h) => split_hostname(h)?,
             None => (None, None),
         };
-        let dhcp_vendor_class = text_field(
-            "dhcp_vendor_class",
-            &self.dhcp_vendor_class,
-            MAX_VENDOR_CLASS,
-        )?;
+        let dhcp_vendor_class = text_field("dhcp_vendor_class", &self.dhcp_vendor_class, MAX_VENDOR_CLASS)?;
         let user_agent = text_field("user_agent", &self.user_agent, MAX_USER_AGENT)?;
         let dhcp_params = match non_empty(&self.dhcp_params) {
             Some(p) => Some(normalize_dhcp_params(p)?),
@@ -83,12 +77,7 @@ impl RawObservation {
         let seen_at = match non_empty(&self.seen_at) {
             Some(s) => {
                 let t = DateTime::parse_from_rfc3339(s)
-                    .map_err(|_| {
-                        format!(
-                            "seen_at {:?} is not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z)",
-                            clip(s)
-                        )
-                    })?
+                    .map_err(|_| format!("seen_at {:?} is not an RFC 3339 time (e.g. 2026-11-26T10:00:00Z)", clip(s)))?
                     .with_timezone(&Utc);
                 if t > now + chrono::Duration::days(1) {
                     return Err(format!("seen_at {s} is in the future"));
@@ -97,16 +86,7 @@ impl RawObservation {
             }
             None => now.timestamp(),
         };
-        Ok(Observation {
-            mac,
-            ip,
-            hostname,
-            fqdn,
-            dhcp_vendor_class,
-            dhcp_params,
-            user_agent,
-            seen_at,
-        })
+        Ok(Observation { mac, ip, hostname, fqdn, dhcp_vendor_class, dhcp_params, user_agent, seen_at })
     }
 }
 
@@ -116,11 +96,7 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 
 /// Shortens hostile or huge input before it is echoed back in an error message.
 fn clip(s: &str) -> String {
-    if s.chars().count() > 64 {
-        format!("{}…", s.chars().take(64).collect::<String>())
-    } else {
-        s.to_owned()
-    }
+    if s.chars().count() > 64 { format!("{}…", s.chars().take(64).collect::<String>()) } else { s.to_owned() }
 }
 
 fn has_control(s: &str) -> bool {
@@ -130,9 +106,7 @@ fn has_control(s: &str) -> bool {
 fn text_field(name: &str, v: &Option<String>, max: usize) -> Result<Option<String>, String> {
     match non_empty(v) {
         None => Ok(None),
-        Some(s) if s.chars().count() > max => {
-            Err(format!("{name} is longer than {max} characters"))
-        }
+        Some(s) if s.chars().count() > max => Err(format!("{name} is longer than {max} characters")),
         Some(s) if has_control(s) => Err(format!("{name} contains control characters")),
         Some(s) => Ok(Some(s.to_owned())),
     }
@@ -157,12 +131,10 @@ fn split_hostname(h: &str) -> Result<(Option<String>, Option<String>), String> {
 fn normalize_dhcp_params(p: &str) -> Result<String, String> {
     let mut out = Vec::new();
     for part in p.split(',') {
-        let n: u8 = part.trim().parse().map_err(|_| {
-            format!(
-                "dhcp_params {:?} is not a comma-separated list of option numbers 0-255",
-                clip(p)
-            )
-        })?;
+        let n: u8 = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("dhcp_params {:?} is not a comma-separated list of option numbers 0-255", clip(p)))?;
         out.push(n.to_string());
     }
     if out.len() > 255 {
@@ -176,11 +148,7 @@ mod tests {
     use super::*;
 
     fn raw(mac: &str, ip: &str) -> RawObservation {
-        RawObservation {
-            mac: Some(mac.into()),
-            ip: Some(ip.into()),
-            ..Default::default()
-        }
+        RawObservation { mac: Some(mac.into()), ip: Some(ip.into()), ..Default::default() }
     }
 
     #[test]
@@ -208,24 +176,9 @@ mod tests {
     #[test]
     fn bad_fields_are_refused_with_the_reason() {
         let now = Utc::now();
-        assert!(
-            RawObservation::default()
-                .validate(now)
-                .unwrap_err()
-                .contains("needs a mac or an ip")
-        );
-        assert!(
-            raw("nope", "10.0.0.1")
-                .validate(now)
-                .unwrap_err()
-                .contains("not a MAC")
-        );
-        assert!(
-            raw("aa:bb:cc:dd:ee:ff", "10.0.0.300")
-                .validate(now)
-                .unwrap_err()
-                .contains("not an IPv4")
-        );
+        assert!(RawObservation::default().validate(now).unwrap_err().contains("needs a mac or an ip"));
+        assert!(raw("nope", "10.0.0.1").validate(now).unwrap_err().contains("not a MAC"));
+        assert!(raw("aa:bb:cc:dd:ee:ff", "10.0.0.300").validate(now).unwrap_err().contains("not an IPv4"));
         let mut o = raw("aa:bb:cc:dd:ee:ff", "10.0.0.1");
         o.dhcp_params = Some("1,3,999".into());
         assert!(o.validate(now).unwrap_err().contains("dhcp_params"));

@@ -51,43 +51,24 @@ mod tests {
 
     #[test]
     fn well_known_prefixes_name_their_manufacturer() {
-        assert_eq!(
-            vendor("b8:27:eb:12:34:56").as_deref(),
-            Some("Raspberry Pi Foundation")
-        );
-        assert_eq!(
-            vendor("DC-A6-32-12-34-56").as_deref(),
-            Some("Raspberry Pi Trading Ltd")
-        );
+        assert_eq!(vendor("b8:27:eb:12:34:56").as_deref(), Some("Raspberry Pi Foundation"));
+        assert_eq!(vendor("DC-A6-32-12-34-56").as_deref(), Some("Raspberry Pi Trading Ltd"));
         assert_eq!(vendor("005056abcdef").as_deref(), Some("VMware, Inc."));
-        assert_eq!(
-            vendor("0040.8c12.3456").as_deref(),
-            Some("Axis Communications AB")
-        );
-        assert_eq!(
-            vendor("00:15:5d:01:02:03").as_deref(),
-            Some("Microsoft Corporation")
-        );
+        assert_eq!(vendor("0040.8c12.3456").as_deref(), Some("Axis Communications AB"));
+        assert_eq!(vendor("00:15:5d:01:02:03").as_deref(), Some("Microsoft Corporation"));
         assert_eq!(vendor("f0:b3:ec:01:02:03").as_deref(), Some("Apple, Inc."));
     }
 
     #[test]
     fn the_longest_registered_prefix_wins() {
         // 8C:1F:64 is the IEEE's own MA-L block, split into MA-S (36-bit) assignments.
-        assert_eq!(
-            vendor("8c:1f:64:af:a0:01").as_deref(),
-            Some("DATA ELECTRONIC DEVICES, INC")
-        );
+        assert_eq!(vendor("8c:1f:64:af:a0:01").as_deref(), Some("DATA ELECTRONIC DEVICES, INC"));
     }
 
     #[test]
     fn locally_administered_malformed_and_unknown_addresses_have_no_vendor() {
         assert_eq!(vendor("52:54:00:12:34:56"), None, "QEMU virtual NIC");
-        assert_eq!(
-            vendor("ea:27:01:00:00:01"),
-            None,
-            "CID space is locally administered"
-        );
+        assert_eq!(vendor("ea:27:01:00:00:01"), None, "CID space is locally administered");
         assert_eq!(vendor("not-a-mac"), None);
         assert_eq!(vendor("9c:93:e4:00:00:01"), None, "registered as Private");
     }
@@ -95,9 +76,6 @@ mod tests {
     #[test]
     fn names_with_runs_of_spaces_come_back_single_spaced() {
         // The registry spells this one "Shenzhen Skyworth Digital  Technology  CO., Ltd".
-        assert_eq!(
-            vendor("c0:8f:20:00:00:01").as_deref(),
-            Some("Shenzhen Skyworth Digital Technology CO., Ltd")
-        );
+        assert_eq!(vendor("c0:8f:20:00:00:01").as_deref(), Some("Shenzhen Skyworth Digital Technology CO., Ltd"));
     }
 }

@@ -50,13 +50,8 @@ pub enum MatchScore {
 
 impl MatchScore {
     /// Every score, lowest first.
-    pub const ALL: [MatchScore; 5] = [
-        MatchScore::VeryLow,
-        MatchScore::Low,
-        MatchScore::Medium,
-        MatchScore::High,
-        MatchScore::VeryHigh,
-    ];
+    pub const ALL: [MatchScore; 5] =
+        [MatchScore::VeryLow, MatchScore::Low, MatchScore::Medium, MatchScore::High, MatchScore::VeryHigh];
 
     /// The label: "Very Low", "Low", "Medium", "High", "Very High".
     pub fn as_str(self) -> &'static str {
@@ -98,10 +93,7 @@ impl FromStr for MatchScore {
     /// "VeryHigh" and "very_high" are all Very High.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let squeezed = |t: &str| {
-            t.chars()
-                .filter(|c| !matches!(c, ' ' | '_' | '-'))
-                .flat_map(char::to_lowercase)
-                .collect::<String>()
+            t.chars().filter(|c| !matches!(c, ' ' | '_' | '-')).flat_map(char::to_lowercase).collect::<String>()
         };
         let wanted = squeezed(s);
         MatchScore::ALL
@@ -294,15 +286,12 @@ impl Condition {
         let value = text.as_bytes();
         match &self.test {
             Test::Equals(vs) => vs.iter().any(|v| same_bytes(value, v.as_bytes())),
-            Test::Prefix(vs) => vs
-                .iter()
-                .any(|v| value.len() >= v.len() && same_bytes(&value[..v.len()], v.as_bytes())),
+            Test::Prefix(vs) => {
+                vs.iter().any(|v| value.len() >= v.len() && same_bytes(&value[..v.len()], v.as_bytes()))
+            }
             Test::Contains(vs) => vs.iter().any(|v| contains_bytes(value, v.as_bytes())),
             Test::Regex(rs) => rs.iter().any(|r| {
-                (r.required.is_empty()
-                    || r.required
-                        .iter()
-                        .any(|l| contains_bytes(value, l.as_bytes())))
+                (r.required.is_empty() || r.required.iter().any(|l| contains_bytes(value, l.as_bytes())))
                     && r.regex.is_match(text)
             }),
         }
@@ -378,11 +367,7 @@ pub enum LibraryError {
     #[error("profile {name:?}: {message}")]
     Profile { name: String, message: String },
     #[error("profile {name:?}, rule {}: {message}", rule + 1)]
-    Rule {
-        name: String,
-        rule: usize,
-        message: String,
-    },
+    Rule { name: String, rule: usize, message: String },
     #[error("profile {name:?} is defined more than once")]
     Duplicate { name: String },
 }
@@ -507,19 +492,12 @@ impl ProfileLibrary {
                 continue;
             }
             // The first matching rule in `rule_order` is the profile's best.
-            let Some(&rule) = profile
-                .rule_order
-                .iter()
-                .find(|&&r| profile.rules[usize::from(r)].matches(&fields))
+            let Some(&rule) = profile.rule_order.iter().find(|&&r| profile.rules[usize::from(r)].matches(&fields))
             else {
                 continue;
             };
             let rule = usize::from(rule);
-            matches.push(ProfileMatch {
-                profile: index,
-                score: profile.rules[rule].score,
-                rule,
-            });
+            matches.push(ProfileMatch { profile: index, score: profile.rules[rule].score, rule });
         }
 
         let Some(best_at) = (0..matches.len()).max_by(|&a, &b| {
@@ -527,27 +505,18 @@ impl ProfileLibrary {
             let (pa, pb) = (&self.profiles[ma.profile], &self.profiles[mb.profile]);
             ma.score
                 .cmp(&mb.score)
-                .then_with(|| {
-                    pa.rules[ma.rule]
-                        .specificity()
-                        .cmp(&pb.rules[mb.rule].specificity())
-                })
+                .then_with(|| pa.rules[ma.rule].specificity().cmp(&pb.rules[mb.rule].specificity()))
                 .then_with(|| pb.name_rank.cmp(&pa.name_rank))
         }) else {
             return Evaluation::default();
         };
         let best = matches.swap_remove(best_at);
         matches.sort_by(|a, b| {
-            b.score.cmp(&a.score).then_with(|| {
-                self.profiles[a.profile]
-                    .name_rank
-                    .cmp(&self.profiles[b.profile].name_rank)
-            })
+            b.score
+                .cmp(&a.score)
+                .then_with(|| self.profiles[a.profile].name_rank.cmp(&self.profiles[b.profile].name_rank))
         });
-        Evaluation {
-            best: Some(best),
-            others: matches,
-        }
+        Evaluation { best: Some(best), others: matches }
     }
 }
 
@@ -573,10 +542,7 @@ fn canonical_mac(octets: [u8; 6], out: &mut [u8; 17]) -> &str {
 
 /// Copies every present field lower-cased (ASCII) into `buffer` (exactly their total length);
 /// the DHCP parameter list also loses its whitespace.
-fn lower_case_fields<'b>(
-    raw: &[Option<&str>; FIELD_COUNT],
-    buffer: &'b mut [u8],
-) -> [Option<&'b str>; FIELD_COUNT] {
+fn lower_case_fields<'b>(raw: &[Option<&str>; FIELD_COUNT], buffer: &'b mut [u8]) -> [Option<&'b str>; FIELD_COUNT] {
     let mut fields: [Option<&'b str>; FIELD_COUNT] = [None; FIELD_COUNT];
     let mut rest: &'b mut [u8] = buffer;
     for (i, value) in raw.iter().enumerate() {
@@ -657,10 +623,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
                 Ok(OneOrMany::One(v.to_owned()))
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<OneOrMany, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
                 let mut values = Vec::new();
                 while let Some(v) = seq.next_element::<String>()? {
                     values.push(v);
@@ -682,10 +645,7 @@ impl OneOrMany {
 }
 
 fn compile_profile(name: String, table: toml::Table) -> Result<ProfileDef, LibraryError> {
-    let profile_error = |message: String| LibraryError::Profile {
-        name: name.clone(),
-        message,
-    };
+    let profile_error = |message: String| LibraryError::Profile { name: name.clone(), message };
     let spec: ProfileSpec = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| profile_error(e.message().trim().to_owned()))?;
@@ -693,9 +653,7 @@ fn compile_profile(name: String, table: toml::Table) -> Result<ProfileDef, Libra
         return Err(profile_error("category is empty".into()));
     }
     if spec.risky.as_ref().is_some_and(|r| r.trim().is_empty()) {
-        return Err(profile_error(
-            "risky must give the reason (omit it when the profile is not risky)".into(),
-        ));
+        return Err(profile_error("risky must give the reason (omit it when the profile is not risky)".into()));
     }
     if spec.rule.is_empty() {
         return Err(profile_error("has no rules ([[profile.rule]])".into()));
@@ -706,23 +664,15 @@ fn compile_profile(name: String, table: toml::Table) -> Result<ProfileDef, Libra
 
     let mut rules = Vec::with_capacity(spec.rule.len());
     for (i, table) in spec.rule.into_iter().enumerate() {
-        let rule = compile_rule(table).map_err(|message| LibraryError::Rule {
-            name: name.clone(),
-            rule: i,
-            message,
-        })?;
+        let rule =
+            compile_rule(table).map_err(|message| LibraryError::Rule { name: name.clone(), rule: i, message })?;
         rules.push(rule);
     }
 
-    let mut rule_order: Vec<u16> = (0..rules.len())
-        .map(|i| u16::try_from(i).unwrap_or(u16::MAX))
-        .collect();
+    let mut rule_order: Vec<u16> = (0..rules.len()).map(|i| u16::try_from(i).unwrap_or(u16::MAX)).collect();
     rule_order.sort_by(|&a, &b| {
         let (ra, rb): (&RuleDef, &RuleDef) = (&rules[usize::from(a)], &rules[usize::from(b)]);
-        rb.score
-            .cmp(&ra.score)
-            .then_with(|| rb.specificity().cmp(&ra.specificity()))
-            .then_with(|| a.cmp(&b))
+        rb.score.cmp(&ra.score).then_with(|| rb.specificity().cmp(&ra.specificity())).then_with(|| a.cmp(&b))
     });
 
     Ok(ProfileDef {
@@ -745,31 +695,23 @@ fn compile_rule(table: toml::Table) -> Result<RuleDef, String> {
         match (key.as_str(), field) {
             ("score", _) => {
                 let toml::Value::String(text) = value else {
-                    return Err(format!(
-                        "score must be a string such as \"High\", not {}",
-                        value.type_str()
-                    ));
+                    return Err(format!("score must be a string such as \"High\", not {}", value.type_str()));
                 };
                 score = Some(text.parse::<MatchScore>().map_err(|e| e.to_string())?);
             }
             (_, Some(Field::MacPrefix)) => {
-                let prefixes: OneOrMany = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim()))?;
+                let prefixes: OneOrMany =
+                    value.try_into().map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim()))?;
                 conditions.push(compile_mac_prefix(prefixes.into_vec())?);
             }
             (_, Some(field)) => {
-                let test: TestSpec = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim()))?;
+                let test: TestSpec =
+                    value.try_into().map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim()))?;
                 conditions.push(compile_condition(field, test)?);
             }
             (_, None) => {
                 let known: Vec<&str> = Field::ALL.iter().map(|f| f.key()).collect();
-                return Err(format!(
-                    "unknown key `{key}` (expected score, {})",
-                    known.join(", ")
-                ));
+                return Err(format!("unknown key `{key}` (expected score, {})", known.join(", ")));
             }
         }
     }
@@ -779,25 +721,15 @@ fn compile_rule(table: toml::Table) -> Result<RuleDef, String> {
     // Describe the conditions in a fixed order, whatever the order in the file.
     conditions.sort_by_key(|c: &Condition| c.field as usize);
     if conditions.is_empty() {
-        return Err(
-            "has no conditions (a rule needs at least one of mac_prefix, mac_vendor, \
+        return Err("has no conditions (a rule needs at least one of mac_prefix, mac_vendor, \
                     hostname, dhcp_vendor_class, dhcp_params, user_agent, os_name, os_version)"
-                .into(),
-        );
+            .into());
     }
 
-    let mut description = conditions
-        .iter()
-        .map(|c| c.description.as_str())
-        .collect::<Vec<_>>()
-        .join(" and ");
+    let mut description = conditions.iter().map(|c| c.description.as_str()).collect::<Vec<_>>().join(" and ");
     let _ = write!(description, " → {score}");
     conditions.sort_by_key(Condition::cost);
-    Ok(RuleDef {
-        score,
-        description,
-        conditions,
-    })
+    Ok(RuleDef { score, description, conditions })
 }
 
 fn compile_mac_prefix(prefixes: Vec<String>) -> Result<Condition, String> {
@@ -806,14 +738,9 @@ fn compile_mac_prefix(prefixes: Vec<String>) -> Result<Condition, String> {
     }
     let mut compiled = Vec::with_capacity(prefixes.len());
     for prefix in &prefixes {
-        let digits: Vec<char> = prefix
-            .chars()
-            .filter(|c| !matches!(c, ':' | '-' | '.'))
-            .collect();
+        let digits: Vec<char> = prefix.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
         if digits.is_empty() || digits.len() > 12 || !digits.iter().all(char::is_ascii_hexdigit) {
-            return Err(format!(
-                "mac_prefix {prefix:?} is not a MAC address prefix such as \"52:54:00\""
-            ));
+            return Err(format!("mac_prefix {prefix:?} is not a MAC address prefix such as \"52:54:00\""));
         }
         let mut canonical = String::with_capacity(17);
         for (i, c) in digits.iter().enumerate() {
@@ -834,20 +761,14 @@ fn compile_mac_prefix(prefixes: Vec<String>) -> Result<Condition, String> {
 
 fn compile_condition(field: Field, spec: TestSpec) -> Result<Condition, String> {
     let key = field.key();
-    let given: Vec<(&str, OneOrMany)> = [
-        ("equals", spec.equals),
-        ("prefix", spec.prefix),
-        ("contains", spec.contains),
-        ("regex", spec.regex),
-    ]
-    .into_iter()
-    .filter_map(|(op, values)| values.map(|v| (op, v)))
-    .collect();
+    let given: Vec<(&str, OneOrMany)> =
+        [("equals", spec.equals), ("prefix", spec.prefix), ("contains", spec.contains), ("regex", spec.regex)]
+            .into_iter()
+            .filter_map(|(op, values)| values.map(|v| (op, v)))
+            .collect();
     let mut given = given.into_iter();
     let (Some((op, values)), None) = (given.next(), given.next()) else {
-        return Err(format!(
-            "{key} needs exactly one of equals, prefix, contains or regex"
-        ));
+        return Err(format!("{key} needs exactly one of equals, prefix, contains or regex"));
     };
     let values = values.into_vec();
     if values.is_empty() {
@@ -863,16 +784,8 @@ fn compile_condition(field: Field, spec: TestSpec) -> Result<Condition, String> 
         "contains" => "contains",
         _ => "matches",
     };
-    let shown: Vec<String> = values
-        .iter()
-        .map(|v| {
-            if op == "regex" {
-                format!("/{v}/")
-            } else {
-                format!("{v:?}")
-            }
-        })
-        .collect();
+    let shown: Vec<String> =
+        values.iter().map(|v| if op == "regex" { format!("/{v}/") } else { format!("{v:?}") }).collect();
     let description = format!("{} {verb} {}", field.label(), shown.join(" or "));
 
     let lowered = |values: &[String]| -> Box<[Box<str>]> {
@@ -910,11 +823,7 @@ fn compile_condition(field: Field, spec: TestSpec) -> Result<Condition, String> 
             Test::Regex(compiled.into_boxed_slice())
         }
     };
-    Ok(Condition {
-        field,
-        test,
-        description,
-    })
+    Ok(Condition { field, test, description })
 }
 
 /// Literals (lower-cased) of which every match of `pattern` contains at least one, when that
@@ -1036,11 +945,7 @@ fn parse_alternation(chars: &[char], i: &mut usize, depth: usize) -> Option<Vec<
         if quantified && chars.get(*i) == Some(&'?') {
             *i += 1; // lazy
         }
-        branches.last_mut()?.push(Piece {
-            node,
-            required,
-            repeated,
-        });
+        branches.last_mut()?.push(Piece { node, required, repeated });
     }
     Some(branches)
 }
@@ -1093,11 +998,7 @@ fn profile_near(text: &str, offset: usize) -> Option<String> {
     let start = before.rfind("[[profile]]")?;
     text[start..].lines().skip(1).find_map(|line| {
         let line = line.trim();
-        let rest = line
-            .strip_prefix("name")?
-            .trim_start()
-            .strip_prefix('=')?
-            .trim();
+        let rest = line.strip_prefix("name")?.trim_start().strip_prefix('=')?.trim();
         let quoted = rest.strip_prefix('"')?;
         Some(quoted[..quoted.find('"')?].to_owned())
     })

@@ -24,13 +24,8 @@ pub enum RiskLevel {
 
 impl RiskLevel {
     /// Every level, lowest first.
-    pub const ALL: [RiskLevel; 5] = [
-        RiskLevel::None,
-        RiskLevel::Low,
-        RiskLevel::Medium,
-        RiskLevel::High,
-        RiskLevel::Critical,
-    ];
+    pub const ALL: [RiskLevel; 5] =
+        [RiskLevel::None, RiskLevel::Low, RiskLevel::Medium, RiskLevel::High, RiskLevel::Critical];
 
     /// The display name: `"None"`, `"Low"`, `"Medium"`, `"High"`, `"Critical"`.
     pub fn as_str(self) -> &'static str {
@@ -50,9 +45,7 @@ impl RiskLevel {
 
     /// The level stored as [`RiskLevel::to_i16`], or `None` for any other value.
     pub fn from_i16(value: i16) -> Option<RiskLevel> {
-        usize::try_from(value)
-            .ok()
-            .and_then(|i| RiskLevel::ALL.get(i).copied())
+        usize::try_from(value).ok().and_then(|i| RiskLevel::ALL.get(i).copied())
     }
 
     /// Defender's vulnerability severity (`Low`, `Medium`, `High`, `Critical`; any case) maps to
@@ -131,11 +124,7 @@ pub struct RiskFactor {
 
 /// The overall risk level: the highest level among the factors, `None` when there are none.
 pub fn overall<'a>(factors: impl IntoIterator<Item = &'a RiskFactor>) -> RiskLevel {
-    factors
-        .into_iter()
-        .map(|f| f.level)
-        .max()
-        .unwrap_or(RiskLevel::None)
+    factors.into_iter().map(|f| f.level).max().unwrap_or(RiskLevel::None)
 }
 
 #[cfg(test)]
@@ -184,40 +173,21 @@ mod tests {
 
     #[test]
     fn serde_uses_the_names() {
-        assert_eq!(
-            serde_json::to_string(&RiskLevel::Medium).unwrap(),
-            "\"Medium\""
-        );
-        assert_eq!(
-            serde_json::from_str::<RiskLevel>("\"high\"").unwrap(),
-            RiskLevel::High
-        );
+        assert_eq!(serde_json::to_string(&RiskLevel::Medium).unwrap(), "\"Medium\"");
+        assert_eq!(serde_json::from_str::<RiskLevel>("\"high\"").unwrap(), RiskLevel::High);
         assert!(serde_json::from_str::<RiskLevel>("\"bad\"").is_err());
     }
 
     #[test]
     fn defender_vulnerability_severity_maps_to_the_same_level() {
         use RiskLevel::*;
-        for (severity, level) in [
-            ("Low", Low),
-            ("Medium", Medium),
-            ("High", High),
-            ("Critical", Critical),
-            ("critical", Critical),
-        ] {
-            assert_eq!(
-                RiskLevel::from_defender_vulnerability_severity(severity),
-                Some(level)
-            );
+        for (severity, level) in
+            [("Low", Low), ("Medium", Medium), ("High", High), ("Critical", Critical), ("critical", Critical)]
+        {
+            assert_eq!(RiskLevel::from_defender_vulnerability_severity(severity), Some(level));
         }
-        assert_eq!(
-            RiskLevel::from_defender_vulnerability_severity("None"),
-            Option::None
-        );
-        assert_eq!(
-            RiskLevel::from_defender_vulnerability_severity("Severe"),
-            Option::None
-        );
+        assert_eq!(RiskLevel::from_defender_vulnerability_severity("None"), Option::None);
+        assert_eq!(RiskLevel::from_defender_vulnerability_severity("Severe"), Option::None);
     }
 
     #[test]
@@ -231,16 +201,9 @@ mod tests {
             ("UnSpecified", Low),
             ("unspecified", Low),
         ] {
-            assert_eq!(
-                RiskLevel::from_defender_alert_severity(severity),
-                Some(level),
-                "{severity}"
-            );
+            assert_eq!(RiskLevel::from_defender_alert_severity(severity), Some(level), "{severity}");
         }
-        assert_eq!(
-            RiskLevel::from_defender_alert_severity("Critical"),
-            Option::None
-        );
+        assert_eq!(RiskLevel::from_defender_alert_severity("Critical"), Option::None);
         assert_eq!(RiskLevel::from_defender_alert_severity(""), Option::None);
     }
 

@@ -85,27 +85,16 @@ impl ActionStore {
         self.actions.push(a);
     }
     pub fn get(&self, id: &str) -> Option<&Action> {
-        self.by_id
-            .get(&id.to_ascii_lowercase())
-            .map(|i| &self.actions[*i])
+        self.by_id.get(&id.to_ascii_lowercase()).map(|i| &self.actions[*i])
     }
     /// An action of `kind` still Pending/InProgress for the machine.
-    pub fn active(
-        &self,
-        machine_index: u32,
-        kind: ActionType,
-        now: DateTime<Utc>,
-    ) -> Option<&Action> {
-        self.actions
-            .iter()
-            .rev()
-            .find(|a| a.machine_index == machine_index && a.kind == kind && a.is_active(now))
+    pub fn active(&self, machine_index: u32, kind: ActionType, now: DateTime<Utc>) -> Option<&Action> {
+        self.actions.iter().rev().find(|a| a.machine_index == machine_index && a.kind == kind && a.is_active(now))
     }
     pub fn isolation_state(&self, machine_index: u32, now: DateTime<Utc>) -> IsolationState {
         let mut latest: Option<(DateTime<Utc>, &Action)> = None;
         for a in self.actions.iter().filter(|a| {
-            a.machine_index == machine_index
-                && matches!(a.kind, ActionType::Isolate | ActionType::Unisolate)
+            a.machine_index == machine_index && matches!(a.kind, ActionType::Isolate | ActionType::Unisolate)
         }) {
             let (status, at) = a.status_at(now);
             if status == "Succeeded" && latest.is_none_or(|(t, _)| at >= t) {
@@ -113,9 +102,7 @@ impl ActionStore {
             }
         }
         match latest {
-            Some((_, a)) if a.kind == ActionType::Isolate => {
-                IsolationState::Isolated(a.scope.unwrap_or("Full"))
-            }
+            Some((_, a)) if a.kind == ActionType::Isolate => IsolationState::Isolated(a.scope.unwrap_or("Full")),
             _ => IsolationState::NotIsolated,
         }
     }
@@ -149,25 +136,13 @@ mod tests {
         let mut s = ActionStore::default();
         s.add(action(ActionType::Isolate, t0));
         assert_eq!(s.actions[0].status_at(t0).0, "Pending");
-        assert_eq!(
-            s.actions[0].status_at(t0 + Duration::milliseconds(150)).0,
-            "InProgress"
-        );
-        assert_eq!(
-            s.actions[0].status_at(t0 + Duration::milliseconds(250)).0,
-            "Succeeded"
-        );
+        assert_eq!(s.actions[0].status_at(t0 + Duration::milliseconds(150)).0, "InProgress");
+        assert_eq!(s.actions[0].status_at(t0 + Duration::milliseconds(250)).0, "Succeeded");
         assert!(s.active(1, ActionType::Isolate, t0).is_some());
         assert_eq!(s.isolation_state(1, t0), IsolationState::NotIsolated);
         let later = t0 + Duration::seconds(1);
-        assert_eq!(
-            s.isolation_state(1, later),
-            IsolationState::Isolated("Full")
-        );
+        assert_eq!(s.isolation_state(1, later), IsolationState::Isolated("Full"));
         s.add(action(ActionType::Unisolate, later));
-        assert_eq!(
-            s.isolation_state(1, later + Duration::seconds(1)),
-            IsolationState::NotIsolated
-        );
+        assert_eq!(s.isolation_state(1, later + Duration::seconds(1)), IsolationState::NotIsolated);
     }
 }

@@ -69,13 +69,7 @@ async fn reset(st: web::Data<SimState>) -> HttpResponse {
 }
 
 async fn list_clients(st: web::Data<SimState>) -> HttpResponse {
-    let clients: Vec<ClientSpec> = st
-        .clients
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let clients: Vec<ClientSpec> = st.clients.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
     HttpResponse::Ok().json(clients)
 }
 

@@ -24,13 +24,11 @@ use super::odata::{self, Field, QueryOptions};
 use super::rng::random_guid;
 use super::tenant::{Alert, Machine, Tenant, Vulnerability};
 use super::views::{
-    ActionView, AlertView, AssetVulnerabilityView, MachineReferenceView, MachineView, SoftwareView,
-    VulnerabilityView,
+    ActionView, AlertView, AssetVulnerabilityView, MachineReferenceView, MachineView, SoftwareView, VulnerabilityView,
 };
 use super::{MDE_AUDIENCE, SimState, XDR_AUDIENCE, jwt, lock};
 
-pub const ODATA_CONTENT_TYPE: &str =
-    "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
+pub const ODATA_CONTENT_TYPE: &str = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
 
 const MACHINE_READ: &[&str] = &["Machine.Read.All", "Machine.ReadWrite.All"];
 const ALERT_READ: &[&str] = &["Alert.Read.All", "Alert.ReadWrite.All"];
@@ -96,10 +94,7 @@ impl Api {
 
     fn roles(self) -> &'static [&'static str] {
         match self {
-            Api::ListMachines
-            | Api::GetMachine
-            | Api::ListMachineActions
-            | Api::GetMachineAction => MACHINE_READ,
+            Api::ListMachines | Api::GetMachine | Api::ListMachineActions | Api::GetMachineAction => MACHINE_READ,
             Api::Isolate | Api::Unisolate => &["Machine.Isolate"],
             Api::RunAntiVirusScan => &["Machine.Scan"],
             Api::ListAlerts | Api::GetAlert | Api::MachineAlerts => ALERT_READ,
@@ -180,22 +175,14 @@ impl Ctx<'_> {
                     if k.eq_ignore_ascii_case("$filter") {
                         odata::encode_component(v)
                     } else {
-                        format!(
-                            "{}={}",
-                            odata::encode_component(k),
-                            odata::encode_component(v)
-                        )
+                        format!("{}={}", odata::encode_component(k), odata::encode_component(v))
                     }
                 })
                 .collect();
             parts.push(format!("{name}={value}={value}"));
             return format!("{base}{}?{}", self.req.path(), parts.join("&"));
         }
-        format!(
-            "{base}{}?{}",
-            self.req.path(),
-            odata::with_param(params, name, value)
-        )
+        format!("{base}{}?{}", self.req.path(), odata::with_param(params, name, value))
     }
 }
 
@@ -212,18 +199,12 @@ impl Reply {
         Reply {
             status,
             content_type: ODATA_CONTENT_TYPE,
-            headers: vec![(
-                header::HeaderName::from_static("odata-version"),
-                "4.0".into(),
-            )],
+            headers: vec![(header::HeaderName::from_static("odata-version"), "4.0".into())],
             body,
         }
     }
     pub fn ok_json<T: Serialize>(value: &T) -> Reply {
-        Reply::odata(
-            StatusCode::OK,
-            serde_json::to_vec(value).unwrap_or_default(),
-        )
+        Reply::odata(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default())
     }
     /// The documented error envelope `{"error":{"code","message","target"}}`.
     pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
@@ -233,10 +214,7 @@ impl Reply {
         Reply {
             status,
             content_type: "application/json; charset=utf-8",
-            headers: vec![(
-                header::HeaderName::from_static("odata-version"),
-                "4.0".into(),
-            )],
+            headers: vec![(header::HeaderName::from_static("odata-version"), "4.0".into())],
             body: body.to_string().into_bytes(),
         }
     }
@@ -306,11 +284,7 @@ pub fn write_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
 /// duplicate-ids fault fired.
 pub fn page_window(opts: &QueryOptions, max: usize, fired: &Fired) -> (usize, usize) {
     let size = opts.top.unwrap_or(max);
-    let start = if fired.duplicate_ids && opts.skip > 0 {
-        opts.skip - 1
-    } else {
-        opts.skip
-    };
+    let start = if fired.duplicate_ids && opts.skip > 0 { opts.skip - 1 } else { opts.skip };
     (start, size)
 }
 
@@ -326,10 +300,7 @@ pub fn paginate<T>(
     let mut items: Vec<T> = iter.skip(start).take(size + 1).collect();
     let more = items.len() > size;
     items.truncate(size);
-    (
-        items,
-        (opts.top.is_none() && more).then_some(opts.skip + size),
-    )
+    (items, (opts.top.is_none() && more).then_some(opts.skip + size))
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -350,48 +321,30 @@ fn unauthorized(message: &str) -> Reply {
 
 fn authenticate(st: &SimState, req: &HttpRequest) -> Result<Caller, Reply> {
     let Some(token) = bearer(req) else {
-        return Err(unauthorized(
-            "Authorization header is missing or is not a Bearer token",
-        ));
+        return Err(unauthorized("Authorization header is missing or is not a Bearer token"));
     };
-    let claims =
-        jwt::verify(&st.key, token).map_err(|_| unauthorized("The access token is invalid"))?;
+    let claims = jwt::verify(&st.key, token).map_err(|_| unauthorized("The access token is invalid"))?;
     let now = Utc::now().timestamp();
-    if claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .is_none_or(|e| e <= now)
-    {
+    if claims.get("exp").and_then(Value::as_i64).is_none_or(|e| e <= now) {
         return Err(unauthorized("The access token has expired"));
     }
-    if claims
-        .get("nbf")
-        .and_then(Value::as_i64)
-        .is_some_and(|n| n > now + 300)
-    {
+    if claims.get("nbf").and_then(Value::as_i64).is_some_and(|n| n > now + 300) {
         return Err(unauthorized("The access token is not yet valid"));
     }
     if claims.get("tid").and_then(Value::as_str) != Some(st.tenant.tenant_id()) {
-        return Err(unauthorized(
-            "The access token was issued for another tenant",
-        ));
+        return Err(unauthorized("The access token was issued for another tenant"));
     }
     let serial = claims
         .get("uti")
         .and_then(Value::as_str)
         .and_then(|u| {
             use base64::Engine;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(u)
-                .ok()
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(u).ok()
         })
         .and_then(|b| b.get(..8).and_then(|s| <[u8; 8]>::try_from(s).ok()))
         .map(u64::from_be_bytes)
         .unwrap_or(0);
-    if serial
-        < st.valid_from_serial
-            .load(std::sync::atomic::Ordering::SeqCst)
-    {
+    if serial < st.valid_from_serial.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(unauthorized("The access token has been revoked"));
     }
     let aud = claims.get("aud").and_then(Value::as_str).unwrap_or("");
@@ -403,20 +356,11 @@ fn authenticate(st: &SimState, req: &HttpRequest) -> Result<Caller, Reply> {
             format!("The access token audience '{aud}' is not valid for this API"),
         ));
     }
-    let client_id = claims
-        .get("appid")
-        .or_else(|| claims.get("azp"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let client_id = claims.get("appid").or_else(|| claims.get("azp")).and_then(Value::as_str).unwrap_or("").to_string();
     let roles = claims
         .get("roles")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
         .unwrap_or_default();
     Ok(Caller { client_id, roles })
 }
@@ -428,28 +372,18 @@ pub fn base_of(req: &HttpRequest) -> String {
 
 fn throttled_reply(api: Api, retry_after: Option<u64>, period: Period, limit: u32) -> Reply {
     let reply = if api == Api::AdvancedQuery {
-        let per = if period == Period::Minute {
-            "00:01:00"
-        } else {
-            "01:00:00"
-        };
+        let per = if period == Period::Minute { "00:01:00" } else { "01:00:00" };
         Reply::error(
             StatusCode::TOO_MANY_REQUESTS,
             "429",
             format!("API calls quota exceeded! maximum allowed {limit} per {per}"),
         )
     } else {
-        let per = if period == Period::Minute {
-            "minute"
-        } else {
-            "hour"
-        };
+        let per = if period == Period::Minute { "minute" } else { "hour" };
         Reply::error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
-            format!(
-                "Rate limit is exceeded: {limit} calls per {per} for this API and application. Try again later."
-            ),
+            format!("Rate limit is exceeded: {limit} calls per {per} for this API and application. Try again later."),
         )
     };
     match retry_after {
@@ -462,19 +396,8 @@ fn fault_status_reply(status: u16) -> Reply {
     let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match status {
         500 => Reply::error(s, "InternalServerError", ""),
-        503 => Reply::error(
-            s,
-            "ServiceUnavailable",
-            "The service is temporarily unavailable. Try again later.",
-        ),
-        _ => Reply::error(
-            s,
-            s.canonical_reason()
-                .unwrap_or("Error")
-                .replace(' ', "")
-                .as_str(),
-            "Injected fault",
-        ),
+        503 => Reply::error(s, "ServiceUnavailable", "The service is temporarily unavailable. Try again later."),
+        _ => Reply::error(s, s.canonical_reason().unwrap_or("Error").replace(' ', "").as_str(), "Injected fault"),
     }
 }
 
@@ -485,22 +408,14 @@ where
 {
     lock(&st.counters).record_call(api.name());
     let caller = if api == Api::ExportFile {
-        Caller {
-            client_id: String::new(),
-            roles: Vec::new(),
-        }
+        Caller { client_id: String::new(), roles: Vec::new() }
     } else {
         match authenticate(st, req) {
             Ok(c) => c,
             Err(r) => return finish(st, api, r, &Fired::default()).await,
         }
     };
-    if !api.roles().is_empty()
-        && !api
-            .roles()
-            .iter()
-            .any(|r| caller.roles.iter().any(|c| c == r))
-    {
+    if !api.roles().is_empty() && !api.roles().iter().any(|r| caller.roles.iter().any(|c| c == r)) {
         let r = Reply::error(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -514,11 +429,8 @@ where
     }
     if st.config.rate_limits && api != Api::ExportFile {
         let (m, h) = api.limits();
-        if let Verdict::Limited {
-            retry_after_secs,
-            period,
-            limit,
-        } = st.limiter.check(&caller.client_id, api.name(), m, h)
+        if let Verdict::Limited { retry_after_secs, period, limit } =
+            st.limiter.check(&caller.client_id, api.name(), m, h)
         {
             let r = throttled_reply(api, Some(retry_after_secs), period, limit);
             return finish(st, api, r, &Fired::default()).await;
@@ -539,14 +451,7 @@ where
     if let Some(status) = fired.status {
         return finish(st, api, fault_status_reply(status), &fired).await;
     }
-    let ctx = Ctx {
-        st,
-        req,
-        base: base_of(req),
-        client_id: caller.client_id,
-        now: Utc::now(),
-        fired: fired.clone(),
-    };
+    let ctx = Ctx { st, req, base: base_of(req), client_id: caller.client_id, now: Utc::now(), fired: fired.clone() };
     let reply = handler(&ctx);
     finish(st, api, reply, &fired).await
 }
@@ -589,26 +494,16 @@ async fn finish(st: &SimState, api: Api, mut reply: Reply, fired: &Fired) -> Htt
 }
 
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let r = Reply::error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!("No route for {} {}", req.method(), req.path()),
-    );
-    HttpResponse::build(r.status)
-        .content_type(r.content_type)
-        .body(r.body)
+    let r = Reply::error(StatusCode::NOT_FOUND, "NotFound", format!("No route for {} {}", req.method(), req.path()));
+    HttpResponse::build(r.status).content_type(r.content_type).body(r.body)
 }
 
 pub async fn method_not_allowed_post() -> HttpResponse {
-    HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, "POST"))
-        .finish()
+    HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "POST")).finish()
 }
 
 pub async fn method_not_allowed_get() -> HttpResponse {
-    HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, "GET"))
-        .finish()
+    HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "GET")).finish()
 }
 
 fn get_resource<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -617,9 +512,7 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(method_not_allowed_get))
+    web::resource(path).route(web::get().to(handler)).default_service(web::to(method_not_allowed_get))
 }
 
 fn post_resource<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -628,73 +521,38 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(method_not_allowed_post))
+    web::resource(path).route(web::post().to(handler)).default_service(web::to(method_not_allowed_post))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_resource("/machines", list_machines))
-        .service(get_resource(
-            "/machines/SoftwareVulnerabilitiesByMachine",
-            super::export::export_json,
-        ))
-        .service(get_resource(
-            "/machines/SoftwareVulnerabilitiesExport",
-            super::export::export_files,
-        ))
-        .service(get_resource(
-            "/machines/SoftwareVulnerabilityChangesByMachine",
-            super::export::export_delta,
-        ))
+        .service(get_resource("/machines/SoftwareVulnerabilitiesByMachine", super::export::export_json))
+        .service(get_resource("/machines/SoftwareVulnerabilitiesExport", super::export::export_files))
+        .service(get_resource("/machines/SoftwareVulnerabilityChangesByMachine", super::export::export_delta))
         .service(get_resource("/machines/$count", count_machines))
         .service(get_resource("/machines/{id}", get_machine))
-        .service(get_resource(
-            "/machines/{id}/alerts/$count",
-            count_machine_alerts,
-        ))
+        .service(get_resource("/machines/{id}/alerts/$count", count_machine_alerts))
         .service(get_resource("/machines/{id}/alerts", machine_alerts))
-        .service(get_resource(
-            "/machines/{id}/vulnerabilities",
-            machine_vulnerabilities,
-        ))
+        .service(get_resource("/machines/{id}/vulnerabilities", machine_vulnerabilities))
         .service(post_resource("/machines/{id}/isolate", isolate))
         .service(post_resource("/machines/{id}/unisolate", unisolate))
-        .service(post_resource(
-            "/machines/{id}/runAntiVirusScan",
-            run_av_scan,
-        ))
+        .service(post_resource("/machines/{id}/runAntiVirusScan", run_av_scan))
         .service(get_resource("/machineactions", list_actions))
         .service(get_resource("/machineactions/{id}", get_action))
         .service(get_resource("/alerts", list_alerts))
         .service(get_resource("/alerts/$count", count_alerts))
         .service(get_resource("/alerts/{id}", get_alert))
         .service(get_resource("/vulnerabilities", list_vulnerabilities))
-        .service(get_resource(
-            "/vulnerabilities/machinesVulnerabilities",
-            machines_vulnerabilities,
-        ))
+        .service(get_resource("/vulnerabilities/machinesVulnerabilities", machines_vulnerabilities))
         .service(get_resource("/vulnerabilities/{id}", get_vulnerability))
-        .service(get_resource(
-            "/vulnerabilities/{id}/machineReferences",
-            vulnerability_machine_refs,
-        ))
+        .service(get_resource("/vulnerabilities/{id}/machineReferences", vulnerability_machine_refs))
         .service(get_resource("/Software", list_software))
         .service(get_resource("/software", list_software))
         .service(get_resource("/Software/{id}", get_software))
         .service(get_resource("/software/{id}", get_software))
-        .service(get_resource(
-            "/Software/{id}/machineReferences",
-            software_machine_refs,
-        ))
-        .service(get_resource(
-            "/software/{id}/machineReferences",
-            software_machine_refs,
-        ))
-        .service(post_resource(
-            "/advancedqueries/run",
-            super::hunting::run_query,
-        ))
+        .service(get_resource("/Software/{id}/machineReferences", software_machine_refs))
+        .service(get_resource("/software/{id}/machineReferences", software_machine_refs))
+        .service(post_resource("/advancedqueries/run", super::hunting::run_query))
         .default_service(web::to(not_found));
 }
 
@@ -749,19 +607,14 @@ async fn list_machines(st: web::Data<SimState>, req: HttpRequest) -> HttpRespons
             Err(r) => return r,
         };
         let t = ctx.tenant();
-        let iter = t.machines().iter().filter(|m| {
-            opts.filter
-                .as_ref()
-                .is_none_or(|f| f.matches(&|p| machine_field(m, p)))
-        });
+        let iter =
+            t.machines().iter().filter(|m| opts.filter.as_ref().is_none_or(|f| f.matches(&|p| machine_field(m, p))));
         let (items, next) = paginate(iter, &opts, 10_000, &ctx.fired);
         if items.is_empty() && opts.skip == 0 && lock(&ctx.st.faults).faults.empty_list_404 {
             return Reply::not_found("No machines found");
         }
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(ctx, "Machines", items, next, |b, m| {
-            write_json(b, &MachineView::new(m))
-        })
+        collection(ctx, "Machines", items, next, |b, m| write_json(b, &MachineView::new(m)))
     })
     .await
 }
@@ -771,10 +624,7 @@ fn count_reply(n: usize) -> Reply {
     Reply {
         status: StatusCode::OK,
         content_type: "text/plain; charset=utf-8",
-        headers: vec![(
-            header::HeaderName::from_static("odata-version"),
-            "4.0".into(),
-        )],
+        headers: vec![(header::HeaderName::from_static("odata-version"), "4.0".into())],
         body: n.to_string().into_bytes(),
     }
 }
@@ -789,11 +639,7 @@ async fn count_machines(st: web::Data<SimState>, req: HttpRequest) -> HttpRespon
             .tenant()
             .machines()
             .iter()
-            .filter(|m| {
-                opts.filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches(&|p| machine_field(m, p)))
-            })
+            .filter(|m| opts.filter.as_ref().is_none_or(|f| f.matches(&|p| machine_field(m, p))))
             .count();
         count_reply(n)
     })
@@ -806,29 +652,15 @@ fn count_alert_list(ctx: &Ctx, alerts: &[Alert]) -> Reply {
         Err(r) => return r,
     };
     count_reply(
-        alerts
-            .iter()
-            .filter(|a| {
-                opts.filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches(&|p| alert_field(a, p)))
-            })
-            .count(),
+        alerts.iter().filter(|a| opts.filter.as_ref().is_none_or(|f| f.matches(&|p| alert_field(a, p)))).count(),
     )
 }
 
 async fn count_alerts(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
-    serve(&st, &req, Api::ListAlerts, |ctx| {
-        count_alert_list(ctx, ctx.tenant().alerts())
-    })
-    .await
+    serve(&st, &req, Api::ListAlerts, |ctx| count_alert_list(ctx, ctx.tenant().alerts())).await
 }
 
-async fn count_machine_alerts(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn count_machine_alerts(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::MachineAlerts, |ctx| {
         let t = ctx.tenant();
         match t.machine_by_id_or_name(&id) {
@@ -843,21 +675,10 @@ fn machine_not_found(id: &str) -> Reply {
     Reply::not_found(format!("Machine {id} was not found"))
 }
 
-async fn get_machine(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
-    serve(&st, &req, Api::GetMachine, |ctx| {
-        match ctx.tenant().machine_by_id_or_name(&id) {
-            Some(m) => entity(
-                ctx,
-                "Machines/$entity",
-                StatusCode::OK,
-                &MachineView::new(m),
-            ),
-            None => machine_not_found(&id),
-        }
+async fn get_machine(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    serve(&st, &req, Api::GetMachine, |ctx| match ctx.tenant().machine_by_id_or_name(&id) {
+        Some(m) => entity(ctx, "Machines/$entity", StatusCode::OK, &MachineView::new(m)),
+        None => machine_not_found(&id),
     })
     .await
 }
@@ -884,12 +705,7 @@ fn os_kind(m: &Machine) -> OsGroupKind {
 
 fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     if kind != ActionType::RunAntiVirusScan {
-        let ct = ctx
-            .req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let ct = ctx.req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !ct.to_ascii_lowercase().starts_with("application/json") {
             return Reply::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -899,20 +715,14 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         }
     }
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return Reply::bad_request(
-            "InvalidRequestBody",
-            "The request body is not a valid JSON object",
-        );
+        return Reply::bad_request("InvalidRequestBody", "The request body is not a valid JSON object");
     };
     // Body keys are case-sensitive (documented).
     let comment = match body.get("Comment") {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Reply::bad_request("InvalidRequestBody", "Comment must be a string"),
         None => {
-            return Reply::bad_request(
-                "MissingRequiredParameter",
-                "Parameter 'Comment' is missing",
-            );
+            return Reply::bad_request("MissingRequiredParameter", "Parameter 'Comment' is missing");
         }
     };
     let scope: Option<&'static str> = match kind {
@@ -924,9 +734,7 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
             Some(other) => {
                 return Reply::bad_request(
                     "InvalidRequestBody",
-                    format!(
-                        "IsolationType {other} is not valid; expected Full, Selective or UnManagedDevice"
-                    ),
+                    format!("IsolationType {other} is not valid; expected Full, Selective or UnManagedDevice"),
                 );
             }
         },
@@ -940,10 +748,7 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
                 );
             }
             None => {
-                return Reply::bad_request(
-                    "MissingRequiredParameter",
-                    "Parameter 'ScanType' is missing",
-                );
+                return Reply::bad_request("MissingRequiredParameter", "Parameter 'ScanType' is missing");
             }
         },
         ActionType::Unisolate => None,
@@ -966,25 +771,14 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     if !supported {
         return Reply::bad_request(
             "OsPlatformNotSupported",
-            format!(
-                "{} is not supported for machine {} with OS platform {}",
-                kind.as_str(),
-                m.id,
-                m.os_platform
-            ),
+            format!("{} is not supported for machine {} with OS platform {}", kind.as_str(), m.id, m.os_platform),
         );
     }
     let mut store = lock(&ctx.st.actions);
     if store.active(m.index, kind, ctx.now).is_some() {
-        return Reply::bad_request(
-            "ActiveRequestAlreadyExists",
-            "Action is already in progress",
-        );
+        return Reply::bad_request("ActiveRequestAlreadyExists", "Action is already in progress");
     }
-    let outcome = lock(&ctx.st.faults)
-        .faults
-        .action_outcome
-        .unwrap_or_default();
+    let outcome = lock(&ctx.st.faults).faults.action_outcome.unwrap_or_default();
     let action = Action {
         id: random_guid(),
         kind,
@@ -994,47 +788,23 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         computer_dns_name: m.computer_dns_name.clone(),
         requestor: ctx.client_id.clone(),
         comment,
-        external_id: body
-            .get("ExternalId")
-            .and_then(Value::as_str)
-            .map(String::from),
+        external_id: body.get("ExternalId").and_then(Value::as_str).map(String::from),
         created: ctx.now,
         pending: chrono::Duration::milliseconds(ctx.st.config.action_pending_ms as i64),
         in_progress: chrono::Duration::milliseconds(ctx.st.config.action_inprogress_ms as i64),
         outcome,
     };
-    let reply = entity(
-        ctx,
-        "MachineActions/$entity",
-        StatusCode::CREATED,
-        &ActionView::new(&action, ctx.now),
-    );
+    let reply = entity(ctx, "MachineActions/$entity", StatusCode::CREATED, &ActionView::new(&action, ctx.now));
     store.add(action);
     reply
 }
 
-async fn isolate(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    serve(&st, &req, Api::Isolate, |ctx| {
-        machine_action(ctx, &id, &body, ActionType::Isolate)
-    })
-    .await
+async fn isolate(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    serve(&st, &req, Api::Isolate, |ctx| machine_action(ctx, &id, &body, ActionType::Isolate)).await
 }
 
-async fn unisolate(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    serve(&st, &req, Api::Unisolate, |ctx| {
-        machine_action(ctx, &id, &body, ActionType::Unisolate)
-    })
-    .await
+async fn unisolate(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    serve(&st, &req, Api::Unisolate, |ctx| machine_action(ctx, &id, &body, ActionType::Unisolate)).await
 }
 
 async fn run_av_scan(
@@ -1043,20 +813,10 @@ async fn run_av_scan(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    serve(&st, &req, Api::RunAntiVirusScan, |ctx| {
-        machine_action(ctx, &id, &body, ActionType::RunAntiVirusScan)
-    })
-    .await
+    serve(&st, &req, Api::RunAntiVirusScan, |ctx| machine_action(ctx, &id, &body, ActionType::RunAntiVirusScan)).await
 }
 
-const ACTION_FILTER: &[&str] = &[
-    "id",
-    "status",
-    "machineId",
-    "type",
-    "requestor",
-    "creationDateTimeUtc",
-];
+const ACTION_FILTER: &[&str] = &["id", "status", "machineId", "type", "requestor", "creationDateTimeUtc"];
 
 async fn list_actions(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
     serve(&st, &req, Api::ListMachineActions, |ctx| {
@@ -1081,9 +841,7 @@ async fn list_actions(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse
         });
         let (items, next) = paginate(iter, &opts, 10_000, &ctx.fired);
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(ctx, "MachineActions", items, next, |b, a| {
-            write_json(b, &ActionView::new(a, now))
-        })
+        collection(ctx, "MachineActions", items, next, |b, a| write_json(b, &ActionView::new(a, now)))
     })
     .await
 }
@@ -1091,22 +849,17 @@ async fn list_actions(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse
 fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-async fn get_action(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn get_action(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::GetMachineAction, |ctx| {
         if !is_guid(&id) {
             return Reply::bad_request(
                 "BadRequest",
-                format!("The key value ({id}) from request is not valid. The key value should be format of type 'Edm.Guid'."),
+                format!(
+                    "The key value ({id}) from request is not valid. The key value should be format of type 'Edm.Guid'."
+                ),
             );
         }
         let store = lock(&ctx.st.actions);
@@ -1141,9 +894,7 @@ fn alert_field<'a>(a: &'a Alert, p: &str) -> Field<'a> {
         "alertcreationtime" => Field::Date(a.alert_creation_time),
         "lastupdatetime" => Field::Date(a.last_update_time),
         "incidentid" => Field::Num(a.incident_id as f64),
-        "investigationid" => a
-            .investigation_id
-            .map_or(Field::Null, |i| Field::Num(i as f64)),
+        "investigationid" => a.investigation_id.map_or(Field::Null, |i| Field::Num(i as f64)),
         "id" => Field::Str(&a.id),
         "assignedto" | "asssignedto" => a.assigned_to.as_deref().map_or(Field::Null, Field::Str),
         "detectionsource" => Field::Str(a.detection_source),
@@ -1159,9 +910,7 @@ fn expand_evidence(opts: &QueryOptions) -> Result<bool, Reply> {
     match &opts.expand {
         None => Ok(false),
         Some(e) if e.trim().eq_ignore_ascii_case("evidence") => Ok(true),
-        Some(e) => Err(Reply::odata_error(format!(
-            "Property '{e}' cannot be expanded; only 'evidence' is supported"
-        ))),
+        Some(e) => Err(Reply::odata_error(format!("Property '{e}' cannot be expanded; only 'evidence' is supported"))),
     }
 }
 
@@ -1174,31 +923,18 @@ fn alert_list(ctx: &Ctx, alerts: &[Alert]) -> Reply {
         Ok(e) => e,
         Err(r) => return r,
     };
-    let iter = alerts.iter().filter(|a| {
-        opts.filter
-            .as_ref()
-            .is_none_or(|f| f.matches(&|p| alert_field(a, p)))
-    });
+    let iter = alerts.iter().filter(|a| opts.filter.as_ref().is_none_or(|f| f.matches(&|p| alert_field(a, p))));
     let (items, next) = paginate(iter, &opts, 10_000, &ctx.fired);
     let next = next.map(|s| ctx.next_link(&opts, s));
     let t = ctx.tenant();
-    collection(ctx, "Alerts", items, next, |b, a| {
-        write_json(b, &AlertView::new(t, a, expand))
-    })
+    collection(ctx, "Alerts", items, next, |b, a| write_json(b, &AlertView::new(t, a, expand)))
 }
 
 async fn list_alerts(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
-    serve(&st, &req, Api::ListAlerts, |ctx| {
-        alert_list(ctx, ctx.tenant().alerts())
-    })
-    .await
+    serve(&st, &req, Api::ListAlerts, |ctx| alert_list(ctx, ctx.tenant().alerts())).await
 }
 
-async fn machine_alerts(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn machine_alerts(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::MachineAlerts, |ctx| {
         let t = ctx.tenant();
         match t.machine_by_id_or_name(&id) {
@@ -1209,11 +945,7 @@ async fn machine_alerts(
     .await
 }
 
-async fn get_alert(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn get_alert(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::GetAlert, |ctx| {
         let opts = odata::parse_options(ctx.query(), &[], 0).unwrap_or_default();
         let expand = match expand_evidence(&opts) {
@@ -1222,12 +954,7 @@ async fn get_alert(
         };
         let t = ctx.tenant();
         match t.alert(&id) {
-            Some(a) => entity(
-                ctx,
-                "Alerts/$entity",
-                StatusCode::OK,
-                &AlertView::new(t, a, expand),
-            ),
+            Some(a) => entity(ctx, "Alerts/$entity", StatusCode::OK, &AlertView::new(t, a, expand)),
             None => Reply::not_found(format!("Alert {id} was not found")),
         }
     })
@@ -1237,15 +964,7 @@ async fn get_alert(
 // ---------------------------------------------------------------------------------------------
 // Vulnerabilities
 
-const VULN_FILTER: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "cvssV3",
-    "publishedOn",
-    "severity",
-    "updatedOn",
-];
+const VULN_FILTER: &[&str] = &["id", "name", "description", "cvssV3", "publishedOn", "severity", "updatedOn"];
 
 fn vuln_field<'a>(v: &'a Vulnerability, p: &str) -> Field<'a> {
     match p {
@@ -1267,34 +986,22 @@ async fn list_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> Http
             Err(r) => return r,
         };
         let t = ctx.tenant();
-        let iter = t.vulnerabilities().iter().filter(|v| {
-            opts.filter
-                .as_ref()
-                .is_none_or(|f| f.matches(&|p| vuln_field(v, p)))
-        });
+        let iter = t
+            .vulnerabilities()
+            .iter()
+            .filter(|v| opts.filter.as_ref().is_none_or(|f| f.matches(&|p| vuln_field(v, p))));
         let (items, next) = paginate(iter, &opts, 8_000, &ctx.fired);
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(ctx, "Vulnerabilities", items, next, |b, v| {
-            write_json(b, &VulnerabilityView::new(t, v))
-        })
+        collection(ctx, "Vulnerabilities", items, next, |b, v| write_json(b, &VulnerabilityView::new(t, v)))
     })
     .await
 }
 
-async fn get_vulnerability(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn get_vulnerability(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::GetVulnerability, |ctx| {
         let t = ctx.tenant();
         match t.vulnerability(&id) {
-            Some(v) => entity(
-                ctx,
-                "Vulnerabilities/$entity",
-                StatusCode::OK,
-                &VulnerabilityView::new(t, v),
-            ),
+            Some(v) => entity(ctx, "Vulnerabilities/$entity", StatusCode::OK, &VulnerabilityView::new(t, v)),
             None => Reply::not_found(format!("Vulnerability {id} was not found")),
         }
     })
@@ -1314,11 +1021,7 @@ fn machine_refs(ctx: &Ctx, machines: &[u32]) -> Reply {
     })
 }
 
-async fn vulnerability_machine_refs(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn vulnerability_machine_refs(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::VulnerabilityMachineReferences, |ctx| {
         let t = ctx.tenant();
         match t.vulnerability(&id) {
@@ -1329,38 +1032,22 @@ async fn vulnerability_machine_refs(
     .await
 }
 
-async fn machine_vulnerabilities(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn machine_vulnerabilities(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::MachineVulnerabilities, |ctx| {
         let t = ctx.tenant();
         let Some(m) = t.machine_by_id_or_name(&id) else {
             return machine_not_found(&id);
         };
         let items: Vec<&Vulnerability> = t.machine_vulnerabilities(m.index as usize).collect();
-        collection(
-            ctx,
-            "Collection(Analytics.Contracts.PublicAPI.PublicVulnerabilityDto)",
-            items,
-            None,
-            |b, v| write_json(b, &VulnerabilityView::new(t, v)),
-        )
+        collection(ctx, "Collection(Analytics.Contracts.PublicAPI.PublicVulnerabilityDto)", items, None, |b, v| {
+            write_json(b, &VulnerabilityView::new(t, v))
+        })
     })
     .await
 }
 
-const ASSET_VULN_FILTER: &[&str] = &[
-    "id",
-    "cveId",
-    "machineId",
-    "fixingKbId",
-    "productName",
-    "productVersion",
-    "severity",
-    "productVendor",
-];
+const ASSET_VULN_FILTER: &[&str] =
+    &["id", "cveId", "machineId", "fixingKbId", "productName", "productVersion", "severity", "productVendor"];
 
 /// (machine index, vulnerability index) rows starting at a global offset, in machine order.
 pub struct RowIter<'a> {
@@ -1373,18 +1060,8 @@ pub struct RowIter<'a> {
 impl<'a> RowIter<'a> {
     pub fn from_offset(t: &'a Tenant, offset: u64) -> Self {
         match t.locate_row(offset) {
-            Some((m, r)) => RowIter {
-                t,
-                machine: m,
-                rows: t.machine_vulnerability_indices(m),
-                pos: r,
-            },
-            None => RowIter {
-                t,
-                machine: t.machines().len(),
-                rows: Vec::new(),
-                pos: 0,
-            },
+            Some((m, r)) => RowIter { t, machine: m, rows: t.machine_vulnerability_indices(m), pos: r },
+            None => RowIter { t, machine: t.machines().len(), rows: Vec::new(), pos: 0 },
         }
     }
 }
@@ -1417,17 +1094,12 @@ async fn machines_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> 
         let machines = t.machines();
         let vulns = t.vulnerabilities();
         let write = |b: &mut Vec<u8>, (m, v): (usize, u32)| {
-            write_json(
-                b,
-                &AssetVulnerabilityView::new(&machines[m], &vulns[v as usize]),
-            )
+            write_json(b, &AssetVulnerabilityView::new(&machines[m], &vulns[v as usize]))
         };
         let Some(filter) = &opts.filter else {
             // No filter: jump straight to the offset through the prefix sums.
             let (start, size) = page_window(&opts, 10_000, &ctx.fired);
-            let mut items: Vec<(usize, u32)> = RowIter::from_offset(t, start as u64)
-                .take(size + 1)
-                .collect();
+            let mut items: Vec<(usize, u32)> = RowIter::from_offset(t, start as u64).take(size + 1).collect();
             let more = items.len() > size;
             items.truncate(size);
             let next = (opts.top.is_none() && more).then(|| ctx.next_link(&opts, opts.skip + size));
@@ -1445,9 +1117,7 @@ async fn machines_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> 
             let p = &super::catalog::PRODUCTS[vu.product as usize];
             let id_cell = std::cell::OnceCell::new();
             filter.matches(&|name| match name {
-                "id" => {
-                    Field::Str(id_cell.get_or_init(|| AssetVulnerabilityView::new(mach, vu).id))
-                }
+                "id" => Field::Str(id_cell.get_or_init(|| AssetVulnerabilityView::new(mach, vu).id)),
                 "cveid" => Field::Str(&vu.id),
                 "machineid" => Field::Str(&mach.id),
                 "fixingkbid" => vu.fixing_kb_id.as_deref().map_or(Field::Null, Field::Str),
@@ -1459,43 +1129,28 @@ async fn machines_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> 
             })
         };
         // Narrow the scan when the filter pins a machine or a CVE.
-        let candidates: Box<dyn Iterator<Item = (usize, u32)>> =
-            if let Some(mid) = filter.required_eq("machineid") {
-                match t.machine_by_id(mid) {
-                    Some(m) => {
-                        let mi = m.index as usize;
-                        Box::new(
-                            t.machine_vulnerability_indices(mi)
-                                .into_iter()
-                                .map(move |v| (mi, v)),
-                        )
-                    }
-                    None => Box::new(std::iter::empty()),
+        let candidates: Box<dyn Iterator<Item = (usize, u32)>> = if let Some(mid) = filter.required_eq("machineid") {
+            match t.machine_by_id(mid) {
+                Some(m) => {
+                    let mi = m.index as usize;
+                    Box::new(t.machine_vulnerability_indices(mi).into_iter().map(move |v| (mi, v)))
                 }
-            } else if let Some(cve) = filter.required_eq("cveid") {
-                match t.vulnerability(cve) {
-                    Some(v) => {
-                        let vi = v.index;
-                        Box::new(
-                            t.machines_with_vulnerability(vi as usize)
-                                .iter()
-                                .map(move |m| (*m as usize, vi)),
-                        )
-                    }
-                    None => Box::new(std::iter::empty()),
+                None => Box::new(std::iter::empty()),
+            }
+        } else if let Some(cve) = filter.required_eq("cveid") {
+            match t.vulnerability(cve) {
+                Some(v) => {
+                    let vi = v.index;
+                    Box::new(t.machines_with_vulnerability(vi as usize).iter().map(move |m| (*m as usize, vi)))
                 }
-            } else {
-                Box::new(RowIter::from_offset(t, 0))
-            };
+                None => Box::new(std::iter::empty()),
+            }
+        } else {
+            Box::new(RowIter::from_offset(t, 0))
+        };
         let (items, next) = paginate(candidates.filter(matches), &opts, 10_000, &ctx.fired);
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(
-            ctx,
-            "Collection(microsoft.windowsDefenderATP.api.PublicAssetVulnerabilityDto)",
-            items,
-            next,
-            write,
-        )
+        collection(ctx, "Collection(microsoft.windowsDefenderATP.api.PublicAssetVulnerabilityDto)", items, next, write)
     })
     .await
 }
@@ -1522,38 +1177,23 @@ async fn list_software(st: web::Data<SimState>, req: HttpRequest) -> HttpRespons
         });
         let (items, next) = paginate(iter, &opts, 10_000, &ctx.fired);
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(ctx, "Software", items, next, |b, s| {
-            write_json(b, &SoftwareView::new(t, s))
-        })
+        collection(ctx, "Software", items, next, |b, s| write_json(b, &SoftwareView::new(t, s)))
     })
     .await
 }
 
-async fn get_software(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn get_software(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::GetSoftware, |ctx| {
         let t = ctx.tenant();
         match t.software_by_id(&id) {
-            Some(s) => entity(
-                ctx,
-                "Software/$entity",
-                StatusCode::OK,
-                &SoftwareView::new(t, s),
-            ),
+            Some(s) => entity(ctx, "Software/$entity", StatusCode::OK, &SoftwareView::new(t, s)),
             None => Reply::not_found(format!("Software {id} was not found")),
         }
     })
     .await
 }
 
-async fn software_machine_refs(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-) -> HttpResponse {
+async fn software_machine_refs(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::SoftwareMachineReferences, |ctx| {
         let t = ctx.tenant();
         match t.software_by_id(&id) {

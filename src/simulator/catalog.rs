@@ -47,11 +47,7 @@ pub const OSES: &[OsDef] = &[
     OsDef {
         platform: "Windows11",
         group: 1,
-        versions: &[
-            ("23H2", Some(22631), 60),
-            ("22H2", Some(22621), 25),
-            ("24H2", Some(26100), 15),
-        ],
+        versions: &[("23H2", Some(22631), 60), ("22H2", Some(22621), 25), ("24H2", Some(26100), 15)],
         weight: 300,
         distributions: &[],
     },
@@ -93,21 +89,9 @@ pub const OSES: &[OsDef] = &[
     OsDef {
         platform: "Linux",
         group: 7,
-        versions: &[
-            ("22.04", None, 40),
-            ("20.04", None, 20),
-            ("9.3", None, 20),
-            ("12", None, 10),
-            ("15.5", None, 10),
-        ],
+        versions: &[("22.04", None, 40), ("20.04", None, 20), ("9.3", None, 20), ("12", None, 10), ("15.5", None, 10)],
         weight: 60,
-        distributions: &[
-            "Ubuntu",
-            "Ubuntu",
-            "RedHatEnterpriseLinux",
-            "Debian",
-            "SuseLinuxEnterpriseServer",
-        ],
+        distributions: &["Ubuntu", "Ubuntu", "RedHatEnterpriseLinux", "Debian", "SuseLinuxEnterpriseServer"],
     },
     OsDef {
         platform: "iOS",
@@ -368,18 +352,7 @@ pub const PRODUCTS: &[Product] = &[
         "/System/Library/CoreServices/SystemVersion.plist",
         ""
     ),
-    product!(
-        "apple",
-        "safari",
-        "Safari",
-        G_MAC,
-        ["17.4.1", "16.6"],
-        false,
-        6,
-        100,
-        "/Applications/Safari.app",
-        ""
-    ),
+    product!("apple", "safari", "Safari", G_MAC, ["17.4.1", "16.6"], false, 6, 100, "/Applications/Safari.app", ""),
     product!(
         "linux",
         "linux_kernel",
@@ -416,30 +389,8 @@ pub const PRODUCTS: &[Product] = &[
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
         ""
     ),
-    product!(
-        "openbsd",
-        "openssh",
-        "OpenSSH",
-        G_LINUX | G_MAC,
-        ["8.9p1", "9.6p1"],
-        false,
-        5,
-        100,
-        "/usr/sbin/sshd",
-        ""
-    ),
-    product!(
-        "sudo_project",
-        "sudo",
-        "sudo",
-        G_LINUX | G_MAC,
-        ["1.9.9", "1.8.31"],
-        false,
-        3,
-        100,
-        "/usr/bin/sudo",
-        ""
-    ),
+    product!("openbsd", "openssh", "OpenSSH", G_LINUX | G_MAC, ["8.9p1", "9.6p1"], false, 5, 100, "/usr/sbin/sshd", ""),
+    product!("sudo_project", "sudo", "sudo", G_LINUX | G_MAC, ["1.9.9", "1.8.31"], false, 3, 100, "/usr/bin/sudo", ""),
     product!(
         "haxx",
         "curl",
@@ -464,38 +415,13 @@ pub const PRODUCTS: &[Product] = &[
         "/usr/sbin/apache2",
         ""
     ),
-    product!(
-        "apple",
-        "ios",
-        "iOS",
-        G_IOS,
-        ["17.4", "16.7.6"],
-        false,
-        20,
-        100,
-        "",
-        ""
-    ),
-    product!(
-        "google",
-        "android",
-        "Android",
-        G_ANDROID,
-        ["14", "13", "12"],
-        false,
-        20,
-        100,
-        "",
-        ""
-    ),
+    product!("apple", "ios", "iOS", G_IOS, ["17.4", "16.7.6"], false, 20, 100, "", ""),
+    product!("google", "android", "Android", G_ANDROID, ["14", "13", "12"], false, 20, 100, "", ""),
 ];
 
 pub const VULN_KINDS: &[(&str, &[&str])] = &[
     ("Remote Code Execution", &["Remote"]),
-    (
-        "Elevation of Privilege",
-        &["Local privilege escalation", "Local"],
-    ),
+    ("Elevation of Privilege", &["Local privilege escalation", "Local"]),
     ("Information Disclosure", &[]),
     ("Denial of Service", &["Denial of service"]),
     ("Security Feature Bypass", &["Local"]),
@@ -605,23 +531,12 @@ pub const RBAC_GROUPS: &[(i64, &str, u16)] = &[
     (106, "Executives", G_WIN_CLIENT | G_MAC | G_IOS),
 ];
 
-pub const TAGS: &[&str] = &[
-    "VIP",
-    "Finance",
-    "PCI",
-    "Kiosk",
-    "Lab",
-    "Legacy",
-    "Azure",
-    "HR",
-    "Developer",
-    "Break-glass",
-];
+pub const TAGS: &[&str] =
+    &["VIP", "Finance", "PCI", "Kiosk", "Lab", "Legacy", "Azure", "HR", "Developer", "Break-glass"];
 
 pub const FIRST_NAMES: &[&str] = &[
-    "anna", "ben", "carla", "david", "emma", "felix", "greta", "hugo", "ines", "jonas", "karin",
-    "luca", "mia", "noah", "olga", "paul", "quinn", "rosa", "sven", "tara", "ugo", "vera",
-    "willem", "xenia", "yusuf", "zoe",
+    "anna", "ben", "carla", "david", "emma", "felix", "greta", "hugo", "ines", "jonas", "karin", "luca", "mia", "noah",
+    "olga", "paul", "quinn", "rosa", "sven", "tara", "ugo", "vera", "willem", "xenia", "yusuf", "zoe",
 ];
 pub const LAST_NAMES: &[&str] = &[
     "smith",
@@ -645,9 +560,8 @@ pub const LAST_NAMES: &[&str] = &[
     "patel",
     "schmidt",
 ];
-pub const SERVER_ROLES: &[&str] = &[
-    "sql", "web", "app", "dc", "file", "print", "exch", "build", "jump", "backup", "mon", "k8s",
-];
+pub const SERVER_ROLES: &[&str] =
+    &["sql", "web", "app", "dc", "file", "print", "exch", "build", "jump", "backup", "mon", "k8s"];
 pub const SITES: &[&str] = &["fra", "ams", "nyc", "sea", "sgp", "lon", "par", "tok"];
 
 /// Network adapter vendors (OUI prefix, typical for).
@@ -663,14 +577,7 @@ pub const OUI_SAMSUNG: [u8; 3] = [0x5C, 0x49, 0x7D];
 /// Network-only devices (never in Defender): (kind, hostname prefix, OUI, DHCP vendor class,
 /// DHCP parameter request list, weight).
 /// (kind, hostname prefix, OUI, DHCP vendor class, DHCP parameter request list, weight)
-pub type NetworkOnlyDevice = (
-    &'static str,
-    &'static str,
-    [u8; 3],
-    Option<&'static str>,
-    &'static str,
-    u32,
-);
+pub type NetworkOnlyDevice = (&'static str, &'static str, [u8; 3], Option<&'static str>, &'static str, u32);
 
 pub const NETWORK_ONLY: &[NetworkOnlyDevice] = &[
     (
@@ -681,82 +588,27 @@ pub const NETWORK_ONLY: &[NetworkOnlyDevice] = &[
         "1,3,6,12,15,44,51,54,58,59,81,119",
         30,
     ),
-    (
-        "printer",
-        "brother-mfc",
-        [0x00, 0x80, 0x77],
-        Some("Brother"),
-        "1,3,6,15,44,46,47,12",
-        10,
-    ),
-    (
-        "ip-phone",
-        "sep",
-        [0x00, 0x1B, 0xD4],
-        Some("Cisco Systems, Inc. IP Phone CP-8841"),
-        "1,3,6,15,42,66,150",
-        25,
-    ),
-    (
-        "camera",
-        "axis-cam",
-        [0xAC, 0xCC, 0x8E],
-        Some("AXIS,Network Camera"),
-        "1,3,6,12,15,28,42",
-        15,
-    ),
-    (
-        "smart-tv",
-        "lg-webos-tv",
-        [0x64, 0x95, 0x6C],
-        Some("udhcp 1.29.3"),
-        "1,3,6,12,15,28,42",
-        5,
-    ),
-    (
-        "phone",
-        "android",
-        [0x5C, 0x49, 0x7D],
-        Some("android-dhcp-14"),
-        "1,3,6,15,26,28,51,58,59,43,114",
-        10,
-    ),
-    (
-        "access-point",
-        "ap",
-        [0x00, 0x0B, 0x86],
-        Some("ArubaAP"),
-        "1,3,6,12,15,28,43",
-        5,
-    ),
+    ("printer", "brother-mfc", [0x00, 0x80, 0x77], Some("Brother"), "1,3,6,15,44,46,47,12", 10),
+    ("ip-phone", "sep", [0x00, 0x1B, 0xD4], Some("Cisco Systems, Inc. IP Phone CP-8841"), "1,3,6,15,42,66,150", 25),
+    ("camera", "axis-cam", [0xAC, 0xCC, 0x8E], Some("AXIS,Network Camera"), "1,3,6,12,15,28,42", 15),
+    ("smart-tv", "lg-webos-tv", [0x64, 0x95, 0x6C], Some("udhcp 1.29.3"), "1,3,6,12,15,28,42", 5),
+    ("phone", "android", [0x5C, 0x49, 0x7D], Some("android-dhcp-14"), "1,3,6,15,26,28,51,58,59,43,114", 10),
+    ("access-point", "ap", [0x00, 0x0B, 0x86], Some("ArubaAP"), "1,3,6,12,15,28,43", 5),
 ];
 
 /// DHCP fingerprints of Defender-managed platforms: (vendor class, parameter request list).
 pub fn dhcp_fingerprint(group: usize) -> (Option<&'static str>, &'static str) {
     match group {
-        0..=5 => (
-            Some("MSFT 5.0"),
-            "1,3,6,15,31,33,43,44,46,47,119,121,249,252",
-        ),
+        0..=5 => (Some("MSFT 5.0"), "1,3,6,15,31,33,43,44,46,47,119,121,249,252"),
         6 => (None, "1,121,3,6,15,108,114,119,252,95,44,46"),
-        7 => (
-            Some("dhcpcd-9.4.1:Linux-5.15.0:x86_64"),
-            "1,28,2,3,15,6,119,12,44,47,26,121,42",
-        ),
+        7 => (Some("dhcpcd-9.4.1:Linux-5.15.0:x86_64"), "1,28,2,3,15,6,119,12,44,47,26,121,42"),
         8 => (None, "1,121,3,6,15,108,114,119,252"),
-        _ => (
-            Some("android-dhcp-14"),
-            "1,3,6,15,26,28,51,58,59,43,114,108",
-        ),
+        _ => (Some("android-dhcp-14"), "1,3,6,15,26,28,51,58,59,43,114,108"),
     }
 }
 
-pub const AGENT_VERSIONS: &[&str] = &[
-    "10.8760.19041.4046",
-    "10.8750.22621.3155",
-    "10.8735.20348.2322",
-    "10.8560.19041.3803",
-];
+pub const AGENT_VERSIONS: &[&str] =
+    &["10.8760.19041.4046", "10.8750.22621.3155", "10.8735.20348.2322", "10.8560.19041.3803"];
 pub const MAC_AGENT_VERSIONS: &[&str] = &["101.24022.0005", "101.23122.0007"];
 pub const LINUX_AGENT_VERSIONS: &[&str] = &["101.24012.0001", "101.23102.0003"];
 pub const MOBILE_AGENT_VERSIONS: &[&str] = &["1.0.6125.0102", "1.0.5913.0101"];

@@ -36,10 +36,7 @@ pub fn configure_files(cfg: &mut web::ServiceConfig) {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 fn check(seed: u64, parts: &[u64]) -> u32 {
@@ -58,10 +55,7 @@ fn decode_token(seed: u64, token: &str, n: usize) -> Option<Vec<u64>> {
     if fields.len() != n + 1 {
         return None;
     }
-    let parts: Vec<u64> = fields[..n]
-        .iter()
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
+    let parts: Vec<u64> = fields[..n].iter().map(|f| f.parse().ok()).collect::<Option<_>>()?;
     (format!("{:x}", check(seed, &parts)) == fields[n]).then_some(parts)
 }
 
@@ -112,22 +106,13 @@ pub async fn export_json(st: web::Data<SimState>, req: HttpRequest) -> HttpRespo
                 None => return Reply::bad_request("InvalidInput", "The $skiptoken is not valid"),
             },
         };
-        let start = if ctx.fired.duplicate_ids && offset > 0 {
-            offset - 1
-        } else {
-            offset
-        };
+        let start = if ctx.fired.duplicate_ids && offset > 0 { offset - 1 } else { offset };
         let size = top.unwrap_or(size);
         let mut items: Vec<(usize, u32)> = RowIter::from_offset(t, start).take(size + 1).collect();
         let more = items.len() > size;
         items.truncate(size);
-        let next = (top.is_none() && more).then(|| {
-            ctx.link_with(
-                &params,
-                "$skiptoken",
-                &encode_token(seed, &[offset + size as u64]),
-            )
-        });
+        let next = (top.is_none() && more)
+            .then(|| ctx.link_with(&params, "$skiptoken", &encode_token(seed, &[offset + size as u64])));
         let (machines, vulns) = (t.machines(), t.vulnerabilities());
         collection(ctx, EXPORT_CONTEXT, items, next, |b, (m, v)| {
             write_json(b, &ExportRecord::new(t, &machines[m], &vulns[v as usize]))
@@ -147,16 +132,10 @@ fn delta(ctx: &Ctx) -> Reply {
         Err(r) => return r,
     };
     let Some(since_raw) = param(&params, "sinceTime") else {
-        return Reply::bad_request(
-            "MissingRequiredParameter",
-            "Parameter 'sinceTime' is missing",
-        );
+        return Reply::bad_request("MissingRequiredParameter", "Parameter 'sinceTime' is missing");
     };
     let Some(since) = parse_date_literal(since_raw) else {
-        return Reply::bad_request(
-            "InvalidInput",
-            format!("sinceTime '{since_raw}' is not a valid date time"),
-        );
+        return Reply::bad_request("InvalidInput", format!("sinceTime '{since_raw}' is not a valid date time"));
     };
     if since < ctx.now - Duration::days(14) - Duration::minutes(5) {
         return Reply::bad_request("InvalidInput", "sinceTime must be within the last 14 days");
@@ -191,11 +170,7 @@ fn delta(ctx: &Ctx) -> Reply {
         event = 0;
     }
     let next = next.map(|(m, e)| {
-        ctx.link_with(
-            &params,
-            "$skiptoken",
-            &encode_token(seed, &[m as u64, e as u64, since.timestamp() as u64]),
-        )
+        ctx.link_with(&params, "$skiptoken", &encode_token(seed, &[m as u64, e as u64, since.timestamp() as u64]))
     });
     let (machines, vulns) = (t.machines(), t.vulnerabilities());
     collection(ctx, EXPORT_CONTEXT, items, next, |b, (m, v, status, at)| {
@@ -210,9 +185,7 @@ fn delta(ctx: &Ctx) -> Reply {
 /// How many export files a tenant is split into (contiguous machine ranges).
 fn file_count(t: &Tenant) -> usize {
     let rows = t.total_machine_vulnerabilities() as usize;
-    rows.div_ceil(MAX_PAGE)
-        .clamp(2, 64)
-        .min(t.machines().len().max(1))
+    rows.div_ceil(MAX_PAGE).clamp(2, 64).min(t.machines().len().max(1))
 }
 
 fn sign(key: &[u8], path: &str, expiry: &str) -> String {
@@ -241,19 +214,12 @@ pub async fn export_files(st: web::Data<SimState>, req: HttpRequest) -> HttpResp
         let t = ctx.tenant();
         let count = file_count(t);
         let stamp = ctx.now.format("%Y-%m-%d-%H-%M-%S").to_string();
-        let expiry = (ctx.now + Duration::hours(hours))
-            .format("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
+        let expiry = (ctx.now + Duration::hours(hours)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let files: Vec<String> = (0..count)
             .map(|k| {
-                let path =
-                    format!("/_sim/blob/tvm-export/{stamp}/part-{k:05}-of-{count:05}.json.gz");
+                let path = format!("/_sim/blob/tvm-export/{stamp}/part-{k:05}-of-{count:05}.json.gz");
                 let sig = sign(&ctx.st.key, &path, &expiry);
-                format!(
-                    "{}{path}?sv=2020-08-04&sr=b&sp=r&se={}&sig={sig}",
-                    ctx.base,
-                    expiry.replace(':', "%3A")
-                )
+                format!("{}{path}?sv=2020-08-04&sr=b&sp=r&se={}&sig={sig}", ctx.base, expiry.replace(':', "%3A"))
             })
             .collect();
         let body = serde_json::json!({
@@ -278,44 +244,22 @@ fn blob_error(status: StatusCode, code: &str, message: &str) -> Reply {
     }
 }
 
-async fn download(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> HttpResponse {
+async fn download(st: web::Data<SimState>, req: HttpRequest, path: web::Path<(String, String)>) -> HttpResponse {
     serve(&st, &req, Api::ExportFile, |ctx| {
         let (stamp, file) = path.into_inner();
         let params = decode_query(ctx.query());
         let (Some(expiry), Some(sig)) = (param(&params, "se"), param(&params, "sig")) else {
-            return blob_error(
-                StatusCode::FORBIDDEN,
-                "AuthenticationFailed",
-                "Signature fields not well formed.",
-            );
+            return blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature fields not well formed.");
         };
         let p = format!("/_sim/blob/tvm-export/{stamp}/{file}");
         let expected = sign(&ctx.st.key, &p, expiry);
-        if expected.len() != sig.len()
-            || expected
-                .bytes()
-                .zip(sig.bytes())
-                .fold(0, |a, (x, y)| a | (x ^ y))
-                != 0
-        {
-            return blob_error(
-                StatusCode::FORBIDDEN,
-                "AuthenticationFailed",
-                "Signature did not match.",
-            );
+        if expected.len() != sig.len() || expected.bytes().zip(sig.bytes()).fold(0, |a, (x, y)| a | (x ^ y)) != 0 {
+            return blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature did not match.");
         }
         match parse_date_literal(expiry) {
             Some(e) if e > ctx.now => {}
             _ => {
-                return blob_error(
-                    StatusCode::FORBIDDEN,
-                    "AuthenticationFailed",
-                    "Signed expiry time has expired.",
-                );
+                return blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signed expiry time has expired.");
             }
         }
         // part-KKKKK-of-NNNNN.json.gz
@@ -325,11 +269,7 @@ async fn download(
             .and_then(|r| r.split_once("-of-"))
             .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
         let Some((k, n)) = parsed.filter(|(k, n)| k < n) else {
-            return blob_error(
-                StatusCode::NOT_FOUND,
-                "BlobNotFound",
-                "The specified blob does not exist.",
-            );
+            return blob_error(StatusCode::NOT_FOUND, "BlobNotFound", "The specified blob does not exist.");
         };
         let t = ctx.tenant();
         let total = t.machines().len();
@@ -348,10 +288,7 @@ async fn download(
         Reply {
             status: StatusCode::OK,
             content_type: "application/octet-stream",
-            headers: vec![(
-                header::HeaderName::from_static("x-ms-blob-type"),
-                "BlockBlob".into(),
-            )],
+            headers: vec![(header::HeaderName::from_static("x-ms-blob-type"), "BlockBlob".into())],
             body,
         }
     })

@@ -136,11 +136,7 @@ pub struct FaultState {
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
         let n = faults.rules.len();
-        FaultState {
-            faults,
-            seen: vec![0; n],
-            fired: vec![0; n],
-        }
+        FaultState { faults, seen: vec![0; n], fired: vec![0; n] }
     }
 
     /// Decide which rules fire for a call to `api`.
@@ -159,9 +155,7 @@ impl FaultState {
             }
             let hit = match (rule.nth, rule.fraction) {
                 (Some(k), _) => n == k,
-                (None, Some(p)) => {
-                    ((mix64(n ^ ((i as u64) << 40)) >> 11) as f64 / (1u64 << 53) as f64) < p
-                }
+                (None, Some(p)) => ((mix64(n ^ ((i as u64) << 40)) >> 11) as f64 / (1u64 << 53) as f64) < p,
                 (None, None) => true,
             };
             if !hit {

@@ -25,11 +25,7 @@ with <Table> one of DeviceInfo, DeviceNetworkInfo, DeviceTvmSoftwareVulnerabilit
 
 #[derive(Debug, Clone, PartialEq)]
 enum Stage {
-    Where {
-        column: String,
-        op: &'static str,
-        value: String,
-    },
+    Where { column: String, op: &'static str, value: String },
     Take(usize),
 }
 
@@ -60,10 +56,9 @@ fn parse_stage(s: &str) -> Result<Stage, String> {
     let (word, rest) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
     let rest = rest.trim();
     match word {
-        "take" | "limit" => rest
-            .parse::<usize>()
-            .map(Stage::Take)
-            .map_err(|_| format!("'{s}': take expects a row count")),
+        "take" | "limit" => {
+            rest.parse::<usize>().map(Stage::Take).map_err(|_| format!("'{s}': take expects a row count"))
+        }
         "where" => {
             for op in ["==", "=~", "!="] {
                 if let Some((col, val)) = rest.split_once(op) {
@@ -76,15 +71,10 @@ fn parse_stage(s: &str) -> Result<Stage, String> {
                     let Some(v) = unquoted else {
                         return Err(format!("'{s}': the value must be a quoted string literal"));
                     };
-                    if col.is_empty() || !col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
+                    if col.is_empty() || !col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                         return Err(format!("'{s}': expected a column name"));
                     }
-                    return Ok(Stage::Where {
-                        column: col.to_string(),
-                        op,
-                        value: v.to_string(),
-                    });
+                    return Ok(Stage::Where { column: col.to_string(), op, value: v.to_string() });
                 }
             }
             Err(format!("'{s}': unsupported where clause"))
@@ -269,10 +259,7 @@ fn cell_text(v: &Value) -> String {
 pub fn execute(t: &Tenant, query: &str) -> Result<Value, String> {
     let parts = split_pipes(query);
     let table = parts[0].as_str();
-    if !matches!(
-        table,
-        "DeviceInfo" | "DeviceNetworkInfo" | "DeviceTvmSoftwareVulnerabilities"
-    ) {
+    if !matches!(table, "DeviceInfo" | "DeviceNetworkInfo" | "DeviceTvmSoftwareVulnerabilities") {
         return Err(format!(
             "Query could not be parsed: failed to resolve table or column expression named '{table}'. {SUPPORTED}"
         ));
@@ -294,19 +281,16 @@ pub fn execute(t: &Tenant, query: &str) -> Result<Value, String> {
     }
     // `where DeviceId == "x"` as the first stage narrows the scan to one machine.
     let machines: Box<dyn Iterator<Item = &Machine>> = match stages.first() {
-        Some(Stage::Where {
-            column,
-            op: "==",
-            value,
-        }) if column == "DeviceId" => Box::new(t.machine_by_id(value).into_iter()),
+        Some(Stage::Where { column, op: "==", value }) if column == "DeviceId" => {
+            Box::new(t.machine_by_id(value).into_iter())
+        }
         _ => Box::new(t.machines().iter()),
     };
-    let mut rows: Box<dyn Iterator<Item = Map<String, Value>>> =
-        Box::new(machines.flat_map(move |m| match table {
-            "DeviceInfo" => device_info(m),
-            "DeviceNetworkInfo" => device_network_info(m),
-            _ => tvm(t, m),
-        }));
+    let mut rows: Box<dyn Iterator<Item = Map<String, Value>>> = Box::new(machines.flat_map(move |m| match table {
+        "DeviceInfo" => device_info(m),
+        "DeviceNetworkInfo" => device_network_info(m),
+        _ => tvm(t, m),
+    }));
     for s in stages {
         rows = match s {
             Stage::Take(n) => Box::new(rows.take(n)),
@@ -321,38 +305,22 @@ pub fn execute(t: &Tenant, query: &str) -> Result<Value, String> {
         };
     }
     let results: Vec<Value> = rows.take(MAX_ROWS).map(Value::Object).collect();
-    let schema: Vec<Value> = cols
-        .iter()
-        .map(|(n, ty)| json!({"Name": n, "Type": ty}))
-        .collect();
+    let schema: Vec<Value> = cols.iter().map(|(n, ty)| json!({"Name": n, "Type": ty})).collect();
     Ok(json!({ "Schema": schema, "Results": results }))
 }
 
-pub async fn run_query(
-    st: web::Data<SimState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
+pub async fn run_query(st: web::Data<SimState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     serve(&st, &req, Api::AdvancedQuery, |ctx| {
         let Ok(Value::Object(b)) = serde_json::from_slice::<Value>(&body) else {
-            return Reply::bad_request(
-                "InvalidRequestBody",
-                "The request body is not a valid JSON object",
-            );
+            return Reply::bad_request("InvalidRequestBody", "The request body is not a valid JSON object");
         };
         let query = match b.get("Query") {
             Some(Value::String(q)) if !q.trim().is_empty() => q.clone(),
             Some(_) => {
-                return Reply::bad_request(
-                    "InvalidRequestBody",
-                    "Query must be a non-empty string",
-                );
+                return Reply::bad_request("InvalidRequestBody", "Query must be a non-empty string");
             }
             None => {
-                return Reply::bad_request(
-                    "MissingRequiredParameter",
-                    "Parameter 'Query' is missing",
-                );
+                return Reply::bad_request("MissingRequiredParameter", "Parameter 'Query' is missing");
             }
         };
         match execute(ctx.tenant(), &query) {
@@ -372,11 +340,7 @@ mod tests {
         assert_eq!(parse_stage("take 5"), Ok(Stage::Take(5)));
         assert_eq!(
             parse_stage("where DeviceId == \"a|b\""),
-            Ok(Stage::Where {
-                column: "DeviceId".into(),
-                op: "==",
-                value: "a|b".into()
-            })
+            Ok(Stage::Where { column: "DeviceId".into(), op: "==", value: "a|b".into() })
         );
         assert!(parse_stage("summarize count()").is_err());
         assert_eq!(split_pipes("T | where x == 'a|b' | take 1").len(), 3);

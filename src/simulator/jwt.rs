@@ -36,16 +36,11 @@ pub fn sign(key: &[u8], claims: &Value) -> String {
 /// Verify the signature and return the claims. Time-based checks are the caller's job.
 pub fn verify(key: &[u8], token: &str) -> Result<Value, JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed);
     };
-    let header: Value = URL_SAFE_NO_PAD
-        .decode(h)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(JwtError::Malformed)?;
+    let header: Value =
+        URL_SAFE_NO_PAD.decode(h).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
         return Err(JwtError::Header);
     }
@@ -56,11 +51,7 @@ pub fn verify(key: &[u8], token: &str) -> Result<Value, JwtError> {
     mac.update(p.as_bytes());
     // verify_slice compares in constant time.
     mac.verify_slice(&sig).map_err(|_| JwtError::Signature)?;
-    URL_SAFE_NO_PAD
-        .decode(p)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(JwtError::Malformed)
+    URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)
 }
 
 #[cfg(test)]

@@ -19,11 +19,7 @@ pub enum Period {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allowed,
-    Limited {
-        retry_after_secs: u64,
-        period: Period,
-        limit: u32,
-    },
+    Limited { retry_after_secs: u64, period: Period, limit: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,13 +35,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Count one call of `client` to `api` unless a budget is exhausted.
-    pub fn check(
-        &self,
-        client: &str,
-        api: &'static str,
-        per_minute: Option<u32>,
-        per_hour: Option<u32>,
-    ) -> Verdict {
+    pub fn check(&self, client: &str, api: &'static str, per_minute: Option<u32>, per_hour: Option<u32>) -> Verdict {
         let now = Instant::now();
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let budgets = [
@@ -61,28 +51,16 @@ impl RateLimiter {
             {
                 let left = len.saturating_sub(now.duration_since(win.start));
                 let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                return Verdict::Limited {
-                    retry_after_secs: secs.max(1),
-                    period,
-                    limit,
-                };
+                return Verdict::Limited { retry_after_secs: secs.max(1), period, limit };
             }
         }
         for (hourly, limit, len, _) in budgets {
             if limit.is_none() {
                 continue;
             }
-            let win = w
-                .entry((client.to_string(), api, hourly))
-                .or_insert(Window {
-                    start: now,
-                    count: 0,
-                });
+            let win = w.entry((client.to_string(), api, hourly)).or_insert(Window { start: now, count: 0 });
             if now.duration_since(win.start) >= len {
-                *win = Window {
-                    start: now,
-                    count: 0,
-                };
+                *win = Window { start: now, count: 0 };
             }
             win.count += 1;
         }
@@ -90,10 +68,7 @@ impl RateLimiter {
     }
 
     pub fn reset(&self) {
-        self.windows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -108,11 +83,7 @@ mod tests {
             assert_eq!(l.check("c", "x", Some(3), Some(10)), Verdict::Allowed);
         }
         match l.check("c", "x", Some(3), Some(10)) {
-            Verdict::Limited {
-                retry_after_secs,
-                period,
-                limit,
-            } => {
+            Verdict::Limited { retry_after_secs, period, limit } => {
                 assert!((1..=60).contains(&retry_after_secs));
                 assert_eq!(period, Period::Minute);
                 assert_eq!(limit, 3);

@@ -45,8 +45,7 @@ use serde::{Deserialize, Serialize};
 pub use actions::IsolationState;
 pub use faults::{ActionOutcome, ApiCounters, Counters, FaultEffect, FaultRule, Faults};
 pub use tenant::{
-    Alert, IpAddress, Machine, NetworkObservation, Severity, Software, Tenant, TenantParams,
-    Vulnerability,
+    Alert, IpAddress, Machine, NetworkObservation, Severity, Software, Tenant, TenantParams, Vulnerability,
 };
 
 pub const DEFAULT_TENANT_ID: &str = "4d1f9c2e-8b3a-4f6d-9e21-7c5a0b3d2e18";
@@ -223,11 +222,7 @@ impl From<&SimulateArgs> for SimConfig {
     fn from(a: &SimulateArgs) -> Self {
         let mut client = ClientSpec::new(&a.client, &a.secret);
         if let Some(r) = &a.roles {
-            client.roles = r
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
+            client.roles = r.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
         SimConfig {
             bind: a.bind.clone(),
@@ -253,11 +248,8 @@ impl From<&SimulateArgs> for SimConfig {
 
 impl SimConfig {
     pub fn tenant_params(&self) -> TenantParams {
-        let anchor = self.anchor.unwrap_or_else(|| {
-            Utc::now()
-                .duration_trunc(TimeDelta::days(1))
-                .unwrap_or_else(|_| Utc::now())
-        });
+        let anchor =
+            self.anchor.unwrap_or_else(|| Utc::now().duration_trunc(TimeDelta::days(1)).unwrap_or_else(|_| Utc::now()));
         TenantParams {
             seed: self.seed,
             machines: self.machines.max(1),
@@ -294,11 +286,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SimState {
     fn new(config: SimConfig) -> SimState {
         let tenant = Arc::new(Tenant::generate(config.tenant_params()));
-        let clients = config
-            .clients
-            .iter()
-            .map(|c| (c.client_id.to_ascii_lowercase(), c.clone()))
-            .collect();
+        let clients = config.clients.iter().map(|c| (c.client_id.to_ascii_lowercase(), c.clone())).collect();
         let key: [u8; 32] = rand::random();
         SimState {
             faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
@@ -328,17 +316,10 @@ impl SimState {
         self.valid_from_serial.store(s, Ordering::SeqCst);
     }
     pub fn upsert_client(&self, c: ClientSpec) {
-        self.clients
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(c.client_id.to_ascii_lowercase(), c);
+        self.clients.write().unwrap_or_else(|e| e.into_inner()).insert(c.client_id.to_ascii_lowercase(), c);
     }
     pub fn client(&self, id: &str) -> Option<ClientSpec> {
-        self.clients
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id.to_ascii_lowercase())
-            .cloned()
+        self.clients.read().unwrap_or_else(|e| e.into_inner()).get(&id.to_ascii_lowercase()).cloned()
     }
     /// Counters, rate-limit windows, faults (back to the configured ones), actions and
     /// isolation state; tokens stay valid.
@@ -378,18 +359,13 @@ pub struct RunningSimulator {
 pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
     let bind = config.bind.clone();
     let workers = config.workers.max(1);
-    let first = config
-        .clients
-        .first()
-        .cloned()
-        .unwrap_or_else(|| ClientSpec::new(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET));
+    let first =
+        config.clients.first().cloned().unwrap_or_else(|| ClientSpec::new(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET));
     let tenant_id = config.tenant_id.to_ascii_lowercase();
     let tenant_domain = config.tenant_domain.to_ascii_lowercase();
     // Generation is CPU work; keep it off the async executor.
     let state = Arc::new(
-        tokio::task::spawn_blocking(move || SimState::new(config))
-            .await
-            .context("tenant generation panicked")?,
+        tokio::task::spawn_blocking(move || SimState::new(config)).await.context("tenant generation panicked")?,
     );
     // Build the who-has-what index (exposedMachines, machineReferences) in the background so
     // the first vulnerability call does not pay for a scan of every machine's rows.
@@ -404,11 +380,7 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
         .disable_signals()
         .bind(&bind)
         .with_context(|| format!("binding {bind}"))?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .context("server has no address")?;
+    let addr = server.addrs().first().copied().context("server has no address")?;
     let server = server.run();
     let handle = server.handle();
     let join = tokio::spawn(server);
@@ -498,10 +470,7 @@ fn print_banner(sim: &RunningSimulator, machines: usize) {
     println!("  login base URL:   {}", sim.base_url);
     println!("  API base URL:     {}", sim.base_url);
     println!("  token URL (v2):   {}", sim.token_url());
-    println!(
-        "  token URL (v1):   {}/{}/oauth2/token",
-        sim.base_url, sim.tenant_id
-    );
+    println!("  token URL (v1):   {}/{}/oauth2/token", sim.base_url, sim.tenant_id);
     println!("  scope:            {MDE_AUDIENCE}/.default");
     println!(
         "  tenant:           {machines} machines, {} vulnerabilities, {} machine-vulnerability rows, {} alerts",
@@ -509,10 +478,7 @@ fn print_banner(sim: &RunningSimulator, machines: usize) {
         t.total_machine_vulnerabilities(),
         t.alerts().len()
     );
-    println!(
-        "  admin:            {}/_sim/counters, /_sim/faults, /_sim/reset, /_sim/clients",
-        sim.base_url
-    );
+    println!("  admin:            {}/_sim/counters, /_sim/faults, /_sim/reset, /_sim/clients", sim.base_url);
 }
 
 /// Run the simulator until Ctrl-C (the `simulate` subcommand).
@@ -520,9 +486,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let mut config = SimConfig::from(&args);
     if let Some(f) = &args.faults {
         let text = match f.strip_prefix('@') {
-            Some(path) => {
-                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
-            }
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
             None => f.clone(),
         };
         config.faults = serde_json::from_str(&text).context("parsing --faults")?;
@@ -533,11 +497,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let obs = tenant.network_observations();
         std::fs::write(path, serde_json::to_vec_pretty(&obs)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "wrote {} network observations to {}",
-            obs.len(),
-            path.display()
-        );
+        eprintln!("wrote {} network observations to {}", obs.len(), path.display());
         if args.exit_after_emit {
             return Ok(());
         }
@@ -547,9 +507,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let sim = start(config).await?;
     print_banner(&sim, machines);
     println!("  generated in:     {:.2?}", started.elapsed());
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     sim.stop().await;
     Ok(())
 }

@@ -83,11 +83,7 @@ fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return d.and_hms_opt(0, 0, 0).map(|n| n.and_utc());
     }
-    for f in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-    ] {
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
             return Some(n.and_utc());
         }
@@ -146,14 +142,10 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 }
                 out.push(Tok::Str(v));
             }
-            c if c.is_ascii_digit()
-                || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
-            {
+            c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
                 let start = i;
                 i += 1;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric()
-                        || matches!(chars[i], '.' | '-' | ':' | '+'))
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | ':' | '+'))
                 {
                     i += 1;
                 }
@@ -168,9 +160,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             }
             c if c.is_alphabetic() || c == '_' || c == '$' || c == '@' => {
                 let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric()
-                        || matches!(chars[i], '_' | '.' | '/' | '$' | '@'))
+                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.' | '/' | '$' | '@'))
                 {
                     i += 1;
                 }
@@ -291,26 +281,19 @@ impl Parser<'_> {
                     let lit = match self.next() {
                         Some(Tok::Str(s)) => s,
                         _ => {
-                            return Err(format!(
-                                "{name} expects a string literal as second argument"
-                            ));
+                            return Err(format!("{name} expects a string literal as second argument"));
                         }
                     };
                     self.expect(Tok::RParen, "')'")?;
                     // Tolerate `startswith(x,'a') eq true`.
-                    if self
-                        .peek()
-                        .is_some_and(|t| matches!(t, Tok::Ident(s) if op_of(s) == Some(Op::Eq)))
+                    if self.peek().is_some_and(|t| matches!(t, Tok::Ident(s) if op_of(s) == Some(Op::Eq)))
                         && matches!(self.toks.get(self.pos + 1), Some(Tok::Ident(s)) if s.eq_ignore_ascii_case("true"))
                     {
                         self.pos += 2;
                     }
                     return Ok(Expr::Call(f, prop, lit));
                 }
-                if let Some(base) = name
-                    .strip_suffix("/any")
-                    .or_else(|| name.strip_suffix("/Any"))
-                {
+                if let Some(base) = name.strip_suffix("/any").or_else(|| name.strip_suffix("/Any")) {
                     let prop = self.property(base)?;
                     self.expect(Tok::LParen, "'(' after any")?;
                     let var = match self.next() {
@@ -323,9 +306,7 @@ impl Parser<'_> {
                         _ => return Err(format!("expected '{var}' in the lambda body")),
                     }
                     let op = match self.next() {
-                        Some(Tok::Ident(o)) => {
-                            op_of(&o).ok_or_else(|| format!("unknown operator '{o}'"))?
-                        }
+                        Some(Tok::Ident(o)) => op_of(&o).ok_or_else(|| format!("unknown operator '{o}'"))?,
                         _ => return Err("expected an operator".into()),
                     };
                     let lit = self.literal()?;
@@ -334,13 +315,9 @@ impl Parser<'_> {
                 }
                 let prop = self.property(&name)?;
                 let op = match self.next() {
-                    Some(Tok::Ident(o)) => {
-                        op_of(&o).ok_or_else(|| format!("unknown operator '{o}'"))?
-                    }
+                    Some(Tok::Ident(o)) => op_of(&o).ok_or_else(|| format!("unknown operator '{o}'"))?,
                     other => {
-                        return Err(format!(
-                            "expected an operator after '{name}', found {other:?}"
-                        ));
+                        return Err(format!("expected an operator after '{name}', found {other:?}"));
                     }
                 };
                 let lit = self.literal()?;
@@ -365,9 +342,7 @@ fn cmp_ord(ord: std::cmp::Ordering, op: Op) -> bool {
 }
 
 fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
-    a.chars()
-        .flat_map(char::to_lowercase)
-        .cmp(b.chars().flat_map(char::to_lowercase))
+    a.chars().flat_map(char::to_lowercase).cmp(b.chars().flat_map(char::to_lowercase))
 }
 
 fn compare(field: &Field<'_>, op: Op, lit: &Literal) -> bool {
@@ -379,22 +354,16 @@ fn compare(field: &Field<'_>, op: Op, lit: &Literal) -> bool {
             Ok(x) => x.partial_cmp(n).is_some_and(|o| cmp_ord(o, op)),
             Err(_) => op == Op::Ne,
         },
-        (Field::Str(a), Literal::Date(d)) => {
-            parse_datetime(a).is_some_and(|x| cmp_ord(x.cmp(d), op))
-        }
+        (Field::Str(a), Literal::Date(d)) => parse_datetime(a).is_some_and(|x| cmp_ord(x.cmp(d), op)),
         (Field::Num(a), Literal::Num(b)) => a.partial_cmp(b).is_some_and(|o| cmp_ord(o, op)),
         (Field::Num(a), Literal::Str(b)) => match b.parse::<f64>() {
             Ok(x) => a.partial_cmp(&x).is_some_and(|o| cmp_ord(o, op)),
             Err(_) => op == Op::Ne,
         },
         (Field::Date(a), Literal::Date(b)) => cmp_ord(a.cmp(b), op),
-        (Field::Date(a), Literal::Str(b)) => {
-            parse_datetime(b).is_some_and(|x| cmp_ord(a.cmp(&x), op))
-        }
+        (Field::Date(a), Literal::Str(b)) => parse_datetime(b).is_some_and(|x| cmp_ord(a.cmp(&x), op)),
         (Field::Bool(a), Literal::Bool(b)) => cmp_ord(a.cmp(b), op),
-        (Field::Bool(a), Literal::Str(b)) => {
-            cmp_str(if *a { "true" } else { "false" }, b).is_eq() == (op == Op::Eq)
-        }
+        (Field::Bool(a), Literal::Str(b)) => cmp_str(if *a { "true" } else { "false" }, b).is_eq() == (op == Op::Eq),
         (Field::List(items), _) => {
             let any = items.iter().any(|x| compare(&Field::Str(x), Op::Eq, lit));
             match op {
@@ -414,17 +383,10 @@ impl Filter {
         if toks.is_empty() {
             return Err("The $filter expression is empty".into());
         }
-        let mut p = Parser {
-            toks,
-            pos: 0,
-            allowed,
-        };
+        let mut p = Parser { toks, pos: 0, allowed };
         let expr = p.or()?;
         if p.pos < p.toks.len() {
-            return Err(format!(
-                "unexpected {:?} after the end of the expression",
-                p.toks[p.pos]
-            ));
+            return Err(format!("unexpected {:?} after the end of the expression", p.toks[p.pos]));
         }
         Ok(Filter { expr })
     }
@@ -489,31 +451,19 @@ pub struct QueryOptions {
 
 impl QueryOptions {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
 /// Decode a query string (`+` and `%20` both mean space).
 pub fn decode_query(query: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 /// Parse `$filter`, `$top`, `$skip`, `$expand`; `max_top` is the endpoint's page cap.
-pub fn parse_options(
-    query: &str,
-    allowed: &[&str],
-    max_top: usize,
-) -> Result<QueryOptions, String> {
+pub fn parse_options(query: &str, allowed: &[&str], max_top: usize) -> Result<QueryOptions, String> {
     let params = decode_query(query);
-    let mut o = QueryOptions {
-        params,
-        ..Default::default()
-    };
+    let mut o = QueryOptions { params, ..Default::default() };
     for (k, v) in o.params.clone() {
         match k.to_ascii_lowercase().as_str() {
             "$filter" => o.filter = Some(Filter::parse(&v, allowed)?),
@@ -563,11 +513,7 @@ pub fn with_param(params: &[(String, String)], name: &str, value: &str) -> Strin
         .filter(|(k, _)| !k.eq_ignore_ascii_case(name))
         .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
         .collect();
-    parts.push(format!(
-        "{}={}",
-        encode_component(name),
-        encode_component(value)
-    ));
+    parts.push(format!("{}={}", encode_component(name), encode_component(value)));
     parts.join("&")
 }
 
@@ -575,13 +521,7 @@ pub fn with_param(params: &[(String, String)], name: &str, value: &str) -> Strin
 mod tests {
     use super::*;
 
-    const P: &[&str] = &[
-        "healthStatus",
-        "lastSeen",
-        "rbacGroupId",
-        "machineTags",
-        "computerDnsName",
-    ];
+    const P: &[&str] = &["healthStatus", "lastSeen", "rbacGroupId", "machineTags", "computerDnsName"];
 
     fn get(p: &str) -> Field<'static> {
         static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -607,9 +547,7 @@ mod tests {
         assert!(m("lastSeen gt 2024-02-01Z and rbacGroupId eq 140"));
         assert!(m("lastSeen ge 2024-03-01T10:00:00Z"));
         assert!(!m("lastSeen lt 2018-08-01Z"));
-        assert!(m(
-            "(healthStatus eq 'Inactive' or rbacGroupId le 140) and not (rbacGroupId gt 140)"
-        ));
+        assert!(m("(healthStatus eq 'Inactive' or rbacGroupId le 140) and not (rbacGroupId gt 140)"));
         assert!(m("startswith(computerDnsName,'DESKTOP')"));
         assert!(m("machineTags/any(tag: tag eq 'vip')"));
         assert!(m("machineTags eq 'PCI'"));

@@ -151,9 +151,7 @@ fn unxorshift(y: u32, s: u32) -> u32 {
 
 impl Permutation {
     pub fn new(seed: u64) -> Self {
-        Permutation {
-            key: mix64(seed ^ 0x5EED) as u32,
-        }
+        Permutation { key: mix64(seed ^ 0x5EED) as u32 }
     }
 
     pub fn forward(&self, i: u32) -> u32 {
@@ -191,9 +189,6 @@ mod tests {
         let mut a = Rng::for_item(1, 2, 3);
         let mut b = Rng::for_item(1, 2, 3);
         assert_eq!(a.next_u64(), b.next_u64());
-        assert_ne!(
-            Rng::for_item(1, 2, 3).next_u64(),
-            Rng::for_item(1, 2, 4).next_u64()
-        );
+        assert_ne!(Rng::for_item(1, 2, 3).next_u64(), Rng::for_item(1, 2, 4).next_u64());
     }
 }

@@ -59,12 +59,7 @@ impl Severity {
         }
     }
     fn from_index(i: usize) -> Self {
-        [
-            Severity::Low,
-            Severity::Medium,
-            Severity::High,
-            Severity::Critical,
-        ][i.min(3)]
+        [Severity::Low, Severity::Medium, Severity::High, Severity::Critical][i.min(3)]
     }
 }
 
@@ -126,19 +121,11 @@ pub struct Machine {
 impl Machine {
     /// `aa:bb:cc:dd:ee:ff`, the product's ingest format.
     pub fn mac_colon(&self) -> Option<String> {
-        self.mac.map(|m| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        })
+        self.mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
     }
     /// First label of `computerDnsName`.
     pub fn short_name(&self) -> &str {
-        self.computer_dns_name
-            .split('.')
-            .next()
-            .unwrap_or(&self.computer_dns_name)
+        self.computer_dns_name.split('.').next().unwrap_or(&self.computer_dns_name)
     }
     pub fn is_onboarded(&self) -> bool {
         self.onboarding_status == "Onboarded"
@@ -313,12 +300,7 @@ impl Tenant {
         let perm = Permutation::new(seed);
         let (vulnerabilities, software) = build_catalog(&params);
         let (group_lists, group_bounds) = group_lists(&vulnerabilities);
-        let org = params
-            .tenant_domain
-            .split('.')
-            .next()
-            .unwrap_or("contoso")
-            .to_ascii_lowercase();
+        let org = params.tenant_domain.split('.').next().unwrap_or("contoso").to_ascii_lowercase();
         let ad_domain = format!("corp.{org}.com");
         let anchor = params.anchor;
 
@@ -347,20 +329,13 @@ impl Tenant {
 
             let os_weights: Vec<u32> = OSES.iter().map(|o| o.weight).collect();
             let os = match dup_primary {
-                Some(p) => OSES
-                    .iter()
-                    .find(|o| o.group == machines[p].group as usize)
-                    .unwrap_or(&OSES[0]),
+                Some(p) => OSES.iter().find(|o| o.group == machines[p].group as usize).unwrap_or(&OSES[0]),
                 None => &OSES[rng.weighted(&os_weights)],
             };
             let group = os.group;
             let vweights: Vec<u32> = os.versions.iter().map(|v| v.2).collect();
             let (version, os_build, _) = os.versions[rng.weighted(&vweights)];
-            let os_distribution = if os.distributions.is_empty() {
-                None
-            } else {
-                Some(*rng.pick(os.distributions))
-            };
+            let os_distribution = if os.distributions.is_empty() { None } else { Some(*rng.pick(os.distributions)) };
             let mobile = group >= 8;
             let windows = group <= 5;
 
@@ -371,12 +346,7 @@ impl Tenant {
             } else if group == 2 {
                 ["Onboarded", "CanBeOnboarded", "InsufficientInfo"][rng.weighted(&[60, 30, 10])]
             } else {
-                [
-                    "Onboarded",
-                    "CanBeOnboarded",
-                    "Unsupported",
-                    "InsufficientInfo",
-                ][rng.weighted(&[88, 7, 2, 3])]
+                ["Onboarded", "CanBeOnboarded", "Unsupported", "InsufficientInfo"][rng.weighted(&[88, 7, 2, 3])]
             };
             let onboarded = onboarding_status == "Onboarded";
 
@@ -444,27 +414,13 @@ impl Tenant {
 
             // Network.
             let oui = match group {
-                0 | 1 => *rng.pick(&[
-                    catalog::OUI_DELL,
-                    catalog::OUI_LENOVO,
-                    catalog::OUI_HP,
-                    catalog::OUI_INTEL,
-                ]),
-                2..=5 | 7 => {
-                    *rng.pick(&[catalog::OUI_HYPERV, catalog::OUI_VMWARE, catalog::OUI_DELL])
-                }
+                0 | 1 => *rng.pick(&[catalog::OUI_DELL, catalog::OUI_LENOVO, catalog::OUI_HP, catalog::OUI_INTEL]),
+                2..=5 | 7 => *rng.pick(&[catalog::OUI_HYPERV, catalog::OUI_VMWARE, catalog::OUI_DELL]),
                 6 | 8 => catalog::OUI_APPLE,
                 _ => catalog::OUI_SAMSUNG,
             };
             let nic = (idx.wrapping_mul(0x9E37_79B1) ^ nic_key) & 0xFF_FFFF;
-            let own_mac = [
-                oui[0],
-                oui[1],
-                oui[2],
-                (nic >> 16) as u8,
-                (nic >> 8) as u8,
-                nic as u8,
-            ];
+            let own_mac = [oui[0], oui[1], oui[2], (nic >> 16) as u8, (nic >> 8) as u8, nic as u8];
             let mac = match dup_primary {
                 Some(p) if dup_variant < 7 || dup_variant == 9 => machines[p].mac,
                 _ => Some(own_mac),
@@ -522,10 +478,8 @@ impl Tenant {
             };
 
             // Groups, tags, misc.
-            let groups_for: Vec<&(i64, &str, u16)> = catalog::RBAC_GROUPS
-                .iter()
-                .filter(|g| g.2 & (1 << group) != 0)
-                .collect();
+            let groups_for: Vec<&(i64, &str, u16)> =
+                catalog::RBAC_GROUPS.iter().filter(|g| g.2 & (1 << group) != 0).collect();
             let (rbac_group_id, rbac_group_name) = if groups_for.is_empty() || rng.chance(0.1) {
                 (0, None)
             } else {
@@ -558,16 +512,10 @@ impl Tenant {
                 7 => *rng.pick(catalog::LINUX_AGENT_VERSIONS),
                 _ => *rng.pick(catalog::MOBILE_AGENT_VERSIONS),
             });
-            let defender_av_status = if !onboarded {
-                "Unknown"
-            } else {
-                ["Updated", "NotUpdated", "Unknown"][rng.weighted(&[85, 10, 5])]
-            };
-            let managed_by = if group <= 1 || mobile {
-                ["Intune", "Unknown"][rng.weighted(&[70, 30])]
-            } else {
-                "Unknown"
-            };
+            let defender_av_status =
+                if !onboarded { "Unknown" } else { ["Updated", "NotUpdated", "Unknown"][rng.weighted(&[85, 10, 5])] };
+            let managed_by =
+                if group <= 1 || mobile { ["Intune", "Unknown"][rng.weighted(&[70, 30])] } else { "Unknown" };
             let (os_architecture, os_processor) = if mobile || (group == 6 && rng.chance(0.6)) {
                 ("64-bit", "arm64")
             } else if group <= 1 && rng.chance(0.03) {
@@ -635,15 +583,10 @@ impl Tenant {
             }
             let risk_score = ["None", "Informational", "Low", "Medium", "High"][risk];
 
-            let in_network =
-                dup_primary.is_none() && mac.is_some() && rng.chance(params.match_fraction);
+            let in_network = dup_primary.is_none() && mac.is_some() && rng.chance(params.match_fraction);
 
             // 8 hex of the permuted index make the id reversible; the rest is noise.
-            let id = format!(
-                "{:08x}{}",
-                perm.forward(idx),
-                Rng::for_item(seed, 99, i as u64).hex(32)
-            );
+            let id = format!("{:08x}{}", perm.forward(idx), Rng::for_item(seed, 99, i as u64).hex(32));
 
             let mut m = Machine {
                 index: idx,
@@ -693,16 +636,9 @@ impl Tenant {
         alert_start.push(alerts.len() as u32);
 
         // Name index: lower-case name hash → newest record with that name.
-        let mut names: Vec<(u64, u32)> = machines
-            .iter()
-            .map(|m| (name_hash(&m.computer_dns_name), m.index))
-            .collect();
+        let mut names: Vec<(u64, u32)> = machines.iter().map(|m| (name_hash(&m.computer_dns_name), m.index)).collect();
         names.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                machines[b.1 as usize]
-                    .last_seen
-                    .cmp(&machines[a.1 as usize].last_seen)
-            })
+            a.0.cmp(&b.0).then_with(|| machines[b.1 as usize].last_seen.cmp(&machines[a.1 as usize].last_seen))
         });
         let mut alert_ids = HashMap::with_capacity(alerts.len());
         for a in &mut alerts {
@@ -711,10 +647,7 @@ impl Tenant {
             }
             alert_ids.insert(a.id.clone(), a.index);
         }
-        let vuln_ids = vulnerabilities
-            .iter()
-            .map(|v| (v.id.to_ascii_uppercase(), v.index))
-            .collect();
+        let vuln_ids = vulnerabilities.iter().map(|v| (v.id.to_ascii_uppercase(), v.index)).collect();
 
         Tenant {
             params,
@@ -780,14 +713,11 @@ impl Tenant {
 
     /// `GET /api/machines/{id}` accepts a machine id or a computer name.
     pub fn machine_by_id_or_name(&self, key: &str) -> Option<&Machine> {
-        self.machine_by_id(key)
-            .or_else(|| self.machine_by_name(key))
+        self.machine_by_id(key).or_else(|| self.machine_by_name(key))
     }
 
     pub fn vulnerability(&self, cve: &str) -> Option<&Vulnerability> {
-        self.vuln_ids
-            .get(&cve.to_ascii_uppercase())
-            .map(|i| &self.vulnerabilities[*i as usize])
+        self.vuln_ids.get(&cve.to_ascii_uppercase()).map(|i| &self.vulnerabilities[*i as usize])
     }
 
     pub fn software_by_id(&self, id: &str) -> Option<&Software> {
@@ -878,13 +808,8 @@ impl Tenant {
     }
 
     /// The vulnerabilities of one machine.
-    pub fn machine_vulnerabilities(
-        &self,
-        machine_index: usize,
-    ) -> impl Iterator<Item = &Vulnerability> + '_ {
-        self.machine_vulnerability_indices(machine_index)
-            .into_iter()
-            .map(|v| &self.vulnerabilities[v as usize])
+    pub fn machine_vulnerabilities(&self, machine_index: usize) -> impl Iterator<Item = &Vulnerability> + '_ {
+        self.machine_vulnerability_indices(machine_index).into_iter().map(|v| &self.vulnerabilities[v as usize])
     }
 
     /// When a (machine, vulnerability) row was first seen; derived, stable.
@@ -898,11 +823,7 @@ impl Tenant {
     /// Changes of one machine's vulnerabilities since `since` for the delta export:
     /// rows first seen after `since` are `New`; a few derived extra CVEs are `Fixed` and a few
     /// current rows `Updated`. Sorted by event time. (vulnerability index, status, time).
-    pub fn delta_events(
-        &self,
-        machine_index: usize,
-        since: DateTime<Utc>,
-    ) -> Vec<(u32, &'static str, DateTime<Utc>)> {
+    pub fn delta_events(&self, machine_index: usize, since: DateTime<Utc>) -> Vec<(u32, &'static str, DateTime<Utc>)> {
         let m = &self.machines[machine_index];
         if !m.is_onboarded() {
             return Vec::new();
@@ -961,9 +882,8 @@ impl Tenant {
                         continue;
                     }
                     let vulnerable = vulnerable_products.contains(&(pi as u16));
-                    let installed = vulnerable
-                        || hash3(self.params.seed ^ 0x5F, m.index as u64, pi as u64) % 100
-                            < p.install_pct;
+                    let installed =
+                        vulnerable || hash3(self.params.seed ^ 0x5F, m.index as u64, pi as u64) % 100 < p.install_pct;
                     if installed {
                         by_sw[pi].push(m.index);
                     }
@@ -972,11 +892,7 @@ impl Tenant {
                     }
                 }
             }
-            ReverseIndex {
-                machines_by_vuln: by_vuln,
-                machines_by_software: by_sw,
-                exposed_by_software: exposed,
-            }
+            ReverseIndex { machines_by_vuln: by_vuln, machines_by_software: by_sw, exposed_by_software: exposed }
         })
     }
 
@@ -1026,17 +942,9 @@ impl Tenant {
         let weights: Vec<u32> = catalog::NETWORK_ONLY.iter().map(|d| d.5).collect();
         for j in 0..extra {
             let mut r = Rng::for_item(self.params.seed, STREAM_NETONLY, j as u64);
-            let (_, prefix, oui, vendor_class, params, _) =
-                catalog::NETWORK_ONLY[r.weighted(&weights)];
+            let (_, prefix, oui, vendor_class, params, _) = catalog::NETWORK_ONLY[r.weighted(&weights)];
             let nic = ((j as u32).wrapping_mul(0x0019_660D) ^ 0x5A5A5A) & 0xFF_FFFF;
-            let mac = [
-                oui[0],
-                oui[1],
-                oui[2],
-                (nic >> 16) as u8,
-                (nic >> 8) as u8,
-                nic as u8,
-            ];
+            let mac = [oui[0], oui[1], oui[2], (nic >> 16) as u8, (nic >> 8) as u8, nic as u8];
             let hostname = if prefix == "sep" {
                 Some(format!("SEP{}", mac_plain(&mac)))
             } else if r.chance(0.8) {
@@ -1046,12 +954,7 @@ impl Tenant {
             };
             let seen = self.params.anchor - Duration::seconds(r.range(60, 3 * DAY));
             out.push(NetworkObservation {
-                mac: Some(
-                    mac.iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                ),
+                mac: Some(mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
                 ip: Some(format!("10.200.{}.{}", j / 250, 5 + j % 250)),
                 hostname,
                 dhcp_vendor_class: vendor_class.map(String::from),
@@ -1074,12 +977,7 @@ fn bucket_range(b: &[usize; 4], bucket: Severity) -> (usize, usize, usize) {
 
 /// How many vulnerabilities a machine has and in which bucket its worst one is. Counts are
 /// exponential (mean ~25) with a 4 % tail of heavily exposed machines.
-fn choose_vuln_profile(
-    rng: &mut Rng,
-    list: &[u32],
-    b: &[usize; 4],
-    mobile: bool,
-) -> (u32, Option<Severity>) {
+fn choose_vuln_profile(rng: &mut Rng, list: &[u32], b: &[usize; 4], mobile: bool) -> (u32, Option<Severity>) {
     if list.is_empty() {
         return (0, None);
     }
@@ -1110,18 +1008,11 @@ fn group_lists(vulns: &[Vulnerability]) -> (Vec<Vec<u32>>, Vec<[usize; 4]>) {
     let mut lists = Vec::with_capacity(GROUP_COUNT);
     let mut bounds = Vec::with_capacity(GROUP_COUNT);
     for g in 0..GROUP_COUNT {
-        let mut l: Vec<u32> = vulns
-            .iter()
-            .filter(|v| v.groups & (1 << g) != 0)
-            .map(|v| v.index)
-            .collect();
+        let mut l: Vec<u32> = vulns.iter().filter(|v| v.groups & (1 << g) != 0).map(|v| v.index).collect();
         l.sort_by_key(|v| (vulns[*v as usize].severity, *v));
         let mut b = [0usize; 4];
         for (s, slot) in b.iter_mut().enumerate() {
-            *slot = l
-                .iter()
-                .filter(|v| vulns[**v as usize].severity as usize <= s)
-                .count();
+            *slot = l.iter().filter(|v| vulns[**v as usize].severity as usize <= s).count();
         }
         lists.push(l);
         bounds.push(b);
@@ -1173,19 +1064,11 @@ fn build_catalog(params: &TenantParams) -> (Vec<Vulnerability>, Vec<Software>) {
             / 10.0;
         let year = 2019 + r.below(7) as i64;
         let published = Utc
-            .with_ymd_and_hms(
-                year as i32,
-                1 + r.below(12) as u32,
-                1 + r.below(28) as u32,
-                r.below(24) as u32,
-                0,
-                0,
-            )
+            .with_ymd_and_hms(year as i32, 1 + r.below(12) as u32, 1 + r.below(28) as u32, r.below(24) as u32, 0, 0)
             .single()
             .unwrap_or(params.anchor);
         let published = published.min(params.anchor - Duration::days(2));
-        let updated =
-            (published + seconds(&mut r, 0, 200 * DAY)).min(params.anchor - Duration::days(1));
+        let updated = (published + seconds(&mut r, 0, 200 * DAY)).min(params.anchor - Duration::days(1));
         let (kind, exploit_kinds) = *r.pick(catalog::VULN_KINDS);
         let public_exploit = r.chance(0.2);
         let exploit_verified = public_exploit && r.chance(0.4);
@@ -1236,12 +1119,7 @@ fn build_catalog(params: &TenantParams) -> (Vec<Vulnerability>, Vec<Software>) {
         let recommended_update = if p.kb {
             format!(
                 "{} {} Security Updates",
-                months[(published
-                    .format("%m")
-                    .to_string()
-                    .parse::<usize>()
-                    .unwrap_or(1))
-                    - 1],
+                months[(published.format("%m").to_string().parse::<usize>().unwrap_or(1)) - 1],
                 year
             )
         } else {
@@ -1249,8 +1127,7 @@ fn build_catalog(params: &TenantParams) -> (Vec<Vulnerability>, Vec<Software>) {
         };
         let zero_day = r.chance(0.01);
         let patch_first_available = (!zero_day).then(|| published + seconds(&mut r, 0, 20 * DAY));
-        let first_detected =
-            (published + seconds(&mut r, DAY, 60 * DAY)).min(params.anchor - Duration::days(1));
+        let first_detected = (published + seconds(&mut r, DAY, 60 * DAY)).min(params.anchor - Duration::days(1));
         software[pi].vulnerabilities.push(v as u32);
         let mut exploit_types: Vec<&'static str> = Vec::new();
         if public_exploit {
@@ -1298,15 +1175,12 @@ fn make_alert(
     hostile: bool,
 ) -> Alert {
     let t = &catalog::ALERTS[r.below(catalog::ALERTS.len() as u64) as usize];
-    let template_no = catalog::ALERTS
-        .iter()
-        .position(|x| std::ptr::eq(x, t))
-        .unwrap_or(0);
+    let template_no = catalog::ALERTS.iter().position(|x| std::ptr::eq(x, t)).unwrap_or(0);
     let severity = ["Informational", "Low", "Medium", "High"][r.weighted(&[20, 30, 32, 18])];
     let status = ["New", "InProgress", "Resolved"][r.weighted(&[35, 15, 50])];
     let span = (last_seen - first_seen).num_seconds().clamp(1, 60 * DAY);
-    let created = last_seen - Duration::seconds(r.below(span as u64) as i64)
-        + Duration::milliseconds(r.below(1000) as i64);
+    let created =
+        last_seen - Duration::seconds(r.below(span as u64) as i64) + Duration::milliseconds(r.below(1000) as i64);
     let first_event = created - seconds(r, 1, 600);
     let last_event = first_event + seconds(r, 0, 3600);
     let last_update = (created + seconds(r, 60, 5 * DAY)).min(anchor);
@@ -1315,10 +1189,7 @@ fn make_alert(
         match r.below(3) {
             0 => (Some("TruePositive"), Some("Malware")),
             1 => (Some("FalsePositive"), Some("Clean")),
-            _ => (
-                Some("InformationalExpectedActivity"),
-                Some("SecurityTesting"),
-            ),
+            _ => (Some("InformationalExpectedActivity"), Some("SecurityTesting")),
         }
     } else {
         (None, None)
@@ -1336,11 +1207,9 @@ fn make_alert(
     let first = *r.pick(catalog::FIRST_NAMES);
     let last = *r.pick(catalog::LAST_NAMES);
     let assigned_to = (status != "New").then(|| format!("secops-{first}@{ad_domain}"));
-    let related_user = r
-        .chance(0.6)
-        .then(|| (format!("{first}.{last}"), "CONTOSO".to_string()));
-    let ticks = (created.timestamp() + 62_135_596_800) as i128 * 10_000_000
-        + (created.timestamp_subsec_nanos() / 100) as i128;
+    let related_user = r.chance(0.6).then(|| (format!("{first}.{last}"), "CONTOSO".to_string()));
+    let ticks =
+        (created.timestamp() + 62_135_596_800) as i128 * 10_000_000 + (created.timestamp_subsec_nanos() / 100) as i128;
     let mut title = t.title.to_string();
     let mut description = t.description.to_string();
     if hostile && (index as usize) < catalog::HOSTILE.len() {

@@ -63,12 +63,7 @@ struct AadError {
 }
 
 fn err(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> AadError {
-    AadError {
-        status,
-        error,
-        code,
-        message: message.into(),
-    }
+    AadError { status, error, code, message: message.into() }
 }
 
 fn aad_response(e: &AadError, req: &HttpRequest) -> HttpResponse {
@@ -104,10 +99,7 @@ fn aad_response(e: &AadError, req: &HttpRequest) -> HttpResponse {
 fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn is_dns_name(s: &str) -> bool {
@@ -132,9 +124,7 @@ fn audience_for(resource: &str) -> Option<&'static str> {
         | "fc780465-2017-40d4-a0c5-307022471b92" => Some(MDE_AUDIENCE),
         "https://api.security.microsoft.com" => Some(XDR_AUDIENCE),
         // A real, different resource: yields a token the MDE API refuses with 403.
-        "https://graph.microsoft.com" | "00000003-0000-0000-c000-000000000000" => {
-            Some("https://graph.microsoft.com")
-        }
+        "https://graph.microsoft.com" | "00000003-0000-0000-c000-000000000000" => Some("https://graph.microsoft.com"),
         _ => None,
     }
 }
@@ -148,21 +138,12 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let decoded = String::from_utf8(STANDARD.decode(rest.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     let dec = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
     };
     Some((dec(id), dec(secret)))
 }
 
-async fn issue(
-    st: &SimState,
-    req: &HttpRequest,
-    tenant: &str,
-    body: &[u8],
-    version: Version,
-) -> HttpResponse {
+async fn issue(st: &SimState, req: &HttpRequest, tenant: &str, body: &[u8], version: Version) -> HttpResponse {
     lock(&st.counters).record_call("Token");
     let fired = lock(&st.faults).evaluate("Token");
     if fired.any() {
@@ -173,29 +154,16 @@ async fn issue(
     }
     let result = if let Some(retry) = fired.throttle {
         let mut r = aad_response(
-            &err(
-                429,
-                "temporarily_unavailable",
-                90055,
-                "The request has been throttled. Please retry later.",
-            ),
+            &err(429, "temporarily_unavailable", 90055, "The request has been throttled. Please retry later."),
             req,
         );
         if let Some(s) = retry {
-            r.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from(s),
-            );
+            r.headers_mut().insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from(s));
         }
         r
     } else if let Some(status) = fired.status {
         aad_response(
-            &err(
-                status,
-                "temporarily_unavailable",
-                90033,
-                "A transient error has occurred. Please try again.",
-            ),
+            &err(status, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again."),
             req,
         )
     } else {
@@ -221,13 +189,10 @@ fn check_and_issue(
             400,
             "invalid_request",
             900023,
-            format!(
-                "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."
-            ),
+            format!("Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain."),
         ));
     }
-    if !tenant.eq_ignore_ascii_case(&t.tenant_id) && !tenant.eq_ignore_ascii_case(&t.tenant_domain)
-    {
+    if !tenant.eq_ignore_ascii_case(&t.tenant_id) && !tenant.eq_ignore_ascii_case(&t.tenant_domain) {
         return Err(err(
             400,
             "invalid_request",
@@ -237,17 +202,11 @@ fn check_and_issue(
             ),
         ));
     }
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let form: Vec<(String, String)> =
+        url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let missing = |name: &str| {
-        err(
-            400,
-            "invalid_request",
-            900144,
-            format!("The request body must contain the following parameter: '{name}'."),
-        )
+        err(400, "invalid_request", 900144, format!("The request body must contain the following parameter: '{name}'."))
     };
     let grant = field("grant_type").ok_or_else(|| missing("grant_type"))?;
     if grant != "client_credentials" {
@@ -259,17 +218,11 @@ fn check_and_issue(
         ));
     }
     if version == Version::V2 && field("resource").is_some() {
-        return Err(err(
-            400,
-            "invalid_request",
-            901002,
-            "The 'resource' request parameter is not supported.",
-        ));
+        return Err(err(400, "invalid_request", 901002, "The 'resource' request parameter is not supported."));
     }
     let basic = basic_credentials(req);
-    let client_id = field("client_id")
-        .or_else(|| basic.as_ref().map(|b| b.0.clone()))
-        .ok_or_else(|| missing("client_id"))?;
+    let client_id =
+        field("client_id").or_else(|| basic.as_ref().map(|b| b.0.clone())).ok_or_else(|| missing("client_id"))?;
     let requested = match version {
         Version::V2 => field("scope").ok_or_else(|| missing("scope"))?,
         Version::V1 => field("resource").ok_or_else(|| missing("resource"))?,
@@ -379,10 +332,7 @@ fn check_and_issue(
         },
     };
 
-    let lifetime = lock(&st.faults)
-        .faults
-        .token_lifetime_secs
-        .unwrap_or(st.config.token_lifetime_secs);
+    let lifetime = lock(&st.faults).faults.token_lifetime_secs.unwrap_or(st.config.token_lifetime_secs);
     let now = Utc::now().timestamp();
     let exp = now + lifetime as i64;
     let serial = st.token_serial.fetch_add(1, Ordering::SeqCst);
@@ -391,11 +341,7 @@ fn check_and_issue(
     let oid = Rng::for_item(
         0x0B1D,
         super::rng::mix64(
-            client
-                .client_id
-                .to_ascii_lowercase()
-                .bytes()
-                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
+            client.client_id.to_ascii_lowercase().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
         ),
         0,
     )
@@ -421,10 +367,7 @@ fn check_and_issue(
         }
         Version::V2 => {
             claims["ver"] = json!("2.0");
-            claims["iss"] = json!(format!(
-                "https://login.microsoftonline.com/{}/v2.0",
-                t.tenant_id
-            ));
+            claims["iss"] = json!(format!("https://login.microsoftonline.com/{}/v2.0", t.tenant_id));
             claims["azp"] = json!(client.client_id);
             claims["azpacr"] = json!("1");
         }

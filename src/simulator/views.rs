@@ -220,8 +220,7 @@ mod tests {
 
     #[test]
     fn time_formats() {
-        let t = Utc.with_ymd_and_hms(2024, 3, 5, 7, 8, 9).unwrap()
-            + chrono::Duration::nanoseconds(120_000_000);
+        let t = Utc.with_ymd_and_hms(2024, 3, 5, 7, 8, 9).unwrap() + chrono::Duration::nanoseconds(120_000_000);
         assert_eq!(iso7(t), "2024-03-05T07:08:09.1200000Z");
         assert_eq!(iso_trim(t), "2024-03-05T07:08:09.12Z");
         assert_eq!(export_time(t), "2024-03-05 07:08:09");
@@ -300,17 +299,10 @@ impl<'a> AlertView<'a> {
             computer_dns_name: &m.computer_dns_name,
             rbac_group_name: m.rbac_group_name,
             aad_tenant_id: t.tenant_id(),
-            related_user: a.related_user.as_ref().map(|(u, d)| RelatedUser {
-                user_name: u,
-                domain_name: d,
-            }),
+            related_user: a.related_user.as_ref().map(|(u, d)| RelatedUser { user_name: u, domain_name: d }),
             mitre_techniques: a.mitre_techniques,
             comments: [],
-            evidence: if expand_evidence {
-                evidence(t, a)
-            } else {
-                Vec::new()
-            },
+            evidence: if expand_evidence { evidence(t, a) } else { Vec::new() },
         }
     }
 }
@@ -349,13 +341,7 @@ pub struct EvidenceView {
 fn evidence(t: &Tenant, a: &Alert) -> Vec<EvidenceView> {
     let mut r = Rng::for_item(t.seed(), STREAM_EVIDENCE, a.index as u64);
     let created = iso_trim(a.alert_creation_time);
-    let file = [
-        "powershell.exe",
-        "rundll32.exe",
-        "invoice.pdf.exe",
-        "mimikatz.exe",
-        "update.ps1",
-    ][r.below(5) as usize];
+    let file = ["powershell.exe", "rundll32.exe", "invoice.pdf.exe", "mimikatz.exe", "update.ps1"][r.below(5) as usize];
     let mut out = vec![EvidenceView {
         entity_type: "File",
         evidence_creation_time: created.clone(),
@@ -363,11 +349,7 @@ fn evidence(t: &Tenant, a: &Alert) -> Vec<EvidenceView> {
         sha256: Some(r.hex(64)),
         file_name: Some(file.into()),
         file_path: Some("C:\\Users\\Public\\Downloads".into()),
-        detection_status: Some(if a.status == "Resolved" {
-            "Prevented"
-        } else {
-            "Detected"
-        }),
+        detection_status: Some(if a.status == "Resolved" { "Prevented" } else { "Detected" }),
         ..Default::default()
     }];
     if r.chance(0.7) {
@@ -455,11 +437,7 @@ impl<'a> VulnerabilityView<'a> {
             exploit_uris: &v.exploit_uris,
             cve_supportability: "Supported",
             epss: v.epss,
-            tags: if v.zero_day {
-                vec!["ZeroDay", "NoSecurityUpdate"]
-            } else {
-                vec![]
-            },
+            tags: if v.zero_day { vec!["ZeroDay", "NoSecurityUpdate"] } else { vec![] },
         }
     }
 }
@@ -541,20 +519,13 @@ impl<'a> ExportRecord<'a> {
     pub fn new(t: &'a Tenant, m: &'a Machine, v: &'a Vulnerability) -> Self {
         let p = &PRODUCTS[v.product as usize];
         ExportRecord {
-            id: format!(
-                "{}_{}_{}_{}_{}",
-                m.id, p.vendor, p.name, v.product_version, v.id
-            ),
+            id: format!("{}_{}_{}_{}_{}", m.id, p.vendor, p.name, v.product_version, v.id),
             device_id: &m.id,
             rbac_group_name: m.rbac_group_name.unwrap_or("Unassigned"),
             device_name: &m.computer_dns_name,
             os_platform: m.os_platform,
             os_version: m.version,
-            os_architecture: if m.os_architecture == "64-bit" {
-                "x64"
-            } else {
-                "x86"
-            },
+            os_architecture: if m.os_architecture == "64-bit" { "x64" } else { "x86" },
             software_vendor: p.vendor,
             software_name: p.name,
             software_version: v.product_version,
@@ -562,19 +533,12 @@ impl<'a> ExportRecord<'a> {
             vulnerability_severity_level: Some(v.severity.as_str()),
             recommended_security_update: &v.recommended_update,
             recommended_security_update_id: v.fixing_kb_id.as_ref().map(|k| format!("KB{k}")),
-            recommended_security_update_url: v.fixing_kb_id.as_ref().map(|k| {
-                format!("https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{k}")
-            }),
-            disk_paths: if p.disk_path.is_empty() {
-                vec![]
-            } else {
-                vec![p.disk_path]
-            },
-            registry_paths: if p.registry_path.is_empty() {
-                vec![]
-            } else {
-                vec![p.registry_path]
-            },
+            recommended_security_update_url: v
+                .fixing_kb_id
+                .as_ref()
+                .map(|k| format!("https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{k}")),
+            disk_paths: if p.disk_path.is_empty() { vec![] } else { vec![p.disk_path] },
+            registry_paths: if p.registry_path.is_empty() { vec![] } else { vec![p.registry_path] },
             last_seen_timestamp: export_time(m.last_seen),
             first_seen_timestamp: export_time(t.row_first_seen(m.index as usize, v.index)),
             exploitability_level: v.exploitability_level(),
@@ -605,10 +569,7 @@ impl<'a> SoftwareView<'a> {
     pub fn new(t: &'a Tenant, s: &'a Software) -> Self {
         let vulns = t.vulnerabilities();
         let exposed = t.software_exposed_machines(s.index as usize);
-        let public = s
-            .vulnerabilities
-            .iter()
-            .any(|v| vulns[*v as usize].public_exploit);
+        let public = s.vulnerabilities.iter().any(|v| vulns[*v as usize].public_exploit);
         let total = t.machines().len().max(1) as f64;
         SoftwareView {
             id: &s.id,
@@ -618,11 +579,7 @@ impl<'a> SoftwareView<'a> {
             public_exploit: public,
             active_alert: false,
             exposed_machines: exposed,
-            impact_score: ((exposed as f64 / total)
-                * s.vulnerabilities.len().min(50) as f64
-                * 100.0)
-                .round()
-                / 100.0,
+            impact_score: ((exposed as f64 / total) * s.vulnerabilities.len().min(50) as f64 * 100.0).round() / 100.0,
         }
     }
 }

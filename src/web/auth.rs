@@ -28,31 +28,14 @@ pub struct CurrentUser {
 
 impl CurrentUser {
     async fn from_request(req: HttpRequest) -> Result<Self, AppError> {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .ok_or_else(|| anyhow::anyhow!("no state"))?
-            .clone();
+        let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| anyhow::anyhow!("no state"))?.clone();
         let session = req.get_session();
-        let uid = session
-            .get::<i64>(keys::USER_ID)
-            .ok()
-            .flatten()
-            .ok_or(AppError::LoginRequired)?;
+        let uid = session.get::<i64>(keys::USER_ID).ok().flatten().ok_or(AppError::LoginRequired)?;
         let t = now();
-        let login_at = session
-            .get::<i64>(keys::LOGIN_AT)
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        let last_active = session
-            .get::<i64>(keys::LAST_ACTIVE)
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let login_at = session.get::<i64>(keys::LOGIN_AT).ok().flatten().unwrap_or(0);
+        let last_active = session.get::<i64>(keys::LAST_ACTIVE).ok().flatten().unwrap_or(0);
         let s = &state.settings;
-        if t - login_at > s.session_absolute_hours * 3600
-            || t - last_active > s.session_idle_minutes * 60
-        {
+        if t - login_at > s.session_absolute_hours * 3600 || t - last_active > s.session_idle_minutes * 60 {
             session.purge();
             return Err(AppError::LoginRequired);
         }
@@ -63,12 +46,9 @@ impl CurrentUser {
         }
         let user = state.db.run(move |c| Ok(users::find(c, uid)?)).await?;
         match user {
-            Some(u) if !u.disabled => Ok(CurrentUser {
-                id: u.id,
-                role: u.role(),
-                username: u.username,
-                csrf: csrf_token(&session),
-            }),
+            Some(u) if !u.disabled => {
+                Ok(CurrentUser { id: u.id, role: u.role(), username: u.username, csrf: csrf_token(&session) })
+            }
             _ => {
                 session.purge();
                 Err(AppError::LoginRequired)
@@ -96,19 +76,10 @@ impl ApiCaller {
     }
 
     async fn from_request(req: HttpRequest) -> Result<Self, AppError> {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .ok_or_else(|| anyhow::anyhow!("no state"))?
-            .clone();
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| anyhow::anyhow!("no state"))?.clone();
+        let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 200)
             .ok_or(AppError::LoginRequired)?;
@@ -124,11 +95,7 @@ impl ApiCaller {
             })
             .await?;
         match found {
-            Some(t) if t.is_usable(now()) => Ok(ApiCaller {
-                token_id: t.id,
-                role: t.role(),
-                name: t.name,
-            }),
+            Some(t) if t.is_usable(now()) => Ok(ApiCaller { token_id: t.id, role: t.role(), name: t.name }),
             _ => Err(AppError::LoginRequired),
         }
     }

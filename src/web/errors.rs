@@ -35,10 +35,8 @@ pub async fn render_errors(
     let is_error = status.is_client_error() || status.is_server_error();
     // A page a handler rendered on purpose with an error status (a form with its messages)
     // stays as it is; errors and empty error responses get presented.
-    let empty = matches!(
-        res.response().body().size(),
-        actix_web::body::BodySize::Sized(0) | actix_web::body::BodySize::None
-    );
+    let empty =
+        matches!(res.response().body().size(), actix_web::body::BodySize::Sized(0) | actix_web::body::BodySize::None);
     if !is_error || (res.response().error().is_none() && !empty) {
         return Ok(res.map_into_left_body());
     }
@@ -80,22 +78,12 @@ fn present(
     original: &header::HeaderMap,
 ) -> HttpResponse<BoxBody> {
     let mut res = if req.path().starts_with("/api/") {
-        let code = status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_ascii_lowercase()
-            .replace(' ', "_");
-        HttpResponse::build(status)
-            .json(serde_json::json!({"error": {"code": code, "message": message}}))
+        let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_");
+        HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
     } else if status == StatusCode::UNAUTHORIZED {
         login_redirect(req)
     } else if is_htmx(req) {
-        let html = Flash {
-            kind: "error",
-            message,
-        }
-        .render()
-        .unwrap_or_default();
+        let html = Flash { kind: "error", message }.render().unwrap_or_default();
         // Keep the status (so htmx treats it as an error) but show the message in place.
         HttpResponse::build(status)
             .insert_header(("HX-Retarget", "#flash"))
@@ -104,16 +92,8 @@ fn present(
             .body(html)
     } else {
         let title = status.canonical_reason().unwrap_or("Error");
-        let html = ErrorPage {
-            status: status.as_u16(),
-            title,
-            message,
-        }
-        .render()
-        .unwrap_or_default();
-        HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .body(html)
+        let html = ErrorPage { status: status.as_u16(), title, message }.render().unwrap_or_default();
+        HttpResponse::build(status).content_type("text/html; charset=utf-8").body(html)
     };
     for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
         if let Some(v) = original.get(&name) {
@@ -126,26 +106,16 @@ fn present(
 /// Sends a signed-out visitor to the login page, back to where they were afterwards.
 fn login_redirect(req: &HttpRequest) -> HttpResponse {
     let next = if req.method() == actix_web::http::Method::GET && !is_htmx(req) {
-        req.uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
     } else {
         "/"
     };
-    let location = format!(
-        "/login?next={}",
-        url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
-    );
+    let location = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
     if is_htmx(req) {
         // A redirect inside an htmx request would swap the login page into a fragment.
-        HttpResponse::Unauthorized()
-            .insert_header(("HX-Redirect", location))
-            .finish()
+        HttpResponse::Unauthorized().insert_header(("HX-Redirect", location)).finish()
     } else {
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, location))
-            .finish()
+        HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
     }
 }
 

@@ -22,6 +22,8 @@ use auth::CurrentUser;
 pub struct AppState {
     pub db: Db,
     pub modeler: crate::modeling::Modeler,
+    /// Seals and opens stored secrets (the Defender client secret).
+    pub secrets: crate::secrets::SecretBox,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
 }
@@ -36,23 +38,15 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(user: &CurrentUser, nav: &'static str) -> Self {
-        Self {
-            csrf: user.csrf.clone(),
-            user: Some(user.clone()),
-            nav,
-        }
+        Self { csrf: user.csrf.clone(), user: Some(user.clone()), nav }
     }
 
     pub fn is_admin(&self) -> bool {
-        self.user
-            .as_ref()
-            .is_some_and(|u| u.can(crate::auth::Role::Admin))
+        self.user.as_ref().is_some_and(|u| u.can(crate::auth::Role::Admin))
     }
 
     pub fn is_operator(&self) -> bool {
-        self.user
-            .as_ref()
-            .is_some_and(|u| u.can(crate::auth::Role::Operator))
+        self.user.as_ref().is_some_and(|u| u.can(crate::auth::Role::Operator))
     }
 }
 
@@ -68,9 +62,7 @@ pub fn input<T>(i: Input<T>) -> Result<T, AppError> {
 /// Renders an askama template into an HTML response.
 pub fn html(t: &impl askama::Template) -> Result<HttpResponse, AppError> {
     let body = t.render().map_err(|e| AppError::Internal(e.into()))?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(body))
+    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body))
 }
 
 /// The whole routing table.
@@ -81,79 +73,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(pages::login::logout))
         .route("/", web::get().to(pages::dashboard::show))
         .route("/endpoints", web::get().to(pages::endpoints::list))
-        .route(
-            "/endpoints/import",
-            web::post().to(pages::endpoints::import_csv),
-        )
+        .route("/endpoints/import", web::post().to(pages::endpoints::import_csv))
         .route("/endpoints/{id}", web::get().to(pages::endpoints::detail))
-        .route(
-            "/endpoints/{id}/tabs/{tab}",
-            web::get().to(pages::endpoints::tab),
-        )
-        .route(
-            "/config/integrations",
-            web::get().to(pages::config::integrations),
-        )
+        .route("/endpoints/{id}/tabs/{tab}", web::get().to(pages::endpoints::tab))
+        .route("/config/integrations", web::get().to(pages::config::integrations))
         .route("/config/profiles", web::get().to(pages::config::profiles))
-        .route(
-            "/config/profiles/remodel",
-            web::get().to(pages::config::remodel_progress),
-        )
-        .route(
-            "/config/profiles/remodel",
-            web::post().to(pages::config::start_remodel),
-        )
-        .route(
-            "/config/profiles/{id}/enabled",
-            web::post().to(pages::config::set_enabled),
-        )
+        .route("/config/profiles/remodel", web::get().to(pages::config::remodel_progress))
+        .route("/config/profiles/remodel", web::post().to(pages::config::start_remodel))
+        .route("/config/profiles/{id}/enabled", web::post().to(pages::config::set_enabled))
         .route("/users", web::get().to(pages::users::list))
         .route("/users", web::post().to(pages::users::create))
         .route("/users/{id}/role", web::post().to(pages::users::set_role))
-        .route(
-            "/users/{id}/disabled",
-            web::post().to(pages::users::set_disabled),
-        )
-        .route(
-            "/users/{id}/password",
-            web::post().to(pages::users::reset_password),
-        )
+        .route("/users/{id}/disabled", web::post().to(pages::users::set_disabled))
+        .route("/users/{id}/password", web::post().to(pages::users::reset_password))
         .route("/tokens", web::get().to(pages::tokens::list))
         .route("/tokens", web::post().to(pages::tokens::create))
         .route("/tokens/{id}/revoke", web::post().to(pages::tokens::revoke))
         .route("/audit", web::get().to(pages::audit::list))
-        .route(
-            "/api/v1/observations",
-            web::post().to(api::observations::ingest),
-        )
+        .route("/api/v1/observations", web::post().to(api::observations::ingest))
         .route("/api/v1/endpoints", web::get().to(api::endpoints::list))
         .route("/api/v1/endpoints/{id}", web::get().to(api::endpoints::get));
 }
 
 /// Static assets are compiled into the binary, so the product runs from one file, offline.
 const STATIC_FILES: &[(&str, &str, &[u8])] = &[
-    (
-        "htmx-2.0.11.min.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../static/vendor/htmx-2.0.11.min.js"),
-    ),
-    (
-        "app.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../static/app.css"),
-    ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../static/app.js"),
-    ),
+    ("htmx-2.0.11.min.js", "text/javascript; charset=utf-8", include_bytes!("../../static/vendor/htmx-2.0.11.min.js")),
+    ("app.css", "text/css; charset=utf-8", include_bytes!("../../static/app.css")),
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../static/app.js")),
 ];
 
 async fn static_file(name: web::Path<String>) -> Result<HttpResponse, AppError> {
-    let (_, content_type, bytes) = STATIC_FILES
-        .iter()
-        .find(|(n, _, _)| *n == name.as_str())
-        .ok_or(AppError::NotFound)?;
+    let (_, content_type, bytes) =
+        STATIC_FILES.iter().find(|(n, _, _)| *n == name.as_str()).ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok()
         .content_type(*content_type)
         .insert_header(("Cache-Control", "public, max-age=3600"))
@@ -176,10 +127,7 @@ pub async fn log_requests(
     let started = std::time::Instant::now();
     let mut res = next.call(req).await?;
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&id) {
-        res.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("x-request-id"),
-            v,
-        );
+        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
     }
     tracing::info!(
         request_id = %id,

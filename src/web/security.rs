@@ -34,26 +34,10 @@ pub async fn security_headers(
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::REFERRER_POLICY, "no-referrer");
-    set(
-        h,
-        header::STRICT_TRANSPORT_SECURITY,
-        "max-age=31536000; includeSubDomains",
-    );
-    set(
-        h,
-        header::HeaderName::from_static("cross-origin-opener-policy"),
-        "same-origin",
-    );
-    set(
-        h,
-        header::HeaderName::from_static("cross-origin-resource-policy"),
-        "same-origin",
-    );
-    set(
-        h,
-        header::HeaderName::from_static("permissions-policy"),
-        "camera=(), microphone=(), geolocation=()",
-    );
+    set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains");
+    set(h, header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
+    set(h, header::HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
+    set(h, header::HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()");
     if !is_static {
         // Pages carry inventory and risk data: never keep them in a shared or browser cache.
         set(h, header::CACHE_CONTROL, "no-store");
@@ -76,23 +60,13 @@ pub async fn csrf_protect(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if safe || req.path().starts_with("/api/") {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     if cross_site(&req) {
-        return Ok(csrf_refusal(
-            req,
-            "The request came from another site and was refused.",
-        ));
+        return Ok(csrf_refusal(req, "The request came from another site and was refused."));
     }
     let expected = req.get_session().get::<String>(keys::CSRF).ok().flatten();
-    let from_header = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let from_header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (req, presented) = match from_header {
         Some(t) => (req, Some(t)),
         None if is_form(&req) => match read_form_token(req).await {
@@ -102,14 +76,12 @@ pub async fn csrf_protect(
         None => (req, None),
     };
     match (expected, presented) {
-        (Some(e), Some(p)) if constant_time_eq(e.as_bytes(), p.as_bytes()) => next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body),
-        _ => Ok(csrf_refusal(
-            req,
-            "The form has expired or did not come from this site. Reload the page and try again.",
-        )),
+        (Some(e), Some(p)) if constant_time_eq(e.as_bytes(), p.as_bytes()) => {
+            next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+        }
+        _ => {
+            Ok(csrf_refusal(req, "The form has expired or did not come from this site. Reload the page and try again."))
+        }
     }
 }
 
@@ -158,9 +130,7 @@ async fn read_form_token(
         body.extend_from_slice(&chunk);
     }
     let body: Bytes = body.freeze();
-    let token = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "csrf_token")
-        .map(|(_, v)| v.into_owned());
+    let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "csrf_token").map(|(_, v)| v.into_owned());
     req.set_payload(Payload::from(body));
     Ok((req, token))
 }

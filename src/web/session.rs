@@ -37,16 +37,10 @@ fn expiry(ttl: &Duration) -> i64 {
 impl SessionStore for DbSessionStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = storage_id(key);
-        let state = self
-            .db
-            .run(move |c| Ok(sessions::load(c, &id)?))
-            .await
-            .map_err(LoadError::Other)?;
+        let state = self.db.run(move |c| Ok(sessions::load(c, &id)?)).await.map_err(LoadError::Other)?;
         match state {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| LoadError::Deserialization(e.into())),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| LoadError::Deserialization(e.into())),
         }
     }
 
@@ -55,54 +49,34 @@ impl SessionStore for DbSessionStore {
         let key = random_token(32);
         let id = hash_api_token(&key);
         let expires = expiry(ttl);
-        self.db
-            .run(move |c| Ok(sessions::insert(c, &id, &text, expires)?))
-            .await
-            .map_err(SaveError::Other)?;
+        self.db.run(move |c| Ok(sessions::insert(c, &id, &text, expires)?)).await.map_err(SaveError::Other)?;
         SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()))
     }
 
-    async fn update(
-        &self,
-        key: SessionKey,
-        state: State,
-        ttl: &Duration,
-    ) -> Result<SessionKey, UpdateError> {
-        let text =
-            serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+    async fn update(&self, key: SessionKey, state: State, ttl: &Duration) -> Result<SessionKey, UpdateError> {
+        let text = serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         let id = storage_id(&key);
         let expires = expiry(ttl);
-        let updated = self
-            .db
-            .run(move |c| Ok(sessions::update(c, &id, &text, expires)?))
-            .await
-            .map_err(UpdateError::Other)?;
+        let updated =
+            self.db.run(move |c| Ok(sessions::update(c, &id, &text, expires)?)).await.map_err(UpdateError::Other)?;
         if updated == 1 {
             return Ok(key);
         }
         // The session ended meanwhile (expired, or logged out by another request): start an
         // empty one rather than bring the signed-out identity back to life.
         drop(state);
-        self.save(State::new(), ttl)
-            .await
-            .map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
+        self.save(State::new(), ttl).await.map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
     }
 
     async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
         let id = storage_id(key);
         let expires = expiry(ttl);
-        self.db
-            .run(move |c| Ok(sessions::touch(c, &id, expires)?))
-            .await
-            .map(|_| ())
+        self.db.run(move |c| Ok(sessions::touch(c, &id, expires)?)).await.map(|_| ())
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         let id = storage_id(key);
-        self.db
-            .run(move |c| Ok(sessions::delete(c, &id)?))
-            .await
-            .map(|_| ())
+        self.db.run(move |c| Ok(sessions::delete(c, &id)?)).await.map(|_| ())
     }
 }
 

@@ -20,24 +20,13 @@ async fn the_login_page_is_served_with_security_headers() {
     assert_eq!(res.status(), 200);
     let h = res.headers();
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
-        "{csp}"
-    );
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"));
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
-    let cookie = h
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
-        "{cookie}"
-    );
+    let cookie = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>().join("\n");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     let html = doc(&res.text().await.unwrap());
     assert_eq!(select_all(&html, "form#login-form button").len(), 1);
 }
@@ -45,19 +34,11 @@ async fn the_login_page_is_served_with_security_headers() {
 #[tokio::test]
 async fn error_pages_and_static_files_carry_the_headers_too() {
     let app = spawn_app().await;
-    let res = browser()
-        .get(app.url("/no/such/page"))
-        .send()
-        .await
-        .unwrap();
+    let res = browser().get(app.url("/no/such/page")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert!(res.headers().contains_key("content-security-policy"));
     assert!(res.text().await.unwrap().contains("not found"));
-    let res = browser()
-        .get(app.url("/static/htmx-2.0.11.min.js"))
-        .send()
-        .await
-        .unwrap();
+    let res = browser().get(app.url("/static/htmx-2.0.11.min.js")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
 }
@@ -68,43 +49,24 @@ async fn signing_in_gives_a_new_session_id_and_signing_out_makes_the_old_one_use
     app.add_user("alice", Role::Analyst).await;
     let client = browser();
     let before = client.get(app.url("/login")).send().await.unwrap();
-    let anonymous =
-        session_cookie(&before).expect("the login page starts a session for its CSRF token");
+    let anonymous = session_cookie(&before).expect("the login page starts a session for its CSRF token");
     let res = app.login(&client, "alice", PASSWORD).await;
     assert_eq!(res.status(), 303);
     let signed_in = session_cookie(&res).expect("sign-in sets a cookie");
     assert_ne!(anonymous, signed_in, "the session id changes at sign-in");
 
     // Replaying the cookie from another client works while the session lives...
-    let replay = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let page = replay
-        .get(app.url("/"))
-        .header("cookie", &signed_in)
-        .send()
-        .await
-        .unwrap();
+    let replay = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = replay.get(app.url("/")).header("cookie", &signed_in).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("alice"));
 
     let out = app.post_form(&client, "/logout", &[]).await;
     assert_eq!(out.status(), 303);
     // ...and not after sign-out: the session is gone on the server.
-    let page = replay
-        .get(app.url("/"))
-        .header("cookie", &signed_in)
-        .send()
-        .await
-        .unwrap();
+    let page = replay.get(app.url("/")).header("cookie", &signed_in).send().await.unwrap();
     assert_eq!(page.status(), 303);
-    assert!(
-        page.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("/login")
-    );
+    assert!(page.headers()["location"].to_str().unwrap().starts_with("/login"));
 }
 
 #[tokio::test]
@@ -119,34 +81,13 @@ async fn a_wrong_password_is_refused_audited_and_throttled() {
     }
     let res = app.login(&client, "bob", PASSWORD).await;
     assert_eq!(res.status(), 429, "locked out even with the right password");
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("Too many failed sign-ins")
-    );
+    assert!(res.text().await.unwrap().contains("Too many failed sign-ins"));
 
     let admin = app.login_as("root-admin", Role::Admin).await;
-    let audit = doc(&admin
-        .get(app.url("/audit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    let audit = doc(&admin.get(app.url("/audit")).send().await.unwrap().text().await.unwrap());
     let rows = select_all(&audit, "#audit tbody tr");
-    assert!(
-        rows.iter()
-            .filter(|r| r.contains("bob") && r.contains("failure"))
-            .count()
-            >= 5,
-        "{rows:?}"
-    );
-    assert!(
-        rows.iter()
-            .any(|r| r.contains("root-admin") && r.contains("success"))
-    );
+    assert!(rows.iter().filter(|r| r.contains("bob") && r.contains("failure")).count() >= 5, "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("root-admin") && r.contains("success")));
 }
 
 #[tokio::test]
@@ -161,20 +102,11 @@ async fn sign_in_never_redirects_to_another_site() {
     let app = spawn_app().await;
     app.add_user("carol", Role::Analyst).await;
     let client = browser();
-    for next in [
-        "https://evil.example/",
-        "//evil.example/x",
-        "/\\evil.example",
-    ] {
+    for next in ["https://evil.example/", "//evil.example/x", "/\\evil.example"] {
         let csrf = app.csrf(&client, "/login").await;
         let res = client
             .post(app.url("/login"))
-            .form(&[
-                ("username", "carol"),
-                ("password", PASSWORD),
-                ("csrf_token", &csrf),
-                ("next", next),
-            ])
+            .form(&[("username", "carol"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", next)])
             .send()
             .await
             .unwrap();
@@ -191,160 +123,59 @@ async fn an_analyst_gets_403_on_admin_and_operator_routes() {
         let res = analyst.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 403, "GET {path}");
     }
-    for path in [
-        "/users",
-        "/users/1/role",
-        "/users/1/disabled",
-        "/users/1/password",
-        "/tokens",
-        "/tokens/1/revoke",
-    ] {
-        let res = app
-            .post_form(
-                &analyst,
-                path,
-                &[("role", "admin"), ("disabled", "true"), ("password", "x")],
-            )
-            .await;
+    for path in ["/users", "/users/1/role", "/users/1/disabled", "/users/1/password", "/tokens", "/tokens/1/revoke"] {
+        let res = app.post_form(&analyst, path, &[("role", "admin"), ("disabled", "true"), ("password", "x")]).await;
         assert_eq!(res.status(), 403, "POST {path}");
     }
     let csrf = app.csrf(&analyst, "/").await;
     let upload = reqwest::multipart::Form::new().text("file", "mac\naa:bb:cc:dd:ee:01\n");
-    let res = analyst
-        .post(app.url("/endpoints/import"))
-        .header("x-csrf-token", csrf)
-        .multipart(upload)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        analyst.post(app.url("/endpoints/import")).header("x-csrf-token", csrf).multipart(upload).send().await.unwrap();
     assert_eq!(res.status(), 403, "an analyst may not upload");
     // Pages every role may read.
-    for path in [
-        "/",
-        "/endpoints",
-        "/config/integrations",
-        "/config/profiles",
-    ] {
-        assert_eq!(
-            analyst.get(app.url(path)).send().await.unwrap().status(),
-            200,
-            "GET {path}"
-        );
+    for path in ["/", "/endpoints", "/config/integrations", "/config/profiles"] {
+        assert_eq!(analyst.get(app.url(path)).send().await.unwrap().status(), 200, "GET {path}");
     }
     // The admin can, and the refusals above are in the audit log.
     let admin = app.login_as("adam", Role::Admin).await;
-    let audit = doc(&admin
-        .get(app.url("/audit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
-    assert!(
-        select_all(&audit, "#audit tbody tr")
-            .iter()
-            .any(|r| r.contains("ann") && r.contains("access.denied"))
-    );
+    let audit = doc(&admin.get(app.url("/audit")).send().await.unwrap().text().await.unwrap());
+    assert!(select_all(&audit, "#audit tbody tr").iter().any(|r| r.contains("ann") && r.contains("access.denied")));
 }
 
 #[tokio::test]
 async fn a_post_without_a_valid_csrf_token_is_refused() {
     let app = spawn_app().await;
     let admin = app.login_as("admin", Role::Admin).await;
-    let new_user = [
-        ("username", "mallory"),
-        ("password", PASSWORD),
-        ("role", "admin"),
-    ];
-    let res = admin
-        .post(app.url("/users"))
-        .form(&new_user)
-        .send()
-        .await
-        .unwrap();
+    let new_user = [("username", "mallory"), ("password", PASSWORD), ("role", "admin")];
+    let res = admin.post(app.url("/users")).form(&new_user).send().await.unwrap();
     assert_eq!(res.status(), 403, "no token");
     let mut wrong = new_user.to_vec();
     wrong.push(("csrf_token", "forged"));
-    let res = admin
-        .post(app.url("/users"))
-        .form(&wrong)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.post(app.url("/users")).form(&wrong).send().await.unwrap();
     assert_eq!(res.status(), 403, "wrong token");
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("did not come from this site")
-    );
+    assert!(res.text().await.unwrap().contains("did not come from this site"));
     let csrf = app.csrf(&admin, "/users").await;
     let mut right = new_user.to_vec();
     right.push(("csrf_token", &csrf));
-    let res = admin
-        .post(app.url("/users"))
-        .header("origin", "https://evil.example")
-        .form(&right)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.post(app.url("/users")).header("origin", "https://evil.example").form(&right).send().await.unwrap();
     assert_eq!(res.status(), 403, "cross-site origin");
-    let res = admin
-        .post(app.url("/users"))
-        .header("sec-fetch-site", "cross-site")
-        .form(&right)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.post(app.url("/users")).header("sec-fetch-site", "cross-site").form(&right).send().await.unwrap();
     assert_eq!(res.status(), 403, "cross-site fetch");
     // htmx sends the token as a header.
-    let res = admin
-        .post(app.url("/users"))
-        .header("x-csrf-token", &csrf)
-        .form(&new_user)
-        .send()
-        .await
-        .unwrap();
+    let res = admin.post(app.url("/users")).header("x-csrf-token", &csrf).form(&new_user).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    let users = doc(&admin
-        .get(app.url("/users"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
-    assert_eq!(
-        select_all(&users, "#users tr[data-user=mallory]").len(),
-        1,
-        "only the valid request created the user"
-    );
+    let users = doc(&admin.get(app.url("/users")).send().await.unwrap().text().await.unwrap());
+    assert_eq!(select_all(&users, "#users tr[data-user=mallory]").len(), 1, "only the valid request created the user");
 }
 
 #[tokio::test]
 async fn htmx_errors_are_shown_in_place_and_signed_out_htmx_requests_are_sent_to_login() {
     let app = spawn_app().await;
-    let res = browser()
-        .get(app.url("/endpoints/1/tabs/risk"))
-        .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+    let res = browser().get(app.url("/endpoints/1/tabs/risk")).header("hx-request", "true").send().await.unwrap();
     assert_eq!(res.status(), 401);
-    assert!(
-        res.headers()["hx-redirect"]
-            .to_str()
-            .unwrap()
-            .starts_with("/login")
-    );
+    assert!(res.headers()["hx-redirect"].to_str().unwrap().starts_with("/login"));
     let analyst = app.login_as("ann", Role::Analyst).await;
-    let res = analyst
-        .get(app.url("/endpoints/999/tabs/risk"))
-        .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+    let res = analyst.get(app.url("/endpoints/999/tabs/risk")).header("hx-request", "true").send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["hx-retarget"], "#flash");
     assert!(res.text().await.unwrap().contains("flash-error"));
@@ -354,45 +185,18 @@ async fn htmx_errors_are_shown_in_place_and_signed_out_htmx_requests_are_sent_to
 async fn admins_manage_users_and_weak_passwords_are_refused() {
     let app = spawn_app().await;
     let admin = app.login_as("admin", Role::Admin).await;
-    let res = app
-        .post_form(
-            &admin,
-            "/users",
-            &[
-                ("username", "dave"),
-                ("password", "short"),
-                ("role", "analyst"),
-            ],
-        )
-        .await;
+    let res =
+        app.post_form(&admin, "/users", &[("username", "dave"), ("password", "short"), ("role", "analyst")]).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("too short"));
-    let res = app
-        .post_form(
-            &admin,
-            "/users",
-            &[
-                ("username", "dave"),
-                ("password", PASSWORD),
-                ("role", "analyst"),
-            ],
-        )
-        .await;
+    let res =
+        app.post_form(&admin, "/users", &[("username", "dave"), ("password", PASSWORD), ("role", "analyst")]).await;
     assert_eq!(res.status(), 200);
     // The last admin cannot demote themself.
-    let res = app
-        .post_form(&admin, "/users/1/role", &[("role", "analyst")])
-        .await;
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("last active administrator")
-    );
+    let res = app.post_form(&admin, "/users/1/role", &[("role", "analyst")]).await;
+    assert!(res.text().await.unwrap().contains("last active administrator"));
     // Disabling dave ends his ability to sign in.
-    let res = app
-        .post_form(&admin, "/users/2/disabled", &[("disabled", "true")])
-        .await;
+    let res = app.post_form(&admin, "/users/2/disabled", &[("disabled", "true")]).await;
     assert_eq!(res.status(), 200);
     let res = app.login(&browser(), "dave", PASSWORD).await;
     assert_eq!(res.status(), 401);
@@ -408,12 +212,9 @@ async fn idle_sessions_end() {
         .run(|c| {
             use diesel::prelude::*;
             use endpoint_analytics::db::schema::sessions;
-            let rows: Vec<(String, String)> = sessions::table
-                .select((sessions::id, sessions::state))
-                .load(c)?;
+            let rows: Vec<(String, String)> = sessions::table.select((sessions::id, sessions::state)).load(c)?;
             for (id, state) in rows {
-                let mut v: std::collections::HashMap<String, String> =
-                    serde_json::from_str(&state)?;
+                let mut v: std::collections::HashMap<String, String> = serde_json::from_str(&state)?;
                 if let Some(a) = v.get_mut("active") {
                     *a = (a.parse::<i64>()? - 120).to_string();
                 }
@@ -426,9 +227,5 @@ async fn idle_sessions_end() {
         .await
         .unwrap();
     let res = client.get(app.url("/")).send().await.unwrap();
-    assert_eq!(
-        res.status(),
-        303,
-        "an idle session sends the person back to sign in"
-    );
+    assert_eq!(res.status(), 303, "an idle session sends the person back to sign in");
 }

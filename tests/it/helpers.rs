@@ -27,31 +27,18 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub fn new(dir: &std::path::Path) -> Self {
         if backend() != "postgres" {
-            return Self {
-                url: format!("sqlite://{}", dir.join("test.db").display()),
-                pg_admin: None,
-            };
+            return Self { url: format!("sqlite://{}", dir.join("test.db").display()), pg_admin: None };
         }
         static N: AtomicU32 = AtomicU32::new(0);
-        let admin = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!(
-            "ea_test_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst),
-            rand::random::<u32>()
-        );
-        let mut c =
-            PgConnection::establish(&admin).expect("TEST_DATABASE_URL must reach PostgreSQL");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .expect("create test database");
+        let admin =
+            std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name =
+            format!("ea_test_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), rand::random::<u32>());
+        let mut c = PgConnection::establish(&admin).expect("TEST_DATABASE_URL must reach PostgreSQL");
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c).expect("create test database");
         let mut url = url::Url::parse(&admin).unwrap();
         url.set_path(&format!("/{name}"));
-        Self {
-            url: url.to_string(),
-            pg_admin: Some((admin, name)),
-        }
+        Self { url: url.to_string(), pg_admin: Some((admin, name)) }
     }
 }
 
@@ -60,8 +47,7 @@ impl Drop for TestDatabase {
         if let Some((admin, name)) = &self.pg_admin
             && let Ok(mut c) = PgConnection::establish(admin)
         {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut c);
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c);
         }
     }
 }
@@ -95,12 +81,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let base = format!("http://{}", app.addr());
     let db = app.db().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        base,
-        db,
-        _database: database,
-        _dir: dir,
-    }
+    TestApp { base, db, _database: database, _dir: dir }
 }
 
 fn base64_key() -> String {
@@ -111,11 +92,7 @@ fn base64_key() -> String {
 
 /// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
 pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 pub fn doc(html: &str) -> Html {
@@ -124,17 +101,12 @@ pub fn doc(html: &str) -> Html {
 
 pub fn select_all(html: &Html, css: &str) -> Vec<String> {
     let sel = Selector::parse(css).unwrap();
-    html.select(&sel)
-        .map(|e| e.text().collect::<String>().trim().to_owned())
-        .collect()
+    html.select(&sel).map(|e| e.text().collect::<String>().trim().to_owned()).collect()
 }
 
 pub fn attr(html: &Html, css: &str, name: &str) -> Option<String> {
     let sel = Selector::parse(css).unwrap();
-    html.select(&sel)
-        .next()
-        .and_then(|e| e.value().attr(name))
-        .map(str::to_owned)
+    html.select(&sel).next().and_then(|e| e.value().attr(name)).map(str::to_owned)
 }
 
 impl TestApp {
@@ -146,8 +118,7 @@ impl TestApp {
         let name = name.to_owned();
         self.db
             .run(move |c| {
-                endpoint_analytics::accounts::create_user(c, &name, PASSWORD, role)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
+                endpoint_analytics::accounts::create_user(c, &name, PASSWORD, role).map_err(|e| anyhow::anyhow!("{e}"))
             })
             .await
             .unwrap();
@@ -157,16 +128,7 @@ impl TestApp {
         let token = new_api_token();
         let hash = hash_api_token(&token);
         self.db
-            .run(move |c| {
-                Ok(api_tokens::create(
-                    c,
-                    &format!("test-{}", role.as_str()),
-                    &hash,
-                    role,
-                    "test",
-                    None,
-                )?)
-            })
+            .run(move |c| Ok(api_tokens::create(c, &format!("test-{}", role.as_str()), &hash, role, "test", None)?))
             .await
             .unwrap();
         token
@@ -174,20 +136,11 @@ impl TestApp {
 
     /// The CSRF token of the page at `path` for this client's session.
     pub async fn csrf(&self, client: &reqwest::Client, path: &str) -> String {
-        let html = client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = client.get(self.url(path)).send().await.unwrap().text().await.unwrap();
         attr(&doc(&html), "input[name=csrf_token]", "value")
             .or_else(|| {
                 attr(&doc(&html), "body", "hx-headers").and_then(|h| {
-                    serde_json::from_str::<serde_json::Value>(&h).ok()?["X-CSRF-Token"]
-                        .as_str()
-                        .map(str::to_owned)
+                    serde_json::from_str::<serde_json::Value>(&h).ok()?["X-CSRF-Token"].as_str().map(str::to_owned)
                 })
             })
             .expect("the page carries a CSRF token")
@@ -202,33 +155,18 @@ impl TestApp {
         client
     }
 
-    pub async fn login(
-        &self,
-        client: &reqwest::Client,
-        name: &str,
-        password: &str,
-    ) -> reqwest::Response {
+    pub async fn login(&self, client: &reqwest::Client, name: &str, password: &str) -> reqwest::Response {
         let csrf = self.csrf(client, "/login").await;
         client
             .post(self.url("/login"))
-            .form(&[
-                ("username", name),
-                ("password", password),
-                ("csrf_token", &csrf),
-                ("next", "/"),
-            ])
+            .form(&[("username", name), ("password", password), ("csrf_token", &csrf), ("next", "/")])
             .send()
             .await
             .unwrap()
     }
 
     /// POSTs an urlencoded form with the session's CSRF token, as the pages do.
-    pub async fn post_form(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> reqwest::Response {
+    pub async fn post_form(&self, client: &reqwest::Client, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         let csrf = self.csrf(client, "/").await;
         let mut all: Vec<(&str, &str)> = fields.to_vec();
         all.push(("csrf_token", &csrf));
@@ -246,12 +184,7 @@ impl TestApp {
     }
 
     pub async fn api_get(&self, token: &str, path: &str) -> serde_json::Value {
-        let res = reqwest::Client::new()
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let res = reqwest::Client::new().get(self.url(path)).bearer_auth(token).send().await.unwrap();
         assert_eq!(res.status(), 200, "GET {path}");
         res.json().await.unwrap()
     }

@@ -40,27 +40,10 @@ async fn a_thousand_observations_become_endpoints_on_the_page_and_in_the_api() {
     assert_eq!(list["items"][0]["sources_list"], json!(["network"]));
 
     let analyst = app.login_as("ann", Role::Analyst).await;
-    let page = doc(&analyst
-        .get(app.url("/endpoints"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    let page = doc(&analyst.get(app.url("/endpoints")).send().await.unwrap().text().await.unwrap());
     assert_eq!(select_all(&page, "#match-count"), vec!["900"]);
-    assert_eq!(
-        select_all(&page, "#endpoint-table tbody tr.endpoint-row").len(),
-        50
-    );
-    let dashboard = doc(&analyst
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    assert_eq!(select_all(&page, "#endpoint-table tbody tr.endpoint-row").len(), 50);
+    let dashboard = doc(&analyst.get(app.url("/")).send().await.unwrap().text().await.unwrap());
     assert_eq!(select_all(&dashboard, "#endpoint-total"), vec!["900"]);
 }
 
@@ -69,28 +52,11 @@ async fn a_malformed_body_gets_a_400_and_changes_nothing() {
     let app = spawn_app().await;
     let token = app.token(Role::Operator).await;
     let client = reqwest::Client::new();
-    for body in [
-        "{not json",
-        "{\"mac\": \"aa:bb:cc:dd:ee:ff\"}",
-        "[{\"mac\":\"aa:bb:cc:dd:ee:ff\"}",
-        "",
-    ] {
-        let res = client
-            .post(app.url("/api/v1/observations"))
-            .bearer_auth(&token)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+    for body in ["{not json", "{\"mac\": \"aa:bb:cc:dd:ee:ff\"}", "[{\"mac\":\"aa:bb:cc:dd:ee:ff\"}", ""] {
+        let res = client.post(app.url("/api/v1/observations")).bearer_auth(&token).body(body).send().await.unwrap();
         assert_eq!(res.status(), 400, "{body}");
         let err: Value = res.json().await.unwrap();
-        assert!(
-            err["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("JSON array"),
-            "{err}"
-        );
+        assert!(err["error"]["message"].as_str().unwrap().contains("JSON array"), "{err}");
     }
     let too_many = observations(10_001);
     let res = app.ingest(&token, &too_many).await;
@@ -116,22 +82,12 @@ async fn a_partly_bad_batch_keeps_the_good_items_and_explains_the_bad_ones() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["reason"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|r| (r["index"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_owned()))
         .collect();
-    assert_eq!(
-        rejected.iter().map(|r| r.0).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
+    assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert!(rejected[0].1.contains("needs a mac or an ip"));
     assert!(rejected[1].1.contains("not a MAC"));
-    let found = app
-        .api_get(&token, "/api/v1/endpoints?q=aa:bb:cc:00:00:01")
-        .await;
+    let found = app.api_get(&token, "/api/v1/endpoints?q=aa:bb:cc:00:00:01").await;
     assert_eq!(found["items"][0]["hostname"], "printer-1");
 }
 
@@ -139,19 +95,9 @@ async fn a_partly_bad_batch_keeps_the_good_items_and_explains_the_bad_ones() {
 async fn the_api_requires_a_token_of_the_right_role() {
     let app = spawn_app().await;
     let client = reqwest::Client::new();
-    let res = client
-        .post(app.url("/api/v1/observations"))
-        .json(&json!([]))
-        .send()
-        .await
-        .unwrap();
+    let res = client.post(app.url("/api/v1/observations")).json(&json!([])).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    let res = client
-        .get(app.url("/api/v1/endpoints"))
-        .bearer_auth("ea_not-a-token")
-        .send()
-        .await
-        .unwrap();
+    let res = client.get(app.url("/api/v1/endpoints")).bearer_auth("ea_not-a-token").send().await.unwrap();
     assert_eq!(res.status(), 401);
     let analyst = app.token(Role::Analyst).await;
     let res = app.ingest(&analyst, &observations(1)).await;
@@ -159,47 +105,30 @@ async fn the_api_requires_a_token_of_the_right_role() {
     assert_eq!(app.api_get(&analyst, "/api/v1/endpoints").await["total"], 0);
     // A browser session is not an API credential.
     let session = app.login_as("ann", Role::Admin).await;
-    assert_eq!(
-        session
-            .get(app.url("/api/v1/endpoints"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(session.get(app.url("/api/v1/endpoints")).send().await.unwrap().status(), 401);
 }
 
 #[tokio::test]
 async fn newer_observations_update_an_endpoint_and_leave_history() {
     let app = spawn_app().await;
     let token = app.token(Role::Operator).await;
-    let first = json!([{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1", "hostname": "pc-1", "seen_at": "2026-11-01T10:00:00Z"}]);
-    let second =
-        json!([{"mac": "02:00:00:00:00:01", "ip": "10.0.0.2", "seen_at": "2026-11-02T10:00:00Z"}]);
-    let older =
-        json!([{"mac": "02:00:00:00:00:01", "ip": "10.0.0.9", "seen_at": "2026-10-01T10:00:00Z"}]);
+    let first =
+        json!([{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1", "hostname": "pc-1", "seen_at": "2026-11-01T10:00:00Z"}]);
+    let second = json!([{"mac": "02:00:00:00:00:01", "ip": "10.0.0.2", "seen_at": "2026-11-02T10:00:00Z"}]);
+    let older = json!([{"mac": "02:00:00:00:00:01", "ip": "10.0.0.9", "seen_at": "2026-10-01T10:00:00Z"}]);
     for body in [&first, &second, &older] {
         assert_eq!(app.ingest(&token, body).await.status(), 200);
     }
     let list = app.api_get(&token, "/api/v1/endpoints").await;
     let id = list["items"][0]["id"].as_i64().unwrap();
-    let e = app
-        .api_get(&token, &format!("/api/v1/endpoints/{id}"))
-        .await;
-    assert_eq!(
-        e["ip"], "10.0.0.2",
-        "an older observation does not roll the IP back"
-    );
+    let e = app.api_get(&token, &format!("/api/v1/endpoints/{id}")).await;
+    assert_eq!(e["ip"], "10.0.0.2", "an older observation does not roll the IP back");
     assert_eq!(e["hostname"], "pc-1", "a missing field keeps what we knew");
     assert_eq!(e["ip_addresses"].as_array().unwrap().len(), 3);
     assert_eq!(e["history"][0]["field"], "ip");
     assert_eq!(e["history"][0]["old_value"], "10.0.0.1");
     // Searching by an IP the endpoint held before finds it too.
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?q=10.0.0.1").await["total"],
-        1
-    );
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?q=10.0.0.1").await["total"], 1);
 }
 
 #[tokio::test]
@@ -208,40 +137,17 @@ async fn the_list_filters_sorts_and_pages_without_loss() {
     let token = app.token(Role::Operator).await;
     app.ingest(&token, &observations(250)).await;
     // Host-name prefix search.
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?q=host-0001").await["total"],
-        9
-    );
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?q=host-0001").await["total"], 9);
     // Source filter.
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?source=network")
-            .await["total"],
-        225
-    );
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?source=csv").await["total"],
-        0
-    );
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?source=network").await["total"], 225);
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?source=csv").await["total"], 0);
     // Keyset paging by host name visits every endpoint once, in order.
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
-        let page = app
-            .api_get(
-                &token,
-                &format!(
-                    "/api/v1/endpoints?sort=hostname&limit=40&after={}",
-                    urlencode(&after)
-                ),
-            )
-            .await;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["hostname"].as_str().unwrap().to_owned()),
-        );
+        let page =
+            app.api_get(&token, &format!("/api/v1/endpoints?sort=hostname&limit=40&after={}", urlencode(&after))).await;
+        seen.extend(page["items"].as_array().unwrap().iter().map(|e| e["hostname"].as_str().unwrap().to_owned()));
         match page["next"].as_str() {
             Some(n) => after = n.to_owned(),
             None => break,
@@ -253,15 +159,7 @@ async fn the_list_filters_sorts_and_pages_without_loss() {
     sorted.dedup();
     assert_eq!(seen, sorted, "ascending, no duplicates");
     // Bad parameters are a 400 with the reason, not a 500.
-    for bad in [
-        "sort=colour",
-        "dir=up",
-        "risk=extreme",
-        "limit=0",
-        "limit=100000",
-        "after=garbage",
-        "limit=abc",
-    ] {
+    for bad in ["sort=colour", "dir=up", "risk=extreme", "limit=0", "limit=100000", "after=garbage", "limit=abc"] {
         let res = reqwest::Client::new()
             .get(app.url(&format!("/api/v1/endpoints?{bad}")))
             .bearer_auth(&token)
@@ -272,36 +170,13 @@ async fn the_list_filters_sorts_and_pages_without_loss() {
     }
     // The page's next link works the same way.
     let analyst = app.login_as("ann", Role::Analyst).await;
-    let first = doc(&analyst
-        .get(app.url("/endpoints?sort=hostname"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    let first = doc(&analyst.get(app.url("/endpoints?sort=hostname")).send().await.unwrap().text().await.unwrap());
     let next = attr(&first, "#next-page", "href").expect("a next page");
-    let second = doc(&analyst
-        .get(app.url(&next))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
-    let a = select_all(
-        &first,
-        "#endpoint-table tbody tr.endpoint-row td:first-child",
-    );
-    let b = select_all(
-        &second,
-        "#endpoint-table tbody tr.endpoint-row td:first-child",
-    );
+    let second = doc(&analyst.get(app.url(&next)).send().await.unwrap().text().await.unwrap());
+    let a = select_all(&first, "#endpoint-table tbody tr.endpoint-row td:first-child");
+    let b = select_all(&second, "#endpoint-table tbody tr.endpoint-row td:first-child");
     assert_eq!(a.len(), 50);
-    assert!(
-        a.last() < b.first(),
-        "the second page continues after the first"
-    );
+    assert!(a.last() < b.first(), "the second page continues after the first");
     // htmx asks for the results fragment only.
     let frag = analyst
         .get(app.url("/endpoints?q=host-0000"))
@@ -323,65 +198,26 @@ fn urlencode(s: &str) -> String {
 async fn the_endpoint_summary_has_tabs_as_pages_and_as_fragments() {
     let app = spawn_app().await;
     let token = app.token(Role::Operator).await;
-    app.ingest(&token, &json!([{"mac": "02:00:00:00:00:07", "ip": "10.0.0.7", "hostname": "<script>alert(1)</script>"}])).await;
-    let id = app.api_get(&token, "/api/v1/endpoints").await["items"][0]["id"]
-        .as_i64()
-        .unwrap();
+    app.ingest(
+        &token,
+        &json!([{"mac": "02:00:00:00:00:07", "ip": "10.0.0.7", "hostname": "<script>alert(1)</script>"}]),
+    )
+    .await;
+    let id = app.api_get(&token, "/api/v1/endpoints").await["items"][0]["id"].as_i64().unwrap();
     let analyst = app.login_as("ann", Role::Analyst).await;
-    let page = analyst
-        .get(app.url(&format!("/endpoints/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !page.contains("<script>alert(1)</script>"),
-        "hostile host names are escaped"
-    );
+    let page = analyst.get(app.url(&format!("/endpoints/{id}"))).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains("<script>alert(1)</script>"), "hostile host names are escaped");
     let html = doc(&page);
     assert_eq!(select_all(&html, "nav.tabs a").len(), 4);
-    assert_eq!(
-        select_all(&html, "#endpoint-title"),
-        vec!["<script>alert(1)</script>"]
-    );
-    let tab = analyst
-        .get(app.url(&format!("/endpoints/{id}?tab=profile")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        doc(&tab)
-            .select(&scraper::Selector::parse("#history").unwrap())
-            .next()
-            .is_some()
-    );
-    let frag = analyst
-        .get(app.url(&format!("/endpoints/{id}/tabs/risk")))
-        .header("hx-request", "true")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(select_all(&html, "#endpoint-title"), vec!["<script>alert(1)</script>"]);
+    let tab = analyst.get(app.url(&format!("/endpoints/{id}?tab=profile"))).send().await.unwrap().text().await.unwrap();
+    assert!(doc(&tab).select(&scraper::Selector::parse("#history").unwrap()).next().is_some());
+    let frag =
+        analyst.get(app.url(&format!("/endpoints/{id}/tabs/risk"))).header("hx-request", "true").send().await.unwrap();
     assert_eq!(frag.status(), 200);
     let frag = frag.text().await.unwrap();
-    assert!(
-        !frag.contains("<html")
-            && !frag.contains("class=\"tabs\"")
-            && frag.contains("Overall risk")
-    );
-    assert_eq!(
-        analyst
-            .get(app.url(&format!("/endpoints/{id}/tabs/nope")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert!(!frag.contains("<html") && !frag.contains("class=\"tabs\"") && frag.contains("Overall risk"));
+    assert_eq!(analyst.get(app.url(&format!("/endpoints/{id}/tabs/nope"))).send().await.unwrap().status(), 404);
 }
 
 #[tokio::test]
@@ -394,10 +230,7 @@ async fn a_csv_upload_imports_good_rows_and_reports_bad_ones_by_line() {
                bad-mac,10.1.0.2,cam-2,\n\
                02:00:00:00:01:03,10.1.0.3,cam-3,yesterday\n\
                ,10.1.0.4,cam-4,\n";
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::text(csv).file_name("obs.csv"),
-    );
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::text(csv).file_name("obs.csv"));
     let res = operator
         .post(app.url("/endpoints/import"))
         .header("x-csrf-token", &csrf)
@@ -411,28 +244,15 @@ async fn a_csv_upload_imports_good_rows_and_reports_bad_ones_by_line() {
     assert!(select_all(&report, ".import-summary")[0].contains("2 created"));
     let errors = select_all(&report, ".import-errors tbody tr");
     assert_eq!(errors.len(), 2);
-    assert!(
-        errors[0].starts_with('3') && errors[0].contains("not a MAC"),
-        "{errors:?}"
-    );
+    assert!(errors[0].starts_with('3') && errors[0].contains("not a MAC"), "{errors:?}");
     assert!(errors[1].starts_with('4') && errors[1].contains("RFC 3339"));
     // A file that cannot be read at all changes nothing.
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::text("colour\nred\n").file_name("x.csv"),
-    );
-    let res = operator
-        .post(app.url("/endpoints/import"))
-        .header("x-csrf-token", &csrf)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::text("colour\nred\n").file_name("x.csv"));
+    let res =
+        operator.post(app.url("/endpoints/import")).header("x-csrf-token", &csrf).multipart(form).send().await.unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("Unknown column"));
     let token = app.token(Role::Analyst).await;
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?source=csv").await["total"],
-        2
-    );
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?source=csv").await["total"], 2);
 }

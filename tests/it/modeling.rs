@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 async fn endpoint_by_mac(app: &TestApp, token: &str, mac: &str) -> Value {
-    let list = app
-        .api_get(token, &format!("/api/v1/endpoints?q={mac}"))
-        .await;
+    let list = app.api_get(token, &format!("/api/v1/endpoints?q={mac}")).await;
     assert_eq!(list["total"], 1, "one endpoint has {mac}");
     list["items"][0].clone()
 }
@@ -26,27 +24,15 @@ async fn realistic_observations_are_classified_on_ingest() {
             "HP Printer",
             5,
         ),
-        (
-            json!({"mac": "f0:b3:ec:01:02:03", "ip": "10.0.0.2", "hostname": "Johns-iPhone"}),
-            "Apple iPhone",
-            4,
-        ),
+        (json!({"mac": "f0:b3:ec:01:02:03", "ip": "10.0.0.2", "hostname": "Johns-iPhone"}), "Apple iPhone", 4),
         (
             json!({"mac": "10:e7:c6:01:02:03", "ip": "10.0.0.3", "hostname": "PC-0042", "dhcp_vendor_class": "MSFT 5.0",
                 "dhcp_params": "1,3,6,15,31,33,43,44,46,47,119,121,249,252"}),
             "Windows Workstation",
             5,
         ),
-        (
-            json!({"mac": "52:54:00:ab:cd:ef", "ip": "10.0.0.4"}),
-            "QEMU/KVM Virtual Machine",
-            0,
-        ),
-        (
-            json!({"mac": "b8:27:eb:12:34:56", "ip": "10.0.0.5"}),
-            "Raspberry Pi",
-            0,
-        ),
+        (json!({"mac": "52:54:00:ab:cd:ef", "ip": "10.0.0.4"}), "QEMU/KVM Virtual Machine", 0),
+        (json!({"mac": "b8:27:eb:12:34:56", "ip": "10.0.0.5"}), "Raspberry Pi", 0),
     ];
     let body = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
     assert_eq!(app.ingest(&token, &body).await.status(), 200);
@@ -63,14 +49,7 @@ async fn realistic_observations_are_classified_on_ingest() {
     }
     // Vendors come from the IEEE registry.
     let hp = endpoint_by_mac(&app, &token, "3c:d9:2b:11:22:33").await;
-    assert!(
-        hp["mac_vendor"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("hewlett"),
-        "{hp}"
-    );
+    assert!(hp["mac_vendor"].as_str().unwrap().to_lowercase().contains("hewlett"), "{hp}");
 }
 
 #[tokio::test]
@@ -84,40 +63,22 @@ async fn an_unknown_device_is_not_profiled_and_that_is_a_risk() {
     assert_eq!(e["risk"], "Low");
     let analyst = app.login_as("ann", Role::Analyst).await;
     let id = e["id"].as_i64().unwrap();
-    let page = doc(&analyst
-        .get(app.url(&format!("/endpoints/{id}?tab=risk")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
-    assert_eq!(
-        select_all(&page, "section.factor .factor-summary"),
-        vec!["Not Profiled"]
-    );
+    let page =
+        doc(&analyst.get(app.url(&format!("/endpoints/{id}?tab=risk"))).send().await.unwrap().text().await.unwrap());
+    assert_eq!(select_all(&page, "section.factor .factor-summary"), vec!["Not Profiled"]);
     assert_eq!(select_all(&page, "#overall-risk"), vec!["Low"]);
     // Filtering the list by risk finds it.
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?risk=Low").await["total"],
-        1
-    );
-    assert_eq!(
-        app.api_get(&token, "/api/v1/endpoints?risk=High").await["total"],
-        0
-    );
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?risk=Low").await["total"], 1);
+    assert_eq!(app.api_get(&token, "/api/v1/endpoints?risk=High").await["total"], 0);
 }
 
 #[tokio::test]
 async fn one_mac_with_conflicting_names_is_a_duplicate_mac_risk() {
     let app = spawn_app().await;
     let token = app.token(Role::Operator).await;
-    app.ingest(&token, &json!([{"mac": "3c:d9:2b:00:00:01", "hostname": "alpha", "seen_at": "2026-11-25T10:00:00Z"}])).await;
-    app.ingest(
-        &token,
-        &json!([{"mac": "3c:d9:2b:00:00:01", "hostname": "bravo"}]),
-    )
-    .await;
+    app.ingest(&token, &json!([{"mac": "3c:d9:2b:00:00:01", "hostname": "alpha", "seen_at": "2026-11-25T10:00:00Z"}]))
+        .await;
+    app.ingest(&token, &json!([{"mac": "3c:d9:2b:00:00:01", "hostname": "bravo"}])).await;
     let e = endpoint_by_mac(&app, &token, "3c:d9:2b:00:00:01").await;
     assert_eq!(e["risk"], "Medium", "{e}");
 }
@@ -126,41 +87,19 @@ async fn one_mac_with_conflicting_names_is_a_duplicate_mac_risk() {
 async fn disabling_a_profile_changes_the_result_after_a_re_model_with_live_progress() {
     let app = spawn_app().await;
     let token = app.token(Role::Operator).await;
-    app.ingest(
-        &token,
-        &json!([{"mac": "b8:27:eb:12:34:56", "ip": "10.0.0.5"}]),
-    )
-    .await;
+    app.ingest(&token, &json!([{"mac": "b8:27:eb:12:34:56", "ip": "10.0.0.5"}])).await;
     let before = endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await;
     assert_eq!(before["profile"], "Raspberry Pi");
 
     let admin = app.login_as("adam", Role::Admin).await;
-    let page = doc(&admin
-        .get(app.url("/config/profiles"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    let page = doc(&admin.get(app.url("/config/profiles")).send().await.unwrap().text().await.unwrap());
     let rows = select_all(&page, "#profiles tbody tr");
     assert!(rows.len() >= 60, "the standard library is listed");
     let form = attr(&page, "tr[data-profile=\"Raspberry Pi\"] form", "action").unwrap();
     let res = app.post_form(&admin, &form, &[("enabled", "false")]).await;
     assert_eq!(res.status(), 303);
-    let page = doc(&admin
-        .get(app.url("/config/profiles"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
-    assert_eq!(
-        select_all(&page, "#model-stale").len(),
-        1,
-        "the model is marked stale"
-    );
+    let page = doc(&admin.get(app.url("/config/profiles")).send().await.unwrap().text().await.unwrap());
+    assert_eq!(select_all(&page, "#model-stale").len(), 1, "the model is marked stale");
     assert_eq!(
         endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await["profile"],
         "Raspberry Pi",
@@ -196,47 +135,21 @@ async fn disabling_a_profile_changes_the_result_after_a_re_model_with_live_progr
     }
     assert_eq!(status, "succeeded");
     let after = endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await;
-    assert_ne!(
-        after["profile"], "Raspberry Pi",
-        "a disabled profile is not assigned"
-    );
+    assert_ne!(after["profile"], "Raspberry Pi", "a disabled profile is not assigned");
     // An analyst may watch but not start a re-model.
     let analyst = app.login_as("ann", Role::Analyst).await;
-    assert_eq!(
-        app.post_form(&analyst, "/config/profiles/remodel", &[])
-            .await
-            .status(),
-        403
-    );
-    let audit = doc(&admin
-        .get(app.url("/audit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    assert_eq!(app.post_form(&analyst, "/config/profiles/remodel", &[]).await.status(), 403);
+    let audit = doc(&admin.get(app.url("/audit")).send().await.unwrap().text().await.unwrap());
     let rows = select_all(&audit, "#audit tbody tr");
-    assert!(
-        rows.iter()
-            .any(|r| r.contains("profiles.remodel") && r.contains("succeeded")),
-        "{rows:?}"
-    );
-    assert!(
-        rows.iter()
-            .any(|r| r.contains("profile.disable") && r.contains("Raspberry Pi"))
-    );
+    assert!(rows.iter().any(|r| r.contains("profiles.remodel") && r.contains("succeeded")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("profile.disable") && r.contains("Raspberry Pi")));
 }
 
 #[tokio::test]
 async fn integration_profiles_are_created_assigned_and_deleted_with_a_re_model() {
     let app = spawn_app().await;
     let token = app.token(Role::Operator).await;
-    app.ingest(
-        &token,
-        &json!([{"mac": "10:e7:c6:01:02:03", "ip": "10.0.0.3", "dhcp_vendor_class": "MSFT 5.0"}]),
-    )
-    .await;
+    app.ingest(&token, &json!([{"mac": "10:e7:c6:01:02:03", "ip": "10.0.0.3", "dhcp_vendor_class": "MSFT 5.0"}])).await;
     let e = endpoint_by_mac(&app, &token, "10:e7:c6:01:02:03").await;
     let id = e["id"].as_i64().unwrap();
     let standard = e["profile"].as_str().unwrap().to_owned();
@@ -246,12 +159,8 @@ async fn integration_profiles_are_created_assigned_and_deleted_with_a_re_model()
     let m = modeler.clone();
     app.db
         .run(move |c| {
-            let p = m.integration_profile(
-                c,
-                "defender",
-                "Windows11_23H2",
-                "Windows 11 23H2 as reported by Defender",
-            )?;
+            let p =
+                m.integration_profile(c, "defender", "Windows11_23H2", "Windows 11 23H2 as reported by Defender")?;
             modeling::assign(c, id, p.id, MatchScore::VeryHigh)?;
             m.model_ids(c, &[id])?;
             Ok(())
@@ -267,32 +176,12 @@ async fn integration_profiles_are_created_assigned_and_deleted_with_a_re_model()
     );
 
     let m = modeler.clone();
-    let affected = app
-        .db
-        .run(move |c| Ok(m.delete_owner(c, "defender")?))
-        .await
-        .unwrap();
+    let affected = app.db.run(move |c| Ok(m.delete_owner(c, "defender")?)).await.unwrap();
     assert_eq!(affected, 1);
     let e = endpoint_by_mac(&app, &token, "10:e7:c6:01:02:03").await;
-    assert_eq!(
-        e["profile"],
-        standard.as_str(),
-        "back to the standard profile"
-    );
-    let history = app
-        .api_get(&token, &format!("/api/v1/endpoints/{id}"))
-        .await["history"]
-        .clone();
-    assert!(
-        history
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|h| h["field"] == "profile")
-            .count()
-            >= 2,
-        "{history}"
-    );
+    assert_eq!(e["profile"], standard.as_str(), "back to the standard profile");
+    let history = app.api_get(&token, &format!("/api/v1/endpoints/{id}")).await["history"].clone();
+    assert!(history.as_array().unwrap().iter().filter(|h| h["field"] == "profile").count() >= 2, "{history}");
 }
 
 #[tokio::test]
@@ -309,33 +198,12 @@ async fn the_dashboard_charts_real_data_with_links_to_the_filtered_list() {
     )
     .await;
     let analyst = app.login_as("ann", Role::Analyst).await;
-    let page = doc(&analyst
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap());
+    let page = doc(&analyst.get(app.url("/")).send().await.unwrap().text().await.unwrap());
     assert_eq!(select_all(&page, "#endpoint-total"), vec!["3"]);
-    let pi = attr(
-        &page,
-        "#chart-profiles svg a[href=\"/endpoints?profile=Raspberry+Pi\"] text.chart-value",
-        "class",
-    );
-    assert!(
-        pi.is_some(),
-        "the Raspberry Pi bar links to the filtered list"
-    );
+    let pi = attr(&page, "#chart-profiles svg a[href=\"/endpoints?profile=Raspberry+Pi\"] text.chart-value", "class");
+    assert!(pi.is_some(), "the Raspberry Pi bar links to the filtered list");
     let values = select_all(&page, "#chart-risk text.chart-value");
     assert_eq!(values.len(), 5, "one bar per risk level");
-    assert_eq!(
-        select_all(&page, "#chart-sources a title"),
-        vec!["network: 3"]
-    );
-    assert!(
-        select_all(&page, "#profile-changes td")
-            .iter()
-            .any(|t| t.contains("Raspberry Pi"))
-    );
+    assert_eq!(select_all(&page, "#chart-sources a title"), vec!["network: 3"]);
+    assert!(select_all(&page, "#profile-changes td").iter().any(|t| t.contains("Raspberry Pi")));
 }

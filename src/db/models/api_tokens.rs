@@ -52,43 +52,26 @@ pub fn create(
 }
 
 pub fn find_by_hash(conn: &mut AnyConnection, token_hash: &str) -> QueryResult<Option<ApiToken>> {
-    api_tokens::table
-        .filter(api_tokens::token_hash.eq(token_hash))
-        .select(ApiToken::as_select())
-        .first(conn)
-        .optional()
+    api_tokens::table.filter(api_tokens::token_hash.eq(token_hash)).select(ApiToken::as_select()).first(conn).optional()
 }
 
 pub fn list(conn: &mut AnyConnection) -> QueryResult<Vec<ApiToken>> {
-    api_tokens::table
-        .order(api_tokens::id.desc())
-        .select(ApiToken::as_select())
-        .load(conn)
+    api_tokens::table.order(api_tokens::id.desc()).select(ApiToken::as_select()).load(conn)
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ApiToken>> {
-    api_tokens::table
-        .find(id)
-        .select(ApiToken::as_select())
-        .first(conn)
-        .optional()
+    api_tokens::table.find(id).select(ApiToken::as_select()).first(conn).optional()
 }
 
 pub fn revoke(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
-    diesel::update(api_tokens::table.find(id))
-        .set(api_tokens::revoked.eq(true))
-        .execute(conn)
+    diesel::update(api_tokens::table.find(id)).set(api_tokens::revoked.eq(true)).execute(conn)
 }
 
 /// Records use at most once a minute, so that reads by automation do not turn into writes.
 pub fn mark_used(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
     let t = now();
     diesel::update(
-        api_tokens::table.find(id).filter(
-            api_tokens::last_used_at
-                .is_null()
-                .or(api_tokens::last_used_at.lt(t - 60)),
-        ),
+        api_tokens::table.find(id).filter(api_tokens::last_used_at.is_null().or(api_tokens::last_used_at.lt(t - 60))),
     )
     .set(api_tokens::last_used_at.eq(t))
     .execute(conn)

@@ -40,16 +40,8 @@ pub fn record(conn: &mut AnyConnection, e: NewAudit<'_>) -> QueryResult<usize> {
 }
 
 /// Newest first, `before` an id for paging.
-pub fn page(
-    conn: &mut AnyConnection,
-    before: Option<i64>,
-    limit: i64,
-) -> QueryResult<Vec<AuditEntry>> {
-    let mut q = audit_log::table
-        .select(AuditEntry::as_select())
-        .order(audit_log::id.desc())
-        .limit(limit)
-        .into_boxed();
+pub fn page(conn: &mut AnyConnection, before: Option<i64>, limit: i64) -> QueryResult<Vec<AuditEntry>> {
+    let mut q = audit_log::table.select(AuditEntry::as_select()).order(audit_log::id.desc()).limit(limit).into_boxed();
     if let Some(b) = before {
         q = q.filter(audit_log::id.lt(b));
     }

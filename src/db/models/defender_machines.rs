@@ -84,7 +84,9 @@ pub fn mark_missing_stale(conn: &mut AnyConnection, seen: &std::collections::Has
 }
 
 pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool) -> QueryResult<usize> {
-    diesel::update(defender_machines::table.find(machine_id)).set(defender_machines::isolated.eq(isolated)).execute(conn)
+    diesel::update(defender_machines::table.find(machine_id))
+        .set(defender_machines::isolated.eq(isolated))
+        .execute(conn)
 }
 
 /// Machines that needed a decision: created without a match, or with several candidates.

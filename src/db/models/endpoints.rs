@@ -97,16 +97,11 @@ pub fn apply_observations(
     Ok(Merged { counts, touched })
 }
 
-fn find_for_observation(
-    conn: &mut AnyConnection,
-    o: &Observation,
-) -> QueryResult<Option<Endpoint>> {
+fn find_for_observation(conn: &mut AnyConnection, o: &Observation) -> QueryResult<Option<Endpoint>> {
     match (&o.mac, &o.ip) {
-        (Some(mac), _) => endpoints::table
-            .filter(endpoints::mac.eq(mac))
-            .select(Endpoint::as_select())
-            .first(conn)
-            .optional(),
+        (Some(mac), _) => {
+            endpoints::table.filter(endpoints::mac.eq(mac)).select(Endpoint::as_select()).first(conn).optional()
+        }
         (None, Some(ip)) => endpoints::table
             .filter(endpoints::ip.eq(ip))
             .order(endpoints::last_seen.desc())
@@ -127,11 +122,7 @@ fn apply_one(
     let t = now();
     let (id, created) = match find_for_observation(conn, o)? {
         None => {
-            let vendor = o
-                .mac
-                .as_deref()
-                .and_then(vendor_for_mac)
-                .unwrap_or_default();
+            let vendor = o.mac.as_deref().and_then(vendor_for_mac).unwrap_or_default();
             let values = (
                 endpoints::mac.eq(&o.mac),
                 endpoints::mac_vendor.eq(vendor),
@@ -148,14 +139,12 @@ fn apply_one(
                 endpoints::updated_at.eq(t),
             );
             let id: i64 = match conn {
-                AnyConnection::Sqlite(c) => diesel::insert_into(endpoints::table)
-                    .values(values)
-                    .returning(endpoints::id)
-                    .get_result(c)?,
-                AnyConnection::Postgresql(c) => diesel::insert_into(endpoints::table)
-                    .values(values)
-                    .returning(endpoints::id)
-                    .get_result(c)?,
+                AnyConnection::Sqlite(c) => {
+                    diesel::insert_into(endpoints::table).values(values).returning(endpoints::id).get_result(c)?
+                }
+                AnyConnection::Postgresql(c) => {
+                    diesel::insert_into(endpoints::table).values(values).returning(endpoints::id).get_result(c)?
+                }
             };
             (id, true)
         }
@@ -275,10 +264,7 @@ fn upsert_ip(conn: &mut AnyConnection, endpoint_id: i64, ip: &str, seen: i64) ->
         }
         Some((first, last)) if seen > last || seen < first => {
             diesel::update(endpoint_ips::table.find((endpoint_id, ip)))
-                .set((
-                    endpoint_ips::first_seen.eq(first.min(seen)),
-                    endpoint_ips::last_seen.eq(last.max(seen)),
-                ))
+                .set((endpoint_ips::first_seen.eq(first.min(seen)), endpoint_ips::last_seen.eq(last.max(seen))))
                 .execute(conn)?;
         }
         Some(_) => {}
@@ -286,12 +272,7 @@ fn upsert_ip(conn: &mut AnyConnection, endpoint_id: i64, ip: &str, seen: i64) ->
     Ok(())
 }
 
-pub fn upsert_source(
-    conn: &mut AnyConnection,
-    endpoint_id: i64,
-    source: &str,
-    seen: i64,
-) -> QueryResult<()> {
+pub fn upsert_source(conn: &mut AnyConnection, endpoint_id: i64, source: &str, seen: i64) -> QueryResult<()> {
     let last: Option<i64> = endpoint_sources::table
         .find((endpoint_id, source))
         .select(endpoint_sources::last_seen)
@@ -319,11 +300,7 @@ pub fn upsert_source(
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Endpoint>> {
-    endpoints::table
-        .find(id)
-        .select(Endpoint::as_select())
-        .first(conn)
-        .optional()
+    endpoints::table.find(id).select(Endpoint::as_select()).first(conn).optional()
 }
 
 pub fn ips(conn: &mut AnyConnection, id: i64) -> QueryResult<Vec<EndpointIp>> {
@@ -360,13 +337,8 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 5] = [
-        SortKey::LastSeen,
-        SortKey::FirstSeen,
-        SortKey::Hostname,
-        SortKey::Ip,
-        SortKey::Risk,
-    ];
+    pub const ALL: [SortKey; 5] =
+        [SortKey::LastSeen, SortKey::FirstSeen, SortKey::Hostname, SortKey::Ip, SortKey::Risk];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -412,11 +384,8 @@ impl Cursor {
     pub fn decode(s: &str, key: SortKey) -> Option<Cursor> {
         let (value, id) = s.rsplit_once('~')?;
         let id = id.parse().ok()?;
-        let value = if key.is_numeric() {
-            CursorValue::Int(value.parse().ok()?)
-        } else {
-            CursorValue::Text(value.to_owned())
-        };
+        let value =
+            if key.is_numeric() { CursorValue::Int(value.parse().ok()?) } else { CursorValue::Text(value.to_owned()) };
         Some(Cursor { value, id })
     }
 
@@ -465,11 +434,7 @@ macro_rules! keyset {
 
 macro_rules! order_by {
     ($q:ident, $col:expr, $desc:expr) => {
-        if $desc {
-            $q.order(($col.desc(), endpoints::id.desc()))
-        } else {
-            $q.order(($col.asc(), endpoints::id.asc()))
-        }
+        if $desc { $q.order(($col.desc(), endpoints::id.desc())) } else { $q.order(($col.asc(), endpoints::id.asc())) }
     };
 }
 
@@ -477,20 +442,13 @@ type BoxedEndpoints<'a> = endpoints::BoxedQuery<'a, Backend>;
 
 fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
     let mut q = endpoints::table.into_boxed::<Backend>();
-    if let Some(s) = query
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(s) = query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         let s = s.to_lowercase();
         if let Some(mac) = crate::domain::mac::normalize_mac(&s) {
             q = q.filter(endpoints::mac.eq(mac));
         } else if let Ok(ip) = s.parse::<std::net::IpAddr>() {
             let ip = ip.to_string();
-            let holders = endpoint_ips::table
-                .filter(endpoint_ips::ip.eq(ip.clone()))
-                .select(endpoint_ips::endpoint_id);
+            let holders = endpoint_ips::table.filter(endpoint_ips::ip.eq(ip.clone())).select(endpoint_ips::endpoint_id);
             q = q.filter(endpoints::ip.eq(ip).or(endpoints::id.eq_any(holders)));
         } else {
             // Prefix ranges rather than LIKE, so that both engines use the indexes.
@@ -499,9 +457,7 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
                 endpoints::hostname
                     .ge(s.clone())
                     .and(endpoints::hostname.lt(end.clone()))
-                    .or(endpoints::mac
-                        .ge(s.clone())
-                        .and(endpoints::mac.lt(end.clone())))
+                    .or(endpoints::mac.ge(s.clone()).and(endpoints::mac.lt(end.clone())))
                     .or(endpoints::ip.ge(s).and(endpoints::ip.lt(end))),
             );
         }
@@ -555,10 +511,7 @@ pub fn list(conn: &mut AnyConnection, query: &EndpointQuery) -> QueryResult<Endp
         SortKey::Ip => order_by!(q, endpoints::ip, desc),
     };
     let limit = query.limit.clamp(1, 500);
-    let mut items: Vec<Endpoint> = q
-        .limit(limit + 1)
-        .select(Endpoint::as_select())
-        .load(conn)?;
+    let mut items: Vec<Endpoint> = q.limit(limit + 1).select(Endpoint::as_select()).load(conn)?;
     let next = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|e| Cursor::of(e, query.sort))
@@ -585,11 +538,7 @@ pub fn distinct_os(conn: &mut AnyConnection) -> QueryResult<Vec<String>> {
 }
 
 pub fn distinct_sources(conn: &mut AnyConnection) -> QueryResult<Vec<String>> {
-    endpoint_sources::table
-        .select(endpoint_sources::source)
-        .distinct()
-        .order(endpoint_sources::source.asc())
-        .load(conn)
+    endpoint_sources::table.select(endpoint_sources::source).distinct().order(endpoint_sources::source.asc()).load(conn)
 }
 
 pub fn distinct_profiles(conn: &mut AnyConnection) -> QueryResult<Vec<String>> {
@@ -615,10 +564,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let c = Cursor {
-            value: CursorValue::Text("a~b".into()),
-            id: 7,
-        };
+        let c = Cursor { value: CursorValue::Text("a~b".into()), id: 7 };
         assert_eq!(Cursor::decode(&c.encode(), SortKey::Hostname), Some(c));
         assert_eq!(Cursor::decode("x~1", SortKey::LastSeen), None);
     }

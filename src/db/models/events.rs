@@ -15,12 +15,7 @@ pub struct Event {
     pub message: String,
 }
 
-pub fn record(
-    conn: &mut AnyConnection,
-    endpoint_id: Option<i64>,
-    kind: &str,
-    message: &str,
-) -> QueryResult<usize> {
+pub fn record(conn: &mut AnyConnection, endpoint_id: Option<i64>, kind: &str, message: &str) -> QueryResult<usize> {
     diesel::insert_into(events::table)
         .values((
             events::at.eq(now()),

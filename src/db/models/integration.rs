@@ -73,7 +73,12 @@ impl SyncRun {
 }
 
 /// Starts a run unless one is running for the integration; returns the new run's id.
-pub fn start_run(conn: &mut AnyConnection, integration: &str, trigger: &str, requested_by: &str) -> QueryResult<Option<i64>> {
+pub fn start_run(
+    conn: &mut AnyConnection,
+    integration: &str,
+    trigger: &str,
+    requested_by: &str,
+) -> QueryResult<Option<i64>> {
     conn.transaction(|conn| {
         let running: i64 = sync_runs::table
             .filter(sync_runs::integration.eq(integration))
@@ -115,7 +120,13 @@ pub struct RunCounts {
     pub throttled: i64,
 }
 
-pub fn finish_run(conn: &mut AnyConnection, id: i64, status: &str, counts: RunCounts, error: &str) -> QueryResult<usize> {
+pub fn finish_run(
+    conn: &mut AnyConnection,
+    id: i64,
+    status: &str,
+    counts: RunCounts,
+    error: &str,
+) -> QueryResult<usize> {
     diesel::update(sync_runs::table.find(id))
         .set((
             sync_runs::status.eq(status),
@@ -167,7 +178,9 @@ pub fn interrupt_running(conn: &mut AnyConnection) -> QueryResult<usize> {
     diesel::update(sync_runs::table.filter(sync_runs::status.eq("running")))
         .set((
             sync_runs::status.eq("interrupted"),
-            sync_runs::error.eq("The application stopped during the sync; the previous data was kept and the next sync completes it."),
+            sync_runs::error.eq(
+                "The application stopped during the sync; the previous data was kept and the next sync completes it.",
+            ),
             sync_runs::finished_at.eq(Some(now())),
         ))
         .execute(conn)

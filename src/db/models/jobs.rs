@@ -26,21 +26,12 @@ impl Job {
     }
 
     pub fn percent(&self) -> i64 {
-        if self.total <= 0 {
-            if self.is_running() { 0 } else { 100 }
-        } else {
-            (self.done * 100 / self.total).min(100)
-        }
+        if self.total <= 0 { if self.is_running() { 0 } else { 100 } } else { (self.done * 100 / self.total).min(100) }
     }
 }
 
 /// Starts a job unless one of the same kind is running; returns the new job's id, or `None`.
-pub fn start(
-    conn: &mut AnyConnection,
-    kind: &str,
-    requested_by: &str,
-    total: i64,
-) -> QueryResult<Option<i64>> {
+pub fn start(conn: &mut AnyConnection, kind: &str, requested_by: &str, total: i64) -> QueryResult<Option<i64>> {
     conn.transaction(|conn| {
         if latest(conn, kind)?.is_some_and(|j| j.is_running()) {
             return Ok(None);
@@ -59,33 +50,17 @@ pub fn start(
 }
 
 pub fn progress(conn: &mut AnyConnection, id: i64, done: i64) -> QueryResult<usize> {
-    diesel::update(jobs::table.find(id))
-        .set(jobs::done.eq(done))
-        .execute(conn)
+    diesel::update(jobs::table.find(id)).set(jobs::done.eq(done)).execute(conn)
 }
 
-pub fn finish(
-    conn: &mut AnyConnection,
-    id: i64,
-    status: &str,
-    message: &str,
-) -> QueryResult<usize> {
+pub fn finish(conn: &mut AnyConnection, id: i64, status: &str, message: &str) -> QueryResult<usize> {
     diesel::update(jobs::table.find(id))
-        .set((
-            jobs::status.eq(status),
-            jobs::message.eq(message),
-            jobs::finished_at.eq(Some(now())),
-        ))
+        .set((jobs::status.eq(status), jobs::message.eq(message), jobs::finished_at.eq(Some(now()))))
         .execute(conn)
 }
 
 pub fn latest(conn: &mut AnyConnection, kind: &str) -> QueryResult<Option<Job>> {
-    jobs::table
-        .filter(jobs::kind.eq(kind))
-        .order(jobs::id.desc())
-        .select(Job::as_select())
-        .first(conn)
-        .optional()
+    jobs::table.filter(jobs::kind.eq(kind)).order(jobs::id.desc()).select(Job::as_select()).first(conn).optional()
 }
 
 /// Jobs left "running" by a process that died are marked interrupted at start.
@@ -100,17 +75,11 @@ pub fn interrupt_running(conn: &mut AnyConnection) -> QueryResult<usize> {
 }
 
 pub fn get_setting(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<String>> {
-    app_settings::table
-        .find(key)
-        .select(app_settings::value)
-        .first(conn)
-        .optional()
+    app_settings::table.find(key).select(app_settings::value).first(conn).optional()
 }
 
 pub fn set_setting(conn: &mut AnyConnection, key: &str, value: &str) -> QueryResult<()> {
-    let n = diesel::update(app_settings::table.find(key))
-        .set(app_settings::value.eq(value))
-        .execute(conn)?;
+    let n = diesel::update(app_settings::table.find(key)).set(app_settings::value.eq(value)).execute(conn)?;
     if n == 0 {
         diesel::insert_into(app_settings::table)
             .values((app_settings::key.eq(key), app_settings::value.eq(value)))

@@ -22,18 +22,11 @@ pub struct ProfileRow {
 }
 
 pub fn all(conn: &mut AnyConnection) -> QueryResult<Vec<ProfileRow>> {
-    profiles::table
-        .order((profiles::owner.asc(), profiles::name.asc()))
-        .select(ProfileRow::as_select())
-        .load(conn)
+    profiles::table.order((profiles::owner.asc(), profiles::name.asc())).select(ProfileRow::as_select()).load(conn)
 }
 
 pub fn find_by_name(conn: &mut AnyConnection, name: &str) -> QueryResult<Option<ProfileRow>> {
-    profiles::table
-        .filter(profiles::name.eq(name))
-        .select(ProfileRow::as_select())
-        .first(conn)
-        .optional()
+    profiles::table.filter(profiles::name.eq(name)).select(ProfileRow::as_select()).first(conn).optional()
 }
 
 /// Creates the profile if no profile has that name; returns its row either way.
@@ -62,26 +55,15 @@ pub fn ensure(
 }
 
 pub fn set_enabled(conn: &mut AnyConnection, id: i64, enabled: bool) -> QueryResult<usize> {
-    diesel::update(profiles::table.find(id))
-        .set(profiles::enabled.eq(enabled))
-        .execute(conn)
+    diesel::update(profiles::table.find(id)).set(profiles::enabled.eq(enabled)).execute(conn)
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ProfileRow>> {
-    profiles::table
-        .find(id)
-        .select(ProfileRow::as_select())
-        .first(conn)
-        .optional()
+    profiles::table.find(id).select(ProfileRow::as_select()).first(conn).optional()
 }
 
 /// Gives an endpoint an integration-owned profile with a score (replacing an earlier score).
-pub fn assign(
-    conn: &mut AnyConnection,
-    endpoint_id: i64,
-    profile_id: i64,
-    score: i16,
-) -> QueryResult<()> {
+pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score: i16) -> QueryResult<()> {
     let existing: Option<i16> = profile_assignments::table
         .find((endpoint_id, profile_id))
         .select(profile_assignments::score)
@@ -114,9 +96,7 @@ pub fn unassign_owner_except(
     owner: &str,
     keep: &[i64],
 ) -> QueryResult<usize> {
-    let owned = profiles::table
-        .filter(profiles::owner.eq(owner.to_owned()))
-        .select(profiles::id);
+    let owned = profiles::table.filter(profiles::owner.eq(owner.to_owned())).select(profiles::id);
     diesel::delete(
         profile_assignments::table
             .filter(profile_assignments::endpoint_id.eq(endpoint_id))
@@ -127,40 +107,26 @@ pub fn unassign_owner_except(
 }
 
 /// An endpoint's integration-assigned profiles: (name, owner, score), enabled ones only.
-pub fn assignments_of(
-    conn: &mut AnyConnection,
-    endpoint_ids: &[i64],
-) -> QueryResult<Vec<(i64, String, String, i16)>> {
+pub fn assignments_of(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<Vec<(i64, String, String, i16)>> {
     profile_assignments::table
         .inner_join(profiles::table)
         .filter(profile_assignments::endpoint_id.eq_any(endpoint_ids.to_vec()))
         .filter(profiles::enabled.eq(true))
-        .select((
-            profile_assignments::endpoint_id,
-            profiles::name,
-            profiles::owner,
-            profile_assignments::score,
-        ))
+        .select((profile_assignments::endpoint_id, profiles::name, profiles::owner, profile_assignments::score))
         .load(conn)
 }
 
 /// Deletes an owner's profiles (their assignments go with them); returns the endpoints that had one.
 pub fn delete_owner(conn: &mut AnyConnection, owner: &str) -> QueryResult<Vec<i64>> {
     conn.transaction(|conn| {
-        let owned: Vec<i64> = profiles::table
-            .filter(profiles::owner.eq(owner))
-            .select(profiles::id)
-            .load(conn)?;
+        let owned: Vec<i64> = profiles::table.filter(profiles::owner.eq(owner)).select(profiles::id).load(conn)?;
         let affected: Vec<i64> = profile_assignments::table
             .filter(profile_assignments::profile_id.eq_any(owned.clone()))
             .select(profile_assignments::endpoint_id)
             .distinct()
             .load(conn)?;
-        diesel::delete(
-            profile_assignments::table
-                .filter(profile_assignments::profile_id.eq_any(owned.clone())),
-        )
-        .execute(conn)?;
+        diesel::delete(profile_assignments::table.filter(profile_assignments::profile_id.eq_any(owned.clone())))
+            .execute(conn)?;
         diesel::delete(profiles::table.filter(profiles::id.eq_any(owned))).execute(conn)?;
         Ok(affected)
     })
@@ -168,8 +134,5 @@ pub fn delete_owner(conn: &mut AnyConnection, owner: &str) -> QueryResult<Vec<i6
 
 /// Endpoints per profile name (the profile each endpoint currently has).
 pub fn endpoint_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
-    endpoints::table
-        .group_by(endpoints::profile)
-        .select((endpoints::profile, diesel::dsl::count_star()))
-        .load(conn)
+    endpoints::table.group_by(endpoints::profile).select((endpoints::profile, diesel::dsl::count_star())).load(conn)
 }

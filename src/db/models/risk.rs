@@ -34,11 +34,7 @@ pub fn set(
 ) -> QueryResult<bool> {
     let existing: Option<(i16, String, String)> = risk_factors::table
         .find((endpoint_id, source))
-        .select((
-            risk_factors::level,
-            risk_factors::summary,
-            risk_factors::details,
-        ))
+        .select((risk_factors::level, risk_factors::summary, risk_factors::details))
         .first(conn)
         .optional()?;
     let changed = match (&existing, factor) {
@@ -47,11 +43,7 @@ pub fn set(
             diesel::delete(risk_factors::table.find((endpoint_id, source))).execute(conn)?;
             true
         }
-        (Some((l, s, d)), Some((level, summary, details)))
-            if *l == level && s == summary && d == details =>
-        {
-            false
-        }
+        (Some((l, s, d)), Some((level, summary, details))) if *l == level && s == summary && d == details => false,
         (Some(_), Some((level, summary, details))) => {
             diesel::update(risk_factors::table.find((endpoint_id, source)))
                 .set((
@@ -89,13 +81,9 @@ pub fn refresh_overall(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResul
         .filter(risk_factors::endpoint_id.eq(endpoint_id))
         .select(diesel::dsl::max(risk_factors::level))
         .first(conn)?;
-    diesel::update(
-        endpoints::table
-            .find(endpoint_id)
-            .filter(endpoints::risk_level.ne(max.unwrap_or(0))),
-    )
-    .set(endpoints::risk_level.eq(max.unwrap_or(0)))
-    .execute(conn)
+    diesel::update(endpoints::table.find(endpoint_id).filter(endpoints::risk_level.ne(max.unwrap_or(0))))
+        .set(endpoints::risk_level.eq(max.unwrap_or(0)))
+        .execute(conn)
 }
 
 /// Endpoints per overall risk level.
@@ -104,4 +92,24 @@ pub fn level_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(i16, i64)>> {
         .group_by(endpoints::risk_level)
         .select((endpoints::risk_level, diesel::dsl::count_star()))
         .load(conn)
+}
+
+/// The factors of these sources for many endpoints at once, keyed by (endpoint, source).
+pub fn of_many(
+    conn: &mut AnyConnection,
+    endpoint_ids: &[i64],
+    sources: &[&str],
+) -> QueryResult<std::collections::HashMap<(i64, String), (i16, String, String)>> {
+    let rows: Vec<(i64, String, i16, String, String)> = risk_factors::table
+        .filter(risk_factors::endpoint_id.eq_any(endpoint_ids.to_vec()))
+        .filter(risk_factors::source.eq_any(sources.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+        .select((
+            risk_factors::endpoint_id,
+            risk_factors::source,
+            risk_factors::level,
+            risk_factors::summary,
+            risk_factors::details,
+        ))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(id, s, l, su, d)| ((id, s), (l, su, d))).collect())
 }

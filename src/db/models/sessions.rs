@@ -15,44 +15,21 @@ pub fn load(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<String>> {
         .optional()
 }
 
-pub fn insert(
-    conn: &mut AnyConnection,
-    id: &str,
-    state: &str,
-    expires_at: i64,
-) -> QueryResult<usize> {
+pub fn insert(conn: &mut AnyConnection, id: &str, state: &str, expires_at: i64) -> QueryResult<usize> {
     diesel::insert_into(sessions::table)
-        .values((
-            sessions::id.eq(id),
-            sessions::state.eq(state),
-            sessions::expires_at.eq(expires_at),
-        ))
+        .values((sessions::id.eq(id), sessions::state.eq(state), sessions::expires_at.eq(expires_at)))
         .execute(conn)
 }
 
 /// Updates a live session; 0 when it expired or was deleted meanwhile.
-pub fn update(
-    conn: &mut AnyConnection,
-    id: &str,
-    state: &str,
-    expires_at: i64,
-) -> QueryResult<usize> {
-    diesel::update(
-        sessions::table
-            .filter(sessions::id.eq(id))
-            .filter(sessions::expires_at.gt(now())),
-    )
-    .set((
-        sessions::state.eq(state),
-        sessions::expires_at.eq(expires_at),
-    ))
-    .execute(conn)
+pub fn update(conn: &mut AnyConnection, id: &str, state: &str, expires_at: i64) -> QueryResult<usize> {
+    diesel::update(sessions::table.filter(sessions::id.eq(id)).filter(sessions::expires_at.gt(now())))
+        .set((sessions::state.eq(state), sessions::expires_at.eq(expires_at)))
+        .execute(conn)
 }
 
 pub fn touch(conn: &mut AnyConnection, id: &str, expires_at: i64) -> QueryResult<usize> {
-    diesel::update(sessions::table.filter(sessions::id.eq(id)))
-        .set(sessions::expires_at.eq(expires_at))
-        .execute(conn)
+    diesel::update(sessions::table.filter(sessions::id.eq(id))).set(sessions::expires_at.eq(expires_at)).execute(conn)
 }
 
 pub fn delete(conn: &mut AnyConnection, id: &str) -> QueryResult<usize> {

@@ -26,35 +26,19 @@ impl User {
 }
 
 pub fn find_by_name(conn: &mut AnyConnection, name: &str) -> QueryResult<Option<User>> {
-    users::table
-        .filter(users::username.eq(name))
-        .select(User::as_select())
-        .first(conn)
-        .optional()
+    users::table.filter(users::username.eq(name)).select(User::as_select()).first(conn).optional()
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<User>> {
-    users::table
-        .find(id)
-        .select(User::as_select())
-        .first(conn)
-        .optional()
+    users::table.find(id).select(User::as_select()).first(conn).optional()
 }
 
 pub fn list(conn: &mut AnyConnection) -> QueryResult<Vec<User>> {
-    users::table
-        .order(users::username.asc())
-        .select(User::as_select())
-        .load(conn)
+    users::table.order(users::username.asc()).select(User::as_select()).load(conn)
 }
 
 /// Creates the account; `Ok(false)` when the name is taken.
-pub fn create(
-    conn: &mut AnyConnection,
-    name: &str,
-    password_hash: &str,
-    role: Role,
-) -> QueryResult<bool> {
+pub fn create(conn: &mut AnyConnection, name: &str, password_hash: &str, role: Role) -> QueryResult<bool> {
     if find_by_name(conn, name)?.is_some() {
         return Ok(false);
     }
@@ -79,17 +63,12 @@ pub fn set_role(conn: &mut AnyConnection, id: i64, role: Role) -> QueryResult<us
 }
 
 pub fn set_disabled(conn: &mut AnyConnection, id: i64, disabled: bool) -> QueryResult<usize> {
-    diesel::update(users::table.find(id))
-        .set((users::disabled.eq(disabled), users::updated_at.eq(now())))
-        .execute(conn)
+    diesel::update(users::table.find(id)).set((users::disabled.eq(disabled), users::updated_at.eq(now()))).execute(conn)
 }
 
 pub fn set_password(conn: &mut AnyConnection, id: i64, password_hash: &str) -> QueryResult<usize> {
     diesel::update(users::table.find(id))
-        .set((
-            users::password_hash.eq(password_hash),
-            users::updated_at.eq(now()),
-        ))
+        .set((users::password_hash.eq(password_hash), users::updated_at.eq(now())))
         .execute(conn)
 }
 

@@ -17,16 +17,11 @@ fn all_enabled(_: usize) -> bool {
 /// The name and score of the winning profile.
 fn classify(lib: &ProfileLibrary, attrs: &Attributes) -> Option<(String, MatchScore)> {
     let evaluation = lib.evaluate(attrs, |i| lib.profiles()[i].enabled_by_default);
-    evaluation
-        .best
-        .map(|m| (lib.profiles()[m.profile].name.clone(), m.score))
+    evaluation.best.map(|m| (lib.profiles()[m.profile].name.clone(), m.score))
 }
 
 fn names(lib: &ProfileLibrary, matches: &[ProfileMatch]) -> Vec<String> {
-    matches
-        .iter()
-        .map(|m| lib.profiles()[m.profile].name.clone())
-        .collect()
+    matches.iter().map(|m| lib.profiles()[m.profile].name.clone()).collect()
 }
 
 fn observed() -> Attributes<'static> {
@@ -246,15 +241,8 @@ fn the_reported_rule_explains_the_match() {
 #[test]
 fn nothing_matching_is_not_profiled() {
     let lib = standard();
-    assert_eq!(
-        lib.evaluate(&observed(), all_enabled),
-        Evaluation::default()
-    );
-    let random_phone = Attributes {
-        mac: Some("da:a1:19:01:02:03"),
-        hostname: Some("localhost"),
-        ..observed()
-    };
+    assert_eq!(lib.evaluate(&observed(), all_enabled), Evaluation::default());
+    let random_phone = Attributes { mac: Some("da:a1:19:01:02:03"), hostname: Some("localhost"), ..observed() };
     let evaluation = lib.evaluate(&random_phone, all_enabled);
     assert_eq!(evaluation.best, None);
     assert!(evaluation.others.is_empty());
@@ -297,29 +285,17 @@ hostname = { contains = "prn" }
 #[test]
 fn on_equal_scores_the_more_specific_rule_wins_then_the_first_name() {
     let lib = ProfileLibrary::from_toml(TIES).unwrap();
-    let acme_printer = Attributes {
-        mac_vendor: Some("Acme Corp"),
-        hostname: Some("prn-01"),
-        ..observed()
-    };
+    let acme_printer = Attributes { mac_vendor: Some("Acme Corp"), hostname: Some("prn-01"), ..observed() };
     let evaluation = lib.evaluate(&acme_printer, all_enabled);
     let best = evaluation.best.unwrap();
-    assert_eq!(
-        lib.profiles()[best.profile].name,
-        "Zeta Printer",
-        "two conditions beat one"
-    );
+    assert_eq!(lib.profiles()[best.profile].name, "Zeta Printer", "two conditions beat one");
     assert_eq!(
         names(&lib, &evaluation.others),
         ["Alpha Device", "Beta Device", "Gamma Device"],
         "others by score, then name"
     );
 
-    let acme_other = Attributes {
-        mac_vendor: Some("ACME CORP"),
-        hostname: Some("host-01"),
-        ..observed()
-    };
+    let acme_other = Attributes { mac_vendor: Some("ACME CORP"), hostname: Some("host-01"), ..observed() };
     let evaluation = lib.evaluate(&acme_other, all_enabled);
     assert_eq!(
         lib.profiles()[evaluation.best.unwrap().profile].name,
@@ -333,20 +309,10 @@ fn on_equal_scores_the_more_specific_rule_wins_then_the_first_name() {
 fn a_profile_scores_its_best_matching_rule() {
     let lib = ProfileLibrary::from_toml(TIES).unwrap();
     let beta = lib.find("Beta Device").unwrap();
-    let attrs = Attributes {
-        mac_vendor: Some("Acme"),
-        hostname: Some("prn-7"),
-        ..observed()
-    };
-    let m = lib
-        .evaluate(&attrs, |i| i == beta)
-        .best
-        .expect("Beta matches");
+    let attrs = Attributes { mac_vendor: Some("Acme"), hostname: Some("prn-7"), ..observed() };
+    let m = lib.evaluate(&attrs, |i| i == beta).best.expect("Beta matches");
     assert_eq!((m.profile, m.score, m.rule), (beta, MatchScore::High, 0));
-    let only_hostname = Attributes {
-        hostname: Some("prn-7"),
-        ..observed()
-    };
+    let only_hostname = Attributes { hostname: Some("prn-7"), ..observed() };
     let m = lib.evaluate(&only_hostname, |i| i == beta).best.unwrap();
     assert_eq!((m.score, m.rule), (MatchScore::Low, 1));
 }
@@ -385,18 +351,13 @@ fn profiles_shipped_disabled_do_not_match_with_the_defaults() {
     )
     .unwrap();
     assert!(!lib.profiles()[0].enabled_by_default);
-    let attrs = Attributes {
-        hostname: Some("abc"),
-        ..observed()
-    };
+    let attrs = Attributes { hostname: Some("abc"), ..observed() };
     assert_eq!(classify(&lib, &attrs), None);
     assert!(lib.evaluate(&attrs, all_enabled).best.is_some());
 }
 
 fn load_error(text: &str) -> String {
-    ProfileLibrary::from_toml(text)
-        .expect_err("the library is refused")
-        .to_string()
+    ProfileLibrary::from_toml(text).expect_err("the library is refused").to_string()
 }
 
 fn one_profile(rules: &str) -> String {
@@ -415,69 +376,31 @@ fn a_broken_library_is_refused_with_an_error_naming_the_profile_and_rule() {
             "rule 2",
             "not a valid regex",
         ),
-        (
-            "[[profile.rule]]\nscore = \"High\"\nhostnme = { prefix = \"prn\" }\n",
-            "rule 1",
-            "hostnme",
-        ),
-        (
-            "[[profile.rule]]\nscore = \"High\"\n",
-            "rule 1",
-            "no conditions",
-        ),
-        (
-            "[[profile.rule]]\nscore = \"Super High\"\nhostname = { prefix = \"prn\" }\n",
-            "rule 1",
-            "Super High",
-        ),
+        ("[[profile.rule]]\nscore = \"High\"\nhostnme = { prefix = \"prn\" }\n", "rule 1", "hostnme"),
+        ("[[profile.rule]]\nscore = \"High\"\n", "rule 1", "no conditions"),
+        ("[[profile.rule]]\nscore = \"Super High\"\nhostname = { prefix = \"prn\" }\n", "rule 1", "Super High"),
         (
             "[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"prn\", contains = \"x\" }\n",
             "rule 1",
             "exactly one of",
         ),
-        (
-            "[[profile.rule]]\nscore = \"High\"\nhostname = { starts = \"prn\" }\n",
-            "rule 1",
-            "starts",
-        ),
-        (
-            "[[profile.rule]]\nscore = \"High\"\nmac_prefix = \"zz:00\"\n",
-            "rule 1",
-            "zz:00",
-        ),
-        (
-            "[[profile.rule]]\nscore = \"High\"\nmac_vendor = { contains = [] }\n",
-            "rule 1",
-            "empty",
-        ),
-        (
-            "[[profile.rule]]\nscore = \"High\"\nmac_vendor = { contains = \"\" }\n",
-            "rule 1",
-            "empty",
-        ),
-        (
-            "colour = \"red\"\n[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"p\" }\n",
-            "",
-            "colour",
-        ),
+        ("[[profile.rule]]\nscore = \"High\"\nhostname = { starts = \"prn\" }\n", "rule 1", "starts"),
+        ("[[profile.rule]]\nscore = \"High\"\nmac_prefix = \"zz:00\"\n", "rule 1", "zz:00"),
+        ("[[profile.rule]]\nscore = \"High\"\nmac_vendor = { contains = [] }\n", "rule 1", "empty"),
+        ("[[profile.rule]]\nscore = \"High\"\nmac_vendor = { contains = \"\" }\n", "rule 1", "empty"),
+        ("colour = \"red\"\n[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"p\" }\n", "", "colour"),
         ("", "", "no rules"),
         (
             "[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = 3 }\n",
             "rule 1",
             "hostname: invalid type: integer `3`, expected a string or a list of strings",
         ),
-        (
-            "[[profile.rule]]\nhostname = { prefix = \"prn\" }\n",
-            "rule 1",
-            "no score",
-        ),
+        ("[[profile.rule]]\nhostname = { prefix = \"prn\" }\n", "rule 1", "no score"),
     ];
     for (rules, rule, detail) in cases {
         let message = load_error(&one_profile(rules));
         assert!(
-            message.contains("\"Broken Printer\"")
-                && message.contains(rule)
-                && message.contains(detail),
+            message.contains("\"Broken Printer\"") && message.contains(rule) && message.contains(detail),
             "{message:?} should name the profile, {rule:?} and {detail:?}"
         );
     }
@@ -490,25 +413,15 @@ fn a_duplicate_name_or_a_nameless_profile_is_refused() {
         one_profile("[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"p\" }\n"),
         "[[profile]]\nname = \"Good\"\ncategory = \"C\"\n[[profile.rule]]\nscore = \"Low\"\nhostname = { prefix = \"g\" }\n"
     );
-    assert_eq!(
-        load_error(&twice),
-        "profile \"Good\" is defined more than once"
-    );
-    assert_eq!(
-        load_error("[[profile]]\ncategory = \"C\"\n"),
-        "profile #1 in the library has no name"
-    );
+    assert_eq!(load_error(&twice), "profile \"Good\" is defined more than once");
+    assert_eq!(load_error("[[profile]]\ncategory = \"C\"\n"), "profile #1 in the library has no name");
 }
 
 #[test]
 fn a_syntax_error_names_the_profile_it_is_in() {
-    let message = load_error(&one_profile(
-        "[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"prn }\n",
-    ));
+    let message = load_error(&one_profile("[[profile.rule]]\nscore = \"High\"\nhostname = { prefix = \"prn }\n"));
     assert!(
-        message.starts_with(
-            "profile library is not valid TOML at line 13 (in profile \"Broken Printer\")"
-        ),
+        message.starts_with("profile library is not valid TOML at line 13 (in profile \"Broken Printer\")"),
         "{message}"
     );
 }
@@ -523,11 +436,7 @@ fn the_standard_library_loads_with_at_least_sixty_described_profiles() {
         assert!(!p.category.is_empty());
         assert!(!p.rules.is_empty());
         for rule in &p.rules {
-            assert!(
-                rule.description.ends_with(rule.score.as_str()),
-                "{}",
-                rule.description
-            );
+            assert!(rule.description.ends_with(rule.score.as_str()), "{}", rule.description);
         }
     }
     for category in [
@@ -544,10 +453,7 @@ fn the_standard_library_loads_with_at_least_sixty_described_profiles() {
         "Power Device",
         "IoT Device",
     ] {
-        assert!(
-            profiles.iter().any(|p| p.category == category),
-            "no {category} profile"
-        );
+        assert!(profiles.iter().any(|p| p.category == category), "no {category} profile");
     }
 }
 
@@ -555,22 +461,12 @@ fn the_standard_library_loads_with_at_least_sixty_described_profiles() {
 fn end_of_life_systems_are_flagged_risky_and_current_ones_are_not() {
     let lib = standard();
     let risky = |name: &str| lib.profiles()[lib.find(name).unwrap()].risky.is_some();
-    for name in [
-        "Windows 7",
-        "Windows XP",
-        "Windows Server 2008",
-        "Windows Server 2003",
-        "Windows Server 2012",
-        "CentOS Linux",
-    ] {
+    for name in
+        ["Windows 7", "Windows XP", "Windows Server 2008", "Windows Server 2003", "Windows Server 2012", "CentOS Linux"]
+    {
         assert!(risky(name), "{name} should be risky");
     }
-    for name in [
-        "Windows Workstation",
-        "Windows Server",
-        "Apple Mac",
-        "HP Printer",
-    ] {
+    for name in ["Windows Workstation", "Windows Server", "Apple Mac", "HP Printer"] {
         assert!(!risky(name), "{name} should not be risky");
     }
 }
@@ -588,20 +484,11 @@ fn mac_prefix_conditions_accept_any_spelling_and_partial_octets() {
         "#,
     )
     .unwrap();
-    assert_eq!(
-        lib.profiles()[0].rules[0].description,
-        "MAC address starts with b8:4c:87:4 or 00:50:56 → High"
-    );
-    for (mac, expected) in [
-        ("b8:4c:87:41:22:33", true),
-        ("B84C87412233", true),
-        ("b8:4c:87:51:22:33", false),
-        ("00:50:56:00:00:01", true),
-    ] {
-        let attrs = Attributes {
-            mac: Some(mac),
-            ..observed()
-        };
+    assert_eq!(lib.profiles()[0].rules[0].description, "MAC address starts with b8:4c:87:4 or 00:50:56 → High");
+    for (mac, expected) in
+        [("b8:4c:87:41:22:33", true), ("B84C87412233", true), ("b8:4c:87:51:22:33", false), ("00:50:56:00:00:01", true)]
+    {
+        let attrs = Attributes { mac: Some(mac), ..observed() };
         assert_eq!(classify(&lib, &attrs).is_some(), expected, "{mac}");
     }
 }
@@ -611,10 +498,7 @@ fn regexes_are_prefiltered_only_by_literals_every_match_contains() {
     let cases: [(&str, Option<&[&str]>); 21] = [
         ("iphone", Some(&["iphone"])),
         ("^sep[0-9a-f]{12}\\b", Some(&["sep"])),
-        (
-            "(macbook|imac|mac-?mini|\\bmbp\\b)",
-            Some(&["imac", "macbook", "mbp", "mini"]),
-        ),
+        ("(macbook|imac|mac-?mini|\\bmbp\\b)", Some(&["imac", "macbook", "mbp", "mini"])),
         ("Web0S|webOS.TV", Some(&["web0s", "webos"])),
         ("^(srv|svr|dc)[-_]?[0-9]", Some(&["dc", "srv", "svr"])),
         ("^(ap|wap|x)-", None),
@@ -658,10 +542,7 @@ fn match_scores_are_ordered_labelled_and_stored_as_small_integers() {
     assert_eq!((VeryLow.to_i16(), VeryHigh.to_i16()), (1, 5));
     assert_eq!(MatchScore::from_i16(0), None);
     assert_eq!(serde_json::to_string(&High).unwrap(), "\"High\"");
-    assert_eq!(
-        serde_json::from_str::<MatchScore>("\"Very High\"").unwrap(),
-        VeryHigh
-    );
+    assert_eq!(serde_json::from_str::<MatchScore>("\"Very High\"").unwrap(), VeryHigh);
 }
 
 /// Endpoint attributes as they arrive: a mix of the kinds of device the library knows, with
@@ -669,24 +550,8 @@ fn match_scores_are_ordered_labelled_and_stored_as_small_integers() {
 fn generated_observations(count: usize) -> Vec<[Option<String>; 7]> {
     let templates: [[Option<&str>; 7]; 12] = [
         // mac prefix, hostname, vendor class, params, user agent, os name, os version
-        [
-            Some("3c:d9:2b"),
-            Some("NPI{}"),
-            Some("Hewlett-Packard JetDirect"),
-            None,
-            None,
-            None,
-            None,
-        ],
-        [
-            Some("f0:b3:ec"),
-            Some("Johns-iPhone-{}"),
-            None,
-            Some(IOS),
-            None,
-            None,
-            None,
-        ],
+        [Some("3c:d9:2b"), Some("NPI{}"), Some("Hewlett-Packard JetDirect"), None, None, None, None],
+        [Some("f0:b3:ec"), Some("Johns-iPhone-{}"), None, Some(IOS), None, None, None],
         [
             Some("10:e7:c6"),
             Some("PC-{}"),
@@ -698,33 +563,9 @@ fn generated_observations(count: usize) -> Vec<[Option<String>; 7]> {
             None,
             None,
         ],
-        [
-            Some("52:54:00"),
-            Some("vm-{}.lab.example"),
-            None,
-            Some(DHCLIENT),
-            None,
-            None,
-            None,
-        ],
-        [
-            Some("0c:11:67"),
-            Some("SEP0C1167{}"),
-            Some("Cisco Systems, Inc. IP Phone CP-8845"),
-            None,
-            None,
-            None,
-            None,
-        ],
-        [
-            Some("da:a1:19"),
-            Some("host-{}"),
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
+        [Some("52:54:00"), Some("vm-{}.lab.example"), None, Some(DHCLIENT), None, None, None],
+        [Some("0c:11:67"), Some("SEP0C1167{}"), Some("Cisco Systems, Inc. IP Phone CP-8845"), None, None, None, None],
+        [Some("da:a1:19"), Some("host-{}"), None, None, None, None, None],
         [
             Some("64:1b:2f"),
             Some("Galaxy-S23-{}"),
@@ -734,15 +575,7 @@ fn generated_observations(count: usize) -> Vec<[Option<String>; 7]> {
             None,
             None,
         ],
-        [
-            None,
-            Some("srv-{}.corp.example"),
-            None,
-            None,
-            None,
-            Some("WindowsServer2022"),
-            Some("21H2"),
-        ],
+        [None, Some("srv-{}.corp.example"), None, None, None, Some("WindowsServer2022"), Some("21H2")],
         [
             Some("b8:27:eb"),
             Some("raspberrypi-{}"),
@@ -752,15 +585,7 @@ fn generated_observations(count: usize) -> Vec<[Option<String>; 7]> {
             None,
             None,
         ],
-        [
-            Some("00:40:8c"),
-            Some("axis-00408c{}"),
-            Some("udhcp 1.36.1"),
-            None,
-            None,
-            None,
-            None,
-        ],
+        [Some("00:40:8c"), Some("axis-00408c{}"), Some("udhcp 1.36.1"), None, None, None, None],
         [
             Some("f0:b3:ec"),
             Some("Annas-MacBook-Pro-{}"),
@@ -820,10 +645,7 @@ fn evaluation_throughput() {
         .collect();
     let enabled = |i: usize| lib.profiles()[i].enabled_by_default;
     // Warm up, and check the generated endpoints are mostly profiled.
-    let profiled = attrs
-        .iter()
-        .filter(|a| lib.evaluate(a, enabled).best.is_some())
-        .count();
+    let profiled = attrs.iter().filter(|a| lib.evaluate(a, enabled).best.is_some()).count();
     assert!(profiled * 10 >= attrs.len() * 8, "{profiled} profiled");
 
     let rounds = 100;

@@ -20,17 +20,8 @@ struct EndpointJson {
 
 impl From<Endpoint> for EndpointJson {
     fn from(endpoint: Endpoint) -> Self {
-        let sources_list = endpoint
-            .sources
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        Self {
-            risk: risk_label(endpoint.risk_level),
-            sources_list,
-            endpoint,
-        }
+        let sources_list = endpoint.sources.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        Self { risk: risk_label(endpoint.risk_level), sources_list, endpoint }
     }
 }
 
@@ -49,10 +40,7 @@ pub async fn list(
 ) -> Result<HttpResponse, AppError> {
     let params = input(params)?;
     let query = params.to_query(100)?;
-    let (page, total) = state
-        .db
-        .run(move |c| Ok((endpoints::list(c, &query)?, endpoints::count(c, &query)?)))
-        .await?;
+    let (page, total) = state.db.run(move |c| Ok((endpoints::list(c, &query)?, endpoints::count(c, &query)?))).await?;
     Ok(HttpResponse::Ok().json(ListJson {
         next: page.next.map(|c| c.encode()),
         items: page.items.into_iter().map(EndpointJson::from).collect(),
@@ -81,17 +69,9 @@ pub async fn get(
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
-            Ok(Some((
-                e,
-                endpoints::ips(c, id)?,
-                endpoints::history(c, id, 100)?,
-            )))
+            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?)))
         })
         .await?;
     let (e, ips, history) = found.ok_or(AppError::NotFound)?;
-    Ok(HttpResponse::Ok().json(DetailJson {
-        endpoint: e.into(),
-        ip_addresses: ips,
-        history,
-    }))
+    Ok(HttpResponse::Ok().json(DetailJson { endpoint: e.into(), ip_addresses: ips, history }))
 }

@@ -17,11 +17,8 @@ pub async fn ingest(
     body: Input<web::Bytes>,
 ) -> Result<HttpResponse, AppError> {
     let body = input(body)?;
-    let values: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
-        AppError::bad_request(format!(
-            "The body must be a JSON array of observations: {e}"
-        ))
-    })?;
+    let values: Vec<serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request(format!("The body must be a JSON array of observations: {e}")))?;
     if values.len() > MAX_BATCH {
         return Err(AppError::bad_request(format!(
             "A batch holds at most {MAX_BATCH} observations; this one has {}.",
@@ -31,13 +28,7 @@ pub async fn ingest(
     let items = values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            (
-                i,
-                serde_json::from_value::<RawObservation>(v)
-                    .map_err(|e| format!("not an observation: {e}")),
-            )
-        })
+        .map(|(i, v)| (i, serde_json::from_value::<RawObservation>(v).map_err(|e| format!("not an observation: {e}"))))
         .collect();
     let report = inventory::ingest(&state.db, &state.modeler, items, "network").await?;
     let details = format!(
@@ -47,14 +38,6 @@ pub async fn ingest(
         report.updated,
         report.rejected.len()
     );
-    audit(
-        &state.db,
-        &caller.actor(),
-        "observations.ingest",
-        "",
-        "success",
-        &details,
-    )
-    .await?;
+    audit(&state.db, &caller.actor(), "observations.ingest", "", "success", &details).await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -38,16 +38,7 @@ pub async fn list(
 ) -> Result<HttpResponse, AppError> {
     let q = input(q)?;
     let before = q.before.filter(|b| *b > 0);
-    let entries = state
-        .db
-        .run(move |c| Ok(audit::page(c, before, PAGE)?))
-        .await?;
-    let next_before = (entries.len() as i64 == PAGE)
-        .then(|| entries.last().map(|e| e.id))
-        .flatten();
-    html(&AuditPage {
-        layout: Layout::new(&user, "audit"),
-        entries,
-        next_before,
-    })
+    let entries = state.db.run(move |c| Ok(audit::page(c, before, PAGE)?)).await?;
+    let next_before = (entries.len() as i64 == PAGE).then(|| entries.last().map(|e| e.id)).flatten();
+    html(&AuditPage { layout: Layout::new(&user, "audit"), entries, next_before })
 }

@@ -21,9 +21,7 @@ struct IntegrationsPage {
 }
 
 pub async fn integrations(user: AnyUser) -> Result<HttpResponse, AppError> {
-    html(&IntegrationsPage {
-        layout: Layout::new(&user, "integrations"),
-    })
+    html(&IntegrationsPage { layout: Layout::new(&user, "integrations") })
 }
 
 /// One profile as the Profiles page shows it.
@@ -71,19 +69,13 @@ pub async fn profiles(user: AnyUser, state: web::Data<AppState>) -> Result<HttpR
             ProfileView {
                 endpoints: counts.get(&row.name).copied().unwrap_or(0),
                 risky: def.and_then(|d| d.risky.clone()),
-                rules: def
-                    .map(|d| d.rules.iter().map(|r| r.description.clone()).collect())
-                    .unwrap_or_default(),
+                rules: def.map(|d| d.rules.iter().map(|r| r.description.clone()).collect()).unwrap_or_default(),
                 row,
             }
         })
         .collect();
     views.sort_by(|a, b| {
-        (&a.row.owner, &a.row.category, &a.row.name).cmp(&(
-            &b.row.owner,
-            &b.row.category,
-            &b.row.name,
-        ))
+        (&a.row.owner, &a.row.category, &a.row.name).cmp(&(&b.row.owner, &b.row.category, &b.row.name))
     });
     html(&ProfilesPage {
         layout: Layout::new(&user, "profiles"),
@@ -108,11 +100,7 @@ pub async fn set_enabled(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let enabled = input(form)?.enabled == "true";
-    let profile = state
-        .db
-        .run(move |c| Ok(profiles::find(c, id)?))
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let profile = state.db.run(move |c| Ok(profiles::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
     state
         .db
         .run(move |c| {
@@ -120,23 +108,9 @@ pub async fn set_enabled(
             Ok(modeling::mark_stale(c, true)?)
         })
         .await?;
-    let action = if enabled {
-        "profile.enable"
-    } else {
-        "profile.disable"
-    };
-    audit(
-        &state.db,
-        &user.username,
-        action,
-        &profile.name,
-        "success",
-        "",
-    )
-    .await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header(("Location", "/config/profiles"))
-        .finish())
+    let action = if enabled { "profile.enable" } else { "profile.disable" };
+    audit(&state.db, &user.username, action, &profile.name, "success", "").await?;
+    Ok(HttpResponse::SeeOther().insert_header(("Location", "/config/profiles")).finish())
 }
 
 /// Starts the full re-model (admins, after the page's confirmation) and answers with its progress.
@@ -149,21 +123,11 @@ pub async fn start_remodel(
     if started.is_none() {
         return Err(AppError::Conflict("A re-model is already running.".into()));
     }
-    audit(
-        &state.db,
-        &user.username,
-        "profiles.remodel",
-        "all endpoints",
-        "started",
-        "",
-    )
-    .await?;
+    audit(&state.db, &user.username, "profiles.remodel", "all endpoints", "started", "").await?;
     if req.headers().contains_key("hx-request") {
         return remodel_progress_of(&state).await;
     }
-    Ok(HttpResponse::SeeOther()
-        .insert_header(("Location", "/config/profiles"))
-        .finish())
+    Ok(HttpResponse::SeeOther().insert_header(("Location", "/config/profiles")).finish())
 }
 
 async fn remodel_progress_of(state: &AppState) -> Result<HttpResponse, AppError> {
@@ -172,9 +136,6 @@ async fn remodel_progress_of(state: &AppState) -> Result<HttpResponse, AppError>
 }
 
 /// The progress fragment; it polls itself while the job runs and stops when it ends.
-pub async fn remodel_progress(
-    _user: AnyUser,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
+pub async fn remodel_progress(_user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     remodel_progress_of(&state).await
 }

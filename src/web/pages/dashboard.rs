@@ -72,10 +72,8 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
                 .select((endpoint_sources::source, diesel::dsl::count_star()))
                 .load(c)?;
             let since = (today - NEW_DAYS + 1) * 86_400;
-            let firsts: Vec<i64> = endpoints_t::table
-                .filter(endpoints_t::first_seen.ge(since))
-                .select(endpoints_t::first_seen)
-                .load(c)?;
+            let firsts: Vec<i64> =
+                endpoints_t::table.filter(endpoints_t::first_seen.ge(since)).select(endpoints_t::first_seen).load(c)?;
             Ok((
                 endpoints::count_all(c)?,
                 risk::level_counts(c)?,
@@ -91,17 +89,8 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
             .rev()
             .map(|l| {
                 let label = risk_label(l);
-                let n = risk_counts
-                    .iter()
-                    .find(|(x, _)| *x == l)
-                    .map(|x| x.1)
-                    .unwrap_or(0);
-                (
-                    label.to_owned(),
-                    n,
-                    format!("/endpoints?risk={label}"),
-                    format!("risk-{}", label.to_lowercase()),
-                )
+                let n = risk_counts.iter().find(|(x, _)| *x == l).map(|x| x.1).unwrap_or(0);
+                (label.to_owned(), n, format!("/endpoints?risk={label}"), format!("risk-{}", label.to_lowercase()))
             })
             .collect(),
     );
@@ -112,11 +101,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
             .into_iter()
             .take(10)
             .map(|(p, n)| {
-                let label = if p.is_empty() {
-                    "Not Profiled".to_owned()
-                } else {
-                    p.clone()
-                };
+                let label = if p.is_empty() { "Not Profiled".to_owned() } else { p.clone() };
                 let href = if p.is_empty() {
                     "/endpoints?risk=Low".to_owned()
                 } else {
@@ -129,14 +114,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
     let by_source = bars(
         sources
             .into_iter()
-            .map(|(s, n)| {
-                (
-                    s.clone(),
-                    n,
-                    format!("/endpoints?source={}", q(&s)),
-                    "bar".into(),
-                )
-            })
+            .map(|(s, n)| (s.clone(), n, format!("/endpoints?source={}", q(&s)), "bar".into()))
             .collect(),
     );
     let new_per_day = bars(
@@ -147,12 +125,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
                 let label = chrono::DateTime::from_timestamp(day * 86_400, 0)
                     .map(|t| t.format("%b %d").to_string())
                     .unwrap_or_default();
-                (
-                    label,
-                    n,
-                    "/endpoints?sort=first_seen".to_owned(),
-                    "bar".to_owned(),
-                )
+                (label, n, "/endpoints?sort=first_seen".to_owned(), "bar".to_owned())
             })
             .collect(),
     );

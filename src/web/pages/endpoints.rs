@@ -7,9 +7,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{audit, fmt_time};
-use crate::db::models::endpoints::{
-    self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey,
-};
+use crate::db::models::endpoints::{self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
@@ -58,9 +56,7 @@ impl ListParams {
         let sort = match opt(&self.sort) {
             None => SortKey::default(),
             Some(s) => SortKey::parse(&s).ok_or_else(|| {
-                AppError::bad_request(format!(
-                    "Unknown sort {s:?}: use last_seen, first_seen, hostname, ip or risk."
-                ))
+                AppError::bad_request(format!("Unknown sort {s:?}: use last_seen, first_seen, hostname, ip or risk."))
             })?,
         };
         let descending = match self.dir.as_str() {
@@ -68,9 +64,7 @@ impl ListParams {
             "desc" => true,
             "asc" => false,
             d => {
-                return Err(AppError::bad_request(format!(
-                    "Unknown direction {d:?}: use asc or desc."
-                )));
+                return Err(AppError::bad_request(format!("Unknown direction {d:?}: use asc or desc.")));
             }
         };
         let risk = match opt(&self.risk) {
@@ -85,10 +79,9 @@ impl ListParams {
         };
         let after = match opt(&self.after) {
             None => None,
-            Some(a) => Some(
-                Cursor::decode(&a, sort)
-                    .ok_or_else(|| AppError::bad_request("The page position is not valid."))?,
-            ),
+            Some(a) => {
+                Some(Cursor::decode(&a, sort).ok_or_else(|| AppError::bad_request("The page position is not valid."))?)
+            }
         };
         let limit = self.limit.unwrap_or(default_limit);
         if !(1..=500).contains(&limit) {
@@ -177,14 +170,8 @@ pub async fn list(
             ))
         })
         .await?;
-    let next_link = page
-        .next
-        .as_ref()
-        .map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
-    let first_link = query
-        .after
-        .is_some()
-        .then(|| format!("/endpoints?{}", params.with_after(None)));
+    let next_link = page.next.as_ref().map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
+    let first_link = query.after.is_some().then(|| format!("/endpoints?{}", params.with_after(None)));
     let view = ListPage {
         layout: Layout::new(&user, "endpoints"),
         params,
@@ -204,12 +191,8 @@ pub async fn list(
     html(&view)
 }
 
-const TABS: [(&str, &str); 4] = [
-    ("summary", "Summary"),
-    ("risk", "Risk"),
-    ("profile", "Profile data"),
-    ("actions", "Actions"),
-];
+const TABS: [(&str, &str); 4] =
+    [("summary", "Summary"), ("risk", "Risk"), ("profile", "Profile data"), ("actions", "Actions")];
 
 #[derive(Template)]
 #[template(path = "endpoints/detail.html", blocks = ["tab_content"])]
@@ -235,9 +218,7 @@ impl DetailPage {
         risk_label(*l)
     }
     fn score(&self) -> &'static str {
-        crate::domain::profiles::MatchScore::from_i16(self.e.match_score)
-            .map(|s| s.as_str())
-            .unwrap_or("")
+        crate::domain::profiles::MatchScore::from_i16(self.e.match_score).map(|s| s.as_str()).unwrap_or("")
     }
     fn title(&self) -> String {
         [&self.e.hostname, &self.e.ip]
@@ -249,43 +230,20 @@ impl DetailPage {
     }
 }
 
-async fn load_detail(
-    user: &AnyUser,
-    state: &AppState,
-    id: i64,
-    tab: &str,
-) -> Result<DetailPage, AppError> {
-    let tab = TABS
-        .iter()
-        .find(|(t, _)| *t == tab)
-        .map(|(t, _)| *t)
-        .ok_or(AppError::NotFound)?;
+async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Result<DetailPage, AppError> {
+    let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
     let (e, ips, history, factors) = state
         .db
         .run(move |c| {
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
-            Ok(Some((
-                e,
-                endpoints::ips(c, id)?,
-                endpoints::history(c, id, 50)?,
-                risk::of(c, id)?,
-            )))
+            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 50)?, risk::of(c, id)?)))
         })
         .await?
         .ok_or(AppError::NotFound)?;
     let others = serde_json::from_str(&e.other_profiles).unwrap_or_default();
-    Ok(DetailPage {
-        layout: Layout::new(user, "endpoints"),
-        e,
-        factors,
-        others,
-        ips,
-        history,
-        tab,
-        tabs: TABS,
-    })
+    Ok(DetailPage { layout: Layout::new(user, "endpoints"), e, factors, others, ips, history, tab, tabs: TABS })
 }
 
 #[derive(Deserialize)]
@@ -301,13 +259,7 @@ pub async fn detail(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?;
     let q = input(q)?;
-    let page = load_detail(
-        &user,
-        &state,
-        id.into_inner(),
-        q.tab.as_deref().unwrap_or("summary"),
-    )
-    .await?;
+    let page = load_detail(&user, &state, id.into_inner(), q.tab.as_deref().unwrap_or("summary")).await?;
     html(&page)
 }
 
@@ -323,15 +275,8 @@ pub async fn tab(
 }
 
 /// The CSV header the upload expects (the same fields as the JSON observations).
-pub const CSV_COLUMNS: [&str; 7] = [
-    "mac",
-    "ip",
-    "hostname",
-    "dhcp_vendor_class",
-    "dhcp_params",
-    "user_agent",
-    "seen_at",
-];
+pub const CSV_COLUMNS: [&str; 7] =
+    ["mac", "ip", "hostname", "dhcp_vendor_class", "dhcp_params", "user_agent", "seen_at"];
 const MAX_CSV_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Template)]
@@ -352,42 +297,26 @@ pub async fn import_csv(
     let mut data = Vec::new();
     let mut found = false;
     while let Some(field) = form.next().await {
-        let mut field = field
-            .map_err(|e| AppError::bad_request(format!("The upload could not be read: {e}")))?;
+        let mut field = field.map_err(|e| AppError::bad_request(format!("The upload could not be read: {e}")))?;
         if field.name() != Some("file") {
             continue;
         }
         found = true;
         while let Some(chunk) = field.next().await {
-            let chunk = chunk
-                .map_err(|e| AppError::bad_request(format!("The upload could not be read: {e}")))?;
+            let chunk = chunk.map_err(|e| AppError::bad_request(format!("The upload could not be read: {e}")))?;
             if data.len() + chunk.len() > MAX_CSV_BYTES {
                 return Err(AppError::PayloadTooLarge);
             }
             data.extend_from_slice(&chunk);
         }
     }
-    let outcome = if !found || data.is_empty() {
-        Err("Choose a CSV file to upload.".to_owned())
-    } else {
-        parse_csv(&data)
-    };
+    let outcome =
+        if !found || data.is_empty() { Err("Choose a CSV file to upload.".to_owned()) } else { parse_csv(&data) };
     let items = match outcome {
         Ok(items) => items,
         Err(error) => {
-            audit(
-                &state.db,
-                &user.username,
-                "endpoints.import_csv",
-                "",
-                "refused",
-                &error,
-            )
-            .await?;
-            let mut res = html(&ImportReport {
-                report: None,
-                error: Some(error),
-            })?;
+            audit(&state.db, &user.username, "endpoints.import_csv", "", "refused", &error).await?;
+            let mut res = html(&ImportReport { report: None, error: Some(error) })?;
             *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
             return Ok(res);
         }
@@ -400,47 +329,20 @@ pub async fn import_csv(
         report.updated,
         report.rejected.len()
     );
-    audit(
-        &state.db,
-        &user.username,
-        "endpoints.import_csv",
-        "",
-        "success",
-        &details,
-    )
-    .await?;
-    html(&ImportReport {
-        report: Some(report),
-        error: None,
-    })
+    audit(&state.db, &user.username, "endpoints.import_csv", "", "success", &details).await?;
+    html(&ImportReport { report: Some(report), error: None })
 }
 
 /// Reads the CSV: a header naming some of [`CSV_COLUMNS`], then one observation per line.
 fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
     let text = std::str::from_utf8(data).map_err(|_| "The file is not UTF-8 text.".to_owned())?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| format!("The header line could not be read: {e}"))?
-        .clone();
-    let columns: Vec<Option<usize>> = headers
-        .iter()
-        .map(|h| CSV_COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)))
-        .collect();
-    if let Some(unknown) = headers
-        .iter()
-        .zip(&columns)
-        .find(|(_, c)| c.is_none())
-        .map(|(h, _)| h)
-    {
-        return Err(format!(
-            "Unknown column {unknown:?}. The columns are: {}.",
-            CSV_COLUMNS.join(", ")
-        ));
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| format!("The header line could not be read: {e}"))?.clone();
+    let columns: Vec<Option<usize>> =
+        headers.iter().map(|h| CSV_COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h))).collect();
+    if let Some(unknown) = headers.iter().zip(&columns).find(|(_, c)| c.is_none()).map(|(h, _)| h) {
+        return Err(format!("Unknown column {unknown:?}. The columns are: {}.", CSV_COLUMNS.join(", ")));
     }
     if !columns.iter().any(|c| matches!(c, Some(0) | Some(1))) {
         return Err("The header must name a mac or an ip column.".into());
@@ -449,17 +351,13 @@ fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
     for (n, record) in reader.records().enumerate() {
         let line = n + 2;
         if items.len() >= MAX_BATCH {
-            return Err(format!(
-                "The file has more than {MAX_BATCH} rows; split it into several uploads."
-            ));
+            return Err(format!("The file has more than {MAX_BATCH} rows; split it into several uploads."));
         }
         let item = match record {
             Err(e) => Err(format!("line could not be read: {e}")),
-            Ok(r) if r.len() != headers.len() => Err(format!(
-                "has {} fields, the header has {}",
-                r.len(),
-                headers.len()
-            )),
+            Ok(r) if r.len() != headers.len() => {
+                Err(format!("has {} fields, the header has {}", r.len(), headers.len()))
+            }
             Ok(r) => {
                 let mut fields: [Option<String>; 7] = Default::default();
                 for (value, col) in r.iter().zip(&columns) {
@@ -467,15 +365,7 @@ fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
                         fields[*c] = Some(value.to_owned()).filter(|v| !v.is_empty());
                     }
                 }
-                let [
-                    mac,
-                    ip,
-                    hostname,
-                    dhcp_vendor_class,
-                    dhcp_params,
-                    user_agent,
-                    seen_at,
-                ] = fields;
+                let [mac, ip, hostname, dhcp_vendor_class, dhcp_params, user_agent, seen_at] = fields;
                 Ok(crate::domain::observations::RawObservation {
                     mac,
                     ip,
@@ -510,15 +400,7 @@ mod tests {
 
     #[test]
     fn csv_with_unknown_columns_is_refused_whole() {
-        assert!(
-            parse_csv(b"mac,colour\naa:bb:cc:dd:ee:01,red\n")
-                .unwrap_err()
-                .contains("colour")
-        );
-        assert!(
-            parse_csv(b"hostname\npc1\n")
-                .unwrap_err()
-                .contains("mac or an ip")
-        );
+        assert!(parse_csv(b"mac,colour\naa:bb:cc:dd:ee:01,red\n").unwrap_err().contains("colour"));
+        assert!(parse_csv(b"hostname\npc1\n").unwrap_err().contains("mac or an ip"));
     }
 }

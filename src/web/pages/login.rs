@@ -33,12 +33,7 @@ pub struct NextQuery {
 /// Only a path on this site may be a destination after sign-in: no `//host`, no scheme.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.contains(['\r', '\n']) =>
-        {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
             n.to_owned()
         }
         _ => "/".to_owned(),
@@ -67,24 +62,13 @@ pub async fn submit(
     state: web::Data<AppState>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
-    let LoginForm {
-        username,
-        password,
-        next,
-    } = form.into_inner();
+    let LoginForm { username, password, next } = form.into_inner();
     let username = username.trim().to_owned();
     let next = safe_next(next.as_deref());
-    let address = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let refuse = |msg: String, session: &Session, status: actix_web::http::StatusCode| {
-        let page = LoginPage {
-            csrf: csrf_token(session),
-            next: next.clone(),
-            error: Some(msg),
-            username: username.clone(),
-        };
+        let page =
+            LoginPage { csrf: csrf_token(session), next: next.clone(), error: Some(msg), username: username.clone() };
         html(&page).map(|mut r| {
             *r.status_mut() = status;
             r
@@ -92,15 +76,7 @@ pub async fn submit(
     };
 
     if let Some(wait) = state.login_throttle.locked(&username, &address) {
-        audit(
-            &state.db,
-            &username,
-            "login",
-            &address,
-            "refused",
-            "too many failed attempts",
-        )
-        .await?;
+        audit(&state.db, &username, "login", &address, "refused", "too many failed attempts").await?;
         let minutes = ((wait + 59) / 60).max(1);
         return refuse(
             format!("Too many failed sign-ins. Try again in {minutes} minute(s)."),
@@ -109,30 +85,18 @@ pub async fn submit(
         );
     }
     if username.is_empty() || password.is_empty() || password.len() > 1024 || username.len() > 64 {
-        return refuse(
-            "Enter your user name and password.".into(),
-            &session,
-            actix_web::http::StatusCode::BAD_REQUEST,
-        );
+        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST);
     }
 
     let lookup = username.clone();
-    let user = state
-        .db
-        .run(move |c| Ok(users::find_by_name(c, &lookup)?))
-        .await?;
+    let user = state.db.run(move |c| Ok(users::find_by_name(c, &lookup)?)).await?;
     // Verify even for unknown users so that timing does not tell which names exist.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let pw = password.clone();
-    let verified = web::block(move || {
-        verify_password(
-            &pw,
-            hash.as_deref()
-                .unwrap_or(crate::auth::dummy_password_hash()),
-        )
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.into()))?;
+    let verified =
+        web::block(move || verify_password(&pw, hash.as_deref().unwrap_or(crate::auth::dummy_password_hash())))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
 
     match user {
         Some(u) if verified && !u.disabled => {
@@ -141,19 +105,11 @@ pub async fn submit(
             session.renew();
             session.clear();
             let t = now();
-            session
-                .insert(keys::USER_ID, u.id)
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            session
-                .insert(keys::LOGIN_AT, t)
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            session
-                .insert(keys::LAST_ACTIVE, t)
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            session.insert(keys::USER_ID, u.id).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            session.insert(keys::LOGIN_AT, t).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            session.insert(keys::LAST_ACTIVE, t).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
             audit(&state.db, &u.username, "login", &address, "success", "").await?;
-            Ok(HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, next))
-                .finish())
+            Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish())
         }
         _ => {
             state.login_throttle.failed(&username, &address);
@@ -172,10 +128,7 @@ pub async fn submit(
     }
 }
 
-pub async fn logout(
-    session: Session,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
+pub async fn logout(session: Session, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     if let Ok(Some(uid)) = session.get::<i64>(keys::USER_ID) {
         let user = state.db.run(move |c| Ok(users::find(c, uid)?)).await?;
         if let Some(u) = user {
@@ -184,9 +137,7 @@ pub async fn logout(
     }
     // Deletes the session on the server too: the old cookie is useless from now on.
     session.purge();
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/login"))
-        .finish())
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish())
 }
 
 /// Counts failed sign-ins per user name and address (and per user name alone, with a higher
@@ -199,11 +150,7 @@ pub struct LoginThrottle {
 
 impl LoginThrottle {
     pub fn new(max_failures: u32, lockout_minutes: i64) -> Self {
-        Self {
-            max_failures,
-            lockout_secs: lockout_minutes * 60,
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self { max_failures, lockout_secs: lockout_minutes * 60, entries: Mutex::new(HashMap::new()) }
     }
 
     fn keys(username: &str, address: &str) -> [(String, u32); 2] {
@@ -256,13 +203,7 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_sign_in() {
         assert_eq!(safe_next(Some("/endpoints?x=1")), "/endpoints?x=1");
-        for bad in [
-            "https://evil.example",
-            "//evil.example",
-            "/\\evil.example",
-            "evil",
-            "",
-        ] {
+        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "evil", ""] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
@@ -276,9 +217,6 @@ mod tests {
             t.failed("alice", "1.2.3.4");
         }
         assert!(t.locked("alice", "1.2.3.4").is_some());
-        assert!(
-            t.locked("alice", "5.6.7.8").is_none(),
-            "another address is not locked yet"
-        );
+        assert!(t.locked("alice", "5.6.7.8").is_none(), "another address is not locked yet");
     }
 }

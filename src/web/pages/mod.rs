@@ -20,24 +20,10 @@ pub async fn audit(
     outcome: &str,
     details: &str,
 ) -> anyhow::Result<()> {
-    let (actor, action, target, outcome, details) = (
-        actor.to_owned(),
-        action.to_owned(),
-        target.to_owned(),
-        outcome.to_owned(),
-        details.to_owned(),
-    );
+    let (actor, action, target, outcome, details) =
+        (actor.to_owned(), action.to_owned(), target.to_owned(), outcome.to_owned(), details.to_owned());
     db.run(move |c| {
-        record(
-            c,
-            NewAudit {
-                actor: &actor,
-                action: &action,
-                target: &target,
-                outcome: &outcome,
-                details: &details,
-            },
-        )?;
+        record(c, NewAudit { actor: &actor, action: &action, target: &target, outcome: &outcome, details: &details })?;
         Ok(())
     })
     .await
@@ -45,7 +31,5 @@ pub async fn audit(
 
 /// Formats a stored time (UTC Unix seconds) for people.
 pub fn fmt_time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
 }

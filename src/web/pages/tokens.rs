@@ -38,18 +38,9 @@ async fn render(
     error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     let tokens = state.db.run(|c| Ok(api_tokens::list(c)?)).await?;
-    let status = if error.is_some() {
-        actix_web::http::StatusCode::BAD_REQUEST
-    } else {
-        actix_web::http::StatusCode::OK
-    };
-    let mut res = html(&TokensPage {
-        layout: Layout::new(user, "tokens"),
-        tokens,
-        created,
-        error,
-        roles: Role::ALL,
-    })?;
+    let status =
+        if error.is_some() { actix_web::http::StatusCode::BAD_REQUEST } else { actix_web::http::StatusCode::OK };
+    let mut res = html(&TokensPage { layout: Layout::new(user, "tokens"), tokens, created, error, roles: Role::ALL })?;
     *res.status_mut() = status;
     Ok(res)
 }
@@ -86,12 +77,7 @@ pub async fn create(
     let Some(role) = Role::parse(&form.role) else {
         return render(&user, &state, None, Some("Choose a role.".into())).await;
     };
-    let expires_at = match form
-        .expires_days
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    let expires_at = match form.expires_days.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(d) => match d.parse::<i64>() {
             Ok(days) if (1..=3650).contains(&days) => Some(now() + days * 86_400),
@@ -109,19 +95,8 @@ pub async fn create(
     let token = new_api_token();
     let hash = hash_api_token(&token);
     let (n, by) = (name.clone(), user.username.clone());
-    state
-        .db
-        .run(move |c| Ok(api_tokens::create(c, &n, &hash, role, &by, expires_at)?))
-        .await?;
-    audit(
-        &state.db,
-        &user.username,
-        "token.create",
-        &name,
-        "success",
-        &format!("role {}", role.as_str()),
-    )
-    .await?;
+    state.db.run(move |c| Ok(api_tokens::create(c, &n, &hash, role, &by, expires_at)?)).await?;
+    audit(&state.db, &user.username, "token.create", &name, "success", &format!("role {}", role.as_str())).await?;
     render(&user, &state, Some(token), None).await
 }
 
@@ -132,25 +107,8 @@ pub async fn revoke(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?;
     let id = id.into_inner();
-    let token = state
-        .db
-        .run(move |c| Ok(api_tokens::find(c, id)?))
-        .await?
-        .ok_or(AppError::NotFound)?;
-    state
-        .db
-        .run(move |c| Ok(api_tokens::revoke(c, id)?))
-        .await?;
-    audit(
-        &state.db,
-        &user.username,
-        "token.revoke",
-        &token.name,
-        "success",
-        "",
-    )
-    .await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header(("Location", "/tokens"))
-        .finish())
+    let token = state.db.run(move |c| Ok(api_tokens::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
+    state.db.run(move |c| Ok(api_tokens::revoke(c, id)?)).await?;
+    audit(&state.db, &user.username, "token.revoke", &token.name, "success", "").await?;
+    Ok(HttpResponse::SeeOther().insert_header(("Location", "/tokens")).finish())
 }

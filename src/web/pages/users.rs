@@ -28,29 +28,17 @@ impl UsersPage {
     }
 }
 
-async fn render(
-    user: &AdminUser,
-    state: &AppState,
-    outcome: Result<String, String>,
-) -> Result<HttpResponse, AppError> {
+async fn render(user: &AdminUser, state: &AppState, outcome: Result<String, String>) -> Result<HttpResponse, AppError> {
     let list = state.db.run(|c| Ok(users::list(c)?)).await?;
     let (message, error) = match outcome {
         Ok(m) if m.is_empty() => (None, None),
         Ok(m) => (Some(m), None),
         Err(e) => (None, Some(e)),
     };
-    let status = if error.is_some() {
-        actix_web::http::StatusCode::BAD_REQUEST
-    } else {
-        actix_web::http::StatusCode::OK
-    };
-    let mut res = html(&UsersPage {
-        layout: Layout::new(user, "users"),
-        users: list,
-        message,
-        error,
-        roles: Role::ALL,
-    })?;
+    let status =
+        if error.is_some() { actix_web::http::StatusCode::BAD_REQUEST } else { actix_web::http::StatusCode::OK };
+    let mut res =
+        html(&UsersPage { layout: Layout::new(user, "users"), users: list, message, error, roles: Role::ALL })?;
     *res.status_mut() = status;
     Ok(res)
 }
@@ -93,11 +81,7 @@ pub async fn create(
     form: Input<web::Form<NewUserForm>>,
 ) -> Result<HttpResponse, AppError> {
     let form = input(form)?;
-    let NewUserForm {
-        username,
-        password,
-        role,
-    } = form.into_inner();
+    let NewUserForm { username, password, role } = form.into_inner();
     let username = username.trim().to_owned();
     let Some(role) = Role::parse(&role) else {
         return render(&user, &state, Err("Choose a role.".into())).await;
@@ -105,10 +89,7 @@ pub async fn create(
     let name = username.clone();
     let result = state
         .db
-        .run(move |c| {
-            Ok(accounts::create_user(c, &name, &password, role)
-                .map(|_| format!("User {name} created.")))
-        })
+        .run(move |c| Ok(accounts::create_user(c, &name, &password, role).map(|_| format!("User {name} created."))))
         .await?;
     finish(&user, &state, "user.create", &username, result).await
 }
@@ -119,11 +100,7 @@ pub struct RoleForm {
 }
 
 async fn target_name(state: &AppState, id: i64) -> Result<String, AppError> {
-    let u = state
-        .db
-        .run(move |c| Ok(users::find(c, id)?))
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let u = state.db.run(move |c| Ok(users::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
     Ok(u.username)
 }
 
@@ -172,12 +149,7 @@ pub async fn set_disabled(
     let name = target_name(&state, id).await?;
     let disabled = form.disabled == "true";
     if disabled && id == user.id {
-        return render(
-            &user,
-            &state,
-            Err("You cannot disable your own account.".into()),
-        )
-        .await;
+        return render(&user, &state, Err("You cannot disable your own account.".into())).await;
     }
     let result = state
         .db
@@ -187,19 +159,11 @@ pub async fn set_disabled(
                     accounts::ensure_not_last_admin(c, id)?;
                 }
                 users::set_disabled(c, id, disabled)?;
-                Ok(if disabled {
-                    "Account disabled.".to_owned()
-                } else {
-                    "Account enabled.".to_owned()
-                })
+                Ok(if disabled { "Account disabled.".to_owned() } else { "Account enabled.".to_owned() })
             })())
         })
         .await?;
-    let action = if disabled {
-        "user.disable"
-    } else {
-        "user.enable"
-    };
+    let action = if disabled { "user.disable" } else { "user.enable" };
     finish(&user, &state, action, &name, result).await
 }
 
@@ -221,10 +185,7 @@ pub async fn reset_password(
     let password = form.into_inner().password;
     let result = state
         .db
-        .run(move |c| {
-            Ok(accounts::reset_password(c, id, &password)
-                .map(|n| format!("Password of {n} reset.")))
-        })
+        .run(move |c| Ok(accounts::reset_password(c, id, &password).map(|n| format!("Password of {n} reset."))))
         .await?;
     finish(&user, &state, "user.password", &name, result).await
 }
