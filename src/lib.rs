@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod defender;
 pub mod domain;
 pub mod error;
 pub mod inventory;
