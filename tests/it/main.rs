@@ -7,4 +7,5 @@ mod helpers;
 mod auth;
 mod inventory;
 mod modeling;
+mod defender_client;
 mod simulator;
