@@ -5,6 +5,7 @@
 mod helpers;
 
 mod auth;
+mod defender_client;
 mod inventory;
 mod modeling;
 mod simulator;
