@@ -29,11 +29,18 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     db: Db,
+    state: Data<AppState>,
 }
 
 impl Application {
     /// Opens and migrates the database, binds the listener, and prepares the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, crate::defender::ClientOptions::default()).await
+    }
+
+    /// As [`Application::build`], with the Defender client's behaviour given (tests shorten
+    /// its timeouts and backoff).
+    pub async fn build_with(settings: Settings, defender_client: crate::defender::ClientOptions) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let modeler = Modeler::standard().context("the standard profile library is broken")?;
         let s = settings.clone();
@@ -49,6 +56,7 @@ impl Application {
             if matches!(db.target(), crate::db::DatabaseTarget::Sqlite { .. }) {
                 // One process owns a SQLite file: a job still "running" there died with its process.
                 crate::db::models::jobs::interrupt_running(&mut conn)?;
+                crate::db::models::integration::interrupt_running(&mut conn)?;
             }
             Ok(db)
         })
@@ -62,10 +70,12 @@ impl Application {
             db: db.clone(),
             modeler,
             secrets: crate::secrets::SecretBox::new(&master),
+            defender_client: defender_client.clone(),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             settings: settings.clone(),
         });
 
+        let state_for_jobs = state.clone();
         let store = DbSessionStore::new(db.clone());
         let secure = settings.cookie_secure;
         // The `__Host-` prefix makes the browser refuse the cookie unless it is Secure, host-only
@@ -107,7 +117,7 @@ impl Application {
         .shutdown_timeout(30)
         .listen(listener)?
         .run();
-        Ok(Self { server, addr, db })
+        Ok(Self { server, addr, db, state: state_for_jobs })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -118,11 +128,18 @@ impl Application {
         &self.db
     }
 
+    /// The state handlers share (for the demo and the tests).
+    pub fn state(&self) -> Data<AppState> {
+        self.state.clone()
+    }
+
     /// Serves until the server is stopped (Ctrl-C or SIGTERM finishes in-flight requests first).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(self.db.clone()));
+        let scheduler = tokio::spawn(crate::jobs::supervise(self.state.sync_context()));
         let result = self.server.await.context("the web server failed");
         housekeeping.abort();
+        scheduler.abort();
         result
     }
 }

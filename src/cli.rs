@@ -48,6 +48,17 @@ enum Command {
     /// Serve a simulated Microsoft Entra ID token endpoint and Defender for Endpoint API (for
     /// tests, demos and benchmarks).
     Simulate(crate::simulator::SimulateArgs),
+    /// Run the product with the bundled Defender simulator: a generated tenant, the integration
+    /// configured and enabled, network observations that merge with some machines, and an admin
+    /// with a random password (printed).
+    Demo {
+        /// Machines in the simulated tenant.
+        #[arg(long, default_value_t = 500)]
+        machines: usize,
+        /// Where the simulator listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        simulator_bind: String,
+    },
     /// Benchmarks that print figures (use a release build).
     Bench {
         #[command(subcommand)]
@@ -121,6 +132,7 @@ pub fn main() -> ExitCode {
     init_logging(&settings);
     let result = match cli.command {
         Command::Serve => run_async(serve(settings)),
+        Command::Demo { machines, simulator_bind } => run_async(crate::demo::run(settings, machines, simulator_bind)),
         Command::Migrate => migrate(&settings),
         Command::User { command: UserCommand::Add { name, role, password_stdin } } => {
             add_user(&settings, &name, role, password_stdin)

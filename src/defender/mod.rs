@@ -18,7 +18,9 @@ pub mod error;
 pub mod import;
 pub mod limiter;
 pub mod links;
+pub mod service;
 pub mod settings;
+pub mod sync;
 
 pub use auth::{Credentials, Secret};
 pub use client::{

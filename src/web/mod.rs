@@ -24,8 +24,22 @@ pub struct AppState {
     pub modeler: crate::modeling::Modeler,
     /// Seals and opens stored secrets (the Defender client secret).
     pub secrets: crate::secrets::SecretBox,
+    /// How the Defender client behaves (timeouts, retries, limiter); tests shorten it.
+    pub defender_client: crate::defender::ClientOptions,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
+}
+
+impl AppState {
+    /// What a Defender sync, test or action needs.
+    pub fn sync_context(&self) -> crate::defender::sync::SyncContext {
+        crate::defender::sync::SyncContext {
+            db: self.db.clone(),
+            modeler: self.modeler.clone(),
+            secrets: self.secrets.clone(),
+            client_options: self.defender_client.clone(),
+        }
+    }
 }
 
 /// The parts of the page every template shows: who is signed in, the CSRF token for forms and
@@ -77,6 +91,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/endpoints/{id}", web::get().to(pages::endpoints::detail))
         .route("/endpoints/{id}/tabs/{tab}", web::get().to(pages::endpoints::tab))
         .route("/config/integrations", web::get().to(pages::config::integrations))
+        .route("/config/integrations/defender", web::get().to(pages::defender::show))
+        .route("/config/integrations/defender", web::post().to(pages::defender::save))
+        .route("/config/integrations/defender/test", web::post().to(pages::defender::test))
+        .route("/config/integrations/defender/sync", web::get().to(pages::defender::sync_status))
+        .route("/config/integrations/defender/sync", web::post().to(pages::defender::sync_now))
         .route("/config/profiles", web::get().to(pages::config::profiles))
         .route("/config/profiles/remodel", web::get().to(pages::config::remodel_progress))
         .route("/config/profiles/remodel", web::post().to(pages::config::start_remodel))
@@ -91,6 +110,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/tokens/{id}/revoke", web::post().to(pages::tokens::revoke))
         .route("/audit", web::get().to(pages::audit::list))
         .route("/api/v1/observations", web::post().to(api::observations::ingest))
+        .route("/api/v1/integrations/defender", web::put().to(api::integrations::put))
+        .route("/api/v1/integrations/defender/test", web::post().to(api::integrations::test))
+        .route("/api/v1/integrations/defender/sync", web::post().to(api::integrations::sync))
+        .route("/api/v1/integrations/defender/status", web::get().to(api::integrations::status))
         .route("/api/v1/endpoints", web::get().to(api::endpoints::list))
         .route("/api/v1/endpoints/{id}", web::get().to(api::endpoints::get));
 }

@@ -36,6 +36,8 @@ CREATE TABLE sync_runs (
     finished_at BIGINT
 );
 CREATE INDEX sync_runs_integration ON sync_runs (integration, id);
+-- At most one running sync per integration, across every instance sharing the database.
+CREATE UNIQUE INDEX sync_runs_one_running ON sync_runs (integration) WHERE status = 'running';
 
 CREATE TABLE defender_machines (
     machine_id TEXT PRIMARY KEY NOT NULL,

@@ -72,14 +72,15 @@ impl SyncRun {
     }
 }
 
-/// Starts a run unless one is running for the integration; returns the new run's id.
+/// Starts a run unless one is running for the integration; returns the new run's id. A unique
+/// index on running runs makes this hold across instances: a concurrent start loses the race.
 pub fn start_run(
     conn: &mut AnyConnection,
     integration: &str,
     trigger: &str,
     requested_by: &str,
 ) -> QueryResult<Option<i64>> {
-    conn.transaction(|conn| {
+    let started = conn.transaction(|conn| {
         let running: i64 = sync_runs::table
             .filter(sync_runs::integration.eq(integration))
             .filter(sync_runs::status.eq("running"))
@@ -99,7 +100,11 @@ pub fn start_run(
             ))
             .execute(conn)?;
         Ok(latest(conn, integration)?.map(|r| r.id))
-    })
+    });
+    match started {
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(None),
+        other => other,
+    }
 }
 
 pub fn progress(conn: &mut AnyConnection, id: i64, phase: &str, done: i64, total: i64) -> QueryResult<usize> {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{audit, fmt_time};
 use crate::db::models::endpoints::{self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey};
+use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
@@ -205,6 +206,46 @@ struct DetailPage {
     history: Vec<HistoryEntry>,
     tab: &'static str,
     tabs: [(&'static str, &'static str); 4],
+    defender: Option<DefenderView>,
+}
+
+/// The endpoint's Defender machine with its portal links (built for the configured cloud).
+pub struct DefenderView {
+    pub m: DefenderMachine,
+    pub overview: String,
+    pub alerts: String,
+    pub vulnerabilities: String,
+}
+
+impl DefenderView {
+    pub fn exposure(&self) -> &'static str {
+        risk_label(self.m.top_vuln_severity)
+    }
+    pub fn alert_level(&self) -> &'static str {
+        risk_label(self.m.top_alert_severity)
+    }
+    /// Risk factors reported by Defender exist (the Summary tab then links to the overview too).
+    pub fn has_risk(&self) -> bool {
+        self.m.top_vuln_severity > 0 || self.m.top_alert_severity > 0
+    }
+}
+
+/// The Defender view of an endpoint, when it is linked to a machine.
+pub fn defender_view(c: &mut crate::db::AnyConnection, endpoint_id: i64) -> anyhow::Result<Option<DefenderView>> {
+    use crate::defender::cloud::Cloud;
+    use crate::defender::links::{DeviceTab, PortalLinks};
+    let Some(m) = defender_machines::of_endpoint(c, endpoint_id)? else { return Ok(None) };
+    let config = crate::defender::settings::load(c)?;
+    let cloud = config.as_ref().and_then(|c| Cloud::parse(&c.cloud)).unwrap_or_default();
+    let tenant = config.as_ref().map(|c| c.tenant_id.clone());
+    let links = PortalLinks::for_cloud(cloud);
+    let link = |tab| links.device(&m.machine_id, tab, tenant.as_deref()).unwrap_or_default();
+    Ok(Some(DefenderView {
+        overview: link(DeviceTab::Overview),
+        alerts: link(DeviceTab::Alerts),
+        vulnerabilities: link(DeviceTab::Vulnerabilities),
+        m,
+    }))
 }
 
 impl DetailPage {
@@ -232,18 +273,19 @@ impl DetailPage {
 
 async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Result<DetailPage, AppError> {
     let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
-    let (e, ips, history, factors) = state
+    let (e, ips, history, factors, defender) = state
         .db
         .run(move |c| {
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
-            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 50)?, risk::of(c, id)?)))
+            let defender = defender_view(c, id)?;
+            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 50)?, risk::of(c, id)?, defender)))
         })
         .await?
         .ok_or(AppError::NotFound)?;
     let others = serde_json::from_str(&e.other_profiles).unwrap_or_default();
-    Ok(DetailPage { layout: Layout::new(user, "endpoints"), e, factors, others, ips, history, tab, tabs: TABS })
+    Ok(DetailPage { layout: Layout::new(user, "endpoints"), e, factors, others, ips, history, tab, tabs: TABS, defender })
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod config;
 pub mod dashboard;
+pub mod defender;
 pub mod endpoints;
 pub mod login;
 pub mod tokens;

@@ -1,0 +1,152 @@
+//! What the web pages and the JSON API do with the integration, in one place: save settings
+//! (with the enable/disable consequences), test a connection, start a sync, report status.
+
+use serde::Serialize;
+
+use super::ConnectionReport;
+use super::import::OWNER;
+use super::settings::{self, FieldErrors, Settings, SettingsInput};
+use super::sync::{self, SyncContext};
+use crate::db::models::integration::{self, SyncRun};
+use crate::db::models::{audit, defender_machines};
+use crate::db::now;
+
+/// The outcome of a save.
+pub enum Saved {
+    Ok { message: String },
+    Invalid(FieldErrors),
+}
+
+pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::Result<Saved> {
+    let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
+    let has_secret = existing.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
+    let s = match settings::validate(&input, has_secret) {
+        Ok(s) => s,
+        Err(errors) => {
+            let (by, details) = (by.to_owned(), errors.summary());
+            ctx.db
+                .run(move |c| Ok(audit::record(c, audit::NewAudit { actor: &by, action: "defender.configure", target: "Microsoft Defender", outcome: "refused", details: &details })?))
+                .await?;
+            return Ok(Saved::Invalid(errors));
+        }
+    };
+    let was_enabled = existing.as_ref().is_some_and(|c| c.enabled);
+    let details = settings::describe_change(existing.as_ref(), &s);
+    let (secrets, modeler, by_owned, s2) = (ctx.secrets.clone(), ctx.modeler.clone(), by.to_owned(), s.clone());
+    let removed = ctx
+        .db
+        .run(move |c| {
+            settings::save(c, &secrets, &s2, &by_owned)?;
+            let mut removed = 0;
+            if was_enabled && !s2.enabled {
+                removed = disable(c, &modeler)?;
+            }
+            audit::record(c, audit::NewAudit { actor: &by_owned, action: "defender.configure", target: "Microsoft Defender", outcome: "success", details: &details })?;
+            Ok(removed)
+        })
+        .await?;
+    let mut message = "Saved.".to_owned();
+    if s.enabled && !was_enabled {
+        sync::start(ctx, "enabled", by).await?;
+        message = "Saved and enabled: the first sync has started.".into();
+    } else if was_enabled && !s.enabled {
+        message = format!("Saved and disabled: the integration's profiles were deleted and {removed} endpoints re-modeled with the standard profiles; imported endpoints are kept.");
+    }
+    Ok(Saved::Ok { message })
+}
+
+/// Disabling: the integration's profiles go (their endpoints are re-modeled with the standard
+/// profiles), Defender's risk factors go, imported endpoints stay. The stored machines forget
+/// what they last wrote, so that re-enabling brings everything back.
+fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler) -> anyhow::Result<usize> {
+    use diesel::prelude::*;
+    use crate::db::schema::{defender_machines as dm, risk_factors as rf};
+    let affected: Vec<i64> = rf::table
+        .filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE]))
+        .select(rf::endpoint_id)
+        .distinct()
+        .load(c)?;
+    diesel::delete(rf::table.filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE]))).execute(c)?;
+    for id in &affected {
+        crate::db::models::risk::refresh_overall(c, *id)?;
+    }
+    diesel::update(dm::table).set(dm::content_hash.eq("")).execute(c)?;
+    Ok(modeler.delete_owner(c, OWNER)?)
+}
+
+/// Test Connection with the values in the form (the stored secret when the form's is empty).
+pub async fn test(ctx: &SyncContext, input: &SettingsInput, by: &str) -> anyhow::Result<Result<ConnectionReport, String>> {
+    let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
+    let stored = match &existing {
+        Some(c) => settings::stored_secret(&ctx.secrets, c)?,
+        None => None,
+    };
+    let s: Settings = match settings::validate(input, stored.is_some()) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("Fix the form first: {}", e.summary()))),
+    };
+    let secret = s.new_secret.clone().or(stored).unwrap_or_default();
+    let outcome = match sync::client_for(&s, &secret, ctx.client_options.clone()) {
+        Ok(client) => client.test_connection().await.map_err(|e| e.plain_words()),
+        Err(e) => Err(e.plain_words()),
+    };
+    let (by, result) = (by.to_owned(), match &outcome { Ok(_) => "success".to_owned(), Err(e) => e.clone() });
+    let outcome_word = if outcome.is_ok() { "success" } else { "failure" };
+    ctx.db
+        .run(move |c| Ok(audit::record(c, audit::NewAudit { actor: &by, action: "defender.test", target: "Microsoft Defender", outcome: outcome_word, details: &result })?))
+        .await?;
+    Ok(outcome)
+}
+
+/// What `GET /api/v1/integrations/defender/status` and the page show.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub configured: bool,
+    pub enabled: bool,
+    pub secret_configured: bool,
+    pub cloud: String,
+    pub sync_interval_minutes: i32,
+    pub running: Option<SyncRun>,
+    pub last_run: Option<SyncRun>,
+    pub last_success: Option<SyncRun>,
+    /// UTC Unix seconds of the next scheduled sync, when enabled.
+    pub next_run_at: Option<i64>,
+    pub machines: i64,
+    pub stale_machines: i64,
+    pub recent_runs: Vec<SyncRun>,
+}
+
+pub async fn status(ctx: &SyncContext) -> anyhow::Result<Status> {
+    ctx.db
+        .run(|c| {
+            let config = settings::load(c)?;
+            let last_run = integration::latest(c, settings::NAME)?;
+            let last_success = integration::last_success(c, settings::NAME)?;
+            let recent_runs = integration::recent(c, settings::NAME, 10)?;
+            let enabled = config.as_ref().is_some_and(|c| c.enabled);
+            let interval = config.as_ref().map(|c| c.sync_interval_minutes).unwrap_or(settings::DEFAULT_INTERVAL_MINUTES);
+            let next_run_at = enabled.then(|| last_run.as_ref().map(|r| r.started_at + i64::from(interval) * 60).unwrap_or_else(now));
+            Ok(Status {
+                configured: config.is_some(),
+                enabled,
+                secret_configured: config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some()),
+                cloud: config.as_ref().map(|c| c.cloud.clone()).unwrap_or_default(),
+                sync_interval_minutes: interval,
+                running: last_run.clone().filter(SyncRun::is_running),
+                last_run,
+                last_success,
+                next_run_at,
+                machines: defender_machines::count(c, false)?,
+                stale_machines: defender_machines::count(c, true)?,
+                recent_runs,
+            })
+        })
+        .await
+}
+
+/// Sync now: starts one unless one runs (then `None`).
+pub async fn sync_now(ctx: &SyncContext, by: &str) -> anyhow::Result<Option<i64>> {
+    let config = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
+    anyhow::ensure!(config.is_some_and(|c| c.enabled), "Enable and save the integration before syncing.");
+    sync::start(ctx, "manual", by).await
+}

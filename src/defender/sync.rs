@@ -1,0 +1,327 @@
+//! One sync: collect the machine inventory, the vulnerabilities (catalog plus the bulk
+//! machine×vulnerability listing, never one call per machine) and the alerts, aggregate them per
+//! machine, then import in short batch transactions. Everything is fetched before anything is
+//! written, so a failed or interrupted collection leaves the previous data as it was; each
+//! machine is written whole or not at all. One sync runs at a time (the run record is the lock).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target, dto};
+use super::import::{self, ImportCounts, MachineRecord, TopAlert, TopVulnerability};
+use super::settings::{self, Settings};
+use crate::db::models::integration::{self, RunCounts};
+use crate::db::models::{audit, defender_machines};
+use crate::db::Db;
+use crate::domain::mac::normalize_mac;
+use crate::domain::risk::RiskLevel;
+use crate::modeling::Modeler;
+use crate::secrets::SecretBox;
+
+/// Machines per import transaction: short enough that pages stay responsive meanwhile.
+const IMPORT_BATCH: usize = 500;
+
+/// What a sync needs from the application.
+#[derive(Clone)]
+pub struct SyncContext {
+    pub db: Db,
+    pub modeler: Modeler,
+    pub secrets: SecretBox,
+    /// Client settings (timeouts, limiter) — the tests shorten them.
+    pub client_options: ClientOptions,
+}
+
+/// Builds a client for settings; `secret` is the typed one or, when empty, the stored one.
+pub fn client_for(s: &Settings, secret: &str, options: ClientOptions) -> Result<DefenderClient, DefenderError> {
+    let (login_base_url, api_base_url, scope) = s.hosts();
+    DefenderClient::new(
+        Credentials { tenant_id: s.tenant_id.clone(), client_id: s.client_id.clone(), client_secret: Secret::new(secret) },
+        Target { login_base_url, api_base_url, scope },
+        options,
+    )
+}
+
+/// Starts a sync in the background unless one is running; returns the run id.
+pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyhow::Result<Option<i64>> {
+    let (t, by) = (trigger.to_owned(), requested_by.to_owned());
+    let run = ctx.db.run(move |c| Ok(integration::start_run(c, settings::NAME, &t, &by)?)).await?;
+    if let Some(id) = run {
+        let ctx = ctx.clone();
+        let by = requested_by.to_owned();
+        tokio::spawn(async move {
+            let outcome = run_sync(&ctx, id).await;
+            let (status, counts, error) = match outcome {
+                Ok(counts) => ("succeeded", counts, String::new()),
+                Err((counts, e)) => ("failed", counts, e),
+            };
+            let details = format!(
+                "{} machines: {} created, {} updated, {} merged, {} stale; {} API calls{}",
+                counts.machines, counts.created, counts.updated, counts.merged, counts.stale, counts.api_calls,
+                if error.is_empty() { String::new() } else { format!("; {error}") }
+            );
+            let result = ctx
+                .db
+                .run(move |c| {
+                    integration::finish_run(c, id, status, counts, &error)?;
+                    audit::record(c, audit::NewAudit { actor: &by, action: "defender.sync", target: "Microsoft Defender", outcome: status, details: &details })?;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "could not record the end of a Defender sync");
+            }
+        });
+    }
+    Ok(run)
+}
+
+type Failure = (RunCounts, String);
+
+async fn progress(ctx: &SyncContext, run: i64, phase: &'static str, done: i64, total: i64) {
+    let _ = ctx.db.run(move |c| Ok(integration::progress(c, run, phase, done, total)?)).await;
+}
+
+/// The whole sync; on failure, the counts so far and the reason in plain words.
+pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure> {
+    let mut counts = RunCounts::default();
+    let fail = |counts: RunCounts, msg: String| (counts, msg);
+    let config = ctx
+        .db
+        .run(|c| Ok(settings::load(c)?))
+        .await
+        .map_err(|e| fail(counts, format!("The configuration could not be read: {e}")))?
+        .ok_or_else(|| fail(counts, "Microsoft Defender is not configured.".into()))?;
+    let s = Settings::from_config(&config).map_err(|e| fail(counts, format!("The saved configuration is not valid: {}", e.summary())))?;
+    let secret = settings::stored_secret(&ctx.secrets, &config)
+        .map_err(|e| fail(counts, e.to_string()))?
+        .ok_or_else(|| fail(counts, "No client secret is saved.".into()))?;
+    let client = client_for(&s, &secret, ctx.client_options.clone()).map_err(|e| fail(counts, e.plain_words()))?;
+    let with_stats = |mut counts: RunCounts, client: &DefenderClient| {
+        let stats = client.stats();
+        counts.api_calls = stats.calls as i64;
+        counts.throttled = stats.throttled as i64;
+        counts
+    };
+
+    let collected = collect(ctx, run, &client).await;
+    counts = with_stats(counts, &client);
+    let records = collected.map_err(|e| fail(counts, e.plain_words()))?;
+    counts.machines = records.len() as i64;
+    let duplicates = records.iter().filter(|r| r.duplicate_of.is_some()).count() as i64;
+
+    // Import: short transactions of whole machines.
+    let total = records.len() as i64;
+    let seen: HashSet<String> = records.iter().map(|r| r.machine_id.clone()).collect();
+    let mut imported = ImportCounts::default();
+    let mut profile_ids = HashMap::new();
+    let mut done = 0i64;
+    for chunk in records.chunks(IMPORT_BATCH) {
+        let (batch, modeler) = (chunk.to_vec(), ctx.modeler.clone());
+        let mut ids = std::mem::take(&mut profile_ids);
+        let outcome = ctx
+            .db
+            .run(move |c| {
+                use diesel::Connection;
+                let n = c.transaction(|c| import::import_batch(c, &modeler, &batch, &mut ids))?;
+                Ok((n, ids))
+            })
+            .await;
+        match outcome {
+            Ok((n, ids)) => {
+                imported += n;
+                profile_ids = ids;
+            }
+            Err(e) => {
+                counts.created = imported.created;
+                counts.updated = imported.updated;
+                counts.merged = imported.merged;
+                return Err(fail(counts, format!("Writing the imported machines failed: {e}")));
+            }
+        }
+        done += chunk.len() as i64;
+        progress(ctx, run, "import", done, total).await;
+    }
+    counts.created = imported.created;
+    counts.updated = imported.updated;
+    counts.merged = imported.merged;
+    let gone = ctx
+        .db
+        .run(move |c| Ok(defender_machines::mark_missing_stale(c, &seen)?))
+        .await
+        .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
+    counts.stale = duplicates + gone;
+    Ok(counts)
+}
+
+/// Fetches and aggregates everything; writes nothing.
+async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result<Vec<MachineRecord>, DefenderError> {
+    // Machines.
+    let mut records: Vec<MachineRecord> = Vec::new();
+    let mut merged_into: Vec<Option<String>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut pages = client.machines();
+    while let Some(page) = pages.next_page().await? {
+        for m in page {
+            if m.id.is_empty() || index.contains_key(&m.id) {
+                continue;
+            }
+            index.insert(m.id.clone(), records.len());
+            merged_into.push(m.merged_into_machine_id.clone().filter(|s| !s.is_empty()));
+            records.push(record_of(&m));
+        }
+        progress(ctx, run, "machines", records.len() as i64, 0).await;
+    }
+    mark_duplicates(&mut records, &merged_into);
+
+    // The vulnerability catalog: severity, score and description by CVE.
+    let mut catalog: HashMap<String, u32> = HashMap::new();
+    let mut vulns: Vec<(RiskLevel, f64, String, String)> = Vec::new();
+    let mut pages = client.vulnerabilities();
+    while let Some(page) = pages.next_page().await? {
+        for v in page {
+            let level = v.severity.as_deref().and_then(RiskLevel::from_defender_vulnerability_severity).unwrap_or(RiskLevel::None);
+            catalog.entry(v.id.clone()).or_insert_with(|| {
+                vulns.push((level, v.cvss_v3.unwrap_or(0.0), v.id.clone(), v.description.clone().unwrap_or_default()));
+                (vulns.len() - 1) as u32
+            });
+        }
+        progress(ctx, run, "vulnerabilities", vulns.len() as i64, 0).await;
+    }
+
+    // Machine × vulnerability rows: per machine the distinct CVEs (as catalog indexes).
+    let mut per_machine: Vec<Vec<u32>> = vec![Vec::new(); records.len()];
+    let mut rows = 0i64;
+    let mut pages = client.machine_vulnerabilities();
+    while let Some(page) = pages.next_page().await? {
+        rows += page.len() as i64;
+        for r in page {
+            let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
+            let Some(&mi) = index.get(machine) else { continue };
+            let vi = *catalog.entry(cve.to_owned()).or_insert_with(|| {
+                let level = r.severity.as_deref().and_then(RiskLevel::from_defender_vulnerability_severity).unwrap_or(RiskLevel::None);
+                vulns.push((level, 0.0, cve.to_owned(), String::new()));
+                (vulns.len() - 1) as u32
+            });
+            per_machine[mi].push(vi);
+        }
+        progress(ctx, run, "machine vulnerabilities", rows, 0).await;
+    }
+    for (r, list) in records.iter_mut().zip(per_machine.iter_mut()) {
+        list.sort_unstable();
+        list.dedup();
+        r.vuln_count = list.len() as i32;
+        r.top_vuln = list
+            .iter()
+            .map(|&i| &vulns[i as usize])
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
+            .map(|(level, _, cve, description)| TopVulnerability { cve: cve.clone(), level: *level, description: description.clone() });
+    }
+    drop(per_machine);
+
+    // Alerts: the most severe active one per machine (the newest among equals).
+    let mut best: HashMap<usize, (RiskLevel, Option<DateTime<Utc>>, String, String)> = HashMap::new();
+    let mut seen_alerts = 0i64;
+    let mut pages = client.alerts();
+    while let Some(page) = pages.next_page().await? {
+        seen_alerts += page.len() as i64;
+        for a in page.iter().filter(|a| a.is_active()) {
+            let Some(&mi) = a.machine_id.as_deref().and_then(|m| index.get(m)) else { continue };
+            let level = a.severity.as_deref().and_then(RiskLevel::from_defender_alert_severity).unwrap_or(RiskLevel::Low);
+            let when = a.last_update_time.or(a.alert_creation_time);
+            let candidate = (level, when, a.id.clone(), a.title.clone().unwrap_or_default());
+            match best.get(&mi) {
+                Some(b) if (b.0, b.1) >= (candidate.0, candidate.1) => {}
+                _ => {
+                    best.insert(mi, candidate);
+                }
+            }
+        }
+        progress(ctx, run, "alerts", seen_alerts, 0).await;
+    }
+    for (mi, (level, _, id, title)) in best {
+        records[mi].top_alert = Some(TopAlert { id, level, title });
+    }
+    Ok(records)
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> i64 {
+    t.map(|t| t.timestamp()).unwrap_or(0)
+}
+
+fn record_of(m: &dto::Machine) -> MachineRecord {
+    let mut macs: Vec<String> = m.ip_addresses.iter().filter_map(|a| a.mac_address.as_deref()).filter_map(normalize_mac).collect();
+    macs.dedup();
+    let mut seen = HashSet::new();
+    macs.retain(|m| seen.insert(m.clone()));
+    let is_linux = m.os_platform.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("linux"));
+    // Windows reports its release in `version` (e.g. 23H2); Linux the distribution in `osVersion`.
+    let os_version = if is_linux { m.os_version.clone().or(m.version.clone()) } else { m.version.clone().or(m.os_version.clone()) };
+    MachineRecord {
+        machine_id: m.id.clone(),
+        computer_dns_name: m.computer_dns_name.clone().unwrap_or_default(),
+        os_platform: m.os_platform.clone().unwrap_or_default(),
+        os_version: os_version.unwrap_or_default(),
+        os_build: m.os_build.map(|b| b.to_string()).unwrap_or_default(),
+        onboarding_status: m.onboarding_status.clone().unwrap_or_default(),
+        health_status: m.health_status.clone().unwrap_or_default(),
+        risk_score: m.risk_score.clone().unwrap_or_default(),
+        exposure_level: m.exposure_level.clone().unwrap_or_default(),
+        last_ip: m.last_ip_address.clone().unwrap_or_default(),
+        macs,
+        first_seen: ts(m.first_seen),
+        last_seen: ts(m.last_seen),
+        rbac_group: m.rbac_group_name.clone().unwrap_or_default(),
+        tags: m.machine_tags.clone(),
+        ..Default::default()
+    }
+}
+
+/// Several records of one device (re-imaged, re-onboarded): the newest is the device, the
+/// others are kept as stale duplicates. Records are grouped by MAC and by DNS name.
+fn mark_duplicates(records: &mut [MachineRecord], merged_into: &[Option<String>]) {
+    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Some(mac) = r.macs.first() {
+            groups.entry(format!("mac:{mac}")).or_default().push(i);
+        }
+        let name = r.computer_dns_name.trim_end_matches('.').to_lowercase();
+        if !name.is_empty() {
+            groups.entry(format!("name:{name}")).or_default().push(i);
+        }
+    }
+    let mut duplicate_of: Vec<Option<String>> = merged_into.to_vec();
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let newest = *members
+            .iter()
+            .max_by(|&&a, &&b| records[a].last_seen.cmp(&records[b].last_seen).then(records[b].machine_id.cmp(&records[a].machine_id)))
+            .expect("a group has members");
+        for &i in members.iter().filter(|&&i| i != newest) {
+            duplicate_of[i].get_or_insert_with(|| records[newest].machine_id.clone());
+        }
+    }
+    for (r, d) in records.iter_mut().zip(duplicate_of) {
+        r.duplicate_of = d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_record_of_a_device_wins() {
+        let rec = |id: &str, mac: &str, name: &str, seen: i64| MachineRecord {
+            machine_id: id.into(),
+            macs: vec![mac.into()],
+            computer_dns_name: name.into(),
+            last_seen: seen,
+            ..Default::default()
+        };
+        let mut records = vec![rec("old", "aa:aa:aa:aa:aa:01", "pc1", 10), rec("new", "aa:aa:aa:aa:aa:01", "pc1", 20), rec("other", "aa:aa:aa:aa:aa:02", "pc2", 5)];
+        mark_duplicates(&mut records, &[None, None, None]);
+        assert_eq!(records[0].duplicate_of.as_deref(), Some("new"));
+        assert_eq!(records[1].duplicate_of, None);
+        assert_eq!(records[2].duplicate_of, None);
+    }
+}

@@ -1,0 +1,145 @@
+//! Configuration ▸ Integrations ▸ Microsoft Defender: the settings form (admins save; operators
+//! view and test), Test Connection, Sync now with live progress, recent runs, and the machines
+//! that need a look (unmatched, ambiguous).
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use super::fmt_time;
+use crate::db::models::defender_machines::{self, DefenderMachine};
+use crate::defender::ConnectionReport;
+use crate::defender::cloud::{COMMERCIAL_REGIONS, Cloud};
+use crate::defender::service::{self, Saved, Status};
+use crate::defender::settings::{self, FieldErrors, SettingsInput};
+use crate::error::AppError;
+use crate::web::auth::{AdminUser, OperatorUser};
+use crate::web::{AppState, Input, Layout, html, input};
+
+#[derive(Template)]
+#[template(path = "config/defender.html")]
+struct DefenderPage {
+    layout: Layout,
+    form: SettingsInput,
+    errors: FieldErrors,
+    message: Option<String>,
+    secret_configured: bool,
+    status: Status,
+    review: Vec<DefenderMachine>,
+    clouds: [Cloud; 4],
+    regions: &'static [&'static str],
+    layout_is_operator: bool,
+    sync_message: Option<String>,
+}
+
+impl DefenderPage {
+    fn time(&self, t: &i64) -> String {
+        fmt_time(*t)
+    }
+    fn err(&self, field: &str) -> Option<&str> {
+        self.errors.get(field)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "config/_defender_sync.html")]
+struct SyncStatus {
+    status: Status,
+    layout_is_operator: bool,
+    sync_message: Option<String>,
+}
+
+impl SyncStatus {
+    fn time(&self, t: &i64) -> String {
+        fmt_time(*t)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "config/_defender_test.html")]
+struct TestResult {
+    outcome: Result<ConnectionReport, String>,
+}
+
+async fn render(user: &OperatorUser, state: &AppState, form: Option<SettingsInput>, errors: FieldErrors, message: Option<String>) -> Result<HttpResponse, AppError> {
+    let ctx = state.sync_context();
+    let status = service::status(&ctx).await?;
+    let (config, review) = state.db.run(|c| Ok((settings::load(c)?, defender_machines::needing_review(c, 100)?))).await?;
+    let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
+    let form = form.unwrap_or_else(|| config.as_ref().map(SettingsInput::from_config).unwrap_or_else(|| SettingsInput { sync_interval_minutes: Some(settings::DEFAULT_INTERVAL_MINUTES), ..Default::default() }));
+    let bad = !errors.is_empty();
+    let mut res = html(&DefenderPage {
+        layout: Layout::new(user, "integrations"),
+        form,
+        errors,
+        message,
+        secret_configured,
+        status,
+        review,
+        clouds: Cloud::ALL,
+        regions: COMMERCIAL_REGIONS,
+        layout_is_operator: true,
+        sync_message: None,
+    })?;
+    if bad {
+        *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
+}
+
+pub async fn show(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    render(&user, &state, None, FieldErrors::default(), None).await
+}
+
+/// HTML forms send a checkbox only when ticked; `enabled=on` means true.
+fn form_input(pairs: Vec<(String, String)>) -> SettingsInput {
+    let mut i = SettingsInput::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "tenant_id" => i.tenant_id = v,
+            "client_id" => i.client_id = v,
+            "client_secret" => i.client_secret = v,
+            "cloud" => i.cloud = v,
+            "region" => i.region = v,
+            "login_base_url" => i.login_base_url = v,
+            "api_base_url" => i.api_base_url = v,
+            "enabled" => i.enabled = matches!(v.as_str(), "on" | "true" | "1"),
+            "sync_interval_minutes" => i.sync_interval_minutes = Some(v.trim().parse().unwrap_or(-1)),
+            _ => {}
+        }
+    }
+    i
+}
+
+pub async fn save(user: AdminUser, state: web::Data<AppState>, form: Input<web::Form<Vec<(String, String)>>>) -> Result<HttpResponse, AppError> {
+    let mut input_values = form_input(input(form)?.into_inner());
+    let outcome = service::save(&state.sync_context(), input_values.clone(), &user.username).await?;
+    let as_operator = OperatorUser(user.0.clone());
+    // The secret is never sent back, not even after a failed save.
+    input_values.client_secret.clear();
+    match outcome {
+        Saved::Ok { message } => render(&as_operator, &state, None, FieldErrors::default(), Some(message)).await,
+        Saved::Invalid(errors) => render(&as_operator, &state, Some(input_values), errors, None).await,
+    }
+}
+
+pub async fn test(user: OperatorUser, state: web::Data<AppState>, form: Input<web::Form<Vec<(String, String)>>>) -> Result<HttpResponse, AppError> {
+    let values = form_input(input(form)?.into_inner());
+    let outcome = service::test(&state.sync_context(), &values, &user.username).await?;
+    html(&TestResult { outcome })
+}
+
+pub async fn sync_now(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let ctx = state.sync_context();
+    let message = match service::sync_now(&ctx, &user.username).await {
+        Ok(Some(_)) => "Sync started.".to_owned(),
+        Ok(None) => "A sync is already running.".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let status = service::status(&ctx).await?;
+    html(&SyncStatus { status, layout_is_operator: true, sync_message: Some(message) })
+}
+
+pub async fn sync_status(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let status = service::status(&state.sync_context()).await?;
+    html(&SyncStatus { status, layout_is_operator: user.can(crate::auth::Role::Operator), sync_message: None })
+}
