@@ -469,6 +469,16 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// One API request as `attempt` sends it.
+#[derive(Clone, Copy)]
+struct Req<'a> {
+    api: Api,
+    method: &'a Method,
+    url: &'a Url,
+    body: Option<&'a Value>,
+    idempotent: bool,
+}
+
 enum Attempt {
     Done(Answer),
     Retry { wait: Duration, last: DefenderError },
@@ -839,9 +849,14 @@ impl DefenderClient {
         let mut stale: Option<u64> = None;
         loop {
             let token = self.token(stale.take()).await?;
-            let outcome = self
-                .attempt(api, &method, &url, body, idempotent, &token, attempt + 1)
-                .await;
+            let req = Req {
+                api,
+                method: &method,
+                url: &url,
+                body,
+                idempotent,
+            };
+            let outcome = self.attempt(&req, &token, attempt + 1).await;
             match outcome {
                 Attempt::Done(a) => return Ok(a),
                 Attempt::Fail(e) => {
@@ -882,16 +897,14 @@ impl DefenderClient {
         }
     }
 
-    async fn attempt(
-        &self,
-        api: Api,
-        method: &Method,
-        url: &Url,
-        body: Option<&Value>,
-        idempotent: bool,
-        token: &CachedToken,
-        next_retry: u32,
-    ) -> Attempt {
+    async fn attempt(&self, req: &Req<'_>, token: &CachedToken, next_retry: u32) -> Attempt {
+        let Req {
+            api,
+            method,
+            url,
+            body,
+            idempotent,
+        } = *req;
         let inner = &self.inner;
         let waited = inner.limiter.acquire(api).await;
         self.stat(api, |a, s| {
@@ -927,7 +940,7 @@ impl DefenderClient {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = match resp.bytes().await {
-            Ok(b) => b.to_vec(),
+            Ok(b) => b,
             Err(e) => {
                 let err = self.transport_error(&e);
                 return if idempotent {
@@ -943,7 +956,7 @@ impl DefenderClient {
         if status.is_success() {
             return Attempt::Done(Answer {
                 status,
-                body: bytes,
+                body: Vec::from(bytes),
             });
         }
         let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
@@ -1295,7 +1308,7 @@ impl DefenderClient {
             Err(e) => return Err(e),
         };
         let mut items = decode_page::<MachineAction>(Api::ListMachineActions, &a.body)?.items;
-        items.sort_by(|a, b| b.creation_date_time_utc.cmp(&a.creation_date_time_utc));
+        items.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
         Ok(items)
     }
 }

@@ -5,7 +5,7 @@
 mod helpers;
 
 mod auth;
+mod defender_client;
 mod inventory;
 mod modeling;
-mod defender_client;
 mod simulator;
