@@ -40,7 +40,10 @@ impl Application {
 
     /// As [`Application::build`], with the Defender client's behaviour given (tests shorten
     /// its timeouts and backoff).
-    pub async fn build_with(settings: Settings, defender_client: crate::defender::ClientOptions) -> anyhow::Result<Self> {
+    pub async fn build_with(
+        settings: Settings,
+        defender_client: crate::defender::ClientOptions,
+    ) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let modeler = Modeler::standard().context("the standard profile library is broken")?;
         let s = settings.clone();

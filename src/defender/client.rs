@@ -423,6 +423,16 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// One API request as `attempt` sends it.
+#[derive(Clone, Copy)]
+struct Req<'a> {
+    api: Api,
+    method: &'a Method,
+    url: &'a Url,
+    body: Option<&'a Value>,
+    idempotent: bool,
+}
+
 enum Attempt {
     Done(Answer),
     Retry { wait: Duration, last: DefenderError },
@@ -747,7 +757,8 @@ impl DefenderClient {
         let mut stale: Option<u64> = None;
         loop {
             let token = self.token(stale.take()).await?;
-            let outcome = self.attempt(api, &method, &url, body, idempotent, &token, attempt + 1).await;
+            let req = Req { api, method: &method, url: &url, body, idempotent };
+            let outcome = self.attempt(&req, &token, attempt + 1).await;
             match outcome {
                 Attempt::Done(a) => return Ok(a),
                 Attempt::Fail(e) => {
@@ -788,16 +799,8 @@ impl DefenderClient {
         }
     }
 
-    async fn attempt(
-        &self,
-        api: Api,
-        method: &Method,
-        url: &Url,
-        body: Option<&Value>,
-        idempotent: bool,
-        token: &CachedToken,
-        next_retry: u32,
-    ) -> Attempt {
+    async fn attempt(&self, req: &Req<'_>, token: &CachedToken, next_retry: u32) -> Attempt {
+        let Req { api, method, url, body, idempotent } = *req;
         let inner = &self.inner;
         let waited = inner.limiter.acquire(api).await;
         self.stat(api, |a, s| {
@@ -830,7 +833,7 @@ impl DefenderClient {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = match resp.bytes().await {
-            Ok(b) => b.to_vec(),
+            Ok(b) => b,
             Err(e) => {
                 let err = self.transport_error(&e);
                 return if idempotent {
@@ -841,7 +844,7 @@ impl DefenderClient {
             }
         };
         if status.is_success() {
-            return Attempt::Done(Answer { status, body: bytes });
+            return Attempt::Done(Answer { status, body: Vec::from(bytes) });
         }
         let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
         let code = env.as_ref().and_then(|e| e.error.code.clone()).unwrap_or_default();
@@ -1080,7 +1083,7 @@ impl DefenderClient {
             Err(e) => return Err(e),
         };
         let mut items = decode_page::<MachineAction>(Api::ListMachineActions, &a.body)?.items;
-        items.sort_by(|a, b| b.creation_date_time_utc.cmp(&a.creation_date_time_utc));
+        items.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
         Ok(items)
     }
 }

@@ -25,7 +25,18 @@ pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::
         Err(errors) => {
             let (by, details) = (by.to_owned(), errors.summary());
             ctx.db
-                .run(move |c| Ok(audit::record(c, audit::NewAudit { actor: &by, action: "defender.configure", target: "Microsoft Defender", outcome: "refused", details: &details })?))
+                .run(move |c| {
+                    Ok(audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &by,
+                            action: "defender.configure",
+                            target: "Microsoft Defender",
+                            outcome: "refused",
+                            details: &details,
+                        },
+                    )?)
+                })
                 .await?;
             return Ok(Saved::Invalid(errors));
         }
@@ -41,7 +52,16 @@ pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::
             if was_enabled && !s2.enabled {
                 removed = disable(c, &modeler)?;
             }
-            audit::record(c, audit::NewAudit { actor: &by_owned, action: "defender.configure", target: "Microsoft Defender", outcome: "success", details: &details })?;
+            audit::record(
+                c,
+                audit::NewAudit {
+                    actor: &by_owned,
+                    action: "defender.configure",
+                    target: "Microsoft Defender",
+                    outcome: "success",
+                    details: &details,
+                },
+            )?;
             Ok(removed)
         })
         .await?;
@@ -50,7 +70,9 @@ pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::
         sync::start(ctx, "enabled", by).await?;
         message = "Saved and enabled: the first sync has started.".into();
     } else if was_enabled && !s.enabled {
-        message = format!("Saved and disabled: the integration's profiles were deleted and {removed} endpoints re-modeled with the standard profiles; imported endpoints are kept.");
+        message = format!(
+            "Saved and disabled: the integration's profiles were deleted and {removed} endpoints re-modeled with the standard profiles; imported endpoints are kept."
+        );
     }
     Ok(Saved::Ok { message })
 }
@@ -59,14 +81,15 @@ pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::
 /// profiles), Defender's risk factors go, imported endpoints stay. The stored machines forget
 /// what they last wrote, so that re-enabling brings everything back.
 fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler) -> anyhow::Result<usize> {
-    use diesel::prelude::*;
     use crate::db::schema::{defender_machines as dm, risk_factors as rf};
+    use diesel::prelude::*;
     let affected: Vec<i64> = rf::table
         .filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE]))
         .select(rf::endpoint_id)
         .distinct()
         .load(c)?;
-    diesel::delete(rf::table.filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE]))).execute(c)?;
+    diesel::delete(rf::table.filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE])))
+        .execute(c)?;
     for id in &affected {
         crate::db::models::risk::refresh_overall(c, *id)?;
     }
@@ -75,7 +98,11 @@ fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler)
 }
 
 /// Test Connection with the values in the form (the stored secret when the form's is empty).
-pub async fn test(ctx: &SyncContext, input: &SettingsInput, by: &str) -> anyhow::Result<Result<ConnectionReport, String>> {
+pub async fn test(
+    ctx: &SyncContext,
+    input: &SettingsInput,
+    by: &str,
+) -> anyhow::Result<Result<ConnectionReport, String>> {
     let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
     let stored = match &existing {
         Some(c) => settings::stored_secret(&ctx.secrets, c)?,
@@ -90,10 +117,27 @@ pub async fn test(ctx: &SyncContext, input: &SettingsInput, by: &str) -> anyhow:
         Ok(client) => client.test_connection().await.map_err(|e| e.plain_words()),
         Err(e) => Err(e.plain_words()),
     };
-    let (by, result) = (by.to_owned(), match &outcome { Ok(_) => "success".to_owned(), Err(e) => e.clone() });
+    let (by, result) = (
+        by.to_owned(),
+        match &outcome {
+            Ok(_) => "success".to_owned(),
+            Err(e) => e.clone(),
+        },
+    );
     let outcome_word = if outcome.is_ok() { "success" } else { "failure" };
     ctx.db
-        .run(move |c| Ok(audit::record(c, audit::NewAudit { actor: &by, action: "defender.test", target: "Microsoft Defender", outcome: outcome_word, details: &result })?))
+        .run(move |c| {
+            Ok(audit::record(
+                c,
+                audit::NewAudit {
+                    actor: &by,
+                    action: "defender.test",
+                    target: "Microsoft Defender",
+                    outcome: outcome_word,
+                    details: &result,
+                },
+            )?)
+        })
         .await?;
     Ok(outcome)
 }
@@ -124,8 +168,10 @@ pub async fn status(ctx: &SyncContext) -> anyhow::Result<Status> {
             let last_success = integration::last_success(c, settings::NAME)?;
             let recent_runs = integration::recent(c, settings::NAME, 10)?;
             let enabled = config.as_ref().is_some_and(|c| c.enabled);
-            let interval = config.as_ref().map(|c| c.sync_interval_minutes).unwrap_or(settings::DEFAULT_INTERVAL_MINUTES);
-            let next_run_at = enabled.then(|| last_run.as_ref().map(|r| r.started_at + i64::from(interval) * 60).unwrap_or_else(now));
+            let interval =
+                config.as_ref().map(|c| c.sync_interval_minutes).unwrap_or(settings::DEFAULT_INTERVAL_MINUTES);
+            let next_run_at =
+                enabled.then(|| last_run.as_ref().map(|r| r.started_at + i64::from(interval) * 60).unwrap_or_else(now));
             Ok(Status {
                 configured: config.is_some(),
                 enabled,

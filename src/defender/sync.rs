@@ -8,12 +8,12 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target, dto};
 use super::import::{self, ImportCounts, MachineRecord, TopAlert, TopVulnerability};
 use super::settings::{self, Settings};
+use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target, dto};
+use crate::db::Db;
 use crate::db::models::integration::{self, RunCounts};
 use crate::db::models::{audit, defender_machines};
-use crate::db::Db;
 use crate::domain::mac::normalize_mac;
 use crate::domain::risk::RiskLevel;
 use crate::modeling::Modeler;
@@ -36,7 +36,11 @@ pub struct SyncContext {
 pub fn client_for(s: &Settings, secret: &str, options: ClientOptions) -> Result<DefenderClient, DefenderError> {
     let (login_base_url, api_base_url, scope) = s.hosts();
     DefenderClient::new(
-        Credentials { tenant_id: s.tenant_id.clone(), client_id: s.client_id.clone(), client_secret: Secret::new(secret) },
+        Credentials {
+            tenant_id: s.tenant_id.clone(),
+            client_id: s.client_id.clone(),
+            client_secret: Secret::new(secret),
+        },
         Target { login_base_url, api_base_url, scope },
         options,
     )
@@ -57,14 +61,28 @@ pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyh
             };
             let details = format!(
                 "{} machines: {} created, {} updated, {} merged, {} stale; {} API calls{}",
-                counts.machines, counts.created, counts.updated, counts.merged, counts.stale, counts.api_calls,
+                counts.machines,
+                counts.created,
+                counts.updated,
+                counts.merged,
+                counts.stale,
+                counts.api_calls,
                 if error.is_empty() { String::new() } else { format!("; {error}") }
             );
             let result = ctx
                 .db
                 .run(move |c| {
                     integration::finish_run(c, id, status, counts, &error)?;
-                    audit::record(c, audit::NewAudit { actor: &by, action: "defender.sync", target: "Microsoft Defender", outcome: status, details: &details })?;
+                    audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &by,
+                            action: "defender.sync",
+                            target: "Microsoft Defender",
+                            outcome: status,
+                            details: &details,
+                        },
+                    )?;
                     Ok(())
                 })
                 .await;
@@ -92,7 +110,8 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
         .await
         .map_err(|e| fail(counts, format!("The configuration could not be read: {e}")))?
         .ok_or_else(|| fail(counts, "Microsoft Defender is not configured.".into()))?;
-    let s = Settings::from_config(&config).map_err(|e| fail(counts, format!("The saved configuration is not valid: {}", e.summary())))?;
+    let s = Settings::from_config(&config)
+        .map_err(|e| fail(counts, format!("The saved configuration is not valid: {}", e.summary())))?;
     let secret = settings::stored_secret(&ctx.secrets, &config)
         .map_err(|e| fail(counts, e.to_string()))?
         .ok_or_else(|| fail(counts, "No client secret is saved.".into()))?;
@@ -180,7 +199,11 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
     let mut pages = client.vulnerabilities();
     while let Some(page) = pages.next_page().await? {
         for v in page {
-            let level = v.severity.as_deref().and_then(RiskLevel::from_defender_vulnerability_severity).unwrap_or(RiskLevel::None);
+            let level = v
+                .severity
+                .as_deref()
+                .and_then(RiskLevel::from_defender_vulnerability_severity)
+                .unwrap_or(RiskLevel::None);
             catalog.entry(v.id.clone()).or_insert_with(|| {
                 vulns.push((level, v.cvss_v3.unwrap_or(0.0), v.id.clone(), v.description.clone().unwrap_or_default()));
                 (vulns.len() - 1) as u32
@@ -199,7 +222,11 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
             let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
             let Some(&mi) = index.get(machine) else { continue };
             let vi = *catalog.entry(cve.to_owned()).or_insert_with(|| {
-                let level = r.severity.as_deref().and_then(RiskLevel::from_defender_vulnerability_severity).unwrap_or(RiskLevel::None);
+                let level = r
+                    .severity
+                    .as_deref()
+                    .and_then(RiskLevel::from_defender_vulnerability_severity)
+                    .unwrap_or(RiskLevel::None);
                 vulns.push((level, 0.0, cve.to_owned(), String::new()));
                 (vulns.len() - 1) as u32
             });
@@ -215,7 +242,11 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
             .iter()
             .map(|&i| &vulns[i as usize])
             .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
-            .map(|(level, _, cve, description)| TopVulnerability { cve: cve.clone(), level: *level, description: description.clone() });
+            .map(|(level, _, cve, description)| TopVulnerability {
+                cve: cve.clone(),
+                level: *level,
+                description: description.clone(),
+            });
     }
     drop(per_machine);
 
@@ -227,7 +258,8 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
         seen_alerts += page.len() as i64;
         for a in page.iter().filter(|a| a.is_active()) {
             let Some(&mi) = a.machine_id.as_deref().and_then(|m| index.get(m)) else { continue };
-            let level = a.severity.as_deref().and_then(RiskLevel::from_defender_alert_severity).unwrap_or(RiskLevel::Low);
+            let level =
+                a.severity.as_deref().and_then(RiskLevel::from_defender_alert_severity).unwrap_or(RiskLevel::Low);
             let when = a.last_update_time.or(a.alert_creation_time);
             let candidate = (level, when, a.id.clone(), a.title.clone().unwrap_or_default());
             match best.get(&mi) {
@@ -250,13 +282,15 @@ fn ts(t: Option<DateTime<Utc>>) -> i64 {
 }
 
 fn record_of(m: &dto::Machine) -> MachineRecord {
-    let mut macs: Vec<String> = m.ip_addresses.iter().filter_map(|a| a.mac_address.as_deref()).filter_map(normalize_mac).collect();
+    let mut macs: Vec<String> =
+        m.ip_addresses.iter().filter_map(|a| a.mac_address.as_deref()).filter_map(normalize_mac).collect();
     macs.dedup();
     let mut seen = HashSet::new();
     macs.retain(|m| seen.insert(m.clone()));
     let is_linux = m.os_platform.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("linux"));
     // Windows reports its release in `version` (e.g. 23H2); Linux the distribution in `osVersion`.
-    let os_version = if is_linux { m.os_version.clone().or(m.version.clone()) } else { m.version.clone().or(m.os_version.clone()) };
+    let os_version =
+        if is_linux { m.os_version.clone().or(m.version.clone()) } else { m.version.clone().or(m.os_version.clone()) };
     MachineRecord {
         machine_id: m.id.clone(),
         computer_dns_name: m.computer_dns_name.clone().unwrap_or_default(),
@@ -294,7 +328,9 @@ fn mark_duplicates(records: &mut [MachineRecord], merged_into: &[Option<String>]
     for members in groups.values().filter(|m| m.len() > 1) {
         let newest = *members
             .iter()
-            .max_by(|&&a, &&b| records[a].last_seen.cmp(&records[b].last_seen).then(records[b].machine_id.cmp(&records[a].machine_id)))
+            .max_by(|&&a, &&b| {
+                records[a].last_seen.cmp(&records[b].last_seen).then(records[b].machine_id.cmp(&records[a].machine_id))
+            })
             .expect("a group has members");
         for &i in members.iter().filter(|&&i| i != newest) {
             duplicate_of[i].get_or_insert_with(|| records[newest].machine_id.clone());
@@ -318,7 +354,11 @@ mod tests {
             last_seen: seen,
             ..Default::default()
         };
-        let mut records = vec![rec("old", "aa:aa:aa:aa:aa:01", "pc1", 10), rec("new", "aa:aa:aa:aa:aa:01", "pc1", 20), rec("other", "aa:aa:aa:aa:aa:02", "pc2", 5)];
+        let mut records = vec![
+            rec("old", "aa:aa:aa:aa:aa:01", "pc1", 10),
+            rec("new", "aa:aa:aa:aa:aa:01", "pc1", 20),
+            rec("other", "aa:aa:aa:aa:aa:02", "pc2", 5),
+        ];
         mark_duplicates(&mut records, &[None, None, None]);
         assert_eq!(records[0].duplicate_of.as_deref(), Some("new"));
         assert_eq!(records[1].duplicate_of, None);

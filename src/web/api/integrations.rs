@@ -11,10 +11,15 @@ use crate::error::AppError;
 use crate::web::auth::{ApiAdmin, ApiAnalyst, ApiOperator};
 use crate::web::{AppState, Input, input};
 
-pub async fn put(caller: ApiAdmin, state: web::Data<AppState>, body: Input<web::Bytes>) -> Result<HttpResponse, AppError> {
+pub async fn put(
+    caller: ApiAdmin,
+    state: web::Data<AppState>,
+    body: Input<web::Bytes>,
+) -> Result<HttpResponse, AppError> {
     let body = input(body)?;
-    let values: SettingsInput = serde_json::from_slice(&body)
-        .map_err(|e| AppError::bad_request(format!("The body must be a JSON object of the integration's settings: {e}")))?;
+    let values: SettingsInput = serde_json::from_slice(&body).map_err(|e| {
+        AppError::bad_request(format!("The body must be a JSON object of the integration's settings: {e}"))
+    })?;
     match service::save(&state.sync_context(), values, &caller.actor()).await? {
         Saved::Ok { message } => Ok(HttpResponse::Ok().json(json!({ "saved": true, "message": message }))),
         Saved::Invalid(errors) => {

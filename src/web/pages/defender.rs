@@ -60,12 +60,24 @@ struct TestResult {
     outcome: Result<ConnectionReport, String>,
 }
 
-async fn render(user: &OperatorUser, state: &AppState, form: Option<SettingsInput>, errors: FieldErrors, message: Option<String>) -> Result<HttpResponse, AppError> {
+async fn render(
+    user: &OperatorUser,
+    state: &AppState,
+    form: Option<SettingsInput>,
+    errors: FieldErrors,
+    message: Option<String>,
+) -> Result<HttpResponse, AppError> {
     let ctx = state.sync_context();
     let status = service::status(&ctx).await?;
-    let (config, review) = state.db.run(|c| Ok((settings::load(c)?, defender_machines::needing_review(c, 100)?))).await?;
+    let (config, review) =
+        state.db.run(|c| Ok((settings::load(c)?, defender_machines::needing_review(c, 100)?))).await?;
     let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
-    let form = form.unwrap_or_else(|| config.as_ref().map(SettingsInput::from_config).unwrap_or_else(|| SettingsInput { sync_interval_minutes: Some(settings::DEFAULT_INTERVAL_MINUTES), ..Default::default() }));
+    let form = form.unwrap_or_else(|| {
+        config.as_ref().map(SettingsInput::from_config).unwrap_or_else(|| SettingsInput {
+            sync_interval_minutes: Some(settings::DEFAULT_INTERVAL_MINUTES),
+            ..Default::default()
+        })
+    });
     let bad = !errors.is_empty();
     let mut res = html(&DefenderPage {
         layout: Layout::new(user, "integrations"),
@@ -110,7 +122,11 @@ fn form_input(pairs: Vec<(String, String)>) -> SettingsInput {
     i
 }
 
-pub async fn save(user: AdminUser, state: web::Data<AppState>, form: Input<web::Form<Vec<(String, String)>>>) -> Result<HttpResponse, AppError> {
+pub async fn save(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    form: Input<web::Form<Vec<(String, String)>>>,
+) -> Result<HttpResponse, AppError> {
     let mut input_values = form_input(input(form)?.into_inner());
     let outcome = service::save(&state.sync_context(), input_values.clone(), &user.username).await?;
     let as_operator = OperatorUser(user.0.clone());
@@ -122,7 +138,11 @@ pub async fn save(user: AdminUser, state: web::Data<AppState>, form: Input<web::
     }
 }
 
-pub async fn test(user: OperatorUser, state: web::Data<AppState>, form: Input<web::Form<Vec<(String, String)>>>) -> Result<HttpResponse, AppError> {
+pub async fn test(
+    user: OperatorUser,
+    state: web::Data<AppState>,
+    form: Input<web::Form<Vec<(String, String)>>>,
+) -> Result<HttpResponse, AppError> {
     let values = form_input(input(form)?.into_inner());
     let outcome = service::test(&state.sync_context(), &values, &user.username).await?;
     html(&TestResult { outcome })

@@ -7,8 +7,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{audit, fmt_time};
-use crate::db::models::endpoints::{self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey};
 use crate::db::models::defender_machines::{self, DefenderMachine};
+use crate::db::models::endpoints::{self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
@@ -285,7 +285,17 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
         .await?
         .ok_or(AppError::NotFound)?;
     let others = serde_json::from_str(&e.other_profiles).unwrap_or_default();
-    Ok(DetailPage { layout: Layout::new(user, "endpoints"), e, factors, others, ips, history, tab, tabs: TABS, defender })
+    Ok(DetailPage {
+        layout: Layout::new(user, "endpoints"),
+        e,
+        factors,
+        others,
+        ips,
+        history,
+        tab,
+        tabs: TABS,
+        defender,
+    })
 }
 
 #[derive(Deserialize)]
