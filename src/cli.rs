@@ -47,7 +47,7 @@ enum Command {
     },
     /// Serve a simulated Microsoft Entra ID token endpoint and Defender for Endpoint API (for
     /// tests, demos and benchmarks).
-    Simulate(crate::simulator::SimulateArgs),
+    Simulate(Box<crate::simulator::SimulateArgs>),
     /// Run the product with the bundled Defender simulator: a generated tenant, the integration
     /// configured and enabled, network observations that merge with some machines, and an admin
     /// with a random password (printed).
@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
     if let Command::Simulate(args) = cli.command {
         // The simulator needs no settings and no database.
         init_logging(&Settings::default());
-        return match run_async(crate::simulator::run(args)) {
+        return match run_async(crate::simulator::run(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

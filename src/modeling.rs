@@ -101,7 +101,7 @@ impl Modeler {
         // Known factors, read once for the batch, so that an unchanged factor costs no query.
         let known = risk::of_many(conn, &ids, &[PROFILE_SOURCE, DUPLICATE_MAC_SOURCE])?;
         let set_factor =
-            |conn: &mut AnyConnection, id: i64, source: &str, f: Option<(i16, String, String)>| -> QueryResult<()> {
+            |conn: &mut AnyConnection, id: i64, source: &str, f: Option<risk::FactorValue>| -> QueryResult<()> {
                 let current = known.get(&(id, source.to_owned()));
                 if current != f.as_ref() {
                     risk::set(conn, id, source, f.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
@@ -187,7 +187,7 @@ impl Modeler {
         conn: &mut AnyConnection,
         e: &Endpoint,
         candidates: &[Candidate],
-    ) -> QueryResult<(bool, Option<(i16, String, String)>)> {
+    ) -> QueryResult<(bool, Option<risk::FactorValue>)> {
         let (profile, score, reason) = match candidates.first() {
             Some(c) => (c.name.clone(), c.score.to_i16(), c.reason.clone()),
             None => (String::new(), 0, String::new()),

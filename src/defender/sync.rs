@@ -251,7 +251,9 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
     drop(per_machine);
 
     // Alerts: the most severe active one per machine (the newest among equals).
-    let mut best: HashMap<usize, (RiskLevel, Option<DateTime<Utc>>, String, String)> = HashMap::new();
+    // Per machine: (level, last update, alert id, title).
+    type AlertPick = (RiskLevel, Option<DateTime<Utc>>, String, String);
+    let mut best: HashMap<usize, AlertPick> = HashMap::new();
     let mut seen_alerts = 0i64;
     let mut pages = client.alerts();
     while let Some(page) = pages.next_page().await? {

@@ -5,6 +5,9 @@ use diesel::prelude::*;
 use crate::db::schema::{endpoints, risk_factors};
 use crate::db::{AnyConnection, now};
 
+/// A factor's level, summary and details, as stored.
+pub type FactorValue = (i16, String, String);
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = risk_factors)]
 pub struct RiskFactorRow {
@@ -99,7 +102,7 @@ pub fn of_many(
     conn: &mut AnyConnection,
     endpoint_ids: &[i64],
     sources: &[&str],
-) -> QueryResult<std::collections::HashMap<(i64, String), (i16, String, String)>> {
+) -> QueryResult<std::collections::HashMap<(i64, String), FactorValue>> {
     let rows: Vec<(i64, String, i16, String, String)> = risk_factors::table
         .filter(risk_factors::endpoint_id.eq_any(endpoint_ids.to_vec()))
         .filter(risk_factors::source.eq_any(sources.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
