@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod defender_client;
+mod defender_sync;
 mod inventory;
 mod modeling;
 mod simulator;

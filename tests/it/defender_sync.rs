@@ -1,0 +1,502 @@
+//! The Defender integration end to end, over real HTTP between the app and the simulator:
+//! configuration through the JSON API, Test Connection, full and unchanged syncs whose results
+//! match what the simulator holds, faults, the secret never leaving the server, disabling.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use diesel::prelude::*;
+use endpoint_analytics::auth::Role;
+use endpoint_analytics::db::schema::{defender_machines, endpoint_history, endpoints, profiles};
+use endpoint_analytics::defender::import::profile_name;
+use endpoint_analytics::domain::mac::normalize_mac;
+use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn simulator(machines: usize) -> RunningSimulator {
+    simulator::start(SimConfig { machines, ..SimConfig::default() }).await.expect("the simulator starts")
+}
+
+fn settings_for(sim: &RunningSimulator, enabled: bool) -> Value {
+    json!({
+        "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
+        "cloud": "commercial", "login_base_url": sim.base_url, "api_base_url": sim.base_url, "enabled": enabled,
+    })
+}
+
+async fn put_settings(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(app.url("/api/v1/integrations/defender"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits for the running sync to end; returns the last run.
+async fn wait_for_sync(app: &TestApp, token: &str) -> Value {
+    for _ in 0..600 {
+        let status = app.api_get(token, "/api/v1/integrations/defender/status").await;
+        if status["running"].is_null() && !status["last_run"].is_null() {
+            return status["last_run"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sync did not finish within a minute");
+}
+
+async fn sync_now(app: &TestApp, token: &str) -> Value {
+    let res = reqwest::Client::new()
+        .post(app.url("/api/v1/integrations/defender/sync"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    wait_for_sync(app, token).await
+}
+
+async fn ingest_network(app: &TestApp, token: &str, sim: &RunningSimulator) -> usize {
+    let obs = serde_json::to_value(sim.tenant().network_observations()).unwrap();
+    let n = obs.as_array().unwrap().len();
+    assert_eq!(app.ingest(token, &obs).await.status(), 200);
+    n
+}
+
+/// A configured, enabled integration after its first sync, with network observations ingested first.
+async fn synced(machines: usize) -> (TestApp, RunningSimulator, String, Value) {
+    let app = spawn_app().await;
+    let sim = simulator(machines).await;
+    let admin = app.token(Role::Admin).await;
+    ingest_network(&app, &admin, &sim).await;
+    let res = put_settings(&app, &admin, &settings_for(&sim, true)).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let run = wait_for_sync(&app, &admin).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    (app, sim, admin, run)
+}
+
+#[tokio::test]
+async fn a_full_sync_imports_what_the_simulator_holds() {
+    let (app, sim, token, run) = synced(150).await;
+    let tenant = sim.tenant();
+    let live: Vec<_> = tenant.machines().iter().filter(|m| m.duplicate_of.is_none()).collect();
+
+    // Every live machine is one endpoint; re-imaged duplicates are stale records without one.
+    let rows: Vec<(String, Option<i64>, bool, i32, String, i16, i16)> = app
+        .db
+        .run(|c| {
+            Ok(defender_machines::table
+                .select((
+                    defender_machines::machine_id,
+                    defender_machines::endpoint_id,
+                    defender_machines::stale,
+                    defender_machines::vuln_count,
+                    defender_machines::top_vuln_cve,
+                    defender_machines::top_vuln_severity,
+                    defender_machines::top_alert_severity,
+                ))
+                .load(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), tenant.machines().len());
+    let by_id: HashMap<&str, _> = rows.iter().map(|r| (r.0.as_str(), r)).collect();
+    let linked: HashSet<i64> = rows.iter().filter(|r| !r.2).filter_map(|r| r.1).collect();
+    assert_eq!(linked.len(), live.len(), "one endpoint per live machine, none shared");
+    assert_eq!(run["machines"], tenant.machines().len());
+    assert_eq!(run["stale"], tenant.machines().len() - live.len());
+
+    // Machines seen on the network merged with their network endpoint (MAC first).
+    let observed_macs: HashSet<String> =
+        tenant.network_observations().iter().filter_map(|o| o.mac.as_deref().and_then(normalize_mac)).collect();
+    let merged_expected = live
+        .iter()
+        .filter(|m| m.mac.is_some_and(|mac| observed_macs.contains(&normalize_mac(&hex::encode(mac)).unwrap())))
+        .count();
+    assert!(merged_expected > 0);
+    assert_eq!(run["merged"], merged_expected, "{run}");
+    let both: i64 = app
+        .db
+        .run(|c| Ok(endpoints::table.filter(endpoints::sources.eq("defender,network")).count().get_result(c)?))
+        .await
+        .unwrap();
+    assert_eq!(both as usize, merged_expected);
+
+    // Per machine: the distinct CVE count, the most severe vulnerability, the most severe active alert.
+    let level = |s: &str| ["None", "Low", "Medium", "High", "Critical"].iter().position(|l| *l == s).unwrap() as i16;
+    let alert_level = |s: &str| match s {
+        "High" => 3,
+        "Medium" => 2,
+        _ => 1,
+    };
+    for m in &live {
+        let r = by_id[m.id.as_str()];
+        let cves: HashSet<&str> = tenant.machine_vulnerabilities(m.index as usize).map(|v| v.id.as_str()).collect();
+        assert_eq!(r.3 as usize, cves.len(), "vulnerability count of {}", m.id);
+        let worst =
+            tenant.machine_vulnerabilities(m.index as usize).map(|v| level(v.severity.as_str())).max().unwrap_or(0);
+        assert_eq!(r.5, worst, "exposure of {}", m.id);
+        if worst > 0 {
+            assert!(cves.contains(r.4.as_str()), "the top CVE is one of the machine's");
+        }
+        let alert = tenant
+            .alerts_of(m.index as usize)
+            .iter()
+            .filter(|a| a.status != "Resolved")
+            .map(|a| alert_level(a.severity))
+            .max()
+            .unwrap_or(0);
+        assert_eq!(r.6, alert, "alert level of {}", m.id);
+    }
+
+    // Dynamic profiles OS / OS_VERSION with a Very High score.
+    let sample: Vec<(String, String, String)> = live
+        .iter()
+        .filter(|m| !m.os_platform.is_empty())
+        .take(30)
+        .map(|m| {
+            // Defender reports Linux as the platform and "distribution version" in osVersion.
+            let version = match m.os_distribution {
+                Some(d) if m.os_platform == "Linux" => format!("{d} {}", m.version),
+                _ => m.version.to_owned(),
+            };
+            (m.id.clone(), m.os_platform.to_owned(), version)
+        })
+        .collect();
+    for (id, platform, version) in sample {
+        let expected = profile_name(&platform, &version).unwrap();
+        let mid = id.clone();
+        let (profile, score): (String, i16) = app
+            .db
+            .run(move |c| {
+                Ok(endpoints::table
+                    .inner_join(defender_machines::table)
+                    .filter(defender_machines::machine_id.eq(mid))
+                    .select((endpoints::profile, endpoints::match_score))
+                    .first(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!((profile.as_str(), score), (expected.as_str(), 5), "profile of {id}");
+    }
+    let owned: i64 = app
+        .db
+        .run(|c| Ok(profiles::table.filter(profiles::owner.eq("defender")).count().get_result(c)?))
+        .await
+        .unwrap();
+    assert!(owned > 3);
+    // And the API counts the calls it made: one page each at this size, plus nothing wasted.
+    assert!(run["api_calls"].as_i64().unwrap() <= 5, "{run}");
+    let _ = token;
+}
+
+#[tokio::test]
+async fn a_second_unchanged_sync_writes_nothing() {
+    let (app, _sim, token, _) = synced(120).await;
+    let snapshot = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(|c| {
+                let updated: Option<i64> = endpoints::table.select(diesel::dsl::max(endpoints::updated_at)).first(c)?;
+                let machines: Option<i64> =
+                    defender_machines::table.select(diesel::dsl::max(defender_machines::updated_at)).first(c)?;
+                let history: i64 = endpoint_history::table.count().get_result(c)?;
+                Ok((updated, machines, history))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let before = snapshot(&app).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(
+        (run["created"].as_i64(), run["updated"].as_i64(), run["merged"].as_i64()),
+        (Some(0), Some(0), Some(0)),
+        "{run}"
+    );
+    assert_eq!(snapshot(&app).await, before, "nothing was rewritten");
+}
+
+#[tokio::test]
+async fn test_connection_reports_permissions_and_failures_in_plain_words() {
+    let app = spawn_app().await;
+    let sim = simulator(60).await;
+    let admin = app.token(Role::Admin).await;
+    let operator = app.token(Role::Operator).await;
+    let test = |token: String| {
+        let url = app.url("/api/v1/integrations/defender/test");
+        async move {
+            reqwest::Client::new().post(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(put_settings(&app, &admin, &settings_for(&sim, false)).await.status(), 200);
+    let r = test(operator.clone()).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["permissions"].as_array().unwrap().len(), 7);
+    assert!(r["permissions"].as_array().unwrap().iter().all(|p| p["granted"] == true));
+    assert_eq!(r["api_call"]["ok"], true);
+
+    sim.set_client_roles(&sim.client_id, &["Machine.Read.All", "Alert.Read.All", "Vulnerability.Read.All"]);
+    let r = test(operator.clone()).await;
+    assert_eq!(r["ok"], false);
+    let missing: Vec<&str> = r["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(missing.contains(&"Machine.Isolate") && missing.contains(&"Machine.Scan"), "{r}");
+
+    let mut wrong = settings_for(&sim, false);
+    wrong["client_secret"] = json!("not-the-secret");
+    put_settings(&app, &admin, &wrong).await;
+    let r = test(operator.clone()).await;
+    assert!(r["error"].as_str().unwrap().contains("client secret is wrong"), "{r}");
+
+    put_settings(&app, &admin, &settings_for(&sim, false)).await;
+    sim.expire_client_secret(&sim.client_id);
+    let r = test(operator.clone()).await;
+    assert!(r["error"].as_str().unwrap().contains("expired"), "{r}");
+
+    let mut unknown = settings_for(&sim, false);
+    unknown["tenant_id"] = json!("11111111-2222-3333-4444-555555555555");
+    put_settings(&app, &admin, &unknown).await;
+    let r = test(operator.clone()).await;
+    assert!(r["error"].as_str().unwrap().contains("does not know this tenant"), "{r}");
+
+    // Analysts cannot test, operators cannot configure.
+    let analyst = app.token(Role::Analyst).await;
+    let res = reqwest::Client::new()
+        .post(app.url("/api/v1/integrations/defender/test"))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(put_settings(&app, &operator, &settings_for(&sim, false)).await.status(), 403);
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_field_by_field_and_change_nothing() {
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin).await;
+    let res =
+        put_settings(&app, &admin, &json!({"tenant_id": "x", "client_id": "y", "api_base_url": "ftp://nope"})).await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    for f in ["tenant_id", "client_id", "client_secret", "api_base_url"] {
+        assert!(body["error"]["fields"][f].is_string(), "{f}: {body}");
+    }
+    let res = reqwest::Client::new()
+        .put(app.url("/api/v1/integrations/defender"))
+        .bearer_auth(&admin)
+        .body("{\"enabled\": \"yes\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.api_get(&admin, "/api/v1/integrations/defender/status").await["configured"], false);
+}
+
+#[tokio::test]
+async fn the_client_secret_never_leaves_the_server() {
+    let (app, sim, token, _) = synced(60).await;
+    let secret = sim.client_secret.clone();
+    let admin = app.login_as("adam", Role::Admin).await;
+    let mut seen = Vec::new();
+    for path in ["/config/integrations/defender", "/config/integrations/defender/sync", "/audit", "/"] {
+        seen.push(admin.get(app.url(path)).send().await.unwrap().text().await.unwrap());
+    }
+    let csrf = app.csrf(&admin, "/config/integrations/defender").await;
+    seen.push(
+        admin
+            .post(app.url("/config/integrations/defender/test"))
+            .header("x-csrf-token", &csrf)
+            .form(&[
+                ("tenant_id", sim.tenant_id.as_str()),
+                ("client_id", sim.client_id.as_str()),
+                ("client_secret", ""),
+                ("login_base_url", &sim.base_url),
+                ("api_base_url", &sim.base_url),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    seen.push(app.api_get(&token, "/api/v1/integrations/defender/status").await.to_string());
+    let test = reqwest::Client::new()
+        .post(app.url("/api/v1/integrations/defender/test"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    seen.push(test.text().await.unwrap());
+    for (i, text) in seen.iter().enumerate() {
+        assert!(!text.contains(&secret), "response {i} leaks the secret");
+    }
+    assert!(seen[0].contains("secret-configured"), "the form says the secret is configured");
+    assert!(seen[4].contains("permissions"), "the stored secret was used by Test Connection");
+    if let endpoint_analytics::db::DatabaseTarget::Sqlite { path } = app.db.target() {
+        let bytes = std::fs::read(path).unwrap();
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+        for b in [bytes, wal] {
+            assert!(
+                !b.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the database holds the secret in plain text"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn faults_end_in_a_complete_sync_or_a_reported_failure_with_nothing_lost() {
+    use endpoint_analytics::simulator::{FaultEffect, FaultRule, Faults};
+    let (app, sim, token, _) = synced(80).await;
+    let count = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(|c| {
+                let e: i64 = endpoints::table.count().get_result(c)?;
+                let m: i64 =
+                    defender_machines::table.filter(defender_machines::stale.eq(false)).count().get_result(c)?;
+                Ok((e, m))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let before = count(&app).await;
+
+    // A permanent 500 on the machine list: a reported failure, the last good data untouched.
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("ListMachines".into()),
+            nth: None,
+            fraction: None,
+            times: None,
+            effect: FaultEffect::Status { status: 500 },
+        }],
+        ..Default::default()
+    });
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(!run["error"].as_str().unwrap().is_empty());
+    assert_eq!(count(&app).await, before, "nothing lost");
+    let status = app.api_get(&token, "/api/v1/integrations/defender/status").await;
+    assert_eq!(status["last_success"]["id"].as_i64().unwrap() + 1, status["last_run"]["id"].as_i64().unwrap());
+
+    // Throttling with Retry-After and a token that stops working mid-sync: the sync completes.
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("ListAlerts".into()),
+            nth: Some(1),
+            fraction: None,
+            times: None,
+            effect: FaultEffect::Throttle { retry_after: Some(1) },
+        }],
+        ..Default::default()
+    });
+    sim.invalidate_tokens();
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(count(&app).await, before);
+    sim.set_faults(Faults::default());
+}
+
+#[tokio::test]
+async fn disabling_deletes_the_profiles_and_keeps_the_endpoints_with_standard_profiles() {
+    let (app, sim, token, _) = synced(80).await;
+    let owned = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(|c| {
+                let p: i64 = profiles::table.filter(profiles::owner.eq("defender")).count().get_result(c)?;
+                let e: i64 = endpoints::table.count().get_result(c)?;
+                let with_defender_profile: i64 = endpoints::table
+                    .filter(
+                        endpoints::profile
+                            .eq_any(profiles::table.filter(profiles::owner.eq("defender")).select(profiles::name)),
+                    )
+                    .count()
+                    .get_result(c)?;
+                Ok((p, e, with_defender_profile))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (profiles_before, endpoints_before, assigned_before) = owned(&app).await;
+    assert!(profiles_before > 0 && assigned_before > 0);
+    let res = put_settings(&app, &token, &settings_for(&sim, false)).await;
+    assert_eq!(res.status(), 200);
+    let (profiles_after, endpoints_after, _) = owned(&app).await;
+    assert_eq!(profiles_after, 0, "the integration's profiles are deleted");
+    assert_eq!(endpoints_after, endpoints_before, "imported endpoints are kept");
+    let with_windows_profile: i64 = app
+        .db
+        .run(|c| {
+            Ok(endpoints::table.filter(endpoints::profile.like("Windows1%\\_%").escape('\\')).count().get_result(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_windows_profile, 0, "no endpoint keeps a Defender profile");
+    let exposure = app.api_get(&token, "/api/v1/endpoints?risk=Critical").await["total"].as_i64().unwrap();
+    // Re-enabling brings everything back.
+    assert_eq!(put_settings(&app, &token, &settings_for(&sim, true)).await.status(), 200);
+    let run = wait_for_sync(&app, &token).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(owned(&app).await.0, profiles_before);
+    assert!(app.api_get(&token, "/api/v1/endpoints?risk=Critical").await["total"].as_i64().unwrap() >= exposure);
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_never_sync_at_once() {
+    let app = spawn_app().await;
+    let sim = simulator(400).await;
+    let token = app.token(Role::Admin).await;
+    put_settings(&app, &token, &settings_for(&sim, false)).await;
+    let url = match app.db.target() {
+        endpoint_analytics::db::DatabaseTarget::Postgres { url } => url.clone(),
+        endpoint_analytics::db::DatabaseTarget::Sqlite { path } => format!("sqlite://{}", path.display()),
+    };
+    let second = endpoint_analytics::app::Application::build(endpoint_analytics::config::Settings {
+        database_url: url,
+        bind: "127.0.0.1:0".into(),
+        master_key: None,
+        data_dir: std::env::temp_dir().join(format!("ea-second-{}", std::process::id())),
+        ..endpoint_analytics::config::Settings::default()
+    })
+    .await
+    .unwrap();
+    let second_base = format!("http://{}", second.addr());
+    tokio::spawn(second.run_until_stopped());
+    let mut body = settings_for(&sim, true);
+    body["enabled"] = json!(false);
+    put_settings(&app, &token, &json!({"enabled": true, "tenant_id": sim.tenant_id, "client_id": sim.client_id, "login_base_url": sim.base_url, "api_base_url": sim.base_url})).await;
+    // Both instances are asked at the same moment: exactly one sync starts.
+    let a = reqwest::Client::new().post(app.url("/api/v1/integrations/defender/sync")).bearer_auth(&token).send();
+    let b = reqwest::Client::new()
+        .post(format!("{second_base}/api/v1/integrations/defender/sync"))
+        .bearer_auth(&token)
+        .send();
+    let (a, b) = tokio::join!(a, b);
+    let mut codes = vec![a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    codes.sort();
+    // The first PUT above already started one when it enabled the integration: then both refuse.
+    assert!(codes == vec![202, 409] || codes == vec![409, 409], "{codes:?}");
+    wait_for_sync(&app, &token).await;
+    let running: i64 = app
+        .db
+        .run(|c| {
+            use endpoint_analytics::db::schema::sync_runs;
+            Ok(sync_runs::table.filter(sync_runs::status.eq("running")).count().get_result(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(running, 0);
+    let _ = body;
+}
