@@ -86,7 +86,9 @@ async fn a_full_sync_imports_what_the_simulator_holds() {
     let live: Vec<_> = tenant.machines().iter().filter(|m| m.duplicate_of.is_none()).collect();
 
     // Every live machine is one endpoint; re-imaged duplicates are stale records without one.
-    let rows: Vec<(String, Option<i64>, bool, i32, String, i16, i16)> = app
+    // (machine, endpoint, stale, vulnerabilities, top CVE, exposure, alert level)
+    type Row = (String, Option<i64>, bool, i32, String, i16, i16);
+    let rows: Vec<Row> = app
         .db
         .run(|c| {
             Ok(defender_machines::table
