@@ -74,6 +74,7 @@ impl Application {
             modeler,
             secrets: crate::secrets::SecretBox::new(&master),
             defender_client: defender_client.clone(),
+            defender_clients: Default::default(),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             settings: settings.clone(),
         });

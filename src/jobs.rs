@@ -1,5 +1,6 @@
 //! The background supervisor: starts the Defender sync when the integration is enabled and
-//! then every interval (hourly by default). It logs and carries on; it never stops the app.
+//! then every interval (hourly by default), and follows open machine actions to their final
+//! state when no page is watching. It logs and carries on; it never stops the app.
 
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub async fn supervise(ctx: SyncContext) {
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "the scheduler could not read the integration state"),
+        }
+        if let Err(e) = crate::defender::actions::follow_open(&ctx).await {
+            tracing::warn!(error = %e, "could not follow the open machine actions");
         }
     }
 }

@@ -241,6 +241,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    machine_actions (id) {
+        id -> BigInt,
+        idempotency_key -> Text,
+        endpoint_id -> BigInt,
+        machine_id -> Text,
+        action_type -> Text,
+        scope -> Text,
+        comment -> Text,
+        requested_by -> Text,
+        status -> Text,
+        defender_action_id -> Text,
+        error -> Text,
+        created_at -> BigInt,
+        sent_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+        polled_at -> BigInt,
+    }
+}
+
+diesel::joinable!(machine_actions -> endpoints (endpoint_id));
 diesel::joinable!(defender_machines -> endpoints (endpoint_id));
 diesel::joinable!(profile_assignments -> endpoints (endpoint_id));
 diesel::joinable!(profile_assignments -> profiles (profile_id));
@@ -267,4 +288,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     integration_config,
     sync_runs,
     defender_machines,
+    machine_actions,
 );

@@ -10,6 +10,7 @@
 //!
 //! Behaviour and choices: `docs/defender-client.md`.
 
+pub mod actions;
 pub mod auth;
 pub mod client;
 pub mod cloud;

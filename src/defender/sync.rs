@@ -22,7 +22,7 @@ use crate::secrets::SecretBox;
 /// Machines per import transaction: short enough that pages stay responsive meanwhile.
 const IMPORT_BATCH: usize = 500;
 
-/// What a sync needs from the application.
+/// What a sync, a test or a machine action needs from the application.
 #[derive(Clone)]
 pub struct SyncContext {
     pub db: Db,
@@ -30,6 +30,49 @@ pub struct SyncContext {
     pub secrets: SecretBox,
     /// Client settings (timeouts, limiter) — the tests shorten them.
     pub client_options: ClientOptions,
+    pub clients: ClientCache,
+}
+
+/// One client per saved configuration, shared by syncs, actions and polls, so that they share
+/// the token and stay together under the API's rate limits.
+#[derive(Clone, Default)]
+pub struct ClientCache(std::sync::Arc<tokio::sync::Mutex<Option<(String, DefenderClient)>>>);
+
+impl SyncContext {
+    /// The client for the saved configuration, or why there is none, in plain words.
+    pub async fn client(&self) -> Result<DefenderClient, String> {
+        let config = self
+            .db
+            .run(|c| Ok(settings::load(c)?))
+            .await
+            .map_err(|e| format!("The configuration could not be read: {e}"))?
+            .ok_or("Microsoft Defender is not configured.")?;
+        // Everything the client is made of: a change of any of them makes a new client.
+        let version = format!(
+            "{}|{}|{}|{}|{}|{}|{}",
+            config.tenant_id,
+            config.client_id,
+            hex::encode(config.secret_ciphertext.as_deref().unwrap_or_default()),
+            config.cloud,
+            config.region,
+            config.login_base_url,
+            config.api_base_url
+        );
+        let mut cached = self.clients.0.lock().await;
+        if let Some((v, client)) = cached.as_ref()
+            && *v == version
+        {
+            return Ok(client.clone());
+        }
+        let s = Settings::from_config(&config)
+            .map_err(|e| format!("The saved configuration is not valid: {}", e.summary()))?;
+        let secret = settings::stored_secret(&self.secrets, &config)
+            .map_err(|e| e.to_string())?
+            .ok_or("No client secret is saved.")?;
+        let client = client_for(&s, &secret, self.client_options.clone()).map_err(|e| e.plain_words())?;
+        *cached = Some((version, client.clone()));
+        Ok(client)
+    }
 }
 
 /// Builds a client for settings; `secret` is the typed one or, when empty, the stored one.
@@ -104,22 +147,13 @@ async fn progress(ctx: &SyncContext, run: i64, phase: &'static str, done: i64, t
 pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure> {
     let mut counts = RunCounts::default();
     let fail = |counts: RunCounts, msg: String| (counts, msg);
-    let config = ctx
-        .db
-        .run(|c| Ok(settings::load(c)?))
-        .await
-        .map_err(|e| fail(counts, format!("The configuration could not be read: {e}")))?
-        .ok_or_else(|| fail(counts, "Microsoft Defender is not configured.".into()))?;
-    let s = Settings::from_config(&config)
-        .map_err(|e| fail(counts, format!("The saved configuration is not valid: {}", e.summary())))?;
-    let secret = settings::stored_secret(&ctx.secrets, &config)
-        .map_err(|e| fail(counts, e.to_string()))?
-        .ok_or_else(|| fail(counts, "No client secret is saved.".into()))?;
-    let client = client_for(&s, &secret, ctx.client_options.clone()).map_err(|e| fail(counts, e.plain_words()))?;
+    let client = ctx.client().await.map_err(|e| fail(counts, e))?;
+    let calls_before = client.stats();
     let with_stats = |mut counts: RunCounts, client: &DefenderClient| {
+        // The client is shared with actions: count this sync's calls only.
         let stats = client.stats();
-        counts.api_calls = stats.calls as i64;
-        counts.throttled = stats.throttled as i64;
+        counts.api_calls = (stats.calls - calls_before.calls) as i64;
+        counts.throttled = (stats.throttled - calls_before.throttled) as i64;
         counts
     };
 

@@ -26,6 +26,7 @@ pub struct AppState {
     pub secrets: crate::secrets::SecretBox,
     /// How the Defender client behaves (timeouts, retries, limiter); tests shorten it.
     pub defender_client: crate::defender::ClientOptions,
+    pub defender_clients: crate::defender::sync::ClientCache,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
 }
@@ -38,6 +39,7 @@ impl AppState {
             modeler: self.modeler.clone(),
             secrets: self.secrets.clone(),
             client_options: self.defender_client.clone(),
+            clients: self.defender_clients.clone(),
         }
     }
 }
@@ -90,6 +92,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/endpoints/import", web::post().to(pages::endpoints::import_csv))
         .route("/endpoints/{id}", web::get().to(pages::endpoints::detail))
         .route("/endpoints/{id}/tabs/{tab}", web::get().to(pages::endpoints::tab))
+        .route("/endpoints/{id}/actions", web::post().to(pages::actions::submit))
+        .route("/actions/{id}", web::get().to(pages::actions::status))
         .route("/config/integrations", web::get().to(pages::config::integrations))
         .route("/config/integrations/defender", web::get().to(pages::defender::show))
         .route("/config/integrations/defender", web::post().to(pages::defender::save))

@@ -1,5 +1,6 @@
 //! One file per table (or small group of tables): its row type and its queries.
 
+pub mod actions;
 pub mod api_tokens;
 pub mod audit;
 pub mod defender_machines;

@@ -207,6 +207,13 @@ struct DetailPage {
     tab: &'static str,
     tabs: [(&'static str, &'static str); 4],
     defender: Option<DefenderView>,
+    /// The machine actions this person may start here: (action, scopes).
+    offered: Vec<(&'static str, Vec<&'static str>)>,
+    /// A fresh idempotency key for the action forms of this page view.
+    action_key: String,
+    actions: Vec<crate::db::models::actions::ActionRow>,
+    /// Defender's own list of the machine's actions (Actions tab), or why it could not be read.
+    defender_actions: Option<Result<Vec<crate::defender::MachineAction>, String>>,
 }
 
 /// The endpoint's Defender machine with its portal links (built for the configured cloud).
@@ -258,6 +265,12 @@ impl DetailPage {
     fn level(&self, l: &i16) -> &'static str {
         risk_label(*l)
     }
+    fn open_action(&self) -> Option<&crate::db::models::actions::ActionRow> {
+        self.actions.iter().find(|a| a.is_open())
+    }
+    fn maybe_time(&self, t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
+        t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+    }
     fn score(&self) -> &'static str {
         crate::domain::profiles::MatchScore::from_i16(self.e.match_score).map(|s| s.as_str()).unwrap_or("")
     }
@@ -280,11 +293,25 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
                 return Ok(None);
             };
             let defender = defender_view(c, id)?;
-            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 50)?, risk::of(c, id)?, defender)))
+            let actions = crate::db::models::actions::of_endpoint(c, id, 50)?;
+            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 50)?, risk::of(c, id)?, (defender, actions))))
         })
         .await?
         .ok_or(AppError::NotFound)?;
+    let (defender, actions) = defender;
     let others = serde_json::from_str(&e.other_profiles).unwrap_or_default();
+    // Buttons only for roles allowed to act, on supported, onboarded machines.
+    let offered = match &defender {
+        Some(d) if user.can(crate::auth::Role::Operator) => crate::defender::actions::offered(&d.m),
+        _ => Vec::new(),
+    };
+    let defender_actions = match (&defender, tab) {
+        (Some(d), "actions") => Some(match state.sync_context().client().await {
+            Ok(client) => client.machine_actions(&d.m.machine_id).await.map_err(|e| e.plain_words()),
+            Err(why) => Err(why),
+        }),
+        _ => None,
+    };
     Ok(DetailPage {
         layout: Layout::new(user, "endpoints"),
         e,
@@ -295,6 +322,10 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
         tab,
         tabs: TABS,
         defender,
+        offered,
+        action_key: crate::auth::random_token(18),
+        actions,
+        defender_actions,
     })
 }
 

@@ -1,5 +1,6 @@
 //! One module per page; each declares its template structs next to its handlers.
 
+pub mod actions;
 pub mod audit;
 pub mod config;
 pub mod dashboard;

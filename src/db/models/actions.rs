@@ -1,0 +1,157 @@
+//! Machine actions as the product records them: the intent first, then what Defender says.
+
+use diesel::prelude::*;
+
+use crate::db::schema::machine_actions;
+use crate::db::{AnyConnection, now};
+
+/// Statuses while an action is open; the others are final.
+pub const OPEN: [&str; 3] = ["Requested", "Pending", "InProgress"];
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = machine_actions)]
+pub struct ActionRow {
+    pub id: i64,
+    #[serde(skip)]
+    pub idempotency_key: String,
+    pub endpoint_id: i64,
+    pub machine_id: String,
+    pub action_type: String,
+    pub scope: String,
+    pub comment: String,
+    pub requested_by: String,
+    pub status: String,
+    pub defender_action_id: String,
+    pub error: String,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+    pub updated_at: i64,
+    #[serde(skip)]
+    pub polled_at: i64,
+}
+
+impl ActionRow {
+    pub fn is_open(&self) -> bool {
+        OPEN.contains(&self.status.as_str())
+    }
+}
+
+/// A new intent, before anything is sent.
+pub struct NewAction<'a> {
+    pub idempotency_key: &'a str,
+    pub endpoint_id: i64,
+    pub machine_id: &'a str,
+    pub action_type: &'a str,
+    pub scope: &'a str,
+    pub comment: &'a str,
+    pub requested_by: &'a str,
+}
+
+/// How recording an intent went.
+pub enum Recorded {
+    New(ActionRow),
+    /// The same form was submitted before (double click, retried request).
+    Repeat(ActionRow),
+    /// Another action is open for the machine.
+    Busy(ActionRow),
+}
+
+pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult<Recorded> {
+    if let Some(existing) = by_key(conn, a.idempotency_key)? {
+        return Ok(Recorded::Repeat(existing));
+    }
+    if let Some(open) = open_for_machine(conn, a.machine_id)? {
+        return Ok(Recorded::Busy(open));
+    }
+    let t = now();
+    let inserted = diesel::insert_into(machine_actions::table)
+        .values((
+            machine_actions::idempotency_key.eq(a.idempotency_key),
+            machine_actions::endpoint_id.eq(a.endpoint_id),
+            machine_actions::machine_id.eq(a.machine_id),
+            machine_actions::action_type.eq(a.action_type),
+            machine_actions::scope.eq(a.scope),
+            machine_actions::comment.eq(a.comment),
+            machine_actions::requested_by.eq(a.requested_by),
+            machine_actions::status.eq("Requested"),
+            machine_actions::created_at.eq(t),
+            machine_actions::updated_at.eq(t),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => by_key(conn, a.idempotency_key)?.map(Recorded::New).ok_or(diesel::result::Error::NotFound),
+        // A concurrent request won the race (same key, or another action for the machine).
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            match (by_key(conn, a.idempotency_key)?, open_for_machine(conn, a.machine_id)?) {
+                (Some(r), _) => Ok(Recorded::Repeat(r)),
+                (None, Some(o)) => Ok(Recorded::Busy(o)),
+                (None, None) => Err(diesel::result::Error::NotFound),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub fn by_key(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<ActionRow>> {
+    machine_actions::table
+        .filter(machine_actions::idempotency_key.eq(key))
+        .select(ActionRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ActionRow>> {
+    machine_actions::table.find(id).select(ActionRow::as_select()).first(conn).optional()
+}
+
+pub fn open_for_machine(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<ActionRow>> {
+    machine_actions::table
+        .filter(machine_actions::machine_id.eq(machine_id))
+        .filter(machine_actions::status.eq_any(OPEN))
+        .select(ActionRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64, limit: i64) -> QueryResult<Vec<ActionRow>> {
+    machine_actions::table
+        .filter(machine_actions::endpoint_id.eq(endpoint_id))
+        .order(machine_actions::id.desc())
+        .limit(limit)
+        .select(ActionRow::as_select())
+        .load(conn)
+}
+
+/// Open actions to follow (sent ones), and intents older than `before` (possibly never sent).
+pub fn open_actions(conn: &mut AnyConnection) -> QueryResult<Vec<ActionRow>> {
+    machine_actions::table.filter(machine_actions::status.eq_any(OPEN)).select(ActionRow::as_select()).load(conn)
+}
+
+pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: &str) -> QueryResult<usize> {
+    let t = now();
+    diesel::update(machine_actions::table.find(id))
+        .set((
+            machine_actions::defender_action_id.eq(defender_id),
+            machine_actions::status.eq(status),
+            machine_actions::sent_at.eq(Some(t)),
+            machine_actions::updated_at.eq(t),
+            machine_actions::polled_at.eq(t),
+        ))
+        .execute(conn)
+}
+
+pub fn set_status(conn: &mut AnyConnection, id: i64, status: &str, error: &str) -> QueryResult<usize> {
+    let t = now();
+    diesel::update(machine_actions::table.find(id))
+        .set((
+            machine_actions::status.eq(status),
+            machine_actions::error.eq(error),
+            machine_actions::updated_at.eq(t),
+            machine_actions::polled_at.eq(t),
+        ))
+        .execute(conn)
+}
+
+pub fn touch_polled(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
+    diesel::update(machine_actions::table.find(id)).set(machine_actions::polled_at.eq(now())).execute(conn)
+}

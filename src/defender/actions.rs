@@ -1,0 +1,455 @@
+//! Machine actions: Run Scan (Quick/Full), Isolate (Full/Selective), Unisolate. The server checks
+//! support again (onboarding, OS, isolation state), records the intent before sending (so a
+//! double submit sends one request and a crash never sends twice), sends exactly one request,
+//! then follows the action to a final state — on demand for a watching page, and in the
+//! background for everyone else.
+
+use super::sync::SyncContext;
+use super::{DefenderError, IsolationType, MachineAction, ScanType};
+use crate::db::models::actions::{self, ActionRow, NewAction, Recorded};
+use crate::db::models::audit;
+use crate::db::models::defender_machines::{self, DefenderMachine};
+use crate::db::now;
+
+/// Seconds between two polls of one action by a watching page.
+const POLL_EVERY: i64 = 2;
+/// An intent older than this that was never marked sent: the process stopped in between.
+const SEND_GRACE: i64 = 60;
+const MAX_COMMENT: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Scan(ScanType),
+    Isolate(IsolationType),
+    Unisolate,
+}
+
+impl ActionKind {
+    /// Defender's type name, as stored.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ActionKind::Scan(_) => "RunAntiVirusScan",
+            ActionKind::Isolate(_) => "Isolate",
+            ActionKind::Unisolate => "Unisolate",
+        }
+    }
+
+    pub fn scope(self) -> &'static str {
+        match self {
+            ActionKind::Scan(s) => s.as_str(),
+            ActionKind::Isolate(i) => i.as_str(),
+            ActionKind::Unisolate => "",
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            ActionKind::Scan(s) => format!("{} antivirus scan", s.as_str()),
+            ActionKind::Isolate(i) => format!("{} isolation", i.as_str()),
+            ActionKind::Unisolate => "Release from isolation".into(),
+        }
+    }
+}
+
+/// A validated request from the form or the API.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    pub kind: ActionKind,
+    pub comment: String,
+    pub idempotency_key: String,
+}
+
+/// Reads the form: `action` (scan, isolate, unisolate), `scope`, `comment`, `confirm`, `key`.
+pub fn parse(action: &str, scope: &str, comment: &str, confirm: bool, key: &str) -> Result<ActionRequest, String> {
+    let kind = match action {
+        "scan" => ActionKind::Scan(ScanType::parse(scope).ok_or("Choose a Quick or Full scan.")?),
+        "isolate" => match IsolationType::parse(scope) {
+            Some(t @ (IsolationType::Full | IsolationType::Selective)) => ActionKind::Isolate(t),
+            _ => return Err("Choose Full or Selective isolation.".into()),
+        },
+        "unisolate" => ActionKind::Unisolate,
+        _ => return Err("Unknown action.".into()),
+    };
+    let comment = comment.trim();
+    if comment.is_empty() {
+        return Err("A comment is required: say why, for the audit trail and for Defender.".into());
+    }
+    if comment.chars().count() > MAX_COMMENT || comment.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(format!("The comment has at most {MAX_COMMENT} characters of text."));
+    }
+    if matches!(kind, ActionKind::Isolate(_)) && !confirm {
+        return Err("Confirm the isolation: the device loses its network connectivity until it is released.".into());
+    }
+    let key = key.trim();
+    if key.len() < 16 || key.len() > 64 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err("The form is incomplete: reload the page and try again.".into());
+    }
+    Ok(ActionRequest { kind, comment: comment.to_owned(), idempotency_key: key.to_owned() })
+}
+
+fn platform(m: &DefenderMachine) -> String {
+    m.os_platform.to_ascii_lowercase()
+}
+
+/// Whether Defender supports the action on this machine, as documented: onboarded devices;
+/// full isolation on Windows 10/11 and Linux, selective isolation on Windows 10/11, antivirus
+/// scans on Windows 10/11. Isolate is offered only when the machine is not isolated, Unisolate
+/// only when it is (as far as the product knows).
+pub fn check_supported(m: &DefenderMachine, kind: ActionKind) -> Result<(), String> {
+    if m.stale {
+        return Err("This Defender record is stale; act on the machine's current record.".into());
+    }
+    if !m.onboarding_status.eq_ignore_ascii_case("onboarded") {
+        return Err(format!("The machine is not onboarded in Microsoft Defender ({}).", m.onboarding_status));
+    }
+    let p = platform(m);
+    let windows_client = p == "windows10" || p == "windows11";
+    let ok = match kind {
+        ActionKind::Scan(_) => windows_client,
+        ActionKind::Isolate(IsolationType::Selective) => windows_client,
+        ActionKind::Isolate(_) | ActionKind::Unisolate => windows_client || p == "linux",
+    };
+    if !ok {
+        return Err(format!("{} is not supported on {} devices.", kind.label(), m.os_platform));
+    }
+    match kind {
+        ActionKind::Isolate(_) if m.isolated => Err("The machine is already isolated.".into()),
+        ActionKind::Unisolate if !m.isolated => Err("The machine is not isolated.".into()),
+        _ => Ok(()),
+    }
+}
+
+/// The actions to offer for a machine (each with the scopes to choose from).
+pub fn offered(m: &DefenderMachine) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out = Vec::new();
+    if check_supported(m, ActionKind::Scan(ScanType::Quick)).is_ok() {
+        out.push(("scan", vec!["Quick", "Full"]));
+    }
+    let mut iso = Vec::new();
+    for t in [IsolationType::Full, IsolationType::Selective] {
+        if check_supported(m, ActionKind::Isolate(t)).is_ok() {
+            iso.push(t.as_str());
+        }
+    }
+    if !iso.is_empty() {
+        out.push(("isolate", iso));
+    }
+    if check_supported(m, ActionKind::Unisolate).is_ok() {
+        out.push(("unisolate", vec![]));
+    }
+    out
+}
+
+/// Why an action was not started, for the page.
+#[derive(Debug)]
+pub enum Refusal {
+    NotFound,
+    Invalid(String),
+    Busy(ActionRow),
+}
+
+/// Checks, records the intent, sends one request. Returns the action (new or the repeated one).
+pub async fn submit(
+    ctx: &SyncContext,
+    endpoint_id: i64,
+    req: ActionRequest,
+    user: &str,
+) -> anyhow::Result<Result<ActionRow, Refusal>> {
+    let (key, user_owned, r) = (req.idempotency_key.clone(), user.to_owned(), req.clone());
+    let recorded = ctx
+        .db
+        .run(move |c| {
+            let Some(m) = defender_machines::of_endpoint(c, endpoint_id)? else { return Ok(Err(Refusal::NotFound)) };
+            // A repeat of an earlier submission is answered with it, whatever changed since.
+            if let Some(existing) = actions::by_key(c, &key)? {
+                return Ok(Ok(Recorded::Repeat(existing)));
+            }
+            if let Err(why) = check_supported(&m, r.kind) {
+                audit::record(
+                    c,
+                    audit::NewAudit {
+                        actor: &user_owned,
+                        action: "defender.action",
+                        target: &m.computer_dns_name,
+                        outcome: "refused",
+                        details: &format!("{}: {why}", r.kind.label()),
+                    },
+                )?;
+                return Ok(Err(Refusal::Invalid(why)));
+            }
+            let rec = actions::record_intent(
+                c,
+                &NewAction {
+                    idempotency_key: &key,
+                    endpoint_id,
+                    machine_id: &m.machine_id,
+                    action_type: r.kind.type_name(),
+                    scope: r.kind.scope(),
+                    comment: &r.comment,
+                    requested_by: &user_owned,
+                },
+            )?;
+            if let Recorded::New(row) = &rec {
+                audit::record(
+                    c,
+                    audit::NewAudit {
+                        actor: &user_owned,
+                        action: "defender.action",
+                        target: &m.computer_dns_name,
+                        outcome: "requested",
+                        details: &format!("{} (action {}): {}", r.kind.label(), row.id, r.comment),
+                    },
+                )?;
+            }
+            Ok(Ok(rec))
+        })
+        .await?;
+    let row = match recorded {
+        Err(refusal) => return Ok(Err(refusal)),
+        Ok(Recorded::Repeat(row)) => return Ok(Ok(row)),
+        Ok(Recorded::Busy(open)) => return Ok(Err(Refusal::Busy(open))),
+        Ok(Recorded::New(row)) => row,
+    };
+    let outcome = match ctx.client().await {
+        Err(why) => Sent::Failed(why),
+        Ok(client) => {
+            let answer = match req.kind {
+                ActionKind::Scan(t) => client.run_av_scan(&row.machine_id, &req.comment, t).await,
+                ActionKind::Isolate(t) => client.isolate(&row.machine_id, &req.comment, t).await,
+                ActionKind::Unisolate => client.unisolate(&row.machine_id, &req.comment).await,
+            };
+            match answer {
+                Ok(action) => Sent::Accepted(action),
+                // Defender has an open action of this type already: follow that one.
+                Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(&row.machine_id).await {
+                    Ok(list) => match list
+                        .into_iter()
+                        .find(|a| a.kind.as_deref() == Some(req.kind.type_name()) && !a.is_final())
+                    {
+                        Some(a) => Sent::Accepted(a),
+                        None => Sent::Failed(
+                            "Defender says an action of this type is already in progress for the machine.".into(),
+                        ),
+                    },
+                    Err(e) => Sent::Failed(e.plain_words()),
+                },
+                Err(e) => Sent::Failed(e.plain_words()),
+            }
+        }
+    };
+    record_outcome(ctx, &row, outcome, user).await
+}
+
+enum Sent {
+    Accepted(MachineAction),
+    Failed(String),
+}
+
+async fn record_outcome(
+    ctx: &SyncContext,
+    row: &ActionRow,
+    sent: Sent,
+    user: &str,
+) -> anyhow::Result<Result<ActionRow, Refusal>> {
+    let (id, user, label) = (row.id, user.to_owned(), format!("{} {}", row.action_type, row.scope));
+    let machine = row.machine_id.clone();
+    let updated = ctx
+        .db
+        .run(move |c| {
+            match &sent {
+                Sent::Accepted(a) => {
+                    actions::mark_sent(c, id, &a.id, a.status.as_deref().unwrap_or("Pending"))?;
+                    audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &user,
+                            action: "defender.action",
+                            target: &machine,
+                            outcome: "sent",
+                            details: &format!("{label} (action {id}); Defender action {}", a.id),
+                        },
+                    )?;
+                }
+                Sent::Failed(why) => {
+                    actions::set_status(c, id, "Failed", why)?;
+                    audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &user,
+                            action: "defender.action",
+                            target: &machine,
+                            outcome: "failure",
+                            details: &format!("{label} (action {id}): {why}"),
+                        },
+                    )?;
+                }
+            }
+            Ok(actions::find(c, id)?)
+        })
+        .await?;
+    Ok(updated.ok_or(Refusal::NotFound))
+}
+
+/// Asks Defender for the action's status when it is open and was not asked recently; records
+/// the change, the isolation state it implies, and the final outcome in the audit log.
+pub async fn refresh(ctx: &SyncContext, row: ActionRow) -> anyhow::Result<ActionRow> {
+    if !row.is_open() || row.defender_action_id.is_empty() || now() - row.polled_at < POLL_EVERY {
+        return Ok(row);
+    }
+    let client = match ctx.client().await {
+        Ok(c) => c,
+        Err(_) => return Ok(row),
+    };
+    let answer = client.machine_action(&row.defender_action_id).await;
+    let id = row.id;
+    let db_row = row.clone();
+    ctx.db
+        .run(move |c| {
+            match answer {
+                Ok(a) => {
+                    let status = a.status.clone().unwrap_or_else(|| db_row.status.clone());
+                    if status != db_row.status {
+                        actions::set_status(c, id, &status, "")?;
+                        if !crate::db::models::actions::OPEN.contains(&status.as_str()) {
+                            if status == "Succeeded" {
+                                match db_row.action_type.as_str() {
+                                    "Isolate" => {
+                                        defender_machines::set_isolated(c, &db_row.machine_id, true)?;
+                                    }
+                                    "Unisolate" => {
+                                        defender_machines::set_isolated(c, &db_row.machine_id, false)?;
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            audit::record(
+                                c,
+                                audit::NewAudit {
+                                    actor: &db_row.requested_by,
+                                    action: "defender.action",
+                                    target: &db_row.machine_id,
+                                    outcome: &status,
+                                    details: &format!(
+                                        "{} {} (action {id}) ended {status}",
+                                        db_row.action_type, db_row.scope
+                                    ),
+                                },
+                            )?;
+                        }
+                    } else {
+                        actions::touch_polled(c, id)?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(action = id, error = %e.plain_words(), "could not poll a machine action");
+                    actions::touch_polled(c, id)?;
+                }
+            }
+            Ok(actions::find(c, id)?.unwrap_or(db_row))
+        })
+        .await
+}
+
+/// The background follower: polls open actions nobody watches, and settles intents that were
+/// recorded but never sent (the process stopped in between): if Defender has no such action,
+/// it was not sent — it is marked failed, never sent again.
+pub async fn follow_open(ctx: &SyncContext) -> anyhow::Result<()> {
+    let open = ctx.db.run(|c| Ok(actions::open_actions(c)?)).await?;
+    for row in open {
+        if row.defender_action_id.is_empty() {
+            if now() - row.created_at < SEND_GRACE {
+                continue;
+            }
+            let found = match ctx.client().await {
+                Ok(client) => client.machine_actions(&row.machine_id).await.ok().and_then(|list| {
+                    list.into_iter().find(|a| {
+                        a.kind.as_deref() == Some(row.action_type.as_str())
+                            && a.requestor_comment.as_deref() == Some(row.comment.as_str())
+                            && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - 5)
+                    })
+                }),
+                Err(_) => None,
+            };
+            let (id, user) = (row.id, row.requested_by.clone());
+            ctx.db
+                .run(move |c| {
+                    match found {
+                        Some(a) => {
+                            actions::mark_sent(c, id, &a.id, a.status.as_deref().unwrap_or("Pending"))?;
+                        }
+                        None => {
+                            actions::set_status(c, id, "Failed", "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.")?;
+                            audit::record(c, audit::NewAudit { actor: &user, action: "defender.action", target: "", outcome: "failure", details: &format!("action {id} was never sent") })?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+        } else {
+            refresh(ctx, row).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(platform: &str, onboarding: &str, isolated: bool) -> DefenderMachine {
+        DefenderMachine {
+            machine_id: "a".repeat(40),
+            endpoint_id: Some(1),
+            computer_dns_name: "pc".into(),
+            os_platform: platform.into(),
+            os_version: String::new(),
+            os_build: String::new(),
+            onboarding_status: onboarding.into(),
+            health_status: "Active".into(),
+            risk_score: String::new(),
+            exposure_level: String::new(),
+            last_ip: String::new(),
+            macs: String::new(),
+            first_seen: 0,
+            last_seen: 0,
+            rbac_group: String::new(),
+            tags: String::new(),
+            vuln_count: 0,
+            top_vuln_cve: String::new(),
+            top_vuln_severity: 0,
+            top_vuln_description: String::new(),
+            top_alert_id: String::new(),
+            top_alert_severity: 0,
+            top_alert_title: String::new(),
+            isolated,
+            stale: false,
+            stale_reason: String::new(),
+            match_note: String::new(),
+            content_hash: String::new(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn support_follows_the_documentation() {
+        let win = machine("Windows11", "Onboarded", false);
+        assert_eq!(offered(&win), vec![("scan", vec!["Quick", "Full"]), ("isolate", vec!["Full", "Selective"])]);
+        let linux = machine("Linux", "Onboarded", false);
+        assert_eq!(offered(&linux), vec![("isolate", vec!["Full"])]);
+        assert!(offered(&machine("macOS", "Onboarded", false)).is_empty());
+        assert!(offered(&machine("Windows10", "CanBeOnboarded", false)).is_empty());
+        let isolated = machine("Windows10", "onboarded", true);
+        assert_eq!(offered(&isolated), vec![("scan", vec!["Quick", "Full"]), ("unisolate", vec![])]);
+    }
+
+    #[test]
+    fn a_comment_and_a_confirmation_are_required() {
+        let key = "k".repeat(20);
+        assert!(parse("scan", "Quick", "  ", false, &key).unwrap_err().contains("comment is required"));
+        assert!(parse("isolate", "Full", "infected", false, &key).unwrap_err().contains("loses its network"));
+        assert!(parse("isolate", "Full", "infected", true, &key).is_ok());
+        assert!(parse("isolate", "UnManagedDevice", "x", true, &key).is_err());
+        assert!(parse("reboot", "", "x", false, &key).is_err());
+        assert!(parse("scan", "Quick", "x", false, "short").is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Machine actions end to end against the simulator: roles, CSRF, one request per click,
+//! support checks, live status to a final state, the audit log.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use endpoint_analytics::auth::Role;
+use endpoint_analytics::db::schema::defender_machines;
+use endpoint_analytics::simulator::{self, ActionOutcome, Faults, RunningSimulator, SimConfig};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// An app synced with a small simulated tenant whose actions move on quickly.
+async fn synced() -> (TestApp, RunningSimulator, String) {
+    let app = spawn_app().await;
+    let sim = simulator::start(SimConfig {
+        machines: 80,
+        action_pending_ms: 200,
+        action_inprogress_ms: 200,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let token = app.token(Role::Admin).await;
+    let body = json!({
+        "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
+        "login_base_url": sim.base_url, "api_base_url": sim.base_url, "enabled": true,
+    });
+    let res = reqwest::Client::new()
+        .put(app.url("/api/v1/integrations/defender"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for _ in 0..300 {
+        let s = app.api_get(&token, "/api/v1/integrations/defender/status").await;
+        if s["running"].is_null() && s["last_run"]["status"] == "succeeded" {
+            return (app, sim, token);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the first sync did not finish");
+}
+
+/// An endpoint whose machine runs this platform and is (or is not) onboarded: (endpoint id, machine id).
+async fn endpoint_of(app: &TestApp, platforms: &[&str], onboarded: bool) -> (i64, String) {
+    let platforms: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+    app.db
+        .run(move |c| {
+            let q = defender_machines::table
+                .filter(defender_machines::os_platform.eq_any(platforms))
+                .filter(defender_machines::stale.eq(false))
+                .filter(defender_machines::endpoint_id.is_not_null());
+            let row: (Option<i64>, String) = if onboarded {
+                q.filter(defender_machines::onboarding_status.eq("Onboarded"))
+                    .select((defender_machines::endpoint_id, defender_machines::machine_id))
+                    .first(c)?
+            } else {
+                q.filter(defender_machines::onboarding_status.ne("Onboarded"))
+                    .select((defender_machines::endpoint_id, defender_machines::machine_id))
+                    .first(c)?
+            };
+            Ok((row.0.unwrap(), row.1))
+        })
+        .await
+        .expect("the tenant has such a machine")
+}
+
+fn calls(sim: &RunningSimulator, api: &str) -> u64 {
+    sim.counters().per_api.get(api).map(|c| c.calls).unwrap_or(0)
+}
+
+async fn act(app: &TestApp, client: &reqwest::Client, endpoint: i64, fields: &[(&str, &str)]) -> reqwest::Response {
+    let csrf = app.csrf(client, &format!("/endpoints/{endpoint}")).await;
+    client
+        .post(app.url(&format!("/endpoints/{endpoint}/actions")))
+        .header("x-csrf-token", csrf)
+        .header("hx-request", "true")
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn wait_final(app: &TestApp, client: &reqwest::Client, action_id: &str) -> String {
+    for _ in 0..100 {
+        let html = client
+            .get(app.url(&format!("/actions/{action_id}")))
+            .header("hx-request", "true")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let status = attr(&doc(&html), ".action-status", "data-status").unwrap();
+        if !["Requested", "Pending", "InProgress"].contains(&status.as_str()) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("the action did not reach a final state");
+}
+
+fn action_id(html: &str) -> String {
+    attr(&doc(html), ".action-status", "id").unwrap().trim_start_matches("action-").to_owned()
+}
+
+#[tokio::test]
+async fn an_operator_isolates_and_releases_a_machine_with_one_request_each() {
+    let (app, sim, _) = synced().await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let page =
+        doc(&operator.get(app.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap());
+    assert_eq!(select_all(&page, "form.machine-action-form").len(), 2, "Run Scan and Isolate are offered");
+    let key = attr(&page, "form[data-action=isolate] input[name=key]", "value").unwrap();
+
+    // No comment, no confirmation: refused before anything is sent.
+    let res =
+        act(&app, &operator, endpoint, &[("action", "isolate"), ("scope", "Full"), ("comment", ""), ("key", &key)])
+            .await;
+    assert_eq!(res.status(), 400);
+    let res = act(
+        &app,
+        &operator,
+        endpoint,
+        &[("action", "isolate"), ("scope", "Full"), ("comment", "ransomware"), ("key", &key)],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("loses its network connectivity"));
+    assert_eq!(calls(&sim, "Isolate"), 0);
+
+    // A double click: the same form twice, at once.
+    let form =
+        [("action", "isolate"), ("scope", "Full"), ("comment", "ransomware"), ("confirm", "on"), ("key", key.as_str())];
+    let (a, b) = tokio::join!(act(&app, &operator, endpoint, &form), act(&app, &operator, endpoint, &form));
+    let (a, b) = (a.text().await.unwrap(), b.text().await.unwrap());
+    assert_eq!(action_id(&a), action_id(&b), "both answers show the one action");
+    assert_eq!(calls(&sim, "Isolate"), 1, "one click, one request");
+    assert_eq!(wait_final(&app, &operator, &action_id(&a)).await, "Succeeded");
+    assert!(
+        format!("{:?}", sim.isolation_state(&machine)).contains("Isolated(\"Full\")"),
+        "Defender now has the machine isolated"
+    );
+
+    // Now Unisolate is offered instead of Isolate.
+    let page =
+        doc(&operator.get(app.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap());
+    assert!(attr(&page, "form[data-action=isolate]", "class").is_none());
+    let key = attr(&page, "form[data-action=unisolate] input[name=key]", "value").expect("Unisolate is offered");
+    let res = act(&app, &operator, endpoint, &[("action", "unisolate"), ("comment", "cleaned"), ("key", &key)]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(wait_final(&app, &operator, &action_id(&res.text().await.unwrap())).await, "Succeeded");
+    assert_eq!(calls(&sim, "Unisolate"), 1);
+
+    // Everything is in the audit log, with the user.
+    let admin = app.login_as("adam", Role::Admin).await;
+    let audit =
+        select_all(&doc(&admin.get(app.url("/audit")).send().await.unwrap().text().await.unwrap()), "#audit tbody tr");
+    for outcome in ["requested", "sent", "Succeeded"] {
+        assert!(
+            audit.iter().filter(|r| r.contains("olga") && r.contains("defender.action") && r.contains(outcome)).count()
+                >= 2,
+            "{outcome}: {audit:?}"
+        );
+    }
+    // The Actions tab lists both, from the product and from Defender.
+    let tab = doc(&operator
+        .get(app.url(&format!("/endpoints/{endpoint}?tab=actions")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap());
+    assert_eq!(select_all(&tab, "#product-actions tbody tr[data-status=Succeeded]").len(), 2);
+    assert!(select_all(&tab, "#defender-actions tbody tr").len() >= 2);
+}
+
+#[tokio::test]
+async fn analysts_and_forged_requests_send_nothing() {
+    let (app, sim, _) = synced().await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let analyst = app.login_as("ann", Role::Analyst).await;
+    let page =
+        doc(&analyst.get(app.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap());
+    assert!(select_all(&page, "form.machine-action-form").is_empty(), "no buttons for analysts");
+    let form = [("action", "scan"), ("scope", "Quick"), ("comment", "x"), ("key", "abcdefghijklmnopqrstuv")];
+    assert_eq!(act(&app, &analyst, endpoint, &form).await.status(), 403);
+    let operator = app.login_as("olga", Role::Operator).await;
+    let res = operator.post(app.url(&format!("/endpoints/{endpoint}/actions"))).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), 403, "no CSRF token");
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 0);
+}
+
+#[tokio::test]
+async fn unsupported_or_not_onboarded_machines_are_refused_without_a_request() {
+    let (app, sim, _) = synced().await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let (mac, _) = endpoint_of(&app, &["macOS"], true).await;
+    let page = doc(&operator.get(app.url(&format!("/endpoints/{mac}"))).send().await.unwrap().text().await.unwrap());
+    assert!(select_all(&page, "form.machine-action-form").is_empty());
+    let res = act(
+        &app,
+        &operator,
+        mac,
+        &[("action", "scan"), ("scope", "Quick"), ("comment", "x"), ("key", "abcdefghijklmnopqrstuv")],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("not supported"));
+    let (off, _) = endpoint_of(&app, &["Windows11", "Windows10"], false).await;
+    let res = act(
+        &app,
+        &operator,
+        off,
+        &[("action", "scan"), ("scope", "Quick"), ("comment", "x"), ("key", "bcdefghijklmnopqrstuvw")],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("not onboarded"));
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 0);
+}
+
+#[tokio::test]
+async fn failed_and_timed_out_actions_are_shown_as_such() {
+    let (app, sim, _) = synced().await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    for (outcome, key) in
+        [(ActionOutcome::Failed, "failedkey-0123456789"), (ActionOutcome::TimeOut, "timeoutkey-0123456789")]
+    {
+        sim.set_faults(Faults { action_outcome: Some(outcome), ..Faults::default() });
+        let res = act(
+            &app,
+            &operator,
+            endpoint,
+            &[("action", "scan"), ("scope", "Full"), ("comment", "check"), ("key", key)],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(wait_final(&app, &operator, &action_id(&res.text().await.unwrap())).await, outcome.as_str());
+    }
+}
