@@ -145,7 +145,7 @@ pub fn offered(m: &DefenderMachine) -> Vec<(&'static str, Vec<&'static str>)> {
 pub enum Refusal {
     NotFound,
     Invalid(String),
-    Busy(ActionRow),
+    Busy(Box<ActionRow>),
 }
 
 /// Checks, records the intent, sends one request. Returns the action (new or the repeated one).
@@ -207,7 +207,7 @@ pub async fn submit(
     let row = match recorded {
         Err(refusal) => return Ok(Err(refusal)),
         Ok(Recorded::Repeat(row)) => return Ok(Ok(row)),
-        Ok(Recorded::Busy(open)) => return Ok(Err(Refusal::Busy(open))),
+        Ok(Recorded::Busy(open)) => return Ok(Err(Refusal::Busy(Box::new(open)))),
         Ok(Recorded::New(row)) => row,
     };
     let outcome = match ctx.client().await {
@@ -219,14 +219,14 @@ pub async fn submit(
                 ActionKind::Unisolate => client.unisolate(&row.machine_id, &req.comment).await,
             };
             match answer {
-                Ok(action) => Sent::Accepted(action),
+                Ok(action) => Sent::Accepted(Box::new(action)),
                 // Defender has an open action of this type already: follow that one.
                 Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(&row.machine_id).await {
                     Ok(list) => match list
                         .into_iter()
                         .find(|a| a.kind.as_deref() == Some(req.kind.type_name()) && !a.is_final())
                     {
-                        Some(a) => Sent::Accepted(a),
+                        Some(a) => Sent::Accepted(Box::new(a)),
                         None => Sent::Failed(
                             "Defender says an action of this type is already in progress for the machine.".into(),
                         ),
@@ -241,7 +241,7 @@ pub async fn submit(
 }
 
 enum Sent {
-    Accepted(MachineAction),
+    Accepted(Box<MachineAction>),
     Failed(String),
 }
 

@@ -56,7 +56,7 @@ pub async fn submit(
         }
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
         Err(Refusal::Busy(open)) => Ok(html(&ActionStatus {
-            a: open,
+            a: *open,
             note: Some("Another action is still open for this machine; wait for it to finish.".into()),
         })?
         .customize_status(actix_web::http::StatusCode::CONFLICT)),
