@@ -64,3 +64,90 @@ pub async fn remodel(db: &Db, n: usize) -> anyhow::Result<f64> {
     println!("full re-model: {count} endpoints in {secs:.2} s = {rate:.0} endpoints/s ({changed} changed)");
     Ok(rate)
 }
+
+/// The peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A full Defender sync of a simulated tenant of `machines`, the simulator running as a separate
+/// process (so that the memory figure is the product's alone) with the documented rate limits
+/// enforced. Prints wall time, API calls against the minimum the page sizes allow, 429s, peak RSS,
+/// then the same for an unchanged second sync.
+pub async fn sync(db: &Db, machines: usize, sim_port: u16) -> anyhow::Result<()> {
+    use crate::defender::service;
+    use crate::defender::settings::SettingsInput;
+    use crate::defender::sync::{self as dsync, SyncContext};
+    use crate::simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID};
+
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .args(["simulate", "--bind", &format!("127.0.0.1:{sim_port}"), "--machines", &machines.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{sim_port}");
+    let ready = async {
+        for _ in 0..600 {
+            if reqwest::get(format!("{base}/_sim/counters")).await.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    };
+    if !ready.await {
+        let _ = child.kill();
+        anyhow::bail!("the simulator did not start");
+    }
+    let result = async {
+        let counters: serde_json::Value = reqwest::get(format!("{base}/_sim/tenant")).await?.json().await?;
+        let modeler = Modeler::standard()?;
+        let m = modeler.clone();
+        db.run(move |c| Ok(m.sync_standard_profiles(c)?)).await?;
+        let master = crate::config::MasterKey::generate();
+        let ctx = SyncContext {
+            db: db.clone(),
+            modeler,
+            secrets: crate::secrets::SecretBox::new(&master),
+            client_options: Default::default(),
+            clients: Default::default(),
+        };
+        let input = SettingsInput {
+            tenant_id: DEFAULT_TENANT_ID.into(),
+            client_id: DEFAULT_CLIENT_ID.into(),
+            client_secret: DEFAULT_CLIENT_SECRET.into(),
+            login_base_url: base.clone(),
+            api_base_url: base.clone(),
+            enabled: false,
+            ..Default::default()
+        };
+        service::save(&ctx, input, "bench").await?;
+        for round in ["full import", "unchanged re-sync"] {
+            let run = db
+                .run(|c| Ok(crate::db::models::integration::start_run(c, "defender", "bench", "bench")?))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a sync is running"))?;
+            let started = Instant::now();
+            let outcome = dsync::run_sync(&ctx, run).await;
+            let secs = started.elapsed().as_secs_f64();
+            let counts = outcome.map_err(|(_, e)| anyhow::anyhow!("the sync failed: {e}"))?;
+            db.run(move |c| Ok(crate::db::models::integration::finish_run(c, run, "succeeded", counts, "")?)).await?;
+            println!(
+                "{round}: {} machines in {secs:.1} s; created {}, merged {}, updated {}, stale {}; {} API calls, {} throttled (429)",
+                counts.machines, counts.created, counts.merged, counts.updated, counts.stale, counts.api_calls, counts.throttled
+            );
+        }
+        println!("tenant: {counters}");
+        if let Some(mib) = peak_rss_mib() {
+            println!("peak RSS of the product during both syncs: {mib:.0} MiB");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

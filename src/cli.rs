@@ -76,6 +76,17 @@ enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Time a full Defender sync (and an unchanged re-sync) of a simulated tenant.
+    Sync {
+        #[arg(long, default_value_t = 100_000)]
+        machines: usize,
+        /// The database to fill (default: a new SQLite file in a temporary folder).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Port for the simulator process.
+        #[arg(long, default_value_t = 9393)]
+        simulator_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,7 +153,10 @@ pub fn main() -> ExitCode {
         }
         Command::Simulate(_) => unreachable!("handled above"),
         Command::Bench { command: BenchCommand::Remodel { endpoints, database_url } } => {
-            bench_remodel(endpoints, database_url)
+            with_bench_db(database_url, |db| run_async(crate::bench::remodel(db, endpoints)).map(|_| ()))
+        }
+        Command::Bench { command: BenchCommand::Sync { machines, database_url, simulator_port } } => {
+            with_bench_db(database_url, |db| run_async(crate::bench::sync(db, machines, simulator_port)))
         }
     };
     match result {
@@ -172,15 +186,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped().await
 }
 
-fn bench_remodel(endpoints: usize, database_url: Option<String>) -> anyhow::Result<()> {
+/// Runs a benchmark on the given database, or on a fresh SQLite file that is removed afterwards.
+fn with_bench_db(database_url: Option<String>, f: impl FnOnce(&Db) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ea-bench-{}", std::process::id()));
     let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
     let db = Db::connect(&url, 4)?;
     db.migrate()?;
     println!("database: {}", crate::db::redact_url(&url));
-    let result = run_async(crate::bench::remodel(&db, endpoints));
+    let result = f(&db);
     let _ = std::fs::remove_dir_all(&dir);
-    result.map(|_| ())
+    result
 }
 
 fn open_db(settings: &Settings) -> anyhow::Result<Db> {
