@@ -20,6 +20,7 @@ pub mod import;
 pub mod limiter;
 pub mod links;
 pub mod service;
+pub mod review;
 pub mod settings;
 pub mod sync;
 

@@ -1,0 +1,78 @@
+//! Manual decisions on machines the automatic matching could not settle: merge a Defender
+//! machine into a chosen endpoint, or split it off into an endpoint of its own. The decision
+//! sticks: later syncs keep a machine linked to the endpoint it was linked to.
+
+use diesel::prelude::*;
+
+use super::import::OWNER;
+use crate::db::models::defender_machines;
+use crate::db::models::endpoints;
+use crate::db::schema::{defender_machines as dm, endpoint_sources, endpoints as ep};
+use crate::db::{AnyConnection, now};
+use crate::modeling::Modeler;
+
+/// Links the machine to `target`. The endpoint it was linked to is deleted when nothing but
+/// Defender knew it; otherwise it keeps its other sources. The next sync (or the re-import done
+/// here) brings the machine's OS, profile and risk onto the target.
+pub fn merge(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str, target: i64) -> anyhow::Result<String> {
+    conn.transaction(|conn| {
+        let m = defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
+        endpoints::find(conn, target)?.ok_or_else(|| anyhow::anyhow!("No endpoint with id {target}."))?;
+        if m.endpoint_id == Some(target) {
+            anyhow::bail!("The machine is already linked to that endpoint.");
+        }
+        diesel::update(dm::table.find(machine_id))
+            .set((dm::endpoint_id.eq(Some(target)), dm::match_note.eq(""), dm::content_hash.eq(""), dm::updated_at.eq(now())))
+            .execute(conn)?;
+        let mut touched = vec![target];
+        if let Some(old) = m.endpoint_id {
+            let other_sources: i64 = endpoint_sources::table
+                .filter(endpoint_sources::endpoint_id.eq(old))
+                .filter(endpoint_sources::source.ne(OWNER))
+                .count()
+                .get_result(conn)?;
+            let still_linked: i64 = dm::table.filter(dm::endpoint_id.eq(old)).count().get_result(conn)?;
+            if other_sources == 0 && still_linked == 0 {
+                diesel::delete(ep::table.find(old)).execute(conn)?;
+            } else {
+                touched.push(old);
+            }
+        }
+        endpoints::upsert_source(conn, target, OWNER, m.last_seen.max(1))?;
+        modeler.model_ids(conn, &touched)?;
+        Ok(format!("{} merged into endpoint {target}; the next sync completes its data.", m.computer_dns_name))
+    })
+}
+
+/// Detaches the machine from its endpoint into a new endpoint of its own.
+pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> anyhow::Result<i64> {
+    conn.transaction(|conn| {
+        let m = defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
+        let fqdn = m.computer_dns_name.trim_end_matches('.').to_lowercase();
+        let t = now();
+        let values = (
+            ep::ip.eq(&m.last_ip),
+            ep::hostname.eq(fqdn.split('.').next().unwrap_or("").to_owned()),
+            ep::fqdn.eq(if fqdn.contains('.') { fqdn.clone() } else { String::new() }),
+            ep::os_name.eq(&m.os_platform),
+            ep::os_version.eq(&m.os_version),
+            ep::sources.eq(OWNER),
+            ep::first_seen.eq(m.first_seen.max(1)),
+            ep::last_seen.eq(m.last_seen.max(1)),
+            ep::created_at.eq(t),
+            ep::updated_at.eq(t),
+        );
+        let id: i64 = match conn {
+            AnyConnection::Sqlite(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
+            AnyConnection::Postgresql(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
+        };
+        diesel::update(dm::table.find(machine_id))
+            .set((dm::endpoint_id.eq(Some(id)), dm::match_note.eq("split by an administrator"), dm::content_hash.eq(""), dm::updated_at.eq(t)))
+            .execute(conn)?;
+        endpoints::upsert_source(conn, id, OWNER, m.last_seen.max(1))?;
+        let mut touched = vec![id];
+        touched.extend(m.endpoint_id);
+        modeler.model_ids(conn, &touched)?;
+        Ok(id)
+    })
+}
