@@ -2,6 +2,7 @@
 //! loopback port with its own database (a temporary SQLite file, or a fresh PostgreSQL database
 //! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
 
+mod browser;
 mod helpers;
 
 mod auth;
