@@ -8,5 +8,6 @@ mod helpers;
 mod auth;
 mod defender_client;
 mod inventory;
+mod journeys;
 mod modeling;
 mod simulator;
