@@ -98,12 +98,16 @@ fn is_form(req: &ServiceRequest) -> bool {
 }
 
 /// `Sec-Fetch-Site` and `Origin`, when the browser sends them, must say "this site".
+///
+/// A browser that sends `Sec-Fetch-Site: same-origin` has vouched for the request: its `Origin`
+/// is then not looked at, because under this product's `Referrer-Policy: no-referrer` browsers
+/// send `Origin: null` with every plain form POST (the sign-in form included).
 fn cross_site(req: &ServiceRequest) -> bool {
     let h = req.headers();
-    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return true;
+    match h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("same-origin") => return false,
+        Some("none") | None => {}
+        Some(_) => return true,
     }
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = req.connection_info().host().to_owned();

@@ -161,11 +161,32 @@ async fn a_post_without_a_valid_csrf_token_is_refused() {
     assert_eq!(res.status(), 403, "cross-site origin");
     let res = admin.post(app.url("/users")).header("sec-fetch-site", "cross-site").form(&right).send().await.unwrap();
     assert_eq!(res.status(), 403, "cross-site fetch");
+    let res = admin.post(app.url("/users")).header("origin", "null").form(&right).send().await.unwrap();
+    assert_eq!(res.status(), 403, "an opaque origin the browser does not vouch for");
     // htmx sends the token as a header.
     let res = admin.post(app.url("/users")).header("x-csrf-token", &csrf).form(&new_user).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let users = doc(&admin.get(app.url("/users")).send().await.unwrap().text().await.unwrap());
     assert_eq!(select_all(&users, "#users tr[data-user=mallory]").len(), 1, "only the valid request created the user");
+}
+
+/// Under `Referrer-Policy: no-referrer` a browser's plain form POST carries `Origin: null`, with
+/// `Sec-Fetch-Site: same-origin`: that is this site, and signing in works.
+#[tokio::test]
+async fn a_same_origin_form_post_with_an_opaque_origin_is_accepted() {
+    let app = spawn_app().await;
+    app.add_user("olga", Role::Analyst).await;
+    let client = browser();
+    let csrf = app.csrf(&client, "/login").await;
+    let res = client
+        .post(app.url("/login"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "olga"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "signed in");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
 use endpoint_analytics::config::{MasterKey, Settings};
 use endpoint_analytics::db::Db;
 use endpoint_analytics::db::models::api_tokens;
+use endpoint_analytics::web::AppState;
 use scraper::{Html, Selector};
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -55,6 +56,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub base: String,
     pub db: Db,
+    /// What the handlers share: for setting the app up faster than through its pages.
+    pub state: actix_web::web::Data<AppState>,
     // Dropped last: the database outlives the server's use of it.
     _database: TestDatabase,
     _dir: tempfile::TempDir,
@@ -80,8 +83,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let app = Application::build(settings).await.expect("the app builds");
     let base = format!("http://{}", app.addr());
     let db = app.db().clone();
+    let state = app.state();
     tokio::spawn(app.run_until_stopped());
-    TestApp { base, db, _database: database, _dir: dir }
+    TestApp { base, db, state, _database: database, _dir: dir }
 }
 
 fn base64_key() -> String {
@@ -187,5 +191,48 @@ impl TestApp {
         let res = reqwest::Client::new().get(self.url(path)).bearer_auth(token).send().await.unwrap();
         assert_eq!(res.status(), 200, "GET {path}");
         res.json().await.unwrap()
+    }
+}
+
+impl TestApp {
+    /// Configures the Defender integration for `sim` and enables it, as an admin saving the form
+    /// would (faster than the page): the first sync starts at once.
+    pub async fn enable_defender(&self, sim: &endpoint_analytics::simulator::RunningSimulator) {
+        use endpoint_analytics::defender::service::{self, Saved};
+        use endpoint_analytics::defender::settings::SettingsInput;
+        let input = SettingsInput {
+            tenant_id: sim.tenant_id.clone(),
+            client_id: sim.client_id.clone(),
+            client_secret: sim.client_secret.clone(),
+            cloud: "commercial".into(),
+            login_base_url: sim.base_url.clone(),
+            api_base_url: sim.base_url.clone(),
+            enabled: true,
+            sync_interval_minutes: Some(60),
+            ..SettingsInput::default()
+        };
+        match service::save(&self.state.sync_context(), input, "test").await.expect("the settings are saved") {
+            Saved::Ok { .. } => {}
+            Saved::Invalid(e) => panic!("the simulator's settings were refused: {}", e.summary()),
+        }
+    }
+
+    /// Waits until no Defender sync runs (at most `timeout`) and returns the last run.
+    pub async fn wait_for_sync(
+        &self,
+        timeout: std::time::Duration,
+    ) -> endpoint_analytics::db::models::integration::SyncRun {
+        let ctx = self.state.sync_context();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let status = endpoint_analytics::defender::service::status(&ctx).await.expect("the sync status");
+            if status.running.is_none()
+                && let Some(run) = status.last_run
+            {
+                return run;
+            }
+            assert!(std::time::Instant::now() < deadline, "the Defender sync did not finish within {timeout:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! loopback port with its own database (a temporary SQLite file, or a fresh PostgreSQL database
 //! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
 
+mod browser;
 mod helpers;
 
 mod actions;
@@ -9,5 +10,6 @@ mod auth;
 mod defender_client;
 mod defender_sync;
 mod inventory;
+mod journeys;
 mod modeling;
 mod simulator;

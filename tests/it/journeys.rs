@@ -1,0 +1,245 @@
+//! Journeys through the product in a real browser (see `browser.rs`): each one against its own
+//! application and its own Defender simulator, on the suite's database backend.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use endpoint_analytics::auth::Role;
+use endpoint_analytics::db::models::defender_machines::DefenderMachine;
+use endpoint_analytics::db::schema::defender_machines as dm;
+use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
+use fantoccini::{Client, Locator};
+use serde_json::json;
+
+use crate::browser::*;
+use crate::helpers::{TestApp, spawn_app};
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn simulator(hostile: bool) -> RunningSimulator {
+    simulator::start(SimConfig { machines: 60, hostile, ..Default::default() }).await.expect("the simulator starts")
+}
+
+/// An app whose Defender integration points at a simulator and finished its first sync.
+async fn synced_app(sim: &RunningSimulator) -> TestApp {
+    let app = spawn_app().await;
+    app.enable_defender(sim).await;
+    let run = app.wait_for_sync(SYNC_TIMEOUT).await;
+    assert_eq!(run.status, "succeeded", "the first sync: {}", run.error);
+    app
+}
+
+/// The first live Defender machine (linked to an endpoint) that `filter` accepts, in a stable
+/// order: the most alarming first.
+async fn machine_where(
+    app: &TestApp,
+    filter: impl Fn(&DefenderMachine) -> bool + Send + 'static,
+) -> Option<DefenderMachine> {
+    app.db
+        .run(move |c| {
+            let all: Vec<DefenderMachine> = dm::table
+                .filter(dm::endpoint_id.is_not_null())
+                .filter(dm::stale.eq(false))
+                .order((dm::top_alert_severity.desc(), dm::top_vuln_severity.desc(), dm::machine_id.asc()))
+                .select(DefenderMachine::as_select())
+                .load(c)?;
+            Ok(all.into_iter().find(|m| filter(m)))
+        })
+        .await
+        .unwrap()
+}
+
+/// The Risk tab, opened by clicking it (htmx swaps the tab in place); returns the subtab.
+async fn open_risk_tab(c: &Client) -> fantoccini::elements::Element {
+    mark_document(c).await;
+    click(c, "nav.tabs a[data-tab=risk]").await;
+    let subtab = wait_for(c, "#tab-content #defender-subtab").await;
+    assert_same_document(c, "opening the Risk tab").await;
+    assert!(c.current_url().await.unwrap().as_str().ends_with("?tab=risk"), "the Risk tab's address is pushed");
+    subtab
+}
+
+/// No dialog is open and nothing set the canary a successful injection would set.
+async fn assert_no_script_ran(c: &Client, what: &str) {
+    if let Ok(text) = c.get_alert_text().await {
+        panic!("{what}: an alert dialog is open ({text:?}): hostile data ran as script");
+    }
+    assert_eq!(js(c, "return window.__xss === undefined;").await, json!(true), "{what}: window.__xss was set");
+    let scripts = js(c, "return Array.from(document.scripts).map(s => s.getAttribute('src') || 'inline');").await;
+    for s in scripts.as_array().expect("a list") {
+        let src = s.as_str().unwrap_or_default();
+        let allowed = src == "/static/app.js" || (src.starts_with("/static/htmx-") && src.ends_with(".js"));
+        assert!(allowed, "{what}: unexpected <script> {src:?} on the page");
+    }
+    for css in ["main img[src=x]", "main svg", "main [onerror]", "main [onload]", "[hx-get^='/admin']"] {
+        assert!(!exists(c, css).await, "{what}: hostile markup became an element ({css})");
+    }
+}
+
+/// Journey 1: an admin connects the product to Defender through the pages, and watches the first
+/// sync finish without reloading.
+#[tokio::test]
+async fn an_admin_connects_defender_and_watches_the_first_sync() {
+    journey("admin_connects_defender", |c| async move {
+        let sim = simulator(false).await;
+        let app = spawn_app().await;
+        app.add_user("alice", Role::Admin).await;
+        sign_in(&c, &app, "alice").await;
+
+        // Configuration ▸ Integrations ▸ Microsoft Defender, by the links.
+        click(&c, "nav a[href='/config/integrations']").await;
+        wait_for(&c, "#defender-link").await.click().await.unwrap();
+        wait_for(&c, "#defender-form").await;
+        type_into(&c, "#defender-form input[name=tenant_id]", &sim.tenant_id).await;
+        type_into(&c, "#defender-form input[name=client_id]", &sim.client_id).await;
+        type_into(&c, "#defender-form input[name=client_secret]", &sim.client_secret).await;
+        click(&c, "#defender-form details summary").await;
+        type_into(&c, "#defender-form input[name=login_base_url]", &sim.base_url).await;
+        type_into(&c, "#defender-form input[name=api_base_url]", &sim.base_url).await;
+
+        // Test Connection: every permission the product needs is granted.
+        click(&c, "#test-connection").await;
+        let report = wait_for(&c, "#test-report").await;
+        let rows = c.find_all(Locator::Css("#permissions tbody tr")).await.unwrap();
+        assert!(!rows.is_empty(), "the report lists permissions");
+        for row in &rows {
+            let line = row.text().await.unwrap();
+            assert!(row.find(Locator::Css("td.granted")).await.is_ok(), "not granted: {line}");
+        }
+        assert!(!exists(&c, "#permissions td.missing").await, "no permission is missing");
+        assert_eq!(attr(&report, "data-all-good").await.as_deref(), Some("true"));
+        assert!(text(&c, "#api-call").await.contains("succeeded"), "the API call succeeded");
+
+        // Enable and save: the first sync starts at once.
+        click(&c, "#defender-form input[name=enabled]").await;
+        assert!(find(&c, "#defender-form input[name=enabled]").await.is_selected().await.unwrap());
+        click(&c, "#save").await;
+        let message = wait_for(&c, "#save-message").await.text().await.unwrap();
+        assert!(message.contains("Saved and enabled"), "{message}");
+        assert_eq!(text(&c, "#integration-state").await, "enabled");
+        mark_document(&c).await;
+        if !exists(&c, "#sync-progress").await {
+            // The first sync finished before the page was drawn: run another to watch.
+            click(&c, "#sync-now").await;
+            let said = wait_for(&c, "#sync-status .flash").await.text().await.unwrap();
+            assert!(said == "Sync started." || said == "A sync is already running.", "{said}");
+        }
+
+        // htmx polls #sync-status until the run ends; the page itself stays.
+        let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+        loop {
+            if exists(&c, "#sync-result[data-status=succeeded]").await {
+                break;
+            }
+            if exists(&c, "#sync-result[data-status=failed]").await {
+                panic!("the sync failed: {}", text(&c, "#sync-result").await);
+            }
+            assert!(std::time::Instant::now() < deadline, "no sync result within {SYNC_TIMEOUT:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_same_document(&c, "waiting for the sync").await;
+        let machines: i64 = text(&c, "#machine-count").await.parse().expect("a machine count");
+        assert!(machines > 0 && machines <= sim.tenant().machines().len() as i64, "{machines} machines");
+        assert!(!exists(&c, "#sync-now[disabled]").await, "Sync now is offered again");
+    })
+    .await;
+}
+
+/// Journey 2: an analyst reads an endpoint's Microsoft Defender risk, with links into the portal,
+/// and is offered no machine actions.
+#[tokio::test]
+async fn an_analyst_reads_the_defender_risk_of_an_endpoint() {
+    journey("analyst_reads_defender_risk", |c| async move {
+        let sim = simulator(false).await;
+        let app = synced_app(&sim).await;
+        app.add_user("ann", Role::Analyst).await;
+        let m = machine_where(&app, |m| m.vuln_count > 0).await.expect("a synced machine with vulnerabilities");
+        let endpoint = m.endpoint_id.unwrap();
+
+        // What the simulator holds for it.
+        let tenant = sim.tenant();
+        let sm = tenant.machine_by_id(&m.machine_id).expect("the machine is the simulator's");
+        let vulns: Vec<_> = tenant.machine_vulnerabilities(sm.index as usize).collect();
+        let cves: BTreeSet<&str> = vulns.iter().map(|v| v.id.as_str()).collect();
+        let exposure = vulns.iter().map(|v| v.severity).max().map(|s| s.as_str()).unwrap_or("None");
+        let alert_rank = |s: &str| match s.to_ascii_lowercase().as_str() {
+            "informational" | "unspecified" | "low" => 1,
+            "medium" => 2,
+            "high" => 3,
+            _ => 0,
+        };
+        let worst_alert = tenant.alerts_of(sm.index as usize).iter().filter(|a| a.is_active()).map(|a| alert_rank(a.severity)).max();
+        let risk_level = ["None", "Low", "Medium", "High"][worst_alert.unwrap_or(0)];
+
+        sign_in(&c, &app, "ann").await;
+        c.goto(&app.url(&format!("/endpoints/{endpoint}"))).await.unwrap();
+        wait_for(&c, "#summary").await;
+        assert!(!text(&c, "#endpoint-title").await.is_empty());
+        assert!(
+            !exists(&c, "[data-action], button.machine-action").await,
+            "an analyst is offered no machine actions on the Summary tab"
+        );
+
+        let subtab = open_risk_tab(&c).await;
+        let within = |css: &'static str| {
+            let subtab = subtab.clone();
+            async move { subtab.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css} in the subtab: {e}")) }
+        };
+        assert_eq!(within("#defender-exposure").await.text().await.unwrap(), exposure, "Exposure Risk Level");
+        let count = within("#defender-vuln-count").await;
+        assert_eq!(count.text().await.unwrap(), cves.len().to_string(), "distinct CVEs of {}", m.computer_dns_name);
+        assert_eq!(within("#defender-risk").await.text().await.unwrap(), risk_level, "Risk Level");
+
+        let portal = format!("https://security.microsoft.com/machines/v2/{}", m.machine_id);
+        let tid = format!("?tid={}", sim.tenant_id);
+        for (css, page) in
+            [("#defender-overview-link", "overview"), ("#defender-alerts-link", "alerts"), ("#defender-vuln-count", "vulnerabilities")]
+        {
+            let link = within(css).await;
+            assert_eq!(attr(&link, "href").await.unwrap(), format!("{portal}/{page}{tid}"), "{css}");
+            assert_eq!(attr(&link, "target").await.as_deref(), Some("_blank"), "{css}");
+            assert_eq!(attr(&link, "rel").await.as_deref(), Some("noopener noreferrer"), "{css}");
+        }
+    })
+    .await;
+}
+
+/// Journey 4: markup in Defender's data (machine names, vulnerability descriptions) is shown as
+/// text on the endpoint pages, and nothing of it runs.
+#[tokio::test]
+async fn hostile_defender_data_is_shown_as_text() {
+    journey("hostile_defender_data", |c| async move {
+        let sim = simulator(true).await;
+        let app = synced_app(&sim).await;
+        app.add_user("ann", Role::Analyst).await;
+        let named = machine_where(&app, |m| m.computer_dns_name.contains("<script>"))
+            .await
+            .expect("a machine whose name holds a <script> element");
+        let described = machine_where(&app, |m| m.top_vuln_description.contains('<'))
+            .await
+            .expect("a machine whose most severe vulnerability's description holds markup");
+
+        sign_in(&c, &app, "ann").await;
+
+        c.goto(&app.url(&format!("/endpoints/{}", named.endpoint_id.unwrap()))).await.unwrap();
+        wait_for(&c, "#summary").await;
+        assert_no_script_ran(&c, "the Summary of the machine named with markup").await;
+        let title = text(&c, "#endpoint-title").await;
+        assert!(title.contains("<script>"), "the host name is shown as text: {title}");
+        let subtab = open_risk_tab(&c).await;
+        assert_no_script_ran(&c, "the Risk tab of the machine named with markup").await;
+        let shown = subtab.text().await.unwrap();
+        assert!(shown.contains(&named.computer_dns_name), "the name is shown as text: {shown}");
+        assert!(shown.contains("<script>"), "{shown}");
+
+        c.goto(&app.url(&format!("/endpoints/{}", described.endpoint_id.unwrap()))).await.unwrap();
+        wait_for(&c, "#summary").await;
+        assert_no_script_ran(&c, "the Summary of the machine with a hostile vulnerability").await;
+        open_risk_tab(&c).await;
+        assert_no_script_ran(&c, "the Risk tab of the machine with a hostile vulnerability").await;
+        let description = text(&c, "#defender-top-vuln .vuln-description").await;
+        assert_eq!(description, described.top_vuln_description.trim(), "the description is shown as text");
+    })
+    .await;
+}
