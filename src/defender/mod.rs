@@ -19,8 +19,8 @@ pub mod error;
 pub mod import;
 pub mod limiter;
 pub mod links;
-pub mod service;
 pub mod review;
+pub mod service;
 pub mod settings;
 pub mod sync;
 

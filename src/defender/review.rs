@@ -16,13 +16,19 @@ use crate::modeling::Modeler;
 /// here) brings the machine's OS, profile and risk onto the target.
 pub fn merge(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str, target: i64) -> anyhow::Result<String> {
     conn.transaction(|conn| {
-        let m = defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
+        let m =
+            defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
         endpoints::find(conn, target)?.ok_or_else(|| anyhow::anyhow!("No endpoint with id {target}."))?;
         if m.endpoint_id == Some(target) {
             anyhow::bail!("The machine is already linked to that endpoint.");
         }
         diesel::update(dm::table.find(machine_id))
-            .set((dm::endpoint_id.eq(Some(target)), dm::match_note.eq(""), dm::content_hash.eq(""), dm::updated_at.eq(now())))
+            .set((
+                dm::endpoint_id.eq(Some(target)),
+                dm::match_note.eq(""),
+                dm::content_hash.eq(""),
+                dm::updated_at.eq(now()),
+            ))
             .execute(conn)?;
         let mut touched = vec![target];
         if let Some(old) = m.endpoint_id {
@@ -47,7 +53,8 @@ pub fn merge(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str, targ
 /// Detaches the machine from its endpoint into a new endpoint of its own.
 pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> anyhow::Result<i64> {
     conn.transaction(|conn| {
-        let m = defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
+        let m =
+            defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
         let fqdn = m.computer_dns_name.trim_end_matches('.').to_lowercase();
         let t = now();
         let values = (
@@ -63,11 +70,20 @@ pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> a
             ep::updated_at.eq(t),
         );
         let id: i64 = match conn {
-            AnyConnection::Sqlite(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
-            AnyConnection::Postgresql(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
+            AnyConnection::Sqlite(c) => {
+                diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?
+            }
+            AnyConnection::Postgresql(c) => {
+                diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?
+            }
         };
         diesel::update(dm::table.find(machine_id))
-            .set((dm::endpoint_id.eq(Some(id)), dm::match_note.eq("split by an administrator"), dm::content_hash.eq(""), dm::updated_at.eq(t)))
+            .set((
+                dm::endpoint_id.eq(Some(id)),
+                dm::match_note.eq("split by an administrator"),
+                dm::content_hash.eq(""),
+                dm::updated_at.eq(t),
+            ))
             .execute(conn)?;
         endpoints::upsert_source(conn, id, OWNER, m.last_seen.max(1))?;
         let mut touched = vec![id];
