@@ -243,3 +243,77 @@ async fn hostile_defender_data_is_shown_as_text() {
     })
     .await;
 }
+
+/// Journey 3: an operator isolates a machine with a comment, confirms, watches Pending turn into
+/// Succeeded without reloading, then releases it. Defender receives one request for each.
+#[tokio::test]
+async fn an_operator_isolates_and_releases_a_machine() {
+    journey("operator_isolates_machine", |c| async move {
+        let sim = simulator::start(SimConfig {
+            machines: 60,
+            action_pending_ms: 1500,
+            action_inprogress_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("the simulator starts");
+        let app = synced_app(&sim).await;
+        app.add_user("olga", Role::Operator).await;
+        let m = machine_where(&app, |m| {
+            matches!(m.os_platform.as_str(), "Windows10" | "Windows11")
+                && m.onboarding_status == "Onboarded"
+                && !m.isolated
+        })
+        .await
+        .expect("an onboarded Windows machine");
+        let endpoint = m.endpoint_id.unwrap();
+        let calls = |api: &str| sim.counters().per_api.get(api).map(|c| c.calls).unwrap_or(0);
+
+        sign_in(&c, &app, "olga").await;
+        c.goto(&app.url(&format!("/endpoints/{endpoint}"))).await.unwrap();
+        wait_for(&c, "form.machine-action-form[data-action=isolate]").await;
+        mark_document(&c).await;
+        type_into(&c, "form[data-action=isolate] input[name=comment]", "Suspicious beaconing, isolating").await;
+        click(&c, "form[data-action=isolate] input[name=confirm]").await;
+        click(&c, "#action-isolate").await;
+        // htmx asks for confirmation: the device loses its network connectivity.
+        let mut asked = String::new();
+        for _ in 0..50 {
+            if let Ok(t) = c.get_alert_text().await {
+                asked = t;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(asked.contains("loses its network connectivity"), "the confirmation says what happens: {asked:?}");
+        c.accept_alert().await.unwrap();
+
+        let status = wait_for(&c, "#action-area #action-status").await;
+        let first = status.text().await.unwrap();
+        assert!(first == "Pending" || first == "InProgress", "the action starts Pending: {first}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !exists(&c, "#action-area .action-status[data-status=Succeeded]").await {
+            assert!(std::time::Instant::now() < deadline, "the isolation did not succeed in time");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_same_document(&c, "following the isolation").await;
+        assert_eq!(calls("Isolate"), 1, "one click, one isolate request");
+
+        // Reloaded, the page offers Unisolate instead of Isolate.
+        c.goto(&app.url(&format!("/endpoints/{endpoint}"))).await.unwrap();
+        wait_for(&c, "form.machine-action-form[data-action=unisolate]").await;
+        assert!(!exists(&c, "form.machine-action-form[data-action=isolate]").await);
+        mark_document(&c).await;
+        type_into(&c, "form[data-action=unisolate] input[name=comment]", "Cleaned, releasing").await;
+        click(&c, "#action-unisolate").await;
+        wait_for(&c, "#action-area #action-status").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !exists(&c, "#action-area .action-status[data-status=Succeeded]").await {
+            assert!(std::time::Instant::now() < deadline, "the release did not succeed in time");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_same_document(&c, "following the release").await;
+        assert_eq!((calls("Isolate"), calls("Unisolate")), (1, 1), "exactly one isolate and one unisolate request");
+    })
+    .await;
+}
