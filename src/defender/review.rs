@@ -86,9 +86,40 @@ pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> a
             ))
             .execute(conn)?;
         endpoints::upsert_source(conn, id, OWNER, m.last_seen.max(1))?;
+        if let Some(old) = m.endpoint_id {
+            forget_defender(conn, old)?;
+        }
         let mut touched = vec![id];
         touched.extend(m.endpoint_id);
         modeler.model_ids(conn, &touched)?;
         Ok(id)
     })
+}
+
+/// What Defender contributed to an endpoint it no longer describes: its source, its risk factors
+/// and its profile assignment (the OS fields stay: nothing else reported them).
+fn forget_defender(conn: &mut AnyConnection, endpoint_id: i64) -> anyhow::Result<()> {
+    use crate::db::models::{profiles, risk};
+    if dm::table.filter(dm::endpoint_id.eq(endpoint_id)).filter(dm::stale.eq(false)).count().get_result::<i64>(conn)?
+        > 0
+    {
+        return Ok(());
+    }
+    diesel::delete(
+        endpoint_sources::table
+            .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
+            .filter(endpoint_sources::source.eq(OWNER)),
+    )
+    .execute(conn)?;
+    let sources: Vec<String> = endpoint_sources::table
+        .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
+        .select(endpoint_sources::source)
+        .order(endpoint_sources::source.asc())
+        .load(conn)?;
+    diesel::update(ep::table.find(endpoint_id)).set(ep::sources.eq(sources.join(","))).execute(conn)?;
+    for source in [super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE] {
+        risk::set(conn, endpoint_id, source, None)?;
+    }
+    profiles::unassign_owner_except(conn, endpoint_id, OWNER, &[])?;
+    Ok(())
 }

@@ -98,6 +98,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/config/integrations/defender", web::get().to(pages::defender::show))
         .route("/config/integrations/defender", web::post().to(pages::defender::save))
         .route("/config/integrations/defender/test", web::post().to(pages::defender::test))
+        .route("/config/integrations/defender/review", web::post().to(pages::defender::review))
         .route("/config/integrations/defender/sync", web::get().to(pages::defender::sync_status))
         .route("/config/integrations/defender/sync", web::post().to(pages::defender::sync_now))
         .route("/config/profiles", web::get().to(pages::config::profiles))

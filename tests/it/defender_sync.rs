@@ -502,3 +502,89 @@ async fn two_instances_on_one_database_never_sync_at_once() {
     assert_eq!(running, 0);
     let _ = body;
 }
+
+#[tokio::test]
+async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
+    let (app, _sim, token, _) = synced(100).await;
+    let admin = app.login_as("adam", Role::Admin).await;
+    // An unmatched machine, and a network-only endpoint to merge it into.
+    let (machine, own): (String, i64) = app
+        .db
+        .run(|c| {
+            let r: (String, Option<i64>) = defender_machines::table
+                .filter(defender_machines::match_note.like("unmatched%"))
+                .select((defender_machines::machine_id, defender_machines::endpoint_id))
+                .first(c)?;
+            Ok((r.0, r.1.unwrap()))
+        })
+        .await
+        .unwrap();
+    let target: i64 = app
+        .db
+        .run(|c| Ok(endpoints::table.filter(endpoints::sources.eq("network")).select(endpoints::id).first(c)?))
+        .await
+        .unwrap();
+    let page = doc(&admin.get(app.url("/config/integrations/defender")).send().await.unwrap().text().await.unwrap());
+    assert!(
+        !select_all(&page, &format!("#review tr[data-machine=\"{machine}\"]")).is_empty(),
+        "the machine is listed for review"
+    );
+    let t = target.to_string();
+    let res = app
+        .post_form(
+            &admin,
+            "/config/integrations/defender/review",
+            &[("machine_id", &machine), ("decision", "merge"), ("endpoint_id", &t)],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let linked = |app: &TestApp, machine: String| {
+        let db = app.db.clone();
+        async move {
+            db.run(move |c| {
+                Ok(defender_machines::table
+                    .filter(defender_machines::machine_id.eq(machine))
+                    .select(defender_machines::endpoint_id)
+                    .first::<Option<i64>>(c)?)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(linked(&app, machine.clone()).await, Some(target));
+    let gone = app.api_get(&token, &format!("/api/v1/endpoints?limit=500")).await;
+    assert!(
+        !gone["items"].as_array().unwrap().iter().any(|e| e["id"] == own),
+        "the Defender-only endpoint it had is gone"
+    );
+    assert_eq!(sync_now(&app, &token).await["status"], "succeeded");
+    assert_eq!(linked(&app, machine.clone()).await, Some(target), "a sync keeps the merge");
+    let merged = app.api_get(&token, &format!("/api/v1/endpoints/{target}")).await;
+    assert_eq!(merged["sources"], "defender,network");
+    assert!(!merged["os_name"].as_str().unwrap().is_empty(), "the sync brought the machine's OS onto the endpoint");
+
+    // Split it off again: a new endpoint of its own, kept by the next sync.
+    let res = app
+        .post_form(&admin, "/config/integrations/defender/review", &[("machine_id", &machine), ("decision", "split")])
+        .await;
+    assert_eq!(res.status(), 200);
+    let split = linked(&app, machine.clone()).await.unwrap();
+    assert_ne!(split, target);
+    assert_eq!(sync_now(&app, &token).await["status"], "succeeded");
+    assert_eq!(linked(&app, machine.clone()).await, Some(split));
+    assert_eq!(
+        app.api_get(&token, &format!("/api/v1/endpoints/{target}")).await["sources"],
+        "network",
+        "Defender let go of it"
+    );
+    // Operators may not make these decisions.
+    let operator = app.login_as("olga", Role::Operator).await;
+    let res = app
+        .post_form(
+            &operator,
+            "/config/integrations/defender/review",
+            &[("machine_id", &machine), ("decision", "split")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+}

@@ -163,3 +163,49 @@ pub async fn sync_status(user: OperatorUser, state: web::Data<AppState>) -> Resu
     let status = service::status(&state.sync_context()).await?;
     html(&SyncStatus { status, layout_is_operator: user.can(crate::auth::Role::Operator), sync_message: None })
 }
+
+#[derive(serde::Deserialize)]
+pub struct ReviewForm {
+    machine_id: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    endpoint_id: String,
+}
+
+/// Merge a machine into a chosen endpoint, or split it into its own (admins).
+pub async fn review(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    form: Input<web::Form<ReviewForm>>,
+) -> Result<HttpResponse, AppError> {
+    let f = input(form)?.into_inner();
+    let modeler = state.modeler.clone();
+    let (machine, decision, target) = (f.machine_id.clone(), f.decision.clone(), f.endpoint_id.trim().to_owned());
+    let outcome = state
+        .db
+        .run(move |c| {
+            Ok(match decision.as_str() {
+                "merge" => match target.parse::<i64>() {
+                    Ok(t) => crate::defender::review::merge(c, &modeler, &machine, t).map_err(|e| e.to_string()),
+                    Err(_) => Err("Give the id of the endpoint to merge into (the number in its address).".to_owned()),
+                },
+                "split" => crate::defender::review::split(c, &modeler, &machine)
+                    .map(|id| format!("Split into endpoint {id}."))
+                    .map_err(|e| e.to_string()),
+                _ => Err("Choose merge or split.".to_owned()),
+            })
+        })
+        .await?;
+    let (result, details) = match &outcome {
+        Ok(m) => ("success", m.clone()),
+        Err(e) => ("refused", e.clone()),
+    };
+    super::audit(&state.db, &user.username, &format!("defender.{}", f.decision), &f.machine_id, result, &details)
+        .await?;
+    let as_operator = OperatorUser(user.0.clone());
+    match outcome {
+        Ok(message) => render(&as_operator, &state, None, FieldErrors::default(), Some(message)).await,
+        Err(e) => Err(AppError::BadRequest(e)),
+    }
+}
