@@ -552,7 +552,7 @@ async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
         }
     };
     assert_eq!(linked(&app, machine.clone()).await, Some(target));
-    let gone = app.api_get(&token, &format!("/api/v1/endpoints?limit=500")).await;
+    let gone = app.api_get(&token, "/api/v1/endpoints?limit=500").await;
     assert!(
         !gone["items"].as_array().unwrap().iter().any(|e| e["id"] == own),
         "the Defender-only endpoint it had is gone"
