@@ -71,3 +71,5 @@ CREATE TABLE defender_machines (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX defender_machines_endpoint ON defender_machines (endpoint_id);
+-- Matching Defender machines to network endpoints by name.
+CREATE INDEX endpoints_fqdn ON endpoints (fqdn);
