@@ -61,17 +61,7 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         observed += report.created + report.updated;
     }
 
-    let input = SettingsInput {
-        tenant_id: sim.tenant_id.clone(),
-        client_id: sim.client_id.clone(),
-        client_secret: sim.client_secret.clone(),
-        cloud: "commercial".into(),
-        login_base_url: sim.base_url.clone(),
-        api_base_url: sim.base_url.clone(),
-        enabled: true,
-        sync_interval_minutes: Some(60),
-        ..SettingsInput::default()
-    };
+    let input = sim.integration_settings();
     // Save as disabled first so that enabling below always starts the first sync at once.
     let _ = service::save(&state.sync_context(), SettingsInput { enabled: false, ..input.clone() }, "demo").await?;
     if let Saved::Invalid(e) = service::save(&state.sync_context(), input, "demo").await? {

@@ -1,6 +1,7 @@
 //! The Defender for Endpoint API client: token handling, rate limiting, retries, paging and
 //! machine actions. See `docs/defender-client.md` for the behaviour and the choices made.
 
+use crate::domain::ids::is_guid;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
@@ -442,12 +443,6 @@ enum Attempt {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn check_machine_id(id: &str) -> Result<&str, DefenderError> {

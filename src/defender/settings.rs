@@ -1,6 +1,7 @@
 //! The integration's settings: validation of what an administrator typed (messages per field),
 //! storage with the client secret sealed (never returned), and the hosts the client may talk to.
 
+pub use crate::domain::ids::{is_dns_name as is_domain, is_guid};
 use url::Url;
 
 use super::cloud::Cloud;
@@ -83,25 +84,6 @@ impl FieldErrors {
     pub fn summary(&self) -> String {
         self.0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ")
     }
-}
-
-pub fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// A verified domain such as `contoso.onmicrosoft.com`.
-pub fn is_domain(s: &str) -> bool {
-    s.len() <= 253
-        && s.contains('.')
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 fn base_url(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {

@@ -7,6 +7,7 @@
 //! documented rate limit for (client, API) (429 + `Retry-After`) → fault rules (delay, 429,
 //! 5xx) → handler → body faults (wrong types, corruption, truncation, stall) → count status.
 
+use crate::domain::ids::is_guid;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -844,12 +845,6 @@ async fn list_actions(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse
         collection(ctx, "MachineActions", items, next, |b, a| write_json(b, &ActionView::new(a, now)))
     })
     .await
-}
-
-fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 async fn get_action(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {

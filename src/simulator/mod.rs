@@ -397,6 +397,21 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
 }
 
 impl RunningSimulator {
+    /// The product's Defender settings that point at this simulator, enabled.
+    pub fn integration_settings(&self) -> crate::defender::settings::SettingsInput {
+        crate::defender::settings::SettingsInput {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            cloud: "commercial".into(),
+            login_base_url: self.base_url.clone(),
+            api_base_url: self.base_url.clone(),
+            enabled: true,
+            sync_interval_minutes: Some(60),
+            ..Default::default()
+        }
+    }
+
     pub fn tenant(&self) -> Arc<Tenant> {
         self.state.tenant.clone()
     }

@@ -5,6 +5,7 @@
 //! Checks run in this order: tenant, grant type, `resource` on v2, client id, scope/resource
 //! present, client known, secret present, secret right, secret not expired, scope valid.
 
+use crate::domain::ids::{is_dns_name, is_guid};
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
@@ -94,24 +95,6 @@ fn aad_response(e: &AadError, req: &HttpRequest) -> HttpResponse {
         .insert_header(("x-ms-request-id", trace))
         .content_type("application/json; charset=utf-8")
         .body(body.to_string())
-}
-
-fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.contains('.')
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 /// Resource identifier → token audience. `None` = unknown to this directory.

@@ -199,18 +199,7 @@ impl TestApp {
     /// would (faster than the page): the first sync starts at once.
     pub async fn enable_defender(&self, sim: &endpoint_analytics::simulator::RunningSimulator) {
         use endpoint_analytics::defender::service::{self, Saved};
-        use endpoint_analytics::defender::settings::SettingsInput;
-        let input = SettingsInput {
-            tenant_id: sim.tenant_id.clone(),
-            client_id: sim.client_id.clone(),
-            client_secret: sim.client_secret.clone(),
-            cloud: "commercial".into(),
-            login_base_url: sim.base_url.clone(),
-            api_base_url: sim.base_url.clone(),
-            enabled: true,
-            sync_interval_minutes: Some(60),
-            ..SettingsInput::default()
-        };
+        let input = sim.integration_settings();
         match service::save(&self.state.sync_context(), input, "test").await.expect("the settings are saved") {
             Saved::Ok { .. } => {}
             Saved::Invalid(e) => panic!("the simulator's settings were refused: {}", e.summary()),
