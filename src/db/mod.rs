@@ -154,6 +154,18 @@ impl Db {
         Ok(pending == 0)
     }
 
+    /// Lets SQLite refresh the statistics its query planner uses, after large changes (cheap
+    /// when nothing changed; a no-op on PostgreSQL, whose autovacuum does it).
+    pub async fn optimize(&self) -> anyhow::Result<()> {
+        self.run(|c| {
+            if let AnyConnection::Sqlite(c) = c {
+                c.batch_execute("PRAGMA optimize;")?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs blocking database work on the blocking thread pool, never on an async worker.
     pub async fn run<T, F>(&self, f: F) -> anyhow::Result<T>
     where

@@ -204,6 +204,9 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
         .await
         .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
     counts.stale = duplicates + gone;
+    if let Err(e) = ctx.db.optimize().await {
+        tracing::warn!(error = %e, "could not refresh the database statistics");
+    }
     Ok(counts)
 }
 
