@@ -54,6 +54,7 @@ struct DashboardPage {
     by_source: Vec<Bar>,
     new_per_day: Vec<Bar>,
     changes: Vec<Event>,
+    defender: crate::defender::service::Status,
 }
 
 impl DashboardPage {
@@ -129,6 +130,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
             })
             .collect(),
     );
+    let defender = crate::defender::service::status(&state.sync_context()).await?;
     html(&DashboardPage {
         layout: Layout::new(&user, "dashboard"),
         total,
@@ -137,5 +139,6 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
         by_source,
         new_per_day,
         changes,
+        defender,
     })
 }
