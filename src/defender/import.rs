@@ -207,7 +207,11 @@ fn find_match(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<Match>
         let by_name: Vec<i64> = if fqdn.contains('.') {
             let exact: Vec<i64> = ep::table.filter(ep::fqdn.eq(&fqdn)).select(ep::id).limit(5).load(conn)?;
             if exact.is_empty() {
-                ep::table.filter(ep::hostname.eq(&short)).filter(ep::fqdn.eq("")).select(ep::id).limit(5).load(conn)?
+                // By host name, keeping those without a conflicting FQDN. Filtered here rather than
+                // in SQL: an `fqdn = ''` condition can make SQLite walk every endpoint without one.
+                let named: Vec<(i64, String)> =
+                    ep::table.filter(ep::hostname.eq(&short)).select((ep::id, ep::fqdn)).limit(20).load(conn)?;
+                named.into_iter().filter(|(_, f)| f.is_empty()).map(|(id, _)| id).take(5).collect()
             } else {
                 exact
             }
