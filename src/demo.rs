@@ -37,24 +37,8 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         .await?;
 
     // Network observations first, so that the first sync merges machines into them.
-    let observations: Vec<(usize, Result<RawObservation, String>)> = sim
-        .tenant()
-        .network_observations()
-        .into_iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let raw = RawObservation {
-                mac: o.mac,
-                ip: o.ip,
-                hostname: o.hostname,
-                dhcp_vendor_class: o.dhcp_vendor_class,
-                dhcp_params: o.dhcp_params,
-                user_agent: o.user_agent,
-                seen_at: o.seen_at,
-            };
-            (i, Ok(raw))
-        })
-        .collect();
+    let observations: Vec<(usize, Result<RawObservation, String>)> =
+        sim.tenant().network_observations().into_iter().enumerate().map(|(i, o)| (i, Ok(o))).collect();
     let mut observed = 0;
     for chunk in observations.chunks(crate::domain::observations::MAX_BATCH) {
         let report = inventory::ingest(&state.db, &state.modeler, chunk.to_vec(), "network").await?;

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::mac::normalize_mac;
 
@@ -17,7 +17,7 @@ const MAX_VENDOR_CLASS: usize = 255;
 const MAX_USER_AGENT: usize = 1024;
 
 /// An observation as it arrives: every field optional text, validated by [`RawObservation::validate`].
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawObservation {
     pub mac: Option<String>,
     pub ip: Option<String>,

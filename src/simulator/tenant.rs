@@ -219,18 +219,9 @@ impl Alert {
     }
 }
 
-/// A device as the product's network sensors would report it (the ingest format of
-/// `POST /api/v1/observations`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct NetworkObservation {
-    pub mac: Option<String>,
-    pub ip: Option<String>,
-    pub hostname: Option<String>,
-    pub dhcp_vendor_class: Option<String>,
-    pub dhcp_params: Option<String>,
-    pub user_agent: Option<String>,
-    pub seen_at: Option<String>,
-}
+/// A device as the product's network sensors would report it: the product's own ingest format
+/// (`POST /api/v1/observations`), so that what the simulator emits is exactly what is ingested.
+pub type NetworkObservation = crate::domain::observations::RawObservation;
 
 /// Who references what; built on first use because it needs every machine's rows.
 struct ReverseIndex {
