@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod errors;
+pub mod health;
 pub mod pages;
 pub mod security;
 pub mod session;
@@ -84,6 +85,8 @@ pub fn html(t: &impl askama::Template) -> Result<HttpResponse, AppError> {
 /// The whole routing table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/{file}", web::get().to(static_file))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
         .route("/login", web::get().to(pages::login::show))
         .route("/login", web::post().to(pages::login::submit))
         .route("/logout", web::post().to(pages::login::logout))

@@ -250,3 +250,15 @@ async fn idle_sessions_end() {
     let res = client.get(app.url("/")).send().await.unwrap();
     assert_eq!(res.status(), 303, "an idle session sends the person back to sign in");
 }
+
+#[tokio::test]
+async fn health_checks_answer_without_signing_in() {
+    let app = spawn_app().await;
+    let res = reqwest::Client::new().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("set-cookie").is_none(), "no session for a health check");
+    assert_eq!(res.text().await.unwrap(), "ok");
+    let ready: serde_json::Value =
+        reqwest::Client::new().get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["migrations"], "current");
+}
