@@ -182,6 +182,22 @@ impl Db {
     }
 }
 
+/// `INSERT ... RETURNING id` on either backend (the multi-connection cannot express RETURNING,
+/// so this is the one place that matches on the backend for it).
+macro_rules! insert_returning_id {
+    ($conn:expr, $table:expr, $values:expr, $id:expr) => {
+        match $conn {
+            $crate::db::AnyConnection::Sqlite(c) => {
+                diesel::insert_into($table).values($values).returning($id).get_result::<i64>(c)
+            }
+            $crate::db::AnyConnection::Postgresql(c) => {
+                diesel::insert_into($table).values($values).returning($id).get_result::<i64>(c)
+            }
+        }
+    };
+}
+pub(crate) use insert_returning_id;
+
 /// Drops the password from a PostgreSQL URL before it is shown in a message.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {

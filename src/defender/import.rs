@@ -14,6 +14,7 @@ use crate::db::models::endpoints::{self, Endpoint};
 use crate::db::models::{profiles, risk};
 use crate::db::schema::endpoints as ep;
 use crate::db::{AnyConnection, now};
+use crate::domain::observations::host_and_fqdn;
 use crate::domain::profiles::MatchScore;
 use crate::domain::risk::RiskLevel;
 use crate::modeling::{self, Modeler};
@@ -201,10 +202,9 @@ fn find_match(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<Match>
             return Ok(Match::One(id));
         }
     }
-    let fqdn = r.computer_dns_name.trim_end_matches('.').to_lowercase();
-    if !fqdn.is_empty() {
-        let short = fqdn.split('.').next().unwrap_or("").to_owned();
-        let by_name: Vec<i64> = if fqdn.contains('.') {
+    let (short, fqdn) = host_and_fqdn(&r.computer_dns_name);
+    if !short.is_empty() {
+        let by_name: Vec<i64> = if !fqdn.is_empty() {
             let exact: Vec<i64> = ep::table.filter(ep::fqdn.eq(&fqdn)).select(ep::id).limit(5).load(conn)?;
             if exact.is_empty() {
                 // By host name, keeping those without a conflicting FQDN. Filtered here rather than
@@ -244,8 +244,7 @@ fn create_endpoint(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<i
     let mac = r.macs.first().cloned();
     let vendor =
         mac.as_deref().and_then(crate::domain::oui::vendor_for_mac).map(|v| v.into_owned()).unwrap_or_default();
-    let fqdn = r.computer_dns_name.trim_end_matches('.').to_lowercase();
-    let short = fqdn.split('.').next().unwrap_or("").to_owned();
+    let (short, fqdn) = host_and_fqdn(&r.computer_dns_name);
     let t = now();
     let seen = if r.last_seen > 0 { r.last_seen } else { t };
     let values = (
@@ -253,27 +252,20 @@ fn create_endpoint(conn: &mut AnyConnection, r: &MachineRecord) -> QueryResult<i
         ep::mac_vendor.eq(vendor),
         ep::ip.eq(&r.last_ip),
         ep::hostname.eq(short),
-        ep::fqdn.eq(if fqdn.contains('.') { fqdn.clone() } else { String::new() }),
+        ep::fqdn.eq(fqdn),
         ep::sources.eq(OWNER),
         ep::first_seen.eq(if r.first_seen > 0 { r.first_seen } else { seen }),
         ep::last_seen.eq(seen),
         ep::created_at.eq(t),
         ep::updated_at.eq(t),
     );
-    let id: i64 = match conn {
-        AnyConnection::Sqlite(c) => diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?,
-        AnyConnection::Postgresql(c) => {
-            diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?
-        }
-    };
-    Ok(id)
+    crate::db::insert_returning_id!(conn, ep::table, values, ep::id)
 }
 
 /// Brings Defender's facts into the endpoint: OS, names and addresses it lacks, last seen.
 fn update_endpoint(conn: &mut AnyConnection, endpoint_id: i64, r: &MachineRecord) -> QueryResult<()> {
     let Some(e) = endpoints::find(conn, endpoint_id)? else { return Ok(()) };
-    let fqdn = r.computer_dns_name.trim_end_matches('.').to_lowercase();
-    let short = fqdn.split('.').next().unwrap_or("").to_owned();
+    let (short, fqdn) = host_and_fqdn(&r.computer_dns_name);
     let newer = r.last_seen >= e.last_seen;
     let pick = |new: &str, old: &str| {
         if !new.is_empty() && (newer || old.is_empty()) { new.to_owned() } else { old.to_owned() }
@@ -283,10 +275,10 @@ fn update_endpoint(conn: &mut AnyConnection, endpoint_id: i64, r: &MachineRecord
         os_version: pick(&r.os_version, &e.os_version),
         os_build: pick(&r.os_build, &e.os_build),
         hostname: if e.hostname.is_empty() { short } else { e.hostname.clone() },
-        fqdn: if e.fqdn.is_empty() && fqdn.contains('.') { fqdn } else { e.fqdn.clone() },
+        fqdn: if e.fqdn.is_empty() { fqdn } else { e.fqdn.clone() },
         ip: pick(&r.last_ip, &e.ip),
         last_seen: e.last_seen.max(r.last_seen),
-        sources: merged_sources(&e.sources),
+        sources: endpoints::merged_sources(&e.sources, OWNER),
         ..e.clone()
     };
     if updated.os_name != e.os_name
@@ -328,15 +320,6 @@ fn update_endpoint(conn: &mut AnyConnection, endpoint_id: i64, r: &MachineRecord
     }
     endpoints::upsert_source(conn, e.id, OWNER, r.last_seen.max(1))?;
     Ok(())
-}
-
-fn merged_sources(existing: &str) -> String {
-    let mut all: Vec<&str> = existing.split(',').filter(|s| !s.is_empty()).collect();
-    if !all.contains(&OWNER) {
-        all.push(OWNER);
-        all.sort_unstable();
-    }
-    all.join(",")
 }
 
 /// The dynamic OS profile, owned by the integration, assigned with a Very High score; machines

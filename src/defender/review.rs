@@ -9,6 +9,7 @@ use crate::db::models::defender_machines;
 use crate::db::models::endpoints;
 use crate::db::schema::{defender_machines as dm, endpoint_sources, endpoints as ep};
 use crate::db::{AnyConnection, now};
+use crate::domain::observations::host_and_fqdn;
 use crate::modeling::Modeler;
 
 /// Links the machine to `target`. The endpoint it was linked to is deleted when nothing but
@@ -55,12 +56,12 @@ pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> a
     conn.transaction(|conn| {
         let m =
             defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
-        let fqdn = m.computer_dns_name.trim_end_matches('.').to_lowercase();
+        let (short, fqdn) = host_and_fqdn(&m.computer_dns_name);
         let t = now();
         let values = (
             ep::ip.eq(&m.last_ip),
-            ep::hostname.eq(fqdn.split('.').next().unwrap_or("").to_owned()),
-            ep::fqdn.eq(if fqdn.contains('.') { fqdn.clone() } else { String::new() }),
+            ep::hostname.eq(short),
+            ep::fqdn.eq(fqdn),
             ep::os_name.eq(&m.os_platform),
             ep::os_version.eq(&m.os_version),
             ep::sources.eq(OWNER),
@@ -69,14 +70,7 @@ pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> a
             ep::created_at.eq(t),
             ep::updated_at.eq(t),
         );
-        let id: i64 = match conn {
-            AnyConnection::Sqlite(c) => {
-                diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?
-            }
-            AnyConnection::Postgresql(c) => {
-                diesel::insert_into(ep::table).values(values).returning(ep::id).get_result(c)?
-            }
-        };
+        let id = crate::db::insert_returning_id!(conn, ep::table, values, ep::id)?;
         diesel::update(dm::table.find(machine_id))
             .set((
                 dm::endpoint_id.eq(Some(id)),

@@ -120,10 +120,17 @@ fn split_hostname(h: &str) -> Result<(Option<String>, Option<String>), String> {
     if has_control(h) {
         return Err("hostname contains control characters".into());
     }
-    let lower = h.trim_end_matches('.').to_lowercase();
+    let (short, fqdn) = host_and_fqdn(h);
+    Ok((Some(short), Some(fqdn).filter(|f| !f.is_empty())))
+}
+
+/// A reported name as the inventory stores it: the short host name (first label) and, when the
+/// name has a domain, the FQDN (else empty); both lower-case.
+pub fn host_and_fqdn(name: &str) -> (String, String) {
+    let lower = name.trim_end_matches('.').to_lowercase();
     match lower.split_once('.') {
-        Some((short, _)) if !short.is_empty() => Ok((Some(short.to_owned()), Some(lower.clone()))),
-        _ => Ok((Some(lower), None)),
+        Some((short, _)) if !short.is_empty() => (short.to_owned(), lower.clone()),
+        _ => (lower, String::new()),
     }
 }
 

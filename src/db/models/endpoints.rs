@@ -138,14 +138,7 @@ fn apply_one(
                 endpoints::created_at.eq(t),
                 endpoints::updated_at.eq(t),
             );
-            let id: i64 = match conn {
-                AnyConnection::Sqlite(c) => {
-                    diesel::insert_into(endpoints::table).values(values).returning(endpoints::id).get_result(c)?
-                }
-                AnyConnection::Postgresql(c) => {
-                    diesel::insert_into(endpoints::table).values(values).returning(endpoints::id).get_result(c)?
-                }
-            };
+            let id = crate::db::insert_returning_id!(conn, endpoints::table, values, endpoints::id)?;
             (id, true)
         }
         Some(e) => {
@@ -216,7 +209,7 @@ fn update_from_observation(
 }
 
 /// The endpoint's sources as a sorted comma list, for display.
-fn merged_sources(existing: &str, source: &str) -> String {
+pub fn merged_sources(existing: &str, source: &str) -> String {
     let mut all: Vec<&str> = existing.split(',').filter(|s| !s.is_empty()).collect();
     if !all.contains(&source) {
         all.push(source);
