@@ -82,48 +82,61 @@ pub fn html(t: &impl askama::Template) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body))
 }
 
-/// The whole routing table.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/static/{file}", web::get().to(static_file))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/login", web::get().to(pages::login::show))
-        .route("/login", web::post().to(pages::login::submit))
-        .route("/logout", web::post().to(pages::login::logout))
-        .route("/", web::get().to(pages::dashboard::show))
-        .route("/endpoints", web::get().to(pages::endpoints::list))
-        .route("/endpoints/import", web::post().to(pages::endpoints::import_csv))
-        .route("/endpoints/{id}", web::get().to(pages::endpoints::detail))
-        .route("/endpoints/{id}/tabs/{tab}", web::get().to(pages::endpoints::tab))
-        .route("/endpoints/{id}/actions", web::post().to(pages::actions::submit))
-        .route("/actions/{id}", web::get().to(pages::actions::status))
-        .route("/config/integrations", web::get().to(pages::config::integrations))
-        .route("/config/integrations/defender", web::get().to(pages::defender::show))
-        .route("/config/integrations/defender", web::post().to(pages::defender::save))
-        .route("/config/integrations/defender/test", web::post().to(pages::defender::test))
-        .route("/config/integrations/defender/review", web::post().to(pages::defender::review))
-        .route("/config/integrations/defender/sync", web::get().to(pages::defender::sync_status))
-        .route("/config/integrations/defender/sync", web::post().to(pages::defender::sync_now))
-        .route("/config/profiles", web::get().to(pages::config::profiles))
-        .route("/config/profiles/remodel", web::get().to(pages::config::remodel_progress))
-        .route("/config/profiles/remodel", web::post().to(pages::config::start_remodel))
-        .route("/config/profiles/{id}/enabled", web::post().to(pages::config::set_enabled))
-        .route("/users", web::get().to(pages::users::list))
-        .route("/users", web::post().to(pages::users::create))
-        .route("/users/{id}/role", web::post().to(pages::users::set_role))
-        .route("/users/{id}/disabled", web::post().to(pages::users::set_disabled))
-        .route("/users/{id}/password", web::post().to(pages::users::reset_password))
-        .route("/tokens", web::get().to(pages::tokens::list))
-        .route("/tokens", web::post().to(pages::tokens::create))
-        .route("/tokens/{id}/revoke", web::post().to(pages::tokens::revoke))
-        .route("/audit", web::get().to(pages::audit::list))
-        .route("/api/v1/observations", web::post().to(api::observations::ingest))
-        .route("/api/v1/integrations/defender", web::put().to(api::integrations::put))
-        .route("/api/v1/integrations/defender/test", web::post().to(api::integrations::test))
-        .route("/api/v1/integrations/defender/sync", web::post().to(api::integrations::sync))
-        .route("/api/v1/integrations/defender/status", web::get().to(api::integrations::status))
-        .route("/api/v1/endpoints", web::get().to(api::endpoints::list))
-        .route("/api/v1/endpoints/{id}", web::get().to(api::endpoints::get));
+/// Declares the routing table once: `routes` registers it with actix-web and `ROUTES` lists it,
+/// so the tests that check every route (against every role, against the OpenAPI document) can
+/// never miss one that was added later.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:path;)*) => {
+        /// Every route of the application as (method, path pattern), in registration order.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($handler));)*
+        }
+    };
+}
+
+route_table! {
+    get "/static/{file}"                        => static_file;
+    get "/healthz"                              => health::healthz;
+    get "/readyz"                               => health::readyz;
+    get "/login"                                => pages::login::show;
+    post "/login"                               => pages::login::submit;
+    post "/logout"                              => pages::login::logout;
+    get "/"                                     => pages::dashboard::show;
+    get "/endpoints"                            => pages::endpoints::list;
+    post "/endpoints/import"                    => pages::endpoints::import_csv;
+    get "/endpoints/{id}"                       => pages::endpoints::detail;
+    get "/endpoints/{id}/tabs/{tab}"            => pages::endpoints::tab;
+    post "/endpoints/{id}/actions"              => pages::actions::submit;
+    get "/actions/{id}"                         => pages::actions::status;
+    get "/config/integrations"                  => pages::config::integrations;
+    get "/config/integrations/defender"         => pages::defender::show;
+    post "/config/integrations/defender"        => pages::defender::save;
+    post "/config/integrations/defender/test"   => pages::defender::test;
+    post "/config/integrations/defender/review" => pages::defender::review;
+    get "/config/integrations/defender/sync"    => pages::defender::sync_status;
+    post "/config/integrations/defender/sync"   => pages::defender::sync_now;
+    get "/config/profiles"                      => pages::config::profiles;
+    get "/config/profiles/remodel"              => pages::config::remodel_progress;
+    post "/config/profiles/remodel"             => pages::config::start_remodel;
+    post "/config/profiles/{id}/enabled"        => pages::config::set_enabled;
+    get "/users"                                => pages::users::list;
+    post "/users"                               => pages::users::create;
+    post "/users/{id}/role"                     => pages::users::set_role;
+    post "/users/{id}/disabled"                 => pages::users::set_disabled;
+    post "/users/{id}/password"                 => pages::users::reset_password;
+    get "/tokens"                               => pages::tokens::list;
+    post "/tokens"                              => pages::tokens::create;
+    post "/tokens/{id}/revoke"                  => pages::tokens::revoke;
+    get "/audit"                                => pages::audit::list;
+    post "/api/v1/observations"                 => api::observations::ingest;
+    put "/api/v1/integrations/defender"         => api::integrations::put;
+    post "/api/v1/integrations/defender/test"   => api::integrations::test;
+    post "/api/v1/integrations/defender/sync"   => api::integrations::sync;
+    get "/api/v1/integrations/defender/status"  => api::integrations::status;
+    get "/api/v1/endpoints"                     => api::endpoints::list;
+    get "/api/v1/endpoints/{id}"                => api::endpoints::get;
 }
 
 /// Static assets are compiled into the binary, so the product runs from one file, offline.
