@@ -26,6 +26,31 @@ pub struct Faults {
     /// Answer `GET /api/machines` with 404 ResourceNotFound when nothing matches (documented
     /// behaviour of the real service; off by default, an empty `value` is returned then).
     pub empty_list_404: bool,
+    /// Spoil the ID tokens the sign-in (authorization code) grant issues from now on, as a
+    /// broken or hostile identity provider would, so the product's checks can be shown to hold.
+    pub id_token: Option<IdTokenFault>,
+}
+
+/// How an ID token is spoiled (see [`Faults::id_token`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdTokenFault {
+    /// The signature does not match the content.
+    BadSignature,
+    /// `aud` is another application.
+    WrongAudience,
+    /// `exp` an hour ago.
+    Expired,
+    /// `nbf` an hour ahead.
+    NotYetValid,
+    /// `nonce` is not the one sent to the authorize endpoint.
+    WrongNonce,
+    /// `iss` is the tenant's v1 issuer (`https://sts.windows.net/{tid}/`).
+    WrongIssuer,
+    /// `tid` names another tenant (the issuer stays right).
+    WrongTenant,
+    /// Signed under a `kid` the JWKS does not publish.
+    UnknownKid,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
