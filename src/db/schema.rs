@@ -261,6 +261,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sso_config (name) {
+        name -> Text,
+        tenant_id -> Text,
+        client_id -> Text,
+        secret_ciphertext -> Nullable<Binary>,
+        authority -> Text,
+        redirect_uri -> Text,
+        admin_values -> Text,
+        operator_values -> Text,
+        analyst_values -> Text,
+        enabled -> Bool,
+        updated_at -> BigInt,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    user_identities (provider, tenant_id, object_id) {
+        provider -> Text,
+        tenant_id -> Text,
+        object_id -> Text,
+        user_id -> BigInt,
+        created_at -> BigInt,
+        last_login_at -> BigInt,
+    }
+}
+
+diesel::joinable!(user_identities -> users (user_id));
 diesel::joinable!(machine_actions -> endpoints (endpoint_id));
 diesel::joinable!(defender_machines -> endpoints (endpoint_id));
 diesel::joinable!(profile_assignments -> endpoints (endpoint_id));
@@ -289,4 +318,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_runs,
     defender_machines,
     machine_actions,
+    sso_config,
+    user_identities,
 );

@@ -30,6 +30,8 @@ pub struct AppState {
     pub defender_clients: crate::defender::sync::ClientCache,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
+    /// Entra sign-in's HTTP client and its discovery and key caches.
+    pub sso: crate::sso::Sso,
 }
 
 impl AppState {
@@ -103,6 +105,8 @@ route_table! {
     get "/login"                                => pages::login::show;
     post "/login"                               => pages::login::submit;
     post "/logout"                              => pages::login::logout;
+    get "/login/entra"                          => pages::sso::start;
+    get "/login/entra/callback"                 => pages::sso::callback;
     get "/"                                     => pages::dashboard::show;
     get "/endpoints"                            => pages::endpoints::list;
     post "/endpoints/import"                    => pages::endpoints::import_csv;
@@ -117,6 +121,8 @@ route_table! {
     post "/config/integrations/defender/review" => pages::defender::review;
     get "/config/integrations/defender/sync"    => pages::defender::sync_status;
     post "/config/integrations/defender/sync"   => pages::defender::sync_now;
+    get "/config/sso"                           => pages::sso::show;
+    post "/config/sso"                          => pages::sso::save;
     get "/config/profiles"                      => pages::config::profiles;
     get "/config/profiles/remodel"              => pages::config::remodel_progress;
     post "/config/profiles/remodel"             => pages::config::start_remodel;

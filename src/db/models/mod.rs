@@ -11,4 +11,5 @@ pub mod jobs;
 pub mod profiles;
 pub mod risk;
 pub mod sessions;
+pub mod sso;
 pub mod users;

@@ -23,11 +23,43 @@ struct LoginPage {
     next: String,
     error: Option<String>,
     username: String,
+    /// Offer "Sign in with Microsoft".
+    sso_enabled: bool,
+}
+
+/// The sign-in page, with an error to show and the status to answer with.
+pub async fn login_page(
+    state: &AppState,
+    session: &Session,
+    next: String,
+    error: Option<String>,
+    username: String,
+    status: actix_web::http::StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let sso_enabled =
+        state.db.run(|c| Ok(crate::sso::settings::load(c)?.is_some_and(|s| s.enabled))).await?;
+    let mut res = html(&LoginPage { csrf: csrf_token(session), next, error, username, sso_enabled })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+/// Starts the session of a person who just proved who they are (password or Entra alike): a
+/// new session id, so that a session fixed before sign-in is worthless, and nothing kept from
+/// the anonymous session (a new CSRF token is made on first use).
+pub fn start_session(session: &Session, user_id: i64) -> Result<(), AppError> {
+    session.renew();
+    session.clear();
+    let t = now();
+    let internal = |e: actix_session::SessionInsertError| AppError::Internal(anyhow::anyhow!("{e}"));
+    session.insert(keys::USER_ID, user_id).map_err(internal)?;
+    session.insert(keys::LOGIN_AT, t).map_err(internal)?;
+    session.insert(keys::LAST_ACTIVE, t).map_err(internal)?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
 pub struct NextQuery {
-    next: Option<String>,
+    pub next: Option<String>,
 }
 
 /// Only a path on this site may be a destination after sign-in: no `//host`, no scheme.
@@ -40,13 +72,13 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-pub async fn show(session: Session, q: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
-    html(&LoginPage {
-        csrf: csrf_token(&session),
-        next: safe_next(q.next.as_deref()),
-        error: None,
-        username: String::new(),
-    })
+pub async fn show(
+    session: Session,
+    state: web::Data<AppState>,
+    q: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(q.next.as_deref());
+    login_page(&state, &session, next, None, String::new(), actix_web::http::StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -66,13 +98,8 @@ pub async fn submit(
     let username = username.trim().to_owned();
     let next = safe_next(next.as_deref());
     let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let refuse = |msg: String, session: &Session, status: actix_web::http::StatusCode| {
-        let page =
-            LoginPage { csrf: csrf_token(session), next: next.clone(), error: Some(msg), username: username.clone() };
-        html(&page).map(|mut r| {
-            *r.status_mut() = status;
-            r
-        })
+    let refuse = async |msg: String, session: &Session, status: actix_web::http::StatusCode| {
+        login_page(&state, session, next.clone(), Some(msg), username.clone(), status).await
     };
 
     if let Some(wait) = state.login_throttle.locked(&username, &address) {
@@ -82,16 +109,19 @@ pub async fn submit(
             format!("Too many failed sign-ins. Try again in {minutes} minute(s)."),
             &session,
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-        );
+        )
+        .await;
     }
     if username.is_empty() || password.is_empty() || password.len() > 1024 || username.len() > 64 {
-        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST);
+        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST)
+            .await;
     }
 
     let lookup = username.clone();
     let user = state.db.run(move |c| Ok(users::find_by_name(c, &lookup)?)).await?;
-    // Verify even for unknown users so that timing does not tell which names exist.
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // Verify even for unknown users (and Entra-only ones, whose hash is empty) so that timing does
+    // not tell which names exist.
+    let hash = user.as_ref().map(|u| u.password_hash.clone()).filter(|h| !h.is_empty());
     let pw = password.clone();
     let verified =
         web::block(move || verify_password(&pw, hash.as_deref().unwrap_or(crate::auth::dummy_password_hash())))
@@ -101,13 +131,7 @@ pub async fn submit(
     match user {
         Some(u) if verified && !u.disabled => {
             state.login_throttle.succeeded(&username, &address);
-            // A new session id at sign-in, so that a session fixed before it is worthless.
-            session.renew();
-            session.clear();
-            let t = now();
-            session.insert(keys::USER_ID, u.id).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            session.insert(keys::LOGIN_AT, t).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            session.insert(keys::LAST_ACTIVE, t).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            start_session(&session, u.id)?;
             audit(&state.db, &u.username, "login", &address, "success", "").await?;
             Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish())
         }
@@ -124,6 +148,7 @@ pub async fn submit(
                 &session,
                 actix_web::http::StatusCode::UNAUTHORIZED,
             )
+            .await
         }
     }
 }
