@@ -17,6 +17,6 @@ pub mod inventory;
 pub mod jobs;
 pub mod modeling;
 pub mod secrets;
-pub mod sso;
 pub mod simulator;
+pub mod sso;
 pub mod web;

@@ -34,13 +34,13 @@ pub fn role_of(identity: &Identity, mapping: &RoleMapping) -> Result<Role, SignI
 
 /// A user name for a new account: the Entra user name as far as our rules allow, made unique.
 fn new_username(conn: &mut AnyConnection, identity: &Identity) -> diesel::QueryResult<String> {
-    let cleaned: String = identity
-        .username
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "._-@".contains(*c))
-        .take(56)
-        .collect();
-    let base = if cleaned.is_empty() { format!("entra-{}", &identity.object_id[..8.min(identity.object_id.len())]) } else { cleaned };
+    let cleaned: String =
+        identity.username.chars().filter(|c| c.is_ascii_alphanumeric() || "._-@".contains(*c)).take(56).collect();
+    let base = if cleaned.is_empty() {
+        format!("entra-{}", &identity.object_id[..8.min(identity.object_id.len())])
+    } else {
+        cleaned
+    };
     for n in 1..100 {
         let candidate = if n == 1 { base.clone() } else { format!("{base}-{n}") };
         if check_username(&candidate).is_ok() && users::find_by_name(conn, &candidate)?.is_none() {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use oauth2::basic::{BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
     ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
@@ -205,7 +207,12 @@ impl Sso {
     }
 
     /// The address to send the person to, and what to keep until they come back.
-    pub async fn begin(&self, config: &SsoConfig, redirect_uri: &str, next: String) -> Result<(Url, Pending), SignInError> {
+    pub async fn begin(
+        &self,
+        config: &SsoConfig,
+        redirect_uri: &str,
+        next: String,
+    ) -> Result<(Url, Pending), SignInError> {
         let d = self.discover(config).await?;
         let client = self.client(config, &d, None, redirect_uri)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -276,7 +283,13 @@ impl Sso {
         Ok(set)
     }
 
-    async fn verify(&self, config: &SsoConfig, d: &Discovery, token: &str, nonce: &str) -> Result<Identity, SignInError> {
+    async fn verify(
+        &self,
+        config: &SsoConfig,
+        d: &Discovery,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Identity, SignInError> {
         let bad = |m: &str| SignInError::InvalidToken(m.to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad("the ID token is malformed"))?;
         if header.alg != Algorithm::RS256 {

@@ -271,7 +271,9 @@ pub fn describe_change(old: Option<&SsoConfig>, s: &SsoSettings) -> String {
         if s.enabled { "enabled".into() } else { "disabled".into() },
     ];
     if s.new_secret.is_some() {
-        parts.push(if old.is_some_and(|o| o.secret_ciphertext.is_some()) { "secret replaced" } else { "secret set" }.into());
+        parts.push(
+            if old.is_some_and(|o| o.secret_ciphertext.is_some()) { "secret replaced" } else { "secret set" }.into(),
+        );
     }
     parts.join("; ")
 }

@@ -13,3 +13,4 @@ mod inventory;
 mod journeys;
 mod modeling;
 mod simulator;
+mod sso;

@@ -37,7 +37,12 @@ pub fn save(conn: &mut AnyConnection, config: &SsoConfig) -> QueryResult<()> {
 }
 
 /// The local user an external identity signs in as.
-pub fn linked_user(conn: &mut AnyConnection, provider: &str, tenant_id: &str, object_id: &str) -> QueryResult<Option<i64>> {
+pub fn linked_user(
+    conn: &mut AnyConnection,
+    provider: &str,
+    tenant_id: &str,
+    object_id: &str,
+) -> QueryResult<Option<i64>> {
     user_identities::table
         .find((provider, tenant_id, object_id))
         .select(user_identities::user_id)
@@ -45,7 +50,13 @@ pub fn linked_user(conn: &mut AnyConnection, provider: &str, tenant_id: &str, ob
         .optional()
 }
 
-pub fn link(conn: &mut AnyConnection, provider: &str, tenant_id: &str, object_id: &str, user_id: i64) -> QueryResult<()> {
+pub fn link(
+    conn: &mut AnyConnection,
+    provider: &str,
+    tenant_id: &str,
+    object_id: &str,
+    user_id: i64,
+) -> QueryResult<()> {
     let t = now();
     diesel::insert_into(user_identities::table)
         .values((

@@ -36,8 +36,7 @@ pub async fn login_page(
     username: String,
     status: actix_web::http::StatusCode,
 ) -> Result<HttpResponse, AppError> {
-    let sso_enabled =
-        state.db.run(|c| Ok(crate::sso::settings::load(c)?.is_some_and(|s| s.enabled))).await?;
+    let sso_enabled = state.db.run(|c| Ok(crate::sso::settings::load(c)?.is_some_and(|s| s.enabled))).await?;
     let mut res = html(&LoginPage { csrf: csrf_token(session), next, error, username, sso_enabled })?;
     *res.status_mut() = status;
     Ok(res)

@@ -35,12 +35,7 @@ fn redirect_uri(req: &HttpRequest, config: &SsoConfig) -> String {
 }
 
 async fn enabled_config(state: &AppState) -> Result<SsoConfig, SignInError> {
-    state
-        .db
-        .run(|c| Ok(settings::load(c)?))
-        .await?
-        .filter(|c| c.enabled)
-        .ok_or(SignInError::NotEnabled)
+    state.db.run(|c| Ok(settings::load(c)?)).await?.filter(|c| c.enabled).ok_or(SignInError::NotEnabled)
 }
 
 fn status_of(e: &SignInError) -> StatusCode {
@@ -135,7 +130,8 @@ async fn complete(
 ) -> (String, Result<SignedIn, SignInError>) {
     let mut who = "entra".to_owned();
     let result = async {
-        let pending = pending.filter(|p| now() - p.started_at <= PENDING_LIFETIME_SECS).ok_or(SignInError::NoPendingSignIn)?;
+        let pending =
+            pending.filter(|p| now() - p.started_at <= PENDING_LIFETIME_SECS).ok_or(SignInError::NoPendingSignIn)?;
         // An answer that does not carry this session's state is not ours to act on, nor to
         // show: its error text could be anyone's.
         if q.state.as_deref() != Some(pending.state.as_str()) {
@@ -153,7 +149,11 @@ async fn complete(
         let config = enabled_config(state).await?;
         let secret = settings::stored_secret(&state.secrets, &config)?;
         let identity = state.sso.finish(&config, secret, &pending, code).await?;
-        who = if identity.username.is_empty() { format!("entra:{}", identity.object_id) } else { identity.username.clone() };
+        who = if identity.username.is_empty() {
+            format!("entra:{}", identity.object_id)
+        } else {
+            identity.username.clone()
+        };
         let role = accounts::role_of(&identity, &RoleMapping::from_config(&config))?;
         state.db.run(move |c| Ok(accounts::sign_in(c, &identity, role))).await?
     }
