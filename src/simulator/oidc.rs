@@ -241,54 +241,57 @@ fn redirect_to(redirect_uri: &str, pairs: &[(&str, String)]) -> HttpResponse {
     HttpResponse::Found().insert_header((header::LOCATION, url.to_string())).finish()
 }
 
-fn check(st: &SimState, tenant: &str, field: &dyn Fn(&str) -> Option<String>) -> Result<Authorize, HttpResponse> {
+fn check(st: &SimState, tenant: &str, field: &dyn Fn(&str) -> Option<String>) -> Result<Authorize, Box<HttpResponse>> {
     if !tenant_known(st, tenant) {
-        return Err(error_page(90002, &format!("Tenant '{tenant}' not found.")));
+        return Err(Box::new(error_page(90002, &format!("Tenant '{tenant}' not found."))));
     }
     let Some(client_id) = field("client_id").filter(|c| !c.is_empty()) else {
-        return Err(error_page(900144, "The request body must contain the following parameter: 'client_id'."));
+        return Err(Box::new(error_page(
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        )));
     };
     let Some(client) = st.client(&client_id) else {
-        return Err(error_page(
+        return Err(Box::new(error_page(
             700016,
             &format!("Application with identifier '{client_id}' was not found in the directory."),
-        ));
+        )));
     };
     let redirect_uri = field("redirect_uri").unwrap_or_default();
     let redirect_ok = url::Url::parse(&redirect_uri).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        && (client.redirect_uris.is_empty() || client.redirect_uris.iter().any(|r| *r == redirect_uri));
+        && (client.redirect_uris.is_empty() || client.redirect_uris.contains(&redirect_uri));
     if !redirect_ok {
-        return Err(error_page(
+        return Err(Box::new(error_page(
             50011,
             &format!(
                 "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'.",
                 client.client_id
             ),
-        ));
+        )));
     }
     let state = field("state");
     let fail =
         |error: &str, code: u32, message: &str| redirect_error(&redirect_uri, state.as_deref(), error, code, message);
     if field("response_type").as_deref() != Some("code") {
-        return Err(fail(
+        return Err(Box::new(fail(
             "unsupported_response_type",
             700054,
             "response_type must be 'code' for the authorization code flow.",
-        ));
+        )));
     }
     if field("response_mode").is_some_and(|m| m != "query") {
-        return Err(fail("invalid_request", 900144, "The simulator supports response_mode=query only."));
+        return Err(Box::new(fail("invalid_request", 900144, "The simulator supports response_mode=query only.")));
     }
     let scope = field("scope").unwrap_or_default();
     if !scope.split_whitespace().any(|s| s == "openid") {
-        return Err(fail("invalid_scope", 70011, "The scope must include 'openid' for an ID token."));
+        return Err(Box::new(fail("invalid_scope", 70011, "The scope must include 'openid' for an ID token.")));
     }
     let challenge = match (field("code_challenge"), field("code_challenge_method")) {
         (None, _) => None,
         (Some(c), m) => {
             let m = m.unwrap_or_else(|| "plain".into());
             if m != "S256" && m != "plain" {
-                return Err(fail("invalid_request", 501491, "Invalid code_challenge_method."));
+                return Err(Box::new(fail("invalid_request", 501491, "Invalid code_challenge_method.")));
             }
             Some((c, m))
         }
@@ -363,7 +366,7 @@ async fn authorize_get(st: web::Data<SimState>, req: HttpRequest, tenant: web::P
     let field = |k: &str| all.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     match check(&st, &tenant, &field) {
         Ok(a) => sign_in_page(&st, &a, &all, None),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -373,7 +376,7 @@ async fn authorize_post(st: web::Data<SimState>, tenant: web::Path<String>, body
     let field = |k: &str| all.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let a = match check(&st, &tenant, &field) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if field("action").as_deref() == Some("cancel") {
         return redirect_error(
