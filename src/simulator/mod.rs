@@ -460,6 +460,22 @@ impl RunningSimulator {
         }
     }
 
+    /// The product's Entra sign-in settings that point at this simulator, enabled, mapping the
+    /// default users' app roles and group to Admin, Operator and Analyst.
+    pub fn sso_settings(&self) -> crate::sso::settings::SsoInput {
+        crate::sso::settings::SsoInput {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            authority: self.base_url.clone(),
+            admin_values: oidc::ADMIN_APP_ROLE.into(),
+            operator_values: oidc::OPERATOR_APP_ROLE.into(),
+            analyst_values: oidc::ANALYSTS_GROUP.into(),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
     pub fn tenant(&self) -> Arc<Tenant> {
         self.state.tenant.clone()
     }
@@ -507,10 +523,6 @@ impl RunningSimulator {
     }
     pub fn users(&self) -> Vec<SimUser> {
         self.state.users()
-    }
-    /// The authority (login base URL) of Entra sign-in, as the product's SSO settings take it.
-    pub fn authority(&self) -> String {
-        self.base_url.clone()
     }
     /// Mark a client's secret expired (AADSTS7000222 from now on).
     pub fn expire_client_secret(&self, client_id: &str) -> bool {

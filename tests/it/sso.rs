@@ -20,17 +20,7 @@ pub async fn sso_simulator() -> RunningSimulator {
 /// The product's Entra sign-in settings for `sim`, mapping the simulator's default app roles
 /// and analysts group, enabled.
 pub fn sso_input(sim: &RunningSimulator) -> SsoInput {
-    SsoInput {
-        tenant_id: sim.tenant_id.clone(),
-        client_id: sim.client_id.clone(),
-        client_secret: sim.client_secret.clone(),
-        authority: sim.authority(),
-        admin_values: ADMIN_APP_ROLE.into(),
-        operator_values: OPERATOR_APP_ROLE.into(),
-        analyst_values: ANALYSTS_GROUP.into(),
-        enabled: true,
-        ..Default::default()
-    }
+    sim.sso_settings()
 }
 
 impl TestApp {
