@@ -192,6 +192,10 @@ async fn the_account_is_linked_by_object_id_and_its_role_follows_entra_at_each_s
     );
     let logins = audit_details(&app, "login").await;
     assert!(logins.iter().any(|(_, _, d)| d.contains("role Operator → Admin")), "{logins:?}");
+    // The Users page tells Entra accounts apart.
+    let page = doc(&client.get(app.url("/users")).send().await.unwrap().text().await.unwrap());
+    assert_eq!(select_all(&page, "tr[data-user='omar.operator@contoso.onmicrosoft.com-2'] .entra"), ["Entra ID"]);
+    assert!(select_all(&page, "tr[data-user='omar.operator@contoso.onmicrosoft.com'] .entra").is_empty());
 
     // The same name with another object id (someone else) gets an account of its own.
     omar.oid = "0a0b0c0d-0000-4000-8000-000000000001".into();
