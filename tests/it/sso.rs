@@ -76,6 +76,21 @@ async fn sign_in_through_entra(app: &TestApp, client: &reqwest::Client, username
     client.get(back).send().await.unwrap()
 }
 
+/// A refused sign-in goes back to `/login`, which shows why (once); returns that text.
+async fn refusal(app: &TestApp, client: &reqwest::Client, res: reqwest::Response) -> String {
+    assert_eq!(res.status(), 303, "back to the sign-in page");
+    let to = location(&res);
+    assert!(to.starts_with("/login?next="), "{to}");
+    let page = client.get(app.url(&to)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = doc(&page.text().await.unwrap());
+    assert_eq!(select_all(&html, "#sign-in-microsoft").len(), 1, "a new attempt is one click away");
+    let error = select_all(&html, "#login-form .form-error").concat();
+    let again = doc(&client.get(app.url(&to)).send().await.unwrap().text().await.unwrap());
+    assert!(select_all(&again, "#login-form .form-error").is_empty(), "the reason is shown once");
+    error
+}
+
 async fn signed_in_as(app: &TestApp, client: &reqwest::Client) -> Option<(String, String)> {
     let res = client.get(app.url("/")).send().await.unwrap();
     if res.status() != 200 {
@@ -215,9 +230,7 @@ async fn a_person_without_a_mapped_role_or_with_a_disabled_account_is_refused() 
 
     let client = browser();
     let res = sign_in_through_entra(&app, &client, "gus.guest@contoso.onmicrosoft.com").await;
-    assert_eq!(res.status(), 403);
-    let html = doc(&res.text().await.unwrap());
-    let error = select_all(&html, "#login-form .form-error").concat();
+    let error = refusal(&app, &client, res).await;
     assert!(error.contains("no role in Endpoint Analytics"), "{error}");
     assert_eq!(signed_in_as(&app, &client).await, None);
     assert!(user_named(&app, "gus.guest@contoso.onmicrosoft.com").await.is_none(), "no account was made");
@@ -229,8 +242,7 @@ async fn a_person_without_a_mapped_role_or_with_a_disabled_account_is_refused() 
     app.db.run(move |c| Ok(users::set_disabled(c, id, true)?)).await.unwrap();
     let client = browser();
     let res = sign_in_through_entra(&app, &client, ana).await;
-    assert_eq!(res.status(), 403);
-    assert!(res.text().await.unwrap().contains("This account is disabled"));
+    assert!(refusal(&app, &client, res).await.contains("This account is disabled"));
     assert_eq!(signed_in_as(&app, &client).await, None);
     let logins = audit_details(&app, "login").await;
     assert!(logins.iter().any(|(a, o, d)| a == ana && o == "failure" && d.contains("disabled")), "{logins:?}");
@@ -247,23 +259,22 @@ async fn an_answer_that_does_not_carry_the_sessions_state_is_refused() {
     let back = at_simulator(&authorize, "adele.admin@contoso.onmicrosoft.com", "sign_in").await;
     let forged = back.replace(&param(&back, "state").unwrap(), "forged-state");
     let res = client.get(&forged).send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().contains("state mismatch"));
+    assert!(refusal(&app, &client, res).await.contains("state mismatch"));
     assert_eq!(signed_in_as(&app, &client).await, None);
     // The pending sign-in was used up by the failed attempt: the right state is no good now.
     let res = client.get(&back).send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().contains("expired or was started in another window"));
+    assert!(refusal(&app, &client, res).await.contains("expired or was started in another window"));
 
     // A callback in another browser (no pending sign-in), e.g. a link someone was sent, with an
     // error text of its own: refused, and the text is not shown.
-    let res = browser()
+    let other = browser();
+    let res = other
         .get(app.url("/login/entra/callback?error=access_denied&error_description=Call%20555-0100%20now&state=x"))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(!res.text().await.unwrap().contains("555-0100"));
+    let error = refusal(&app, &other, res).await;
+    assert!(error.contains("expired or was started in another window") && !error.contains("555-0100"), "{error}");
 }
 
 #[tokio::test]
@@ -284,9 +295,7 @@ async fn id_tokens_that_fail_a_check_sign_nobody_in() {
         sim.set_faults(Faults { id_token: Some(fault), ..Default::default() });
         let client = browser();
         let res = sign_in_through_entra(&app, &client, "adele.admin@contoso.onmicrosoft.com").await;
-        assert_eq!(res.status(), 401, "{fault:?}");
-        let html = doc(&res.text().await.unwrap());
-        let error = select_all(&html, "#login-form .form-error").concat();
+        let error = refusal(&app, &client, res).await;
         assert!(error.contains(reason) && error.contains("Nobody was signed in"), "{fault:?}: {error}");
         assert_eq!(signed_in_as(&app, &client).await, None, "{fault:?}");
     }
@@ -306,21 +315,21 @@ async fn entras_errors_are_shown_in_plain_words_on_the_sign_in_page() {
     let back = at_simulator(&authorize, "", "cancel").await;
     assert_eq!(param(&back, "error").as_deref(), Some("access_denied"));
     let res = client.get(&back).send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    let html = doc(&res.text().await.unwrap());
-    let error = select_all(&html, "#login-form .form-error").concat();
+    let error = refusal(&app, &client, res).await;
     assert!(error.contains("Microsoft did not sign you in: AADSTS65004: User declined to consent"), "{error}");
     assert!(!error.contains("Trace ID"), "only the first line: {error}");
-    assert_eq!(select_all(&html, "#sign-in-microsoft").len(), 1, "a new attempt is one click away");
 }
 
 #[tokio::test]
 async fn disabled_sign_in_is_not_offered_and_refused() {
     let sim = sso_simulator().await;
     let app = spawn_app().await;
-    let res = browser().get(app.url("/login/entra")).send().await.unwrap();
-    assert_eq!(res.status(), 400, "not configured");
-    assert!(res.text().await.unwrap().contains("not enabled"));
+    let client = browser();
+    let res = client.get(app.url("/login/entra")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let page = client.get(app.url(&location(&res))).send().await.unwrap().text().await.unwrap();
+    let error = select_all(&doc(&page), "#login-form .form-error").concat();
+    assert!(error.contains("not enabled"), "not configured: {error}");
 
     app.enable_sso(&sim).await;
     let client = browser();
@@ -330,8 +339,9 @@ async fn disabled_sign_in_is_not_offered_and_refused() {
     let off = SsoInput { enabled: false, client_secret: String::new(), ..sso_input(&sim) };
     endpoint_analytics::sso::configure(&app.db, &app.state.secrets, off, "test").await.unwrap().unwrap();
     let res = client.get(&back).send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().contains("not enabled"));
+    assert_eq!(res.status(), 303);
+    let page = client.get(app.url(&location(&res))).send().await.unwrap().text().await.unwrap();
+    assert!(select_all(&doc(&page), "#login-form .form-error").concat().contains("not enabled"));
     assert_eq!(signed_in_as(&app, &client).await, None);
     let login = browser().get(app.url("/login")).send().await.unwrap().text().await.unwrap();
     assert!(select_all(&doc(&login), "#sign-in-microsoft").is_empty(), "no button while disabled");

@@ -71,13 +71,22 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// Sends the browser to the sign-in page, which shows `error` once: a failure elsewhere (the way
+/// back from Entra) is read on `/login`, and reloading it cannot replay anything.
+pub fn back_to_login(session: &Session, next: &str, error: &str) -> Result<HttpResponse, AppError> {
+    session.insert(keys::LOGIN_ERROR, error).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+    let to = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish())
+}
+
 pub async fn show(
     session: Session,
     state: web::Data<AppState>,
     q: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
     let next = safe_next(q.next.as_deref());
-    login_page(&state, &session, next, None, String::new(), actix_web::http::StatusCode::OK).await
+    let error = session.remove_as::<String>(keys::LOGIN_ERROR).and_then(Result::ok);
+    login_page(&state, &session, next, error, String::new(), actix_web::http::StatusCode::OK).await
 }
 
 #[derive(Deserialize)]

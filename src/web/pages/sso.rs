@@ -1,7 +1,7 @@
 //! Sign-in with Microsoft Entra ID: the way there (`/login/entra`), the way back
 //! (`/login/entra/callback`), and its settings page (Configuration ▸ Entra ID sign-in, admins).
 //! The pending sign-in (state, nonce, PKCE verifier) lives in the server-side session; it is
-//! used once, and any failure lands on the sign-in page with the reason in plain words.
+//! used once, and any failure lands on `/login` with the reason in plain words.
 
 use actix_session::Session;
 use actix_web::http::{StatusCode, header};
@@ -10,7 +10,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::audit;
-use super::login::{NextQuery, login_page, safe_next, start_session};
+use super::login::{NextQuery, back_to_login, safe_next, start_session};
 use crate::db::models::sso::SsoConfig;
 use crate::db::now;
 use crate::error::AppError;
@@ -38,16 +38,6 @@ async fn enabled_config(state: &AppState) -> Result<SsoConfig, SignInError> {
     state.db.run(|c| Ok(settings::load(c)?)).await?.filter(|c| c.enabled).ok_or(SignInError::NotEnabled)
 }
 
-fn status_of(e: &SignInError) -> StatusCode {
-    match e {
-        SignInError::NoRole(_) | SignInError::AccountDisabled => StatusCode::FORBIDDEN,
-        SignInError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-        SignInError::Unreachable(_) => StatusCode::BAD_GATEWAY,
-        SignInError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
 fn address(req: &HttpRequest) -> String {
     req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
@@ -73,7 +63,7 @@ pub async fn start(
         Err(SignInError::Internal(e)) => Err(AppError::Internal(e)),
         Err(e) => {
             tracing::warn!(error = %e, "Entra sign-in could not start");
-            login_page(&state, &session, next, Some(e.to_string()), String::new(), status_of(&e)).await
+            back_to_login(&session, &next, &e.to_string())
         }
     }
 }
@@ -117,7 +107,7 @@ pub async fn callback(
         Err(e) => {
             tracing::warn!(error = %e, "Entra sign-in refused");
             audit(&state.db, &who, "login", &from, "failure", &format!("via Entra ID: {e}")).await?;
-            login_page(&state, &session, next, Some(e.to_string()), String::new(), status_of(&e)).await
+            back_to_login(&session, &next, &e.to_string())
         }
     }
 }
