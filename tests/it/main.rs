@@ -11,5 +11,6 @@ mod defender_client;
 mod defender_sync;
 mod inventory;
 mod journeys;
+mod metrics;
 mod modeling;
 mod simulator;
