@@ -141,6 +141,9 @@ route_table! {
     get "/api/v1/integrations/defender/status"  => api::integrations::status;
     get "/api/v1/endpoints"                     => api::endpoints::list;
     get "/api/v1/endpoints/{id}"                => api::endpoints::get;
+    post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
+    get "/api/v1/actions/{id}"                  => api::actions::status;
+    get "/api/v1/openapi.json"                  => api::openapi::document;
 }
 
 /// Static assets are compiled into the binary, so the product runs from one file, offline.

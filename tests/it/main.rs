@@ -6,6 +6,7 @@ mod browser;
 mod helpers;
 
 mod actions;
+mod api;
 mod auth;
 mod defender_client;
 mod defender_sync;

@@ -106,6 +106,25 @@ async fn a_scrape_after_a_sync_finds_the_sync_the_api_calls_the_429s_and_the_inv
 }
 
 #[tokio::test]
+async fn actions_are_counted_by_type_and_status() {
+    let (app, _sim, admin) = crate::actions::synced().await;
+    let (endpoint, _) = crate::actions::endpoint_of(&app, &["Windows10", "Windows11"], true).await;
+    let res = reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/endpoints/{endpoint}/actions")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"action": "scan", "scope": "Quick", "comment": "metrics test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let text = scrape(&app, Some(&admin)).await.text().await.unwrap();
+    let s = samples(&text);
+    assert_eq!(sum(&s, "ea_machine_actions", &[r#"action_type="RunAntiVirusScan""#]), 1.0, "{text}");
+    assert_eq!(sum(&s, "ea_machine_actions", &[r#"action_type="Isolate""#]), 0.0);
+    assert_eq!(sum(&s, "ea_defender_api_calls_total", &[r#"api="RunAntiVirusScan""#]), 1.0, "{text}");
+}
+
+#[tokio::test]
 async fn only_admin_tokens_and_allowed_addresses_may_scrape() {
     let app = spawn_app().await;
     let res = scrape(&app, None).await;
