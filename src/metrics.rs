@@ -244,3 +244,41 @@ fn method_label(m: &actix_web::http::Method) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_gauges_are_replaced_at_each_scrape() {
+        let m = Metrics::new();
+        let first = m.render(&InventoryFigures {
+            endpoints_by_risk: vec![("High", 3)],
+            actions_by_status: vec![("Isolate".into(), "Pending".into(), 1)],
+        });
+        assert!(first.contains("ea_endpoints{risk=\"High\"} 3"), "{first}");
+        assert!(first.contains("ea_machine_actions{action_type=\"Isolate\",status=\"Pending\"} 1"), "{first}");
+        let second = m.render(&InventoryFigures {
+            endpoints_by_risk: vec![("High", 2)],
+            actions_by_status: vec![("Isolate".into(), "Succeeded".into(), 1)],
+        });
+        assert!(second.contains("ea_endpoints{risk=\"High\"} 2"), "{second}");
+        assert!(!second.contains("status=\"Pending\""), "a status no action has any more is gone: {second}");
+        assert!(second.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn made_up_methods_and_unknown_paths_share_one_series() {
+        let m = Metrics::new();
+        let odd = actix_web::http::Method::from_bytes(b"BREW").unwrap();
+        m.observe_request(&odd, None, 404, Duration::from_millis(3));
+        m.observe_request(&actix_web::http::Method::GET, None, 404, Duration::from_millis(3));
+        let text = m.render(&InventoryFigures::default());
+        assert!(
+            text.contains("ea_http_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ea_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"), "{text}");
+        assert!(!text.contains("BREW"));
+    }
+}
