@@ -141,6 +141,7 @@ route_table! {
     get "/api/v1/integrations/defender/status"  => api::integrations::status;
     get "/api/v1/endpoints"                     => api::endpoints::list;
     get "/api/v1/endpoints/{id}"                => api::endpoints::get;
+    get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
     post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
     get "/api/v1/actions/{id}"                  => api::actions::status;
     get "/api/v1/openapi.json"                  => api::openapi::document;

@@ -379,6 +379,18 @@ async fn automation_runs_a_machine_action_once_and_follows_it_to_the_end() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(last["status"], "Succeeded", "{last}");
+    let res =
+        reqwest::Client::new().get(app.url(&format!("/api/v1/endpoints/{endpoint}/actions"))).bearer_auth(&analyst);
+    let listed = conforms(&doc, "get", path, res.send().await.unwrap()).await;
+    let items = listed["items"].as_array().unwrap();
+    let ids: Vec<i64> = items.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let first = items.iter().find(|a| a["id"] == action["id"]).expect("the action is listed");
+    assert_eq!(first["status"], "Succeeded");
+    let res = reqwest::Client::new().get(app.url("/api/v1/endpoints/424242/actions")).bearer_auth(&analyst).send();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 404);
+    conforms(&doc, "get", path, res).await;
     let res = reqwest::Client::new().get(app.url("/api/v1/actions/424242")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(res.status(), 404);
     conforms(&doc, "get", "/api/v1/actions/{id}", res).await;

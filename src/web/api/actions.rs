@@ -1,12 +1,15 @@
 //! Machine actions for automation: `POST /api/v1/endpoints/{id}/actions` (operator) starts one
 //! through the same checks, intent record and single Defender request as the Endpoint Summary's
-//! form; `GET /api/v1/actions/{id}` (any role) follows it, asking Defender while it is open.
+//! form; `GET /api/v1/actions/{id}` (any role) follows it, asking Defender while it is open;
+//! `GET /api/v1/endpoints/{id}/actions` (any role) lists an endpoint's latest actions, whoever
+//! started them.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::models::actions::{self, ActionRow};
+use crate::db::models::endpoints;
 use crate::defender::actions::{self as service, Refusal};
 use crate::error::AppError;
 use crate::web::auth::{ApiAnalyst, ApiOperator};
@@ -79,4 +82,27 @@ pub async fn status(
     let row = state.db.run(move |c| Ok(actions::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
     let a = service::refresh(&state.sync_context(), row).await?;
     Ok(HttpResponse::Ok().json(ActionJson::from(a)))
+}
+
+/// How many of an endpoint's actions the list shows, newest first.
+const LIST_LIMIT: i64 = 50;
+
+pub async fn list(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let rows = state
+        .db
+        .run(move |c| {
+            if endpoints::find(c, id)?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(actions::of_endpoint(c, id, LIST_LIMIT)?))
+        })
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let items: Vec<ActionJson> = rows.into_iter().map(ActionJson::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
