@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod modeling;
 pub mod secrets;
 pub mod simulator;

@@ -6,11 +6,13 @@ mod browser;
 mod helpers;
 
 mod actions;
+mod api;
 mod auth;
 mod defender_client;
 mod defender_sync;
 mod inventory;
 mod journeys;
+mod metrics;
 mod modeling;
 mod simulator;
 mod sso;
