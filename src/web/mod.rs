@@ -33,6 +33,8 @@ pub struct AppState {
     pub login_throttle: pages::login::LoginThrottle,
     /// This instance's Prometheus metrics (`/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Background work (sync, re-model) that shutdown stops and waits for.
+    pub background: crate::background::Background,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             secrets: self.secrets.clone(),
             client_options: self.defender_client.clone(),
             clients: self.defender_clients.clone(),
+            background: self.background.clone(),
         }
     }
 }
