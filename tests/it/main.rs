@@ -14,4 +14,5 @@ mod inventory;
 mod journeys;
 mod metrics;
 mod modeling;
+mod scaleout;
 mod simulator;
