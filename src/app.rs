@@ -14,7 +14,10 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::db::{Db, models::sessions};
+use crate::db::{
+    Db,
+    models::{login_failures, sessions},
+};
 use crate::modeling::Modeler;
 use crate::web::errors::bad_input;
 use crate::web::pages::login::LoginThrottle;
@@ -150,7 +153,7 @@ impl Application {
     /// finishes the requests in flight, and meanwhile stops a running sync or re-model at its
     /// next unit boundary and waits until it has recorded how it ended.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let housekeeping = tokio::spawn(housekeeping(self.db.clone()));
+        let housekeeping = tokio::spawn(housekeeping(self.db.clone(), self.state.login_throttle));
         let scheduler = tokio::spawn(crate::jobs::supervise(self.state.sync_context()));
         let (handle, background) = (self.server.handle(), self.state.background.clone());
         let on_signal = tokio::spawn(async move {
@@ -195,7 +198,7 @@ async fn shutdown_signal() {
 }
 
 /// Periodic clean-up that no request should wait for.
-async fn housekeeping(db: Db) {
+async fn housekeeping(db: Db, throttle: LoginThrottle) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
         every.tick().await;
@@ -203,6 +206,10 @@ async fn housekeeping(db: Db) {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sessions purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+        let before = crate::db::now() - throttle.lockout_secs();
+        if let Err(e) = db.run(move |c| Ok(login_failures::purge(c, before)?)).await {
+            tracing::warn!(error = %e, "could not purge old failed sign-ins");
         }
     }
 }

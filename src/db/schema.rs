@@ -270,6 +270,14 @@ diesel::joinable!(endpoint_ips -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_sources -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_history -> endpoints (endpoint_id));
 
+diesel::table! {
+    login_failures (key) {
+        key -> Text,
+        failures -> Integer,
+        last_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -289,4 +297,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_runs,
     defender_machines,
     machine_actions,
+    login_failures,
 );

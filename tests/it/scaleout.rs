@@ -1,6 +1,6 @@
-//! Real `endpoint-analytics serve` processes: several on one PostgreSQL database (sessions and
-//! settings shared, one sync at a time, a survivor taking over the sync of an instance that is
-//! killed), and graceful shutdown on SIGTERM (on both backends).
+//! Real `endpoint-analytics serve` processes: several on one PostgreSQL database (sessions,
+//! sign-in lock-outs and settings shared, one sync at a time, a survivor taking over the sync of
+//! an instance that is killed), and graceful shutdown on SIGTERM (on both backends).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -184,6 +184,19 @@ async fn runs(db: &Db) -> Vec<SyncRun> {
     db.run(|c| Ok(sync_runs::table.order(sync_runs::id.asc()).select(SyncRun::as_select()).load(c)?)).await.unwrap()
 }
 
+/// Signs in as the admin through `instance`'s form (the cookie passed by hand).
+async fn sign_in(http: &reqwest::Client, instance: &Instance, password: &str) -> reqwest::Response {
+    let page = http.get(instance.url("/login")).send().await.unwrap();
+    let pre = session_cookie(&page).expect("the sign-in page starts a session");
+    let token = csrf_of(&page.text().await.unwrap());
+    http.post(instance.url("/login"))
+        .header("Cookie", &pre)
+        .form(&[("username", "admin"), ("password", password), ("csrf_token", &token), ("next", "/")])
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The session cookie a response sets, as a `Cookie` header value.
 fn session_cookie(res: &reqwest::Response) -> Option<String> {
     res.headers()
@@ -227,16 +240,7 @@ async fn instances_on_one_postgresql_database_share_sessions_settings_and_the_sy
     // A session made on one instance is valid on the others (the cookie is sent by hand, as a
     // load balancer would pass it to any instance), and signing out on one ends it on all.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let page = http.get(a.url("/login")).send().await.unwrap();
-    let pre = session_cookie(&page).expect("the sign-in page starts a session");
-    let login = csrf_of(&page.text().await.unwrap());
-    let res = http
-        .post(a.url("/login"))
-        .header("Cookie", &pre)
-        .form(&[("username", "admin"), ("password", PASSWORD), ("csrf_token", &login), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in(&http, &a, PASSWORD).await;
     assert_eq!(res.status(), 303, "sign-in on a");
     let session = session_cookie(&res).expect("a new session at sign-in");
     let get = |url: String| http.get(url).header("Cookie", &session).send();
@@ -251,6 +255,12 @@ async fn instances_on_one_postgresql_database_share_sessions_settings_and_the_sy
     let res = get(a.url("/config/integrations/defender")).await.unwrap();
     assert_eq!(res.status(), 303, "the session ended on c is no longer valid on a");
     assert!(res.headers()["location"].to_str().unwrap().starts_with("/login"));
+
+    // Failed sign-ins count on every instance: guessing on b locks the account out on c too.
+    for _ in 0..5 {
+        assert_eq!(sign_in(&http, &b, "not the password").await.status(), 401);
+    }
+    assert_eq!(sign_in(&http, &c, PASSWORD).await.status(), 429, "locked out on c after failures on b");
 
     // Settings saved on a are what b and c use. Enabling starts the first sync, on a.
     put_settings(&a, &token, &settings_for(&sim)).await;
