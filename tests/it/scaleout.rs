@@ -370,3 +370,38 @@ async fn sigterm_finishes_requests_in_flight_and_ends_a_running_sync_as_interrup
         .unwrap();
     assert_eq!(audited, 1, "the interrupted sync is in the audit log");
 }
+
+#[tokio::test]
+async fn a_re_model_left_running_by_a_dead_instance_is_taken_over() {
+    use endpoint_analytics::db::models::jobs;
+    use endpoint_analytics::modeling::REMODEL_JOB;
+    let app = spawn_app().await;
+    let token = app.token(Role::Operator).await;
+    let obs = json!([{"mac": "3c:52:82:11:22:33", "hostname": "printer-2f", "dhcp_vendor_class": "Hewlett-Packard JetDirect"}]);
+    assert_eq!(app.ingest(&token, &obs).await.status(), 200);
+    // What an instance killed during a re-model leaves behind: a job marked running, no holder.
+    let orphan = app.db.run(|c| Ok(jobs::start(c, REMODEL_JOB, "alice", 1)?)).await.unwrap().unwrap();
+
+    // The supervisor (every 15 s) finds it, marks it interrupted and re-models anew.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let latest = loop {
+        let latest = app.db.run(|c| Ok(jobs::latest(c, REMODEL_JOB)?)).await.unwrap().unwrap();
+        if latest.id != orphan && !latest.is_running() {
+            break latest;
+        }
+        assert!(Instant::now() < deadline, "the orphaned re-model was not taken over: {latest:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(latest.status, "succeeded", "{latest:?}");
+    assert_eq!(latest.requested_by, "system");
+    assert_eq!(latest.done, 1);
+    let old = app
+        .db
+        .run(move |c| {
+            use endpoint_analytics::db::schema::jobs as j;
+            Ok(j::table.find(orphan).select(j::status).first::<String>(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(old, "interrupted");
+}
