@@ -339,9 +339,10 @@ async fn sigterm_finishes_requests_in_flight_and_ends_a_running_sync_as_interrup
     let in_flight = tokio::spawn(
         reqwest::Client::new().post(app.url("/api/v1/integrations/defender/test")).bearer_auth(&token).send(),
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let pid = app.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // The shell's kill: no extra crate for one signal, and no dependence on procps.
+    assert!(Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().unwrap().success());
 
     let res = in_flight.await.unwrap().expect("the request in flight is answered");
     assert_eq!(res.status(), 200);
