@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -299,6 +299,14 @@ diesel::joinable!(endpoint_ips -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_sources -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_history -> endpoints (endpoint_id));
 
+diesel::table! {
+    login_failures (key) {
+        key -> Text,
+        failures -> Integer,
+        last_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -320,4 +328,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     machine_actions,
     sso_config,
     user_identities,
+    login_failures,
 );

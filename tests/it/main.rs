@@ -14,5 +14,6 @@ mod inventory;
 mod journeys;
 mod metrics;
 mod modeling;
+mod scaleout;
 mod simulator;
 mod sso;

@@ -178,9 +178,15 @@ pub fn last_success(conn: &mut AnyConnection, integration: &str) -> QueryResult<
         .optional()
 }
 
-/// Runs left "running" by a process that died are reported as interrupted.
-pub fn interrupt_running(conn: &mut AnyConnection) -> QueryResult<usize> {
-    diesel::update(sync_runs::table.filter(sync_runs::status.eq("running")))
+/// Runs left "running" by a process that died (of one integration, or of all) are reported as
+/// interrupted. Only the holder of the sync lease, or a SQLite process at start, may call this.
+pub fn interrupt_running(conn: &mut AnyConnection, integration: Option<&str>) -> QueryResult<usize> {
+    let mut running = sync_runs::table.filter(sync_runs::status.eq("running")).into_boxed();
+    if let Some(name) = integration {
+        running = running.filter(sync_runs::integration.eq(name));
+    }
+    let ids: Vec<i64> = running.select(sync_runs::id).load(conn)?;
+    diesel::update(sync_runs::table.filter(sync_runs::id.eq_any(ids)))
         .set((
             sync_runs::status.eq("interrupted"),
             sync_runs::error.eq(

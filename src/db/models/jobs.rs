@@ -63,9 +63,15 @@ pub fn latest(conn: &mut AnyConnection, kind: &str) -> QueryResult<Option<Job>> 
     jobs::table.filter(jobs::kind.eq(kind)).order(jobs::id.desc()).select(Job::as_select()).first(conn).optional()
 }
 
-/// Jobs left "running" by a process that died are marked interrupted at start.
-pub fn interrupt_running(conn: &mut AnyConnection) -> QueryResult<usize> {
-    diesel::update(jobs::table.filter(jobs::status.eq("running")))
+/// Jobs left "running" by a process that died (of one kind, or of all) are marked interrupted:
+/// on SQLite at start, elsewhere by the holder of the kind's lease.
+pub fn interrupt_running(conn: &mut AnyConnection, kind: Option<&str>) -> QueryResult<usize> {
+    let mut running = jobs::table.filter(jobs::status.eq("running")).into_boxed();
+    if let Some(kind) = kind {
+        running = running.filter(jobs::kind.eq(kind));
+    }
+    let ids: Vec<i64> = running.select(jobs::id).load(conn)?;
+    diesel::update(jobs::table.filter(jobs::id.eq_any(ids)))
         .set((
             jobs::status.eq("interrupted"),
             jobs::message.eq("The process stopped before the job finished."),

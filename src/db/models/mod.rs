@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod events;
 pub mod integration;
 pub mod jobs;
+pub mod login_failures;
 pub mod profiles;
 pub mod risk;
 pub mod sessions;

@@ -1,8 +1,5 @@
 //! Sign-in and sign-out, with throttling against password guessing.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use actix_session::Session;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
@@ -10,8 +7,10 @@ use serde::Deserialize;
 
 use super::audit;
 use crate::auth::verify_password;
-use crate::db::models::users;
-use crate::db::now;
+use diesel::QueryResult;
+
+use crate::db::models::{login_failures, users};
+use crate::db::{AnyConnection, now};
 use crate::error::AppError;
 use crate::web::session::{csrf_token, keys};
 use crate::web::{AppState, html};
@@ -110,7 +109,9 @@ pub async fn submit(
         login_page(&state, session, next.clone(), Some(msg), username.clone(), status).await
     };
 
-    if let Some(wait) = state.login_throttle.locked(&username, &address) {
+    let throttle = state.login_throttle;
+    let (u, a) = (username.clone(), address.clone());
+    if let Some(wait) = state.db.run(move |c| Ok(throttle.locked(c, &u, &a)?)).await? {
         audit(&state.db, &username, "login", &address, "refused", "too many failed attempts").await?;
         let minutes = ((wait + 59) / 60).max(1);
         return refuse(
@@ -138,13 +139,15 @@ pub async fn submit(
 
     match user {
         Some(u) if verified && !u.disabled => {
-            state.login_throttle.succeeded(&username, &address);
+            let (name, a) = (username.clone(), address.clone());
+            state.db.run(move |c| Ok(throttle.succeeded(c, &name, &a)?)).await?;
             start_session(&session, u.id)?;
             audit(&state.db, &u.username, "login", &address, "success", "").await?;
             Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish())
         }
         _ => {
-            state.login_throttle.failed(&username, &address);
+            let (u, a) = (username.clone(), address.clone());
+            state.db.run(move |c| Ok(throttle.failed(c, &u, &a)?)).await?;
             let why = match &user {
                 Some(u) if u.disabled && verified => "account disabled",
                 Some(_) => "wrong password",
@@ -174,16 +177,21 @@ pub async fn logout(session: Session, state: web::Data<AppState>) -> Result<Http
 }
 
 /// Counts failed sign-ins per user name and address (and per user name alone, with a higher
-/// limit, against guessing from many addresses) and locks out for a while past the limit.
+/// limit, against guessing from many addresses) and locks out for a while past the limit. The
+/// counts live in the database, so the lock-out holds on every instance.
+#[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
     max_failures: u32,
     lockout_secs: i64,
-    entries: Mutex<HashMap<String, (u32, i64)>>,
 }
 
 impl LoginThrottle {
     pub fn new(max_failures: u32, lockout_minutes: i64) -> Self {
-        Self { max_failures, lockout_secs: lockout_minutes * 60, entries: Mutex::new(HashMap::new()) }
+        Self { max_failures, lockout_secs: lockout_minutes * 60 }
+    }
+
+    pub fn lockout_secs(&self) -> i64 {
+        self.lockout_secs
     }
 
     fn keys(username: &str, address: &str) -> [(String, u32); 2] {
@@ -192,40 +200,32 @@ impl LoginThrottle {
     }
 
     /// Seconds left of a lock-out, if any.
-    pub fn locked(&self, username: &str, address: &str) -> Option<i64> {
+    pub fn locked(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<Option<i64>> {
         let t = now();
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        Self::keys(username, address)
+        let keys = Self::keys(username, address);
+        let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let counts = login_failures::get(conn, &names)?;
+        Ok(keys
             .iter()
             .filter_map(|(k, factor)| {
-                let (count, last) = entries.get(k)?;
+                let (_, count, last) = counts.iter().find(|(key, _, _)| key == k)?;
                 let left = last + self.lockout_secs - t;
-                (*count >= self.max_failures * factor && left > 0).then_some(left)
+                (*count as u32 >= self.max_failures * factor && left > 0).then_some(left)
             })
-            .max()
+            .max())
     }
 
-    pub fn failed(&self, username: &str, address: &str) {
+    pub fn failed(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<()> {
         let t = now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget old entries so the map cannot grow without bound under a flood of names.
-        if entries.len() > 100_000 {
-            entries.retain(|_, (_, last)| t - *last < self.lockout_secs);
-        }
         for (k, _) in Self::keys(username, address) {
-            let e = entries.entry(k).or_insert((0, t));
-            if t - e.1 > self.lockout_secs {
-                *e = (0, t);
-            }
-            e.0 += 1;
-            e.1 = t;
+            login_failures::record(conn, &k, t, self.lockout_secs)?;
         }
+        Ok(())
     }
 
-    pub fn succeeded(&self, username: &str, address: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn succeeded(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<()> {
         let [(pair, _), _] = Self::keys(username, address);
-        entries.remove(&pair);
+        login_failures::clear(conn, &pair).map(|_| ())
     }
 }
 
@@ -244,12 +244,36 @@ mod tests {
 
     #[test]
     fn the_throttle_locks_after_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
         for _ in 0..3 {
-            assert!(t.locked("alice", "1.2.3.4").is_none());
-            t.failed("alice", "1.2.3.4");
+            assert!(t.locked(c, "alice", "1.2.3.4").unwrap().is_none());
+            t.failed(c, "alice", "1.2.3.4").unwrap();
         }
-        assert!(t.locked("alice", "1.2.3.4").is_some());
-        assert!(t.locked("alice", "5.6.7.8").is_none(), "another address is not locked yet");
+        assert!(t.locked(c, "Alice", "1.2.3.4").unwrap().is_some());
+        assert!(t.locked(c, "alice", "5.6.7.8").unwrap().is_none(), "another address is not locked yet");
+        t.succeeded(c, "alice", "1.2.3.4").unwrap();
+        assert!(t.locked(c, "alice", "1.2.3.4").unwrap().is_none(), "a success clears the address's count");
+    }
+
+    #[test]
+    fn old_failures_stop_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let c = &mut *conn;
+        let long_ago = now() - 3600;
+        for _ in 0..3 {
+            login_failures::record(c, "bob|1.2.3.4", long_ago, 900).unwrap();
+        }
+        login_failures::record(c, "bob|1.2.3.4", now(), 900).unwrap();
+        let rows = login_failures::get(c, &["bob|1.2.3.4".to_owned()]).unwrap();
+        assert_eq!(rows[0].1, 1, "a count past the window starts again");
+        assert_eq!(login_failures::purge(c, now() + 1).unwrap(), 1);
     }
 }
