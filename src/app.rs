@@ -77,6 +77,7 @@ impl Application {
             defender_clients: Default::default(),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             settings: settings.clone(),
+            list_facets: Default::default(),
         });
 
         let state_for_jobs = state.clone();

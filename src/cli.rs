@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::accounts::{self, AccountError};
 use crate::app::Application;
-use crate::bench::suite::SuiteOptions;
 use crate::auth::{Role, hash_api_token, new_api_token};
+use crate::bench::suite::SuiteOptions;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::db::models::{api_tokens, audit};

@@ -184,7 +184,13 @@ pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bo
         db.run(move |c| Ok(crate::db::models::integration::finish_run(c, run, "succeeded", counts, "")?)).await?;
         println!(
             "{round}: {} machines in {secs:.1} s; created {}, merged {}, updated {}, stale {}; {} API calls, {} throttled (429)",
-            counts.machines, counts.created, counts.merged, counts.updated, counts.stale, counts.api_calls, counts.throttled
+            counts.machines,
+            counts.created,
+            counts.merged,
+            counts.updated,
+            counts.stale,
+            counts.api_calls,
+            counts.throttled
         );
     }
     println!("tenant: {tenant}");

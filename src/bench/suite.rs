@@ -151,10 +151,8 @@ async fn timed_sync(ctx: &SyncContext, during: Option<(&str, &str, u64)>) -> any
 async fn sign_in(base: &str, user: &str, password: &str) -> anyhow::Result<String> {
     use reqwest::cookie::CookieStore;
     let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let client =
+        reqwest::Client::builder().cookie_provider(jar.clone()).redirect(reqwest::redirect::Policy::none()).build()?;
     let html = client.get(format!("{base}/login")).send().await?.text().await?;
     let csrf = regex_lite::Regex::new(r#"name="csrf_token" value="([^"]+)""#)?
         .captures(&html)
@@ -207,7 +205,10 @@ fn raw_sqlite_baseline(dir: &std::path::Path, machines: usize) -> anyhow::Result
     let (ms, vs) = (tenant.machines(), tenant.vulnerabilities());
     let rows: Vec<(&str, &str)> = (0..ms.len())
         .flat_map(|m| {
-            tenant.machine_vulnerability_indices(m).into_iter().map(move |v| (ms[m].id.as_str(), vs[v as usize].id.as_str()))
+            tenant
+                .machine_vulnerability_indices(m)
+                .into_iter()
+                .map(move |v| (ms[m].id.as_str(), vs[v as usize].id.as_str()))
         })
         .collect();
     let path = dir.join("baseline.db");
@@ -324,7 +325,10 @@ async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(
     let ratio = calls as f64 / minimum as f64;
     rows.push(
         Row::new(
-            format!("3. API calls of a full import of {n} machines ({} throttled by the simulator)", full.counts.throttled),
+            format!(
+                "3. API calls of a full import of {n} machines ({} throttled by the simulator)",
+                full.counts.throttled
+            ),
             calls.to_string(),
             format!("{minimum} (documented page sizes)"),
         )
@@ -342,8 +346,12 @@ async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(
             let (r, p) = (during.rps / idle.rps, during.p99_ms / idle.p99_ms);
             let note = if *inside { "" } else { " (the import ended before the load run did)" };
             rows.push(
-                Row::new(format!("5. endpoint page during the import{note}"), rps(during), format!("idle: {}", rps(&idle)))
-                    .ratio(r, "≥ 0.6", r >= 0.6),
+                Row::new(
+                    format!("5. endpoint page during the import{note}"),
+                    rps(during),
+                    format!("idle: {}", rps(&idle)),
+                )
+                .ratio(r, "≥ 0.6", r >= 0.6),
             );
             rows.push(
                 Row::new(
@@ -359,8 +367,12 @@ async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(
     }
     match rss {
         Some(mib) if rss_reset => rows.push(
-            Row::new(format!("6. peak RSS of the product during the import ({n} machines)"), format!("{mib:.0} MiB"), "")
-                .target("< 512 MiB", mib < 512.0),
+            Row::new(
+                format!("6. peak RSS of the product during the import ({n} machines)"),
+                format!("{mib:.0} MiB"),
+                "",
+            )
+            .target("< 512 MiB", mib < 512.0),
         ),
         _ => rows.push(Row::new("6. peak RSS", "not measurable here (needs Linux /proc)", "")),
     }
@@ -391,15 +403,27 @@ async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(
         })
         .await?;
     let pages: Vec<(String, String, f64)> = vec![
-        (format!("1. Endpoint Summary page (Defender machine, {total} endpoints)"), format!("/endpoints/{sample}"), 0.35),
-        ("1. Risk tab fragment with the Microsoft Defender subtab".into(), format!("/endpoints/{sample}/tabs/risk"), 0.35),
+        (
+            format!("1. Endpoint Summary page (Defender machine, {total} endpoints)"),
+            format!("/endpoints/{sample}"),
+            0.35,
+        ),
+        (
+            "1. Risk tab fragment with the Microsoft Defender subtab".into(),
+            format!("/endpoints/{sample}/tabs/risk"),
+            0.35,
+        ),
         ("2. Endpoints list, first page".into(), "/endpoints".into(), 0.2),
         (
             "2. Endpoints list, Defender + High risk, by host name".into(),
             format!("/endpoints?source={}&risk=High&sort=hostname&dir=asc", import::OWNER),
             0.2,
         ),
-        (format!("2. Endpoints list, deep page (after {})", total / 2), format!("/endpoints?after={deep_seen}~{deep_id}"), 0.2),
+        (
+            format!("2. Endpoints list, deep page (after {})", total / 2),
+            format!("/endpoints?after={deep_seen}~{deep_id}"),
+            0.2,
+        ),
     ];
     let mut bodies = HashMap::new();
     for (i, (_, path, _)) in pages.iter().enumerate() {
@@ -410,12 +434,14 @@ async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(
         step(&format!("load: {path}"));
         let product = load::wrk(&format!("{base}{path}"), Some(&cookie), secs).await?;
         let minimal = load::wrk(&format!("http://{}/{i}", baseline.addr), None, secs).await?;
-        errors.check(product.errors == 0 && minimal.errors == 0, || format!("{} errors loading {path}", product.errors));
+        errors
+            .check(product.errors == 0 && minimal.errors == 0, || format!("{} errors loading {path}", product.errors));
         let r = product.rps / minimal.rps;
-        rows.push(
-            Row::new(figure.clone(), rps(&product), format!("minimal handler: {}", rps(&minimal)))
-                .ratio(r, format!("≥ {target}"), r >= *target),
-        );
+        rows.push(Row::new(figure.clone(), rps(&product), format!("minimal handler: {}", rps(&minimal))).ratio(
+            r,
+            format!("≥ {target}"),
+            r >= *target,
+        ));
     }
     baseline.stop().await;
     // The session must still be valid, or wrk counted redirects to the login page as answers.
@@ -475,8 +501,12 @@ async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(
         let d = tokio::task::spawn_blocking(move || memory_run(m)).await?;
         match d {
             Ok(mib) => rows.push(
-                Row::new(format!("6. peak RSS, full import of {m} machines (own process)"), format!("{mib:.0} MiB"), "")
-                    .target("< 512 MiB", mib < 512.0),
+                Row::new(
+                    format!("6. peak RSS, full import of {m} machines (own process)"),
+                    format!("{mib:.0} MiB"),
+                    "",
+                )
+                .target("< 512 MiB", mib < 512.0),
             ),
             Err(e) => errors.check(false, || e.to_string()),
         }

@@ -998,7 +998,10 @@ impl DefenderClient {
     /// The delta export (`GET /api/machines/SoftwareVulnerabilityChangesByMachine`): the
     /// machine×vulnerability rows that changed since `since` (at most 14 days back), each with
     /// `status` New, Fixed or Updated; `pageSize` as the export. 30 calls/min, 1,000/h.
-    pub fn export_machine_vulnerability_changes(&self, since: chrono::DateTime<chrono::Utc>) -> Pager<ExportVulnerability> {
+    pub fn export_machine_vulnerability_changes(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Pager<ExportVulnerability> {
         let size = self.inner.options.export_page_size.clamp(1, 200_000);
         let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Pager::next_link(

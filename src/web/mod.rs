@@ -30,6 +30,8 @@ pub struct AppState {
     pub defender_clients: crate::defender::sync::ClientCache,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
+    /// The Endpoints list's filter choices, briefly cached.
+    pub list_facets: pages::endpoints::FacetCache,
 }
 
 impl AppState {
