@@ -96,7 +96,8 @@ impl Errors {
 struct TimedSync {
     counts: RunCounts,
     wall_secs: f64,
-    /// From the first import batch to the end (everything was fetched before).
+    /// From the end of the first import batch (the first progress report of the write phase,
+    /// everything was fetched before) to the end of the sync.
     write_secs: f64,
     /// Page load measured while the import phase ran, and whether it stayed inside it.
     during: Option<(Load, bool)>,
