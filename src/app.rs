@@ -88,6 +88,7 @@ impl Application {
             sso: crate::sso::Sso::new(),
             metrics,
             background: Default::default(),
+            list_facets: Default::default(),
         });
 
         let state_for_jobs = state.clone();

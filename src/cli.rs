@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::accounts::{self, AccountError};
 use crate::app::Application;
 use crate::auth::{Role, hash_api_token, new_api_token};
+use crate::bench::suite::SuiteOptions;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::db::models::{api_tokens, audit};
@@ -83,9 +84,28 @@ enum BenchCommand {
         /// The database to fill (default: a new SQLite file in a temporary folder).
         #[arg(long)]
         database_url: Option<String>,
-        /// Port for the simulator process.
-        #[arg(long, default_value_t = 9393)]
-        simulator_port: u16,
+        /// Port for the simulator process (default: a free one).
+        #[arg(long)]
+        simulator_port: Option<u16>,
+        /// Only the full import (no unchanged re-sync).
+        #[arg(long)]
+        full_only: bool,
+    },
+    /// Every performance figure beside its baseline, measured in one run; prints one table.
+    /// Exits non-zero on errors (failed sync, 429s, page errors), never on timings.
+    All {
+        /// The small, fast CI variant: 5,000 machines, 2-second load runs.
+        #[arg(long)]
+        smoke: bool,
+        /// Defender machines (and network endpoints); default 100,000 (5,000 with --smoke).
+        #[arg(long)]
+        machines: Option<usize>,
+        /// Seconds of each wrk run (default 8; 2 with --smoke).
+        #[arg(long)]
+        load_secs: Option<u64>,
+        /// Extra full imports, each in a fresh process, for the memory figure, e.g. 50000,200000.
+        #[arg(long, value_delimiter = ',')]
+        memory_series: Vec<usize>,
     },
 }
 
@@ -155,8 +175,19 @@ pub fn main() -> ExitCode {
         Command::Bench { command: BenchCommand::Remodel { endpoints, database_url } } => {
             with_bench_db(database_url, |db| run_async(crate::bench::remodel(db, endpoints)).map(|_| ()))
         }
-        Command::Bench { command: BenchCommand::Sync { machines, database_url, simulator_port } } => {
-            with_bench_db(database_url, |db| run_async(crate::bench::sync(db, machines, simulator_port)))
+        Command::Bench { command: BenchCommand::Sync { machines, database_url, simulator_port, full_only } } => {
+            with_bench_db(database_url, |db| run_async(crate::bench::sync(db, machines, simulator_port, full_only)))
+        }
+        Command::Bench { command: BenchCommand::All { smoke, machines, load_secs, memory_series } } => {
+            let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };
+            opts.machines = machines.unwrap_or(opts.machines);
+            opts.load_secs = load_secs.unwrap_or(opts.load_secs);
+            opts.memory_series = memory_series;
+            match run_async(crate::bench::suite::run(opts)) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(anyhow::anyhow!("the benchmark saw errors (listed above)")),
+                Err(e) => Err(e),
+            }
         }
     };
     match result {

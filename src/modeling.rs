@@ -143,12 +143,7 @@ impl Modeler {
                     ),
                 )
             });
-            risk::set(
-                conn,
-                e.id,
-                DUPLICATE_MAC_SOURCE,
-                duplicate.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())),
-            )?;
+            set_factor(conn, e.id, DUPLICATE_MAC_SOURCE, duplicate)?;
         }
         Ok(changed)
     }

@@ -238,6 +238,7 @@ diesel::table! {
         match_note -> Text,
         content_hash -> Text,
         updated_at -> BigInt,
+        vuln_cves -> Text,
     }
 }
 

@@ -430,6 +430,7 @@ mod tests {
             match_note: String::new(),
             content_hash: String::new(),
             updated_at: 0,
+            vuln_cves: String::new(),
         }
     }
 

@@ -237,6 +237,8 @@ pub struct ExportVulnerability {
     pub first_seen_timestamp: Option<DateTime<Utc>>,
     #[serde(deserialize_with = "de_time")]
     pub last_seen_timestamp: Option<DateTime<Utc>>,
+    /// Delta export only: `New`, `Fixed` or `Updated`.
+    pub status: Option<String>,
 }
 
 impl HasId for ExportVulnerability {

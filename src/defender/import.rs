@@ -47,6 +47,8 @@ pub struct MachineRecord {
     pub rbac_group: String,
     pub tags: Vec<String>,
     pub vuln_count: i32,
+    /// The distinct CVEs, sorted, comma-separated (stored for the next delta sync).
+    pub vuln_cves: String,
     pub top_vuln: Option<TopVulnerability>,
     pub top_alert: Option<TopAlert>,
     /// Set when this record is an older duplicate of another machine (re-imaged, re-onboarded).
@@ -409,6 +411,7 @@ fn store(
         match_note: note.to_owned(),
         content_hash: content_hash(r, endpoint_id),
         updated_at: now(),
+        vuln_cves: r.vuln_cves.clone(),
     };
     if existing.is_some_and(|m| DefenderMachine { updated_at: row.updated_at, ..m.clone() } == row) {
         return Ok(());

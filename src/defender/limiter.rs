@@ -36,7 +36,7 @@ pub fn documented_limit(api: Api) -> RateLimit {
     match api {
         Api::MachineVulnerabilities => RateLimit::new(50, 1500),
         Api::AdvancedQuery => RateLimit::new(45, 1500),
-        Api::ExportAssessmentJson => RateLimit::new(30, 1000),
+        Api::ExportAssessmentJson | Api::ExportAssessmentDelta => RateLimit::new(30, 1000),
         // Not an API call budget: Entra's token endpoint has no documented per-app limit,
         // but we never need more than a handful of tokens.
         Api::Token => RateLimit::new(60, 1500),

@@ -16,7 +16,7 @@ use crate::background::Background;
 use crate::db::Db;
 use crate::db::lease::{self, Lease};
 use crate::db::models::integration::{self, RunCounts};
-use crate::db::models::{audit, defender_machines};
+use crate::db::models::{audit, defender_machines, jobs};
 use crate::domain::mac::normalize_mac;
 use crate::domain::risk::RiskLevel;
 use crate::modeling::Modeler;
@@ -265,7 +265,12 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
         counts
     };
 
-    let collected = collect(&run, &client).await;
+    // A delta sync when the stored per-machine CVE lists are complete as of a recent time for
+    // this tenant and API; otherwise every machine×vulnerability row is fetched.
+    let identity = snapshot_identity(ctx).await.map_err(|e| fail(counts, e))?;
+    let delta = delta_base(ctx, &identity).await.map_err(|e| fail(counts, e))?;
+    let fetch_started = Utc::now();
+    let collected = collect(&run, &client, delta).await;
     counts = with_stats(counts, &client);
     let records = collected.map_err(|e| (counts, e))?;
     counts.machines = records.len() as i64;
@@ -317,14 +322,91 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
         .await
         .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
     counts.stale = duplicates + gone;
+    // Every machine's CVE list is now current as of the start of this fetch: the next sync
+    // asks Defender for the changes since then.
+    let value = format!("{} {identity}", fetch_started.timestamp());
+    ctx.db
+        .run(move |c| Ok(jobs::set_setting(c, SNAPSHOT_KEY, &value)?))
+        .await
+        .map_err(|e| fail(counts, format!("Recording the vulnerability snapshot failed: {e}")))?;
     if let Err(e) = ctx.db.optimize().await {
         tracing::warn!(error = %e, "could not refresh the database statistics");
     }
     Ok(counts)
 }
 
+/// The setting that remembers when the stored per-machine CVE lists were last complete (Unix
+/// seconds), and for which tenant and API (`<seconds> <identity>`).
+const SNAPSHOT_KEY: &str = "defender.vulnerability_snapshot";
+/// Defender keeps 14 days of vulnerability changes; a day less leaves room for slow syncs.
+const DELTA_MAX_AGE_SECS: i64 = 13 * 86_400;
+
+/// What the stored CVE lists belong to: another tenant, client or API host means a full fetch.
+async fn snapshot_identity(ctx: &SyncContext) -> Result<String, String> {
+    let config = ctx
+        .db
+        .run(|c| Ok(settings::load(c)?))
+        .await
+        .map_err(|e| format!("The configuration could not be read: {e}"))?
+        .ok_or("Microsoft Defender is not configured.")?;
+    Ok(format!("{}|{}|{}", config.tenant_id, config.client_id, config.api_base_url))
+}
+
+/// The time to ask for changes since, with every machine's stored CVE list, when a delta
+/// sync is possible.
+async fn delta_base(ctx: &SyncContext, identity: &str) -> Result<Option<StoredVulnerabilities>, String> {
+    let previous = ctx
+        .db
+        .run(|c| Ok(jobs::get_setting(c, SNAPSHOT_KEY)?))
+        .await
+        .map_err(|e| format!("The vulnerability snapshot could not be read: {e}"))?;
+    let since = previous.as_deref().and_then(|v| {
+        let (secs, id) = v.split_once(' ')?;
+        let at = DateTime::from_timestamp(secs.parse().ok()?, 0)?;
+        (id == identity && (Utc::now() - at).num_seconds() < DELTA_MAX_AGE_SECS).then_some(at)
+    });
+    let Some(since) = since else { return Ok(None) };
+    let lists = ctx
+        .db
+        .run(|c| Ok(defender_machines::vulnerability_lists(c)?))
+        .await
+        .map_err(|e| format!("The stored vulnerabilities could not be read: {e}"))?;
+    Ok(Some(StoredVulnerabilities { since, lists }))
+}
+
+/// The base of a delta sync: the snapshot time and (machine id, comma-separated CVEs).
+struct StoredVulnerabilities {
+    since: DateTime<Utc>,
+    lists: Vec<(String, String)>,
+}
+
+/// The vulnerability catalog of one sync: (level, CVSS, CVE, description) by index.
+#[derive(Default)]
+struct Catalog {
+    index: HashMap<String, u32>,
+    vulns: Vec<(RiskLevel, f64, String, String)>,
+}
+
+impl Catalog {
+    /// The index of a CVE, added with the given severity when the catalog did not list it.
+    fn intern(&mut self, cve: &str, severity: Option<&str>) -> u32 {
+        if let Some(&i) = self.index.get(cve) {
+            return i;
+        }
+        let level = severity.and_then(RiskLevel::from_defender_vulnerability_severity).unwrap_or(RiskLevel::None);
+        self.vulns.push((level, 0.0, cve.to_owned(), String::new()));
+        let i = (self.vulns.len() - 1) as u32;
+        self.index.insert(cve.to_owned(), i);
+        i
+    }
+}
+
 /// Fetches and aggregates everything; writes nothing.
-async fn collect(run: &Running<'_>, client: &DefenderClient) -> Result<Vec<MachineRecord>, Stopped> {
+async fn collect(
+    run: &Running<'_>,
+    client: &DefenderClient,
+    delta: Option<StoredVulnerabilities>,
+) -> Result<Vec<MachineRecord>, Stopped> {
     // Machines.
     let mut records: Vec<MachineRecord> = Vec::new();
     let mut merged_into: Vec<Option<String>> = Vec::new();
@@ -344,50 +426,73 @@ async fn collect(run: &Running<'_>, client: &DefenderClient) -> Result<Vec<Machi
     mark_duplicates(&mut records, &merged_into);
 
     // The vulnerability catalog: severity, score and description by CVE.
-    let mut catalog: HashMap<String, u32> = HashMap::new();
-    let mut vulns: Vec<(RiskLevel, f64, String, String)> = Vec::new();
+    let mut catalog = Catalog::default();
     let mut pages = client.vulnerabilities();
     while let Some(page) = run.page(pages.next_page()).await? {
         for v in page {
+            if catalog.index.contains_key(&v.id) {
+                continue;
+            }
             let level = v
                 .severity
                 .as_deref()
                 .and_then(RiskLevel::from_defender_vulnerability_severity)
                 .unwrap_or(RiskLevel::None);
-            catalog.entry(v.id.clone()).or_insert_with(|| {
-                vulns.push((level, v.cvss_v3.unwrap_or(0.0), v.id.clone(), v.description.clone().unwrap_or_default()));
-                (vulns.len() - 1) as u32
-            });
+            catalog.index.insert(v.id.clone(), catalog.vulns.len() as u32);
+            catalog.vulns.push((level, v.cvss_v3.unwrap_or(0.0), v.id, v.description.unwrap_or_default()));
         }
-        run.progress("vulnerabilities", vulns.len() as i64, 0).await?;
+        run.progress("vulnerabilities", catalog.vulns.len() as i64, 0).await?;
     }
 
-    // Machine × vulnerability rows: per machine the distinct CVEs (as catalog indexes).
+    // Machine × vulnerability rows: per machine the distinct CVEs (as catalog indexes), either
+    // all of them from the bulk listing or the stored lists with Defender's changes since.
     let mut per_machine: Vec<Vec<u32>> = vec![Vec::new(); records.len()];
     let mut rows = 0i64;
-    let mut pages = client.machine_vulnerabilities();
-    while let Some(page) = run.page(pages.next_page()).await? {
-        rows += page.len() as i64;
-        for r in page {
-            let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
-            let Some(&mi) = index.get(machine) else { continue };
-            let vi = *catalog.entry(cve.to_owned()).or_insert_with(|| {
-                let level = r
-                    .severity
-                    .as_deref()
-                    .and_then(RiskLevel::from_defender_vulnerability_severity)
-                    .unwrap_or(RiskLevel::None);
-                vulns.push((level, 0.0, cve.to_owned(), String::new()));
-                (vulns.len() - 1) as u32
-            });
-            per_machine[mi].push(vi);
+    match delta {
+        None => {
+            let mut pages = client.machine_vulnerabilities();
+            while let Some(page) = run.page(pages.next_page()).await? {
+                rows += page.len() as i64;
+                for r in page {
+                    let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
+                    let Some(&mi) = index.get(machine) else { continue };
+                    per_machine[mi].push(catalog.intern(cve, r.severity.as_deref()));
+                }
+                run.progress("machine vulnerabilities", rows, 0).await?;
+            }
         }
-        run.progress("machine vulnerabilities", rows, 0).await?;
+        Some(stored) => {
+            for (machine, cves) in &stored.lists {
+                let Some(&mi) = index.get(machine) else { continue };
+                per_machine[mi].extend(cves.split(',').filter(|c| !c.is_empty()).map(|c| catalog.intern(c, None)));
+            }
+            drop(stored.lists);
+            let mut pages = client.export_machine_vulnerability_changes(stored.since);
+            while let Some(page) = run.page(pages.next_page()).await? {
+                rows += page.len() as i64;
+                // In event order: a machine that changed device group shows Fixed, then New.
+                for r in page {
+                    let (Some(machine), Some(cve)) = (r.device_id.as_deref(), r.cve_id.as_deref()) else { continue };
+                    let Some(&mi) = index.get(machine) else { continue };
+                    let vi = catalog.intern(cve, r.vulnerability_severity_level.as_deref());
+                    if r.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Fixed")) {
+                        per_machine[mi].retain(|&v| v != vi);
+                    } else {
+                        per_machine[mi].push(vi);
+                    }
+                }
+                run.progress("vulnerability changes", rows, 0).await?;
+            }
+        }
     }
+    let vulns = &catalog.vulns;
     for (r, list) in records.iter_mut().zip(per_machine.iter_mut()) {
         list.sort_unstable();
         list.dedup();
         r.vuln_count = list.len() as i32;
+        let mut cves: Vec<&str> = list.iter().map(|&i| vulns[i as usize].2.as_str()).collect();
+        cves.sort_unstable();
+        r.vuln_cves = cves.join(",");
         r.top_vuln = list
             .iter()
             .map(|&i| &vulns[i as usize])

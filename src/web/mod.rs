@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Background work (sync, re-model) that shutdown stops and waits for.
     pub background: crate::background::Background,
+    /// The Endpoints list's filter choices, briefly cached.
+    pub list_facets: pages::endpoints::FacetCache,
 }
 
 impl AppState {

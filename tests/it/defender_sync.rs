@@ -225,6 +225,66 @@ async fn a_second_unchanged_sync_writes_nothing() {
     assert_eq!(snapshot(&app).await, before, "nothing was rewritten");
 }
 
+/// A re-sync applies Defender's vulnerability delta to the stored per-machine CVE lists instead
+/// of fetching every machine×vulnerability row again: here the stored state of one machine still
+/// holds a CVE the delta reports Fixed, and the re-sync removes it, using the delta export only.
+#[tokio::test]
+async fn a_re_sync_applies_the_vulnerability_delta() {
+    let (app, sim, token, _) = synced(150).await;
+    let tenant = sim.tenant();
+    let since = chrono::Utc::now() - chrono::Duration::days(12);
+    let (machine, cve) = (0..tenant.machines().len())
+        .find_map(|m| {
+            let fixed = tenant.delta_events(m, since).into_iter().find(|e| e.1 == "Fixed")?;
+            Some((tenant.machines()[m].id.clone(), tenant.vulnerabilities()[fixed.0 as usize].id.clone()))
+        })
+        .expect("the simulated tenant has a Fixed change in the last 12 days");
+    let stored = |app: &TestApp, id: String| {
+        let db = app.db.clone();
+        async move {
+            db.run(move |c| {
+                Ok(defender_machines::table
+                    .find(id)
+                    .select((defender_machines::vuln_cves, defender_machines::vuln_count))
+                    .first::<(String, i32)>(c)?)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (cves, count) = stored(&app, machine.clone()).await;
+    assert!(!cves.split(',').any(|c| c == cve), "the fixed CVE is not current");
+    assert_eq!(cves.split(',').filter(|c| !c.is_empty()).count() as i32, count);
+
+    // The stored state as it was before the fix: the CVE still listed, the snapshot 12 days old.
+    let (id, stale) = (machine.clone(), format!("{cves},{cve}"));
+    let at = since.timestamp();
+    app.db
+        .run(move |c| {
+            diesel::update(defender_machines::table.find(id))
+                .set((
+                    defender_machines::vuln_cves.eq(stale.trim_start_matches(',')),
+                    defender_machines::content_hash.eq(""),
+                ))
+                .execute(c)?;
+            let key = "defender.vulnerability_snapshot";
+            let value = endpoint_analytics::db::models::jobs::get_setting(c, key)?.expect("a snapshot is recorded");
+            let (_, identity) = value.split_once(' ').unwrap();
+            endpoint_analytics::db::models::jobs::set_setting(c, key, &format!("{at} {identity}"))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let api = |name: &str| sim.counters().per_api.get(name).map(|a| a.calls).unwrap_or(0);
+    let rows_calls = api("MachinesVulnerabilities");
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["updated"].as_i64(), Some(1), "only the machine whose state differed is written: {run}");
+    assert_eq!(api("MachinesVulnerabilities"), rows_calls, "no machine×vulnerability row was fetched again");
+    assert!(api("ExportAssessmentDelta") >= 1);
+    assert_eq!(stored(&app, machine).await, (cves, count), "the Fixed CVE left the machine");
+}
+
 #[tokio::test]
 async fn test_connection_reports_permissions_and_failures_in_plain_words() {
     let app = spawn_app().await;

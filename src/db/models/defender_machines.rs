@@ -40,6 +40,8 @@ pub struct DefenderMachine {
     pub match_note: String,
     pub content_hash: String,
     pub updated_at: i64,
+    /// The machine's current CVEs, sorted, comma-separated: what a vulnerability delta applies to.
+    pub vuln_cves: String,
 }
 
 pub fn find(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<DefenderMachine>> {
@@ -54,6 +56,14 @@ pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Op
         .select(DefenderMachine::as_select())
         .first(conn)
         .optional()
+}
+
+/// Every machine's stored CVE list (machine id, comma-separated CVEs), where it has one.
+pub fn vulnerability_lists(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String)>> {
+    defender_machines::table
+        .filter(defender_machines::vuln_cves.ne(""))
+        .select((defender_machines::machine_id, defender_machines::vuln_cves))
+        .load(conn)
 }
 
 pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> {

@@ -18,6 +18,36 @@ use crate::web::{AppState, Input, Layout, html, input};
 
 pub const RISK_LABELS: [&str; 5] = ["None", "Low", "Medium", "High", "Critical"];
 
+/// The list's filter choices: every source, OS and profile in the inventory.
+#[derive(Debug, Clone)]
+pub struct Facets {
+    sources: Vec<String>,
+    oses: Vec<String>,
+    profiles: Vec<String>,
+}
+
+/// The filter choices, kept for [`FacetCache::TTL`]: reading them scans the whole inventory
+/// three times, which at 100,000 endpoints costs several times the page itself. A new OS or
+/// profile appears in the drop-downs within that time; the results are never cached.
+#[derive(Default)]
+pub struct FacetCache(std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Facets>)>>);
+
+impl FacetCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn get(&self) -> Option<std::sync::Arc<Facets>> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cached.as_ref().filter(|(at, _)| at.elapsed() < Self::TTL).map(|(_, f)| f.clone())
+    }
+
+    fn put(&self, facets: std::sync::Arc<Facets>) {
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !cached.as_ref().is_some_and(|(at, f)| std::sync::Arc::ptr_eq(f, &facets) || at.elapsed() < Self::TTL) {
+            *cached = Some((std::time::Instant::now(), facets));
+        }
+    }
+}
+
 pub fn risk_label(level: i16) -> &'static str {
     RISK_LABELS.get(level as usize).copied().unwrap_or("None")
 }
@@ -159,18 +189,23 @@ pub async fn list(
     let params = params.into_inner();
     let query = params.to_query(50)?;
     let q2 = query.clone();
-    let (page, total, sources, oses, profiles) = state
+    let cached = state.list_facets.get();
+    let (page, total, facets) = state
         .db
         .run(move |c| {
-            Ok((
-                endpoints::list(c, &q2)?,
-                endpoints::count(c, &q2)?,
-                endpoints::distinct_sources(c)?,
-                endpoints::distinct_os(c)?,
-                endpoints::distinct_profiles(c)?,
-            ))
+            let facets = match cached {
+                Some(f) => f,
+                None => std::sync::Arc::new(Facets {
+                    sources: endpoints::distinct_sources(c)?,
+                    oses: endpoints::distinct_os(c)?,
+                    profiles: endpoints::distinct_profiles(c)?,
+                }),
+            };
+            Ok((endpoints::list(c, &q2)?, endpoints::count(c, &q2)?, facets))
         })
         .await?;
+    state.list_facets.put(facets.clone());
+    let Facets { sources, oses, profiles } = (*facets).clone();
     let next_link = page.next.as_ref().map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
     let first_link = query.after.is_some().then(|| format!("/endpoints?{}", params.with_after(None)));
     let view = ListPage {

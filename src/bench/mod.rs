@@ -1,0 +1,201 @@
+//! Benchmarks that print figures (not tests that assert timings). `endpoint-analytics bench
+//! remodel --endpoints 100000` fills a fresh database with generated observations and times a
+//! full re-model. Run it from a release build: `cargo run --release -- bench remodel`.
+
+use std::time::Instant;
+
+use crate::db::Db;
+use crate::db::models::jobs;
+use crate::domain::observations::RawObservation;
+use crate::inventory;
+use crate::modeling::{self, Modeler};
+
+pub mod load;
+pub mod suite;
+
+/// A spread of real device kinds: (OUI, host name prefix, DHCP vendor class, DHCP parameter list).
+const KINDS: &[(&str, &str, &str, &str)] = &[
+    ("10:e7:c6", "pc-", "MSFT 5.0", "1,3,6,15,31,33,43,44,46,47,119,121,249,252"),
+    ("3c:d9:2b", "npi", "Hewlett-Packard JetDirect", "1,3,6,15,44,47"),
+    ("f0:b3:ec", "johns-iphone-", "", "1,121,3,6,15,108,114,119,252"),
+    ("b8:27:eb", "raspberrypi-", "dhcpcd-9.4.1:Linux-6.1.21-v8+:aarch64:BCM2835", ""),
+    ("00:40:8c", "axis-", "", ""),
+    ("0c:11:67", "sep", "Cisco Systems, Inc. IP Phone CP-8845", ""),
+    ("52:54:00", "vm-", "", "1,28,2,3,15,6,119,12,44,47,26,121,42"),
+    ("64:1b:2f", "galaxy-", "android-dhcp-13", "1,3,6,15,26,28,51,58,59,43,114,108"),
+    ("00:c0:b7", "apc", "", ""),
+    ("02:00:00", "unknown-", "", ""),
+];
+
+pub fn observations(n: usize) -> Vec<RawObservation> {
+    (0..n)
+        .map(|i| {
+            let (oui, host, class, params) = KINDS[i % KINDS.len()];
+            let mac = format!("{oui}:{:02x}:{:02x}:{:02x}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+            let opt = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+            RawObservation {
+                mac: Some(mac),
+                ip: Some(format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)),
+                hostname: Some(format!("{host}{i:06x}")),
+                dhcp_vendor_class: opt(class),
+                dhcp_params: opt(params),
+                user_agent: None,
+                seen_at: None,
+            }
+        })
+        .collect()
+}
+
+/// Fills `db` with `n` generated network endpoints (modeled on ingest); returns the seconds taken.
+pub async fn fill(db: &Db, modeler: &Modeler, n: usize) -> anyhow::Result<f64> {
+    let m = modeler.clone();
+    db.run(move |c| Ok(m.sync_standard_profiles(c)?)).await?;
+    let started = Instant::now();
+    for (b, chunk) in observations(n).chunks(10_000).enumerate() {
+        let items = chunk.iter().cloned().enumerate().map(|(i, o)| (b * 10_000 + i, Ok(o))).collect();
+        inventory::ingest(db, modeler, items, "network").await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A full re-model of every endpoint, as the product runs it: (endpoints, changed, seconds).
+pub async fn time_remodel(db: &Db, modeler: &Modeler) -> anyhow::Result<(i64, usize, f64)> {
+    let job = db
+        .run(|c| Ok(jobs::start(c, modeling::REMODEL_JOB, "bench", 0)?))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("a re-model is running"))?;
+    let outcome = modeling::run_remodel(db, modeler, job).await;
+    let status = if outcome.is_ok() { "succeeded" } else { "failed" };
+    db.run(move |c| Ok(jobs::finish(c, job, status, "")?)).await?;
+    outcome
+}
+
+/// Fills `db` with `n` endpoints (modeled on ingest) and times a full re-model; prints the figures.
+pub async fn remodel(db: &Db, n: usize) -> anyhow::Result<f64> {
+    let modeler = Modeler::standard()?;
+    let ingest_secs = fill(db, &modeler, n).await?;
+    println!("ingested and modeled {n} endpoints in {ingest_secs:.2} s ({:.0} endpoints/s)", n as f64 / ingest_secs);
+    let (count, changed, secs) = time_remodel(db, &modeler).await?;
+    let rate = count as f64 / secs;
+    println!("full re-model: {count} endpoints in {secs:.2} s = {rate:.0} endpoints/s ({changed} changed)");
+    Ok(rate)
+}
+
+/// The peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets `VmHWM` to the current resident size (Linux ≥ 4.0), so that the next
+/// [`peak_rss_mib`] is the peak of what runs in between; false where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `endpoint-analytics simulate` as a separate process (so that memory figures are the
+/// product's alone) with the documented per-API rate limits enforced; killed when dropped.
+pub struct SimProcess {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl SimProcess {
+    pub async fn start(machines: usize, port: Option<u16>) -> anyhow::Result<Self> {
+        let port = match port {
+            Some(p) => p,
+            None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        };
+        let exe = std::env::current_exe()?;
+        let child = std::process::Command::new(exe)
+            .args(["simulate", "--bind", &format!("127.0.0.1:{port}"), "--machines", &machines.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let sim = SimProcess { child, base: format!("http://127.0.0.1:{port}") };
+        for _ in 0..1200 {
+            if reqwest::get(format!("{}/_sim/counters", sim.base)).await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(sim);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the simulator did not start")
+    }
+
+    /// The generated tenant's sizes (`/_sim/tenant`).
+    pub async fn tenant(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::get(format!("{}/_sim/tenant", self.base)).await?.json().await?)
+    }
+
+    /// Settings that point the product at this simulator (saved disabled: the caller syncs).
+    pub fn settings(&self) -> crate::defender::settings::SettingsInput {
+        use crate::simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID};
+        crate::defender::settings::SettingsInput {
+            tenant_id: DEFAULT_TENANT_ID.into(),
+            client_id: DEFAULT_CLIENT_ID.into(),
+            client_secret: DEFAULT_CLIENT_SECRET.into(),
+            login_base_url: self.base.clone(),
+            api_base_url: self.base.clone(),
+            enabled: false,
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A full Defender sync of a simulated tenant of `machines` (see [`SimProcess`]). Prints wall
+/// time, API calls, 429s and peak RSS, then (unless `full_only`) the same for an unchanged
+/// second sync. The last line, `peak_rss_mib=…`, is what `bench all --memory-series` reads.
+pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bool) -> anyhow::Result<()> {
+    use crate::defender::service;
+    use crate::defender::sync::{self as dsync, SyncContext};
+
+    let sim = SimProcess::start(machines, sim_port).await?;
+    let tenant = sim.tenant().await?;
+    let modeler = Modeler::standard()?;
+    let m = modeler.clone();
+    db.run(move |c| Ok(m.sync_standard_profiles(c)?)).await?;
+    let master = crate::config::MasterKey::generate();
+    let ctx = SyncContext {
+        db: db.clone(),
+        modeler,
+        secrets: crate::secrets::SecretBox::new(&master),
+        client_options: Default::default(),
+        clients: Default::default(),
+        background: Default::default(),
+    };
+    service::save(&ctx, sim.settings(), "bench").await?;
+    let rounds: &[&str] = if full_only { &["full import"] } else { &["full import", "unchanged re-sync"] };
+    for round in rounds {
+        let run = db
+            .run(|c| Ok(crate::db::models::integration::start_run(c, "defender", "bench", "bench")?))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a sync is running"))?;
+        let started = Instant::now();
+        let outcome = dsync::run_sync(&ctx, run).await;
+        let secs = started.elapsed().as_secs_f64();
+        let counts = outcome.map_err(|(_, e)| anyhow::anyhow!("the sync failed: {e}"))?;
+        db.run(move |c| Ok(crate::db::models::integration::finish_run(c, run, "succeeded", counts, "")?)).await?;
+        println!(
+            "{round}: {} machines in {secs:.1} s; created {}, merged {}, updated {}, stale {}; {} API calls, {} throttled (429)",
+            counts.machines,
+            counts.created,
+            counts.merged,
+            counts.updated,
+            counts.stale,
+            counts.api_calls,
+            counts.throttled
+        );
+    }
+    println!("tenant: {tenant}");
+    let mib = peak_rss_mib().ok_or_else(|| anyhow::anyhow!("cannot read the peak RSS (/proc/self/status)"))?;
+    println!("peak_rss_mib={mib:.0}");
+    Ok(())
+}

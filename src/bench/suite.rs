@@ -1,0 +1,539 @@
+//! `endpoint-analytics bench all`: every figure of the performance targets measured in one run
+//! on one machine, each beside the baseline that shows its limit, printed as one table.
+//!
+//! One process plays the product: the real application (HTTP server, session store, pages) on
+//! a fresh SQLite file, filled with generated network endpoints and then a full Defender import
+//! from `endpoint-analytics simulate` running as a separate process with the documented rate
+//! limits. Pages are loaded with `wrk` against the product and against [`BytesServer`] serving
+//! the same bytes from memory. Timings never fail the run; errors do (a failed sync, a 429, a
+//! page error under load), which is what the CI smoke run (`--smoke`) checks.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use diesel::prelude::*;
+
+use super::load::{self, BytesServer, Load};
+use super::{SimProcess, peak_rss_mib, reset_peak_rss};
+use crate::auth::{Role, random_token};
+use crate::config::Settings;
+use crate::db::models::integration::{self, RunCounts};
+use crate::db::schema::{defender_machines as dm, endpoints as ep};
+use crate::defender::sync::{self as dsync, SyncContext};
+use crate::defender::{import, service};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// Defender machines in the simulated tenant (also the number of network endpoints).
+    pub machines: usize,
+    /// Seconds of each `wrk` run.
+    pub load_secs: u64,
+    /// Tenant sizes for extra full imports in separate processes (the memory series).
+    pub memory_series: Vec<usize>,
+}
+
+impl SuiteOptions {
+    pub fn full() -> Self {
+        SuiteOptions { machines: 100_000, load_secs: 8, memory_series: Vec::new() }
+    }
+
+    pub fn smoke() -> Self {
+        SuiteOptions { machines: 5_000, load_secs: 2, memory_series: Vec::new() }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    figure: String,
+    measured: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    met: Option<bool>,
+}
+
+impl Row {
+    fn new(figure: impl Into<String>, measured: impl Into<String>, baseline: impl Into<String>) -> Self {
+        Row {
+            figure: figure.into(),
+            measured: measured.into(),
+            baseline: baseline.into(),
+            ratio: String::new(),
+            target: String::new(),
+            met: None,
+        }
+    }
+
+    fn ratio(mut self, r: f64, target: impl Into<String>, met: bool) -> Self {
+        self.ratio = format!("{r:.2}");
+        self.target = target.into();
+        self.met = Some(met);
+        self
+    }
+
+    fn target(mut self, target: impl Into<String>, met: bool) -> Self {
+        self.target = target.into();
+        self.met = Some(met);
+        self
+    }
+}
+
+/// Errors seen during the run: any of them fails the command (timings never do).
+#[derive(Default)]
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(what());
+        }
+    }
+}
+
+/// A sync run with the times the figures need.
+struct TimedSync {
+    counts: RunCounts,
+    wall_secs: f64,
+    /// From the end of the first import batch (the first progress report of the write phase,
+    /// everything was fetched before) to the end of the sync.
+    write_secs: f64,
+    /// Page load measured while the import phase ran, and whether it stayed inside it.
+    during: Option<(Load, bool)>,
+}
+
+/// Runs one sync in the background; when `during` is given, loads that URL with `wrk` as soon
+/// as the import (write) phase starts.
+async fn timed_sync(ctx: &SyncContext, during: Option<(&str, &str, u64)>) -> anyhow::Result<TimedSync> {
+    let db = ctx.db.clone();
+    let run = db
+        .run(|c| Ok(integration::start_run(c, "defender", "bench", "bench")?))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("a sync is running"))?;
+    let started = Instant::now();
+    let c = ctx.clone();
+    let task = tokio::spawn(async move {
+        let outcome = dsync::run_sync(&c, run).await;
+        (outcome, Instant::now())
+    });
+    let phase = || async {
+        db.run(|c| Ok(integration::latest(c, "defender")?)).await.ok().flatten().map(|r| r.phase).unwrap_or_default()
+    };
+    let mut import_started = None;
+    while !task.is_finished() {
+        if phase().await == "import" {
+            import_started = Some(Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = match (during, import_started) {
+        (Some((url, cookie, secs)), Some(_)) => {
+            let l = load::wrk(url, Some(cookie), secs).await?;
+            Some((l, !task.is_finished() && phase().await == "import"))
+        }
+        _ => None,
+    };
+    let (outcome, ended) = task.await?;
+    let wall_secs = started.elapsed().as_secs_f64();
+    let write_secs = import_started.map(|t| ended.duration_since(t).as_secs_f64()).unwrap_or(0.0);
+    let (status, counts, error) = match outcome {
+        Ok(counts) => ("succeeded", counts, String::new()),
+        Err((counts, e)) => ("failed", counts, e),
+    };
+    let e = error.clone();
+    db.run(move |c| Ok(integration::finish_run(c, run, status, counts, &e)?)).await?;
+    anyhow::ensure!(error.is_empty(), "the sync failed: {error}");
+    Ok(TimedSync { counts, wall_secs, write_secs, during })
+}
+
+/// Signs in through the login form (CSRF token and all); returns the session's Cookie header.
+async fn sign_in(base: &str, user: &str, password: &str) -> anyhow::Result<String> {
+    use reqwest::cookie::CookieStore;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client =
+        reqwest::Client::builder().cookie_provider(jar.clone()).redirect(reqwest::redirect::Policy::none()).build()?;
+    let html = client.get(format!("{base}/login")).send().await?.text().await?;
+    let csrf = regex_lite::Regex::new(r#"name="csrf_token" value="([^"]+)""#)?
+        .captures(&html)
+        .map(|c| c[1].to_owned())
+        .ok_or_else(|| anyhow::anyhow!("the login page carries no CSRF token"))?;
+    let res = client
+        .post(format!("{base}/login"))
+        .form(&[("username", user), ("password", password), ("csrf_token", &csrf), ("next", "/")])
+        .send()
+        .await?;
+    anyhow::ensure!(res.status() == 303, "signing in answered {}", res.status());
+    let cookie = jar.cookies(&base.parse()?).ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    Ok(cookie.to_str()?.to_owned())
+}
+
+/// A signed-in GET that must answer 200 (a redirect to the login page would load nothing).
+async fn fetch(url: &str, cookie: &str) -> anyhow::Result<Bytes> {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let res = client.get(url).header("Cookie", cookie).send().await?;
+    anyhow::ensure!(res.status() == 200, "GET {url} answered {}", res.status());
+    Ok(res.bytes().await?)
+}
+
+/// The fewest API calls the documented page sizes allow: a listing ends on a short page, so
+/// ⌊n / page⌋ + 1 calls per listing. A re-sync asks for the vulnerability changes (one call
+/// when there are none) instead of every machine×vulnerability row.
+fn minimum_calls(tenant: &serde_json::Value, full: bool) -> u64 {
+    let n = |k: &str| tenant[k].as_u64().unwrap_or(0);
+    let rows = if full { n("machine_vulnerabilities") / 10_000 + 1 } else { 1 };
+    (n("machines") / 10_000 + 1) + (n("vulnerabilities") / 8_000 + 1) + rows + (n("alerts") / 10_000 + 1)
+}
+
+diesel::table! {
+    bench_machine_vulnerabilities (machine_id, cve_id) {
+        machine_id -> Text,
+        cve_id -> Text,
+    }
+}
+
+/// The raw SQLite baseline of the import rate: the tenant's machine×vulnerability rows inserted
+/// with prepared multi-row INSERTs (500 rows each, 10,000 per transaction) into a table keyed by
+/// (machine, CVE) with an index by CVE, in a fresh file with the product's settings (WAL,
+/// `synchronous=NORMAL`). Returns (rows, seconds).
+fn raw_sqlite_baseline(dir: &std::path::Path, machines: usize) -> anyhow::Result<(usize, f64)> {
+    use bench_machine_vulnerabilities as t;
+    use diesel::connection::SimpleConnection;
+    let tenant = crate::simulator::tenant::Tenant::generate(
+        crate::simulator::SimConfig { machines, ..Default::default() }.tenant_params(),
+    );
+    let (ms, vs) = (tenant.machines(), tenant.vulnerabilities());
+    let rows: Vec<(&str, &str)> = (0..ms.len())
+        .flat_map(|m| {
+            tenant
+                .machine_vulnerability_indices(m)
+                .into_iter()
+                .map(move |v| (ms[m].id.as_str(), vs[v as usize].id.as_str()))
+        })
+        .collect();
+    let path = dir.join("baseline.db");
+    let mut c = SqliteConnection::establish(&path.to_string_lossy())?;
+    c.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE bench_machine_vulnerabilities (machine_id TEXT NOT NULL, cve_id TEXT NOT NULL,
+             PRIMARY KEY (machine_id, cve_id));
+         CREATE INDEX bench_mv_cve ON bench_machine_vulnerabilities (cve_id);",
+    )?;
+    let started = Instant::now();
+    for tx in rows.chunks(10_000) {
+        c.transaction(|c| {
+            for batch in tx.chunks(500) {
+                let values: Vec<_> = batch.iter().map(|(m, v)| (t::machine_id.eq(*m), t::cve_id.eq(*v))).collect();
+                diesel::insert_into(t::table).values(&values).execute(c)?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        })?;
+    }
+    Ok((rows.len(), started.elapsed().as_secs_f64()))
+}
+
+/// Runs `bench sync --machines N --full-only` in a fresh process; its peak RSS in MiB.
+fn memory_run(machines: usize) -> anyhow::Result<f64> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "sync", "--full-only", "--machines", &machines.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "bench sync --machines {machines} failed: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("peak_rss_mib="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bench sync printed no peak RSS"))
+}
+
+fn rps(l: &Load) -> String {
+    format!("{:.0} req/s, p99 {:.1} ms", l.rps, l.p99_ms)
+}
+
+/// Runs everything, prints the table; Ok(false) when an error was seen.
+pub async fn run(opts: SuiteOptions) -> anyhow::Result<bool> {
+    anyhow::ensure!(load::wrk_available(), "wrk is needed: `apt-get install wrk` (or set EA_WRK)");
+    let dir = std::env::temp_dir().join(format!("ea-bench-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = measure(&opts, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (rows, errors) = result?;
+    print_table(&opts, &rows);
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    Ok(errors.0.is_empty())
+}
+
+async fn measure(opts: &SuiteOptions, dir: &std::path::Path) -> anyhow::Result<(Vec<Row>, Errors)> {
+    let n = opts.machines;
+    let secs = opts.load_secs;
+    let mut rows = Vec::new();
+    let mut errors = Errors::default();
+    let step = |what: &str| eprintln!("[{}] {what}", chrono::Utc::now().format("%H:%M:%S"));
+
+    let settings = Settings {
+        database_url: format!("sqlite://{}", dir.join("product.db").display()),
+        bind: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        ..Settings::default()
+    };
+    let workers = settings.workers;
+    let app = crate::app::Application::build(settings).await?;
+    let base = format!("http://{}", app.addr());
+    let state = app.state();
+    let db = state.db.clone();
+    actix_web::rt::spawn(app.run_until_stopped());
+
+    let password = random_token(15);
+    let pw = password.clone();
+    db.run(move |c| crate::accounts::create_user(c, "bench", &pw, Role::Admin).map_err(|e| anyhow::anyhow!("{e}")))
+        .await?;
+    let cookie = sign_in(&base, "bench", &password).await?;
+
+    // 8. Full re-model of N network endpoints.
+    step(&format!("ingesting {n} network endpoints"));
+    super::fill(&db, &state.modeler, n).await?;
+    step("full re-model");
+    let (count, _, remodel_secs) = super::time_remodel(&db, &state.modeler).await?;
+    let rate = count as f64 / remodel_secs;
+    rows.push(
+        Row::new(format!("8. full re-model of {count} endpoints"), format!("{rate:.0} endpoints/s"), "")
+            .target("≥ 50,000/s", rate >= 50_000.0),
+    );
+
+    // The simulated tenant, its sizes, and the integration pointed at it.
+    step(&format!("starting the simulator ({n} machines)"));
+    let sim = SimProcess::start(n, None).await?;
+    let tenant = sim.tenant().await?;
+    let ctx = state.sync_context();
+    service::save(&ctx, sim.settings(), "bench").await?;
+
+    // 5 (idle half). A page that exists before the import, loaded before and during it.
+    let during_url = format!("{base}/endpoints/1");
+    fetch(&during_url, &cookie).await?;
+    step("endpoint page, idle");
+    let idle = load::wrk(&during_url, Some(&cookie), secs).await?;
+    errors.check(idle.errors == 0, || format!("{} errors loading the idle page", idle.errors));
+
+    // 3, 4, 5, 6. The full import.
+    step("full import");
+    let rss_reset = reset_peak_rss();
+    let full = timed_sync(&ctx, Some((&during_url, &cookie, secs))).await?;
+    let rss = peak_rss_mib();
+    let minimum = minimum_calls(&tenant, true);
+    let calls = full.counts.api_calls as u64;
+    let ratio = calls as f64 / minimum as f64;
+    rows.push(
+        Row::new(
+            format!(
+                "3. API calls of a full import of {n} machines ({} throttled by the simulator)",
+                full.counts.throttled
+            ),
+            calls.to_string(),
+            format!("{minimum} (documented page sizes)"),
+        )
+        .ratio(ratio, "≤ 1.05, 0 × 429", ratio <= 1.05 && full.counts.throttled == 0),
+    );
+    errors.check(full.counts.throttled == 0, || format!("{} 429s during the full import", full.counts.throttled));
+    let mv_rows = tenant["machine_vulnerabilities"].as_u64().unwrap_or(0);
+    rows.push(Row::new(
+        format!("   full import wall time ({mv_rows} machine×vulnerability rows)"),
+        format!("{:.1} s (writing {:.1} s)", full.wall_secs, full.write_secs),
+        "",
+    ));
+    match &full.during {
+        Some((during, inside)) => {
+            let (r, p) = (during.rps / idle.rps, during.p99_ms / idle.p99_ms);
+            let note = if *inside { "" } else { " (the import ended before the load run did)" };
+            rows.push(
+                Row::new(
+                    format!("5. endpoint page during the import{note}"),
+                    rps(during),
+                    format!("idle: {}", rps(&idle)),
+                )
+                .ratio(r, "≥ 0.6", r >= 0.6),
+            );
+            rows.push(
+                Row::new(
+                    "   p99 during ÷ idle, errors during",
+                    format!("{:.1} ms, {} errors", during.p99_ms, during.errors),
+                    format!("{:.1} ms", idle.p99_ms),
+                )
+                .ratio(p, "≤ 3, 0 errors", p <= 3.0 && during.errors == 0),
+            );
+            errors.check(during.errors == 0, || format!("{} page errors during the import", during.errors));
+        }
+        None => errors.check(false, || "the import phase was never seen".into()),
+    }
+    match rss {
+        Some(mib) if rss_reset => rows.push(
+            Row::new(
+                format!("6. peak RSS of the product during the import ({n} machines)"),
+                format!("{mib:.0} MiB"),
+                "",
+            )
+            .target("< 512 MiB", mib < 512.0),
+        ),
+        _ => rows.push(Row::new("6. peak RSS", "not measurable here (needs Linux /proc)", "")),
+    }
+
+    // 1, 2. Pages, idle, against the same bytes from memory.
+    let sample: Option<i64> = db
+        .run(|c| {
+            Ok(dm::table
+                .filter(dm::endpoint_id.is_not_null())
+                .filter(dm::top_alert_severity.gt(0))
+                .filter(dm::top_vuln_severity.gt(0))
+                .order(dm::machine_id)
+                .select(dm::endpoint_id)
+                .first::<Option<i64>>(c)
+                .optional()?
+                .flatten())
+        })
+        .await?;
+    let sample = sample.ok_or_else(|| anyhow::anyhow!("no imported machine with vulnerabilities and alerts"))?;
+    let total: i64 = db.run(|c| Ok(ep::table.count().get_result(c)?)).await?;
+    let (deep_seen, deep_id): (i64, i64) = db
+        .run(move |c| {
+            Ok(ep::table
+                .order((ep::last_seen.desc(), ep::id.desc()))
+                .offset(total / 2)
+                .select((ep::last_seen, ep::id))
+                .first(c)?)
+        })
+        .await?;
+    let pages: Vec<(String, String, f64)> = vec![
+        (
+            format!("1. Endpoint Summary page (Defender machine, {total} endpoints)"),
+            format!("/endpoints/{sample}"),
+            0.35,
+        ),
+        (
+            "1. Risk tab fragment with the Microsoft Defender subtab".into(),
+            format!("/endpoints/{sample}/tabs/risk"),
+            0.35,
+        ),
+        ("2. Endpoints list, first page".into(), "/endpoints".into(), 0.2),
+        (
+            "2. Endpoints list, Defender + High risk, by host name".into(),
+            format!("/endpoints?source={}&risk=High&sort=hostname&dir=asc", import::OWNER),
+            0.2,
+        ),
+        (
+            format!("2. Endpoints list, deep page (after {})", total / 2),
+            format!("/endpoints?after={deep_seen}~{deep_id}"),
+            0.2,
+        ),
+    ];
+    let mut bodies = HashMap::new();
+    for (i, (_, path, _)) in pages.iter().enumerate() {
+        bodies.insert(i.to_string(), fetch(&format!("{base}{path}"), &cookie).await?);
+    }
+    let baseline = BytesServer::start(bodies, workers)?;
+    for (i, (figure, path, target)) in pages.iter().enumerate() {
+        step(&format!("load: {path}"));
+        let product = load::wrk(&format!("{base}{path}"), Some(&cookie), secs).await?;
+        let minimal = load::wrk(&format!("http://{}/{i}", baseline.addr), None, secs).await?;
+        errors
+            .check(product.errors == 0 && minimal.errors == 0, || format!("{} errors loading {path}", product.errors));
+        let r = product.rps / minimal.rps;
+        rows.push(Row::new(figure.clone(), rps(&product), format!("minimal handler: {}", rps(&minimal))).ratio(
+            r,
+            format!("≥ {target}"),
+            r >= *target,
+        ));
+    }
+    baseline.stop().await;
+    // The session must still be valid, or wrk counted redirects to the login page as answers.
+    fetch(&format!("{base}/endpoints"), &cookie).await?;
+
+    // 7. Unchanged re-sync: nothing written.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t0 = crate::db::now();
+    step("unchanged re-sync");
+    let again = timed_sync(&ctx, None).await?;
+    let written: (i64, i64) = db
+        .run(move |c| {
+            Ok((
+                dm::table.filter(dm::updated_at.ge(t0)).count().get_result(c)?,
+                ep::table.filter(ep::updated_at.ge(t0)).count().get_result(c)?,
+            ))
+        })
+        .await?;
+    let changed = again.counts.created + again.counts.updated + again.counts.merged;
+    let r = again.wall_secs / full.wall_secs;
+    rows.push(
+        Row::new(
+            format!(
+                "7. unchanged re-sync: rows written (machines, endpoints); {} API calls (minimum {}), {} throttled",
+                again.counts.api_calls,
+                minimum_calls(&tenant, false),
+                again.counts.throttled
+            ),
+            format!("{} + {} rows; {changed} machines changed; {:.1} s", written.0, written.1, again.wall_secs),
+            format!("full import {:.1} s", full.wall_secs),
+        )
+        .ratio(r, "0 rows, ≤ 0.1 × time", written == (0, 0) && r <= 0.1),
+    );
+    errors.check(again.counts.throttled == 0, || format!("{} 429s during the re-sync", again.counts.throttled));
+    errors.check(written == (0, 0), || format!("the unchanged re-sync wrote {written:?} rows"));
+    drop(sim);
+
+    // 4. Import rate against raw SQLite inserts of the same rows.
+    step("raw SQLite baseline");
+    let d = dir.to_path_buf();
+    let (raw_rows, raw_secs) = tokio::task::spawn_blocking(move || raw_sqlite_baseline(&d, n)).await??;
+    let product_rate = mv_rows as f64 / full.write_secs.max(1e-9);
+    let raw_rate = raw_rows as f64 / raw_secs;
+    let r = product_rate / raw_rate;
+    rows.push(
+        Row::new(
+            "4. import rate: machine×vulnerability rows per second of the write phase",
+            format!("{product_rate:.0} rows/s"),
+            format!("raw SQLite INSERTs: {raw_rate:.0} rows/s"),
+        )
+        .ratio(r, "≥ 0.5", r >= 0.5),
+    );
+
+    // 6. The memory series: full imports of other sizes, each in a fresh process.
+    for &m in &opts.memory_series {
+        step(&format!("memory series: {m} machines"));
+        let d = tokio::task::spawn_blocking(move || memory_run(m)).await?;
+        match d {
+            Ok(mib) => rows.push(
+                Row::new(
+                    format!("6. peak RSS, full import of {m} machines (own process)"),
+                    format!("{mib:.0} MiB"),
+                    "",
+                )
+                .target("< 512 MiB", mib < 512.0),
+            ),
+            Err(e) => errors.check(false, || e.to_string()),
+        }
+    }
+    Ok((rows, errors))
+}
+
+fn print_table(opts: &SuiteOptions, rows: &[Row]) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!();
+    println!(
+        "Endpoint Analytics benchmark, {} UTC, {} machines, {cpus} CPUs, SQLite, wrk {}s × {} connections",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        opts.machines,
+        opts.load_secs,
+        load::CONNECTIONS
+    );
+    println!();
+    println!("| figure | measured | baseline (same run) | ratio | target | met? |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        println!("| {} | {} | {} | {} | {} | {met} |", r.figure, r.measured, r.baseline, r.ratio, r.target);
+    }
+}
