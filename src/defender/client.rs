@@ -617,6 +617,14 @@ impl DefenderClient {
         Ok(t)
     }
 
+    /// Drops the cached token if it is still this generation: the next call gets a new one.
+    async fn forget_token(&self, generation: u64) {
+        let mut guard = self.inner.token.lock().await;
+        if guard.as_ref().is_some_and(|t| t.generation == generation) {
+            *guard = None;
+        }
+    }
+
     async fn fetch_token(&self) -> Result<CachedToken, DefenderError> {
         let inner = &self.inner;
         let url = inner.target.token_url(&inner.creds.tenant_id)?;
@@ -758,6 +766,11 @@ impl DefenderClient {
                 Attempt::Done(a) => return Ok(a),
                 Attempt::Fail(e) => {
                     self.stat(api, |a, _| a.errors += 1);
+                    if matches!(e, DefenderError::MissingPermission { .. } | DefenderError::Api { status: 403, .. }) {
+                        // A token carries the roles granted when it was issued: once an admin
+                        // grants the permission, only a new token has it.
+                        self.forget_token(token.generation).await;
+                    }
                     return Err(e);
                 }
                 Attempt::Refresh { generation } => {

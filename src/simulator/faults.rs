@@ -26,7 +26,15 @@ pub struct Faults {
     /// Answer `GET /api/machines` with 404 ResourceNotFound when nothing matches (documented
     /// behaviour of the real service; off by default, an empty `value` is returned then).
     pub empty_list_404: bool,
+    /// Where the `foreign_next_link` effect points (`scheme://host[:port]`); default
+    /// `https://api.defender-mirror.example.net`. A test points it at a listener of its own to
+    /// prove that the client never contacts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign_host: Option<String>,
 }
+
+/// The host of a `foreign_next_link` when [`Faults::foreign_host`] is not set.
+pub const DEFAULT_FOREIGN_HOST: &str = "https://api.defender-mirror.example.net";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub enum ActionOutcome {

@@ -3,13 +3,19 @@
 //! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
 
 mod browser;
+mod consistency;
 mod helpers;
 
 mod actions;
 mod auth;
+mod bad_input;
+mod crash;
 mod defender_client;
 mod defender_sync;
+mod faults;
 mod inventory;
 mod journeys;
 mod modeling;
+mod routes;
+mod secrets;
 mod simulator;
