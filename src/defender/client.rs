@@ -1098,9 +1098,9 @@ impl DefenderClient {
 
 // -------------------------------------------------------------------- decoding
 
-struct PageBody<T> {
-    items: Vec<T>,
-    next_link: Option<String>,
+pub(crate) struct PageBody<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) next_link: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -1114,8 +1114,9 @@ fn syntax_error(api: Api, e: &serde_json::Error) -> DefenderError {
     DefenderError::BadResponse(format!("{api}: malformed or truncated JSON at line {} column {}", e.line(), e.column()))
 }
 
-/// Decode a collection page; on a type error, say which record and field.
-fn decode_page<T: DeserializeOwned + HasId>(api: Api, body: &[u8]) -> Result<PageBody<T>, DefenderError> {
+/// Decode a collection page; on a type error, say which record and field. Also a fuzz target
+/// (`crate::fuzz::defender_json`).
+pub(crate) fn decode_page<T: DeserializeOwned + HasId>(api: Api, body: &[u8]) -> Result<PageBody<T>, DefenderError> {
     match serde_json::from_slice::<RawPage<T>>(body) {
         Ok(p) => {
             let items = p
@@ -1131,7 +1132,7 @@ fn decode_page<T: DeserializeOwned + HasId>(api: Api, body: &[u8]) -> Result<Pag
     }
 }
 
-fn decode_entity<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<T, DefenderError> {
+pub(crate) fn decode_entity<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<T, DefenderError> {
     match serde_json::from_slice::<T>(body) {
         Ok(t) => Ok(t),
         Err(e) if e.is_data() => {

@@ -320,7 +320,7 @@ fn ts(t: Option<DateTime<Utc>>) -> i64 {
     t.map(|t| t.timestamp()).unwrap_or(0)
 }
 
-fn record_of(m: &dto::Machine) -> MachineRecord {
+pub(crate) fn record_of(m: &dto::Machine) -> MachineRecord {
     let mut macs: Vec<String> =
         m.ip_addresses.iter().filter_map(|a| a.mac_address.as_deref()).filter_map(normalize_mac).collect();
     macs.dedup();

@@ -89,6 +89,10 @@ impl Proc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -115,7 +119,8 @@ fn db_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join(DB_FILE).display())
 }
 
-/// Copies the database (with its WAL) of a stopped app into a fresh directory.
+/// Copies the database (with its WAL) of a stopped app into a fresh directory. Nothing may
+/// hold it open in this process meanwhile (see [`templates`]).
 fn copy_db(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -358,6 +363,9 @@ async fn templates(sim: &RunningSimulator) -> Templates {
         api(&p, &admin_token, reqwest::Method::PUT, "/api/v1/integrations/defender", Some(settings.clone())).await;
     assert_eq!(res.status(), 200);
     p.kill();
+    // SQLite's POSIX locks belong to the process: closing any descriptor of the file (as a copy
+    // does) drops this process's locks. Copy only what no connection of ours holds open.
+    drop(db);
     let empty = copy_db(dir.path());
 
     // The complete sync, timed.
@@ -371,6 +379,7 @@ async fn templates(sim: &RunningSimulator) -> Templates {
     let sync_time = started.elapsed();
     assert_eq!(run["status"], "succeeded", "{run}");
     p.kill();
+    let db = open(dir.path()).await;
     let (machines, endpoint_count) = db
         .run(|c| {
             let m: i64 = dm::table.count().get_result(c)?;

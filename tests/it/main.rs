@@ -15,6 +15,7 @@ mod defender_sync;
 mod faults;
 mod inventory;
 mod journeys;
+mod load;
 mod modeling;
 mod routes;
 mod secrets;

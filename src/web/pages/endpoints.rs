@@ -417,7 +417,7 @@ pub async fn import_csv(
 }
 
 /// Reads the CSV: a header naming some of [`CSV_COLUMNS`], then one observation per line.
-fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
+pub(crate) fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
     let text = std::str::from_utf8(data).map_err(|_| "The file is not UTF-8 text.".to_owned())?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());

@@ -31,9 +31,13 @@ pub struct NextQuery {
 }
 
 /// Only a path on this site may be a destination after sign-in: no `//host`, no scheme.
+///
+/// Browsers drop tabs and line breaks from a URL and read a backslash as a slash, so that
+/// `/<TAB>/evil.example` would become `//evil.example`, another site: a path with a control
+/// character or a backslash anywhere is refused.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.chars().any(|c| c.is_control() || c == '\\') => {
             n.to_owned()
         }
         _ => "/".to_owned(),
@@ -140,8 +144,10 @@ pub async fn logout(session: Session, state: web::Data<AppState>) -> Result<Http
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish())
 }
 
-/// Counts failed sign-ins per user name and address (and per user name alone, with a higher
-/// limit, against guessing from many addresses) and locks out for a while past the limit.
+/// Counts failed sign-ins per user name and address, and with a higher limit per user name
+/// alone (guessing one password from many addresses) and per address alone (trying many user
+/// names from one address), and locks out for a while past the limit. The address is the
+/// peer's: a client-supplied `X-Forwarded-For` is not believed.
 pub struct LoginThrottle {
     max_failures: u32,
     lockout_secs: i64,
@@ -153,9 +159,9 @@ impl LoginThrottle {
         Self { max_failures, lockout_secs: lockout_minutes * 60, entries: Mutex::new(HashMap::new()) }
     }
 
-    fn keys(username: &str, address: &str) -> [(String, u32); 2] {
+    fn keys(username: &str, address: &str) -> [(String, u32); 3] {
         let user = username.to_lowercase();
-        [(format!("{user}|{address}"), 1), (format!("{user}|*"), 4)]
+        [(format!("{user}|{address}"), 1), (format!("{user}|*"), 4), (format!("*|{address}"), 4)]
     }
 
     /// Seconds left of a lock-out, if any.
@@ -191,7 +197,7 @@ impl LoginThrottle {
 
     pub fn succeeded(&self, username: &str, address: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let [(pair, _), _] = Self::keys(username, address);
+        let [(pair, _), ..] = Self::keys(username, address);
         entries.remove(&pair);
     }
 }
@@ -203,7 +209,16 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_sign_in() {
         assert_eq!(safe_next(Some("/endpoints?x=1")), "/endpoints?x=1");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "evil", ""] {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/x\\..\\\\evil.example",
+            "evil",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
@@ -218,5 +233,16 @@ mod tests {
         }
         assert!(t.locked("alice", "1.2.3.4").is_some());
         assert!(t.locked("alice", "5.6.7.8").is_none(), "another address is not locked yet");
+    }
+
+    #[test]
+    fn many_names_from_one_address_lock_that_address() {
+        let t = LoginThrottle::new(3, 15);
+        for i in 0..12 {
+            assert!(t.locked(&format!("user{i}"), "1.2.3.4").is_none(), "attempt {i}");
+            t.failed(&format!("user{i}"), "1.2.3.4");
+        }
+        assert!(t.locked("someone-else", "1.2.3.4").is_some());
+        assert!(t.locked("someone-else", "5.6.7.8").is_none());
     }
 }
