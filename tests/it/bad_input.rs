@@ -168,6 +168,7 @@ fn cases(endpoint: i64, user: i64) -> Vec<Case> {
         ),
         // Forms.
         case("sign-in: overlong", AdminPage, "POST", "/login", format!("username={}&password=x", long(100_000))),
+        case("sign-in: NUL byte", AdminPage, "POST", "/login", "username=ad%00a&password=x"),
         case("sign-in: invalid UTF-8", AdminPage, "POST", "/login", b"username=%FF%FE&password=x".to_vec()),
         case(
             "new user: overlong name",
@@ -297,6 +298,10 @@ fn cases(endpoint: i64, user: i64) -> Vec<Case> {
         "limit=99999999999999999999",
         "after=garbage",
         "after=%00",
+        "q=a%00b",
+        "source=%00",
+        "os=%00",
+        "profile=%00",
         "sort=evil",
         "dir=sideways",
         "risk=Purple",
@@ -306,7 +311,7 @@ fn cases(endpoint: i64, user: i64) -> Vec<Case> {
     for path in ["/api/v1/endpoints/abc", "/api/v1/endpoints/99999999999999999999", "/api/v1/endpoints/-1"] {
         v.push(case(format!("API endpoint: {path}"), Operator, "GET", path, ""));
     }
-    for q in ["limit=-1", "sort=evil", "after=%FF", "risk=Purple"] {
+    for q in ["limit=-1", "sort=evil", "after=%FF", "risk=Purple", "q=%00", "profile=a%00"] {
         v.push(case(format!("endpoints page: {q}"), AdminPage, "GET", format!("/endpoints?{q}"), ""));
     }
     for path in ["/endpoints/abc", "/endpoints/-1", "/endpoints/1/tabs/%00", "/audit?before=abc", "/actions/abc"] {

@@ -54,6 +54,10 @@ impl ListParams {
         if self.q.len() > 256 || self.after.len() > 600 {
             return Err(AppError::bad_request("The search text is too long."));
         }
+        let texts = [&self.q, &self.source, &self.os, &self.profile, &self.after];
+        if texts.iter().any(|t| t.chars().any(char::is_control)) {
+            return Err(AppError::bad_request("The search holds control characters."));
+        }
         let sort = match opt(&self.sort) {
             None => SortKey::default(),
             Some(s) => SortKey::parse(&s).ok_or_else(|| {

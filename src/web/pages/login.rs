@@ -88,7 +88,13 @@ pub async fn submit(
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    if username.is_empty() || password.is_empty() || password.len() > 1024 || username.len() > 64 {
+    // No user name holds a control character (PostgreSQL cannot even compare one with NUL).
+    if username.is_empty()
+        || password.is_empty()
+        || password.len() > 1024
+        || username.len() > 64
+        || username.chars().any(char::is_control)
+    {
         return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST);
     }
 
