@@ -5,12 +5,42 @@
 use std::time::Duration;
 
 use crate::db::models::integration;
-use crate::db::now;
+use crate::db::{AnyConnection, Db, now};
 use crate::defender::settings;
 use crate::defender::sync::{self, SyncContext};
 
 /// How often the supervisor looks whether a sync is due.
 const TICK: Duration = Duration::from_secs(15);
+
+/// How often a running sync or job writes its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// A "running" sync or job whose heartbeat is older than this was left by a process that died:
+/// the next start (by any instance) marks it interrupted and takes over.
+pub const ABANDONED_AFTER_SECS: i64 = 300;
+
+/// Runs `work` while `beat` records a heartbeat every [`HEARTBEAT`] (a sync's collection can
+/// wait minutes on a throttled API without any progress to write).
+pub async fn with_heartbeat<T>(
+    db: &Db,
+    beat: impl Fn(&mut AnyConnection) -> diesel::QueryResult<usize> + Clone + Send + 'static,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let db = db.clone();
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(HEARTBEAT);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let beat = beat.clone();
+            if let Err(e) = db.run(move |c| Ok(beat(c)?)).await {
+                tracing::warn!(error = %e, "could not write a heartbeat");
+            }
+        }
+    });
+    let out = work.await;
+    ticker.abort();
+    out
+}
 
 pub async fn supervise(ctx: SyncContext) {
     let mut every = tokio::time::interval(TICK);
@@ -25,7 +55,8 @@ pub async fn supervise(ctx: SyncContext) {
                 }
                 Ok(match integration::latest(c, settings::NAME)? {
                     None => true,
-                    Some(r) if r.is_running() => false,
+                    // An abandoned run is taken over by the start.
+                    Some(r) if r.is_running() => r.is_abandoned(now()),
                     Some(r) => now() >= r.started_at + i64::from(config.sync_interval_minutes) * 60,
                 })
             })

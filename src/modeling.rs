@@ -319,7 +319,8 @@ pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> an
     if let Some(id) = job {
         let (db, modeler, by) = (db.clone(), modeler.clone(), requested_by.to_owned());
         tokio::spawn(async move {
-            let outcome = run_remodel(&db, &modeler, id).await;
+            let beat = move |c: &mut AnyConnection| jobs::heartbeat(c, id);
+            let outcome = crate::jobs::with_heartbeat(&db, beat, run_remodel(&db, &modeler, id)).await;
             let (status, message) = match &outcome {
                 Ok((n, changed, secs)) => {
                     ("succeeded", format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed"))

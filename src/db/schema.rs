@@ -157,6 +157,7 @@ diesel::table! {
         finished_at -> Nullable<BigInt>,
         requested_by -> Text,
         message -> Text,
+        heartbeat_at -> BigInt,
     }
 }
 
@@ -204,6 +205,7 @@ diesel::table! {
         error -> Text,
         started_at -> BigInt,
         finished_at -> Nullable<BigInt>,
+        heartbeat_at -> BigInt,
     }
 }
 

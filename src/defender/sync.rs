@@ -97,7 +97,8 @@ pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyh
         let ctx = ctx.clone();
         let by = requested_by.to_owned();
         tokio::spawn(async move {
-            let outcome = run_sync(&ctx, id).await;
+            let beat = move |c: &mut crate::db::AnyConnection| integration::heartbeat(c, id);
+            let outcome = crate::jobs::with_heartbeat(&ctx.db, beat, run_sync(&ctx, id)).await;
             let (status, counts, error) = match outcome {
                 Ok(counts) => ("succeeded", counts, String::new()),
                 Err((counts, e)) => ("failed", counts, e),

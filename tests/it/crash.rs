@@ -642,3 +642,92 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
         drop(p);
     }
 }
+
+/// On PostgreSQL several instances share the database, so none can mark "running" rows
+/// interrupted at start; a sync or re-model whose process died is recognised by its stopped
+/// heartbeat and taken over by the next start, by any instance. A live one is left alone.
+#[tokio::test]
+async fn a_run_or_job_left_by_a_dead_process_is_taken_over_and_a_live_one_is_not() {
+    use crate::helpers::spawn_app;
+    let app = spawn_app().await;
+    let sim = simulator::start(SimConfig { machines: 50, ..SimConfig::default() }).await.unwrap();
+    app.enable_defender(&sim).await;
+    assert_eq!(app.wait_for_sync(Duration::from_secs(30)).await.status, "succeeded");
+    let token = app.token(Role::Operator).await;
+    let now = endpoint_analytics::db::now();
+    let left_running = |heartbeat: i64| {
+        let db = app.db.clone();
+        async move {
+            db.run(move |c| {
+                diesel::insert_into(sync_runs::table)
+                    .values((
+                        sync_runs::integration.eq("defender"),
+                        sync_runs::trigger.eq("schedule"),
+                        sync_runs::requested_by.eq("system"),
+                        sync_runs::status.eq("running"),
+                        sync_runs::started_at.eq(heartbeat),
+                        sync_runs::heartbeat_at.eq(heartbeat),
+                    ))
+                    .execute(c)?;
+                diesel::insert_into(jobs::table)
+                    .values((
+                        jobs::kind.eq("remodel"),
+                        jobs::status.eq("running"),
+                        jobs::started_at.eq(heartbeat),
+                        jobs::heartbeat_at.eq(heartbeat),
+                        jobs::requested_by.eq("someone"),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let sync = || reqwest::Client::new().post(app.url("/api/v1/integrations/defender/sync")).bearer_auth(&token).send();
+    let admin = app.login_as("ada", Role::Admin).await;
+    let remodel = || async { app.post_form(&admin, "/config/profiles/remodel", &[]).await.status().as_u16() };
+
+    // A live run and job (heartbeat a minute ago): refused as running.
+    left_running(now - 60).await;
+    assert_eq!(sync().await.unwrap().status(), 409);
+    assert_eq!(remodel().await, 409);
+    app.db
+        .run(|c| {
+            diesel::update(sync_runs::table.filter(sync_runs::status.eq("running")))
+                .set(sync_runs::status.eq("interrupted"))
+                .execute(c)?;
+            diesel::update(jobs::table.filter(jobs::status.eq("running")))
+                .set(jobs::status.eq("interrupted"))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    // Abandoned ten minutes ago: marked interrupted, and the new ones run to the end.
+    left_running(now - 600).await;
+    assert_eq!(sync().await.unwrap().status(), 202);
+    assert_eq!(remodel().await, 303);
+    assert_eq!(app.wait_for_sync(Duration::from_secs(30)).await.status, "succeeded");
+    let (runs, job_rows): (Vec<(String, String)>, Vec<(String, String)>) = app
+        .db
+        .run(|c| {
+            Ok((
+                sync_runs::table
+                    .filter(sync_runs::started_at.lt(endpoint_analytics::db::now() - 300))
+                    .select((sync_runs::status, sync_runs::error))
+                    .load(c)?,
+                jobs::table
+                    .filter(jobs::started_at.lt(endpoint_analytics::db::now() - 300))
+                    .select((jobs::status, jobs::message))
+                    .load(c)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].0, "interrupted");
+    assert!(runs[0].1.contains("previous data was kept"), "{runs:?}");
+    assert_eq!(job_rows, vec![("interrupted".to_owned(), "The process stopped before the job finished.".to_owned())]);
+}

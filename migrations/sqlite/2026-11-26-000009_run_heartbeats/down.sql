@@ -1,0 +1,2 @@
+ALTER TABLE jobs DROP COLUMN heartbeat_at;
+ALTER TABLE sync_runs DROP COLUMN heartbeat_at;
