@@ -19,14 +19,14 @@ pub fn defender_json(data: &[u8]) {
             let _ = (m.is_onboarded(), m.is_active());
         }
     }
-    let _ = decode_page::<dto::Vulnerability>(Api::ListVulnerabilities, data).map(|p| {
-        p.items.iter().map(|v| v.has_exploit()).count();
-    });
+    if let Ok(page) = decode_page::<dto::Vulnerability>(Api::ListVulnerabilities, data) {
+        let _ = page.items.iter().filter(|v| v.has_exploit()).count();
+    }
     let _ = decode_page::<dto::MachineVulnerability>(Api::MachinesVulnerabilities, data);
     let _ = decode_page::<dto::ExportVulnerability>(Api::ExportAssessmentJson, data);
-    let _ = decode_page::<dto::Alert>(Api::ListAlerts, data).map(|p| {
-        p.items.iter().map(|a| a.is_active()).count();
-    });
+    if let Ok(page) = decode_page::<dto::Alert>(Api::ListAlerts, data) {
+        let _ = page.items.iter().filter(|a| a.is_active()).count();
+    }
     let _ = decode_page::<dto::MachineAction>(Api::ListMachineActions, data);
     if let Ok(a) = decode_entity::<dto::MachineAction>(Api::GetMachineAction, data) {
         let _ = (a.status(), a.is_final());

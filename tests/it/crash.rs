@@ -444,6 +444,9 @@ async fn remodel(p: &Proc, admin: &reqwest::Client) {
     assert!(res.status() == 303 || res.status() == 200, "{}", res.status());
 }
 
+/// A form's fields.
+type Fields = Vec<(String, String)>;
+
 #[derive(Debug, Clone, Copy)]
 enum Scenario {
     Sync,
@@ -489,7 +492,8 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
         let p = Proc::start(dir.path()).await;
         let db = open(dir.path()).await;
         let scans_before = sim.counters().api("RunAntiVirusScan").calls;
-        let mut action: Option<(reqwest::Client, i64, Vec<(String, String)>)> = None;
+        // The clicked endpoint and the form that was sent.
+        let mut action: Option<(i64, Fields)> = None;
         let delay = match scenario {
             Scenario::Sync => {
                 let body = Some(t.settings.clone());
@@ -541,7 +545,7 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
                 // The click is in flight when the process dies (or just answered).
                 tokio::spawn(click);
                 clicks += 1;
-                action = Some((operator, endpoint, fields));
+                action = Some((endpoint, fields));
                 rng.random_range(0..150)
             }
         };
@@ -585,7 +589,7 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
             assert_eq!(wait_remodel(&db).await, "succeeded", "{what}");
             assert_eq!(model_units(&db).await, t.new_model, "{what}: the re-model after the restart");
         }
-        if let Some((_, endpoint, fields)) = action {
+        if let Some((endpoint, fields)) = action {
             // The operator, unsure whether it went out, clicks the same form again.
             let operator = sign_in(&p, "otto").await;
             let html =
@@ -710,7 +714,7 @@ async fn a_run_or_job_left_by_a_dead_process_is_taken_over_and_a_live_one_is_not
     assert_eq!(sync().await.unwrap().status(), 202);
     assert_eq!(remodel().await, 303);
     assert_eq!(app.wait_for_sync(Duration::from_secs(30)).await.status, "succeeded");
-    let (runs, job_rows): (Vec<(String, String)>, Vec<(String, String)>) = app
+    let (runs, job_rows): (Fields, Fields) = app
         .db
         .run(|c| {
             Ok((

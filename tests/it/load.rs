@@ -187,7 +187,7 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
                 let res = c.post(p.url("/api/v1/observations")).bearer_auth(&token).json(&batch).send().await;
                 let status = res.map(|r| r.status().as_u16()).unwrap_or(0);
                 tally.record("ingest", started, status == 200, || format!("status {status}")).await;
-                if round % 5 == 0 {
+                if round.is_multiple_of(5) {
                     let started = Instant::now();
                     let res = c.post(p.url("/api/v1/integrations/defender/sync")).bearer_auth(&token).send().await;
                     let status = res.map(|r| r.status().as_u16()).unwrap_or(0);
