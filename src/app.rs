@@ -69,6 +69,8 @@ impl Application {
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
         let addr = listener.local_addr()?;
+        let metrics = crate::metrics::Metrics::new();
+        let defender_client = crate::defender::ClientOptions { metrics: Some(metrics.clone()), ..defender_client };
         let state = Data::new(AppState {
             db: db.clone(),
             modeler,
@@ -77,6 +79,7 @@ impl Application {
             defender_clients: Default::default(),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             settings: settings.clone(),
+            metrics,
         });
 
         let state_for_jobs = state.clone();

@@ -40,6 +40,10 @@ pub struct Settings {
     pub db_pool_size: u32,
     /// `text` or `json`.
     pub log_format: String,
+    /// Addresses (`10.0.0.5`) and networks (`10.0.0.0/24`, `fd00::/8`) that may read `/metrics`
+    /// without a token (a Prometheus server). Empty by default: only Admin API tokens may. The
+    /// address is the TCP peer's; behind a proxy that is the proxy's.
+    pub metrics_allow: Vec<String>,
 }
 
 impl Default for Settings {
@@ -57,6 +61,7 @@ impl Default for Settings {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             db_pool_size: 16,
             log_format: "text".into(),
+            metrics_allow: Vec::new(),
         }
     }
 }
@@ -75,6 +80,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_WORKERS", "workers"),
     ("EA_DB_POOL_SIZE", "db_pool_size"),
     ("EA_LOG_FORMAT", "log_format"),
+    ("EA_METRICS_ALLOW", "metrics_allow"),
 ];
 
 impl Settings {
@@ -110,7 +116,24 @@ impl Settings {
         anyhow::ensure!(self.workers > 0, "workers must be positive");
         anyhow::ensure!(self.db_pool_size > 0, "db_pool_size must be positive");
         anyhow::ensure!(matches!(self.log_format.as_str(), "text" | "json"), "log_format must be text or json");
+        self.metrics_allow_nets()?;
         Ok(())
+    }
+
+    /// `metrics_allow` parsed; a bare address is a network of one.
+    pub fn metrics_allow_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.metrics_allow
+            .iter()
+            .map(|entry| {
+                let e = entry.trim();
+                e.parse::<ipnet::IpNet>()
+                    .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        anyhow::anyhow!("metrics_allow: {e:?} is not an IP address or network such as 10.0.0.0/24")
+                    })
+            })
+            .collect()
     }
 
     /// The master key: from the settings, or from `data_dir/master.key`, created on first use.
@@ -153,6 +176,10 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "login_lockout_minutes"
         | "workers"
         | "db_pool_size" => int(value)?,
+        // A comma-separated list.
+        "metrics_allow" => toml::Value::Array(
+            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),
+        ),
         _ => toml::Value::String(value.to_owned()),
     })
 }
@@ -215,6 +242,26 @@ mod tests {
         let k = MasterKey::generate();
         assert_ne!(k.derive("a"), k.derive("b"));
         assert_eq!(k.derive("a"), k.derive("a"));
+    }
+
+    #[test]
+    fn metrics_allow_takes_addresses_and_networks_and_refuses_the_rest() {
+        let s = Settings {
+            metrics_allow: vec!["10.0.0.5".into(), " 192.168.1.77/24".into(), "fd00::/8".into()],
+            ..Settings::default()
+        };
+        let nets = s.metrics_allow_nets().unwrap();
+        assert!(nets[0].contains(&"10.0.0.5".parse::<std::net::IpAddr>().unwrap()));
+        assert!(!nets[0].contains(&"10.0.0.6".parse::<std::net::IpAddr>().unwrap()));
+        assert!(nets[1].contains(&"192.168.1.3".parse::<std::net::IpAddr>().unwrap()));
+        assert!(nets[2].contains(&"fd12::1".parse::<std::net::IpAddr>().unwrap()));
+        for bad in ["10.0.0.0/33", "example.com", "*"] {
+            assert!(Settings { metrics_allow: vec![bad.into()], ..Settings::default() }.validate().is_err(), "{bad}");
+        }
+        assert_eq!(
+            env_value("metrics_allow", "10.0.0.1, 10.1.0.0/16,").unwrap(),
+            toml::Value::Array(vec!["10.0.0.1".into(), "10.1.0.0/16".into()])
+        );
     }
 
     #[test]

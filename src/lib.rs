@@ -16,6 +16,7 @@ pub mod error;
 pub mod fuzz;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod modeling;
 pub mod secrets;
 pub mod simulator;

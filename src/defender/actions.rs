@@ -82,7 +82,10 @@ pub fn parse(action: &str, scope: &str, comment: &str, confirm: bool, key: &str)
     }
     let key = key.trim();
     if key.len() < 16 || key.len() > 64 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err("The form is incomplete: reload the page and try again.".into());
+        // The page's form always carries a valid key; an API caller may have sent a bad one.
+        return Err("The idempotency key is missing or malformed (16 to 64 letters, digits, - or _): \
+                    reload the page and try again."
+            .into());
     }
     Ok(ActionRequest { kind, comment: comment.to_owned(), idempotency_key: key.to_owned() })
 }

@@ -215,6 +215,9 @@ pub struct ClientOptions {
     pub token_refresh_margin: Duration,
     /// `pageSize` of the export-assessment pager.
     pub export_page_size: usize,
+    /// Where every request is counted for `/metrics` (the application's); none for a client
+    /// used on its own (tests, benchmarks).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Default for ClientOptions {
@@ -233,6 +236,7 @@ impl Default for ClientOptions {
             rate_margin: Duration::from_secs(1),
             token_refresh_margin: Duration::from_secs(300),
             export_page_size: 20_000,
+            metrics: None,
         }
     }
 }
@@ -552,6 +556,13 @@ impl DefenderClient {
         s.per_api.insert(api.as_str().to_string(), a);
     }
 
+    /// Counts one request for `/metrics`: its HTTP status, or `None` when no answer came.
+    fn observe(&self, api: Api, status: Option<StatusCode>) {
+        if let Some(m) = &self.inner.options.metrics {
+            m.observe_api_call(api, status.map(|s| s.as_u16()));
+        }
+    }
+
     /// Remove the secret and any cached token from text that came from the network.
     fn scrub(&self, s: &str) -> String {
         let mut out = s.to_string();
@@ -644,6 +655,7 @@ impl DefenderClient {
                 s.limiter_wait_ms += waited.as_millis() as u64;
             });
             let res = inner.http.post(url.clone()).header(header::ACCEPT, "application/json").form(&form).send().await;
+            self.observe(Api::Token, res.as_ref().ok().map(|r| r.status()));
             let (err, wait) = match res {
                 Err(e) => (self.transport_error(&e), None),
                 Ok(resp) => {
@@ -825,7 +837,9 @@ impl DefenderClient {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = match rb.send().await {
+        let sent = rb.send().await;
+        self.observe(api, sent.as_ref().ok().map(|r| r.status()));
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 let err = self.transport_error(&e);

@@ -28,7 +28,8 @@ pub struct SyncContext {
     pub db: Db,
     pub modeler: Modeler,
     pub secrets: SecretBox,
-    /// Client settings (timeouts, limiter) — the tests shorten them.
+    /// Client settings (timeouts, limiter) — the tests shorten them — and the application's
+    /// metrics, where the client's calls and the syncs are counted.
     pub client_options: ClientOptions,
     pub clients: ClientCache,
 }
@@ -97,8 +98,12 @@ pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyh
         let ctx = ctx.clone();
         let by = requested_by.to_owned();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let beat = move |c: &mut crate::db::AnyConnection| integration::heartbeat(c, id);
             let outcome = crate::jobs::with_heartbeat(&ctx.db, beat, run_sync(&ctx, id)).await;
+            if let Some(m) = &ctx.client_options.metrics {
+                m.observe_sync(outcome.is_ok(), started.elapsed());
+            }
             let (status, counts, error) = match outcome {
                 Ok(counts) => ("succeeded", counts, String::new()),
                 Err((counts, e)) => ("failed", counts, e),

@@ -183,3 +183,32 @@ role_extractor!(
     /// An API token of an Admin.
     ApiAdmin, ApiCaller, Role::Admin, ApiCaller::actor
 );
+
+/// Who may read `/metrics`: a scraper at an address the configuration allows
+/// (`metrics_allow`), or anyone with an Admin API token.
+#[derive(Debug, Clone)]
+pub struct MetricsReader;
+
+impl FromRequest for MetricsReader {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let allowed = req.app_data::<web::Data<AppState>>().zip(req.peer_addr()).is_some_and(|(state, peer)| {
+            // An IPv4 client of a server listening on IPv6 shows as ::ffff:a.b.c.d.
+            let ip = peer.ip().to_canonical();
+            match state.settings.metrics_allow_nets() {
+                Ok(nets) => nets.iter().any(|n| n.contains(&ip)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics_allow is invalid; only Admin API tokens may read /metrics");
+                    false
+                }
+            }
+        });
+        if allowed {
+            return Box::pin(std::future::ready(Ok(MetricsReader)));
+        }
+        let admin = ApiAdmin::from_request(req, payload);
+        Box::pin(async move { admin.await.map(|_| MetricsReader) })
+    }
+}

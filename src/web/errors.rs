@@ -77,7 +77,8 @@ fn present(
     message: &str,
     original: &header::HeaderMap,
 ) -> HttpResponse<BoxBody> {
-    let mut res = if req.path().starts_with("/api/") {
+    // Machines (automation, scrapers) get JSON errors, never the login page.
+    let mut res = if req.path().starts_with("/api/") || req.path() == "/metrics" {
         let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_");
         HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
     } else if status == StatusCode::UNAUTHORIZED {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod errors;
 pub mod health;
+pub mod metrics;
 pub mod pages;
 pub mod security;
 pub mod session;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub defender_clients: crate::defender::sync::ClientCache,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
+    /// This instance's Prometheus metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ route_table! {
     get "/static/{file}"                        => static_file;
     get "/healthz"                              => health::healthz;
     get "/readyz"                               => health::readyz;
+    get "/metrics"                              => metrics::scrape;
     get "/login"                                => pages::login::show;
     post "/login"                               => pages::login::submit;
     post "/logout"                              => pages::login::logout;
@@ -137,6 +141,10 @@ route_table! {
     get "/api/v1/integrations/defender/status"  => api::integrations::status;
     get "/api/v1/endpoints"                     => api::endpoints::list;
     get "/api/v1/endpoints/{id}"                => api::endpoints::get;
+    get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
+    post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
+    get "/api/v1/actions/{id}"                  => api::actions::status;
+    get "/api/v1/openapi.json"                  => api::openapi::document;
 }
 
 /// Static assets are compiled into the binary, so the product runs from one file, offline.
@@ -160,8 +168,9 @@ pub async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound)
 }
 
-/// One log line per request, with an id that is also returned as `X-Request-Id`. The query
-/// string is not logged: it may hold search terms.
+/// One log line per request, with an id that is also returned as `X-Request-Id`, and the
+/// request's count and latency in the metrics. The query string is not logged: it may hold
+/// search terms.
 pub async fn log_requests(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
@@ -170,6 +179,12 @@ pub async fn log_requests(
     let (method, path) = (req.method().clone(), req.path().to_owned());
     let started = std::time::Instant::now();
     let mut res = next.call(req).await?;
+    let took = started.elapsed();
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        // The matched pattern, not the path: one series per route, whatever the ids.
+        let route = res.request().match_pattern();
+        state.metrics.observe_request(&method, route, res.status().as_u16(), took);
+    }
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&id) {
         res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
     }
@@ -178,7 +193,7 @@ pub async fn log_requests(
         method = %method,
         path = %path,
         status = res.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
+        ms = took.as_millis() as u64,
         "request"
     );
     Ok(res)

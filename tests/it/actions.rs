@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// An app synced with a small simulated tenant whose actions move on quickly.
-async fn synced() -> (TestApp, RunningSimulator, String) {
+pub async fn synced() -> (TestApp, RunningSimulator, String) {
     let app = spawn_app().await;
     let sim = simulator::start(SimConfig {
         machines: 80,
@@ -46,7 +46,7 @@ async fn synced() -> (TestApp, RunningSimulator, String) {
 }
 
 /// An endpoint whose machine runs this platform and is (or is not) onboarded: (endpoint id, machine id).
-async fn endpoint_of(app: &TestApp, platforms: &[&str], onboarded: bool) -> (i64, String) {
+pub async fn endpoint_of(app: &TestApp, platforms: &[&str], onboarded: bool) -> (i64, String) {
     let platforms: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
     app.db
         .run(move |c| {

@@ -7,6 +7,7 @@ mod consistency;
 mod helpers;
 
 mod actions;
+mod api;
 mod auth;
 mod bad_input;
 mod crash;
@@ -16,6 +17,7 @@ mod faults;
 mod inventory;
 mod journeys;
 mod load;
+mod metrics;
 mod modeling;
 mod routes;
 mod secrets;

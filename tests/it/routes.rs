@@ -118,6 +118,17 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         }
         ("get", "/api/v1/endpoints") => e(p("/api/v1/endpoints"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints/{id}") => e(format!("/api/v1/endpoints/{endpoint}"), Api(Role::Analyst), 200, ""),
+        ("get", "/api/v1/endpoints/{id}/actions") => {
+            e(format!("/api/v1/endpoints/{endpoint}/actions"), Api(Role::Analyst), 200, "")
+        }
+        // Not an action: 400, nothing sent.
+        ("post", "/api/v1/endpoints/{id}/actions") => {
+            e(format!("/api/v1/endpoints/{endpoint}/actions"), Api(Role::Operator), 400, "{\"action\": \"reboot\"}")
+        }
+        ("get", "/api/v1/actions/{id}") => e(format!("/api/v1/actions/{MISSING}"), Api(Role::Analyst), 404, ""),
+        ("get", "/api/v1/openapi.json") => e(p("/api/v1/openapi.json"), Public, 200, ""),
+        // No scraper address is allowed here: only an Admin API token reads the metrics.
+        ("get", "/metrics") => e(p("/metrics"), Api(Role::Admin), 200, ""),
         _ => None,
     }
 }

@@ -155,3 +155,11 @@ pub fn set_status(conn: &mut AnyConnection, id: i64, status: &str, error: &str) 
 pub fn touch_polled(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
     diesel::update(machine_actions::table.find(id)).set(machine_actions::polled_at.eq(now())).execute(conn)
 }
+
+/// Actions per (type, status), for the metrics.
+pub fn status_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String, i64)>> {
+    machine_actions::table
+        .group_by((machine_actions::action_type, machine_actions::status))
+        .select((machine_actions::action_type, machine_actions::status, diesel::dsl::count_star()))
+        .load(conn)
+}

@@ -1,10 +1,11 @@
 //! `GET /api/v1/endpoints` (paged, the same filters as the Endpoints page) and
-//! `GET /api/v1/endpoints/{id}`.
+//! `GET /api/v1/endpoints/{id}` (with the risk factors behind its level, its addresses and history).
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
+use crate::db::models::risk::{self, RiskFactorRow};
 use crate::error::AppError;
 use crate::web::auth::ApiAnalyst;
 use crate::web::pages::endpoints::{ListParams, risk_label};
@@ -48,10 +49,33 @@ pub async fn list(
     }))
 }
 
+/// One assessment's contribution to the endpoint's risk (the highest level is the endpoint's).
+#[derive(Serialize)]
+struct RiskFactorJson {
+    source: String,
+    level: &'static str,
+    summary: String,
+    details: String,
+    updated_at: i64,
+}
+
+impl From<RiskFactorRow> for RiskFactorJson {
+    fn from(f: RiskFactorRow) -> Self {
+        Self {
+            level: risk_label(f.level),
+            source: f.source,
+            summary: f.summary,
+            details: f.details,
+            updated_at: f.updated_at,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct DetailJson {
     #[serde(flatten)]
     endpoint: EndpointJson,
+    risk_factors: Vec<RiskFactorJson>,
     ip_addresses: Vec<EndpointIp>,
     history: Vec<HistoryEntry>,
 }
@@ -69,9 +93,14 @@ pub async fn get(
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
-            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?)))
+            Ok(Some((e, risk::of(c, id)?, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?)))
         })
         .await?;
-    let (e, ips, history) = found.ok_or(AppError::NotFound)?;
-    Ok(HttpResponse::Ok().json(DetailJson { endpoint: e.into(), ip_addresses: ips, history }))
+    let (e, factors, ips, history) = found.ok_or(AppError::NotFound)?;
+    Ok(HttpResponse::Ok().json(DetailJson {
+        endpoint: e.into(),
+        risk_factors: factors.into_iter().map(RiskFactorJson::from).collect(),
+        ip_addresses: ips,
+        history,
+    }))
 }

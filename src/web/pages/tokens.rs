@@ -1,4 +1,5 @@
-//! API tokens (admins): create (the token is shown once), list, revoke.
+//! API tokens (admins): create with a name, role and optional expiry (the token is shown
+//! once), list with when each was last used and whether it is still accepted, revoke.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -28,6 +29,16 @@ impl TokensPage {
     }
     fn maybe_time(&self, t: &Option<i64>) -> String {
         t.map(fmt_time).unwrap_or_else(|| "—".into())
+    }
+    /// `active`, `revoked` or `expired`: whether the API still accepts the token.
+    fn state(&self, t: &ApiToken) -> &'static str {
+        if t.revoked {
+            "revoked"
+        } else if !t.is_usable(now()) {
+            "expired"
+        } else {
+            "active"
+        }
     }
 }
 

@@ -1,0 +1,108 @@
+//! Machine actions for automation: `POST /api/v1/endpoints/{id}/actions` (operator) starts one
+//! through the same checks, intent record and single Defender request as the Endpoint Summary's
+//! form; `GET /api/v1/actions/{id}` (any role) follows it, asking Defender while it is open;
+//! `GET /api/v1/endpoints/{id}/actions` (any role) lists an endpoint's latest actions, whoever
+//! started them.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::db::models::actions::{self, ActionRow};
+use crate::db::models::endpoints;
+use crate::defender::actions::{self as service, Refusal};
+use crate::error::AppError;
+use crate::web::auth::{ApiAnalyst, ApiOperator};
+use crate::web::{AppState, Input, input};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    action: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    comment: String,
+    /// Isolation must be confirmed, as on the page.
+    #[serde(default)]
+    confirm: bool,
+    /// Makes a retried request safe: the same key answers with the first request's action.
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// An action as the API shows it.
+#[derive(Serialize)]
+pub struct ActionJson {
+    #[serde(flatten)]
+    action: ActionRow,
+    /// Whether Defender may still change the status (Requested, Pending, InProgress).
+    open: bool,
+}
+
+impl From<ActionRow> for ActionJson {
+    fn from(action: ActionRow) -> Self {
+        Self { open: action.is_open(), action }
+    }
+}
+
+pub async fn submit(
+    caller: ApiOperator,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+    body: Input<web::Bytes>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let body = input(body)?;
+    let b: ActionBody = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request(format!("The body must be a JSON object describing the action: {e}")))?;
+    // Without a key of the caller's, every request is a new one.
+    let key = b.idempotency_key.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+    let req = service::parse(&b.action, &b.scope, &b.comment, b.confirm, &key).map_err(AppError::BadRequest)?;
+    match service::submit(&state.sync_context(), id, req, &caller.actor()).await? {
+        Ok(a) => Ok(HttpResponse::Accepted().json(ActionJson::from(a))),
+        Err(Refusal::NotFound) => Err(AppError::bad_request("This endpoint is not a Microsoft Defender machine.")),
+        Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
+        Err(Refusal::Busy(open)) => Ok(HttpResponse::Conflict().json(json!({
+            "error": {
+                "code": "conflict",
+                "message": "Another action is still open for this machine; wait for it to finish.",
+            },
+            "action": ActionJson::from(*open),
+        }))),
+    }
+}
+
+pub async fn status(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let row = state.db.run(move |c| Ok(actions::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
+    let a = service::refresh(&state.sync_context(), row).await?;
+    Ok(HttpResponse::Ok().json(ActionJson::from(a)))
+}
+
+/// How many of an endpoint's actions the list shows, newest first.
+const LIST_LIMIT: i64 = 50;
+
+pub async fn list(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let rows = state
+        .db
+        .run(move |c| {
+            if endpoints::find(c, id)?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(actions::of_endpoint(c, id, LIST_LIMIT)?))
+        })
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let items: Vec<ActionJson> = rows.into_iter().map(ActionJson::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}

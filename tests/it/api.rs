@@ -1,0 +1,487 @@
+//! The JSON API against its OpenAPI document, served by the running app: the document is sound,
+//! it lists exactly the API routes of the routing table, and real answers match its schemas.
+//! Machine actions through the API, and API tokens managed on their page.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
+use endpoint_analytics::db::models::api_tokens;
+use endpoint_analytics::web::ROUTES;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+async fn openapi(app: &TestApp) -> Value {
+    let res = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap();
+    assert_eq!(res.status(), 200, "the document is public");
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    res.json().await.expect("the document is JSON")
+}
+
+/// Follows a local `$ref` (`#/components/schemas/X`, or deeper).
+fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r.clone());
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "null" => v.is_null(),
+        _ => false,
+    }
+}
+
+/// A small JSON Schema check of what this document uses: `$ref`, `allOf`, `anyOf`, `type` (one
+/// or several), `enum`, `required`, `properties` (an undocumented property is an error unless
+/// `additionalProperties` allows it), `items`.
+fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(r) = schema["$ref"].as_str() {
+        match resolve(doc, r) {
+            Some(s) => check(doc, s, v, at, errors),
+            None => errors.push(format!("{at}: unresolved {r}")),
+        }
+        return;
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        // The parts describe one object together: each part's own properties are checked, and
+        // a property is undocumented only when no part has it.
+        let known: BTreeSet<String> = all.iter().flat_map(|p| properties_of(doc, p)).collect();
+        for part in all {
+            check_object(doc, part, v, at, errors, Some(&known));
+        }
+        return;
+    }
+    if let Some(any) = schema["anyOf"].as_array() {
+        if !any.iter().any(|s| {
+            let mut e = Vec::new();
+            check(doc, s, v, at, &mut e);
+            e.is_empty()
+        }) {
+            errors.push(format!("{at}: matches none of anyOf: {v}"));
+        }
+        return;
+    }
+    check_object(doc, schema, v, at, errors, None);
+}
+
+fn properties_of(doc: &Value, schema: &Value) -> Vec<String> {
+    let s = schema["$ref"].as_str().and_then(|r| resolve(doc, r)).unwrap_or(schema);
+    s["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+}
+
+fn check_object(
+    doc: &Value,
+    schema: &Value,
+    v: &Value,
+    at: &str,
+    errors: &mut Vec<String>,
+    known: Option<&BTreeSet<String>>,
+) {
+    let schema = schema["$ref"].as_str().and_then(|r| resolve(doc, r)).unwrap_or(schema);
+    let ok_type = match &schema["type"] {
+        Value::String(t) => type_matches(t, v),
+        Value::Array(ts) => ts.iter().any(|t| t.as_str().is_some_and(|t| type_matches(t, v))),
+        _ => true,
+    };
+    if !ok_type {
+        errors.push(format!("{at}: {v} is not of type {}", schema["type"]));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(v)
+    {
+        errors.push(format!("{at}: {v} is not one of {allowed:?}"));
+    }
+    if let (Some(obj), true) = (v.as_object(), schema.get("properties").is_some() || schema.get("required").is_some()) {
+        let props = schema["properties"].as_object().cloned().unwrap_or_default();
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !obj.contains_key(r.as_str().unwrap()) {
+                errors.push(format!("{at}: required property {r} is missing"));
+            }
+        }
+        for (k, val) in obj {
+            match props.get(k) {
+                Some(p) => check(doc, p, val, &format!("{at}.{k}"), errors),
+                None if schema.get("additionalProperties").is_some() => {}
+                None if known.is_some_and(|k2| k2.contains(k)) => {}
+                None => errors.push(format!("{at}: property {k:?} is not documented")),
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate() {
+            check(doc, items, x, &format!("{at}[{i}]"), errors);
+        }
+    }
+}
+
+/// Checks an answer against the document: its status is documented for the operation, and its
+/// body matches that response's schema.
+async fn conforms(doc: &Value, method: &str, template: &str, res: reqwest::Response) -> Value {
+    let status = res.status().as_u16().to_string();
+    let body: Value = res.json().await.expect("a JSON answer");
+    let op = &doc["paths"][template][method];
+    assert!(op.is_object(), "{method} {template} is documented");
+    let response = &op["responses"][&status];
+    assert!(response.is_object(), "{method} {template} answered {status}, which is not documented: {body}");
+    let response = response["$ref"].as_str().and_then(|r| resolve(doc, r)).unwrap_or(response);
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {template} {status} documents its JSON body");
+    let mut errors = Vec::new();
+    check(doc, schema, &body, "body", &mut errors);
+    assert!(errors.is_empty(), "{method} {template} {status} does not match its schema:\n{}", errors.join("\n"));
+    body
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_sound_and_lists_exactly_the_api_routes() {
+    let app = spawn_app().await;
+    let doc = openapi(&app).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."), "OpenAPI 3.1");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let schemes = doc["components"]["securitySchemes"].as_object().expect("security schemes");
+    assert!(!schemes.is_empty());
+    for s in schemes.values() {
+        assert_eq!((s["type"].as_str(), s["scheme"].as_str()), (Some("http"), Some("bearer")));
+    }
+    let uses_known_schemes = |security: &Value| {
+        security.as_array().unwrap().iter().all(|req| req.as_object().unwrap().keys().all(|k| schemes.contains_key(k)))
+    };
+    assert!(uses_known_schemes(&doc["security"]) && !doc["security"].as_array().unwrap().is_empty());
+
+    // Every reference points at something.
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(refs.len() > 20);
+    for r in &refs {
+        assert!(resolve(&doc, r).is_some(), "unresolved $ref {r}");
+    }
+
+    let mut documented = BTreeSet::new();
+    let mut operation_ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let placeholders: BTreeSet<&str> =
+            path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect();
+        for (method, op) in item.as_object().unwrap() {
+            assert!(METHODS.contains(&method.as_str()), "{method} {path}: unknown method");
+            documented.insert((method.to_ascii_uppercase(), path.clone()));
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: operationId"));
+            assert!(operation_ids.insert(id.to_owned()), "operationId {id} is used twice");
+            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: responses"));
+            assert!(!responses.is_empty(), "{method} {path} documents its responses");
+            assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path} documents a success");
+            for (status, r) in responses {
+                assert!(r["description"].is_string(), "{method} {path} {status}: description");
+            }
+            if let Some(sec) = op.get("security") {
+                assert!(uses_known_schemes(sec), "{method} {path}: unknown security scheme");
+            } else {
+                assert!(responses.contains_key("401"), "{method} {path} needs a token and documents 401");
+            }
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .map(|p| {
+                    assert_eq!(p["required"], true, "{method} {path}: path parameters are required");
+                    p["name"].as_str().unwrap()
+                })
+                .collect();
+            assert_eq!(declared, placeholders, "{method} {path}: path parameters");
+        }
+    }
+
+    // The document and the routing table agree on the API, both ways.
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .filter(|(_, path)| path.starts_with("/api/"))
+        .map(|(method, path)| (method.to_ascii_uppercase(), (*path).to_owned()))
+        .collect();
+    assert!(routed.len() >= 10);
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(undocumented.is_empty(), "API routes missing from openapi.json: {undocumented:?}");
+    assert!(unrouted.is_empty(), "openapi.json documents routes that do not exist: {unrouted:?}");
+}
+
+#[tokio::test]
+async fn real_answers_match_the_documented_schemas() {
+    let (app, sim, admin) = crate::actions::synced().await;
+    let doc = openapi(&app).await;
+    let client = reqwest::Client::new();
+    let operator = app.token(Role::Operator).await;
+
+    // Observations: accepted, rejected, and a malformed body.
+    let batch = json!([{"mac": "3c:52:82:11:22:33", "ip": "10.0.0.20", "hostname": "printer-2f.corp.example"},
+                       {"mac": "not a mac"}, 17]);
+    let res = client.post(app.url("/api/v1/observations")).bearer_auth(&operator).json(&batch).send().await.unwrap();
+    let report = conforms(&doc, "post", "/api/v1/observations", res).await;
+    assert_eq!((report["created"].as_i64(), report["rejected"].as_array().unwrap().len()), (Some(1), 2));
+    let res = client.post(app.url("/api/v1/observations")).bearer_auth(&operator).body("{").send().await.unwrap();
+    conforms(&doc, "post", "/api/v1/observations", res).await;
+
+    // Endpoints: a page, one with its risk factors, a missing one, no token, a bad filter.
+    let res = client.get(app.url("/api/v1/endpoints?limit=5&sort=risk&dir=desc")).bearer_auth(&admin).send().await;
+    let page = conforms(&doc, "get", "/api/v1/endpoints", res.unwrap()).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 5);
+    assert!(page["next"].is_string());
+    let riskiest = page["items"][0]["id"].as_i64().unwrap();
+    let res = client.get(app.url(&format!("/api/v1/endpoints/{riskiest}"))).bearer_auth(&admin).send().await;
+    let detail = conforms(&doc, "get", "/api/v1/endpoints/{id}", res.unwrap()).await;
+    assert!(!detail["risk_factors"].as_array().unwrap().is_empty(), "the riskiest endpoint has a factor");
+    assert_eq!(detail["risk_factors"][0]["level"], detail["risk"], "the highest factor is the endpoint's level");
+    let res = client.get(app.url("/api/v1/endpoints/99999999")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    conforms(&doc, "get", "/api/v1/endpoints/{id}", res).await;
+    let res = client.get(app.url("/api/v1/endpoints")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    conforms(&doc, "get", "/api/v1/endpoints", res).await;
+    let res = client.get(app.url("/api/v1/endpoints?sort=colour")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    conforms(&doc, "get", "/api/v1/endpoints", res).await;
+
+    // The integration.
+    let res = client.get(app.url("/api/v1/integrations/defender/status")).bearer_auth(&admin).send().await;
+    let status = conforms(&doc, "get", "/api/v1/integrations/defender/status", res.unwrap()).await;
+    assert_eq!(status["last_run"]["status"], "succeeded");
+    let res = client.post(app.url("/api/v1/integrations/defender/test")).bearer_auth(&operator).send().await;
+    let test = conforms(&doc, "post", "/api/v1/integrations/defender/test", res.unwrap()).await;
+    assert_eq!(test["ok"], true, "{test}");
+    let res = client
+        .put(app.url("/api/v1/integrations/defender"))
+        .bearer_auth(&admin)
+        .json(&json!({"tenant_id": "not a guid", "client_id": sim.client_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let refused = conforms(&doc, "put", "/api/v1/integrations/defender", res).await;
+    assert!(refused["error"]["fields"]["tenant_id"].is_string(), "{refused}");
+    let res = client.put(app.url("/api/v1/integrations/defender")).bearer_auth(&operator).json(&json!({})).send();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 403);
+    conforms(&doc, "put", "/api/v1/integrations/defender", res).await;
+
+    let res = client.post(app.url("/api/v1/integrations/defender/sync")).bearer_auth(&operator).send().await;
+    let started = conforms(&doc, "post", "/api/v1/integrations/defender/sync", res.unwrap()).await;
+    let run = app.wait_for_sync(Duration::from_secs(60)).await;
+    assert_eq!((run.id, run.status.as_str()), (started["run_id"].as_i64().unwrap(), "succeeded"));
+
+    // The document describes itself.
+    conforms(&doc, "get", "/api/v1/openapi.json", reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap()).await;
+}
+
+fn scans_sent(sim: &endpoint_analytics::simulator::RunningSimulator) -> u64 {
+    sim.counters().api("RunAntiVirusScan").calls
+}
+
+async fn start_action(app: &TestApp, token: &str, endpoint: i64, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/endpoints/{endpoint}/actions")))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn automation_runs_a_machine_action_once_and_follows_it_to_the_end() {
+    let (app, sim, admin) = crate::actions::synced().await;
+    let doc = openapi(&app).await;
+    let operator = app.token(Role::Operator).await;
+    let analyst = app.token(Role::Analyst).await;
+    let (endpoint, machine) = crate::actions::endpoint_of(&app, &["Windows10", "Windows11"], true).await;
+    let path = "/api/v1/endpoints/{id}/actions";
+    let scan = json!({"action": "scan", "scope": "Quick", "comment": "SOAR playbook 12", "idempotency_key": "soar-run-0000000012"});
+
+    // Refusals send nothing.
+    let res = start_action(&app, &analyst, endpoint, &scan).await;
+    assert_eq!(res.status(), 403);
+    conforms(&doc, "post", path, res).await;
+    let res = reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/endpoints/{endpoint}/actions")))
+        .json(&scan)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    for bad in [
+        json!({"action": "isolate", "scope": "Full", "comment": "no confirmation"}),
+        json!({"action": "scan", "scope": "Quick", "comment": ""}),
+        json!({"action": "reboot", "comment": "x"}),
+        json!({"action": "scan", "scope": "Quick", "comment": "x", "idempotency_key": "short"}),
+        json!({"action": "scan", "scope": "Quick", "comment": "x", "comments": "typo"}),
+        json!(["scan"]),
+    ] {
+        let res = start_action(&app, &operator, endpoint, &bad).await;
+        assert_eq!(res.status(), 400, "{bad}");
+        conforms(&doc, "post", path, res).await;
+    }
+    assert_eq!(scans_sent(&sim), 0);
+
+    // One request to Defender, also when the automation retries with the same key.
+    let res = start_action(&app, &operator, endpoint, &scan).await;
+    assert_eq!(res.status(), 202);
+    let action = conforms(&doc, "post", path, res).await;
+    assert_eq!(
+        (action["action_type"].as_str(), action["machine_id"].as_str()),
+        (Some("RunAntiVirusScan"), Some(machine.as_str()))
+    );
+    assert_eq!(action["requested_by"], "token:test-operator");
+    let again = conforms(&doc, "post", path, start_action(&app, &operator, endpoint, &scan).await).await;
+    assert_eq!(again["id"], action["id"], "the same key answers with the same action");
+    assert_eq!(scans_sent(&sim), 1);
+
+    // Another action while this one is open: 409 with the open one.
+    let other = json!({"action": "scan", "scope": "Full", "comment": "second"});
+    let res = start_action(&app, &operator, endpoint, &other).await;
+    if res.status() == 409 {
+        let conflict = conforms(&doc, "post", path, res).await;
+        assert_eq!(conflict["action"]["id"], action["id"]);
+        assert_eq!(scans_sent(&sim), 1);
+    } else {
+        // The simulator finished the first one already (its actions last 400 ms).
+        assert_eq!(res.status(), 202);
+    }
+
+    // Followed to its end with any role's token.
+    let id = action["id"].as_i64().unwrap();
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let res = reqwest::Client::new().get(app.url(&format!("/api/v1/actions/{id}"))).bearer_auth(&analyst).send();
+        last = conforms(&doc, "get", "/api/v1/actions/{id}", res.await.unwrap()).await;
+        if last["open"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last["status"], "Succeeded", "{last}");
+    let res =
+        reqwest::Client::new().get(app.url(&format!("/api/v1/endpoints/{endpoint}/actions"))).bearer_auth(&analyst);
+    let listed = conforms(&doc, "get", path, res.send().await.unwrap()).await;
+    let items = listed["items"].as_array().unwrap();
+    let ids: Vec<i64> = items.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let first = items.iter().find(|a| a["id"] == action["id"]).expect("the action is listed");
+    assert_eq!(first["status"], "Succeeded");
+    let res = reqwest::Client::new().get(app.url("/api/v1/endpoints/424242/actions")).bearer_auth(&analyst).send();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 404);
+    conforms(&doc, "get", path, res).await;
+    let res = reqwest::Client::new().get(app.url("/api/v1/actions/424242")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    conforms(&doc, "get", "/api/v1/actions/{id}", res).await;
+}
+
+async fn tokens_page(app: &TestApp, admin: &reqwest::Client) -> scraper::Html {
+    let res = admin.get(app.url("/tokens")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    doc(&res.text().await.unwrap())
+}
+
+/// The cells of the token's row on the page: name, role, created by, created, expires, last used, status.
+fn row_of(page: &scraper::Html, name: &str) -> Vec<String> {
+    let rows = scraper::Selector::parse("#tokens tbody tr").unwrap();
+    let cells = scraper::Selector::parse("td").unwrap();
+    page.select(&rows)
+        .map(|r| r.select(&cells).map(|c| c.text().collect::<String>().trim().to_owned()).collect::<Vec<_>>())
+        .find(|cells| cells.first().map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}"))
+}
+
+async fn api_status(app: &TestApp, token: &str) -> u16 {
+    let res = reqwest::Client::new().get(app.url("/api/v1/endpoints")).bearer_auth(token).send().await.unwrap();
+    res.status().as_u16()
+}
+
+#[tokio::test]
+async fn admins_create_name_scope_expire_and_revoke_api_tokens_on_their_page() {
+    let app = spawn_app().await;
+    let admin = app.login_as("root", Role::Admin).await;
+
+    // Invalid forms say why and create nothing.
+    for (name, role, days) in
+        [("", "operator", ""), ("x", "superuser", ""), ("x", "analyst", "0"), ("x", "analyst", "ten")]
+    {
+        let res = app.post_form(&admin, "/tokens", &[("name", name), ("role", role), ("expires_days", days)]).await;
+        assert_eq!(res.status(), 400, "{name:?} {role:?} {days:?}");
+        assert!(!res.text().await.unwrap().contains("id=\"new-token\""));
+    }
+    assert!(app.db.run(|c| Ok(api_tokens::list(c)?)).await.unwrap().is_empty());
+
+    // Created: shown once, with its name, role and expiry; it works with its role only.
+    let res =
+        app.post_form(&admin, "/tokens", &[("name", "nac <sync>"), ("role", "operator"), ("expires_days", "30")]).await;
+    assert_eq!(res.status(), 200);
+    let page = doc(&res.text().await.unwrap());
+    let token = select_all(&page, "#new-token code.token").pop().expect("the new token is shown");
+    assert!(token.len() >= 32);
+    let row = row_of(&page, "nac <sync>");
+    assert_eq!(
+        (row[1].as_str(), row[2].as_str(), row[5].as_str(), row[6].as_str()),
+        ("operator", "root", "—", "active")
+    );
+    assert_ne!(row[4], "—", "the expiry date is shown");
+    assert!(!tokens_page(&app, &admin).await.html().contains(&token), "shown only once");
+    assert_eq!(api_status(&app, &token).await, 200);
+    let put = reqwest::Client::new().put(app.url("/api/v1/integrations/defender")).bearer_auth(&token).json(&json!({}));
+    assert_eq!(put.send().await.unwrap().status(), 403, "an operator token is not an admin");
+
+    // Last used is shown once it was used.
+    let row = row_of(&tokens_page(&app, &admin).await, "nac <sync>");
+    assert_ne!(row[5], "—", "last used: {row:?}");
+
+    // Revoked: refused at once.
+    let id = app.db.run(|c| Ok(api_tokens::list(c)?)).await.unwrap()[0].id;
+    let res = app.post_form(&admin, &format!("/tokens/{id}/revoke"), &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(api_status(&app, &token).await, 401);
+    assert_eq!(row_of(&tokens_page(&app, &admin).await, "nac <sync>")[6], "revoked");
+
+    // Expired: refused, and shown as expired, without a revoke button it no longer needs.
+    let expired = new_api_token();
+    let hash = hash_api_token(&expired);
+    app.db
+        .run(move |c| {
+            Ok(api_tokens::create(
+                c,
+                "old script",
+                &hash,
+                Role::Admin,
+                "root",
+                Some(endpoint_analytics::db::now() - 1),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(api_status(&app, &expired).await, 401);
+    let page = tokens_page(&app, &admin).await;
+    assert_eq!(row_of(&page, "old script")[6], "expired");
+
+    // Audited.
+    let audit = admin.get(app.url("/audit")).send().await.unwrap().text().await.unwrap();
+    assert!(audit.contains("token.create") && audit.contains("token.revoke"));
+}
