@@ -56,7 +56,9 @@ pub struct SyncRun {
     pub error: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// When the process running it last said it was alive (see [`crate::jobs::with_heartbeat`]).
+    /// When the process running it last said it was alive (see [`crate::jobs::with_heartbeat`]);
+    /// internal, not part of the API's run.
+    #[serde(skip)]
     pub heartbeat_at: i64,
 }
 
