@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use crate::db::Db;
-use diesel::Connection;
 
 use crate::db::models::endpoints::{self, MergeCounts};
 use crate::domain::observations::{MAX_BATCH, Observation, RawObservation};
@@ -64,7 +63,7 @@ pub async fn ingest(db: &Db, modeler: &Modeler, items: RawBatch, source: &'stati
     } else {
         db.run(move |c| {
             // Merge and model in one transaction: an endpoint is never seen without its profile.
-            Ok(c.transaction(|c| {
+            Ok(c.write_transaction(|c| {
                 let vendor = |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
                 let merged = endpoints::apply_observations(c, &valid, source, vendor)?;
                 modeler.model_ids(c, &merged.touched)?;

@@ -181,8 +181,7 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
         let outcome = ctx
             .db
             .run(move |c| {
-                use diesel::Connection;
-                let n = c.transaction(|c| import::import_batch(c, &modeler, &batch, &mut ids))?;
+                let n = c.write_transaction(|c| import::import_batch(c, &modeler, &batch, &mut ids))?;
                 Ok((n, ids))
             })
             .await;

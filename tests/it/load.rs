@@ -17,8 +17,8 @@ use endpoint_analytics::simulator::{self, SimConfig};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::crash::{Proc, long_tests};
 use crate::helpers::*;
+use crate::process::{Proc, long_tests};
 
 const ANALYSTS: usize = 8;
 

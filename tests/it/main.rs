@@ -5,6 +5,7 @@
 mod browser;
 mod consistency;
 mod helpers;
+mod process;
 
 mod actions;
 mod api;

@@ -14,8 +14,8 @@ use endpoint_analytics::simulator::{self, SimConfig};
 use endpoint_analytics::web::ROUTES;
 use serde_json::{Value, json};
 
-use crate::crash::Proc;
 use crate::helpers::*;
+use crate::process::Proc;
 
 /// Everything the product said or stored, with where it came from.
 #[derive(Default)]
