@@ -14,13 +14,20 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::db::{Db, models::sessions};
+use crate::db::{
+    Db,
+    models::{login_failures, sessions},
+};
 use crate::modeling::Modeler;
 use crate::web::errors::bad_input;
 use crate::web::pages::login::LoginThrottle;
 use crate::web::session::DbSessionStore;
 use crate::web::{self, AppState};
 use actix_web::web::{Data, FormConfig, JsonConfig, PathConfig, PayloadConfig, QueryConfig};
+
+/// How long shutdown waits for in-flight requests, and for background work to reach a unit
+/// boundary and record how it ended.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The largest request body (a batch of 10,000 observations is about 3 MB).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -50,16 +57,15 @@ impl Application {
         let m = modeler.clone();
         let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Db> {
             let db = Db::connect(&s.database_url, s.db_pool_size)?;
-            let applied = db.migrate()?;
+            let (applied, ()) = db.migrate_then(|c| Ok(m.sync_standard_profiles(c)?))?;
             if applied > 0 {
                 tracing::info!(applied, backend = db.target().backend_name(), "database migrations applied");
             }
             let mut conn = db.conn()?;
-            m.sync_standard_profiles(&mut conn)?;
             if matches!(db.target(), crate::db::DatabaseTarget::Sqlite { .. }) {
                 // One process owns a SQLite file: a job still "running" there died with its process.
-                crate::db::models::jobs::interrupt_running(&mut conn)?;
-                crate::db::models::integration::interrupt_running(&mut conn)?;
+                crate::db::models::jobs::interrupt_running(&mut conn, None)?;
+                crate::db::models::integration::interrupt_running(&mut conn, None)?;
             }
             Ok(db)
         })
@@ -79,7 +85,9 @@ impl Application {
             defender_clients: Default::default(),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             settings: settings.clone(),
+            sso: crate::sso::Sso::new(),
             metrics,
+            background: Default::default(),
         });
 
         let state_for_jobs = state.clone();
@@ -121,7 +129,9 @@ impl Application {
                 .wrap(from_fn(web::log_requests))
         })
         .workers(settings.workers)
-        .shutdown_timeout(30)
+        // Signals are handled in `run_until_stopped`, which also stops the background work.
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(listener)?
         .run();
         Ok(Self { server, addr, db, state: state_for_jobs })
@@ -140,19 +150,56 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until the server is stopped (Ctrl-C or SIGTERM finishes in-flight requests first).
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully: stops accepting connections,
+    /// finishes the requests in flight, and meanwhile stops a running sync or re-model at its
+    /// next unit boundary and waits until it has recorded how it ended.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let housekeeping = tokio::spawn(housekeeping(self.db.clone()));
+        let housekeeping = tokio::spawn(housekeeping(self.db.clone(), self.state.login_throttle));
         let scheduler = tokio::spawn(crate::jobs::supervise(self.state.sync_context()));
+        let (handle, background) = (self.server.handle(), self.state.background.clone());
+        let on_signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight and stopping background work");
+            let ((), stopped) = tokio::join!(handle.stop(true), background.shutdown(SHUTDOWN_GRACE));
+            if !stopped {
+                tracing::warn!("background work did not stop in time; the next start marks it interrupted");
+            }
+        });
         let result = self.server.await.context("the web server failed");
-        housekeeping.abort();
         scheduler.abort();
+        housekeeping.abort();
+        // Also when the server ended for another reason than a signal.
+        self.state.background.shutdown(SHUTDOWN_GRACE).await;
+        on_signal.abort();
+        tracing::info!("stopped");
         result
     }
 }
 
+/// SIGTERM (service managers, container runtimes) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Periodic clean-up that no request should wait for.
-async fn housekeeping(db: Db) {
+async fn housekeeping(db: Db, throttle: LoginThrottle) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
         every.tick().await;
@@ -160,6 +207,10 @@ async fn housekeeping(db: Db) {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sessions purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+        let before = crate::db::now() - throttle.lockout_secs();
+        if let Err(e) = db.run(move |c| Ok(login_failures::purge(c, before)?)).await {
+            tracing::warn!(error = %e, "could not purge old failed sign-ins");
         }
     }
 }

@@ -114,6 +114,7 @@ pub async fn sync(db: &Db, machines: usize, sim_port: u16) -> anyhow::Result<()>
             secrets: crate::secrets::SecretBox::new(&master),
             client_options: Default::default(),
             clients: Default::default(),
+            background: Default::default(),
         };
         let input = SettingsInput {
             tenant_id: DEFAULT_TENANT_ID.into(),

@@ -1,7 +1,8 @@
 //! Boot settings: an optional TOML file, then environment variables, which win. Settings an
 //! administrator edits in the web interface (integrations, profiles) live in the database.
 //!
-//! Every setting, its variable and its default is listed in README.md.
+//! Every setting, its variable and its default is listed in README.md ("Settings"), and
+//! `config.example.toml` shows each one; a test below keeps both complete.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// `sqlite://PATH` (default `sqlite://data/endpoint-analytics.db`) or `postgres://...`.
@@ -242,6 +243,39 @@ mod tests {
         let k = MasterKey::generate();
         assert_ne!(k.derive("a"), k.derive("b"));
         assert_eq!(k.derive("a"), k.derive("a"));
+    }
+
+    /// The names of every setting, from the struct itself.
+    fn setting_names() -> Vec<String> {
+        let value = serde_json::to_value(Settings::default()).unwrap();
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn the_example_file_parses_and_shows_every_setting() {
+        let text = include_str!("../config.example.toml");
+        let settings: Settings = toml::from_str(text).expect("config.example.toml is a valid configuration");
+        settings.validate().expect("config.example.toml holds valid values");
+        for name in setting_names() {
+            let shown = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.strip_prefix(name.as_str()).is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            assert!(shown, "config.example.toml does not show the setting {name}");
+        }
+    }
+
+    #[test]
+    fn every_setting_has_a_variable_and_a_row_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for name in setting_names() {
+            let (var, _) = ENV
+                .iter()
+                .find(|(_, key)| *key == name)
+                .unwrap_or_else(|| panic!("the setting {name} has no environment variable in ENV"));
+            let row = format!("| `{name}` | `{var}` |");
+            assert!(readme.contains(&row), "README.md's settings table has no row starting {row}");
+        }
     }
 
     #[test]

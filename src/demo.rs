@@ -52,10 +52,17 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         anyhow::bail!("the demo configuration was refused: {}", e.summary());
     }
 
+    // Sign-in with Microsoft against the simulator's Entra endpoints, beside the local admin.
+    if let Err(e) = crate::sso::configure(&state.db, &state.secrets, sim.sso_settings(), "demo").await? {
+        anyhow::bail!("the demo's sign-in configuration was refused: {}", e.summary());
+    }
+
     println!();
     println!("Endpoint Analytics demo");
     println!("  open      http://{}", app.addr());
     println!("  sign in   user {ADMIN}, password {password}");
+    let people = sim.users().iter().map(|u| u.username.clone()).collect::<Vec<_>>().join(", ");
+    println!("  or        Sign in with Microsoft (simulated Entra ID) as one of {people}");
     println!("  simulated Defender tenant of {machines} machines at {} (first sync running now)", sim.base_url);
     println!("  {observed} network observations were ingested; some of them are Defender machines and merge.");
     println!("  Ctrl-C stops both.");

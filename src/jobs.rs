@@ -1,46 +1,21 @@
 //! The background supervisor: starts the Defender sync when the integration is enabled and
 //! then every interval (hourly by default), and follows open machine actions to their final
 //! state when no page is watching. It logs and carries on; it never stops the app.
+//!
+//! Every instance runs it; database leases (`db::lease`) make sure that one instance at a time
+//! runs a sync, a re-model or the action poll, and that another takes over a sync or re-model
+//! left "running" by an instance that died.
 
 use std::time::Duration;
 
+use crate::db::lease;
 use crate::db::models::integration;
-use crate::db::{AnyConnection, Db, now};
+use crate::db::now;
 use crate::defender::settings;
 use crate::defender::sync::{self, SyncContext};
 
 /// How often the supervisor looks whether a sync is due.
 const TICK: Duration = Duration::from_secs(15);
-
-/// How often a running sync or job writes its heartbeat.
-const HEARTBEAT: Duration = Duration::from_secs(30);
-/// A "running" sync or job whose heartbeat is older than this was left by a process that died:
-/// the next start (by any instance) marks it interrupted and takes over.
-pub const ABANDONED_AFTER_SECS: i64 = 300;
-
-/// Runs `work` while `beat` records a heartbeat every [`HEARTBEAT`] (a sync's collection can
-/// wait minutes on a throttled API without any progress to write).
-pub async fn with_heartbeat<T>(
-    db: &Db,
-    beat: impl Fn(&mut AnyConnection) -> diesel::QueryResult<usize> + Clone + Send + 'static,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    let db = db.clone();
-    let ticker = tokio::spawn(async move {
-        let mut every = tokio::time::interval(HEARTBEAT);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            let beat = beat.clone();
-            if let Err(e) = db.run(move |c| Ok(beat(c)?)).await {
-                tracing::warn!(error = %e, "could not write a heartbeat");
-            }
-        }
-    });
-    let out = work.await;
-    ticker.abort();
-    out
-}
 
 pub async fn supervise(ctx: SyncContext) {
     let mut every = tokio::time::interval(TICK);
@@ -55,8 +30,9 @@ pub async fn supervise(ctx: SyncContext) {
                 }
                 Ok(match integration::latest(c, settings::NAME)? {
                     None => true,
-                    // An abandoned run is taken over by the start.
-                    Some(r) if r.is_running() => r.is_abandoned(now()),
+                    // Running here or elsewhere: starting fails on the lease. Left running by an
+                    // instance that died: the lease is free and the start takes over.
+                    Some(r) if r.is_running() => true,
                     Some(r) => now() >= r.started_at + i64::from(config.sync_interval_minutes) * 60,
                 })
             })
@@ -70,8 +46,18 @@ pub async fn supervise(ctx: SyncContext) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "the scheduler could not read the integration state"),
         }
-        if let Err(e) = crate::defender::actions::follow_open(&ctx).await {
-            tracing::warn!(error = %e, "could not follow the open machine actions");
+        if let Err(e) = crate::modeling::take_over_orphaned(&ctx.db, &ctx.modeler, &ctx.background).await {
+            tracing::warn!(error = %e, "could not check for an interrupted re-model");
+        }
+        // One instance polls Defender for the open actions; the others skip this round.
+        match ctx.db.try_lease(lease::ACTION_POLL).await {
+            Ok(Some(_poll)) => {
+                if let Err(e) = crate::defender::actions::follow_open(&ctx).await {
+                    tracing::warn!(error = %e, "could not follow the open machine actions");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not take the action-poll lease"),
         }
     }
 }

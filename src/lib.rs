@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -20,4 +21,5 @@ pub mod metrics;
 pub mod modeling;
 pub mod secrets;
 pub mod simulator;
+pub mod sso;
 pub mod web;

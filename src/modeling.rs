@@ -10,6 +10,8 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::background::Background;
+use crate::db::lease;
 use crate::db::models::endpoints::{self, Endpoint};
 use crate::db::models::{audit, events, jobs, profiles, risk};
 use crate::db::schema::{endpoint_history, endpoints as endpoints_t};
@@ -307,24 +309,45 @@ pub fn mark_stale(conn: &mut AnyConnection, stale: bool) -> QueryResult<()> {
     jobs::set_setting(conn, STALE_KEY, if stale { "true" } else { "false" })
 }
 
-/// Starts a full re-model in the background unless one is running; returns its job id.
-pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> anyhow::Result<Option<i64>> {
+/// Starts a full re-model in the background unless one is running (here or on another
+/// instance); returns its job id.
+pub async fn start_remodel(
+    db: &Db,
+    modeler: &Modeler,
+    background: &Background,
+    requested_by: &str,
+) -> anyhow::Result<Option<i64>> {
+    if background.stopping() {
+        return Ok(None);
+    }
+    // As with the sync: the lease holder runs it, and a job still "running" without a holder
+    // was left by an instance that died.
+    let Some(lease) = db.try_lease(lease::REMODEL).await? else { return Ok(None) };
     let by = requested_by.to_owned();
-    let job = db
+    let (orphans, job) = db
         .run(move |c| {
+            let orphans = jobs::interrupt_running(c, Some(REMODEL_JOB))?;
             let total = endpoints::count_all(c)?;
-            Ok(jobs::start(c, REMODEL_JOB, &by, total)?)
+            Ok((orphans, jobs::start(c, REMODEL_JOB, &by, total)?))
         })
         .await?;
+    if orphans > 0 {
+        tracing::warn!(job = ?job, "took over the re-model from an instance that stopped during it");
+    }
     if let Some(id) = job {
-        let (db, modeler, by) = (db.clone(), modeler.clone(), requested_by.to_owned());
-        tokio::spawn(async move {
-            let beat = move |c: &mut AnyConnection| jobs::heartbeat(c, id);
-            let outcome = crate::jobs::with_heartbeat(&db, beat, run_remodel(&db, &modeler, id)).await;
+        let (db, modeler, by, bg) = (db.clone(), modeler.clone(), requested_by.to_owned(), background.clone());
+        background.spawn(async move {
+            let outcome = remodel(&db, &modeler, id, &bg).await;
             let (status, message) = match &outcome {
                 Ok((n, changed, secs)) => {
                     ("succeeded", format!("{n} endpoints re-modeled in {secs:.1} s; {changed} changed"))
                 }
+                Err(_) if bg.stopping() => (
+                    "interrupted",
+                    "The application was stopped during the re-model: endpoints re-modeled so far keep their new \
+                     profile, and the model stays marked stale until a re-model completes."
+                        .to_owned(),
+                ),
                 Err(e) => ("failed", format!("The re-model stopped: {e}")),
             };
             if let Err(e) = outcome {
@@ -346,19 +369,37 @@ pub async fn start_remodel(db: &Db, modeler: &Modeler, requested_by: &str) -> an
                     Ok(())
                 })
                 .await;
+            // Given up only now that the job's end is recorded.
+            drop(lease);
         });
     }
     Ok(job)
 }
 
+/// Restarts a re-model left running by an instance that died (called by the supervisor; a
+/// no-op while its holder lives).
+pub async fn take_over_orphaned(db: &Db, modeler: &Modeler, background: &Background) -> anyhow::Result<()> {
+    let running = db.run(|c| Ok(jobs::latest(c, REMODEL_JOB)?)).await?.is_some_and(|j| j.is_running());
+    if running {
+        start_remodel(db, modeler, background, "system").await?;
+    }
+    Ok(())
+}
+
 /// Re-evaluates every endpoint from stored data, in batches of short transactions so that pages
 /// and ingest keep working meanwhile. Returns (endpoints, changed, seconds).
 pub async fn run_remodel(db: &Db, modeler: &Modeler, job: i64) -> anyhow::Result<(i64, usize, f64)> {
+    remodel(db, modeler, job, &Background::default()).await
+}
+
+/// As [`run_remodel`], stopping between batches when the application shuts down.
+async fn remodel(db: &Db, modeler: &Modeler, job: i64, background: &Background) -> anyhow::Result<(i64, usize, f64)> {
     let started = std::time::Instant::now();
     let m = modeler.clone();
     let enabled = Arc::new(db.run(move |c| Ok(m.enabled(c)?)).await?);
     let (mut after, mut done, mut changed) = (0i64, 0i64, 0usize);
     loop {
+        anyhow::ensure!(!background.stopping(), "the application is shutting down");
         let (m, en) = (modeler.clone(), enabled.clone());
         let (count, last, n) = db
             .run(move |c| {

@@ -5,6 +5,7 @@
 //! connection type of a specific backend; where the SQL of the two engines differs, the model
 //! matches on [`AnyConnection`] itself.
 
+pub mod lease;
 pub mod models;
 pub mod schema;
 
@@ -178,13 +179,38 @@ impl Db {
 
     /// Applies the embedded migrations of the selected backend; returns how many ran.
     pub fn migrate(&self) -> anyhow::Result<usize> {
+        self.migrate_then(|_| Ok(())).map(|(n, ())| n)
+    }
+
+    /// Applies the migrations, then runs `then` (start-up work such as adding the shipped
+    /// profiles), with no other instance doing the same meanwhile: instances that start together
+    /// on one PostgreSQL database take turns on an advisory lock (the first migrates, the
+    /// others find nothing left to do). One process owns a SQLite file.
+    pub fn migrate_then<T>(
+        &self,
+        then: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(usize, T)> {
         let mut conn = self.conn()?;
-        let applied = match &mut *conn {
-            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        let lock = lease::key(lease::MIGRATIONS);
+        if let AnyConnection::Postgresql(c) = &mut *conn {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({lock})")).context("cannot take the migration lock")?;
         }
-        .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
-        Ok(applied)
+        let result = (|| {
+            let applied = match &mut *conn {
+                AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+                AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+            }
+            .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+            Ok((applied, then(&mut conn)?))
+        })();
+        if let AnyConnection::Postgresql(c) = &mut *conn {
+            // The connection goes back to the pool: its session must not keep the lock.
+            if c.batch_execute(&format!("SELECT pg_advisory_unlock({lock})")).is_err() {
+                // DISCARD ALL releases every advisory lock of the session as well.
+                let _ = c.batch_execute("DISCARD ALL");
+            }
+        }
+        result
     }
 
     /// Whether every embedded migration has been applied (for readiness checks).

@@ -157,7 +157,6 @@ diesel::table! {
         finished_at -> Nullable<BigInt>,
         requested_by -> Text,
         message -> Text,
-        heartbeat_at -> BigInt,
     }
 }
 
@@ -205,7 +204,6 @@ diesel::table! {
         error -> Text,
         started_at -> BigInt,
         finished_at -> Nullable<BigInt>,
-        heartbeat_at -> BigInt,
     }
 }
 
@@ -263,6 +261,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sso_config (name) {
+        name -> Text,
+        tenant_id -> Text,
+        client_id -> Text,
+        secret_ciphertext -> Nullable<Binary>,
+        authority -> Text,
+        redirect_uri -> Text,
+        admin_values -> Text,
+        operator_values -> Text,
+        analyst_values -> Text,
+        enabled -> Bool,
+        updated_at -> BigInt,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    user_identities (provider, tenant_id, object_id) {
+        provider -> Text,
+        tenant_id -> Text,
+        object_id -> Text,
+        user_id -> BigInt,
+        created_at -> BigInt,
+        last_login_at -> BigInt,
+    }
+}
+
+diesel::joinable!(user_identities -> users (user_id));
 diesel::joinable!(machine_actions -> endpoints (endpoint_id));
 diesel::joinable!(defender_machines -> endpoints (endpoint_id));
 diesel::joinable!(profile_assignments -> endpoints (endpoint_id));
@@ -271,6 +298,14 @@ diesel::joinable!(risk_factors -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_ips -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_sources -> endpoints (endpoint_id));
 diesel::joinable!(endpoint_history -> endpoints (endpoint_id));
+
+diesel::table! {
+    login_failures (key) {
+        key -> Text,
+        failures -> Integer,
+        last_at -> BigInt,
+    }
+}
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -291,4 +326,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_runs,
     defender_machines,
     machine_actions,
+    sso_config,
+    user_identities,
+    login_failures,
 );

@@ -2,7 +2,8 @@
 //! machine×vulnerability listing, never one call per machine) and the alerts, aggregate them per
 //! machine, then import in short batch transactions. Everything is fetched before anything is
 //! written, so a failed or interrupted collection leaves the previous data as it was; each
-//! machine is written whole or not at all. One sync runs at a time (the run record is the lock).
+//! machine is written whole or not at all. One sync runs at a time across all instances: the
+//! instance holding the database lease runs it (see `db::lease`), and the run record says so.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +12,9 @@ use chrono::{DateTime, Utc};
 use super::import::{self, ImportCounts, MachineRecord, TopAlert, TopVulnerability};
 use super::settings::{self, Settings};
 use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target, dto};
+use crate::background::Background;
 use crate::db::Db;
+use crate::db::lease::{self, Lease};
 use crate::db::models::integration::{self, RunCounts};
 use crate::db::models::{audit, defender_machines};
 use crate::domain::mac::normalize_mac;
@@ -32,6 +35,8 @@ pub struct SyncContext {
     /// metrics, where the client's calls and the syncs are counted.
     pub client_options: ClientOptions,
     pub clients: ClientCache,
+    /// Stops the sync at a unit boundary on shutdown, and lets shutdown wait for its record.
+    pub background: Background,
 }
 
 /// One client per saved configuration, shared by syncs, actions and polls, so that they share
@@ -90,23 +95,39 @@ pub fn client_for(s: &Settings, secret: &str, options: ClientOptions) -> Result<
     )
 }
 
-/// Starts a sync in the background unless one is running; returns the run id.
+/// Starts a sync in the background unless one is running (here or on another instance);
+/// returns the run id.
 pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyhow::Result<Option<i64>> {
+    if ctx.background.stopping() {
+        return Ok(None);
+    }
+    // Only the holder of the lease runs a sync. Holding it, a run still marked running was left
+    // by an instance that died: it is marked interrupted and this instance takes over.
+    let Some(lease) = ctx.db.try_lease(lease::DEFENDER_SYNC).await? else { return Ok(None) };
     let (t, by) = (trigger.to_owned(), requested_by.to_owned());
-    let run = ctx.db.run(move |c| Ok(integration::start_run(c, settings::NAME, &t, &by)?)).await?;
+    let (orphans, run) = ctx
+        .db
+        .run(move |c| {
+            let orphans = integration::interrupt_running(c, Some(settings::NAME))?;
+            Ok((orphans, integration::start_run(c, settings::NAME, &t, &by)?))
+        })
+        .await?;
+    if orphans > 0 {
+        tracing::warn!(run = ?run, "took over the Defender sync from an instance that stopped during it");
+    }
     if let Some(id) = run {
         let ctx = ctx.clone();
         let by = requested_by.to_owned();
-        tokio::spawn(async move {
+        ctx.background.clone().spawn(async move {
             let started = std::time::Instant::now();
-            let beat = move |c: &mut crate::db::AnyConnection| integration::heartbeat(c, id);
-            let outcome = crate::jobs::with_heartbeat(&ctx.db, beat, run_sync(&ctx, id)).await;
+            let outcome = run_held(&ctx, id, Some(&lease)).await;
             if let Some(m) = &ctx.client_options.metrics {
                 m.observe_sync(outcome.is_ok(), started.elapsed());
             }
             let (status, counts, error) = match outcome {
                 Ok(counts) => ("succeeded", counts, String::new()),
-                Err((counts, e)) => ("failed", counts, e),
+                Err((counts, Stopped::Failed(e))) => ("failed", counts, e),
+                Err((counts, Stopped::Interrupted(e))) => ("interrupted", counts, e),
             };
             let details = format!(
                 "{} machines: {} created, {} updated, {} merged, {} stale; {} API calls{}",
@@ -138,21 +159,102 @@ pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyh
             if let Err(e) = result {
                 tracing::error!(error = %e, "could not record the end of a Defender sync");
             }
+            tracing::info!(run = id, status, "Defender sync ended");
+            // Given up only now that the run's end is recorded.
+            drop(lease);
         });
     }
     Ok(run)
 }
 
-type Failure = (RunCounts, String);
-
-async fn progress(ctx: &SyncContext, run: i64, phase: &'static str, done: i64, total: i64) {
-    let _ = ctx.db.run(move |c| Ok(integration::progress(c, run, phase, done, total)?)).await;
+/// Why a sync ended early, in plain words.
+#[derive(Debug)]
+pub enum Stopped {
+    /// Something went wrong (Defender, the database): the run failed.
+    Failed(String),
+    /// The application is shutting down, or this instance lost its lease: the run stopped at a
+    /// unit boundary and the next sync (here or elsewhere) completes it.
+    Interrupted(String),
 }
 
-/// The whole sync; on failure, the counts so far and the reason in plain words.
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(e) | Self::Interrupted(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<DefenderError> for Stopped {
+    fn from(e: DefenderError) -> Self {
+        Self::Failed(e.plain_words())
+    }
+}
+
+type Failure = (RunCounts, Stopped);
+
+/// One sync under way: where its progress goes and what may stop it.
+struct Running<'a> {
+    ctx: &'a SyncContext,
+    id: i64,
+    lease: Option<&'a Lease>,
+}
+
+impl Running<'_> {
+    /// A unit boundary (a page read, a batch written): records progress, and stops the run if
+    /// the application is shutting down or this instance no longer holds the lease.
+    async fn progress(&self, phase: &'static str, done: i64, total: i64) -> Result<(), Stopped> {
+        self.record(phase, done, total).await;
+        self.check().await
+    }
+
+    async fn record(&self, phase: &'static str, done: i64, total: i64) {
+        let run = self.id;
+        let _ = self.ctx.db.run(move |c| Ok(integration::progress(c, run, phase, done, total)?)).await;
+    }
+
+    async fn check(&self) -> Result<(), Stopped> {
+        if self.ctx.background.stopping() {
+            return Err(shutdown());
+        }
+        if let Some(lease) = self.lease
+            && !lease.still_held().await
+        {
+            return Err(Stopped::Interrupted(
+                "This instance lost its database connection during the sync and stopped; another instance takes over."
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits for one Defender API page, unless the application starts shutting down meanwhile
+    /// (nothing is written while collecting, so dropping the request is safe).
+    async fn page<T>(&self, next: impl Future<Output = Result<T, DefenderError>>) -> Result<T, Stopped> {
+        tokio::select! {
+            page = next => Ok(page?),
+            _ = self.ctx.background.stopped() => Err(shutdown()),
+        }
+    }
+}
+
+fn shutdown() -> Stopped {
+    Stopped::Interrupted(
+        "The application was stopped during the sync: machines imported so far were written whole, the others keep \
+         their previous data, and the next sync completes it."
+            .into(),
+    )
+}
+
+/// The whole sync; on failure, the counts so far and why it stopped.
 pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure> {
+    run_held(ctx, run, None).await
+}
+
+async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<RunCounts, Failure> {
+    let run = Running { ctx, id: run, lease };
     let mut counts = RunCounts::default();
-    let fail = |counts: RunCounts, msg: String| (counts, msg);
+    let fail = |counts: RunCounts, msg: String| (counts, Stopped::Failed(msg));
     let client = ctx.client().await.map_err(|e| fail(counts, e))?;
     let calls_before = client.stats();
     let with_stats = |mut counts: RunCounts, client: &DefenderClient| {
@@ -163,9 +265,9 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
         counts
     };
 
-    let collected = collect(ctx, run, &client).await;
+    let collected = collect(&run, &client).await;
     counts = with_stats(counts, &client);
-    let records = collected.map_err(|e| fail(counts, e.plain_words()))?;
+    let records = collected.map_err(|e| (counts, e))?;
     counts.machines = records.len() as i64;
     let duplicates = records.iter().filter(|r| r.duplicate_of.is_some()).count() as i64;
 
@@ -175,7 +277,14 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
     let mut imported = ImportCounts::default();
     let mut profile_ids = HashMap::new();
     let mut done = 0i64;
+    let imported_so_far = |mut counts: RunCounts, imported: &ImportCounts| {
+        counts.created = imported.created;
+        counts.updated = imported.updated;
+        counts.merged = imported.merged;
+        counts
+    };
     for chunk in records.chunks(IMPORT_BATCH) {
+        run.check().await.map_err(|e| (imported_so_far(counts, &imported), e))?;
         let (batch, modeler) = (chunk.to_vec(), ctx.modeler.clone());
         let mut ids = std::mem::take(&mut profile_ids);
         let outcome = ctx
@@ -191,18 +300,16 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
                 profile_ids = ids;
             }
             Err(e) => {
-                counts.created = imported.created;
-                counts.updated = imported.updated;
-                counts.merged = imported.merged;
+                let counts = imported_so_far(counts, &imported);
                 return Err(fail(counts, format!("Writing the imported machines failed: {e}")));
             }
         }
         done += chunk.len() as i64;
-        progress(ctx, run, "import", done, total).await;
+        run.record("import", done, total).await;
     }
-    counts.created = imported.created;
-    counts.updated = imported.updated;
-    counts.merged = imported.merged;
+    counts = imported_so_far(counts, &imported);
+    // Machines that left Defender are marked stale only after a complete import.
+    run.check().await.map_err(|e| (counts, e))?;
     let gone = ctx
         .db
         .run(move |c| Ok(defender_machines::mark_missing_stale(c, &seen)?))
@@ -216,13 +323,13 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
 }
 
 /// Fetches and aggregates everything; writes nothing.
-async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result<Vec<MachineRecord>, DefenderError> {
+async fn collect(run: &Running<'_>, client: &DefenderClient) -> Result<Vec<MachineRecord>, Stopped> {
     // Machines.
     let mut records: Vec<MachineRecord> = Vec::new();
     let mut merged_into: Vec<Option<String>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut pages = client.machines();
-    while let Some(page) = pages.next_page().await? {
+    while let Some(page) = run.page(pages.next_page()).await? {
         for m in page {
             if m.id.is_empty() || index.contains_key(&m.id) {
                 continue;
@@ -231,7 +338,7 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
             merged_into.push(m.merged_into_machine_id.clone().filter(|s| !s.is_empty()));
             records.push(record_of(&m));
         }
-        progress(ctx, run, "machines", records.len() as i64, 0).await;
+        run.progress("machines", records.len() as i64, 0).await?;
     }
     mark_duplicates(&mut records, &merged_into);
 
@@ -239,7 +346,7 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
     let mut catalog: HashMap<String, u32> = HashMap::new();
     let mut vulns: Vec<(RiskLevel, f64, String, String)> = Vec::new();
     let mut pages = client.vulnerabilities();
-    while let Some(page) = pages.next_page().await? {
+    while let Some(page) = run.page(pages.next_page()).await? {
         for v in page {
             let level = v
                 .severity
@@ -251,14 +358,14 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
                 (vulns.len() - 1) as u32
             });
         }
-        progress(ctx, run, "vulnerabilities", vulns.len() as i64, 0).await;
+        run.progress("vulnerabilities", vulns.len() as i64, 0).await?;
     }
 
     // Machine × vulnerability rows: per machine the distinct CVEs (as catalog indexes).
     let mut per_machine: Vec<Vec<u32>> = vec![Vec::new(); records.len()];
     let mut rows = 0i64;
     let mut pages = client.machine_vulnerabilities();
-    while let Some(page) = pages.next_page().await? {
+    while let Some(page) = run.page(pages.next_page()).await? {
         rows += page.len() as i64;
         for r in page {
             let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
@@ -274,7 +381,7 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
             });
             per_machine[mi].push(vi);
         }
-        progress(ctx, run, "machine vulnerabilities", rows, 0).await;
+        run.progress("machine vulnerabilities", rows, 0).await?;
     }
     for (r, list) in records.iter_mut().zip(per_machine.iter_mut()) {
         list.sort_unstable();
@@ -298,7 +405,7 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
     let mut best: HashMap<usize, AlertPick> = HashMap::new();
     let mut seen_alerts = 0i64;
     let mut pages = client.alerts();
-    while let Some(page) = pages.next_page().await? {
+    while let Some(page) = run.page(pages.next_page()).await? {
         seen_alerts += page.len() as i64;
         for a in page.iter().filter(|a| a.is_active()) {
             let Some(&mi) = a.machine_id.as_deref().and_then(|m| index.get(m)) else { continue };
@@ -313,7 +420,7 @@ async fn collect(ctx: &SyncContext, run: i64, client: &DefenderClient) -> Result
                 }
             }
         }
-        progress(ctx, run, "alerts", seen_alerts, 0).await;
+        run.progress("alerts", seen_alerts, 0).await?;
     }
     for (mi, (level, _, id, title)) in best {
         records[mi].top_alert = Some(TopAlert { id, level, title });

@@ -9,6 +9,8 @@
 //!   the configured ones) are reset.
 //! * `GET  /_sim/clients`; `POST /_sim/clients` with `{client_id, secret?, roles?,
 //!   secret_expired?, display_name?}` adds a client (secret required) or alters one.
+//! * `GET  /_sim/users`; `POST /_sim/users` with a [`SimUser`] (`{username, name?, oid?, roles?,
+//!   groups?}`) adds a person who can sign in, or replaces the one with that user name.
 //! * `GET  /_sim/tenant` → a summary; `GET /_sim/observations` → the matching network
 //!   observations; `GET /_sim/machines/{id}` → the isolation state of a machine.
 
@@ -18,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::faults::Faults;
-use super::{ClientSpec, SimState, lock};
+use super::{ClientSpec, SimState, SimUser, lock};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -30,6 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/reset", web::post().to(reset))
             .route("/clients", web::get().to(list_clients))
             .route("/clients", web::post().to(upsert_client))
+            .route("/users", web::get().to(list_users))
+            .route("/users", web::post().to(upsert_user))
             .route("/tenant", web::get().to(tenant))
             .route("/observations", web::get().to(observations))
             .route("/machines/{id}", web::get().to(machine_state)),
@@ -107,6 +111,18 @@ async fn upsert_client(st: web::Data<SimState>, body: web::Bytes) -> HttpRespons
     }
     st.upsert_client(c.clone());
     HttpResponse::Ok().json(c)
+}
+
+async fn list_users(st: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(st.users())
+}
+
+async fn upsert_user(st: web::Data<SimState>, body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<SimUser>(&body) {
+        Ok(u) if !u.username.trim().is_empty() => HttpResponse::Ok().json(st.upsert_user(u)),
+        Ok(_) => bad("a user needs a username".into()),
+        Err(e) => bad(format!("invalid user: {e}")),
+    }
 }
 
 async fn tenant(st: web::Data<SimState>) -> HttpResponse {

@@ -31,6 +31,31 @@ pub struct Faults {
     /// prove that the client never contacts it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub foreign_host: Option<String>,
+    /// Spoil the ID tokens the sign-in (authorization code) grant issues from now on, as a
+    /// broken or hostile identity provider would, so the product's checks can be shown to hold.
+    pub id_token: Option<IdTokenFault>,
+}
+
+/// How an ID token is spoiled (see [`Faults::id_token`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdTokenFault {
+    /// The signature does not match the content.
+    BadSignature,
+    /// `aud` is another application.
+    WrongAudience,
+    /// `exp` an hour ago.
+    Expired,
+    /// `nbf` an hour ahead.
+    NotYetValid,
+    /// `nonce` is not the one sent to the authorize endpoint.
+    WrongNonce,
+    /// `iss` is the tenant's v1 issuer (`https://sts.windows.net/{tid}/`).
+    WrongIssuer,
+    /// `tid` names another tenant (the issuer stays right).
+    WrongTenant,
+    /// Signed under a `kid` the JWKS does not publish.
+    UnknownKid,
 }
 
 /// The host of a `foreign_next_link` when [`Faults::foreign_host`] is not set.

@@ -7,7 +7,8 @@
 //! * `tenant.rs` – the deterministic tenant generator (machines, vulnerabilities, software,
 //!   alerts, network observations); `catalog.rs` – its static tables; `rng.rs` – SplitMix64.
 //! * `token.rs` – Entra v1/v2 client-credentials token endpoint and its error bodies;
-//!   `jwt.rs` – HS256 signing.
+//!   `jwt.rs` – HS256 signing; `oidc.rs` – Entra sign-in for people (OpenID Connect discovery,
+//!   authorize page, authorization-code grant with PKCE, RS256 ID tokens, JWKS) and its users.
 //! * `api.rs` – request pipeline (auth, roles, rate limits, faults, counters), envelopes,
 //!   paging, and the machine/action/alert/vulnerability/software routes; `views.rs` – JSON
 //!   shapes of the entities; `actions.rs` – machine action lifecycle and isolation state;
@@ -27,6 +28,7 @@ mod hunting;
 pub mod jwt;
 pub mod limits;
 pub mod odata;
+pub mod oidc;
 pub mod rng;
 pub mod tenant;
 mod token;
@@ -43,7 +45,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use actions::IsolationState;
-pub use faults::{ActionOutcome, ApiCounters, Counters, FaultEffect, FaultRule, Faults};
+pub use faults::{ActionOutcome, ApiCounters, Counters, FaultEffect, FaultRule, Faults, IdTokenFault};
+pub use oidc::SimUser;
 pub use tenant::{
     Alert, IpAddress, Machine, NetworkObservation, Severity, Software, Tenant, TenantParams, Vulnerability,
 };
@@ -134,6 +137,13 @@ pub struct SimulateArgs {
     /// HTTP worker threads (default: 2).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// People who can sign in at the Entra sign-in page: a JSON array of `{username, name,
+    /// oid, roles, groups}`, or @FILE. Default: one user per product role and one without.
+    #[arg(long)]
+    pub sso_users: Option<String>,
+    /// Redirect URIs registered for the app (comma list); default: any http(s) address.
+    #[arg(long, value_delimiter = ',')]
+    pub redirect_uris: Option<Vec<String>>,
 }
 
 /// An app registration: client id, secret and the application roles it was granted.
@@ -148,6 +158,9 @@ pub struct ClientSpec {
     pub secret_expired: bool,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Redirect URIs registered for sign-in; empty accepts any http(s) address.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
 impl ClientSpec {
@@ -159,6 +172,7 @@ impl ClientSpec {
             roles: ALL_ROLES.iter().map(|r| r.to_string()).collect(),
             secret_expired: false,
             display_name: None,
+            redirect_uris: vec![],
         }
     }
     pub fn with_roles(mut self, roles: &[&str]) -> Self {
@@ -192,6 +206,8 @@ pub struct SimConfig {
     /// tenant all day).
     pub anchor: Option<DateTime<Utc>>,
     pub workers: usize,
+    /// The people of the directory, for sign-in (see [`oidc::default_users`]).
+    pub users: Vec<SimUser>,
 }
 
 impl Default for SimConfig {
@@ -214,6 +230,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             anchor: None,
             workers: 2,
+            users: oidc::default_users(DEFAULT_TENANT_DOMAIN),
         }
     }
 }
@@ -224,6 +241,7 @@ impl From<&SimulateArgs> for SimConfig {
         if let Some(r) = &a.roles {
             client.roles = r.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
+        client.redirect_uris = a.redirect_uris.clone().unwrap_or_default();
         SimConfig {
             bind: a.bind.clone(),
             machines: a.machines as usize,
@@ -242,6 +260,7 @@ impl From<&SimulateArgs> for SimConfig {
             faults: Faults::default(),
             anchor: None,
             workers: a.workers.max(1),
+            users: oidc::default_users(&a.tenant_domain.to_ascii_lowercase()),
         }
     }
 }
@@ -277,6 +296,10 @@ pub(crate) struct SimState {
     pub token_serial: AtomicU64,
     /// Tokens with a serial below this were invalidated.
     pub valid_from_serial: AtomicU64,
+    /// People who can sign in, in the order the sign-in page lists them.
+    pub users: RwLock<Vec<SimUser>>,
+    /// Authorization codes not yet redeemed.
+    pub codes: Mutex<HashMap<String, oidc::AuthCode>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -288,7 +311,10 @@ impl SimState {
         let tenant = Arc::new(Tenant::generate(config.tenant_params()));
         let clients = config.clients.iter().map(|c| (c.client_id.to_ascii_lowercase(), c.clone())).collect();
         let key: [u8; 32] = rand::random();
+        let users = config.users.iter().map(|u| oidc::with_oid(u.clone(), &config.tenant_id)).collect();
         SimState {
+            users: RwLock::new(users),
+            codes: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
             config,
             tenant,
@@ -321,6 +347,27 @@ impl SimState {
     pub fn client(&self, id: &str) -> Option<ClientSpec> {
         self.clients.read().unwrap_or_else(|e| e.into_inner()).get(&id.to_ascii_lowercase()).cloned()
     }
+    pub fn users(&self) -> Vec<SimUser> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn user(&self, username: &str) -> Option<SimUser> {
+        self.users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+            .cloned()
+    }
+    /// Adds a user, or replaces the one with the same user name.
+    pub fn upsert_user(&self, u: SimUser) -> SimUser {
+        let u = oidc::with_oid(u, &self.tenant.params.tenant_id);
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        match users.iter_mut().find(|x| x.username.eq_ignore_ascii_case(&u.username)) {
+            Some(x) => *x = u.clone(),
+            None => users.push(u.clone()),
+        }
+        u
+    }
     /// Counters, rate-limit windows, faults (back to the configured ones), actions and
     /// isolation state; tokens stay valid.
     pub fn reset(&self) {
@@ -333,6 +380,7 @@ impl SimState {
 
 fn configure(cfg: &mut web::ServiceConfig) {
     token::configure(cfg);
+    oidc::configure(cfg);
     // Before the admin scope, which would otherwise claim every `/_sim/...` path.
     export::configure_files(cfg);
     admin::configure(cfg);
@@ -412,6 +460,22 @@ impl RunningSimulator {
         }
     }
 
+    /// The product's Entra sign-in settings that point at this simulator, enabled, mapping the
+    /// default users' app roles and group to Admin, Operator and Analyst.
+    pub fn sso_settings(&self) -> crate::sso::settings::SsoInput {
+        crate::sso::settings::SsoInput {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            authority: self.base_url.clone(),
+            admin_values: oidc::ADMIN_APP_ROLE.into(),
+            operator_values: oidc::OPERATOR_APP_ROLE.into(),
+            analyst_values: oidc::ANALYSTS_GROUP.into(),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
     pub fn tenant(&self) -> Arc<Tenant> {
         self.state.tenant.clone()
     }
@@ -451,6 +515,14 @@ impl RunningSimulator {
             }
             None => false,
         }
+    }
+    /// Add a person who can sign in, or replace the one with the same user name; returns it
+    /// with its object id.
+    pub fn add_user(&self, user: SimUser) -> SimUser {
+        self.state.upsert_user(user)
+    }
+    pub fn users(&self) -> Vec<SimUser> {
+        self.state.users()
     }
     /// Mark a client's secret expired (AADSTS7000222 from now on).
     pub fn expire_client_secret(&self, client_id: &str) -> bool {
@@ -493,7 +565,15 @@ fn print_banner(sim: &RunningSimulator, machines: usize) {
         t.total_machine_vulnerabilities(),
         t.alerts().len()
     );
-    println!("  admin:            {}/_sim/counters, /_sim/faults, /_sim/reset, /_sim/clients", sim.base_url);
+    println!("  sign-in (OIDC):   {}/{}/v2.0/.well-known/openid-configuration", sim.base_url, sim.tenant_id);
+    for u in sim.users() {
+        let what = u.roles.iter().chain(&u.groups).cloned().collect::<Vec<_>>().join(", ");
+        println!("    user:           {} ({})", u.username, if what.is_empty() { "no role" } else { &what });
+    }
+    println!(
+        "  admin:            {}/_sim/counters, /_sim/faults, /_sim/reset, /_sim/clients, /_sim/users",
+        sim.base_url
+    );
 }
 
 /// Run the simulator until Ctrl-C (the `simulate` subcommand).
@@ -505,6 +585,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             None => f.clone(),
         };
         config.faults = serde_json::from_str(&text).context("parsing --faults")?;
+    }
+    if let Some(u) = &args.sso_users {
+        let text = match u.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+            None => u.clone(),
+        };
+        config.users = serde_json::from_str(&text).context("parsing --sso-users")?;
     }
     if let Some(path) = &args.emit_observations {
         let params = config.tenant_params();

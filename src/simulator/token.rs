@@ -56,14 +56,14 @@ async fn token_v1(
 }
 
 /// An Entra error: HTTP status, `error`, AADSTS code and message.
-struct AadError {
+pub(super) struct AadError {
     status: u16,
     error: &'static str,
     code: u32,
     message: String,
 }
 
-fn err(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> AadError {
+pub(super) fn err(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> AadError {
     AadError { status, error, code, message: message.into() }
 }
 
@@ -192,7 +192,9 @@ fn check_and_issue(
         err(400, "invalid_request", 900144, format!("The request body must contain the following parameter: '{name}'."))
     };
     let grant = field("grant_type").ok_or_else(|| missing("grant_type"))?;
-    if grant != "client_credentials" {
+    // People sign in with the authorization code grant (v2 only); apps use client credentials.
+    let sign_in = grant == "authorization_code" && version == Version::V2;
+    if grant != "client_credentials" && !sign_in {
         return Err(err(
             400,
             "unsupported_grant_type",
@@ -207,6 +209,7 @@ fn check_and_issue(
     let client_id =
         field("client_id").or_else(|| basic.as_ref().map(|b| b.0.clone())).ok_or_else(|| missing("client_id"))?;
     let requested = match version {
+        Version::V2 if sign_in => String::new(),
         Version::V2 => field("scope").ok_or_else(|| missing("scope"))?,
         Version::V1 => field("resource").ok_or_else(|| missing("resource"))?,
     };
@@ -251,6 +254,9 @@ fn check_and_issue(
                 client.client_id
             ),
         ));
+    }
+    if sign_in {
+        return super::oidc::redeem(st, req, &client, &field);
     }
     let (audience, resource) = match version {
         Version::V2 => {

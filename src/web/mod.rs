@@ -31,8 +31,12 @@ pub struct AppState {
     pub defender_clients: crate::defender::sync::ClientCache,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
+    /// Entra sign-in's HTTP client and its discovery and key caches.
+    pub sso: crate::sso::Sso,
     /// This instance's Prometheus metrics (`/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Background work (sync, re-model) that shutdown stops and waits for.
+    pub background: crate::background::Background,
 }
 
 impl AppState {
@@ -44,6 +48,7 @@ impl AppState {
             secrets: self.secrets.clone(),
             client_options: self.defender_client.clone(),
             clients: self.defender_clients.clone(),
+            background: self.background.clone(),
         }
     }
 }
@@ -107,6 +112,8 @@ route_table! {
     get "/login"                                => pages::login::show;
     post "/login"                               => pages::login::submit;
     post "/logout"                              => pages::login::logout;
+    get "/login/entra"                          => pages::sso::start;
+    get "/login/entra/callback"                 => pages::sso::callback;
     get "/"                                     => pages::dashboard::show;
     get "/endpoints"                            => pages::endpoints::list;
     post "/endpoints/import"                    => pages::endpoints::import_csv;
@@ -121,6 +128,8 @@ route_table! {
     post "/config/integrations/defender/review" => pages::defender::review;
     get "/config/integrations/defender/sync"    => pages::defender::sync_status;
     post "/config/integrations/defender/sync"   => pages::defender::sync_now;
+    get "/config/sso"                           => pages::sso::show;
+    post "/config/sso"                          => pages::sso::save;
     get "/config/profiles"                      => pages::config::profiles;
     get "/config/profiles/remodel"              => pages::config::remodel_progress;
     post "/config/profiles/remodel"             => pages::config::start_remodel;
@@ -169,16 +178,26 @@ pub async fn not_found() -> Result<HttpResponse, AppError> {
 }
 
 /// One log line per request, with an id that is also returned as `X-Request-Id`, and the
-/// request's count and latency in the metrics. The query string is not logged: it may hold
-/// search terms.
+/// request's count and latency in the metrics. The id is the one a load balancer or proxy sent
+/// in `X-Request-Id` when it is a plain token (so one request can be followed across the proxy
+/// and the instance), else a new one; everything logged while handling the request carries it
+/// (a `request` span). The query string is not logged: it may hold search terms.
 pub async fn log_requests(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let id = hex::encode(rand::random::<[u8; 8]>());
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
     let (method, path) = (req.method().clone(), req.path().to_owned());
     let started = std::time::Instant::now();
-    let mut res = next.call(req).await?;
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = next.call(req).instrument(span).await?;
     let took = started.elapsed();
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
         // The matched pattern, not the path: one series per route, whatever the ids.
@@ -197,4 +216,9 @@ pub async fn log_requests(
         "request"
     );
     Ok(res)
+}
+
+/// A request id taken from a client: short, and nothing that could forge a log line.
+fn is_request_id(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

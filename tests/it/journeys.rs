@@ -409,3 +409,37 @@ async fn hostile_texts_are_inert_on_every_page_that_shows_them() {
     })
     .await;
 }
+
+/// Journey: people sign in with Microsoft through the simulator's Entra sign-in page and land
+/// with the role their Entra app role maps to: the operator without the admin navigation, the
+/// admin with it.
+#[tokio::test]
+async fn people_sign_in_with_microsoft_and_land_with_their_mapped_role() {
+    journey("entra_sign_in", |c| async move {
+        let sim = crate::sso::sso_simulator().await;
+        let app = spawn_app().await;
+        app.enable_sso(&sim).await;
+        let domain = &sim.tenant_domain;
+        for (who, role, admin) in
+            [(format!("omar.operator@{domain}"), "Operator", false), (format!("adele.admin@{domain}"), "Admin", true)]
+        {
+            c.goto(&app.url("/endpoints")).await.expect("the app opens");
+            wait_for(&c, "#login-form").await;
+            click(&c, "#sign-in-microsoft").await;
+            // The simulator's Entra page: pick the account and sign in.
+            wait_for(&c, "#sign-in-form").await;
+            assert!(c.current_url().await.unwrap().as_str().starts_with(&sim.base_url), "at the identity provider");
+            click(&c, &format!("#username option[value='{who}']")).await;
+            click(&c, "#sign-in").await;
+            let me = wait_for(&c, "#current-user").await;
+            assert_eq!(me.text().await.unwrap(), who, "signed in as the Entra user");
+            assert_eq!(text(&c, "header .role").await, role, "with the mapped role");
+            assert!(c.current_url().await.unwrap().path() == "/endpoints", "back on the page that asked for sign-in");
+            assert_eq!(exists(&c, "nav a[href='/users']").await, admin, "{role}: the admin navigation");
+            assert_eq!(exists(&c, "nav a[href='/audit']").await, admin, "{role}: the admin navigation");
+            click(&c, "form.whoami button[type=submit]").await;
+            wait_for(&c, "#login-form").await;
+        }
+    })
+    .await;
+}

@@ -21,5 +21,7 @@ mod load;
 mod metrics;
 mod modeling;
 mod routes;
+mod scaleout;
 mod secrets;
 mod simulator;
+mod sso;

@@ -51,6 +51,9 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("get", "/login") => e(p("/login"), Public, 200, ""),
         // The form lacks its fields: 400, and nobody is signed in or out.
         ("post", "/login") => e(p("/login"), Public, 400, "username="),
+        // Sign-in with Microsoft is not configured here: back to the sign-in page with the reason.
+        ("get", "/login/entra") => e(p("/login/entra"), Public, 303, ""),
+        ("get", "/login/entra/callback") => e(p("/login/entra/callback?code=x&state=forged"), Public, 303, ""),
         // Checked last, separately: it ends the session.
         ("post", "/logout") => None,
         ("get", "/") => e(p("/"), Page(Role::Analyst), 200, ""),
@@ -93,6 +96,9 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("post", "/config/profiles/{id}/enabled") => {
             e(format!("/config/profiles/{MISSING}/enabled"), Page(Role::Admin), 400, "")
         }
+        ("get", "/config/sso") => e(p("/config/sso"), Page(Role::Admin), 200, ""),
+        // Invalid settings: the form comes back with its messages, nothing saved.
+        ("post", "/config/sso") => e(p("/config/sso"), Page(Role::Admin), 400, "tenant_id=x"),
         ("get", "/users") => e(p("/users"), Page(Role::Admin), 200, ""),
         ("post", "/users") => e(p("/users"), Page(Role::Admin), 400, "username=x"),
         ("post", "/users/{id}/role") => e(format!("/users/{MISSING}/role"), Page(Role::Admin), 400, ""),

@@ -56,20 +56,11 @@ pub struct SyncRun {
     pub error: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    /// When the process running it last said it was alive (see [`crate::jobs::with_heartbeat`]);
-    /// internal, not part of the API's run.
-    #[serde(skip)]
-    pub heartbeat_at: i64,
 }
 
 impl SyncRun {
     pub fn is_running(&self) -> bool {
         self.status == "running"
-    }
-
-    /// Running on paper only: its process stopped writing its heartbeat long ago.
-    pub fn is_abandoned(&self, now: i64) -> bool {
-        self.is_running() && self.heartbeat_at < now - crate::jobs::ABANDONED_AFTER_SECS
     }
 
     pub fn percent(&self) -> i64 {
@@ -90,7 +81,6 @@ pub fn start_run(
     requested_by: &str,
 ) -> QueryResult<Option<i64>> {
     let started = conn.write_transaction(|conn| {
-        interrupt_abandoned(conn, integration)?;
         let running: i64 = sync_runs::table
             .filter(sync_runs::integration.eq(integration))
             .filter(sync_runs::status.eq("running"))
@@ -107,7 +97,6 @@ pub fn start_run(
                 sync_runs::status.eq("running"),
                 sync_runs::phase.eq("starting"),
                 sync_runs::started_at.eq(now()),
-                sync_runs::heartbeat_at.eq(now()),
             ))
             .execute(conn)?;
         Ok(latest(conn, integration)?.map(|r| r.id))
@@ -120,18 +109,8 @@ pub fn start_run(
 
 pub fn progress(conn: &mut AnyConnection, id: i64, phase: &str, done: i64, total: i64) -> QueryResult<usize> {
     diesel::update(sync_runs::table.find(id))
-        .set((
-            sync_runs::phase.eq(phase),
-            sync_runs::items_done.eq(done),
-            sync_runs::items_total.eq(total),
-            sync_runs::heartbeat_at.eq(now()),
-        ))
+        .set((sync_runs::phase.eq(phase), sync_runs::items_done.eq(done), sync_runs::items_total.eq(total)))
         .execute(conn)
-}
-
-/// The running sync's process is alive.
-pub fn heartbeat(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
-    diesel::update(sync_runs::table.find(id)).set(sync_runs::heartbeat_at.eq(now())).execute(conn)
 }
 
 /// The figures a finished run reports.
@@ -199,35 +178,21 @@ pub fn last_success(conn: &mut AnyConnection, integration: &str) -> QueryResult<
         .optional()
 }
 
-const INTERRUPTED: &str =
-    "The application stopped during the sync; the previous data was kept and the next sync completes it.";
-
-/// Runs left "running" by a process that died are reported as interrupted (SQLite, at start:
-/// one process owns the file).
-pub fn interrupt_running(conn: &mut AnyConnection) -> QueryResult<usize> {
-    diesel::update(sync_runs::table.filter(sync_runs::status.eq("running")))
+/// Runs left "running" by a process that died (of one integration, or of all) are reported as
+/// interrupted. Only the holder of the sync lease, or a SQLite process at start, may call this.
+pub fn interrupt_running(conn: &mut AnyConnection, integration: Option<&str>) -> QueryResult<usize> {
+    let mut running = sync_runs::table.filter(sync_runs::status.eq("running")).into_boxed();
+    if let Some(name) = integration {
+        running = running.filter(sync_runs::integration.eq(name));
+    }
+    let ids: Vec<i64> = running.select(sync_runs::id).load(conn)?;
+    diesel::update(sync_runs::table.filter(sync_runs::id.eq_any(ids)))
         .set((
             sync_runs::status.eq("interrupted"),
-            sync_runs::error.eq(INTERRUPTED),
+            sync_runs::error.eq(
+                "The application stopped during the sync; the previous data was kept and the next sync completes it.",
+            ),
             sync_runs::finished_at.eq(Some(now())),
         ))
         .execute(conn)
-}
-
-/// Runs whose heartbeat stopped (their process died; any backend, any instance) are reported
-/// as interrupted, so that a new one can start.
-pub fn interrupt_abandoned(conn: &mut AnyConnection, integration: &str) -> QueryResult<usize> {
-    let limit = now() - crate::jobs::ABANDONED_AFTER_SECS;
-    diesel::update(
-        sync_runs::table
-            .filter(sync_runs::integration.eq(integration))
-            .filter(sync_runs::status.eq("running"))
-            .filter(sync_runs::heartbeat_at.lt(limit)),
-    )
-    .set((
-        sync_runs::status.eq("interrupted"),
-        sync_runs::error.eq(INTERRUPTED),
-        sync_runs::finished_at.eq(Some(now())),
-    ))
-    .execute(conn)
 }

@@ -33,7 +33,6 @@ impl Job {
 /// Starts a job unless one of the same kind is running; returns the new job's id, or `None`.
 pub fn start(conn: &mut AnyConnection, kind: &str, requested_by: &str, total: i64) -> QueryResult<Option<i64>> {
     conn.write_transaction(|conn| {
-        interrupt_abandoned(conn, kind)?;
         if latest(conn, kind)?.is_some_and(|j| j.is_running()) {
             return Ok(None);
         }
@@ -43,7 +42,6 @@ pub fn start(conn: &mut AnyConnection, kind: &str, requested_by: &str, total: i6
                 jobs::status.eq("running"),
                 jobs::total.eq(total),
                 jobs::started_at.eq(now()),
-                jobs::heartbeat_at.eq(now()),
                 jobs::requested_by.eq(requested_by),
             ))
             .execute(conn)?;
@@ -52,12 +50,7 @@ pub fn start(conn: &mut AnyConnection, kind: &str, requested_by: &str, total: i6
 }
 
 pub fn progress(conn: &mut AnyConnection, id: i64, done: i64) -> QueryResult<usize> {
-    diesel::update(jobs::table.find(id)).set((jobs::done.eq(done), jobs::heartbeat_at.eq(now()))).execute(conn)
-}
-
-/// The running job's process is alive.
-pub fn heartbeat(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
-    diesel::update(jobs::table.find(id)).set(jobs::heartbeat_at.eq(now())).execute(conn)
+    diesel::update(jobs::table.find(id)).set(jobs::done.eq(done)).execute(conn)
 }
 
 pub fn finish(conn: &mut AnyConnection, id: i64, status: &str, message: &str) -> QueryResult<usize> {
@@ -70,24 +63,21 @@ pub fn latest(conn: &mut AnyConnection, kind: &str) -> QueryResult<Option<Job>> 
     jobs::table.filter(jobs::kind.eq(kind)).order(jobs::id.desc()).select(Job::as_select()).first(conn).optional()
 }
 
-const INTERRUPTED: &str = "The process stopped before the job finished.";
-
-/// Jobs left "running" by a process that died are marked interrupted at start (SQLite: one
-/// process owns the file).
-pub fn interrupt_running(conn: &mut AnyConnection) -> QueryResult<usize> {
-    diesel::update(jobs::table.filter(jobs::status.eq("running")))
-        .set((jobs::status.eq("interrupted"), jobs::message.eq(INTERRUPTED), jobs::finished_at.eq(Some(now()))))
+/// Jobs left "running" by a process that died (of one kind, or of all) are marked interrupted:
+/// on SQLite at start, elsewhere by the holder of the kind's lease.
+pub fn interrupt_running(conn: &mut AnyConnection, kind: Option<&str>) -> QueryResult<usize> {
+    let mut running = jobs::table.filter(jobs::status.eq("running")).into_boxed();
+    if let Some(kind) = kind {
+        running = running.filter(jobs::kind.eq(kind));
+    }
+    let ids: Vec<i64> = running.select(jobs::id).load(conn)?;
+    diesel::update(jobs::table.filter(jobs::id.eq_any(ids)))
+        .set((
+            jobs::status.eq("interrupted"),
+            jobs::message.eq("The process stopped before the job finished."),
+            jobs::finished_at.eq(Some(now())),
+        ))
         .execute(conn)
-}
-
-/// Jobs of this kind whose heartbeat stopped (their process died) are marked interrupted.
-pub fn interrupt_abandoned(conn: &mut AnyConnection, kind: &str) -> QueryResult<usize> {
-    let limit = now() - crate::jobs::ABANDONED_AFTER_SECS;
-    diesel::update(
-        jobs::table.filter(jobs::kind.eq(kind)).filter(jobs::status.eq("running")).filter(jobs::heartbeat_at.lt(limit)),
-    )
-    .set((jobs::status.eq("interrupted"), jobs::message.eq(INTERRUPTED), jobs::finished_at.eq(Some(now()))))
-    .execute(conn)
 }
 
 pub fn get_setting(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<String>> {

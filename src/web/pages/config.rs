@@ -120,7 +120,7 @@ pub async fn start_remodel(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let started = modeling::start_remodel(&state.db, &state.modeler, &user.username).await?;
+    let started = modeling::start_remodel(&state.db, &state.modeler, &state.background, &user.username).await?;
     if started.is_none() {
         return Err(AppError::Conflict("A re-model is already running.".into()));
     }

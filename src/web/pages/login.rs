@@ -1,8 +1,5 @@
 //! Sign-in and sign-out, with throttling against password guessing.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use actix_session::Session;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
@@ -10,8 +7,10 @@ use serde::Deserialize;
 
 use super::audit;
 use crate::auth::verify_password;
-use crate::db::models::users;
-use crate::db::now;
+use diesel::QueryResult;
+
+use crate::db::models::{login_failures, users};
+use crate::db::{AnyConnection, now};
 use crate::error::AppError;
 use crate::web::session::{csrf_token, keys};
 use crate::web::{AppState, html};
@@ -23,11 +22,42 @@ struct LoginPage {
     next: String,
     error: Option<String>,
     username: String,
+    /// Offer "Sign in with Microsoft".
+    sso_enabled: bool,
+}
+
+/// The sign-in page, with an error to show and the status to answer with.
+pub async fn login_page(
+    state: &AppState,
+    session: &Session,
+    next: String,
+    error: Option<String>,
+    username: String,
+    status: actix_web::http::StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let sso_enabled = state.db.run(|c| Ok(crate::sso::settings::load(c)?.is_some_and(|s| s.enabled))).await?;
+    let mut res = html(&LoginPage { csrf: csrf_token(session), next, error, username, sso_enabled })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+/// Starts the session of a person who just proved who they are (password or Entra alike): a
+/// new session id, so that a session fixed before sign-in is worthless, and nothing kept from
+/// the anonymous session (a new CSRF token is made on first use).
+pub fn start_session(session: &Session, user_id: i64) -> Result<(), AppError> {
+    session.renew();
+    session.clear();
+    let t = now();
+    let internal = |e: actix_session::SessionInsertError| AppError::Internal(anyhow::anyhow!("{e}"));
+    session.insert(keys::USER_ID, user_id).map_err(internal)?;
+    session.insert(keys::LOGIN_AT, t).map_err(internal)?;
+    session.insert(keys::LAST_ACTIVE, t).map_err(internal)?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
 pub struct NextQuery {
-    next: Option<String>,
+    pub next: Option<String>,
 }
 
 /// Only a path on this site may be a destination after sign-in: no `//host`, no scheme.
@@ -44,13 +74,22 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-pub async fn show(session: Session, q: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
-    html(&LoginPage {
-        csrf: csrf_token(&session),
-        next: safe_next(q.next.as_deref()),
-        error: None,
-        username: String::new(),
-    })
+/// Sends the browser to the sign-in page, which shows `error` once: a failure elsewhere (the way
+/// back from Entra) is read on `/login`, and reloading it cannot replay anything.
+pub fn back_to_login(session: &Session, next: &str, error: &str) -> Result<HttpResponse, AppError> {
+    session.insert(keys::LOGIN_ERROR, error).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+    let to = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish())
+}
+
+pub async fn show(
+    session: Session,
+    state: web::Data<AppState>,
+    q: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(q.next.as_deref());
+    let error = session.remove_as::<String>(keys::LOGIN_ERROR).and_then(Result::ok);
+    login_page(&state, &session, next, error, String::new(), actix_web::http::StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -70,38 +109,40 @@ pub async fn submit(
     let username = username.trim().to_owned();
     let next = safe_next(next.as_deref());
     let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let refuse = |msg: String, session: &Session, status: actix_web::http::StatusCode| {
-        let page =
-            LoginPage { csrf: csrf_token(session), next: next.clone(), error: Some(msg), username: username.clone() };
-        html(&page).map(|mut r| {
-            *r.status_mut() = status;
-            r
-        })
+    let refuse = async |msg: String, session: &Session, status: actix_web::http::StatusCode| {
+        login_page(&state, session, next.clone(), Some(msg), username.clone(), status).await
     };
 
-    if let Some(wait) = state.login_throttle.locked(&username, &address) {
-        audit(&state.db, &username, "login", &address, "refused", "too many failed attempts").await?;
-        let minutes = ((wait + 59) / 60).max(1);
-        return refuse(
-            format!("Too many failed sign-ins. Try again in {minutes} minute(s)."),
-            &session,
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-        );
-    }
-    // No user name holds a control character (PostgreSQL cannot even compare one with NUL).
+    // Checked before anything is looked up: no user name holds a control character, and
+    // PostgreSQL cannot even compare text with a NUL.
     if username.is_empty()
         || password.is_empty()
         || password.len() > 1024
         || username.len() > 64
         || username.chars().any(char::is_control)
     {
-        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST);
+        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST)
+            .await;
+    }
+
+    let throttle = state.login_throttle;
+    let (u, a) = (username.clone(), address.clone());
+    if let Some(wait) = state.db.run(move |c| Ok(throttle.locked(c, &u, &a)?)).await? {
+        audit(&state.db, &username, "login", &address, "refused", "too many failed attempts").await?;
+        let minutes = ((wait + 59) / 60).max(1);
+        return refuse(
+            format!("Too many failed sign-ins. Try again in {minutes} minute(s)."),
+            &session,
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        )
+        .await;
     }
 
     let lookup = username.clone();
     let user = state.db.run(move |c| Ok(users::find_by_name(c, &lookup)?)).await?;
-    // Verify even for unknown users so that timing does not tell which names exist.
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // Verify even for unknown users (and Entra-only ones, whose hash is empty) so that timing does
+    // not tell which names exist.
+    let hash = user.as_ref().map(|u| u.password_hash.clone()).filter(|h| !h.is_empty());
     let pw = password.clone();
     let verified =
         web::block(move || verify_password(&pw, hash.as_deref().unwrap_or(crate::auth::dummy_password_hash())))
@@ -110,19 +151,15 @@ pub async fn submit(
 
     match user {
         Some(u) if verified && !u.disabled => {
-            state.login_throttle.succeeded(&username, &address);
-            // A new session id at sign-in, so that a session fixed before it is worthless.
-            session.renew();
-            session.clear();
-            let t = now();
-            session.insert(keys::USER_ID, u.id).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            session.insert(keys::LOGIN_AT, t).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            session.insert(keys::LAST_ACTIVE, t).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            let (name, a) = (username.clone(), address.clone());
+            state.db.run(move |c| Ok(throttle.succeeded(c, &name, &a)?)).await?;
+            start_session(&session, u.id)?;
             audit(&state.db, &u.username, "login", &address, "success", "").await?;
             Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish())
         }
         _ => {
-            state.login_throttle.failed(&username, &address);
+            let (u, a) = (username.clone(), address.clone());
+            state.db.run(move |c| Ok(throttle.failed(c, &u, &a)?)).await?;
             let why = match &user {
                 Some(u) if u.disabled && verified => "account disabled",
                 Some(_) => "wrong password",
@@ -134,6 +171,7 @@ pub async fn submit(
                 &session,
                 actix_web::http::StatusCode::UNAUTHORIZED,
             )
+            .await
         }
     }
 }
@@ -153,16 +191,21 @@ pub async fn logout(session: Session, state: web::Data<AppState>) -> Result<Http
 /// Counts failed sign-ins per user name and address, and with a higher limit per user name
 /// alone (guessing one password from many addresses) and per address alone (trying many user
 /// names from one address), and locks out for a while past the limit. The address is the
-/// peer's: a client-supplied `X-Forwarded-For` is not believed.
+/// peer's: a client-supplied `X-Forwarded-For` is not believed. The counts live in the
+/// database, so the lock-out holds on every instance.
+#[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
     max_failures: u32,
     lockout_secs: i64,
-    entries: Mutex<HashMap<String, (u32, i64)>>,
 }
 
 impl LoginThrottle {
     pub fn new(max_failures: u32, lockout_minutes: i64) -> Self {
-        Self { max_failures, lockout_secs: lockout_minutes * 60, entries: Mutex::new(HashMap::new()) }
+        Self { max_failures, lockout_secs: lockout_minutes * 60 }
+    }
+
+    pub fn lockout_secs(&self) -> i64 {
+        self.lockout_secs
     }
 
     fn keys(username: &str, address: &str) -> [(String, u32); 3] {
@@ -171,40 +214,32 @@ impl LoginThrottle {
     }
 
     /// Seconds left of a lock-out, if any.
-    pub fn locked(&self, username: &str, address: &str) -> Option<i64> {
+    pub fn locked(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<Option<i64>> {
         let t = now();
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        Self::keys(username, address)
+        let keys = Self::keys(username, address);
+        let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let counts = login_failures::get(conn, &names)?;
+        Ok(keys
             .iter()
             .filter_map(|(k, factor)| {
-                let (count, last) = entries.get(k)?;
+                let (_, count, last) = counts.iter().find(|(key, _, _)| key == k)?;
                 let left = last + self.lockout_secs - t;
-                (*count >= self.max_failures * factor && left > 0).then_some(left)
+                (*count as u32 >= self.max_failures * factor && left > 0).then_some(left)
             })
-            .max()
+            .max())
     }
 
-    pub fn failed(&self, username: &str, address: &str) {
+    pub fn failed(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<()> {
         let t = now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget old entries so the map cannot grow without bound under a flood of names.
-        if entries.len() > 100_000 {
-            entries.retain(|_, (_, last)| t - *last < self.lockout_secs);
-        }
         for (k, _) in Self::keys(username, address) {
-            let e = entries.entry(k).or_insert((0, t));
-            if t - e.1 > self.lockout_secs {
-                *e = (0, t);
-            }
-            e.0 += 1;
-            e.1 = t;
+            login_failures::record(conn, &k, t, self.lockout_secs)?;
         }
+        Ok(())
     }
 
-    pub fn succeeded(&self, username: &str, address: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn succeeded(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<()> {
         let [(pair, _), ..] = Self::keys(username, address);
-        entries.remove(&pair);
+        login_failures::clear(conn, &pair).map(|_| ())
     }
 }
 
@@ -232,23 +267,52 @@ mod tests {
 
     #[test]
     fn the_throttle_locks_after_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
         for _ in 0..3 {
-            assert!(t.locked("alice", "1.2.3.4").is_none());
-            t.failed("alice", "1.2.3.4");
+            assert!(t.locked(c, "alice", "1.2.3.4").unwrap().is_none());
+            t.failed(c, "alice", "1.2.3.4").unwrap();
         }
-        assert!(t.locked("alice", "1.2.3.4").is_some());
-        assert!(t.locked("alice", "5.6.7.8").is_none(), "another address is not locked yet");
+        assert!(t.locked(c, "Alice", "1.2.3.4").unwrap().is_some());
+        assert!(t.locked(c, "alice", "5.6.7.8").unwrap().is_none(), "another address is not locked yet");
+        t.succeeded(c, "alice", "1.2.3.4").unwrap();
+        assert!(t.locked(c, "alice", "1.2.3.4").unwrap().is_none(), "a success clears the address's count");
+    }
+
+    #[test]
+    fn old_failures_stop_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let c = &mut *conn;
+        let long_ago = now() - 3600;
+        for _ in 0..3 {
+            login_failures::record(c, "bob|1.2.3.4", long_ago, 900).unwrap();
+        }
+        login_failures::record(c, "bob|1.2.3.4", now(), 900).unwrap();
+        let rows = login_failures::get(c, &["bob|1.2.3.4".to_owned()]).unwrap();
+        assert_eq!(rows[0].1, 1, "a count past the window starts again");
+        assert_eq!(login_failures::purge(c, now() + 1).unwrap(), 1);
     }
 
     #[test]
     fn many_names_from_one_address_lock_that_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
         for i in 0..12 {
-            assert!(t.locked(&format!("user{i}"), "1.2.3.4").is_none(), "attempt {i}");
-            t.failed(&format!("user{i}"), "1.2.3.4");
+            assert!(t.locked(c, &format!("user{i}"), "1.2.3.4").unwrap().is_none(), "attempt {i}");
+            t.failed(c, &format!("user{i}"), "1.2.3.4").unwrap();
         }
-        assert!(t.locked("someone-else", "1.2.3.4").is_some());
-        assert!(t.locked("someone-else", "5.6.7.8").is_none());
+        assert!(t.locked(c, "someone-else", "1.2.3.4").unwrap().is_some());
+        assert!(t.locked(c, "someone-else", "5.6.7.8").unwrap().is_none());
     }
 }

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod defender;
 pub mod endpoints;
 pub mod login;
+pub mod sso;
 pub mod tokens;
 pub mod users;
 

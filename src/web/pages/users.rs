@@ -20,16 +20,21 @@ struct UsersPage {
     message: Option<String>,
     error: Option<String>,
     roles: [Role; 3],
+    /// Users who sign in with Entra ID: their role follows Entra at each sign-in.
+    entra: Vec<i64>,
 }
 
 impl UsersPage {
+    fn is_entra(&self, id: &i64) -> bool {
+        self.entra.contains(id)
+    }
     fn time(&self, t: &i64) -> String {
         fmt_time(*t)
     }
 }
 
 async fn render(user: &AdminUser, state: &AppState, outcome: Result<String, String>) -> Result<HttpResponse, AppError> {
-    let list = state.db.run(|c| Ok(users::list(c)?)).await?;
+    let (list, entra) = state.db.run(|c| Ok((users::list(c)?, crate::db::models::sso::linked_user_ids(c)?))).await?;
     let (message, error) = match outcome {
         Ok(m) if m.is_empty() => (None, None),
         Ok(m) => (Some(m), None),
@@ -38,7 +43,7 @@ async fn render(user: &AdminUser, state: &AppState, outcome: Result<String, Stri
     let status =
         if error.is_some() { actix_web::http::StatusCode::BAD_REQUEST } else { actix_web::http::StatusCode::OK };
     let mut res =
-        html(&UsersPage { layout: Layout::new(user, "users"), users: list, message, error, roles: Role::ALL })?;
+        html(&UsersPage { layout: Layout::new(user, "users"), users: list, message, error, roles: Role::ALL, entra })?;
     *res.status_mut() = status;
     Ok(res)
 }

@@ -1,0 +1,2 @@
+DROP TABLE user_identities;
+DROP TABLE sso_config;

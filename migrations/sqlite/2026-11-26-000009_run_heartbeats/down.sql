@@ -1,2 +1,0 @@
-ALTER TABLE jobs DROP COLUMN heartbeat_at;
-ALTER TABLE sync_runs DROP COLUMN heartbeat_at;

@@ -1,0 +1,144 @@
+//! Leases: which instance runs a given piece of background work (the Defender sync, a full
+//! re-model, the machine-action poll), elected through the database.
+//!
+//! On PostgreSQL a lease is a session-level advisory lock taken with `pg_try_advisory_lock` on a
+//! connection of its own (outside the pool), held for as long as the work runs. When the
+//! holder's process dies, PostgreSQL ends its session and the lock is free again, so another
+//! instance can take the work over; nothing has to expire first. On SQLite one process owns the
+//! database file, and a lease is a lock inside that process.
+//!
+//! Whoever holds a lease knows that any run of that work still marked "running" in the database
+//! was left by a holder that is gone (see the callers).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use diesel::sql_types::{BigInt, Bool};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use sha2::{Digest, Sha256};
+
+use super::{DatabaseTarget, Db, redact_url};
+
+/// The names of the work elected this way.
+pub const DEFENDER_SYNC: &str = "defender-sync";
+pub const REMODEL: &str = "remodel";
+pub const ACTION_POLL: &str = "action-poll";
+/// Not a lease of background work: held while an instance migrates the database at start.
+pub const MIGRATIONS: &str = "migrations";
+
+/// Leases held in this process on SQLite files: (database file, lease name).
+static LOCAL: Mutex<Option<HashSet<(PathBuf, String)>>> = Mutex::new(None);
+
+/// A held lease; dropping it gives it up.
+pub struct Lease {
+    name: String,
+    holder: Holder,
+}
+
+enum Holder {
+    /// The connection whose session holds the advisory lock.
+    Postgres(Arc<Mutex<PgConnection>>),
+    Local(PathBuf),
+}
+
+/// The advisory-lock key of a lease name: stable across versions and instances.
+pub(crate) fn key(name: &str) -> i64 {
+    let digest = Sha256::digest(format!("endpoint-analytics lease {name}").as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"))
+}
+
+impl Db {
+    /// Takes the lease `name` unless another holder (instance, or task of this one) has it.
+    pub async fn try_lease(&self, name: &str) -> anyhow::Result<Option<Lease>> {
+        let name = name.to_owned();
+        match self.target() {
+            DatabaseTarget::Postgres { url } => {
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Lease>> {
+                    // A connection of its own: a pooled one would go back to the pool still
+                    // holding the lock, and holding it for a long run would take a pool slot.
+                    let mut conn = PgConnection::establish(&url)
+                        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(&url)))?;
+                    let got = diesel::select(
+                        diesel::dsl::sql::<Bool>("pg_try_advisory_lock(").bind::<BigInt, _>(key(&name)).sql(")"),
+                    )
+                    .get_result::<bool>(&mut conn)
+                    .context("cannot ask PostgreSQL for an advisory lock")?;
+                    Ok(got.then(|| Lease { name, holder: Holder::Postgres(Arc::new(Mutex::new(conn))) }))
+                })
+                .await
+                .context("the lease task panicked")?
+            }
+            DatabaseTarget::Sqlite { path } => {
+                let mut held = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = (path.clone(), name.clone());
+                Ok(held
+                    .get_or_insert_default()
+                    .insert(entry)
+                    .then(|| Lease { name, holder: Holder::Local(path.clone()) }))
+            }
+        }
+    }
+}
+
+impl Lease {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the lease is still ours. On PostgreSQL the lock lives as long as its session: if
+    /// the connection broke, another instance may already have taken the work over, and the
+    /// holder must stop.
+    pub async fn still_held(&self) -> bool {
+        match &self.holder {
+            Holder::Local(_) => true,
+            Holder::Postgres(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    diesel::sql_query("SELECT 1").execute(&mut *conn).is_ok()
+                })
+                .await
+                .unwrap_or(false)
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // PostgreSQL: closing the connection ends the session and releases the lock.
+        if let Holder::Local(path) = &self.holder {
+            let mut held = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(set) = held.as_mut() {
+                set.remove(&(path.clone(), self.name.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("lease.db").display());
+        let (a, b) = (Db::connect(&url, 2).unwrap(), Db::connect(&url, 2).unwrap());
+        let lease = a.try_lease(DEFENDER_SYNC).await.unwrap().expect("the first asks and gets it");
+        assert!(b.try_lease(DEFENDER_SYNC).await.unwrap().is_none(), "a second holder of the same database");
+        assert!(b.try_lease(REMODEL).await.unwrap().is_some(), "another lease is independent");
+        assert!(lease.still_held().await);
+        drop(lease);
+        assert!(b.try_lease(DEFENDER_SYNC).await.unwrap().is_some(), "free again once dropped");
+    }
+
+    #[test]
+    fn keys_differ_by_name() {
+        assert_ne!(key(DEFENDER_SYNC), key(REMODEL));
+        assert_eq!(key(ACTION_POLL), key(ACTION_POLL));
+    }
+}

@@ -1,0 +1,101 @@
+//! Optional sign-in with Microsoft Entra ID (OpenID Connect, authorization code with PKCE).
+//!
+//! * `settings` – what an administrator configures (tenant, client, secret, authority, the
+//!   mapping of app roles and groups to our roles), validated and stored with the secret sealed.
+//! * `oidc` – the protocol: discovery, the authorize address with state, nonce and PKCE (the
+//!   `oauth2` crate), the code exchange, and the ID token's signature (JWKS, RS256) and claims.
+//! * `accounts` – the local user an Entra identity signs in as: linked by tenant id + object id,
+//!   created on first sign-in, its role set from the mapping at every sign-in.
+//!
+//! The web side (`web::pages::sso`) keeps the pending sign-in in the session and starts the
+//! session exactly as a password sign-in does.
+
+pub mod accounts;
+pub mod oidc;
+pub mod settings;
+
+pub use oidc::{Identity, Pending, Sso};
+
+use crate::db::Db;
+use crate::secrets::SecretBox;
+use settings::{FieldErrors, SsoInput};
+
+/// Validates and stores what an administrator typed, with an audit entry; the message to show,
+/// or the fields to correct.
+pub async fn configure(
+    db: &Db,
+    secrets: &SecretBox,
+    input: SsoInput,
+    by: &str,
+) -> anyhow::Result<Result<String, FieldErrors>> {
+    let (secrets, by) = (secrets.clone(), by.to_owned());
+    db.run(move |c| {
+        let old = settings::load(c)?;
+        let has_secret = old.as_ref().is_some_and(|o| o.secret_ciphertext.is_some());
+        let s = match settings::validate(&input, has_secret) {
+            Ok(s) => s,
+            Err(errors) => {
+                crate::db::models::audit::record(
+                    c,
+                    crate::db::models::audit::NewAudit {
+                        actor: &by,
+                        action: "sso.configure",
+                        target: settings::NAME,
+                        outcome: "refused",
+                        details: &errors.summary(),
+                    },
+                )?;
+                return Ok(Err(errors));
+            }
+        };
+        let details = settings::describe_change(old.as_ref(), &s);
+        settings::save(c, &secrets, &s, &by)?;
+        crate::db::models::audit::record(
+            c,
+            crate::db::models::audit::NewAudit {
+                actor: &by,
+                action: "sso.configure",
+                target: settings::NAME,
+                outcome: "success",
+                details: &details,
+            },
+        )?;
+        Ok(Ok(if s.enabled {
+            "Saved. Sign-in with Microsoft is enabled.".to_owned()
+        } else {
+            "Saved. Sign-in with Microsoft is disabled.".to_owned()
+        }))
+    })
+    .await
+}
+
+/// Why a sign-in with Microsoft did not succeed, in words for the person at the login page.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("Sign-in with Microsoft is not enabled. Sign in with your user name and password.")]
+    NotEnabled,
+    #[error("The sign-in with Microsoft expired or was started in another window. Please try again.")]
+    NoPendingSignIn,
+    #[error("The answer from Microsoft did not belong to this sign-in (state mismatch). Please try again.")]
+    StateMismatch,
+    #[error("Microsoft did not sign you in: {0}")]
+    Provider(String),
+    #[error("Microsoft's sign-in service could not be used: {0}")]
+    Unreachable(String),
+    #[error("The sign-in could not be verified: {0}. Nobody was signed in.")]
+    InvalidToken(String),
+    #[error(
+        "Your Microsoft account has no role in Endpoint Analytics: none of your app roles or groups is mapped to Admin, Operator or Analyst. Ask an administrator to assign you one.{0}"
+    )]
+    NoRole(&'static str),
+    #[error("This account is disabled. Ask an administrator.")]
+    AccountDisabled,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<diesel::result::Error> for SignInError {
+    fn from(e: diesel::result::Error) -> Self {
+        SignInError::Internal(e.into())
+    }
+}

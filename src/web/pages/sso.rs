@@ -1,0 +1,243 @@
+//! Sign-in with Microsoft Entra ID: the way there (`/login/entra`), the way back
+//! (`/login/entra/callback`), and its settings page (Configuration ▸ Entra ID sign-in, admins).
+//! The pending sign-in (state, nonce, PKCE verifier) lives in the server-side session; it is
+//! used once, and any failure lands on `/login` with the reason in plain words.
+
+use actix_session::Session;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::audit;
+use super::login::{NextQuery, back_to_login, safe_next, start_session};
+use crate::db::models::sso::SsoConfig;
+use crate::db::now;
+use crate::error::AppError;
+use crate::sso::accounts::{self, SignedIn};
+use crate::sso::oidc::PENDING_LIFETIME_SECS;
+use crate::sso::settings::{self, CALLBACK_PATH, FieldErrors, RoleMapping, SsoInput};
+use crate::sso::{Pending, SignInError};
+use crate::web::auth::AdminUser;
+use crate::web::{AppState, Input, Layout, html, input};
+
+/// Session key of the sign-in between the redirect to Entra and the way back.
+const PENDING: &str = "entra_pending";
+
+/// The redirect URI registered in Entra: configured, or this site's address as the request
+/// reached it (right when no proxy rewrites the host or scheme).
+fn redirect_uri(req: &HttpRequest, config: &SsoConfig) -> String {
+    if !config.redirect_uri.is_empty() {
+        return config.redirect_uri.clone();
+    }
+    let ci = req.connection_info();
+    format!("{}://{}{CALLBACK_PATH}", ci.scheme(), ci.host())
+}
+
+async fn enabled_config(state: &AppState) -> Result<SsoConfig, SignInError> {
+    state.db.run(|c| Ok(settings::load(c)?)).await?.filter(|c| c.enabled).ok_or(SignInError::NotEnabled)
+}
+
+fn address(req: &HttpRequest) -> String {
+    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
+/// "Sign in with Microsoft": off to the tenant's authorize endpoint.
+pub async fn start(
+    req: HttpRequest,
+    session: Session,
+    state: web::Data<AppState>,
+    q: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(q.next.as_deref());
+    let outcome = async {
+        let config = enabled_config(&state).await?;
+        state.sso.begin(&config, &redirect_uri(&req, &config), next.clone()).await
+    }
+    .await;
+    match outcome {
+        Ok((url, pending)) => {
+            session.insert(PENDING, &pending).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
+            Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, url.to_string())).finish())
+        }
+        Err(SignInError::Internal(e)) => Err(AppError::Internal(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Entra sign-in could not start");
+            back_to_login(&session, &next, &e.to_string())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The way back from Entra: the state must be this session's, then the code is redeemed and
+/// the ID token verified, and the person signed in with the mapped role.
+pub async fn callback(
+    req: HttpRequest,
+    session: Session,
+    state: web::Data<AppState>,
+    q: Input<web::Query<CallbackQuery>>,
+) -> Result<HttpResponse, AppError> {
+    let q = input(q)?.into_inner();
+    // One use: whatever happens now, the next attempt starts over.
+    let pending = session.remove_as::<Pending>(PENDING).and_then(Result::ok);
+    let next = pending.as_ref().map(|p| p.next.clone()).unwrap_or_else(|| "/".into());
+    let (who, outcome) = complete(&state, pending, q).await;
+    let from = address(&req);
+    match outcome {
+        Ok(SignedIn { user, created, previous_role }) => {
+            start_session(&session, user.id)?;
+            let mut details = "via Entra ID".to_owned();
+            if created {
+                details.push_str(&format!("; account created as {}", user.role().label()));
+            }
+            if let Some(old) = previous_role {
+                details.push_str(&format!("; role {} → {} from the mapping", old.label(), user.role().label()));
+            }
+            audit(&state.db, &user.username, "login", &from, "success", &details).await?;
+            Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish())
+        }
+        Err(SignInError::Internal(e)) => Err(AppError::Internal(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Entra sign-in refused");
+            audit(&state.db, &who, "login", &from, "failure", &format!("via Entra ID: {e}")).await?;
+            back_to_login(&session, &next, &e.to_string())
+        }
+    }
+}
+
+/// Who tried (for the audit log) and what came of it.
+async fn complete(
+    state: &AppState,
+    pending: Option<Pending>,
+    q: CallbackQuery,
+) -> (String, Result<SignedIn, SignInError>) {
+    let mut who = "entra".to_owned();
+    let result = async {
+        let pending =
+            pending.filter(|p| now() - p.started_at <= PENDING_LIFETIME_SECS).ok_or(SignInError::NoPendingSignIn)?;
+        // An answer that does not carry this session's state is not ours to act on, nor to
+        // show: its error text could be anyone's.
+        if q.state.as_deref() != Some(pending.state.as_str()) {
+            return Err(SignInError::StateMismatch);
+        }
+        if let Some(error) = q.error {
+            let description = q.error_description.as_deref().map(crate::sso::oidc::first_line).unwrap_or_default();
+            return Err(SignInError::Provider(if description.is_empty() {
+                error
+            } else {
+                format!("{description} ({error})")
+            }));
+        }
+        let code = q.code.filter(|c| !c.is_empty()).ok_or_else(|| SignInError::Provider("no code came back".into()))?;
+        let config = enabled_config(state).await?;
+        let secret = settings::stored_secret(&state.secrets, &config)?;
+        let identity = state.sso.finish(&config, secret, &pending, code).await?;
+        who = if identity.username.is_empty() {
+            format!("entra:{}", identity.object_id)
+        } else {
+            identity.username.clone()
+        };
+        let role = accounts::role_of(&identity, &RoleMapping::from_config(&config))?;
+        state.db.run(move |c| Ok(accounts::sign_in(c, &identity, role))).await?
+    }
+    .await;
+    (who, result)
+}
+
+#[derive(Template)]
+#[template(path = "config/sso.html")]
+struct SsoPage {
+    layout: Layout,
+    form: SsoInput,
+    errors: FieldErrors,
+    message: Option<String>,
+    secret_configured: bool,
+    redirect_uri: String,
+    default_authority: &'static str,
+}
+
+impl SsoPage {
+    fn err(&self, field: &str) -> Option<&str> {
+        self.errors.get(field)
+    }
+}
+
+async fn render(
+    req: &HttpRequest,
+    user: &AdminUser,
+    state: &AppState,
+    form: Option<SsoInput>,
+    errors: FieldErrors,
+    message: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let config = state.db.run(|c| Ok(settings::load(c)?)).await?;
+    let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
+    let form = form.unwrap_or_else(|| config.as_ref().map(SsoInput::from_config).unwrap_or_default());
+    let ci = req.connection_info();
+    let redirect_uri = if form.redirect_uri.trim().is_empty() {
+        format!("{}://{}{CALLBACK_PATH}", ci.scheme(), ci.host())
+    } else {
+        form.redirect_uri.trim().to_owned()
+    };
+    let bad = !errors.is_empty();
+    let mut res = html(&SsoPage {
+        layout: Layout::new(user, "integrations"),
+        form,
+        errors,
+        message,
+        secret_configured,
+        redirect_uri,
+        default_authority: settings::DEFAULT_AUTHORITY,
+    })?;
+    if bad {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
+}
+
+pub async fn show(req: HttpRequest, user: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    render(&req, &user, &state, None, FieldErrors::default(), None).await
+}
+
+/// HTML forms send a checkbox only when ticked.
+fn form_input(pairs: Vec<(String, String)>) -> SsoInput {
+    let mut i = SsoInput::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "tenant_id" => i.tenant_id = v,
+            "client_id" => i.client_id = v,
+            "client_secret" => i.client_secret = v,
+            "authority" => i.authority = v,
+            "redirect_uri" => i.redirect_uri = v,
+            "admin_values" => i.admin_values = v,
+            "operator_values" => i.operator_values = v,
+            "analyst_values" => i.analyst_values = v,
+            "enabled" => i.enabled = matches!(v.as_str(), "on" | "true" | "1"),
+            _ => {}
+        }
+    }
+    i
+}
+
+pub async fn save(
+    req: HttpRequest,
+    user: AdminUser,
+    state: web::Data<AppState>,
+    form: Input<web::Form<Vec<(String, String)>>>,
+) -> Result<HttpResponse, AppError> {
+    let mut values = form_input(input(form)?.into_inner());
+    let outcome = crate::sso::configure(&state.db, &state.secrets, values.clone(), &user.username).await?;
+    // The secret is never sent back, not even after a failed save.
+    values.client_secret.clear();
+    match outcome {
+        Ok(message) => render(&req, &user, &state, None, FieldErrors::default(), Some(message)).await,
+        Err(errors) => render(&req, &user, &state, Some(values), errors, None).await,
+    }
+}
