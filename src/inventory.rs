@@ -5,10 +5,9 @@
 use serde::Serialize;
 
 use crate::db::Db;
-use diesel::Connection;
 
 use crate::db::models::endpoints::{self, MergeCounts};
-use crate::domain::observations::{Observation, RawObservation};
+use crate::domain::observations::{MAX_BATCH, Observation, RawObservation};
 use crate::modeling::Modeler;
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +28,22 @@ pub struct IngestReport {
 /// A batch as read: each observation (or why it could not even be read) with its position.
 pub type RawBatch = Vec<(usize, Result<RawObservation, String>)>;
 
+/// Reads a JSON body of observations (`POST /api/v1/observations`): an array of at most
+/// [`MAX_BATCH`] items, each an observation or the reason it is not one. Nothing is validated
+/// beyond the shape; [`ingest`] does that.
+pub fn parse_json_batch(body: &[u8]) -> Result<RawBatch, String> {
+    let values: Vec<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("The body must be a JSON array of observations: {e}"))?;
+    if values.len() > MAX_BATCH {
+        return Err(format!("A batch holds at most {MAX_BATCH} observations; this one has {}.", values.len()));
+    }
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i, serde_json::from_value::<RawObservation>(v).map_err(|e| format!("not an observation: {e}"))))
+        .collect())
+}
+
 /// Validates and merges a batch. `items` pairs each observation (or the reason it could not even
 /// be read) with its position for the report.
 pub async fn ingest(db: &Db, modeler: &Modeler, items: RawBatch, source: &'static str) -> anyhow::Result<IngestReport> {
@@ -48,7 +63,7 @@ pub async fn ingest(db: &Db, modeler: &Modeler, items: RawBatch, source: &'stati
     } else {
         db.run(move |c| {
             // Merge and model in one transaction: an endpoint is never seen without its profile.
-            Ok(c.transaction(|c| {
+            Ok(c.write_transaction(|c| {
                 let vendor = |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
                 let merged = endpoints::apply_observations(c, &valid, source, vendor)?;
                 modeler.model_ids(c, &merged.touched)?;

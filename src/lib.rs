@@ -14,6 +14,7 @@ pub mod defender;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod fuzz;
 pub mod inventory;
 pub mod jobs;
 pub mod metrics;

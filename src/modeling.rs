@@ -261,7 +261,7 @@ impl Modeler {
     /// Deletes all of an owner's profiles and re-models the endpoints that had one.
     pub fn delete_owner(&self, conn: &mut AnyConnection, owner: &str) -> QueryResult<usize> {
         let affected = profiles::delete_owner(conn, owner)?;
-        conn.transaction(|conn| self.model_ids(conn, &affected))?;
+        conn.write_transaction(|conn| self.model_ids(conn, &affected))?;
         Ok(affected.len())
     }
 }
@@ -398,7 +398,7 @@ async fn remodel(db: &Db, modeler: &Modeler, job: i64, background: &Background) 
         let (m, en) = (modeler.clone(), enabled.clone());
         let (count, last, n) = db
             .run(move |c| {
-                c.transaction(|c| {
+                c.write_transaction(|c| {
                     let list: Vec<Endpoint> = endpoints_t::table
                         .filter(endpoints_t::id.gt(after))
                         .order(endpoints_t::id.asc())

@@ -23,6 +23,50 @@ pub enum AnyConnection {
     Sqlite(SqliteConnection),
 }
 
+impl AnyConnection {
+    /// A transaction that writes. On SQLite it takes the write lock when it begins (`BEGIN
+    /// IMMEDIATE`), waiting for it under the busy timeout: a deferred transaction that reads
+    /// first fails at once with "database is locked" when another connection committed in
+    /// between (WAL cannot upgrade a stale snapshot), which a sync's import or a re-model
+    /// beside a page's audit entry or an ingest did under load. Nested, it is a savepoint.
+    pub fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        use diesel::connection::{AnsiTransactionManager, TransactionManager};
+        fn sqlite(c: &mut AnyConnection) -> &mut SqliteConnection {
+            match c {
+                AnyConnection::Sqlite(c) => c,
+                AnyConnection::Postgresql(_) => unreachable!("checked by the caller"),
+            }
+        }
+        let top_level_sqlite = match self {
+            AnyConnection::Sqlite(c) => {
+                AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth()?.is_none()
+            }
+            AnyConnection::Postgresql(_) => false,
+        };
+        if !top_level_sqlite {
+            return self.transaction(f);
+        }
+        AnsiTransactionManager::begin_transaction_sql(sqlite(self), "BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(value) => match AnsiTransactionManager::commit_transaction(sqlite(self)) {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = AnsiTransactionManager::rollback_transaction(sqlite(self));
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                let _ = AnsiTransactionManager::rollback_transaction(sqlite(self));
+                Err(e)
+            }
+        }
+    }
+}
+
 pub type DbPool = Pool<ConnectionManager<AnyConnection>>;
 pub type DbConn = PooledConnection<ConnectionManager<AnyConnection>>;
 

@@ -631,6 +631,14 @@ impl DefenderClient {
         Ok(t)
     }
 
+    /// Drops the cached token if it is still this generation: the next call gets a new one.
+    async fn forget_token(&self, generation: u64) {
+        let mut guard = self.inner.token.lock().await;
+        if guard.as_ref().is_some_and(|t| t.generation == generation) {
+            *guard = None;
+        }
+    }
+
     async fn fetch_token(&self) -> Result<CachedToken, DefenderError> {
         let inner = &self.inner;
         let url = inner.target.token_url(&inner.creds.tenant_id)?;
@@ -773,6 +781,11 @@ impl DefenderClient {
                 Attempt::Done(a) => return Ok(a),
                 Attempt::Fail(e) => {
                     self.stat(api, |a, _| a.errors += 1);
+                    if matches!(e, DefenderError::MissingPermission { .. } | DefenderError::Api { status: 403, .. }) {
+                        // A token carries the roles granted when it was issued: once an admin
+                        // grants the permission, only a new token has it.
+                        self.forget_token(token.generation).await;
+                    }
                     return Err(e);
                 }
                 Attempt::Refresh { generation } => {
@@ -1119,9 +1132,9 @@ impl DefenderClient {
 
 // -------------------------------------------------------------------- decoding
 
-struct PageBody<T> {
-    items: Vec<T>,
-    next_link: Option<String>,
+pub(crate) struct PageBody<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) next_link: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -1135,8 +1148,9 @@ fn syntax_error(api: Api, e: &serde_json::Error) -> DefenderError {
     DefenderError::BadResponse(format!("{api}: malformed or truncated JSON at line {} column {}", e.line(), e.column()))
 }
 
-/// Decode a collection page; on a type error, say which record and field.
-fn decode_page<T: DeserializeOwned + HasId>(api: Api, body: &[u8]) -> Result<PageBody<T>, DefenderError> {
+/// Decode a collection page; on a type error, say which record and field. Also a fuzz target
+/// (`crate::fuzz::defender_json`).
+pub(crate) fn decode_page<T: DeserializeOwned + HasId>(api: Api, body: &[u8]) -> Result<PageBody<T>, DefenderError> {
     match serde_json::from_slice::<RawPage<T>>(body) {
         Ok(p) => {
             let items = p
@@ -1152,7 +1166,7 @@ fn decode_page<T: DeserializeOwned + HasId>(api: Api, body: &[u8]) -> Result<Pag
     }
 }
 
-fn decode_entity<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<T, DefenderError> {
+pub(crate) fn decode_entity<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<T, DefenderError> {
     match serde_json::from_slice::<T>(body) {
         Ok(t) => Ok(t),
         Err(e) if e.is_data() => {

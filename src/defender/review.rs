@@ -16,7 +16,7 @@ use crate::modeling::Modeler;
 /// Defender knew it; otherwise it keeps its other sources. The next sync (or the re-import done
 /// here) brings the machine's OS, profile and risk onto the target.
 pub fn merge(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str, target: i64) -> anyhow::Result<String> {
-    conn.transaction(|conn| {
+    conn.write_transaction(|conn| {
         let m =
             defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
         endpoints::find(conn, target)?.ok_or_else(|| anyhow::anyhow!("No endpoint with id {target}."))?;
@@ -53,7 +53,7 @@ pub fn merge(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str, targ
 
 /// Detaches the machine from its endpoint into a new endpoint of its own.
 pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> anyhow::Result<i64> {
-    conn.transaction(|conn| {
+    conn.write_transaction(|conn| {
         let m =
             defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
         let (short, fqdn) = host_and_fqdn(&m.computer_dns_name);

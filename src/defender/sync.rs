@@ -295,8 +295,7 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
         let outcome = ctx
             .db
             .run(move |c| {
-                use diesel::Connection;
-                let n = c.transaction(|c| import::import_batch(c, &modeler, &batch, &mut ids))?;
+                let n = c.write_transaction(|c| import::import_batch(c, &modeler, &batch, &mut ids))?;
                 Ok((n, ids))
             })
             .await;
@@ -538,7 +537,7 @@ fn ts(t: Option<DateTime<Utc>>) -> i64 {
     t.map(|t| t.timestamp()).unwrap_or(0)
 }
 
-fn record_of(m: &dto::Machine) -> MachineRecord {
+pub(crate) fn record_of(m: &dto::Machine) -> MachineRecord {
     let mut macs: Vec<String> =
         m.ip_addresses.iter().filter_map(|a| a.mac_address.as_deref()).filter_map(normalize_mac).collect();
     macs.dedup();

@@ -162,7 +162,11 @@ impl Ctx<'_> {
 
     pub fn link_with(&self, params: &[(String, String)], name: &str, value: &str) -> String {
         let base = if self.fired.foreign_next_link {
-            "https://api.defender-mirror.example.net".to_string()
+            lock(&self.st.faults)
+                .faults
+                .foreign_host
+                .clone()
+                .unwrap_or_else(|| faults::DEFAULT_FOREIGN_HOST.to_string())
         } else {
             self.base.clone()
         };
@@ -289,8 +293,14 @@ pub fn page_window(opts: &QueryOptions, max: usize, fired: &Fired) -> (usize, us
     (start, size)
 }
 
+/// Whether a page gets an `@odata.nextLink`: only without `$top`, as the service does, unless
+/// the `foreign_next_link` fault fired (a broken or hostile service may add one anyway).
+fn link_due(opts: &QueryOptions, fired: &Fired, more: bool) -> bool {
+    more && (opts.top.is_none() || fired.foreign_next_link)
+}
+
 /// Take one page from an iterator of all matching items; returns the items and the `$skip` of
-/// the next page when a nextLink is due (only without `$top`, as the service does).
+/// the next page when a nextLink is due (see [`link_due`]).
 pub fn paginate<T>(
     iter: impl Iterator<Item = T>,
     opts: &QueryOptions,
@@ -301,7 +311,7 @@ pub fn paginate<T>(
     let mut items: Vec<T> = iter.skip(start).take(size + 1).collect();
     let more = items.len() > size;
     items.truncate(size);
-    (items, (opts.top.is_none() && more).then_some(opts.skip + size))
+    (items, link_due(opts, fired, more).then_some(opts.skip + size))
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -1097,7 +1107,7 @@ async fn machines_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> 
             let mut items: Vec<(usize, u32)> = RowIter::from_offset(t, start as u64).take(size + 1).collect();
             let more = items.len() > size;
             items.truncate(size);
-            let next = (opts.top.is_none() && more).then(|| ctx.next_link(&opts, opts.skip + size));
+            let next = link_due(&opts, &ctx.fired, more).then(|| ctx.next_link(&opts, opts.skip + size));
             return collection(
                 ctx,
                 "Collection(microsoft.windowsDefenderATP.api.PublicAssetVulnerabilityDto)",

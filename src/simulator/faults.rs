@@ -26,6 +26,11 @@ pub struct Faults {
     /// Answer `GET /api/machines` with 404 ResourceNotFound when nothing matches (documented
     /// behaviour of the real service; off by default, an empty `value` is returned then).
     pub empty_list_404: bool,
+    /// Where the `foreign_next_link` effect points (`scheme://host[:port]`); default
+    /// `https://api.defender-mirror.example.net`. A test points it at a listener of its own to
+    /// prove that the client never contacts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign_host: Option<String>,
     /// Spoil the ID tokens the sign-in (authorization code) grant issues from now on, as a
     /// broken or hostile identity provider would, so the product's checks can be shown to hold.
     pub id_token: Option<IdTokenFault>,
@@ -52,6 +57,9 @@ pub enum IdTokenFault {
     /// Signed under a `kid` the JWKS does not publish.
     UnknownKid,
 }
+
+/// The host of a `foreign_next_link` when [`Faults::foreign_host`] is not set.
+pub const DEFAULT_FOREIGN_HOST: &str = "https://api.defender-mirror.example.net";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub enum ActionOutcome {

@@ -3,8 +3,6 @@
 //! to find an account. The role comes from the mapping at every sign-in, so a change in Entra
 //! takes effect at the person's next sign-in.
 
-use diesel::Connection;
-
 use super::settings::RoleMapping;
 use super::{Identity, SignInError};
 use crate::auth::{Role, check_username};
@@ -52,7 +50,7 @@ fn new_username(conn: &mut AnyConnection, identity: &Identity) -> diesel::QueryR
 
 /// Finds (or creates) the linked user, refuses a disabled one, and applies the mapped role.
 pub fn sign_in(conn: &mut AnyConnection, identity: &Identity, role: Role) -> Result<SignedIn, SignInError> {
-    conn.transaction(|c| {
+    conn.write_transaction(|c| {
         let (tid, oid) = (identity.tenant_id.as_str(), identity.object_id.as_str());
         if let Some(uid) = sso::linked_user(c, PROVIDER, tid, oid)? {
             let user = users::find(c, uid)?.ok_or_else(|| anyhow::anyhow!("a linked user is missing"))?;

@@ -262,3 +262,130 @@ async fn health_checks_answer_without_signing_in() {
         reqwest::Client::new().get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["migrations"], "current");
 }
+
+/// Rewrites the stored session state of every session (`key` minus `secs`).
+async fn age_sessions(app: &TestApp, key: &'static str, secs: i64) {
+    app.db
+        .run(move |c| {
+            use diesel::prelude::*;
+            use endpoint_analytics::db::schema::sessions;
+            let rows: Vec<(String, String)> = sessions::table.select((sessions::id, sessions::state)).load(c)?;
+            for (id, state) in rows {
+                let mut v: std::collections::HashMap<String, String> = serde_json::from_str(&state)?;
+                if let Some(a) = v.get_mut(key) {
+                    *a = (a.parse::<i64>()? - secs).to_string();
+                }
+                diesel::update(sessions::table.filter(sessions::id.eq(id)))
+                    .set(sessions::state.eq(serde_json::to_string(&v)?))
+                    .execute(c)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sessions_end_at_the_absolute_timeout_however_active() {
+    let app = spawn_app_with(|s| s.session_absolute_hours = 1).await;
+    let client = app.login_as("erin", Role::Analyst).await;
+    assert_eq!(client.get(app.url("/")).send().await.unwrap().status(), 200);
+    // Signed in two hours ago, active a moment ago.
+    age_sessions(&app, "login_at", 2 * 3600).await;
+    let res = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 303, "the absolute timeout ends the session");
+    // And the session is gone on the server: signing in again is needed.
+    assert_eq!(client.get(app.url("/endpoints")).send().await.unwrap().status(), 303);
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_secure_host_only_and_not_for_scripts() {
+    let app = spawn_app_with(|s| s.cookie_secure = true).await;
+    app.add_user("hal", Role::Analyst).await;
+    // A client that keeps no cookies: a Secure cookie would not come back over plain HTTP.
+    let res = browser().get(app.url("/login")).send().await.unwrap();
+    let cookie = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let session = cookie.iter().find(|c| c.starts_with("__Host-ea_session=")).expect("a __Host- session cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(flag), "{flag} missing: {session}");
+    }
+    assert!(!session.to_ascii_lowercase().contains("domain="), "host-only: {session}");
+}
+
+#[tokio::test]
+async fn sign_in_refuses_every_kind_of_open_redirect() {
+    let app = spawn_app().await;
+    app.add_user("carol", Role::Analyst).await;
+    for next in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "\\\\evil.example",
+        "https:evil.example",
+        "javascript:alert(1)",
+        " //evil.example",
+        "/x\\..\\\\evil.example",
+    ] {
+        // The login page does not carry it into its form either.
+        let page = browser().get(app.url(&format!("/login?next={}", urlencode(next)))).send().await.unwrap();
+        let form_next = attr(&doc(&page.text().await.unwrap()), "input[name=next]", "value").unwrap_or_default();
+        assert_eq!(form_next, "/", "{next:?} in the form");
+        let client = browser();
+        let csrf = app.csrf(&client, "/login").await;
+        let res = client
+            .post(app.url("/login"))
+            .form(&[("username", "carol"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/", "{next:?}");
+    }
+    // A path on this site is kept.
+    let client = browser();
+    let csrf = app.csrf(&client, "/login").await;
+    let res = client
+        .post(app.url("/login"))
+        .form(&[("username", "carol"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "/endpoints?q=10.0")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/endpoints?q=10.0");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn guessing_many_user_names_from_one_address_is_throttled_and_forwarded_for_is_not_believed() {
+    let app = spawn_app_with(|s| s.login_max_failures = 2).await;
+    app.add_user("victim", Role::Admin).await;
+    let client = browser();
+    // Two failures for one name lock that name at this address, whatever X-Forwarded-For says.
+    for _ in 0..2 {
+        assert_eq!(app.login(&client, "victim", "wrong password, twice").await.status(), 401);
+    }
+    let csrf = app.csrf(&client, "/login").await;
+    let res = client
+        .post(app.url("/login"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .form(&[("username", "victim"), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429, "a forged client address does not escape the lock-out");
+    // Spraying: failures for any names from one address, four times the limit in all (two
+    // already for the victim), lock the address.
+    for i in 0..6 {
+        let res = app.login(&client, &format!("guess{i}"), "Summer2026!").await;
+        assert_eq!(res.status(), 401, "guess {i}");
+    }
+    app.add_user("innocent", Role::Analyst).await;
+    let res = app.login(&client, "innocent", PASSWORD).await;
+    assert_eq!(res.status(), 429, "the address is locked out");
+}

@@ -68,6 +68,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_client(customize, Default::default()).await
+}
+
+/// As [`spawn_app_with`], with the Defender client's timeouts, retries and backoff given.
+pub async fn spawn_app_with_client(
+    customize: impl FnOnce(&mut Settings),
+    client: endpoint_analytics::defender::ClientOptions,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::new(dir.path());
     let mut settings = Settings {
@@ -80,7 +88,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         ..Settings::default()
     };
     customize(&mut settings);
-    let app = Application::build(settings).await.expect("the app builds");
+    let app = Application::build_with(settings, client).await.expect("the app builds");
     let base = format!("http://{}", app.addr());
     let db = app.db().clone();
     let state = app.state();

@@ -72,7 +72,8 @@ async fn assert_no_script_ran(c: &Client, what: &str) {
         let allowed = src == "/static/app.js" || (src.starts_with("/static/htmx-") && src.ends_with(".js"));
         assert!(allowed, "{what}: unexpected <script> {src:?} on the page");
     }
-    for css in ["main img[src=x]", "main svg", "main [onerror]", "main [onload]", "[hx-get^='/admin']"] {
+    // The dashboard draws its charts as <svg class="chart">; any other svg is injected.
+    for css in ["main img[src=x]", "main svg:not(.chart)", "main [onerror]", "main [onload]", "[hx-get^='/admin']"] {
         assert!(!exists(c, css).await, "{what}: hostile markup became an element ({css})");
     }
 }
@@ -314,6 +315,97 @@ async fn an_operator_isolates_and_releases_a_machine() {
         }
         assert_same_document(&c, "following the release").await;
         assert_eq!((calls("Isolate"), calls("Unisolate")), (1, 1), "exactly one isolate and one unisolate request");
+    })
+    .await;
+}
+
+/// Journey 5: hostile texts everywhere they can come from — Defender's machine names,
+/// vulnerability descriptions and alert titles (the simulator's `hostile` tenant), and network
+/// observations' host names, DHCP and user-agent fields — are inert on every page that shows
+/// them: no script runs, no markup becomes an element, no `javascript:` link, no injected htmx
+/// attribute comes alive, the page title stays the product's.
+#[tokio::test]
+async fn hostile_texts_are_inert_on_every_page_that_shows_them() {
+    journey("hostile_texts_everywhere", |c| async move {
+        let sim = simulator(true).await;
+        let app = synced_app(&sim).await;
+        app.add_user("ada", Role::Admin).await;
+        const PAYLOADS: &[&str] = &[
+            "<script>window.__xss=1;document.title='pwned'</script>",
+            "\"><img src=x onerror=\"window.__xss=2\">",
+            "'><svg onload='window.__xss=3'>",
+            "javascript:window.__xss=4",
+            "<div hx-get=\"/admin/pwn\" hx-trigger=\"load\" hx-swap=\"outerHTML\">x</div>",
+            "<a href=\"javascript:window.__xss=5\" id=\"evil-link\">click</a>",
+            "{{7*7}}<!--",
+        ];
+        let token = app.token(Role::Operator).await;
+        let observations: Vec<serde_json::Value> = PAYLOADS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                json!({
+                    "mac": format!("3c:52:82:00:99:{i:02x}"), "ip": format!("10.66.0.{}", i + 1),
+                    "hostname": p, "dhcp_vendor_class": p, "dhcp_params": "1,3,6", "user_agent": p,
+                })
+            })
+            .collect();
+        let res = app.ingest(&token, &json!(observations)).await;
+        assert_eq!(res.status(), 200);
+        let report: serde_json::Value = res.json().await.unwrap();
+        let observed: Vec<i64> = {
+            let list = app.api_get(&token, "/api/v1/endpoints?q=10.66.0.&limit=50").await;
+            list["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect()
+        };
+        assert!(!observed.is_empty(), "hostile observations were stored as endpoints: {report}");
+
+        // Defender machines with hostile names, vulnerability descriptions, alert titles.
+        let mut hostile_endpoints = observed.clone();
+        for filter in [
+            (|m: &DefenderMachine| m.computer_dns_name.contains('<')) as fn(&DefenderMachine) -> bool,
+            |m| m.top_vuln_description.contains('<'),
+            |m| m.top_alert_title.contains('<'),
+        ] {
+            let m = machine_where(&app, filter).await.expect("the hostile tenant has such a machine");
+            hostile_endpoints.push(m.endpoint_id.unwrap());
+        }
+
+        sign_in(&c, &app, "ada").await;
+        let title = c.title().await.unwrap();
+        let mut pages = vec![
+            "/".to_owned(),
+            "/endpoints".to_owned(),
+            "/endpoints?q=10.66.0.".to_owned(),
+            format!("/endpoints?q={}", "%3Cscript%3Ewindow.__xss%3D9%3C%2Fscript%3E"),
+            "/endpoints?sort=risk&dir=desc".to_owned(),
+            "/config/integrations/defender".to_owned(),
+            "/config/profiles".to_owned(),
+            "/audit".to_owned(),
+        ];
+        for id in &hostile_endpoints {
+            for tab in ["summary", "risk", "profile", "actions"] {
+                pages.push(format!("/endpoints/{id}?tab={tab}"));
+            }
+        }
+        for page in &pages {
+            c.goto(&app.url(page)).await.unwrap();
+            wait_for(&c, "main").await;
+            // Give htmx and any injected handler time to act.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_no_script_ran(&c, page).await;
+            assert_eq!(c.title().await.unwrap().split(" · ").last(), title.split(" · ").last(), "{page}: title");
+            assert!(!exists(&c, "a[href^='javascript:' i], [src^='javascript:' i], #evil-link").await, "{page}");
+            assert!(!exists(&c, "main [hx-get^='/admin'], main [hx-trigger='load'][hx-get*='pwn']").await, "{page}");
+        }
+        // The texts are there, as text, not evaluated as templates either.
+        let mut shown = String::new();
+        for id in &observed {
+            c.goto(&app.url(&format!("/endpoints/{id}"))).await.unwrap();
+            shown.push_str(&text(&c, "main").await);
+        }
+        for p in ["<script>", "<img src=x", "hx-get=\"/admin/pwn\"", "{{7*7}}"] {
+            assert!(shown.contains(p), "{p} is not shown as text: {shown}");
+        }
     })
     .await;
 }

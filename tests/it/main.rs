@@ -3,17 +3,25 @@
 //! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
 
 mod browser;
+mod consistency;
 mod helpers;
+mod process;
 
 mod actions;
 mod api;
 mod auth;
+mod bad_input;
+mod crash;
 mod defender_client;
 mod defender_sync;
+mod faults;
 mod inventory;
 mod journeys;
+mod load;
 mod metrics;
 mod modeling;
+mod routes;
 mod scaleout;
+mod secrets;
 mod simulator;
 mod sso;

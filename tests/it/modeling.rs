@@ -207,3 +207,47 @@ async fn the_dashboard_charts_real_data_with_links_to_the_filtered_list() {
     assert_eq!(select_all(&page, "#chart-sources a title"), vec!["network: 3"]);
     assert!(select_all(&page, "#profile-changes td").iter().any(|t| t.contains("Raspberry Pi")));
 }
+
+/// A full re-model beside other writers (ingests, audit entries, sessions) completes, and so do
+/// they: on SQLite a transaction that read before it wrote used to fail at once with "database
+/// is locked" when another connection committed in between.
+#[tokio::test]
+async fn a_re_model_completes_beside_concurrent_ingests_and_they_all_complete() {
+    let app = spawn_app_with(|s| s.db_pool_size = 8).await;
+    let token = app.token(Role::Operator).await;
+    let batch = |round: usize| {
+        json!(
+            (0..500)
+                .map(|i| json!({
+                    "mac": format!("3c:52:{:02x}:{:02x}:{:02x}:01", round, i / 256, i % 256),
+                    "hostname": format!("pc-{round}-{i}"),
+                    "dhcp_vendor_class": "MSFT 5.0",
+                }))
+                .collect::<Vec<_>>()
+        )
+    };
+    for round in 0..4 {
+        assert_eq!(app.ingest(&token, &batch(round)).await.status(), 200);
+    }
+    let admin = app.login_as("ada", Role::Admin).await;
+    for attempt in 0..3 {
+        let ingests = (0..6).map(|k| {
+            let (app, token, body) = (&app, &token, batch(10 + attempt * 10 + k));
+            async move { app.ingest(token, &body).await.status().as_u16() }
+        });
+        let started = app.post_form(&admin, "/config/profiles/remodel", &[]);
+        let (started, statuses) = tokio::join!(started, futures_util::future::join_all(ingests));
+        assert_eq!(started.status(), 303, "attempt {attempt}");
+        assert!(statuses.iter().all(|s| *s == 200), "attempt {attempt}: ingests answered {statuses:?}");
+        let mut status = String::new();
+        for _ in 0..600 {
+            let job = app.db.run(|c| Ok(endpoint_analytics::db::models::jobs::latest(c, "remodel")?)).await.unwrap();
+            if let Some(j) = job.filter(|j| !j.is_running()) {
+                status = format!("{} {}", j.status, j.message);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(status.starts_with("succeeded"), "attempt {attempt}: the re-model ended {status:?}");
+    }
+}

@@ -26,15 +26,25 @@ pub struct NewAudit<'a> {
     pub details: &'a str,
 }
 
+/// The longest text kept per field: a refused request may carry megabytes.
+const MAX_FIELD: usize = 2_000;
+
+/// Audit text comes partly from callers (a user name typed at sign-in, a machine id in a form):
+/// control characters — NUL, which PostgreSQL cannot store, escape sequences, line breaks that
+/// would fake entries in an export — become U+FFFD, and each field is capped.
+fn clean(s: &str) -> String {
+    s.chars().take(MAX_FIELD).map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+}
+
 pub fn record(conn: &mut AnyConnection, e: NewAudit<'_>) -> QueryResult<usize> {
     diesel::insert_into(audit_log::table)
         .values((
             audit_log::at.eq(now()),
-            audit_log::actor.eq(e.actor),
-            audit_log::action.eq(e.action),
-            audit_log::target.eq(e.target),
-            audit_log::outcome.eq(e.outcome),
-            audit_log::details.eq(e.details),
+            audit_log::actor.eq(clean(e.actor)),
+            audit_log::action.eq(clean(e.action)),
+            audit_log::target.eq(clean(e.target)),
+            audit_log::outcome.eq(clean(e.outcome)),
+            audit_log::details.eq(clean(e.details)),
         ))
         .execute(conn)
 }
@@ -46,4 +56,13 @@ pub fn page(conn: &mut AnyConnection, before: Option<i64>, limit: i64) -> QueryR
         q = q.filter(audit_log::id.lt(b));
     }
     q.load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_never_reach_the_log() {
+        assert_eq!(super::clean("a\0b\u{1b}[31m\nc"), "a\u{fffd}b\u{fffd}[31m\u{fffd}c");
+        assert_eq!(super::clean(&"x".repeat(5000)).len(), super::MAX_FIELD);
+    }
 }

@@ -80,7 +80,7 @@ pub fn start_run(
     trigger: &str,
     requested_by: &str,
 ) -> QueryResult<Option<i64>> {
-    let started = conn.transaction(|conn| {
+    let started = conn.write_transaction(|conn| {
         let running: i64 = sync_runs::table
             .filter(sync_runs::integration.eq(integration))
             .filter(sync_runs::status.eq("running"))

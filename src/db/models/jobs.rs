@@ -32,7 +32,7 @@ impl Job {
 
 /// Starts a job unless one of the same kind is running; returns the new job's id, or `None`.
 pub fn start(conn: &mut AnyConnection, kind: &str, requested_by: &str, total: i64) -> QueryResult<Option<i64>> {
-    conn.transaction(|conn| {
+    conn.write_transaction(|conn| {
         if latest(conn, kind)?.is_some_and(|j| j.is_running()) {
             return Ok(None);
         }

@@ -118,7 +118,7 @@ pub fn assignments_of(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryRe
 
 /// Deletes an owner's profiles (their assignments go with them); returns the endpoints that had one.
 pub fn delete_owner(conn: &mut AnyConnection, owner: &str) -> QueryResult<Vec<i64>> {
-    conn.transaction(|conn| {
+    conn.write_transaction(|conn| {
         let owned: Vec<i64> = profiles::table.filter(profiles::owner.eq(owner)).select(profiles::id).load(conn)?;
         let affected: Vec<i64> = profile_assignments::table
             .filter(profile_assignments::profile_id.eq_any(owned.clone()))

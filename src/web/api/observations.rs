@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 
-use crate::domain::observations::{MAX_BATCH, RawObservation};
 use crate::error::AppError;
 use crate::inventory;
 use crate::web::auth::ApiOperator;
@@ -17,19 +16,7 @@ pub async fn ingest(
     body: Input<web::Bytes>,
 ) -> Result<HttpResponse, AppError> {
     let body = input(body)?;
-    let values: Vec<serde_json::Value> = serde_json::from_slice(&body)
-        .map_err(|e| AppError::bad_request(format!("The body must be a JSON array of observations: {e}")))?;
-    if values.len() > MAX_BATCH {
-        return Err(AppError::bad_request(format!(
-            "A batch holds at most {MAX_BATCH} observations; this one has {}.",
-            values.len()
-        )));
-    }
-    let items = values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i, serde_json::from_value::<RawObservation>(v).map_err(|e| format!("not an observation: {e}"))))
-        .collect();
+    let items = inventory::parse_json_batch(&body).map_err(AppError::BadRequest)?;
     let report = inventory::ingest(&state.db, &state.modeler, items, "network").await?;
     let details = format!(
         "{} received: {} created, {} updated, {} rejected",

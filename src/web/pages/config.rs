@@ -88,7 +88,8 @@ pub async fn profiles(user: AnyUser, state: web::Data<AppState>) -> Result<HttpR
 
 #[derive(Deserialize)]
 pub struct EnabledForm {
-    enabled: String,
+    /// `true` or `false`; anything else is a 400.
+    enabled: bool,
 }
 
 /// Enabling or disabling a profile marks the model stale; a re-model applies the change.
@@ -99,7 +100,7 @@ pub async fn set_enabled(
     form: Input<web::Form<EnabledForm>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let enabled = input(form)?.enabled == "true";
+    let enabled = input(form)?.enabled;
     let profile = state.db.run(move |c| Ok(profiles::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
     state
         .db

@@ -180,6 +180,10 @@ pub async fn review(
     form: Input<web::Form<ReviewForm>>,
 ) -> Result<HttpResponse, AppError> {
     let f = input(form)?.into_inner();
+    // Defender's machine ids are short ASCII; anything else names no machine.
+    if f.machine_id.len() > 100 || !f.machine_id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(AppError::bad_request("No such Defender machine."));
+    }
     let modeler = state.modeler.clone();
     let (machine, decision, target) = (f.machine_id.clone(), f.decision.clone(), f.endpoint_id.trim().to_owned());
     let outcome = state

@@ -84,6 +84,10 @@ impl ListParams {
         if self.q.len() > 256 || self.after.len() > 600 {
             return Err(AppError::bad_request("The search text is too long."));
         }
+        let texts = [&self.q, &self.source, &self.os, &self.profile, &self.after];
+        if texts.iter().any(|t| t.chars().any(char::is_control)) {
+            return Err(AppError::bad_request("The search holds control characters."));
+        }
         let sort = match opt(&self.sort) {
             None => SortKey::default(),
             Some(s) => SortKey::parse(&s).ok_or_else(|| {
@@ -452,7 +456,7 @@ pub async fn import_csv(
 }
 
 /// Reads the CSV: a header naming some of [`CSV_COLUMNS`], then one observation per line.
-fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
+pub(crate) fn parse_csv(data: &[u8]) -> Result<RawBatch, String> {
     let text = std::str::from_utf8(data).map_err(|_| "The file is not UTF-8 text.".to_owned())?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());

@@ -61,9 +61,13 @@ pub struct NextQuery {
 }
 
 /// Only a path on this site may be a destination after sign-in: no `//host`, no scheme.
+///
+/// Browsers drop tabs and line breaks from a URL and read a backslash as a slash, so that
+/// `/<TAB>/evil.example` would become `//evil.example`, another site: a path with a control
+/// character or a backslash anywhere is refused.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.chars().any(|c| c.is_control() || c == '\\') => {
             n.to_owned()
         }
         _ => "/".to_owned(),
@@ -109,6 +113,18 @@ pub async fn submit(
         login_page(&state, session, next.clone(), Some(msg), username.clone(), status).await
     };
 
+    // Checked before anything is looked up: no user name holds a control character, and
+    // PostgreSQL cannot even compare text with a NUL.
+    if username.is_empty()
+        || password.is_empty()
+        || password.len() > 1024
+        || username.len() > 64
+        || username.chars().any(char::is_control)
+    {
+        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST)
+            .await;
+    }
+
     let throttle = state.login_throttle;
     let (u, a) = (username.clone(), address.clone());
     if let Some(wait) = state.db.run(move |c| Ok(throttle.locked(c, &u, &a)?)).await? {
@@ -120,10 +136,6 @@ pub async fn submit(
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,
         )
         .await;
-    }
-    if username.is_empty() || password.is_empty() || password.len() > 1024 || username.len() > 64 {
-        return refuse("Enter your user name and password.".into(), &session, actix_web::http::StatusCode::BAD_REQUEST)
-            .await;
     }
 
     let lookup = username.clone();
@@ -176,9 +188,11 @@ pub async fn logout(session: Session, state: web::Data<AppState>) -> Result<Http
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish())
 }
 
-/// Counts failed sign-ins per user name and address (and per user name alone, with a higher
-/// limit, against guessing from many addresses) and locks out for a while past the limit. The
-/// counts live in the database, so the lock-out holds on every instance.
+/// Counts failed sign-ins per user name and address, and with a higher limit per user name
+/// alone (guessing one password from many addresses) and per address alone (trying many user
+/// names from one address), and locks out for a while past the limit. The address is the
+/// peer's: a client-supplied `X-Forwarded-For` is not believed. The counts live in the
+/// database, so the lock-out holds on every instance.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
     max_failures: u32,
@@ -194,9 +208,9 @@ impl LoginThrottle {
         self.lockout_secs
     }
 
-    fn keys(username: &str, address: &str) -> [(String, u32); 2] {
+    fn keys(username: &str, address: &str) -> [(String, u32); 3] {
         let user = username.to_lowercase();
-        [(format!("{user}|{address}"), 1), (format!("{user}|*"), 4)]
+        [(format!("{user}|{address}"), 1), (format!("{user}|*"), 4), (format!("*|{address}"), 4)]
     }
 
     /// Seconds left of a lock-out, if any.
@@ -224,7 +238,7 @@ impl LoginThrottle {
     }
 
     pub fn succeeded(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<()> {
-        let [(pair, _), _] = Self::keys(username, address);
+        let [(pair, _), ..] = Self::keys(username, address);
         login_failures::clear(conn, &pair).map(|_| ())
     }
 }
@@ -236,7 +250,16 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_sign_in() {
         assert_eq!(safe_next(Some("/endpoints?x=1")), "/endpoints?x=1");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "evil", ""] {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/x\\..\\\\evil.example",
+            "evil",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
@@ -275,5 +298,21 @@ mod tests {
         let rows = login_failures::get(c, &["bob|1.2.3.4".to_owned()]).unwrap();
         assert_eq!(rows[0].1, 1, "a count past the window starts again");
         assert_eq!(login_failures::purge(c, now() + 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn many_names_from_one_address_lock_that_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let c = &mut *conn;
+        let t = LoginThrottle::new(3, 15);
+        for i in 0..12 {
+            assert!(t.locked(c, &format!("user{i}"), "1.2.3.4").unwrap().is_none(), "attempt {i}");
+            t.failed(c, &format!("user{i}"), "1.2.3.4").unwrap();
+        }
+        assert!(t.locked(c, "someone-else", "1.2.3.4").unwrap().is_some());
+        assert!(t.locked(c, "someone-else", "5.6.7.8").unwrap().is_none());
     }
 }

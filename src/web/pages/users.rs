@@ -139,7 +139,8 @@ pub async fn set_role(
 
 #[derive(Deserialize)]
 pub struct DisabledForm {
-    disabled: String,
+    /// `true` or `false`; anything else is a 400.
+    disabled: bool,
 }
 
 pub async fn set_disabled(
@@ -152,7 +153,7 @@ pub async fn set_disabled(
     let form = input(form)?;
     let id = id.into_inner();
     let name = target_name(&state, id).await?;
-    let disabled = form.disabled == "true";
+    let disabled = form.disabled;
     if disabled && id == user.id {
         return render(&user, &state, Err("You cannot disable your own account.".into())).await;
     }
