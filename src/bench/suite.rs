@@ -140,7 +140,7 @@ async fn timed_sync(ctx: &SyncContext, during: Option<(&str, &str, u64)>) -> any
     let write_secs = import_started.map(|t| ended.duration_since(t).as_secs_f64()).unwrap_or(0.0);
     let (status, counts, error) = match outcome {
         Ok(counts) => ("succeeded", counts, String::new()),
-        Err((counts, e)) => ("failed", counts, e),
+        Err((counts, e)) => ("failed", counts, e.to_string()),
     };
     let e = error.clone();
     db.run(move |c| Ok(integration::finish_run(c, run, status, counts, &e)?)).await?;
