@@ -151,6 +151,12 @@ pub enum Refusal {
     Busy(Box<ActionRow>),
 }
 
+impl Refusal {
+    /// What the caller is told for `NotFound` and `Busy`: the same words on the page and in the API.
+    pub const NOT_A_MACHINE: &str = "This endpoint is not a Microsoft Defender machine.";
+    pub const ANOTHER_OPEN: &str = "Another action is still open for this machine; wait for it to finish.";
+}
+
 /// Checks, records the intent, sends one request. Returns the action (new or the repeated one).
 pub async fn submit(
     ctx: &SyncContext,
@@ -295,6 +301,14 @@ async fn record_outcome(
 
 /// Asks Defender for the action's status when it is open and was not asked recently; records
 /// the change, the isolation state it implies, and the final outcome in the audit log.
+/// An action by id, refreshed from Defender while it is open; `None` when there is no such action.
+pub async fn find_refreshed(ctx: &SyncContext, id: i64) -> anyhow::Result<Option<ActionRow>> {
+    match ctx.db.run(move |c| Ok(actions::find(c, id)?)).await? {
+        Some(row) => Ok(Some(refresh(ctx, row).await?)),
+        None => Ok(None),
+    }
+}
+
 pub async fn refresh(ctx: &SyncContext, row: ActionRow) -> anyhow::Result<ActionRow> {
     if !row.is_open() || row.defender_action_id.is_empty() || now() - row.polled_at < POLL_EVERY {
         return Ok(row);

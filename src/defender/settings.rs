@@ -84,6 +84,35 @@ impl FieldErrors {
     pub fn summary(&self) -> String {
         self.0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ")
     }
+
+    /// The application (client) ID of an Entra app registration (Defender's and sign-in's).
+    pub fn client_id(&mut self, input: &str) -> String {
+        let client_id = input.trim().to_lowercase();
+        if !is_guid(&client_id) {
+            self.0.push((
+                "client_id",
+                "Enter the application (client) ID: a GUID shown on the app registration's overview.".into(),
+            ));
+        }
+        client_id
+    }
+
+    /// A new client secret of an Entra app registration, or `None` to keep the stored one (an
+    /// empty field is refused when none is stored).
+    pub fn client_secret(&mut self, input: &str, has_stored_secret: bool) -> Option<String> {
+        let secret = input.trim();
+        if secret.is_empty() {
+            if !has_stored_secret {
+                self.0.push(("client_secret", "Enter the client secret value (not its ID).".into()));
+            }
+            None
+        } else if secret.len() > 1024 || secret.chars().any(char::is_control) {
+            self.0.push(("client_secret", "This does not look like a client secret value.".into()));
+            None
+        } else {
+            Some(secret.to_owned())
+        }
+    }
 }
 
 fn base_url(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
@@ -115,25 +144,8 @@ pub fn validate(input: &SettingsInput, has_stored_secret: bool) -> Result<Settin
     if !(is_guid(&tenant_id) || is_domain(&tenant_id)) {
         errors.0.push(("tenant_id", "Enter the directory (tenant) ID, a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47, or a verified domain such as contoso.onmicrosoft.com.".into()));
     }
-    let client_id = input.client_id.trim().to_lowercase();
-    if !is_guid(&client_id) {
-        errors.0.push((
-            "client_id",
-            "Enter the application (client) ID: a GUID shown on the app registration's overview.".into(),
-        ));
-    }
-    let secret = input.client_secret.trim();
-    let new_secret = if secret.is_empty() {
-        if !has_stored_secret {
-            errors.0.push(("client_secret", "Enter the client secret value (not its ID).".into()));
-        }
-        None
-    } else if secret.len() > 1024 || secret.chars().any(char::is_control) {
-        errors.0.push(("client_secret", "This does not look like a client secret value.".into()));
-        None
-    } else {
-        Some(secret.to_owned())
-    };
+    let client_id = errors.client_id(&input.client_id);
+    let new_secret = errors.client_secret(&input.client_secret, has_stored_secret);
     let cloud = match Cloud::parse(if input.cloud.trim().is_empty() { "commercial" } else { &input.cloud }) {
         Some(c) => c,
         None => {

@@ -159,25 +159,8 @@ pub fn validate(input: &SsoInput, has_stored_secret: bool) -> Result<SsoSettings
             "Enter the directory (tenant) ID as a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47: ID tokens name the tenant by it.".into(),
         ));
     }
-    let client_id = input.client_id.trim().to_lowercase();
-    if !is_guid(&client_id) {
-        errors.0.push((
-            "client_id",
-            "Enter the application (client) ID: a GUID shown on the app registration's overview.".into(),
-        ));
-    }
-    let secret = input.client_secret.trim();
-    let new_secret = if secret.is_empty() {
-        if !has_stored_secret {
-            errors.0.push(("client_secret", "Enter the client secret value (not its ID).".into()));
-        }
-        None
-    } else if secret.len() > 1024 || secret.chars().any(char::is_control) {
-        errors.0.push(("client_secret", "This does not look like a client secret value.".into()));
-        None
-    } else {
-        Some(secret.to_owned())
-    };
+    let client_id = errors.client_id(&input.client_id);
+    let new_secret = errors.client_secret(&input.client_secret, has_stored_secret);
     let authority = if input.authority.trim().is_empty() {
         Url::parse(DEFAULT_AUTHORITY).ok()
     } else {

@@ -31,14 +31,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, attr, backend, doc};
-use crate::process::{DB_FILE, Proc, copy_db, db_url, long_tests};
+use crate::process::{DB_FILE, Proc, copy_db, db_url, long_tests, open_db};
 
 /// Machines in the tenant: several import batches of 500 and re-model batches of 2,000.
 const MACHINES: usize = 2_500;
 
 async fn open(dir: &Path) -> Db {
-    let url = db_url(dir);
-    tokio::task::spawn_blocking(move || Db::connect(&url, 2)).await.unwrap().unwrap()
+    open_db(&db_url(dir)).await
 }
 
 async fn api(p: &Proc, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
@@ -86,21 +85,6 @@ async fn wait_remodel(db: &Db) -> String {
         assert!(Instant::now() < deadline, "no end of the re-model");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Signs in through the form; returns the signed-in client.
-async fn sign_in(p: &Proc, user: &str) -> reqwest::Client {
-    let c = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let html = c.get(p.url("/login")).send().await.unwrap().text().await.unwrap();
-    let csrf = attr(&doc(&html), "input[name=csrf_token]", "value").unwrap();
-    let res = c
-        .post(p.url("/login"))
-        .form(&[("username", user), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303, "{user} signs in");
-    c
 }
 
 /// The state of one endpoint's model: profile, score, others, reason, the profile's risk
@@ -315,7 +299,7 @@ async fn templates(sim: &RunningSimulator) -> Templates {
     // The complete re-model, timed, on a copy.
     let copy = copy_db(synced.path());
     let p = Proc::start(copy.path()).await;
-    let admin = sign_in(&p, "ada").await;
+    let admin = p.sign_in("ada").await;
     let started = Instant::now();
     remodel(&p, &admin).await;
     let db = open(copy.path()).await;
@@ -405,7 +389,7 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
                 rng.random_range(0..t.sync_time.as_millis() as u64)
             }
             Scenario::Remodel => {
-                let admin = sign_in(&p, "ada").await;
+                let admin = p.sign_in("ada").await;
                 remodel(&p, &admin).await;
                 rng.random_range(0..t.remodel_time.as_millis() as u64)
             }
@@ -426,7 +410,7 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
                     })
                     .await
                     .unwrap();
-                let operator = sign_in(&p, "otto").await;
+                let operator = p.sign_in("otto").await;
                 let html =
                     operator.get(p.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap();
                 let page = doc(&html);
@@ -487,14 +471,14 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
             db.run(|c| Ok((dm::table.count().get_result(c)?, endpoints::table.count().get_result(c)?))).await.unwrap();
         assert_eq!((m as usize, e as usize), (t.machines, t.endpoints), "{what}: after the recovering sync");
         if let Scenario::Remodel = scenario {
-            let admin = sign_in(&p, "ada").await;
+            let admin = p.sign_in("ada").await;
             remodel(&p, &admin).await;
             assert_eq!(wait_remodel(&db).await, "succeeded", "{what}");
             assert_eq!(model_units(&db).await, t.new_model, "{what}: the re-model after the restart");
         }
         if let Some((endpoint, fields)) = action {
             // The operator, unsure whether it went out, clicks the same form again.
-            let operator = sign_in(&p, "otto").await;
+            let operator = p.sign_in("otto").await;
             let html =
                 operator.get(p.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap();
             let csrf = attr(&doc(&html), "body", "hx-headers")

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
-use endpoint_analytics::db::Db;
 use endpoint_analytics::db::models::api_tokens;
 use endpoint_analytics::db::schema::{defender_machines as dm, machine_actions};
 use endpoint_analytics::simulator::{self, SimConfig};
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::helpers::*;
-use crate::process::{Proc, long_tests};
+use crate::process::{Proc, long_tests, open_db};
 
 const ANALYSTS: usize = 8;
 
@@ -29,20 +28,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-async fn sign_in(p: &Proc, user: &str) -> reqwest::Client {
-    let c = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let html = c.get(p.url("/login")).send().await.unwrap().text().await.unwrap();
-    let csrf = attr(&doc(&html), "input[name=csrf_token]", "value").unwrap();
-    let res = c
-        .post(p.url("/login"))
-        .form(&[("username", user), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303, "{user} signs in");
-    c
 }
 
 #[derive(Default)]
@@ -77,10 +62,7 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
     .await
     .unwrap();
     let p = Proc::start_on(dir.path(), &database.url).await;
-    let db = {
-        let url = database.url.clone();
-        tokio::task::spawn_blocking(move || Db::connect(&url, 2)).await.unwrap().unwrap()
-    };
+    let db = open_db(&database.url).await;
     let token = new_api_token();
     let hash = hash_api_token(&token);
     db.run(move |c| {
@@ -155,7 +137,7 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
     for i in 0..ANALYSTS {
         let (p, stop, tally, pages) = (p.clone(), stop.clone(), tally.clone(), pages.clone());
         tasks.push(tokio::spawn(async move {
-            let c = sign_in(&p, &format!("analyst{i}")).await;
+            let c = p.sign_in(&format!("analyst{i}")).await;
             let mut n = i;
             while !stop.load(Ordering::Relaxed) {
                 let page = &pages[n % pages.len()];
@@ -205,7 +187,7 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
         let (p, stop, tally, clicks, targets) =
             (p.clone(), stop.clone(), tally.clone(), clicks.clone(), targets.clone());
         tasks.push(tokio::spawn(async move {
-            let c = sign_in(&p, "otto").await;
+            let c = p.sign_in("otto").await;
             for endpoint in targets {
                 if stop.load(Ordering::Relaxed) {
                     break;

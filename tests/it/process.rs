@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use endpoint_analytics::db::Db;
+
+use crate::helpers::{PASSWORD, attr, doc};
+
 /// The SQLite file of a [`Proc`] in its directory.
 pub const DB_FILE: &str = "ea.db";
 
@@ -71,6 +75,23 @@ impl Proc {
         format!("{}{}", self.base, path)
     }
 
+    /// Signs `user` (password [`PASSWORD`]) in through the login form; returns the client
+    /// holding the session.
+    pub async fn sign_in(&self, user: &str) -> reqwest::Client {
+        let c =
+            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let html = c.get(self.url("/login")).send().await.unwrap().text().await.unwrap();
+        let csrf = attr(&doc(&html), "input[name=csrf_token]", "value").unwrap();
+        let res = c
+            .post(self.url("/login"))
+            .form(&[("username", user), ("password", PASSWORD), ("csrf_token", &csrf), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{user} signs in");
+        c
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("app.log")).unwrap_or_default()
     }
@@ -87,6 +108,12 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A small pool on the database of a [`Proc`], for the test's own reads and writes.
+pub async fn open_db(url: &str) -> Db {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || Db::connect(&url, 2)).await.unwrap().unwrap()
 }
 
 pub fn db_url(dir: &Path) -> String {

@@ -15,7 +15,7 @@ use endpoint_analytics::web::ROUTES;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::process::Proc;
+use crate::process::{Proc, open_db};
 
 /// Everything the product said or stored, with where it came from.
 #[derive(Default)]
@@ -88,10 +88,7 @@ async fn the_secret_and_bearer_tokens_appear_nowhere_after_a_full_run() {
     .await
     .unwrap();
     let p = Proc::start_on(dir.path(), &database.url).await;
-    let db = {
-        let url = database.url.clone();
-        tokio::task::spawn_blocking(move || Db::connect(&url, 2)).await.unwrap().unwrap()
-    };
+    let db = open_db(&database.url).await;
     let admin_token = new_api_token();
     let operator_token = new_api_token();
     let (a, o) = (hash_api_token(&admin_token), hash_api_token(&operator_token));

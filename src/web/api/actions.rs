@@ -61,12 +61,12 @@ pub async fn submit(
     let req = service::parse(&b.action, &b.scope, &b.comment, b.confirm, &key).map_err(AppError::BadRequest)?;
     match service::submit(&state.sync_context(), id, req, &caller.actor()).await? {
         Ok(a) => Ok(HttpResponse::Accepted().json(ActionJson::from(a))),
-        Err(Refusal::NotFound) => Err(AppError::bad_request("This endpoint is not a Microsoft Defender machine.")),
+        Err(Refusal::NotFound) => Err(AppError::bad_request(Refusal::NOT_A_MACHINE)),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
         Err(Refusal::Busy(open)) => Ok(HttpResponse::Conflict().json(json!({
             "error": {
                 "code": "conflict",
-                "message": "Another action is still open for this machine; wait for it to finish.",
+                "message": Refusal::ANOTHER_OPEN,
             },
             "action": ActionJson::from(*open),
         }))),
@@ -79,8 +79,7 @@ pub async fn status(
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let row = state.db.run(move |c| Ok(actions::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
-    let a = service::refresh(&state.sync_context(), row).await?;
+    let a = service::find_refreshed(&state.sync_context(), id).await?.ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok().json(ActionJson::from(a)))
 }
 

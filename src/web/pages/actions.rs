@@ -6,7 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::fmt_time;
-use crate::db::models::actions::{self, ActionRow};
+use crate::db::models::actions::ActionRow;
 use crate::defender::actions::{self as service, Refusal};
 use crate::error::AppError;
 use crate::web::auth::{AnyUser, OperatorUser};
@@ -51,15 +51,10 @@ pub async fn submit(
     let req = service::parse(&f.action, &f.scope, &f.comment, confirmed, &f.key).map_err(AppError::BadRequest)?;
     match service::submit(&state.sync_context(), id, req, &user.username).await? {
         Ok(a) => html(&ActionStatus { a, note: None }),
-        Err(Refusal::NotFound) => {
-            Err(AppError::BadRequest("This endpoint is not a Microsoft Defender machine.".into()))
-        }
+        Err(Refusal::NotFound) => Err(AppError::BadRequest(Refusal::NOT_A_MACHINE.into())),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
-        Err(Refusal::Busy(open)) => Ok(html(&ActionStatus {
-            a: *open,
-            note: Some("Another action is still open for this machine; wait for it to finish.".into()),
-        })?
-        .customize_status(actix_web::http::StatusCode::CONFLICT)),
+        Err(Refusal::Busy(open)) => Ok(html(&ActionStatus { a: *open, note: Some(Refusal::ANOTHER_OPEN.into()) })?
+            .customize_status(actix_web::http::StatusCode::CONFLICT)),
     }
 }
 
@@ -70,8 +65,7 @@ pub async fn status(
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let row = state.db.run(move |c| Ok(actions::find(c, id)?)).await?.ok_or(AppError::NotFound)?;
-    let a = service::refresh(&state.sync_context(), row).await?;
+    let a = service::find_refreshed(&state.sync_context(), id).await?.ok_or(AppError::NotFound)?;
     html(&ActionStatus { a, note: None })
 }
 

@@ -265,11 +265,17 @@ mod tests {
         assert_eq!(safe_next(None), "/");
     }
 
-    #[test]
-    fn the_throttle_locks_after_the_limit() {
+    /// A fresh, migrated SQLite file (kept while the directory lives).
+    fn migrated_db() -> (tempfile::TempDir, crate::db::Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
         db.migrate().unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn the_throttle_locks_after_the_limit() {
+        let (_dir, db) = migrated_db();
         let mut conn = db.conn().unwrap();
         let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
@@ -285,9 +291,7 @@ mod tests {
 
     #[test]
     fn old_failures_stop_counting() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
-        db.migrate().unwrap();
+        let (_dir, db) = migrated_db();
         let mut conn = db.conn().unwrap();
         let c = &mut *conn;
         let long_ago = now() - 3600;
@@ -302,9 +306,7 @@ mod tests {
 
     #[test]
     fn many_names_from_one_address_lock_that_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
-        db.migrate().unwrap();
+        let (_dir, db) = migrated_db();
         let mut conn = db.conn().unwrap();
         let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
