@@ -115,22 +115,23 @@ impl FieldErrors {
     }
 }
 
+/// A server's address as settings take it: a host, and no credentials, query or fragment (they
+/// would leak into logs or change every request).
+pub fn is_plain_address(u: &Url) -> bool {
+    u.host_str().is_some()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.query().is_none()
+        && u.fragment().is_none()
+}
+
 fn base_url(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
     let s = s.trim();
     if s.is_empty() {
         return None;
     }
     match Url::parse(s) {
-        Ok(u)
-            if matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.username().is_empty()
-                && u.password().is_none()
-                && u.query().is_none()
-                && u.fragment().is_none() =>
-        {
-            Some(u)
-        }
+        Ok(u) if matches!(u.scheme(), "http" | "https") && is_plain_address(&u) => Some(u),
         _ => {
             errors.0.push((field, "Enter an absolute http(s) address such as https://api.security.microsoft.com, without credentials or query.".into()));
             None

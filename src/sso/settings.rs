@@ -9,6 +9,7 @@ use crate::db::AnyConnection;
 use crate::db::models::sso::{self, SsoConfig};
 use crate::db::now;
 pub use crate::defender::settings::FieldErrors;
+use crate::defender::settings::is_plain_address;
 use crate::domain::ids::is_guid;
 use crate::secrets::SecretBox;
 
@@ -130,14 +131,7 @@ fn is_loopback(u: &Url) -> bool {
 /// (the simulator), since the ID token's keys and the client secret travel over it.
 fn address(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
     match Url::parse(s.trim()) {
-        Ok(u)
-            if (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)))
-                && u.host_str().is_some()
-                && u.username().is_empty()
-                && u.password().is_none()
-                && u.query().is_none()
-                && u.fragment().is_none() =>
-        {
+        Ok(u) if (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u))) && is_plain_address(&u) => {
             Some(u)
         }
         _ => {
