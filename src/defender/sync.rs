@@ -336,7 +336,7 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
 
 /// The setting that remembers when the stored per-machine CVE lists were last complete (Unix
 /// seconds), and for which tenant and API (`<seconds> <identity>`).
-const SNAPSHOT_KEY: &str = "defender.vulnerability_snapshot";
+pub const SNAPSHOT_KEY: &str = "defender.vulnerability_snapshot";
 /// Defender keeps 14 days of vulnerability changes; a day less leaves room for slow syncs.
 const DELTA_MAX_AGE_SECS: i64 = 13 * 86_400;
 
