@@ -37,6 +37,20 @@ impl SecretBox {
         Ok(out)
     }
 
+    /// What a settings form stores: a newly entered secret sealed, or else the stored one kept
+    /// (forms never show the secret, so an empty field means "unchanged").
+    pub fn seal_or_keep(
+        &self,
+        purpose: &str,
+        new_secret: Option<&str>,
+        stored: Option<Vec<u8>>,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        match new_secret {
+            Some(secret) => Ok(Some(self.seal(purpose, secret)?)),
+            None => Ok(stored),
+        }
+    }
+
     /// Fails (without saying more) when the data was altered or sealed under another key.
     pub fn open(&self, purpose: &str, sealed: &[u8]) -> anyhow::Result<String> {
         anyhow::ensure!(sealed.len() > NONCE_LEN, "the stored secret is damaged");

@@ -209,11 +209,8 @@ pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<IntegrationC
 
 /// Saves; a new secret is sealed, otherwise the stored ciphertext is kept.
 pub fn save(conn: &mut AnyConnection, secrets: &SecretBox, s: &Settings, by: &str) -> anyhow::Result<()> {
-    let existing = load(conn)?;
-    let secret_ciphertext = match &s.new_secret {
-        Some(secret) => Some(secrets.seal(SECRET_PURPOSE, secret)?),
-        None => existing.and_then(|e| e.secret_ciphertext),
-    };
+    let stored = load(conn)?.and_then(|e| e.secret_ciphertext);
+    let secret_ciphertext = secrets.seal_or_keep(SECRET_PURPOSE, s.new_secret.as_deref(), stored)?;
     integration::save(
         conn,
         &IntegrationConfig {

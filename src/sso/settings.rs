@@ -202,11 +202,8 @@ pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<SsoConfig>> 
 }
 
 pub fn save(conn: &mut AnyConnection, secrets: &SecretBox, s: &SsoSettings, by: &str) -> anyhow::Result<()> {
-    let old = load(conn)?;
-    let secret_ciphertext = match &s.new_secret {
-        Some(secret) => Some(secrets.seal(SECRET_PURPOSE, secret)?),
-        None => old.and_then(|o| o.secret_ciphertext),
-    };
+    let stored = load(conn)?.and_then(|o| o.secret_ciphertext);
+    let secret_ciphertext = secrets.seal_or_keep(SECRET_PURPOSE, s.new_secret.as_deref(), stored)?;
     let join = |v: &[String]| v.join("\n");
     sso::save(
         conn,
