@@ -88,7 +88,8 @@ impl Application {
             sso: crate::sso::Sso::new(),
             metrics,
             background: Default::default(),
-            list_facets: Default::default(),
+            list_cache: Default::default(),
+            activity_writes: Default::default(),
         });
 
         let state_for_jobs = state.clone();

@@ -106,6 +106,10 @@ enum BenchCommand {
         /// Extra full imports, each in a fresh process, for the memory figure, e.g. 50000,200000.
         #[arg(long, value_delimiter = ',')]
         memory_series: Vec<usize>,
+        /// Keep the product's database (and its master key) afterwards and print its folder, to
+        /// look into a figure with `serve` or `sqlite3` on the same data.
+        #[arg(long)]
+        keep_data: bool,
     },
 }
 
@@ -144,7 +148,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Simulate(args) = cli.command {
         // The simulator needs no settings and no database.
-        init_logging(&Settings::default());
+        let _logs = init_logging(&Settings::default());
         return match run_async(crate::simulator::run(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -160,7 +164,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
+    let _logs = init_logging(&settings);
     let result = match cli.command {
         Command::Serve => run_async(serve(settings)),
         Command::Demo { machines, simulator_bind } => run_async(crate::demo::run(settings, machines, simulator_bind)),
@@ -178,11 +182,12 @@ pub fn main() -> ExitCode {
         Command::Bench { command: BenchCommand::Sync { machines, database_url, simulator_port, full_only } } => {
             with_bench_db(database_url, |db| run_async(crate::bench::sync(db, machines, simulator_port, full_only)))
         }
-        Command::Bench { command: BenchCommand::All { smoke, machines, load_secs, memory_series } } => {
+        Command::Bench { command: BenchCommand::All { smoke, machines, load_secs, memory_series, keep_data } } => {
             let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };
             opts.machines = machines.unwrap_or(opts.machines);
             opts.load_secs = load_secs.unwrap_or(opts.load_secs);
             opts.memory_series = memory_series;
+            opts.keep_data = keep_data;
             match run_async(crate::bench::suite::run(opts)) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(anyhow::anyhow!("the benchmark saw errors (listed above)")),
@@ -199,11 +204,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(settings: &Settings) {
+/// Logs to standard error through a writer thread: a request's log line is queued, never written
+/// by the request's own thread, which waited hundreds of milliseconds for a log file while a
+/// sync's writes kept the disk busy (docs/benchmarks.md, row 5). Nothing is dropped: with a full
+/// queue (128,000 lines) the caller waits. The guard flushes the queue when it is dropped.
+fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = if settings.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    guard
 }
 
 fn run_async<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {

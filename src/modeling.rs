@@ -397,7 +397,7 @@ async fn remodel(db: &Db, modeler: &Modeler, job: i64, background: &Background) 
         anyhow::ensure!(!background.stopping(), "the application is shutting down");
         let (m, en) = (modeler.clone(), enabled.clone());
         let (count, last, n) = db
-            .run(move |c| {
+            .run_background(move |c| {
                 c.write_transaction(|c| {
                     let list: Vec<Endpoint> = endpoints_t::table
                         .filter(endpoints_t::id.gt(after))

@@ -32,15 +32,17 @@ pub struct SuiteOptions {
     pub load_secs: u64,
     /// Tenant sizes for extra full imports in separate processes (the memory series).
     pub memory_series: Vec<usize>,
+    /// Leave the product's data folder in place (and say where).
+    pub keep_data: bool,
 }
 
 impl SuiteOptions {
     pub fn full() -> Self {
-        SuiteOptions { machines: 100_000, load_secs: 8, memory_series: Vec::new() }
+        SuiteOptions { machines: 100_000, load_secs: 8, memory_series: Vec::new(), keep_data: false }
     }
 
     pub fn smoke() -> Self {
-        SuiteOptions { machines: 5_000, load_secs: 2, memory_series: Vec::new() }
+        SuiteOptions { machines: 5_000, load_secs: 2, memory_series: Vec::new(), keep_data: false }
     }
 }
 
@@ -256,7 +258,11 @@ pub async fn run(opts: SuiteOptions) -> anyhow::Result<bool> {
     let dir = std::env::temp_dir().join(format!("ea-bench-all-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = measure(&opts, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if opts.keep_data {
+        eprintln!("the product's data is kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let (rows, errors) = result?;
     print_table(&opts, &rows);
     for e in &errors.0 {

@@ -17,6 +17,16 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+/// Write transactions committed by this process (see [`writes_committed`]).
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many write transactions ([`AnyConnection::write_transaction`]: ingest, imports,
+/// re-models, reviews) this process has committed: a figure derived from the inventory and kept
+/// with this number is still current while it has not moved.
+pub fn writes_committed() -> u64 {
+    WRITES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {
     Postgresql(PgConnection),
@@ -48,12 +58,17 @@ impl AnyConnection {
             AnyConnection::Postgresql(_) => false,
         };
         if !top_level_sqlite {
-            return self.transaction(f);
+            let value = self.transaction(f)?;
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(value);
         }
         AnsiTransactionManager::begin_transaction_sql(sqlite(self), "BEGIN IMMEDIATE")?;
         match f(self) {
             Ok(value) => match AnsiTransactionManager::commit_transaction(sqlite(self)) {
-                Ok(()) => Ok(value),
+                Ok(()) => {
+                    WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(value)
+                }
                 Err(e) => {
                     let _ = AnsiTransactionManager::rollback_transaction(sqlite(self));
                     Err(e.into())
@@ -134,6 +149,9 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
 pub struct Db {
     pool: DbPool,
     target: std::sync::Arc<DatabaseTarget>,
+    /// Turns at SQLite's one write lock for the writers that queue here ([`Db::write`],
+    /// [`Db::run_background`]), first come first served (see [`Db::write`]).
+    write_turns: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Db {
@@ -162,11 +180,14 @@ impl Db {
         }
         let pool = Pool::builder()
             .max_size(pool_size)
+            // A SQLite connection is a file handle that cannot drop; checking each one with a
+            // query before every use cost a statement per trip. PostgreSQL's are checked.
+            .test_on_check_out(matches!(target, DatabaseTarget::Postgres { .. }))
             .connection_timeout(Duration::from_secs(10))
             .connection_customizer(Box::new(ConnectionSetup))
             .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
             .context("cannot build the database connection pool")?;
-        Ok(Self { pool, target: std::sync::Arc::new(target) })
+        Ok(Self { pool, target: std::sync::Arc::new(target), write_turns: Default::default() })
     }
 
     pub fn target(&self) -> &DatabaseTarget {
@@ -249,6 +270,80 @@ impl Db {
         })
         .await
         .context("database task panicked")?
+    }
+
+    /// A short write that a request waits for (a session's state). On SQLite it takes its turn
+    /// in this process's queue of writers first: SQLite's own wait for its write lock is a poll
+    /// with growing sleeps, which a sync writing batch after batch won every time, so a page
+    /// waited seconds for one session update. In the queue it waits at most for the batch
+    /// being written. PostgreSQL's writers do not wait for each other.
+    pub async fn write<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _turn = self.write_turn().await;
+        self.run(f).await
+    }
+
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match *self.target {
+            DatabaseTarget::Sqlite { .. } => Some(self.write_turns.lock().await),
+            DatabaseTarget::Postgres { .. } => None,
+        }
+    }
+
+    /// Background writing (a sync's import batch, a re-model batch): its turn among the writers
+    /// (see [`Db::write`]), then a thread of its own with a lower CPU priority, so that pages
+    /// and API requests take the CPU when they need it and the background work the rest.
+    /// Measured with `scripts/bench`: on 2 cores the import otherwise took a whole core from
+    /// the pages beside it.
+    pub async fn run_background<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _turn = self.write_turn().await;
+        let pool = self.pool.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ea-background".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let result = pool.get().context("no database connection available").and_then(|mut c| f(&mut c));
+                let _ = tx.send(result);
+            })
+            .context("cannot start a background thread")?;
+        rx.await.context("database task panicked")?
+    }
+
+    /// A short read — a few rows found by key, nothing that writes, scans or waits for a lock —
+    /// for the pages every request serves. On SQLite it runs on the calling thread when a
+    /// connection is free at once: a read from the page cache takes microseconds, while a trip
+    /// to the blocking pool and back (two thread wake-ups) cost more than the page's queries
+    /// together. WAL readers never wait for the writer. Otherwise (PostgreSQL, a busy pool)
+    /// it is [`Db::run`].
+    pub async fn read<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut AnyConnection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if matches!(*self.target, DatabaseTarget::Sqlite { .. })
+            && let Some(mut conn) = self.pool.try_get()
+        {
+            return f(&mut conn);
+        }
+        self.run(f).await
+    }
+}
+
+/// Nice 10 for the calling thread (Linux: nice is per thread). Where that is not possible the
+/// work runs at normal priority, as it did before; the reason goes to the log once.
+fn lower_thread_priority() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+        WARNED.call_once(|| tracing::warn!(error = %e, "cannot lower the priority of background work"));
     }
 }
 

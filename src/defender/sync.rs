@@ -294,7 +294,7 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
         let mut ids = std::mem::take(&mut profile_ids);
         let outcome = ctx
             .db
-            .run(move |c| {
+            .run_background(move |c| {
                 let n = c.write_transaction(|c| import::import_batch(c, &modeler, &batch, &mut ids))?;
                 Ok((n, ids))
             })

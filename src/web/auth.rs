@@ -9,7 +9,7 @@ use std::pin::Pin;
 use actix_session::SessionExt;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
-use super::session::{csrf_token, keys};
+use super::session::{ACTIVITY_WRITE_SECS, SessionAccount, csrf_token, keys};
 use crate::auth::{Role, hash_api_token};
 use crate::db::models::{api_tokens, audit, users};
 use crate::db::now;
@@ -41,13 +41,18 @@ impl CurrentUser {
         }
         // Writing the activity time once a minute keeps the idle timeout honest without a
         // database write on every request.
-        if t - last_active >= 60 {
+        if t - last_active >= ACTIVITY_WRITE_SECS && state.activity_writes.claim((uid, login_at), t) {
             let _ = session.insert(keys::LAST_ACTIVE, t);
         }
-        let user = state.db.run(move |c| Ok(users::find(c, uid)?)).await?;
-        match user {
-            Some(u) if !u.disabled => {
-                Ok(CurrentUser { id: u.id, role: u.role(), username: u.username, csrf: csrf_token(&session) })
+        // The session store read the account with the session; only a session whose user
+        // changed during this request (a sign-in) needs another look.
+        let account = match session.get::<SessionAccount>(keys::ACCOUNT).ok().flatten().filter(|a| a.id == uid) {
+            Some(account) => Some(account),
+            None => state.db.read(move |c| Ok(users::find(c, uid)?)).await?.map(SessionAccount::from),
+        };
+        match account {
+            Some(a) if !a.disabled => {
+                Ok(CurrentUser { id: a.id, role: a.role, username: a.username, csrf: csrf_token(&session) })
             }
             _ => {
                 session.purge();

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod errors;
 pub mod health;
 pub mod metrics;
@@ -37,8 +38,10 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Background work (sync, re-model) that shutdown stops and waits for.
     pub background: crate::background::Background,
-    /// The Endpoints list's filter choices, briefly cached.
-    pub list_facets: pages::endpoints::FacetCache,
+    /// The Endpoints list's filter choices and match counts, briefly kept.
+    pub list_cache: pages::endpoints::ListCache,
+    /// Sessions whose activity time was just written (one write per session and minute).
+    pub activity_writes: session::ActivityWrites,
 }
 
 impl AppState {

@@ -8,7 +8,7 @@ use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::error::AppError;
 use crate::web::auth::ApiAnalyst;
-use crate::web::pages::endpoints::{ListParams, risk_label};
+use crate::web::pages::endpoints::{ListParams, list_view, risk_label};
 use crate::web::{AppState, Input, input};
 
 #[derive(Serialize)]
@@ -41,7 +41,7 @@ pub async fn list(
 ) -> Result<HttpResponse, AppError> {
     let params = input(params)?;
     let query = params.to_query(100)?;
-    let (page, total) = state.db.run(move |c| Ok((endpoints::list(c, &query)?, endpoints::count(c, &query)?))).await?;
+    let (page, total, _) = list_view(&state, query, false).await?;
     Ok(HttpResponse::Ok().json(ListJson {
         next: page.next.map(|c| c.encode()),
         items: page.items.into_iter().map(EndpointJson::from).collect(),

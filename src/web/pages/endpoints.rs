@@ -8,44 +8,80 @@ use serde::Deserialize;
 
 use super::{audit, fmt_time};
 use crate::db::models::defender_machines::{self, DefenderMachine};
-use crate::db::models::endpoints::{self, Cursor, Endpoint, EndpointIp, EndpointQuery, HistoryEntry, SortKey};
+use std::sync::Arc;
+
+use crate::db::models::endpoints::{
+    self, Cursor, Endpoint, EndpointIp, EndpointPage, EndpointQuery, HistoryEntry, SortKey,
+};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
 use crate::inventory::{self, IngestReport, RawBatch};
 use crate::web::auth::{AnyUser, OperatorUser};
+use crate::web::cache::ShortLived;
 use crate::web::{AppState, Input, Layout, html, input};
 
 pub const RISK_LABELS: [&str; 5] = ["None", "Low", "Medium", "High", "Critical"];
 
 /// The list's filter choices: every source, OS and profile in the inventory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Facets {
     sources: Vec<String>,
     oses: Vec<String>,
     profiles: Vec<String>,
 }
 
-/// The filter choices, kept for [`FacetCache::TTL`]: reading them scans the whole inventory
-/// three times, which at 100,000 endpoints costs several times the page itself. A new OS or
-/// profile appears in the drop-downs within that time; the results are never cached.
-#[derive(Default)]
-pub struct FacetCache(std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Facets>)>>);
+/// The list's figures that cost a scan of the inventory, briefly kept (see [`ShortLived`]): the
+/// filter choices (three scans of the table per view at 100,000 endpoints, several times the
+/// page itself) and how many endpoints match each filter (a paged view counts once). A count is
+/// reused only while this instance has written nothing since ([`crate::db::writes_committed`]),
+/// so an upload or a sync shows at once; another instance's writes within [`ShortLived::TTL`].
+pub struct ListCache {
+    facets: ShortLived<(), Arc<Facets>>,
+    counts: ShortLived<(u64, String), i64>,
+}
 
-impl FacetCache {
-    const TTL: std::time::Duration = std::time::Duration::from_secs(10);
-
-    fn get(&self) -> Option<std::sync::Arc<Facets>> {
-        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cached.as_ref().filter(|(at, _)| at.elapsed() < Self::TTL).map(|(_, f)| f.clone())
+impl Default for ListCache {
+    fn default() -> Self {
+        ListCache { facets: ShortLived::new(1), counts: ShortLived::new(256) }
     }
+}
 
-    fn put(&self, facets: std::sync::Arc<Facets>) {
-        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !cached.as_ref().is_some_and(|(at, f)| std::sync::Arc::ptr_eq(f, &facets) || at.elapsed() < Self::TTL) {
-            *cached = Some((std::time::Instant::now(), facets));
-        }
+/// One page of the list, how many endpoints match, and (when asked for) the filter choices, in
+/// one trip to the database.
+pub async fn list_view(
+    state: &AppState,
+    query: EndpointQuery,
+    with_facets: bool,
+) -> Result<(EndpointPage, i64, Option<Arc<Facets>>), AppError> {
+    let cache = &state.list_cache;
+    let count_key = (crate::db::writes_committed(), query.filter_key());
+    let known_count = cache.counts.get(&count_key);
+    let known_facets = if with_facets { cache.facets.get(&()) } else { None };
+    let (page, total, facets) = state
+        .db
+        .run(move |c| {
+            let facets = match known_facets {
+                Some(f) => Some(f),
+                None if with_facets => Some(Arc::new(Facets {
+                    sources: endpoints::distinct_sources(c)?,
+                    oses: endpoints::distinct_os(c)?,
+                    profiles: endpoints::distinct_profiles(c)?,
+                })),
+                None => None,
+            };
+            let total = match known_count {
+                Some(n) => n,
+                None => endpoints::count(c, &query)?,
+            };
+            Ok((endpoints::list(c, &query)?, total, facets))
+        })
+        .await?;
+    cache.counts.put(count_key, total);
+    if let Some(f) = &facets {
+        cache.facets.put((), f.clone());
     }
+    Ok((page, total, facets))
 }
 
 pub fn risk_label(level: i16) -> &'static str {
@@ -192,24 +228,8 @@ pub async fn list(
     let params = input(params)?;
     let params = params.into_inner();
     let query = params.to_query(50)?;
-    let q2 = query.clone();
-    let cached = state.list_facets.get();
-    let (page, total, facets) = state
-        .db
-        .run(move |c| {
-            let facets = match cached {
-                Some(f) => f,
-                None => std::sync::Arc::new(Facets {
-                    sources: endpoints::distinct_sources(c)?,
-                    oses: endpoints::distinct_os(c)?,
-                    profiles: endpoints::distinct_profiles(c)?,
-                }),
-            };
-            Ok((endpoints::list(c, &q2)?, endpoints::count(c, &q2)?, facets))
-        })
-        .await?;
-    state.list_facets.put(facets.clone());
-    let Facets { sources, oses, profiles } = (*facets).clone();
+    let (page, total, facets) = list_view(&state, query.clone(), true).await?;
+    let Facets { sources, oses, profiles } = facets.as_deref().cloned().unwrap_or_default();
     let next_link = page.next.as_ref().map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
     let first_link = query.after.is_some().then(|| format!("/endpoints?{}", params.with_after(None)));
     let view = ListPage {
@@ -327,7 +347,7 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
     let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
     let (e, ips, history, factors, defender) = state
         .db
-        .run(move |c| {
+        .read(move |c| {
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
