@@ -337,12 +337,16 @@ impl Db {
     }
 }
 
-/// Nice 10 for the calling thread (Linux: nice is per thread). Where that is not possible the
-/// work runs at normal priority, as it did before; the reason goes to the log once.
+/// The nice value of background writing: the lowest priority, so that it runs on the CPU that
+/// requests leave (it still gets a share when the CPU is busy for long).
+const BACKGROUND_NICE: i32 = 19;
+
+/// [`BACKGROUND_NICE`] for the calling thread (Linux: nice is per thread). Where that is not
+/// possible the work runs at normal priority, as it did before; the reason goes to the log once.
 fn lower_thread_priority() {
     static WARNED: std::sync::Once = std::sync::Once::new();
     let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
         WARNED.call_once(|| tracing::warn!(error = %e, "cannot lower the priority of background work"));
     }
 }

@@ -347,6 +347,17 @@ impl SortKey {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// The endpoints column it sorts by.
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::LastSeen => "last_seen",
+            SortKey::FirstSeen => "first_seen",
+            SortKey::Hostname => "hostname",
+            SortKey::Ip => "ip",
+            SortKey::Risk => "risk_level",
+        }
+    }
+
     fn is_numeric(self) -> bool {
         matches!(self, SortKey::LastSeen | SortKey::FirstSeen | SortKey::Risk)
     }
@@ -422,18 +433,28 @@ pub struct EndpointPage {
     pub next: Option<Cursor>,
 }
 
-/// Rows after the cursor `(v, id)` in the sort order. The first, redundant condition
-/// (`col <= v` or `col >= v`) is what lets both engines start the index scan at the cursor; the
-/// `OR` alone made SQLite walk the sort index from its start, so a deep page cost what all the
-/// pages before it did.
-macro_rules! keyset {
-    ($q:ident, $col:expr, $v:expr, $id:expr, $desc:expr) => {
-        if $desc {
-            $q.filter($col.le($v.clone())).filter($col.lt($v).or(endpoints::id.lt($id)))
-        } else {
-            $q.filter($col.ge($v.clone())).filter($col.gt($v).or(endpoints::id.gt($id)))
+/// Rows after the cursor `(v, id)` in the sort order, as one row-value comparison
+/// `(column, id) < (v, id)` that both engines answer with a seek in the (column, id) index.
+/// Written as `column < v OR (column = v AND id < ...)`, SQLite walked the sort index from its
+/// start; with a redundant `column <= v` it still stepped over every row that ties with v, and
+/// ties are many: an ingest batch shares its last-seen second, a risk level tens of thousands.
+fn after_cursor(q: BoxedEndpoints<'static>, key: SortKey, cursor: &Cursor, desc: bool) -> BoxedEndpoints<'static> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{BigInt, Bool, SmallInt, Text};
+    let head = format!("(endpoints.{}, endpoints.id) {} (", key.column(), if desc { "<" } else { ">" });
+    let id = cursor.id;
+    match &cursor.value {
+        CursorValue::Int(v) if key == SortKey::Risk => {
+            let v = i16::try_from(*v).unwrap_or(i16::MAX);
+            q.filter(sql::<Bool>(&head).bind::<SmallInt, _>(v).sql(", ").bind::<BigInt, _>(id).sql(")"))
         }
-    };
+        CursorValue::Int(v) => {
+            q.filter(sql::<Bool>(&head).bind::<BigInt, _>(*v).sql(", ").bind::<BigInt, _>(id).sql(")"))
+        }
+        CursorValue::Text(v) => {
+            q.filter(sql::<Bool>(&head).bind::<Text, _>(v.clone()).sql(", ").bind::<BigInt, _>(id).sql(")"))
+        }
+    }
 }
 
 macro_rules! order_by {
@@ -496,23 +517,7 @@ pub fn list(conn: &mut AnyConnection, query: &EndpointQuery) -> QueryResult<Endp
     let mut q = filtered(query);
     let desc = query.descending;
     if let Some(c) = &query.after {
-        q = match (query.sort, &c.value) {
-            (SortKey::LastSeen, CursorValue::Int(v)) => {
-                keyset!(q, endpoints::last_seen, *v, c.id, desc)
-            }
-            (SortKey::FirstSeen, CursorValue::Int(v)) => {
-                keyset!(q, endpoints::first_seen, *v, c.id, desc)
-            }
-            (SortKey::Risk, CursorValue::Int(v)) => {
-                let v = i16::try_from(*v).unwrap_or(i16::MAX);
-                keyset!(q, endpoints::risk_level, v, c.id, desc)
-            }
-            (SortKey::Hostname, CursorValue::Text(v)) => {
-                keyset!(q, endpoints::hostname, v.clone(), c.id, desc)
-            }
-            (SortKey::Ip, CursorValue::Text(v)) => keyset!(q, endpoints::ip, v.clone(), c.id, desc),
-            _ => q,
-        };
+        q = after_cursor(q, query.sort, c, desc);
     }
     q = match query.sort {
         SortKey::LastSeen => order_by!(q, endpoints::last_seen, desc),
