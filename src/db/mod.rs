@@ -57,28 +57,28 @@ impl AnyConnection {
             }
             AnyConnection::Postgresql(_) => false,
         };
-        if !top_level_sqlite {
-            let value = self.transaction(f)?;
-            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(value);
-        }
-        AnsiTransactionManager::begin_transaction_sql(sqlite(self), "BEGIN IMMEDIATE")?;
-        match f(self) {
-            Ok(value) => match AnsiTransactionManager::commit_transaction(sqlite(self)) {
-                Ok(()) => {
-                    WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Ok(value)
-                }
+        let committed = if top_level_sqlite {
+            AnsiTransactionManager::begin_transaction_sql(sqlite(self), "BEGIN IMMEDIATE")?;
+            match f(self) {
+                Ok(value) => match AnsiTransactionManager::commit_transaction(sqlite(self)) {
+                    Ok(()) => Ok(value),
+                    Err(e) => {
+                        let _ = AnsiTransactionManager::rollback_transaction(sqlite(self));
+                        Err(e.into())
+                    }
+                },
                 Err(e) => {
                     let _ = AnsiTransactionManager::rollback_transaction(sqlite(self));
-                    Err(e.into())
+                    Err(e)
                 }
-            },
-            Err(e) => {
-                let _ = AnsiTransactionManager::rollback_transaction(sqlite(self));
-                Err(e)
             }
+        } else {
+            self.transaction(f)
+        };
+        if committed.is_ok() {
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        committed
     }
 }
 

@@ -6,10 +6,10 @@ use askama::Template;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{audit, fmt_time};
-use crate::db::models::defender_machines::{self, DefenderMachine};
 use std::sync::Arc;
 
+use super::{audit, fmt_time};
+use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::endpoints::{
     self, Cursor, Endpoint, EndpointIp, EndpointPage, EndpointQuery, HistoryEntry, SortKey,
 };
@@ -58,30 +58,33 @@ pub async fn list_view(
     let count_key = (crate::db::writes_committed(), query.filter_key());
     let known_count = cache.counts.get(&count_key);
     let known_facets = if with_facets { cache.facets.get(&()) } else { None };
-    let (page, total, facets) = state
+    let (read_facets_now, count_now) = (with_facets && known_facets.is_none(), known_count.is_none());
+    let (page, counted, read_facets) = state
         .db
         .run(move |c| {
-            let facets = match known_facets {
-                Some(f) => Some(f),
-                None if with_facets => Some(Arc::new(Facets {
+            let read_facets = if read_facets_now {
+                Some(Arc::new(Facets {
                     sources: endpoints::distinct_sources(c)?,
                     oses: endpoints::distinct_os(c)?,
                     profiles: endpoints::distinct_profiles(c)?,
-                })),
-                None => None,
+                }))
+            } else {
+                None
             };
-            let total = match known_count {
-                Some(n) => n,
-                None => endpoints::count(c, &query)?,
-            };
-            Ok((endpoints::list(c, &query)?, total, facets))
+            let counted = if count_now { Some(endpoints::count(c, &query)?) } else { None };
+            Ok((endpoints::list(c, &query)?, counted, read_facets))
         })
         .await?;
-    cache.counts.put(count_key, total);
-    if let Some(f) = &facets {
+    // Only what this request read is kept: putting back a kept value would renew it, and under
+    // steady traffic it would never expire.
+    if let Some(n) = counted {
+        cache.counts.put(count_key, n);
+    }
+    if let Some(f) = &read_facets {
         cache.facets.put((), f.clone());
     }
-    Ok((page, total, facets))
+    let total = counted.or(known_count).unwrap_or_default();
+    Ok((page, total, read_facets.or(known_facets)))
 }
 
 pub fn risk_label(level: i16) -> &'static str {
