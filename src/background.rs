@@ -9,10 +9,25 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Background {
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The runtime this was made on (the application's own, which runs until shutdown has
+    /// waited for the work), rather than that of the HTTP worker that asked for the work: a
+    /// worker's runtime ends with the server, and with it any work still on its way to record
+    /// how it ended.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background {
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
 }
 
 impl Background {
@@ -21,7 +36,10 @@ impl Background {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(work);
+        match &self.runtime {
+            Some(runtime) => self.tasks.spawn_on(work, runtime),
+            None => self.tasks.spawn(work),
+        };
     }
 
     /// Whether shutdown has begun: background work stops at its next unit boundary and no new
