@@ -89,6 +89,7 @@ impl Application {
             metrics,
             background: Default::default(),
             list_cache: Default::default(),
+            endpoint_pages: crate::web::cache::UntilChanged::new(crate::web::pages::endpoints::ENDPOINT_PAGES_KEPT),
             activity_writes: Default::default(),
         });
 

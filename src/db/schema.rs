@@ -243,6 +243,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    defender_sync_staging (seq) {
+        seq -> BigInt,
+        machine_id -> Text,
+        mac_key -> Text,
+        name_key -> Text,
+        merged_into -> Text,
+        record -> Text,
+    }
+}
+
+diesel::table! {
     machine_actions (id) {
         id -> BigInt,
         idempotency_key -> Text,
@@ -326,6 +337,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     integration_config,
     sync_runs,
     defender_machines,
+    defender_sync_staging,
     machine_actions,
     sso_config,
     user_identities,

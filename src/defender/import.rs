@@ -26,8 +26,9 @@ pub const ALERTS_SOURCE: &str = "Microsoft Defender Alerts";
 /// How close in time an IP address must have been seen for an IP-only match.
 const IP_WINDOW_SECS: i64 = 24 * 3600;
 
-/// What the product keeps of one Defender machine after a sync's aggregation.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the product keeps of one Defender machine after a sync's aggregation. A sync stages the
+/// fetched part as JSON (`defender_sync_staging`); the rest is added from the later pages.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MachineRecord {
     pub machine_id: String,
     pub computer_dns_name: String,
@@ -46,12 +47,17 @@ pub struct MachineRecord {
     pub last_seen: i64,
     pub rbac_group: String,
     pub tags: Vec<String>,
+    #[serde(skip)]
     pub vuln_count: i32,
     /// The distinct CVEs, sorted, comma-separated (stored for the next delta sync).
+    #[serde(skip)]
     pub vuln_cves: String,
+    #[serde(skip)]
     pub top_vuln: Option<TopVulnerability>,
+    #[serde(skip)]
     pub top_alert: Option<TopAlert>,
     /// Set when this record is an older duplicate of another machine (re-imaged, re-onboarded).
+    #[serde(skip)]
     pub duplicate_of: Option<String>,
 }
 

@@ -1,9 +1,11 @@
 //! One sync: collect the machine inventory, the vulnerabilities (catalog plus the bulk
 //! machine×vulnerability listing, never one call per machine) and the alerts, aggregate them per
 //! machine, then import in short batch transactions. Everything is fetched before anything is
-//! written, so a failed or interrupted collection leaves the previous data as it was; each
-//! machine is written whole or not at all. One sync runs at a time across all instances: the
-//! instance holding the database lease runs it (see `db::lease`), and the run record says so.
+//! written to the inventory (the fetched machines wait in a staging table of their own, so that
+//! memory does not grow with the tenant), so a failed or interrupted collection leaves the
+//! previous data as it was; each machine is written whole or not at all. One sync runs at a time
+//! across all instances: the instance holding the database lease runs it (see `db::lease`), and
+//! the run record says so.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +17,7 @@ use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, T
 use crate::background::Background;
 use crate::db::Db;
 use crate::db::lease::{self, Lease};
+use crate::db::models::defender_sync_staging::{self, StagedMachine};
 use crate::db::models::integration::{self, RunCounts};
 use crate::db::models::{audit, defender_machines, jobs};
 use crate::domain::mac::normalize_mac;
@@ -228,8 +231,46 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// Adds a page of fetched machines to the staging table (see [`Collected`]).
+    async fn stage(&self, machines: Vec<StagedMachine>) -> Result<(), Stopped> {
+        self.ctx
+            .db
+            .run_background(move |c| c.write_transaction(|c| Ok(defender_sync_staging::insert(c, &machines)?)))
+            .await
+            .map_err(|e| Stopped::Failed(format!("Keeping the fetched machines failed: {e}")))
+    }
+
+    /// The staged machines that are older records of another one (see [`mark_duplicates`]),
+    /// looked for among the few that share a MAC or a name or were merged by Defender.
+    async fn duplicates(&self) -> Result<HashMap<i64, String>, Stopped> {
+        let candidates = self
+            .ctx
+            .db
+            .run(|c| Ok(defender_sync_staging::duplicate_candidates(c)?))
+            .await
+            .map_err(|e| Stopped::Failed(format!("Looking for duplicate machines failed: {e}")))?;
+        let mut records = candidates
+            .iter()
+            .map(|s| serde_json::from_str::<MachineRecord>(&s.record))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Stopped::Failed(format!("A staged machine could not be read back: {e}")))?;
+        let merged_into: Vec<Option<String>> =
+            candidates.iter().map(|s| Some(s.merged_into.clone()).filter(|m| !m.is_empty())).collect();
+        mark_duplicates(&mut records, &merged_into);
+        Ok(candidates.iter().zip(records).filter_map(|(s, r)| Some((s.seq, r.duplicate_of?))).collect())
+    }
+
+    async fn clear_staged(&self) -> Result<(), Stopped> {
+        self.ctx
+            .db
+            .run(|c| c.write_transaction(|c| Ok(defender_sync_staging::clear(c)?)))
+            .await
+            .map(|_| ())
+            .map_err(|e| Stopped::Failed(format!("Emptying the staged machines of the sync failed: {e}")))
+    }
+
     /// Waits for one Defender API page, unless the application starts shutting down meanwhile
-    /// (nothing is written while collecting, so dropping the request is safe).
+    /// (nothing but the staging table is written while collecting, so dropping the request is safe).
     async fn page<T>(&self, next: impl Future<Output = Result<T, DefenderError>>) -> Result<T, Stopped> {
         tokio::select! {
             page = next => Ok(page?),
@@ -253,6 +294,18 @@ pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure>
 
 async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<RunCounts, Failure> {
     let run = Running { ctx, id: run, lease };
+    // What an earlier sync staged is left over only if its process ended mid-sync.
+    run.clear_staged().await.map_err(|e| (RunCounts::default(), e))?;
+    let outcome = fetch_and_import(&run).await;
+    // The staged machines served this run only: their space is freed whatever happened.
+    if let Err(e) = run.clear_staged().await {
+        tracing::warn!(error = %e, "could not empty the staged machines of the sync");
+    }
+    outcome
+}
+
+async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
+    let ctx = run.ctx;
     let mut counts = RunCounts::default();
     let fail = |counts: RunCounts, msg: String| (counts, Stopped::Failed(msg));
     let client = ctx.client().await.map_err(|e| fail(counts, e))?;
@@ -270,15 +323,14 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
     let identity = snapshot_identity(ctx).await.map_err(|e| fail(counts, e))?;
     let delta = delta_base(ctx, &identity).await.map_err(|e| fail(counts, e))?;
     let fetch_started = Utc::now();
-    let collected = collect(&run, &client, delta).await;
+    let collected = collect(run, &client, delta).await;
     counts = with_stats(counts, &client);
-    let records = collected.map_err(|e| (counts, e))?;
-    counts.machines = records.len() as i64;
-    let duplicates = records.iter().filter(|r| r.duplicate_of.is_some()).count() as i64;
+    let mut collected = collected.map_err(|e| (counts, e))?;
+    counts.machines = collected.machines as i64;
+    let duplicates = collected.duplicates.len() as i64;
 
-    // Import: short transactions of whole machines.
-    let total = records.len() as i64;
-    let seen: HashSet<String> = records.iter().map(|r| r.machine_id.clone()).collect();
+    // Import: short transactions of whole machines, in the order they were staged.
+    let total = collected.machines as i64;
     let mut imported = ImportCounts::default();
     let mut profile_ids = HashMap::new();
     let mut done = 0i64;
@@ -288,9 +340,17 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
         counts.merged = imported.merged;
         counts
     };
-    for chunk in records.chunks(IMPORT_BATCH) {
+    for from in (0..collected.machines).step_by(IMPORT_BATCH) {
         run.check().await.map_err(|e| (imported_so_far(counts, &imported), e))?;
-        let (batch, modeler) = (chunk.to_vec(), ctx.modeler.clone());
+        let (lo, hi) = (from as i64, (from + IMPORT_BATCH) as i64);
+        let batch = match ctx.db.run(move |c| Ok(defender_sync_staging::range(c, lo, hi)?)).await {
+            Ok(staged) => staged.into_iter().map(|s| collected.complete(s)).collect::<Result<Vec<_>, _>>(),
+            Err(e) => Err(e),
+        };
+        let batch = batch.map_err(|e| {
+            fail(imported_so_far(counts, &imported), format!("Reading the fetched machines back failed: {e}"))
+        })?;
+        let (size, modeler) = (batch.len() as i64, ctx.modeler.clone());
         let mut ids = std::mem::take(&mut profile_ids);
         let outcome = ctx
             .db
@@ -309,7 +369,7 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
                 return Err(fail(counts, format!("Writing the imported machines failed: {e}")));
             }
         }
-        done += chunk.len() as i64;
+        done += size;
         run.record("import", done, total).await;
     }
     counts = imported_so_far(counts, &imported);
@@ -317,7 +377,7 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
     run.check().await.map_err(|e| (counts, e))?;
     let gone = ctx
         .db
-        .run(move |c| Ok(defender_machines::mark_missing_stale(c, &seen)?))
+        .run(move |c| Ok(defender_machines::mark_missing_stale(c)?))
         .await
         .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
     counts.stale = duplicates + gone;
@@ -351,33 +411,23 @@ async fn snapshot_identity(ctx: &SyncContext) -> Result<String, String> {
     Ok(format!("{}|{}|{}", config.tenant_id, config.client_id, config.api_base_url))
 }
 
-/// The time to ask for changes since, with every machine's stored CVE list, when a delta
-/// sync is possible.
-async fn delta_base(ctx: &SyncContext, identity: &str) -> Result<Option<StoredVulnerabilities>, String> {
+/// The time to ask for changes since, when a delta sync is possible (the machines' stored CVE
+/// lists are read page by page while collecting).
+async fn delta_base(ctx: &SyncContext, identity: &str) -> Result<Option<DateTime<Utc>>, String> {
     let previous = ctx
         .db
         .run(|c| Ok(jobs::get_setting(c, SNAPSHOT_KEY)?))
         .await
         .map_err(|e| format!("The vulnerability snapshot could not be read: {e}"))?;
-    let since = previous.as_deref().and_then(|v| {
+    Ok(previous.as_deref().and_then(|v| {
         let (secs, id) = v.split_once(' ')?;
         let at = DateTime::from_timestamp(secs.parse().ok()?, 0)?;
         (id == identity && (Utc::now() - at).num_seconds() < DELTA_MAX_AGE_SECS).then_some(at)
-    });
-    let Some(since) = since else { return Ok(None) };
-    let lists = ctx
-        .db
-        .run(|c| Ok(defender_machines::vulnerability_lists(c)?))
-        .await
-        .map_err(|e| format!("The stored vulnerabilities could not be read: {e}"))?;
-    Ok(Some(StoredVulnerabilities { since, lists }))
+    }))
 }
 
-/// The base of a delta sync: the snapshot time and (machine id, comma-separated CVEs).
-struct StoredVulnerabilities {
-    since: DateTime<Utc>,
-    lists: Vec<(String, String)>,
-}
+/// Stored CVE lists read per trip when a delta sync starts from them.
+const STORED_LISTS_PAGE: i64 = 5_000;
 
 /// The vulnerability catalog of one sync: (level, CVSS, CVE, description) by index.
 #[derive(Default)]
@@ -400,29 +450,72 @@ impl Catalog {
     }
 }
 
-/// Fetches and aggregates everything; writes nothing.
+/// What a fetch leaves for the import. The machines themselves are staged in the database
+/// (`defender_sync_staging`, numbered in order of arrival) as their pages arrive; memory holds
+/// only what the later pages add to each: a few bytes per machine rather than its whole record.
+struct Collected {
+    /// How many machines were staged (numbered 0 to `machines - 1`).
+    machines: usize,
+    catalog: Catalog,
+    /// Per staged machine, its distinct CVEs as catalog indexes, sorted.
+    cves: Vec<Vec<u32>>,
+    /// The most severe active alert of each staged machine that has one.
+    alerts: HashMap<usize, TopAlert>,
+    /// Older records of a device: the staged machine and the machine it duplicates.
+    duplicates: HashMap<i64, String>,
+}
+
+impl Collected {
+    /// A staged machine with what the later pages said of it: its record for the import.
+    fn complete(&mut self, staged: StagedMachine) -> anyhow::Result<MachineRecord> {
+        let mut r: MachineRecord = serde_json::from_str(&staged.record)?;
+        let list = self.cves.get_mut(staged.seq as usize).map(std::mem::take).unwrap_or_default();
+        let vulns = &self.catalog.vulns;
+        r.vuln_count = list.len() as i32;
+        let mut cves: Vec<&str> = list.iter().map(|&i| vulns[i as usize].2.as_str()).collect();
+        cves.sort_unstable();
+        r.vuln_cves = cves.join(",");
+        r.top_vuln = list
+            .iter()
+            .map(|&i| &vulns[i as usize])
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
+            .map(|(level, _, cve, description)| TopVulnerability {
+                cve: cve.clone(),
+                level: *level,
+                description: description.clone(),
+            });
+        r.top_alert = self.alerts.remove(&(staged.seq as usize));
+        r.duplicate_of = self.duplicates.remove(&staged.seq);
+        Ok(r)
+    }
+}
+
+/// Fetches and aggregates everything; writes nothing but the staged machines.
 async fn collect(
     run: &Running<'_>,
     client: &DefenderClient,
-    delta: Option<StoredVulnerabilities>,
-) -> Result<Vec<MachineRecord>, Stopped> {
-    // Machines.
-    let mut records: Vec<MachineRecord> = Vec::new();
-    let mut merged_into: Vec<Option<String>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    delta: Option<DateTime<Utc>>,
+) -> Result<Collected, Stopped> {
+    // Machines, staged page by page; in memory only their ids, to place the later pages' rows.
+    let mut index: HashMap<Box<str>, u32> = HashMap::new();
     let mut pages = client.machines();
     while let Some(page) = run.page(pages.next_page()).await? {
+        let mut staged = Vec::with_capacity(page.len());
         for m in page {
-            if m.id.is_empty() || index.contains_key(&m.id) {
+            if m.id.is_empty() || index.contains_key(m.id.as_str()) {
                 continue;
             }
-            index.insert(m.id.clone(), records.len());
-            merged_into.push(m.merged_into_machine_id.clone().filter(|s| !s.is_empty()));
-            records.push(record_of(&m));
+            let seq = index.len();
+            index.insert(m.id.as_str().into(), seq as u32);
+            staged.push(
+                stage_of(seq, &m).map_err(|e| Stopped::Failed(format!("A fetched machine could not be kept: {e}")))?,
+            );
         }
-        run.progress("machines", records.len() as i64, 0).await?;
+        run.stage(staged).await?;
+        run.progress("machines", index.len() as i64, 0).await?;
     }
-    mark_duplicates(&mut records, &merged_into);
+    let machines = index.len();
+    let duplicates = run.duplicates().await?;
 
     // The vulnerability catalog: severity, score and description by CVE.
     let mut catalog = Catalog::default();
@@ -445,7 +538,7 @@ async fn collect(
 
     // Machine × vulnerability rows: per machine the distinct CVEs (as catalog indexes), either
     // all of them from the bulk listing or the stored lists with Defender's changes since.
-    let mut per_machine: Vec<Vec<u32>> = vec![Vec::new(); records.len()];
+    let mut per_machine: Vec<Vec<u32>> = vec![Vec::new(); machines];
     let mut rows = 0i64;
     match delta {
         None => {
@@ -455,18 +548,30 @@ async fn collect(
                 for r in page {
                     let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
                     let Some(&mi) = index.get(machine) else { continue };
-                    per_machine[mi].push(catalog.intern(cve, r.severity.as_deref()));
+                    per_machine[mi as usize].push(catalog.intern(cve, r.severity.as_deref()));
                 }
                 run.progress("machine vulnerabilities", rows, 0).await?;
             }
         }
-        Some(stored) => {
-            for (machine, cves) in &stored.lists {
-                let Some(&mi) = index.get(machine) else { continue };
-                per_machine[mi].extend(cves.split(',').filter(|c| !c.is_empty()).map(|c| catalog.intern(c, None)));
+        Some(since) => {
+            let mut after = String::new();
+            loop {
+                let from = after.clone();
+                let lists = run
+                    .ctx
+                    .db
+                    .run(move |c| Ok(defender_machines::vulnerability_lists_after(c, &from, STORED_LISTS_PAGE)?))
+                    .await
+                    .map_err(|e| Stopped::Failed(format!("The stored vulnerabilities could not be read: {e}")))?;
+                let Some((last, _)) = lists.last() else { break };
+                after = last.clone();
+                for (machine, cves) in &lists {
+                    let Some(&mi) = index.get(machine.as_str()) else { continue };
+                    per_machine[mi as usize]
+                        .extend(cves.split(',').filter(|c| !c.is_empty()).map(|c| catalog.intern(c, None)));
+                }
             }
-            drop(stored.lists);
-            let mut pages = client.export_machine_vulnerability_changes(stored.since);
+            let mut pages = client.export_machine_vulnerability_changes(since);
             while let Some(page) = run.page(pages.next_page()).await? {
                 rows += page.len() as i64;
                 // In event order: a machine that changed device group shows Fixed, then New.
@@ -474,35 +579,22 @@ async fn collect(
                     let (Some(machine), Some(cve)) = (r.device_id.as_deref(), r.cve_id.as_deref()) else { continue };
                     let Some(&mi) = index.get(machine) else { continue };
                     let vi = catalog.intern(cve, r.vulnerability_severity_level.as_deref());
+                    let list = &mut per_machine[mi as usize];
                     if r.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Fixed")) {
-                        per_machine[mi].retain(|&v| v != vi);
+                        list.retain(|&v| v != vi);
                     } else {
-                        per_machine[mi].push(vi);
+                        list.push(vi);
                     }
                 }
                 run.progress("vulnerability changes", rows, 0).await?;
             }
         }
     }
-    let vulns = &catalog.vulns;
-    for (r, list) in records.iter_mut().zip(per_machine.iter_mut()) {
+    for list in &mut per_machine {
         list.sort_unstable();
         list.dedup();
-        r.vuln_count = list.len() as i32;
-        let mut cves: Vec<&str> = list.iter().map(|&i| vulns[i as usize].2.as_str()).collect();
-        cves.sort_unstable();
-        r.vuln_cves = cves.join(",");
-        r.top_vuln = list
-            .iter()
-            .map(|&i| &vulns[i as usize])
-            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
-            .map(|(level, _, cve, description)| TopVulnerability {
-                cve: cve.clone(),
-                level: *level,
-                description: description.clone(),
-            });
+        list.shrink_to_fit();
     }
-    drop(per_machine);
 
     // Alerts: the most severe active one per machine (the newest among equals).
     // Per machine: (level, last update, alert id, title).
@@ -514,6 +606,7 @@ async fn collect(
         seen_alerts += page.len() as i64;
         for a in page.iter().filter(|a| a.is_active()) {
             let Some(&mi) = a.machine_id.as_deref().and_then(|m| index.get(m)) else { continue };
+            let mi = mi as usize;
             let level =
                 a.severity.as_deref().and_then(RiskLevel::from_defender_alert_severity).unwrap_or(RiskLevel::Low);
             let when = a.last_update_time.or(a.alert_creation_time);
@@ -527,10 +620,27 @@ async fn collect(
         }
         run.progress("alerts", seen_alerts, 0).await?;
     }
-    for (mi, (level, _, id, title)) in best {
-        records[mi].top_alert = Some(TopAlert { id, level, title });
-    }
-    Ok(records)
+    let alerts = best.into_iter().map(|(mi, (level, _, id, title))| (mi, TopAlert { id, level, title })).collect();
+    Ok(Collected { machines, catalog, cves: per_machine, alerts, duplicates })
+}
+
+/// A fetched machine as it is staged: its record, and the keys that find a device's older
+/// records.
+fn stage_of(seq: usize, m: &dto::Machine) -> serde_json::Result<StagedMachine> {
+    let r = record_of(m);
+    Ok(StagedMachine {
+        seq: seq as i64,
+        mac_key: r.macs.first().cloned().unwrap_or_default(),
+        name_key: device_name_key(&r.computer_dns_name),
+        merged_into: m.merged_into_machine_id.clone().unwrap_or_default(),
+        record: serde_json::to_string(&r)?,
+        machine_id: r.machine_id,
+    })
+}
+
+/// The DNS name as it identifies a device across its records: no final dot, lower case.
+fn device_name_key(dns_name: &str) -> String {
+    dns_name.trim_end_matches('.').to_lowercase()
 }
 
 fn ts(t: Option<DateTime<Utc>>) -> i64 {
@@ -575,7 +685,7 @@ fn mark_duplicates(records: &mut [MachineRecord], merged_into: &[Option<String>]
         if let Some(mac) = r.macs.first() {
             groups.entry(format!("mac:{mac}")).or_default().push(i);
         }
-        let name = r.computer_dns_name.trim_end_matches('.').to_lowercase();
+        let name = device_name_key(&r.computer_dns_name);
         if !name.is_empty() {
             groups.entry(format!("name:{name}")).or_default().push(i);
         }

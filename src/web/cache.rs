@@ -1,6 +1,7 @@
-//! Figures that cost a scan of the inventory to compute and may be a few seconds old: the
-//! Endpoints list's filter choices and how many endpoints match a filter. Results themselves
-//! (the rows of a page) are never kept here.
+//! What pages read from the database, kept for the next request: values that stay exact
+//! because they are reused only while the database is unchanged ([`UntilChanged`]), and
+//! figures that cost a scan of the inventory and may be a few seconds old ([`ShortLived`]:
+//! the Endpoints list's filter choices and match counts).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -41,9 +42,57 @@ impl<K: Eq + Hash, V: Clone> ShortLived<K, V> {
     }
 }
 
+/// Values read from the database, each kept with the data version it was read at
+/// ([`crate::db::Db::data_version`]) and served only while the database is still at that
+/// version: any commit, of any connection or process, ends their use. What a page shows is
+/// then what the database holds, while a page viewed again between two commits (most views:
+/// even a sync commits a few times a second) costs no query.
+pub struct UntilChanged<K, V> {
+    entries: Mutex<HashMap<K, (u64, V)>>,
+    capacity: usize,
+}
+
+impl<K: Eq + Hash, V: Clone> UntilChanged<K, V> {
+    /// At most `capacity` entries: beyond it, those of older versions go first, then
+    /// everything.
+    pub fn new(capacity: usize) -> Self {
+        UntilChanged { entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    pub fn get(&self, key: &K, version: u64) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(v, _)| *v == version).map(|(_, value)| value.clone())
+    }
+
+    pub fn put(&self, key: K, version: u64, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, (v, _)| *v == version);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (version, value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serves_a_value_only_at_the_version_it_was_read_at() {
+        let cache = UntilChanged::new(2);
+        cache.put("page", 7, "old");
+        assert_eq!(cache.get(&"page", 7), Some("old"));
+        assert_eq!(cache.get(&"page", 8), None);
+        cache.put("page", 8, "new");
+        assert_eq!((cache.get(&"page", 7), cache.get(&"page", 8)), (None, Some("new")));
+        // Full: the entries of other versions make room first.
+        cache.put("a", 8, "a");
+        cache.put("b", 9, "b");
+        assert_eq!((cache.get(&"page", 8), cache.get(&"a", 8), cache.get(&"b", 9)), (None, None, Some("b")));
+    }
 
     #[test]
     fn keeps_at_most_its_capacity() {

@@ -40,6 +40,8 @@ pub struct AppState {
     pub background: crate::background::Background,
     /// The Endpoints list's filter choices and match counts, briefly kept.
     pub list_cache: pages::endpoints::ListCache,
+    /// Endpoint pages' data, reused until the next commit.
+    pub endpoint_pages: pages::endpoints::EndpointPages,
     /// Sessions whose activity time was just written (one write per session and minute).
     pub activity_writes: session::ActivityWrites,
 }

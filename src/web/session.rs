@@ -15,17 +15,24 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Role, hash_api_token, random_token};
 use crate::db::models::{sessions, users};
 use crate::db::{Db, now};
+use crate::web::cache::UntilChanged;
 
 type State = HashMap<String, String>;
 
 #[derive(Clone)]
 pub struct DbSessionStore {
     db: Db,
+    /// Sessions as loaded (with the account, and when they expire), reused until the next
+    /// commit: a sign-out, a disabled user or a changed role is a commit, so they count at once.
+    loaded: std::sync::Arc<UntilChanged<String, (State, i64)>>,
 }
+
+/// How many sessions' loaded state is kept (a few hundred bytes each).
+const SESSIONS_KEPT: usize = 4096;
 
 impl DbSessionStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, loaded: std::sync::Arc::new(UntilChanged::new(SESSIONS_KEPT)) }
     }
 }
 
@@ -42,10 +49,16 @@ impl SessionStore for DbSessionStore {
     /// user (see [`SessionAccount`]).
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = storage_id(key);
+        let version = self.db.data_version();
+        if let Some((state, expires)) = version.and_then(|v| self.loaded.get(&id, v)) {
+            // Unchanged since it was read; it may have expired meanwhile.
+            return Ok((expires > now()).then_some(state));
+        }
+        let key_id = id.clone();
         let loaded = self
             .db
             .read(move |c| {
-                let Some(text) = sessions::load(c, &id)? else { return Ok(None) };
+                let Some((text, expires)) = sessions::load(c, &key_id)? else { return Ok(None) };
                 let mut state = match serde_json::from_str::<State>(&text) {
                     Ok(state) => state,
                     Err(e) => return Ok(Some(Err(e))),
@@ -54,11 +67,15 @@ impl SessionStore for DbSessionStore {
                 if let Some(user) = uid.map(|uid| users::find(c, uid)).transpose()?.flatten() {
                     state.insert(keys::ACCOUNT.to_owned(), serde_json::to_string(&SessionAccount::from(user))?);
                 }
-                Ok(Some(Ok(state)))
+                Ok(Some(Ok((state, expires))))
             })
             .await
             .map_err(LoadError::Other)?;
-        loaded.transpose().map_err(|e| LoadError::Deserialization(e.into()))
+        let loaded = loaded.transpose().map_err(|e| LoadError::Deserialization(e.into()))?;
+        if let (Some(v), Some(found)) = (version, &loaded) {
+            self.loaded.put(id, v, found.clone());
+        }
+        Ok(loaded.map(|(state, _)| state))
     }
 
     async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {

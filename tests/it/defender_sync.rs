@@ -67,6 +67,12 @@ async fn ingest_network(app: &TestApp, token: &str, sim: &RunningSimulator) -> u
 }
 
 /// A configured, enabled integration after its first sync, with network observations ingested first.
+/// Machines a sync staged and did not clear (see `defender_sync_staging`).
+async fn staged_machines(app: &TestApp) -> i64 {
+    use endpoint_analytics::db::schema::defender_sync_staging;
+    app.db.run(|c| Ok(defender_sync_staging::table.count().get_result(c)?)).await.unwrap()
+}
+
 async fn synced(machines: usize) -> (TestApp, RunningSimulator, String, Value) {
     let app = spawn_app().await;
     let sim = simulator(machines).await;
@@ -111,6 +117,7 @@ async fn a_full_sync_imports_what_the_simulator_holds() {
     assert_eq!(linked.len(), live.len(), "one endpoint per live machine, none shared");
     assert_eq!(run["machines"], tenant.machines().len());
     assert_eq!(run["stale"], tenant.machines().len() - live.len());
+    assert_eq!(staged_machines(&app).await, 0, "the machines staged while fetching are gone");
 
     // Machines seen on the network merged with their network endpoint (MAC first).
     let observed_macs: HashSet<String> =
@@ -417,6 +424,16 @@ async fn the_client_secret_never_leaves_the_server() {
 #[tokio::test]
 async fn faults_end_in_a_complete_sync_or_a_reported_failure_with_nothing_lost() {
     use endpoint_analytics::simulator::{FaultEffect, FaultRule, Faults};
+    let always_500 = |api: &str| Faults {
+        rules: vec![FaultRule {
+            api: Some(api.into()),
+            nth: None,
+            fraction: None,
+            times: None,
+            effect: FaultEffect::Status { status: 500 },
+        }],
+        ..Default::default()
+    };
     let (app, sim, token, _) = synced(80).await;
     let count = |app: &TestApp| {
         let db = app.db.clone();
@@ -434,22 +451,20 @@ async fn faults_end_in_a_complete_sync_or_a_reported_failure_with_nothing_lost()
     let before = count(&app).await;
 
     // A permanent 500 on the machine list: a reported failure, the last good data untouched.
-    sim.set_faults(Faults {
-        rules: vec![FaultRule {
-            api: Some("ListMachines".into()),
-            nth: None,
-            fraction: None,
-            times: None,
-            effect: FaultEffect::Status { status: 500 },
-        }],
-        ..Default::default()
-    });
+    sim.set_faults(always_500("ListMachines"));
     let run = sync_now(&app, &token).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(!run["error"].as_str().unwrap().is_empty());
     assert_eq!(count(&app).await, before, "nothing lost");
     let status = app.api_get(&token, "/api/v1/integrations/defender/status").await;
     assert_eq!(status["last_success"]["id"].as_i64().unwrap() + 1, status["last_run"]["id"].as_i64().unwrap());
+
+    // A failure after the machines were fetched and staged: the same, and nothing stays staged.
+    sim.set_faults(always_500("ListAlerts"));
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(count(&app).await, before, "nothing lost");
+    assert_eq!(staged_machines(&app).await, 0);
 
     // Throttling with Retry-After and a token that stops working mid-sync: the sync completes.
     sim.set_faults(Faults {

@@ -15,6 +15,7 @@ mod crash;
 mod defender_client;
 mod defender_sync;
 mod faults;
+mod freshness;
 mod inventory;
 mod journeys;
 mod load;

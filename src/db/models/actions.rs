@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::machine_actions;
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 
 /// Statuses while an action is open; the others are final.
 pub const OPEN: [&str; 3] = ["Requested", "Pending", "InProgress"];
@@ -114,12 +114,12 @@ pub fn open_for_machine(conn: &mut AnyConnection, machine_id: &str) -> QueryResu
 }
 
 pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64, limit: i64) -> QueryResult<Vec<ActionRow>> {
-    machine_actions::table
+    engine_query!(conn, |c| machine_actions::table
         .filter(machine_actions::endpoint_id.eq(endpoint_id))
         .order(machine_actions::id.desc())
         .limit(limit)
         .select(ActionRow::as_select())
-        .load(conn)
+        .load(c))
 }
 
 /// Open actions to follow (sent ones), and intents older than `before` (possibly never sent).

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::defender_machines;
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = defender_machines)]
@@ -45,23 +45,36 @@ pub struct DefenderMachine {
 }
 
 pub fn find(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<DefenderMachine>> {
-    defender_machines::table.find(machine_id).select(DefenderMachine::as_select()).first(conn).optional()
-}
-
-/// The live (not stale) Defender machine of an endpoint.
-pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Option<DefenderMachine>> {
-    defender_machines::table
-        .filter(defender_machines::endpoint_id.eq(endpoint_id))
-        .order((defender_machines::stale.asc(), defender_machines::last_seen.desc()))
+    engine_query!(conn, |c| defender_machines::table
+        .find(machine_id)
         .select(DefenderMachine::as_select())
-        .first(conn)
-        .optional()
+        .first(c)
+        .optional())
 }
 
-/// Every machine's stored CVE list (machine id, comma-separated CVEs), where it has one.
-pub fn vulnerability_lists(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String)>> {
+/// The Defender machine of an endpoint: the live (not stale) one, else the last seen. An
+/// endpoint has one or a few; they are picked here rather than sorted by the database, which
+/// sorted the wide rows in a temporary table on every Endpoint Summary page.
+pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Option<DefenderMachine>> {
+    let machines: Vec<DefenderMachine> = engine_query!(conn, |c| defender_machines::table
+        .filter(defender_machines::endpoint_id.eq(endpoint_id))
+        .select(DefenderMachine::as_select())
+        .load(c))?;
+    Ok(machines.into_iter().min_by_key(|m| (m.stale, std::cmp::Reverse(m.last_seen))))
+}
+
+/// Stored CVE lists (machine id, comma-separated CVEs) of the machines after `after` by id, at
+/// most `limit`: a delta sync reads them a page at a time.
+pub fn vulnerability_lists_after(
+    conn: &mut AnyConnection,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<(String, String)>> {
     defender_machines::table
         .filter(defender_machines::vuln_cves.ne(""))
+        .filter(defender_machines::machine_id.gt(after))
+        .order(defender_machines::machine_id.asc())
+        .limit(limit)
         .select((defender_machines::machine_id, defender_machines::vuln_cves))
         .load(conn)
 }
@@ -74,23 +87,23 @@ pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> 
     Ok(())
 }
 
-/// Marks every live machine not in `seen` as stale: it left Defender. Returns how many.
-pub fn mark_missing_stale(conn: &mut AnyConnection, seen: &std::collections::HashSet<String>) -> QueryResult<i64> {
-    let live: Vec<String> = defender_machines::table
-        .filter(defender_machines::stale.eq(false))
-        .select(defender_machines::machine_id)
-        .load(conn)?;
-    let gone: Vec<String> = live.into_iter().filter(|id| !seen.contains(id)).collect();
-    for chunk in gone.chunks(500) {
-        diesel::update(defender_machines::table.filter(defender_machines::machine_id.eq_any(chunk.to_vec())))
-            .set((
-                defender_machines::stale.eq(true),
-                defender_machines::stale_reason.eq("no longer reported by Microsoft Defender"),
-                defender_machines::updated_at.eq(now()),
-            ))
-            .execute(conn)?;
-    }
-    Ok(gone.len() as i64)
+/// Marks every live machine that the sync just fetched did not report (it is not among the
+/// staged machines) as stale: it left Defender. Returns how many.
+pub fn mark_missing_stale(conn: &mut AnyConnection) -> QueryResult<i64> {
+    use crate::db::schema::defender_sync_staging as staged;
+    let reported = staged::table.select(staged::machine_id);
+    let n = diesel::update(
+        defender_machines::table
+            .filter(defender_machines::stale.eq(false))
+            .filter(diesel::dsl::not(defender_machines::machine_id.eq_any(reported))),
+    )
+    .set((
+        defender_machines::stale.eq(true),
+        defender_machines::stale_reason.eq("no longer reported by Microsoft Defender"),
+        defender_machines::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    Ok(n as i64)
 }
 
 pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool) -> QueryResult<usize> {

@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::{endpoint_history, endpoint_ips, endpoint_sources, endpoints};
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 use crate::domain::observations::Observation;
 
 type Backend = <AnyConnection as diesel::Connection>::Backend;
@@ -293,25 +293,25 @@ pub fn upsert_source(conn: &mut AnyConnection, endpoint_id: i64, source: &str, s
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Endpoint>> {
-    endpoints::table.find(id).select(Endpoint::as_select()).first(conn).optional()
+    engine_query!(conn, |c| endpoints::table.find(id).select(Endpoint::as_select()).first(c).optional())
 }
 
 pub fn ips(conn: &mut AnyConnection, id: i64) -> QueryResult<Vec<EndpointIp>> {
-    endpoint_ips::table
+    engine_query!(conn, |c| endpoint_ips::table
         .filter(endpoint_ips::endpoint_id.eq(id))
         .order(endpoint_ips::last_seen.desc())
         .limit(100)
         .select(EndpointIp::as_select())
-        .load(conn)
+        .load(c))
 }
 
 pub fn history(conn: &mut AnyConnection, id: i64, limit: i64) -> QueryResult<Vec<HistoryEntry>> {
-    endpoint_history::table
+    engine_query!(conn, |c| endpoint_history::table
         .filter(endpoint_history::endpoint_id.eq(id))
         .order(endpoint_history::id.desc())
         .limit(limit)
         .select(HistoryEntry::as_select())
-        .load(conn)
+        .load(c))
 }
 
 pub fn count_all(conn: &mut AnyConnection) -> QueryResult<i64> {

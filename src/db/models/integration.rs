@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::{integration_config, sync_runs};
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = integration_config)]
@@ -24,7 +24,11 @@ pub struct IntegrationConfig {
 }
 
 pub fn get(conn: &mut AnyConnection, name: &str) -> QueryResult<Option<IntegrationConfig>> {
-    integration_config::table.find(name).select(IntegrationConfig::as_select()).first(conn).optional()
+    engine_query!(conn, |c| integration_config::table
+        .find(name)
+        .select(IntegrationConfig::as_select())
+        .first(c)
+        .optional())
 }
 
 pub fn save(conn: &mut AnyConnection, config: &IntegrationConfig) -> QueryResult<()> {

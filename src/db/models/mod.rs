@@ -4,6 +4,7 @@ pub mod actions;
 pub mod api_tokens;
 pub mod audit;
 pub mod defender_machines;
+pub mod defender_sync_staging;
 pub mod endpoints;
 pub mod events;
 pub mod integration;

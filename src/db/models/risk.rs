@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::{endpoints, risk_factors};
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 
 /// A factor's level, summary and details, as stored.
 pub type FactorValue = (i16, String, String);
@@ -20,11 +20,13 @@ pub struct RiskFactorRow {
 }
 
 pub fn of(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Vec<RiskFactorRow>> {
-    risk_factors::table
+    // One row per source (a handful): sorted here rather than in a temporary table of the database.
+    let mut rows: Vec<RiskFactorRow> = engine_query!(conn, |c| risk_factors::table
         .filter(risk_factors::endpoint_id.eq(endpoint_id))
-        .order((risk_factors::level.desc(), risk_factors::source.asc()))
         .select(RiskFactorRow::as_select())
-        .load(conn)
+        .load(c))?;
+    rows.sort_by(|a, b| b.level.cmp(&a.level).then_with(|| a.source.cmp(&b.source)));
+    Ok(rows)
 }
 
 /// Sets (or, with `None`, clears) one source's factor, then the endpoint's overall level, which

@@ -4,15 +4,17 @@
 use diesel::prelude::*;
 
 use crate::db::schema::sessions;
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 
-pub fn load(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<String>> {
-    sessions::table
+/// A live session's state and when it expires.
+pub fn load(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<(String, i64)>> {
+    let t = now();
+    engine_query!(conn, |c| sessions::table
         .filter(sessions::id.eq(id))
-        .filter(sessions::expires_at.gt(now()))
-        .select(sessions::state)
-        .first(conn)
-        .optional()
+        .filter(sessions::expires_at.gt(t))
+        .select((sessions::state, sessions::expires_at))
+        .first(c)
+        .optional())
 }
 
 pub fn insert(conn: &mut AnyConnection, id: &str, state: &str, expires_at: i64) -> QueryResult<usize> {

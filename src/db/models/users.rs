@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use crate::auth::Role;
 use crate::db::schema::users;
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, engine_query, now};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -30,7 +30,7 @@ pub fn find_by_name(conn: &mut AnyConnection, name: &str) -> QueryResult<Option<
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<User>> {
-    users::table.find(id).select(User::as_select()).first(conn).optional()
+    engine_query!(conn, |c| users::table.find(id).select(User::as_select()).first(c).optional())
 }
 
 pub fn list(conn: &mut AnyConnection) -> QueryResult<Vec<User>> {

@@ -43,8 +43,8 @@ pub async fn list(
     let query = params.to_query(100)?;
     let (page, total, _) = list_view(&state, query, false).await?;
     Ok(HttpResponse::Ok().json(ListJson {
-        next: page.next.map(|c| c.encode()),
-        items: page.items.into_iter().map(EndpointJson::from).collect(),
+        next: page.next.as_ref().map(|c| c.encode()),
+        items: page.items.iter().cloned().map(EndpointJson::from).collect(),
         total,
     }))
 }

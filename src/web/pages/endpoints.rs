@@ -18,7 +18,7 @@ use crate::domain::observations::MAX_BATCH;
 use crate::error::AppError;
 use crate::inventory::{self, IngestReport, RawBatch};
 use crate::web::auth::{AnyUser, OperatorUser};
-use crate::web::cache::ShortLived;
+use crate::web::cache::{ShortLived, UntilChanged};
 use crate::web::{AppState, Input, Layout, html, input};
 
 pub const RISK_LABELS: [&str; 5] = ["None", "Low", "Medium", "High", "Critical"];
@@ -36,14 +36,17 @@ pub struct Facets {
 /// page itself) and how many endpoints match each filter (a paged view counts once). A count is
 /// reused only while this instance has written nothing since ([`crate::db::writes_committed`]),
 /// so an upload or a sync shows at once; another instance's writes within [`ShortLived::TTL`].
+///
+/// A whole page (its rows and count) is kept until the next commit ([`UntilChanged`]).
 pub struct ListCache {
     facets: ShortLived<(), Arc<Facets>>,
     counts: ShortLived<(u64, String), i64>,
+    pages: UntilChanged<String, (Arc<EndpointPage>, i64)>,
 }
 
 impl Default for ListCache {
     fn default() -> Self {
-        ListCache { facets: ShortLived::new(1), counts: ShortLived::new(256) }
+        ListCache { facets: ShortLived::new(1), counts: ShortLived::new(256), pages: UntilChanged::new(256) }
     }
 }
 
@@ -53,11 +56,19 @@ pub async fn list_view(
     state: &AppState,
     query: EndpointQuery,
     with_facets: bool,
-) -> Result<(EndpointPage, i64, Option<Arc<Facets>>), AppError> {
+) -> Result<(Arc<EndpointPage>, i64, Option<Arc<Facets>>), AppError> {
     let cache = &state.list_cache;
+    let version = state.db.data_version();
+    let page_key = format!("{query:?}");
+    let known_page = version.and_then(|v| cache.pages.get(&page_key, v));
+    let known_facets = if with_facets { cache.facets.get(&()) } else { None };
+    if let Some((page, total)) = known_page
+        && (known_facets.is_some() || !with_facets)
+    {
+        return Ok((page, total, known_facets));
+    }
     let count_key = (crate::db::writes_committed(), query.filter_key());
     let known_count = cache.counts.get(&count_key);
-    let known_facets = if with_facets { cache.facets.get(&()) } else { None };
     let (read_facets_now, count_now) = (with_facets && known_facets.is_none(), known_count.is_none());
     let (page, counted, read_facets) = state
         .db
@@ -84,6 +95,10 @@ pub async fn list_view(
         cache.facets.put((), f.clone());
     }
     let total = counted.or(known_count).unwrap_or_default();
+    let page = Arc::new(page);
+    if let Some(v) = version {
+        cache.pages.put(page_key, v, (page.clone(), total));
+    }
     Ok((page, total, read_facets.or(known_facets)))
 }
 
@@ -202,13 +217,11 @@ impl ListParams {
 struct ListPage {
     layout: Layout,
     params: ListParams,
-    items: Vec<Endpoint>,
+    page: Arc<EndpointPage>,
     total: i64,
     next_link: Option<String>,
     first_link: Option<String>,
-    sources: Vec<String>,
-    oses: Vec<String>,
-    profiles: Vec<String>,
+    facets: Arc<Facets>,
     sorts: [SortKey; 5],
     risks: [&'static str; 5],
 }
@@ -232,19 +245,16 @@ pub async fn list(
     let params = params.into_inner();
     let query = params.to_query(50)?;
     let (page, total, facets) = list_view(&state, query.clone(), true).await?;
-    let Facets { sources, oses, profiles } = facets.as_deref().cloned().unwrap_or_default();
     let next_link = page.next.as_ref().map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
     let first_link = query.after.is_some().then(|| format!("/endpoints?{}", params.with_after(None)));
     let view = ListPage {
         layout: Layout::new(&user, "endpoints"),
         params,
-        items: page.items,
+        page,
         total,
         next_link,
         first_link,
-        sources,
-        oses,
-        profiles,
+        facets: facets.unwrap_or_default(),
         sorts: SortKey::ALL,
         risks: RISK_LABELS,
     };
@@ -257,23 +267,67 @@ pub async fn list(
 const TABS: [(&str, &str); 4] =
     [("summary", "Summary"), ("risk", "Risk"), ("profile", "Profile data"), ("actions", "Actions")];
 
-#[derive(Template)]
-#[template(path = "endpoints/detail.html", blocks = ["tab_content"])]
-struct DetailPage {
-    layout: Layout,
+/// What the Endpoint Summary page and its tabs show of one endpoint from the database, read in
+/// one snapshot and reused while the database is unchanged (`AppState::endpoint_pages`).
+pub struct EndpointData {
     e: Endpoint,
     factors: Vec<RiskFactorRow>,
     others: Vec<crate::modeling::OtherProfile>,
     ips: Vec<EndpointIp>,
     history: Vec<HistoryEntry>,
+    defender: Option<DefenderView>,
+    actions: Vec<crate::db::models::actions::ActionRow>,
+}
+
+/// Endpoint pages read since the last commit (see [`UntilChanged`]).
+pub type EndpointPages = UntilChanged<i64, Arc<EndpointData>>;
+/// How many endpoints' pages are kept: a few megabytes at most (the history is the largest part).
+pub const ENDPOINT_PAGES_KEPT: usize = 512;
+
+/// The endpoint's data as the database holds it now: kept from an earlier view when nothing
+/// was committed since, else read (and kept).
+async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, AppError> {
+    let version = state.db.data_version();
+    if let Some(kept) = version.and_then(|v| state.endpoint_pages.get(&id, v)) {
+        return Ok(kept);
+    }
+    let data = state
+        .db
+        .read(move |c| {
+            let Some(e) = endpoints::find(c, id)? else {
+                return Ok(None);
+            };
+            Ok(Some(EndpointData {
+                others: serde_json::from_str(&e.other_profiles).unwrap_or_default(),
+                defender: defender_view(c, id)?,
+                actions: crate::db::models::actions::of_endpoint(c, id, 50)?,
+                ips: endpoints::ips(c, id)?,
+                history: endpoints::history(c, id, 50)?,
+                factors: risk::of(c, id)?,
+                e,
+            }))
+        })
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let data = Arc::new(data);
+    if let Some(v) = version {
+        state.endpoint_pages.put(id, v, data.clone());
+    }
+    Ok(data)
+}
+
+#[derive(Template)]
+#[template(path = "endpoints/detail.html", blocks = ["tab_content"])]
+struct DetailPage {
+    layout: Layout,
+    /// The endpoint's data; the template reaches its fields through `Deref`.
+    data: Arc<EndpointData>,
     tab: &'static str,
     tabs: [(&'static str, &'static str); 4],
-    defender: Option<DefenderView>,
     /// The machine actions this person may start here: (action, scopes).
     offered: Vec<(&'static str, Vec<&'static str>)>,
     /// A fresh idempotency key for the action forms of this page view.
     action_key: String,
-    actions: Vec<crate::db::models::actions::ActionRow>,
     /// Defender's own list of the machine's actions (Actions tab), or why it could not be read.
     defender_actions: Option<Result<Vec<crate::defender::MachineAction>, String>>,
 }
@@ -317,6 +371,13 @@ pub fn defender_view(c: &mut crate::db::AnyConnection, endpoint_id: i64) -> anyh
     }))
 }
 
+impl std::ops::Deref for DetailPage {
+    type Target = EndpointData;
+    fn deref(&self) -> &EndpointData {
+        &self.data
+    }
+}
+
 impl DetailPage {
     fn time(&self, t: &i64) -> String {
         fmt_time(*t)
@@ -348,26 +409,13 @@ impl DetailPage {
 
 async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Result<DetailPage, AppError> {
     let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
-    let (e, ips, history, factors, defender) = state
-        .db
-        .read(move |c| {
-            let Some(e) = endpoints::find(c, id)? else {
-                return Ok(None);
-            };
-            let defender = defender_view(c, id)?;
-            let actions = crate::db::models::actions::of_endpoint(c, id, 50)?;
-            Ok(Some((e, endpoints::ips(c, id)?, endpoints::history(c, id, 50)?, risk::of(c, id)?, (defender, actions))))
-        })
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let (defender, actions) = defender;
-    let others = serde_json::from_str(&e.other_profiles).unwrap_or_default();
+    let data = endpoint_data(state, id).await?;
     // Buttons only for roles allowed to act, on supported, onboarded machines.
-    let offered = match &defender {
+    let offered = match &data.defender {
         Some(d) if user.can(crate::auth::Role::Operator) => crate::defender::actions::offered(&d.m),
         _ => Vec::new(),
     };
-    let defender_actions = match (&defender, tab) {
+    let defender_actions = match (&data.defender, tab) {
         (Some(d), "actions") => Some(match state.sync_context().client().await {
             Ok(client) => client.machine_actions(&d.m.machine_id).await.map_err(|e| e.plain_words()),
             Err(why) => Err(why),
@@ -376,17 +424,11 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
     };
     Ok(DetailPage {
         layout: Layout::new(user, "endpoints"),
-        e,
-        factors,
-        others,
-        ips,
-        history,
+        data,
         tab,
         tabs: TABS,
-        defender,
         offered,
         action_key: crate::auth::random_token(18),
-        actions,
         defender_actions,
     })
 }
