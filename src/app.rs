@@ -127,6 +127,8 @@ impl Application {
                         )
                         .build(),
                 )
+                // Outside the session middleware: the session's load uses the version it reads.
+                .wrap(from_fn(web::cache::read_data_version_once))
                 .wrap(from_fn(web::errors::render_errors))
                 .wrap(from_fn(web::security::security_headers))
                 .wrap(from_fn(web::log_requests))

@@ -42,6 +42,33 @@ impl<K: Eq + Hash, V: Clone> ShortLived<K, V> {
     }
 }
 
+tokio::task_local! {
+    /// The database's data version as read when this page request began (see [`data_version`]).
+    static REQUEST_DATA_VERSION: Option<u64>;
+}
+
+/// The data version to check kept values against ([`crate::db::Db::data_version`]): for a page
+/// request (GET or HEAD), the one read as it began ([`read_data_version_once`]): such a request
+/// writes nothing before its reads, so that version is current for all of them (the session
+/// and the page), and reading it once spares a trip per request. Elsewhere it is read now.
+pub fn data_version(db: &crate::db::Db) -> Option<u64> {
+    REQUEST_DATA_VERSION.try_with(|v| *v).unwrap_or_else(|_| db.data_version())
+}
+
+/// Middleware: reads the data version once at the start of a page request (outside the
+/// session middleware, whose load uses it too).
+pub async fn read_data_version_once(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::Method;
+    let version = match req.app_data::<actix_web::web::Data<super::AppState>>() {
+        Some(state) if matches!(*req.method(), Method::GET | Method::HEAD) => state.db.data_version(),
+        _ => return next.call(req).await,
+    };
+    REQUEST_DATA_VERSION.scope(version, next.call(req)).await
+}
+
 /// Values read from the database, each kept with the data version it was read at
 /// ([`crate::db::Db::data_version`]) and served only while the database is still at that
 /// version: any commit, of any connection or process, ends their use. What a page shows is
