@@ -43,30 +43,32 @@ impl<K: Eq + Hash, V: Clone> ShortLived<K, V> {
 }
 
 tokio::task_local! {
-    /// The database's data version as read when this page request began (see [`data_version`]).
-    static REQUEST_DATA_VERSION: Option<u64>;
+    /// The database's data version for this page request, read at its first use (see
+    /// [`data_version`]).
+    static REQUEST_DATA_VERSION: std::cell::OnceCell<Option<u64>>;
 }
 
-/// The data version to check kept values against ([`crate::db::Db::data_version`]): for a page
-/// request (GET or HEAD), the one read as it began ([`read_data_version_once`]): such a request
-/// writes nothing before its reads, so that version is current for all of them (the session
-/// and the page), and reading it once spares a trip per request. Elsewhere it is read now.
+/// The data version to check kept values against ([`crate::db::Db::data_version`]): within a
+/// page request (GET or HEAD, see [`read_data_version_once`]) it is read at the first use and
+/// reused by the later ones: such a request writes nothing before its reads, so that version is
+/// current for all of them (the session and the page), and reading it once spares a trip per
+/// request. Elsewhere it is read now.
 pub fn data_version(db: &crate::db::Db) -> Option<u64> {
-    REQUEST_DATA_VERSION.try_with(|v| *v).unwrap_or_else(|_| db.data_version())
+    REQUEST_DATA_VERSION.try_with(|v| *v.get_or_init(|| db.data_version())).unwrap_or_else(|_| db.data_version())
 }
 
-/// Middleware: reads the data version once at the start of a page request (outside the
-/// session middleware, whose load uses it too).
+/// Middleware: lets a page request read the data version once (outside the session
+/// middleware, whose load is its first use). A request that reads nothing kept (a static
+/// file, a health check) never reads it.
 pub async fn read_data_version_once(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use actix_web::http::Method;
-    let version = match req.app_data::<actix_web::web::Data<super::AppState>>() {
-        Some(state) if matches!(*req.method(), Method::GET | Method::HEAD) => state.db.data_version(),
-        _ => return next.call(req).await,
-    };
-    REQUEST_DATA_VERSION.scope(version, next.call(req)).await
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.call(req).await;
+    }
+    REQUEST_DATA_VERSION.scope(std::cell::OnceCell::new(), next.call(req)).await
 }
 
 /// Values read from the database, each kept with the data version it was read at
