@@ -56,7 +56,7 @@ async fn signing_in_gives_a_new_session_id_and_signing_out_makes_the_old_one_use
     assert_ne!(anonymous, signed_in, "the session id changes at sign-in");
 
     // Replaying the cookie from another client works while the session lives...
-    let replay = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let replay = crate::helpers::script_client();
     let page = replay.get(app.url("/")).header("cookie", &signed_in).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("alice"));

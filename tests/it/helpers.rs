@@ -104,7 +104,22 @@ fn base64_key() -> String {
 
 /// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
 pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    http_client().cookie_store(true).build().unwrap()
+}
+
+/// A script's client: no cookie jar, redirects not followed.
+pub fn script_client() -> reqwest::Client {
+    http_client().build().unwrap()
+}
+
+/// Redirects are the answers under test, so they are not followed. An idle pooled connection
+/// is dropped before the server's keep-alive (actix-web's 5 s) can close it: reusing one just as
+/// the server closes it fails the next request with `IncompleteMessage`, and unlike a browser
+/// reqwest does not retry it.
+fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
 }
 
 pub fn doc(html: &str) -> Html {

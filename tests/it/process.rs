@@ -78,8 +78,7 @@ impl Proc {
     /// Signs `user` (password [`PASSWORD`]) in through the login form; returns the client
     /// holding the session.
     pub async fn sign_in(&self, user: &str) -> reqwest::Client {
-        let c =
-            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let c = crate::helpers::browser();
         let html = c.get(self.url("/login")).send().await.unwrap().text().await.unwrap();
         let csrf = attr(&doc(&html), "input[name=csrf_token]", "value").unwrap();
         let res = c

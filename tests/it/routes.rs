@@ -219,7 +219,7 @@ impl Callers {
             Caller::Person(r) => self.person(r).request(m.clone(), app.url(&e.path)),
             Caller::Token(r) => {
                 let token = &self.tokens.iter().find(|(t, _)| *t == r).unwrap().1;
-                no_cookies().request(m.clone(), app.url(&e.path)).bearer_auth(token)
+                script_client().request(m.clone(), app.url(&e.path)).bearer_auth(token)
             }
         };
         if m != reqwest::Method::GET {
@@ -238,11 +238,6 @@ impl Callers {
         }
         req.send().await.unwrap()
     }
-}
-
-/// A script's client: no cookie jar, redirects not followed.
-fn no_cookies() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 fn assert_security_headers(res: &reqwest::Response, what: &str) {

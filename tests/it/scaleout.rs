@@ -239,7 +239,7 @@ async fn instances_on_one_postgresql_database_share_sessions_settings_and_the_sy
 
     // A session made on one instance is valid on the others (the cookie is sent by hand, as a
     // load balancer would pass it to any instance), and signing out on one ends it on all.
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = crate::helpers::script_client();
     let res = sign_in(&http, &a, PASSWORD).await;
     assert_eq!(res.status(), 303, "sign-in on a");
     let session = session_cookie(&res).expect("a new session at sign-in");

@@ -140,8 +140,7 @@ async fn the_secret_and_bearer_tokens_appear_nowhere_after_a_full_run() {
     }
 
     // Every page an admin can open, with the ids filled in.
-    let admin =
-        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let admin = crate::helpers::browser();
     let login = text(admin.get(p.url("/login")).send().await.unwrap()).await;
     let csrf = attr(&doc(&login), "input[name=csrf_token]", "value").unwrap();
     let res = admin
