@@ -250,6 +250,26 @@ diesel::table! {
         name_key -> Text,
         merged_into -> Text,
         record -> Text,
+        last_seen -> BigInt,
+    }
+}
+
+diesel::table! {
+    defender_sync_vulnerabilities (seq, ord) {
+        seq -> BigInt,
+        ord -> BigInt,
+        cve -> Integer,
+        fixed -> Bool,
+    }
+}
+
+diesel::table! {
+    defender_sync_alerts (seq, alert_id) {
+        seq -> BigInt,
+        alert_id -> Text,
+        level -> SmallInt,
+        updated_ms -> Nullable<BigInt>,
+        title -> Text,
     }
 }
 
@@ -338,6 +358,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_runs,
     defender_machines,
     defender_sync_staging,
+    defender_sync_vulnerabilities,
+    defender_sync_alerts,
     machine_actions,
     sso_config,
     user_identities,

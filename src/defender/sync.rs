@@ -1,7 +1,7 @@
 //! One sync: collect the machine inventory, the vulnerabilities (catalog plus the bulk
 //! machine×vulnerability listing, never one call per machine) and the alerts, aggregate them per
 //! machine, then import in short batch transactions. Everything is fetched before anything is
-//! written to the inventory (the fetched machines wait in a staging table of their own, so that
+//! written to the inventory (what was fetched waits in staging tables of its own, so that
 //! memory does not grow with the tenant), so a failed or interrupted collection leaves the
 //! previous data as it was; each machine is written whole or not at all. One sync runs at a time
 //! across all instances: the instance holding the database lease runs it (see `db::lease`), and
@@ -15,11 +15,11 @@ use super::import::{self, ImportCounts, MachineRecord, TopAlert, TopVulnerabilit
 use super::settings::{self, Settings};
 use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target, dto};
 use crate::background::Background;
-use crate::db::Db;
 use crate::db::lease::{self, Lease};
-use crate::db::models::defender_sync_staging::{self, StagedMachine};
+use crate::db::models::defender_sync_staging::{self, DeviceKeys, StagedAlert, StagedMachine, StagedVulnerability};
 use crate::db::models::integration::{self, RunCounts};
 use crate::db::models::{audit, defender_machines, jobs};
+use crate::db::{AnyConnection, Db};
 use crate::domain::mac::normalize_mac;
 use crate::domain::risk::RiskLevel;
 use crate::modeling::Modeler;
@@ -231,8 +231,9 @@ impl Running<'_> {
         Ok(())
     }
 
-    /// Adds a page of fetched machines to the staging table (see [`Collected`]).
-    async fn stage(&self, machines: Vec<StagedMachine>) -> Result<(), Stopped> {
+    /// Adds a page of fetched machines to the staging table (see [`Collected`]); how many were
+    /// new.
+    async fn stage(&self, machines: Vec<StagedMachine>) -> Result<usize, Stopped> {
         self.ctx
             .db
             .run_background(move |c| c.write_transaction(|c| Ok(defender_sync_staging::insert(c, &machines)?)))
@@ -240,7 +241,44 @@ impl Running<'_> {
             .map_err(|e| Stopped::Failed(format!("Keeping the fetched machines failed: {e}")))
     }
 
-    /// The staged machines that are older records of another one (see [`mark_duplicates`]),
+    /// Stages what a later page says of machines it names by id. Rows of a machine that was not
+    /// staged (it joined Defender after the machine listing was read) are left out.
+    async fn stage_facts<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        rows: Vec<(String, T)>,
+        place: fn(&mut T, i64),
+        insert: fn(&mut AnyConnection, &[T]) -> diesel::QueryResult<usize>,
+    ) -> Result<(), Stopped> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.ctx
+            .db
+            .run_background(move |c| {
+                c.write_transaction(|c| {
+                    let seqs = {
+                        let mut ids: Vec<&str> = rows.iter().map(|(m, _)| m.as_str()).collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        defender_sync_staging::seqs_of(c, &ids)?
+                    };
+                    let placed: Vec<T> = rows
+                        .into_iter()
+                        .filter_map(|(machine, mut row)| {
+                            place(&mut row, *seqs.get(&machine)?);
+                            Some(row)
+                        })
+                        .collect();
+                    insert(c, &placed)?;
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(|e| Stopped::Failed(format!("Keeping the fetched {what} failed: {e}")))
+    }
+
+    /// The staged machines that are older records of another one (see [`duplicates_among`]),
     /// looked for among the few that share a MAC or a name or were merged by Defender.
     async fn duplicates(&self) -> Result<HashMap<i64, String>, Stopped> {
         let candidates = self
@@ -249,15 +287,8 @@ impl Running<'_> {
             .run(|c| Ok(defender_sync_staging::duplicate_candidates(c)?))
             .await
             .map_err(|e| Stopped::Failed(format!("Looking for duplicate machines failed: {e}")))?;
-        let mut records = candidates
-            .iter()
-            .map(|s| serde_json::from_str::<MachineRecord>(&s.record))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Stopped::Failed(format!("A staged machine could not be read back: {e}")))?;
-        let merged_into: Vec<Option<String>> =
-            candidates.iter().map(|s| Some(s.merged_into.clone()).filter(|m| !m.is_empty())).collect();
-        mark_duplicates(&mut records, &merged_into);
-        Ok(candidates.iter().zip(records).filter_map(|(s, r)| Some((s.seq, r.duplicate_of?))).collect())
+        let duplicate_of = duplicates_among(&candidates);
+        Ok(candidates.iter().zip(duplicate_of).filter_map(|(c, d)| Some((c.seq, d?))).collect())
     }
 
     async fn clear_staged(&self) -> Result<(), Stopped> {
@@ -266,7 +297,7 @@ impl Running<'_> {
             .run(|c| c.write_transaction(|c| Ok(defender_sync_staging::clear(c)?)))
             .await
             .map(|_| ())
-            .map_err(|e| Stopped::Failed(format!("Emptying the staged machines of the sync failed: {e}")))
+            .map_err(|e| Stopped::Failed(format!("Emptying what the sync staged failed: {e}")))
     }
 
     /// Waits for one Defender API page, unless the application starts shutting down meanwhile
@@ -297,9 +328,9 @@ async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<
     // What an earlier sync staged is left over only if its process ended mid-sync.
     run.clear_staged().await.map_err(|e| (RunCounts::default(), e))?;
     let outcome = fetch_and_import(&run).await;
-    // The staged machines served this run only: their space is freed whatever happened.
+    // What was staged served this run only: its space is freed whatever happened.
     if let Err(e) = run.clear_staged().await {
-        tracing::warn!(error = %e, "could not empty the staged machines of the sync");
+        tracing::warn!(error = %e, "could not empty what the sync staged");
     }
     outcome
 }
@@ -340,11 +371,15 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         counts.merged = imported.merged;
         counts
     };
-    for from in (0..collected.machines).step_by(IMPORT_BATCH) {
+    for from in (0..collected.seq_end).step_by(IMPORT_BATCH) {
         run.check().await.map_err(|e| (imported_so_far(counts, &imported), e))?;
-        let (lo, hi) = (from as i64, (from + IMPORT_BATCH) as i64);
-        let batch = match ctx.db.run(move |c| Ok(defender_sync_staging::range(c, lo, hi)?)).await {
-            Ok(staged) => staged.into_iter().map(|s| collected.complete(s)).collect::<Result<Vec<_>, _>>(),
+        let (lo, hi, delta) = (from, from + IMPORT_BATCH as i64, collected.delta);
+        let batch = match ctx
+            .db
+            .run(move |c| diesel::Connection::transaction(c, |c| StagedBatch::read(c, lo, hi, delta)))
+            .await
+        {
+            Ok(staged) => collected.complete(staged),
             Err(e) => Err(e),
         };
         let batch = batch.map_err(|e| {
@@ -426,9 +461,6 @@ async fn delta_base(ctx: &SyncContext, identity: &str) -> Result<Option<DateTime
     }))
 }
 
-/// Stored CVE lists read per trip when a delta sync starts from them.
-const STORED_LISTS_PAGE: i64 = 5_000;
-
 /// The vulnerability catalog of one sync: (level, CVSS, CVE, description) by index.
 #[derive(Default)]
 struct Catalog {
@@ -450,71 +482,131 @@ impl Catalog {
     }
 }
 
-/// What a fetch leaves for the import. The machines themselves are staged in the database
-/// (`defender_sync_staging`, numbered in order of arrival) as their pages arrive; memory holds
-/// only what the later pages add to each: a few bytes per machine rather than its whole record.
+/// What a fetch leaves for the import. Everything per machine is staged in the database as its
+/// page arrives (`defender_sync_staging`: the machines numbered in order of arrival, their
+/// vulnerabilities and active alerts); memory holds the CVE catalog, whose size does not follow
+/// the tenant's, and the few older records of re-imaged devices.
 struct Collected {
-    /// How many machines were staged (numbered 0 to `machines - 1`).
+    /// How many machines were staged.
     machines: usize,
+    /// One past the highest staged number (a machine listed twice leaves a gap).
+    seq_end: i64,
     catalog: Catalog,
-    /// Per staged machine, its distinct CVEs as catalog indexes, sorted.
-    cves: Vec<Vec<u32>>,
-    /// The most severe active alert of each staged machine that has one.
-    alerts: HashMap<usize, TopAlert>,
+    /// A delta sync: the staged vulnerabilities are changes to the machines' stored lists.
+    delta: bool,
     /// Older records of a device: the staged machine and the machine it duplicates.
     duplicates: HashMap<i64, String>,
 }
 
-impl Collected {
-    /// A staged machine with what the later pages said of it: its record for the import.
-    fn complete(&mut self, staged: StagedMachine) -> anyhow::Result<MachineRecord> {
-        let mut r: MachineRecord = serde_json::from_str(&staged.record)?;
-        let list = self.cves.get_mut(staged.seq as usize).map(std::mem::take).unwrap_or_default();
-        let vulns = &self.catalog.vulns;
-        r.vuln_count = list.len() as i32;
-        let mut cves: Vec<&str> = list.iter().map(|&i| vulns[i as usize].2.as_str()).collect();
-        cves.sort_unstable();
-        r.vuln_cves = cves.join(",");
-        r.top_vuln = list
-            .iter()
-            .map(|&i| &vulns[i as usize])
-            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
-            .map(|(level, _, cve, description)| TopVulnerability {
-                cve: cve.clone(),
-                level: *level,
-                description: description.clone(),
-            });
-        r.top_alert = self.alerts.remove(&(staged.seq as usize));
-        r.duplicate_of = self.duplicates.remove(&staged.seq);
-        Ok(r)
+/// The staged machines of one import batch with everything staged of them, each list ordered
+/// by machine.
+struct StagedBatch {
+    machines: Vec<StagedMachine>,
+    vulnerabilities: Vec<StagedVulnerability>,
+    alerts: Vec<StagedAlert>,
+    /// On a delta sync, the machines' CVE lists as the last import stored them.
+    stored: Vec<(i64, String)>,
+}
+
+impl StagedBatch {
+    fn read(c: &mut AnyConnection, from: i64, to: i64, delta: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            machines: defender_sync_staging::range(c, from, to)?,
+            vulnerabilities: defender_sync_staging::vulnerabilities(c, from, to)?,
+            alerts: defender_sync_staging::alerts(c, from, to)?,
+            stored: if delta { defender_sync_staging::stored_cves(c, from, to)? } else { Vec::new() },
+        })
     }
 }
 
-/// Fetches and aggregates everything; writes nothing but the staged machines.
+/// The rows of a list ordered by machine that belong to machine `seq`, taken off its front.
+fn take_rows_of<'a, T>(rows: &mut &'a [T], seq: i64, seq_of: impl Fn(&T) -> i64) -> &'a [T] {
+    while rows.first().is_some_and(|r| seq_of(r) < seq) {
+        *rows = &rows[1..];
+    }
+    let n = rows.iter().take_while(|r| seq_of(r) == seq).count();
+    let (mine, rest) = rows.split_at(n);
+    *rows = rest;
+    mine
+}
+
+impl Collected {
+    /// The staged machines of a batch with what the later pages said of them: their records for
+    /// the import.
+    fn complete(&mut self, batch: StagedBatch) -> anyhow::Result<Vec<MachineRecord>> {
+        let (mut vulns, mut alerts, mut stored) =
+            (batch.vulnerabilities.as_slice(), batch.alerts.as_slice(), batch.stored.as_slice());
+        let mut records = Vec::with_capacity(batch.machines.len());
+        for staged in batch.machines {
+            let mut r: MachineRecord = serde_json::from_str(&staged.record)?;
+            let mut list: Vec<u32> = take_rows_of(&mut stored, staged.seq, |s| s.0)
+                .iter()
+                .flat_map(|(_, cves)| cves.split(','))
+                .filter(|c| !c.is_empty())
+                .map(|c| self.catalog.intern(c, None))
+                .collect();
+            // In order of arrival: a machine that changed device group shows Fixed, then New.
+            for v in take_rows_of(&mut vulns, staged.seq, |v| v.seq) {
+                let cve = v.cve as u32;
+                if v.fixed {
+                    list.retain(|&c| c != cve);
+                } else {
+                    list.push(cve);
+                }
+            }
+            list.sort_unstable();
+            list.dedup();
+            let catalog = &self.catalog.vulns;
+            r.vuln_count = list.len() as i32;
+            let mut cves: Vec<&str> = list.iter().map(|&i| catalog[i as usize].2.as_str()).collect();
+            cves.sort_unstable();
+            r.vuln_cves = cves.join(",");
+            r.top_vuln = list
+                .iter()
+                .map(|&i| &catalog[i as usize])
+                .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
+                .map(|(level, _, cve, description)| TopVulnerability {
+                    cve: cve.clone(),
+                    level: *level,
+                    description: description.clone(),
+                });
+            // The most severe active alert, the newest among equals.
+            r.top_alert = take_rows_of(&mut alerts, staged.seq, |a| a.seq)
+                .iter()
+                .max_by_key(|a| (a.level, a.updated_ms))
+                .map(|a| TopAlert {
+                    id: a.alert_id.clone(),
+                    level: RiskLevel::from_i16(a.level).unwrap_or(RiskLevel::Low),
+                    title: a.title.clone(),
+                });
+            r.duplicate_of = self.duplicates.remove(&staged.seq);
+            records.push(r);
+        }
+        Ok(records)
+    }
+}
+
+/// Fetches everything, staging it as it arrives; writes nothing else.
 async fn collect(
     run: &Running<'_>,
     client: &DefenderClient,
     delta: Option<DateTime<Utc>>,
 ) -> Result<Collected, Stopped> {
-    // Machines, staged page by page; in memory only their ids, to place the later pages' rows.
-    let mut index: HashMap<Box<str>, u32> = HashMap::new();
+    // Machines, staged page by page and numbered in order of arrival.
+    let (mut machines, mut seq_end) = (0usize, 0i64);
     let mut pages = client.machines();
     while let Some(page) = run.page(pages.next_page()).await? {
         let mut staged = Vec::with_capacity(page.len());
-        for m in page {
-            if m.id.is_empty() || index.contains_key(m.id.as_str()) {
-                continue;
-            }
-            let seq = index.len();
-            index.insert(m.id.as_str().into(), seq as u32);
+        for m in page.iter().filter(|m| !m.id.is_empty()) {
             staged.push(
-                stage_of(seq, &m).map_err(|e| Stopped::Failed(format!("A fetched machine could not be kept: {e}")))?,
+                stage_of(seq_end, m)
+                    .map_err(|e| Stopped::Failed(format!("A fetched machine could not be kept: {e}")))?,
             );
+            seq_end += 1;
         }
-        run.stage(staged).await?;
-        run.progress("machines", index.len() as i64, 0).await?;
+        machines += run.stage(staged).await?;
+        run.progress("machines", machines as i64, 0).await?;
     }
-    let machines = index.len();
     let duplicates = run.duplicates().await?;
 
     // The vulnerability catalog: severity, score and description by CVE.
@@ -536,103 +628,88 @@ async fn collect(
         run.progress("vulnerabilities", catalog.vulns.len() as i64, 0).await?;
     }
 
-    // Machine × vulnerability rows: per machine the distinct CVEs (as catalog indexes), either
-    // all of them from the bulk listing or the stored lists with Defender's changes since.
-    let mut per_machine: Vec<Vec<u32>> = vec![Vec::new(); machines];
-    let mut rows = 0i64;
+    // Machine × vulnerability rows: every one from the bulk listing, or on a delta sync
+    // Defender's changes since, which the import applies to the machines' stored lists.
+    let place = |v: &mut StagedVulnerability, seq| v.seq = seq;
+    let (mut rows, mut ord) = (0i64, 0i64);
+    let mut staged_row = |machine: &str, cve: u32, fixed: bool| {
+        ord += 1;
+        (machine.to_owned(), StagedVulnerability { seq: 0, ord, cve: cve as i32, fixed })
+    };
     match delta {
         None => {
             let mut pages = client.machine_vulnerabilities();
             while let Some(page) = run.page(pages.next_page()).await? {
                 rows += page.len() as i64;
-                for r in page {
-                    let (Some(machine), Some(cve)) = (r.machine_id.as_deref(), r.cve_id.as_deref()) else { continue };
-                    let Some(&mi) = index.get(machine) else { continue };
-                    per_machine[mi as usize].push(catalog.intern(cve, r.severity.as_deref()));
-                }
+                let staged: Vec<_> = page
+                    .iter()
+                    .filter_map(|r| {
+                        let (machine, cve) = (r.machine_id.as_deref()?, r.cve_id.as_deref()?);
+                        Some(staged_row(machine, catalog.intern(cve, r.severity.as_deref()), false))
+                    })
+                    .collect();
+                run.stage_facts("vulnerabilities", staged, place, defender_sync_staging::insert_vulnerabilities)
+                    .await?;
                 run.progress("machine vulnerabilities", rows, 0).await?;
             }
         }
         Some(since) => {
-            let mut after = String::new();
-            loop {
-                let from = after.clone();
-                let lists = run
-                    .ctx
-                    .db
-                    .run(move |c| Ok(defender_machines::vulnerability_lists_after(c, &from, STORED_LISTS_PAGE)?))
-                    .await
-                    .map_err(|e| Stopped::Failed(format!("The stored vulnerabilities could not be read: {e}")))?;
-                let Some((last, _)) = lists.last() else { break };
-                after = last.clone();
-                for (machine, cves) in &lists {
-                    let Some(&mi) = index.get(machine.as_str()) else { continue };
-                    per_machine[mi as usize]
-                        .extend(cves.split(',').filter(|c| !c.is_empty()).map(|c| catalog.intern(c, None)));
-                }
-            }
             let mut pages = client.export_machine_vulnerability_changes(since);
             while let Some(page) = run.page(pages.next_page()).await? {
                 rows += page.len() as i64;
-                // In event order: a machine that changed device group shows Fixed, then New.
-                for r in page {
-                    let (Some(machine), Some(cve)) = (r.device_id.as_deref(), r.cve_id.as_deref()) else { continue };
-                    let Some(&mi) = index.get(machine) else { continue };
-                    let vi = catalog.intern(cve, r.vulnerability_severity_level.as_deref());
-                    let list = &mut per_machine[mi as usize];
-                    if r.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Fixed")) {
-                        list.retain(|&v| v != vi);
-                    } else {
-                        list.push(vi);
-                    }
-                }
+                let staged: Vec<_> = page
+                    .iter()
+                    .filter_map(|r| {
+                        let (machine, cve) = (r.device_id.as_deref()?, r.cve_id.as_deref()?);
+                        let fixed = r.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Fixed"));
+                        Some(staged_row(machine, catalog.intern(cve, r.vulnerability_severity_level.as_deref()), fixed))
+                    })
+                    .collect();
+                run.stage_facts("vulnerability changes", staged, place, defender_sync_staging::insert_vulnerabilities)
+                    .await?;
                 run.progress("vulnerability changes", rows, 0).await?;
             }
         }
     }
-    for list in &mut per_machine {
-        list.sort_unstable();
-        list.dedup();
-        list.shrink_to_fit();
-    }
 
-    // Alerts: the most severe active one per machine (the newest among equals).
-    // Per machine: (level, last update, alert id, title).
-    type AlertPick = (RiskLevel, Option<DateTime<Utc>>, String, String);
-    let mut best: HashMap<usize, AlertPick> = HashMap::new();
+    // Active alerts (the import keeps the most severe of each machine).
     let mut seen_alerts = 0i64;
     let mut pages = client.alerts();
     while let Some(page) = run.page(pages.next_page()).await? {
         seen_alerts += page.len() as i64;
-        for a in page.iter().filter(|a| a.is_active()) {
-            let Some(&mi) = a.machine_id.as_deref().and_then(|m| index.get(m)) else { continue };
-            let mi = mi as usize;
-            let level =
-                a.severity.as_deref().and_then(RiskLevel::from_defender_alert_severity).unwrap_or(RiskLevel::Low);
-            let when = a.last_update_time.or(a.alert_creation_time);
-            let candidate = (level, when, a.id.clone(), a.title.clone().unwrap_or_default());
-            match best.get(&mi) {
-                Some(b) if (b.0, b.1) >= (candidate.0, candidate.1) => {}
-                _ => {
-                    best.insert(mi, candidate);
-                }
-            }
-        }
+        let staged: Vec<_> = page
+            .into_iter()
+            .filter(|a| a.is_active())
+            .filter_map(|a| {
+                let level =
+                    a.severity.as_deref().and_then(RiskLevel::from_defender_alert_severity).unwrap_or(RiskLevel::Low);
+                let updated = a.last_update_time.or(a.alert_creation_time);
+                let alert = StagedAlert {
+                    seq: 0,
+                    level: level.to_i16(),
+                    updated_ms: updated.map(|t| t.timestamp_millis()),
+                    title: a.title.unwrap_or_default(),
+                    alert_id: a.id,
+                };
+                Some((a.machine_id?, alert))
+            })
+            .collect();
+        run.stage_facts("alerts", staged, |a, seq| a.seq = seq, defender_sync_staging::insert_alerts).await?;
         run.progress("alerts", seen_alerts, 0).await?;
     }
-    let alerts = best.into_iter().map(|(mi, (level, _, id, title))| (mi, TopAlert { id, level, title })).collect();
-    Ok(Collected { machines, catalog, cves: per_machine, alerts, duplicates })
+    Ok(Collected { machines, seq_end, catalog, delta: delta.is_some(), duplicates })
 }
 
 /// A fetched machine as it is staged: its record, and the keys that find a device's older
 /// records.
-fn stage_of(seq: usize, m: &dto::Machine) -> serde_json::Result<StagedMachine> {
+fn stage_of(seq: i64, m: &dto::Machine) -> serde_json::Result<StagedMachine> {
     let r = record_of(m);
     Ok(StagedMachine {
-        seq: seq as i64,
+        seq,
         mac_key: r.macs.first().cloned().unwrap_or_default(),
         name_key: device_name_key(&r.computer_dns_name),
         merged_into: m.merged_into_machine_id.clone().unwrap_or_default(),
+        last_seen: r.last_seen,
         record: serde_json::to_string(&r)?,
         machine_id: r.machine_id,
     })
@@ -678,33 +755,33 @@ pub(crate) fn record_of(m: &dto::Machine) -> MachineRecord {
 }
 
 /// Several records of one device (re-imaged, re-onboarded): the newest is the device, the
-/// others are kept as stale duplicates. Records are grouped by MAC and by DNS name.
-fn mark_duplicates(records: &mut [MachineRecord], merged_into: &[Option<String>]) {
-    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let Some(mac) = r.macs.first() {
-            groups.entry(format!("mac:{mac}")).or_default().push(i);
-        }
-        let name = device_name_key(&r.computer_dns_name);
-        if !name.is_empty() {
-            groups.entry(format!("name:{name}")).or_default().push(i);
+/// others are kept as stale duplicates (or of the machine Defender merged them into). Records
+/// are grouped by first MAC and by DNS name. Per machine, the machine it duplicates.
+fn duplicates_among(machines: &[DeviceKeys]) -> Vec<Option<String>> {
+    let mut groups: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, m) in machines.iter().enumerate() {
+        for key in [("mac", m.mac_key.as_str()), ("name", m.name_key.as_str())].into_iter().filter(|k| !k.1.is_empty())
+        {
+            groups.entry(key).or_default().push(i);
         }
     }
-    let mut duplicate_of: Vec<Option<String>> = merged_into.to_vec();
+    let mut duplicate_of: Vec<Option<String>> =
+        machines.iter().map(|m| Some(m.merged_into.clone()).filter(|d| !d.is_empty())).collect();
     for members in groups.values().filter(|m| m.len() > 1) {
         let newest = *members
             .iter()
             .max_by(|&&a, &&b| {
-                records[a].last_seen.cmp(&records[b].last_seen).then(records[b].machine_id.cmp(&records[a].machine_id))
+                machines[a]
+                    .last_seen
+                    .cmp(&machines[b].last_seen)
+                    .then(machines[b].machine_id.cmp(&machines[a].machine_id))
             })
             .expect("a group has members");
         for &i in members.iter().filter(|&&i| i != newest) {
-            duplicate_of[i].get_or_insert_with(|| records[newest].machine_id.clone());
+            duplicate_of[i].get_or_insert_with(|| machines[newest].machine_id.clone());
         }
     }
-    for (r, d) in records.iter_mut().zip(duplicate_of) {
-        r.duplicate_of = d;
-    }
+    duplicate_of
 }
 
 #[cfg(test)]
@@ -713,21 +790,19 @@ mod tests {
 
     #[test]
     fn the_newest_record_of_a_device_wins() {
-        let rec = |id: &str, mac: &str, name: &str, seen: i64| MachineRecord {
+        let keys = |id: &str, mac: &str, name: &str, seen: i64| DeviceKeys {
+            seq: 0,
             machine_id: id.into(),
-            macs: vec![mac.into()],
-            computer_dns_name: name.into(),
+            mac_key: mac.into(),
+            name_key: name.into(),
+            merged_into: String::new(),
             last_seen: seen,
-            ..Default::default()
         };
-        let mut records = vec![
-            rec("old", "aa:aa:aa:aa:aa:01", "pc1", 10),
-            rec("new", "aa:aa:aa:aa:aa:01", "pc1", 20),
-            rec("other", "aa:aa:aa:aa:aa:02", "pc2", 5),
+        let machines = vec![
+            keys("old", "aa:aa:aa:aa:aa:01", "pc1", 10),
+            keys("new", "aa:aa:aa:aa:aa:01", "pc1", 20),
+            keys("other", "aa:aa:aa:aa:aa:02", "pc2", 5),
         ];
-        mark_duplicates(&mut records, &[None, None, None]);
-        assert_eq!(records[0].duplicate_of.as_deref(), Some("new"));
-        assert_eq!(records[1].duplicate_of, None);
-        assert_eq!(records[2].duplicate_of, None);
+        assert_eq!(duplicates_among(&machines), vec![Some("new".to_owned()), None, None]);
     }
 }

@@ -1,18 +1,24 @@
 //! What pages read from the database, kept for the next request: values that stay exact
 //! because they are reused only while the database is unchanged ([`UntilChanged`]), and
-//! figures that cost a scan of the inventory and may be a few seconds old ([`ShortLived`]:
-//! the Endpoints list's filter choices and match counts).
+//! figures that cost a scan of the inventory and may be a few seconds old once it changed
+//! ([`ShortLived`]: the Endpoints list's filter choices and match counts).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A small map whose entries are forgotten [`ShortLived::TTL`] after they were computed.
+/// A small map whose entries are kept while the database is at the data version they were
+/// read at, and for [`ShortLived::TTL`] after they were read whatever changed since. (Without
+/// a data version, on PostgreSQL, only the second.) A sync commits several times a second: the
+/// figures are then read again every few seconds, not after every commit.
 pub struct ShortLived<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    entries: Mutex<HashMap<K, ShortLivedEntry<V>>>,
     capacity: usize,
 }
+
+/// When a value was read, and the data version it was read at.
+type ShortLivedEntry<V> = (Instant, Option<u64>, V);
 
 impl<K: Eq + Hash, V: Clone> ShortLived<K, V> {
     /// Long enough that paging through a list or a burst of views reuses one scan; short
@@ -25,20 +31,26 @@ impl<K: Eq + Hash, V: Clone> ShortLived<K, V> {
         ShortLived { entries: Mutex::new(HashMap::new()), capacity }
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// The value of `key` if it is still to be used with the database at `version`.
+    pub fn get(&self, key: &K, version: Option<u64>) -> Option<V> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).filter(|(at, _)| at.elapsed() < Self::TTL).map(|(_, v)| v.clone())
+        entries.get(key).filter(|(at, read_at, _)| Self::fresh(*at, *read_at, version)).map(|(_, _, v)| v.clone())
     }
 
-    pub fn put(&self, key: K, value: V) {
+    /// Keeps a value read with the database at `version`.
+    pub fn put(&self, key: K, version: Option<u64>, value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+            entries.retain(|_, (at, read_at, _)| Self::fresh(*at, *read_at, version));
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.insert(key, (Instant::now(), version, value));
+    }
+
+    fn fresh(at: Instant, read_at: Option<u64>, now: Option<u64>) -> bool {
+        at.elapsed() < Self::TTL || (read_at.is_some() && read_at == now)
     }
 }
 
@@ -126,12 +138,25 @@ mod tests {
     #[test]
     fn keeps_at_most_its_capacity() {
         let cache = ShortLived::new(2);
-        cache.put(1, "a");
-        cache.put(2, "b");
-        assert_eq!(cache.get(&1), Some("a"));
-        cache.put(2, "c");
-        assert_eq!((cache.get(&1), cache.get(&2)), (Some("a"), Some("c")));
-        cache.put(3, "d");
-        assert_eq!((cache.get(&1), cache.get(&3)), (None, Some("d")));
+        cache.put(1, None, "a");
+        cache.put(2, None, "b");
+        assert_eq!(cache.get(&1, None), Some("a"));
+        cache.put(2, None, "c");
+        assert_eq!((cache.get(&1, None), cache.get(&2, None)), (Some("a"), Some("c")));
+        cache.put(3, None, "d");
+        assert_eq!((cache.get(&1, None), cache.get(&3, None)), (None, Some("d")));
+    }
+
+    #[test]
+    fn a_short_lived_value_outlives_its_time_while_the_database_is_unchanged() {
+        let cache = ShortLived::new(2);
+        let long_ago = Instant::now() - ShortLived::<u8, u8>::TTL - Duration::from_secs(1);
+        cache.entries.lock().unwrap().insert(1, (long_ago, Some(7), 10));
+        cache.entries.lock().unwrap().insert(2, (long_ago, None, 20));
+        assert_eq!(cache.get(&1, Some(7)), Some(10), "same version: still used");
+        assert_eq!(cache.get(&1, Some(8)), None, "changed since, and older than its time");
+        assert_eq!(cache.get(&2, None), None, "no version: its time alone");
+        cache.put(3, Some(8), 30);
+        assert_eq!(cache.get(&3, Some(9)), Some(30), "changed since, but within its time");
     }
 }

@@ -67,10 +67,20 @@ async fn ingest_network(app: &TestApp, token: &str, sim: &RunningSimulator) -> u
 }
 
 /// A configured, enabled integration after its first sync, with network observations ingested first.
-/// Machines a sync staged and did not clear (see `defender_sync_staging`).
-async fn staged_machines(app: &TestApp) -> i64 {
-    use endpoint_analytics::db::schema::defender_sync_staging;
-    app.db.run(|c| Ok(defender_sync_staging::table.count().get_result(c)?)).await.unwrap()
+/// Machines, vulnerabilities and alerts a sync staged and did not clear (see
+/// `defender_sync_staging`).
+async fn staged_rows(app: &TestApp) -> (i64, i64, i64) {
+    use endpoint_analytics::db::schema::{defender_sync_alerts, defender_sync_staging, defender_sync_vulnerabilities};
+    app.db
+        .run(|c| {
+            Ok((
+                defender_sync_staging::table.count().get_result(c)?,
+                defender_sync_vulnerabilities::table.count().get_result(c)?,
+                defender_sync_alerts::table.count().get_result(c)?,
+            ))
+        })
+        .await
+        .unwrap()
 }
 
 async fn synced(machines: usize) -> (TestApp, RunningSimulator, String, Value) {
@@ -117,7 +127,7 @@ async fn a_full_sync_imports_what_the_simulator_holds() {
     assert_eq!(linked.len(), live.len(), "one endpoint per live machine, none shared");
     assert_eq!(run["machines"], tenant.machines().len());
     assert_eq!(run["stale"], tenant.machines().len() - live.len());
-    assert_eq!(staged_machines(&app).await, 0, "the machines staged while fetching are gone");
+    assert_eq!(staged_rows(&app).await, (0, 0, 0), "what was staged while fetching is gone");
 
     // Machines seen on the network merged with their network endpoint (MAC first).
     let observed_macs: HashSet<String> =
@@ -459,12 +469,13 @@ async fn faults_end_in_a_complete_sync_or_a_reported_failure_with_nothing_lost()
     let status = app.api_get(&token, "/api/v1/integrations/defender/status").await;
     assert_eq!(status["last_success"]["id"].as_i64().unwrap() + 1, status["last_run"]["id"].as_i64().unwrap());
 
-    // A failure after the machines were fetched and staged: the same, and nothing stays staged.
+    // A failure after the machines and their vulnerabilities were fetched and staged: the same,
+    // and nothing stays staged.
     sim.set_faults(always_500("ListAlerts"));
     let run = sync_now(&app, &token).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(count(&app).await, before, "nothing lost");
-    assert_eq!(staged_machines(&app).await, 0);
+    assert_eq!(staged_rows(&app).await, (0, 0, 0));
 
     // Throttling with Retry-After and a token that stops working mid-sync: the sync completes.
     sim.set_faults(Faults {

@@ -63,22 +63,6 @@ pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Op
     Ok(machines.into_iter().min_by_key(|m| (m.stale, std::cmp::Reverse(m.last_seen))))
 }
 
-/// Stored CVE lists (machine id, comma-separated CVEs) of the machines after `after` by id, at
-/// most `limit`: a delta sync reads them a page at a time.
-pub fn vulnerability_lists_after(
-    conn: &mut AnyConnection,
-    after: &str,
-    limit: i64,
-) -> QueryResult<Vec<(String, String)>> {
-    defender_machines::table
-        .filter(defender_machines::vuln_cves.ne(""))
-        .filter(defender_machines::machine_id.gt(after))
-        .order(defender_machines::machine_id.asc())
-        .limit(limit)
-        .select((defender_machines::machine_id, defender_machines::vuln_cves))
-        .load(conn)
-}
-
 pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> {
     let n = diesel::update(defender_machines::table.find(&m.machine_id)).set(m).execute(conn)?;
     if n == 0 {

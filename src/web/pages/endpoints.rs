@@ -31,11 +31,12 @@ pub struct Facets {
     profiles: Vec<String>,
 }
 
-/// The list's figures that cost a scan of the inventory, briefly kept (see [`ShortLived`]): the
-/// filter choices (three scans of the table per view at 100,000 endpoints, several times the
-/// page itself) and how many endpoints match each filter (a paged view counts once). A count is
-/// reused only while this instance has written nothing since ([`crate::db::writes_committed`]),
-/// so an upload or a sync shows at once; another instance's writes within [`ShortLived::TTL`].
+/// The list's figures that cost a scan of the inventory, kept while the database is unchanged
+/// and briefly after (see [`ShortLived`]): the filter choices (three scans of the table per view
+/// at 100,000 endpoints, several times the page itself) and how many endpoints match each filter
+/// (a paged view counts once). A count is reused only while this instance has written nothing
+/// since ([`crate::db::writes_committed`]), so an upload or a sync shows at once; another
+/// instance's writes within [`ShortLived::TTL`].
 ///
 /// A whole page (its rows and count) is kept until the next commit ([`UntilChanged`]).
 pub struct ListCache {
@@ -61,14 +62,14 @@ pub async fn list_view(
     let version = crate::web::cache::data_version(&state.db);
     let page_key = format!("{query:?}");
     let known_page = version.and_then(|v| cache.pages.get(&page_key, v));
-    let known_facets = if with_facets { cache.facets.get(&()) } else { None };
+    let known_facets = if with_facets { cache.facets.get(&(), version) } else { None };
     if let Some((page, total)) = known_page
         && (known_facets.is_some() || !with_facets)
     {
         return Ok((page, total, known_facets));
     }
     let count_key = (crate::db::writes_committed(), query.filter_key());
-    let known_count = cache.counts.get(&count_key);
+    let known_count = cache.counts.get(&count_key, version);
     let (read_facets_now, count_now) = (with_facets && known_facets.is_none(), known_count.is_none());
     let (page, counted, read_facets) = state
         .db
@@ -89,10 +90,10 @@ pub async fn list_view(
     // Only what this request read is kept: putting back a kept value would renew it, and under
     // steady traffic it would never expire.
     if let Some(n) = counted {
-        cache.counts.put(count_key, n);
+        cache.counts.put(count_key, version, n);
     }
     if let Some(f) = &read_facets {
-        cache.facets.put((), f.clone());
+        cache.facets.put((), version, f.clone());
     }
     let total = counted.or(known_count).unwrap_or_default();
     let page = Arc::new(page);
