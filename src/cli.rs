@@ -110,6 +110,10 @@ enum BenchCommand {
         /// look into a figure with `serve` or `sqlite3` on the same data.
         #[arg(long)]
         keep_data: bool,
+        /// Run on a fresh database created on this PostgreSQL server (and dropped afterwards
+        /// unless --keep-data) instead of SQLite, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+        #[arg(long, value_name = "SERVER_URL")]
+        postgres: Option<String>,
     },
 }
 
@@ -182,12 +186,15 @@ pub fn main() -> ExitCode {
         Command::Bench { command: BenchCommand::Sync { machines, database_url, simulator_port, full_only } } => {
             with_bench_db(database_url, |db| run_async(crate::bench::sync(db, machines, simulator_port, full_only)))
         }
-        Command::Bench { command: BenchCommand::All { smoke, machines, load_secs, memory_series, keep_data } } => {
+        Command::Bench {
+            command: BenchCommand::All { smoke, machines, load_secs, memory_series, keep_data, postgres },
+        } => {
             let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };
             opts.machines = machines.unwrap_or(opts.machines);
             opts.load_secs = load_secs.unwrap_or(opts.load_secs);
             opts.memory_series = memory_series;
             opts.keep_data = keep_data;
+            opts.postgres = postgres;
             match run_async(crate::bench::suite::run(opts)) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(anyhow::anyhow!("the benchmark saw errors (listed above)")),

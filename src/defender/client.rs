@@ -985,7 +985,7 @@ impl DefenderClient {
 
     /// All machines: `GET /api/machines?$top=10000&$skip=k·10000`.
     pub fn machines(&self) -> Pager<Machine> {
-        Pager::skip_top(self.clone(), Api::ListMachines, "/api/machines", 10_000, None, true)
+        Pager::skip_top(self.clone(), Api::ListMachines, "/api/machines", 10_000, None, false)
     }
 
     /// All vulnerabilities of the organisation: `GET /api/vulnerabilities`, `$top=8000`.
@@ -997,7 +997,6 @@ impl DefenderClient {
     /// `GET /api/vulnerabilities/machinesVulnerabilities`, `$top=10000`. Chosen over the
     /// export JSON (see docs/defender-client.md): 10,000-row pages keep memory small and the
     /// call count is the minimum for this endpoint (⌈rows/10,000⌉, +1 when rows is a multiple).
-    /// De-duplication keeps only the previous page's ids (bounded memory).
     pub fn machine_vulnerabilities(&self) -> Pager<MachineVulnerability> {
         Pager::skip_top(
             self.clone(),
@@ -1041,7 +1040,7 @@ impl DefenderClient {
 
     /// All alerts: `GET /api/alerts`, `$top=10000`.
     pub fn alerts(&self) -> Pager<Alert> {
-        Pager::skip_top(self.clone(), Api::ListAlerts, "/api/alerts", 10_000, None, true)
+        Pager::skip_top(self.clone(), Api::ListAlerts, "/api/alerts", 10_000, None, false)
     }
 
     async fn action(
@@ -1222,10 +1221,13 @@ enum Mode {
 
 /// Pages of a listing. Call [`Pager::next_page`] until it returns `Ok(None)`.
 ///
-/// Duplicates: an item whose id was already returned (by the whole listing for machines,
-/// vulnerabilities and alerts; by the previous page for the large machine × vulnerability
-/// listing) is dropped and counted in [`Pager::duplicates_dropped`]. A non-empty page made only
-/// of such items is a paging loop (`PagingLoop`).
+/// Duplicates: an item whose id was already returned (by the whole listing for the
+/// vulnerability catalog, whose size does not follow the tenant's; by the previous page for
+/// the listings that do — machines, alerts, machine × vulnerability rows — so that memory stays
+/// bounded) is dropped and counted in [`Pager::duplicates_dropped`]. An inventory that changes
+/// while it is listed shifts `$skip` pages by a few items, which repeats them on the next page;
+/// the sync's staging tables keep one of each id across the whole listing in any case. A
+/// non-empty page made only of such items is a paging loop (`PagingLoop`).
 pub struct Pager<T> {
     client: DefenderClient,
     api: Api,
