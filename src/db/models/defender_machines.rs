@@ -73,13 +73,18 @@ pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> 
 
 /// Marks every live machine that the sync just fetched did not report (it is not among the
 /// staged machines) as stale: it left Defender. Returns how many.
+///
+/// `NOT EXISTS`, not `NOT IN`: PostgreSQL runs `NOT IN (subquery)` as an anti-join only when the
+/// subquery's rows fit in `work_mem`, and otherwise scans them again for every machine — at
+/// 100,000 machines, minutes. `NOT EXISTS` is a hash anti-join there, and on SQLite a probe of
+/// the staged machine ids' unique index.
 pub fn mark_missing_stale(conn: &mut AnyConnection) -> QueryResult<i64> {
     use crate::db::schema::defender_sync_staging as staged;
-    let reported = staged::table.select(staged::machine_id);
+    let reported = staged::table.filter(staged::machine_id.eq(defender_machines::machine_id));
     let n = diesel::update(
         defender_machines::table
             .filter(defender_machines::stale.eq(false))
-            .filter(diesel::dsl::not(defender_machines::machine_id.eq_any(reported))),
+            .filter(diesel::dsl::not(diesel::dsl::exists(reported))),
     )
     .set((
         defender_machines::stale.eq(true),
