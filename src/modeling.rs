@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::background::Background;
 use crate::db::lease;
-use crate::db::models::endpoints::{self, Endpoint};
+use crate::db::models::endpoints::{self, Change, Endpoint};
 use crate::db::models::{audit, events, jobs, profiles, risk};
 use crate::db::schema::{endpoint_history, endpoints as endpoints_t};
 use crate::db::{AnyConnection, Db, now};
@@ -53,6 +53,26 @@ struct Candidate {
     from_integration: bool,
     reason: String,
     risky: Option<String>,
+}
+
+/// What modeling a batch writes, in a few multi-row statements.
+#[derive(Default)]
+struct ModelWrites {
+    profiles: Vec<endpoints::ProfileOutcome>,
+    history: Vec<Change<'static>>,
+    events: Vec<(Option<i64>, String)>,
+    factors: Vec<(i64, &'static str, Option<risk::FactorValue>)>,
+}
+
+impl ModelWrites {
+    /// Writes it all; returns how many endpoints' profile outcome changed.
+    fn apply(self, conn: &mut AnyConnection) -> QueryResult<usize> {
+        endpoints::set_profiles_many(conn, &self.profiles)?;
+        endpoints::record_history_many(conn, &self.history)?;
+        events::record_many(conn, "profile.changed", &self.events)?;
+        risk::set_many(conn, &self.factors)?;
+        Ok(self.profiles.len())
+    }
 }
 
 impl Modeler {
@@ -100,17 +120,7 @@ impl Modeler {
             assigned.entry(id).or_default().push((name, owner, score));
         }
         let conflicts = hostname_conflicts(conn, &ids)?;
-        // Known factors, read once for the batch, so that an unchanged factor costs no query.
-        let known = risk::of_many(conn, &ids, &[PROFILE_SOURCE, DUPLICATE_MAC_SOURCE])?;
-        let set_factor =
-            |conn: &mut AnyConnection, id: i64, source: &str, f: Option<risk::FactorValue>| -> QueryResult<()> {
-                let current = known.get(&(id, source.to_owned()));
-                if current != f.as_ref() {
-                    risk::set(conn, id, source, f.as_ref().map(|(l, s, d)| (*l, s.as_str(), d.as_str())))?;
-                }
-                Ok(())
-            };
-        let mut changed = 0;
+        let mut writes = ModelWrites::default();
         for e in list {
             let mut candidates = self.candidates(e, enabled);
             for (name, owner, score) in assigned.remove(&e.id).unwrap_or_default() {
@@ -126,11 +136,8 @@ impl Modeler {
             }
             // Highest score first; on a tie an integration's assignment, then the library's order.
             candidates.sort_by(|a, b| b.score.cmp(&a.score).then(b.from_integration.cmp(&a.from_integration)));
-            let (profile_changed, factor) = self.apply(conn, e, &candidates)?;
-            if profile_changed {
-                changed += 1;
-            }
-            set_factor(conn, e.id, PROFILE_SOURCE, factor)?;
+            let factor = self.apply(e, &candidates, &mut writes);
+            writes.factors.push((e.id, PROFILE_SOURCE, factor));
             let duplicate = conflicts.get(&e.id).map(|names| {
                 let listed = names.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
                 (
@@ -143,9 +150,9 @@ impl Modeler {
                     ),
                 )
             });
-            set_factor(conn, e.id, DUPLICATE_MAC_SOURCE, duplicate)?;
+            writes.factors.push((e.id, DUPLICATE_MAC_SOURCE, duplicate));
         }
-        Ok(changed)
+        writes.apply(conn)
     }
 
     fn candidates(&self, e: &Endpoint, enabled: &Enabled) -> Vec<Candidate> {
@@ -177,14 +184,9 @@ impl Modeler {
             .collect()
     }
 
-    /// Stores the profile outcome for one endpoint; returns whether it changed, and the
+    /// The profile outcome for one endpoint, added to the writes when it changed; returns the
     /// profile-based risk factor it implies.
-    fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        e: &Endpoint,
-        candidates: &[Candidate],
-    ) -> QueryResult<(bool, Option<risk::FactorValue>)> {
+    fn apply(&self, e: &Endpoint, candidates: &[Candidate], writes: &mut ModelWrites) -> Option<risk::FactorValue> {
         let (profile, score, reason) = match candidates.first() {
             Some(c) => (c.name.clone(), c.score.to_i16(), c.reason.clone()),
             None => (String::new(), 0, String::new()),
@@ -207,30 +209,24 @@ impl Modeler {
             Some(_) => None,
         };
         if profile == e.profile && score == e.match_score && others == e.other_profiles && reason == e.profile_reason {
-            return Ok((false, factor));
+            return factor;
         }
-        diesel::update(endpoints_t::table.find(e.id))
-            .set((
-                endpoints_t::profile.eq(&profile),
-                endpoints_t::match_score.eq(score),
-                endpoints_t::other_profiles.eq(&others),
-                endpoints_t::profile_reason.eq(&reason),
-            ))
-            .execute(conn)?;
         if profile != e.profile {
             let label = |p: &str| {
                 if p.is_empty() { "Not Profiled".to_owned() } else { p.to_owned() }
             };
-            endpoints::record_history(conn, e.id, "profile", &label(&e.profile), &label(&profile), "modeling")?;
-            let name = if e.hostname.is_empty() { e.ip.clone() } else { e.hostname.clone() };
-            events::record(
-                conn,
-                Some(e.id),
-                "profile.changed",
-                &format!("{name}: {} → {}", label(&e.profile), label(&profile)),
-            )?;
+            writes.history.push(Change {
+                endpoint_id: e.id,
+                field: "profile",
+                old: label(&e.profile),
+                new: label(&profile),
+                source: "modeling",
+            });
+            let name = if e.hostname.is_empty() { &e.ip } else { &e.hostname };
+            writes.events.push((Some(e.id), format!("{name}: {} → {}", label(&e.profile), label(&profile))));
         }
-        Ok((true, factor))
+        writes.profiles.push(endpoints::ProfileOutcome { id: e.id, profile, score, others, reason });
+        factor
     }
 
     /// Models the endpoints with these ids (after ingest or an integration's import).

@@ -5,6 +5,7 @@
 //! connection type of a specific backend; where the SQL of the two engines differs, the model
 //! matches on [`AnyConnection`] itself.
 
+pub mod batch;
 pub mod lease;
 pub mod models;
 pub mod schema;

@@ -90,9 +90,7 @@ fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler)
         .load(c)?;
     diesel::delete(rf::table.filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE])))
         .execute(c)?;
-    for id in &affected {
-        crate::db::models::risk::refresh_overall(c, *id)?;
-    }
+    crate::db::models::risk::refresh_overall(c, &affected)?;
     diesel::update(dm::table).set(dm::content_hash.eq("")).execute(c)?;
     Ok(modeler.delete_owner(c, OWNER)?)
 }

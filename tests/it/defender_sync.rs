@@ -674,3 +674,138 @@ async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
         .await;
     assert_eq!(res.status(), 403);
 }
+
+/// One import batch is decided machine by machine in memory and written with a few statements:
+/// the outcome must be what writing the machines one by one gave. A machine matches the
+/// endpoint an earlier machine of the same batch created, MAC goes before name, a name that
+/// several endpoints share is ambiguous, and new endpoints never reuse a deleted one's id.
+#[tokio::test]
+async fn one_import_batch_matches_as_if_its_machines_were_written_one_by_one() {
+    use endpoint_analytics::db::schema::{endpoint_sources, risk_factors};
+    use endpoint_analytics::defender::import::{ImportCounts, MachineRecord, TopVulnerability, import_batch};
+    use endpoint_analytics::domain::risk::RiskLevel;
+
+    let app = spawn_app().await;
+    let token = app.token(Role::Operator).await;
+    let seen = "2026-11-01T10:00:00Z";
+    let observations = json!([
+        {"mac": "02:00:00:00:00:01", "ip": "10.1.0.1", "hostname": "shared", "seen_at": seen},
+        {"mac": "02:00:00:00:00:02", "ip": "10.1.0.2", "hostname": "shared", "seen_at": seen},
+        {"mac": "02:00:00:00:00:03", "ip": "10.1.0.3", "hostname": "deleted", "seen_at": seen},
+    ]);
+    assert_eq!(app.ingest(&token, &observations).await.status(), 200);
+    let deleted: i64 = app
+        .db
+        .run(|c| {
+            let id: i64 = endpoints::table.filter(endpoints::hostname.eq("deleted")).select(endpoints::id).first(c)?;
+            diesel::delete(endpoints::table.find(id)).execute(c)?;
+            Ok(id)
+        })
+        .await
+        .unwrap();
+
+    let at = 1_793_000_000; // 2026-10-26
+    let machine = |id: &str, name: &str, macs: &[&str], ip: &str| MachineRecord {
+        machine_id: id.into(),
+        computer_dns_name: name.into(),
+        os_platform: "Windows11".into(),
+        os_version: "23H2".into(),
+        last_ip: ip.into(),
+        macs: macs.iter().map(|m| normalize_mac(m).unwrap()).collect(),
+        first_seen: at,
+        last_seen: at,
+        vuln_count: 1,
+        vuln_cves: "CVE-2026-0001".into(),
+        top_vuln: Some(TopVulnerability {
+            cve: "CVE-2026-0001".into(),
+            level: RiskLevel::High,
+            description: "<b>inert</b>".into(),
+        }),
+        ..Default::default()
+    };
+    let records = vec![
+        machine("m-new", "laptop-9.corp.example", &[], "10.9.9.9"),
+        machine("m-again", "laptop-9.corp.example", &[], "10.9.9.10"),
+        machine("m-mac", "renamed", &["02:00:00:00:00:02"], "10.1.0.2"),
+        machine("m-shared", "shared", &[], "10.7.7.7"),
+    ];
+    let import = |records: Vec<MachineRecord>| {
+        let modeler = app.state.modeler.clone();
+        app.db.run(move |c| {
+            let mut profile_ids = HashMap::new();
+            Ok(c.write_transaction(|c| import_batch(c, &modeler, &records, &mut profile_ids))?)
+        })
+    };
+    let counts = import(records.clone()).await.unwrap();
+    assert_eq!(counts, ImportCounts { created: 2, updated: 0, merged: 2, unchanged: 0 });
+
+    type Linked = (String, Option<i64>, String);
+    let linked: HashMap<String, (Option<i64>, String)> = app
+        .db
+        .run(|c| {
+            let rows: Vec<Linked> = defender_machines::table
+                .select((defender_machines::machine_id, defender_machines::endpoint_id, defender_machines::match_note))
+                .load(c)?;
+            Ok(rows.into_iter().map(|(m, e, n)| (m, (e, n))).collect())
+        })
+        .await
+        .unwrap();
+    let endpoint_of = |m: &str| linked[m].0.unwrap();
+    assert_eq!(endpoint_of("m-new"), endpoint_of("m-again"), "the second machine matched the first's new endpoint");
+    let by_mac: i64 = app
+        .db
+        .run(|c| Ok(endpoints::table.filter(endpoints::ip.eq("10.1.0.2")).select(endpoints::id).first(c)?))
+        .await
+        .unwrap();
+    assert_eq!(endpoint_of("m-mac"), by_mac, "MAC before name");
+    assert!(linked["m-shared"].1.starts_with("ambiguous: 2 endpoints"), "{:?}", linked["m-shared"]);
+    for created in [endpoint_of("m-new"), endpoint_of("m-shared")] {
+        assert!(created > deleted, "new endpoint {created} after the deleted {deleted}");
+    }
+    assert_ne!(endpoint_of("m-new"), endpoint_of("m-shared"));
+
+    // Everything of an imported machine is there: profile, risk, source, history.
+    let id = endpoint_of("m-new");
+    type Written = ((String, i16, i16, String, String), Vec<String>, i64, Vec<String>);
+    let (endpoint, factors, sources, history): Written = app
+        .db
+        .run(move |c| {
+            Ok((
+                endpoints::table
+                    .find(id)
+                    .select((
+                        endpoints::profile,
+                        endpoints::match_score,
+                        endpoints::risk_level,
+                        endpoints::sources,
+                        endpoints::ip,
+                    ))
+                    .first(c)?,
+                risk_factors::table
+                    .filter(risk_factors::endpoint_id.eq(id))
+                    .select(risk_factors::source)
+                    .order(risk_factors::source)
+                    .load(c)?,
+                endpoint_sources::table.filter(endpoint_sources::endpoint_id.eq(id)).count().get_result(c)?,
+                endpoint_history::table
+                    .filter(endpoint_history::endpoint_id.eq(id))
+                    .select(endpoint_history::field)
+                    .order(endpoint_history::id)
+                    .load(c)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        endpoint,
+        ("Windows11_23H2".into(), 5, RiskLevel::High.to_i16(), "defender".into(), "10.9.9.10".into()),
+        "the later machine's address"
+    );
+    assert_eq!(factors, ["Microsoft Defender Exposure"]);
+    assert_eq!(sources, 1);
+    assert_eq!(history, ["os", "ip", "profile"], "modeled after the batch's machines");
+
+    // The same batch again changes nothing.
+    let counts = import(records).await.unwrap();
+    assert_eq!(counts, ImportCounts { created: 0, updated: 0, merged: 0, unchanged: 4 }, "{counts:?}");
+}

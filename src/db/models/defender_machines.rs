@@ -71,6 +71,32 @@ pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> 
     Ok(())
 }
 
+/// The stored machines with these ids.
+pub fn find_many(conn: &mut AnyConnection, machine_ids: &[&str]) -> QueryResult<Vec<DefenderMachine>> {
+    if machine_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    defender_machines::table
+        .filter(defender_machines::machine_id.eq_any(machine_ids))
+        .select(DefenderMachine::as_select())
+        .load(conn)
+}
+
+/// Stores whole machines, replacing those stored before: one DELETE and multi-row INSERTs
+/// (nothing refers to a machine's row, so replacing it is an update).
+pub fn replace_many(conn: &mut AnyConnection, machines: &[DefenderMachine]) -> QueryResult<()> {
+    if machines.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = machines.iter().map(|m| m.machine_id.as_str()).collect();
+    diesel::delete(defender_machines::table.filter(defender_machines::machine_id.eq_any(&ids))).execute(conn)?;
+    // 30 columns: 1,000 rows stay under SQLite's 32,766 bound values.
+    for chunk in machines.chunks(1000) {
+        engine_query!(conn, |c| diesel::insert_into(defender_machines::table).values(chunk).execute(c))?;
+    }
+    Ok(())
+}
+
 /// Marks every live machine that the sync just fetched did not report (it is not among the
 /// staged machines) as stale: it left Defender. Returns how many.
 ///

@@ -4,6 +4,7 @@
 
 use diesel::prelude::*;
 
+use crate::db::batch::{execute_values, row};
 use crate::db::schema::{endpoint_history, endpoint_ips, endpoint_sources, endpoints};
 use crate::db::{AnyConnection, engine_query, now};
 use crate::domain::observations::Observation;
@@ -226,16 +227,28 @@ pub fn record_history(
     new: &str,
     source: &str,
 ) -> QueryResult<usize> {
-    diesel::insert_into(endpoint_history::table)
-        .values((
-            endpoint_history::endpoint_id.eq(endpoint_id),
-            endpoint_history::at.eq(now()),
-            endpoint_history::field.eq(field),
-            endpoint_history::old_value.eq(old),
-            endpoint_history::new_value.eq(new),
-            endpoint_history::source.eq(source),
-        ))
-        .execute(conn)
+    record_history_many(conn, &[Change { endpoint_id, field, old: old.to_owned(), new: new.to_owned(), source }])
+}
+
+/// A change of one of an endpoint's fields, for its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change<'a> {
+    pub endpoint_id: i64,
+    pub field: &'a str,
+    pub old: String,
+    pub new: String,
+    pub source: &'a str,
+}
+
+pub fn record_history_many(conn: &mut AnyConnection, changes: &[Change<'_>]) -> QueryResult<usize> {
+    let at = now();
+    let rows: Vec<_> = changes.iter().map(|c| row![c.endpoint_id, at, c.field, &c.old, &c.new, c.source]).collect();
+    execute_values(
+        conn,
+        "INSERT INTO endpoint_history (endpoint_id, at, field, old_value, new_value, source)",
+        "",
+        &rows,
+    )
 }
 
 fn upsert_ip(conn: &mut AnyConnection, endpoint_id: i64, ip: &str, seen: i64) -> QueryResult<()> {
@@ -266,34 +279,209 @@ fn upsert_ip(conn: &mut AnyConnection, endpoint_id: i64, ip: &str, seen: i64) ->
 }
 
 pub fn upsert_source(conn: &mut AnyConnection, endpoint_id: i64, source: &str, seen: i64) -> QueryResult<()> {
-    let last: Option<i64> = endpoint_sources::table
-        .find((endpoint_id, source))
-        .select(endpoint_sources::last_seen)
-        .first(conn)
-        .optional()?;
-    match last {
-        None => {
-            diesel::insert_into(endpoint_sources::table)
-                .values((
-                    endpoint_sources::endpoint_id.eq(endpoint_id),
-                    endpoint_sources::source.eq(source),
-                    endpoint_sources::first_seen.eq(seen),
-                    endpoint_sources::last_seen.eq(seen),
-                ))
-                .execute(conn)?;
-        }
-        Some(last) if seen > last => {
-            diesel::update(endpoint_sources::table.find((endpoint_id, source)))
-                .set(endpoint_sources::last_seen.eq(seen))
-                .execute(conn)?;
-        }
-        Some(_) => {}
-    }
-    Ok(())
+    upsert_sources(conn, source, &[(endpoint_id, seen)]).map(drop)
+}
+
+/// Records that `source` saw these endpoints at these times: a new row for an endpoint it had
+/// not reported, a later `last_seen` for one it had; an earlier time changes nothing. One
+/// endpoint at most once.
+pub fn upsert_sources(conn: &mut AnyConnection, source: &str, seen: &[(i64, i64)]) -> QueryResult<usize> {
+    let rows: Vec<_> = seen.iter().map(|&(id, at)| row![id, source, at, at]).collect();
+    execute_values(
+        conn,
+        "INSERT INTO endpoint_sources (endpoint_id, source, first_seen, last_seen)",
+        "ON CONFLICT (endpoint_id, source) DO UPDATE SET last_seen = excluded.last_seen \
+         WHERE excluded.last_seen > endpoint_sources.last_seen",
+        &rows,
+    )
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Endpoint>> {
     engine_query!(conn, |c| endpoints::table.find(id).select(Endpoint::as_select()).first(c).optional())
+}
+
+/// The endpoints with these ids that exist.
+pub fn find_many(conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<Vec<Endpoint>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    endpoints::table.filter(endpoints::id.eq_any(ids)).select(Endpoint::as_select()).load(conn)
+}
+
+/// What a batch of machines from an integration may match, read in a few queries: the
+/// endpoints holding one of these MACs, FQDNs or host names, or one of these IP addresses
+/// with a last sighting in `seen` (inclusive).
+#[derive(Debug, Default)]
+pub struct MatchKeys {
+    pub macs: Vec<String>,
+    pub fqdns: Vec<String>,
+    pub hostnames: Vec<String>,
+    pub ips: Vec<String>,
+    pub seen: (i64, i64),
+}
+
+pub fn match_candidates(conn: &mut AnyConnection, keys: &MatchKeys) -> QueryResult<Vec<Endpoint>> {
+    let mut found: Vec<Endpoint> = Vec::new();
+    if !keys.macs.is_empty() {
+        found.extend(
+            endpoints::table.filter(endpoints::mac.eq_any(&keys.macs)).select(Endpoint::as_select()).load(conn)?,
+        );
+    }
+    if !keys.fqdns.is_empty() {
+        found.extend(
+            endpoints::table.filter(endpoints::fqdn.eq_any(&keys.fqdns)).select(Endpoint::as_select()).load(conn)?,
+        );
+    }
+    if !keys.hostnames.is_empty() {
+        found.extend(
+            endpoints::table
+                .filter(endpoints::hostname.eq_any(&keys.hostnames))
+                .select(Endpoint::as_select())
+                .load(conn)?,
+        );
+    }
+    if !keys.ips.is_empty() {
+        found.extend(
+            endpoints::table
+                .filter(endpoints::ip.eq_any(&keys.ips))
+                .filter(endpoints::last_seen.between(keys.seen.0, keys.seen.1))
+                .select(Endpoint::as_select())
+                .load(conn)?,
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|e| seen.insert(e.id));
+    Ok(found)
+}
+
+/// Ids for `n` endpoints that this write transaction is about to insert with
+/// [`insert_many`], so that rows of other tables can name them before one statement inserts
+/// them all. PostgreSQL takes them from the table's sequence (ids taken and not used leave a
+/// gap, as a rolled-back insert does). SQLite's transaction holds the write lock, so nothing
+/// else gives out ids meanwhile; the column is AUTOINCREMENT, which never gives an id twice,
+/// so the next is past both the highest id there and the highest ever given.
+pub fn reserve_ids(conn: &mut AnyConnection, n: usize) -> QueryResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match conn {
+        AnyConnection::Postgresql(c) => {
+            let ids: Vec<Id> = diesel::sql_query(
+                "SELECT nextval(pg_get_serial_sequence('endpoints', 'id')) AS id FROM generate_series(1, $1)",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(n as i64)
+            .load(c)?;
+            Ok(ids.into_iter().map(|i| i.id).collect())
+        }
+        AnyConnection::Sqlite(c) => {
+            let next: Vec<Id> = diesel::sql_query(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'endpoints'), 0), \
+                 COALESCE((SELECT MAX(id) FROM endpoints), 0)) + 1 AS id",
+            )
+            .load(c)?;
+            let first = next.first().map_or(1, |i| i.id);
+            Ok((first..first + n as i64).collect())
+        }
+    }
+}
+
+/// Inserts whole endpoints, ids included (from [`reserve_ids`]).
+pub fn insert_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<usize> {
+    let rows: Vec<_> = list
+        .iter()
+        .map(|e| {
+            row![
+                e.id,
+                e.mac.as_deref(),
+                &e.mac_vendor,
+                &e.ip,
+                &e.hostname,
+                &e.fqdn,
+                &e.os_name,
+                &e.os_version,
+                &e.os_build,
+                &e.dhcp_vendor_class,
+                &e.dhcp_params,
+                &e.user_agent,
+                &e.profile,
+                e.match_score,
+                e.risk_level,
+                &e.sources,
+                &e.custom_data,
+                e.first_seen,
+                e.last_seen,
+                e.created_at,
+                e.updated_at,
+                &e.other_profiles,
+                &e.profile_reason,
+            ]
+        })
+        .collect();
+    execute_values(
+        conn,
+        "INSERT INTO endpoints (id, mac, mac_vendor, ip, hostname, fqdn, os_name, os_version, os_build, \
+         dhcp_vendor_class, dhcp_params, user_agent, profile, match_score, risk_level, sources, custom_data, \
+         first_seen, last_seen, created_at, updated_at, other_profiles, profile_reason)",
+        "",
+        &rows,
+    )
+}
+
+/// Writes what an integration reports of these endpoints: OS, names, address, last seen,
+/// sources (and `updated_at`). One endpoint at most once.
+pub fn update_reported_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<usize> {
+    let rows: Vec<_> = list
+        .iter()
+        .map(|e| {
+            row![
+                e.id,
+                &e.os_name,
+                &e.os_version,
+                &e.os_build,
+                &e.hostname,
+                &e.fqdn,
+                &e.ip,
+                e.last_seen,
+                &e.sources,
+                e.updated_at
+            ]
+        })
+        .collect();
+    execute_values(
+        conn,
+        "UPDATE endpoints SET os_name = v.column2, os_version = v.column3, os_build = v.column4, \
+         hostname = v.column5, fqdn = v.column6, ip = v.column7, last_seen = v.column8, sources = v.column9, \
+         updated_at = v.column10 FROM (",
+        ") AS v WHERE endpoints.id = v.column1",
+        &rows,
+    )
+}
+
+/// What modeling decided for an endpoint: its profile, the match score, the other matching
+/// profiles (JSON) and the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileOutcome {
+    pub id: i64,
+    pub profile: String,
+    pub score: i16,
+    pub others: String,
+    pub reason: String,
+}
+
+pub fn set_profiles_many(conn: &mut AnyConnection, outcomes: &[ProfileOutcome]) -> QueryResult<usize> {
+    let rows: Vec<_> = outcomes.iter().map(|o| row![o.id, &o.profile, o.score, &o.others, &o.reason]).collect();
+    execute_values(
+        conn,
+        "UPDATE endpoints SET profile = v.column2, match_score = v.column3, other_profiles = v.column4, \
+         profile_reason = v.column5 FROM (",
+        ") AS v WHERE endpoints.id = v.column1",
+        &rows,
+    )
 }
 
 pub fn ips(conn: &mut AnyConnection, id: i64) -> QueryResult<Vec<EndpointIp>> {

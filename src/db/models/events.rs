@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use crate::db::batch::{execute_values, row};
 use crate::db::schema::events;
 use crate::db::{AnyConnection, now};
 
@@ -16,14 +17,14 @@ pub struct Event {
 }
 
 pub fn record(conn: &mut AnyConnection, endpoint_id: Option<i64>, kind: &str, message: &str) -> QueryResult<usize> {
-    diesel::insert_into(events::table)
-        .values((
-            events::at.eq(now()),
-            events::endpoint_id.eq(endpoint_id),
-            events::kind.eq(kind),
-            events::message.eq(message),
-        ))
-        .execute(conn)
+    record_many(conn, kind, &[(endpoint_id, message.to_owned())])
+}
+
+/// Records events of one kind: (endpoint, message).
+pub fn record_many(conn: &mut AnyConnection, kind: &str, events: &[(Option<i64>, String)]) -> QueryResult<usize> {
+    let at = now();
+    let rows: Vec<_> = events.iter().map(|(id, message)| row![at, *id, kind, message]).collect();
+    execute_values(conn, "INSERT INTO events (at, endpoint_id, kind, message)", "", &rows)
 }
 
 pub fn recent(conn: &mut AnyConnection, kind: &str, limit: i64) -> QueryResult<Vec<Event>> {

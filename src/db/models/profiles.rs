@@ -3,6 +3,7 @@
 
 use diesel::prelude::*;
 
+use crate::db::batch::{execute_values, row};
 use crate::db::schema::{endpoints, profile_assignments, profiles};
 use crate::db::{AnyConnection, now};
 
@@ -64,32 +65,9 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<ProfileRow>
 
 /// Gives an endpoint an integration-owned profile with a score (replacing an earlier score).
 pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score: i16) -> QueryResult<()> {
-    let existing: Option<i16> = profile_assignments::table
-        .find((endpoint_id, profile_id))
-        .select(profile_assignments::score)
-        .first(conn)
-        .optional()?;
-    match existing {
-        None => {
-            diesel::insert_into(profile_assignments::table)
-                .values((
-                    profile_assignments::endpoint_id.eq(endpoint_id),
-                    profile_assignments::profile_id.eq(profile_id),
-                    profile_assignments::score.eq(score),
-                ))
-                .execute(conn)?;
-        }
-        Some(s) if s != score => {
-            diesel::update(profile_assignments::table.find((endpoint_id, profile_id)))
-                .set(profile_assignments::score.eq(score))
-                .execute(conn)?;
-        }
-        Some(_) => {}
-    }
-    Ok(())
+    assign_many(conn, &[(endpoint_id, profile_id, score)]).map(drop)
 }
 
-/// Removes every assignment of an owner's profiles from one endpoint except `keep`.
 pub fn unassign_owner_except(
     conn: &mut AnyConnection,
     endpoint_id: i64,
@@ -104,6 +82,41 @@ pub fn unassign_owner_except(
             .filter(profile_assignments::profile_id.ne_all(keep.to_vec())),
     )
     .execute(conn)
+}
+
+/// An owner's assignments on these endpoints: (endpoint, profile, score).
+pub fn owner_assignments(
+    conn: &mut AnyConnection,
+    endpoint_ids: &[i64],
+    owner: &str,
+) -> QueryResult<Vec<(i64, i64, i16)>> {
+    if endpoint_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let owned = profiles::table.filter(profiles::owner.eq(owner.to_owned())).select(profiles::id);
+    profile_assignments::table
+        .filter(profile_assignments::endpoint_id.eq_any(endpoint_ids))
+        .filter(profile_assignments::profile_id.eq_any(owned))
+        .select((profile_assignments::endpoint_id, profile_assignments::profile_id, profile_assignments::score))
+        .load(conn)
+}
+
+/// Assigns profiles with scores: (endpoint, profile, score), each pair at most once.
+pub fn assign_many(conn: &mut AnyConnection, assignments: &[(i64, i64, i16)]) -> QueryResult<usize> {
+    let rows: Vec<_> = assignments.iter().map(|&(e, p, score)| row![e, p, score]).collect();
+    execute_values(
+        conn,
+        "INSERT INTO profile_assignments (endpoint_id, profile_id, score)",
+        "ON CONFLICT (endpoint_id, profile_id) DO UPDATE SET score = excluded.score \
+         WHERE profile_assignments.score <> excluded.score",
+        &rows,
+    )
+}
+
+/// Removes these (endpoint, profile) assignments.
+pub fn unassign_many(conn: &mut AnyConnection, pairs: &[(i64, i64)]) -> QueryResult<usize> {
+    let rows: Vec<_> = pairs.iter().map(|&(e, p)| row![e, p]).collect();
+    execute_values(conn, "DELETE FROM profile_assignments WHERE (endpoint_id, profile_id) IN (", ")", &rows)
 }
 
 /// An endpoint's integration-assigned profiles: (name, owner, score), enabled ones only.

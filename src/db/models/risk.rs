@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use crate::db::batch::{execute_values, row};
 use crate::db::schema::{endpoints, risk_factors};
 use crate::db::{AnyConnection, engine_query, now};
 
@@ -37,58 +38,61 @@ pub fn set(
     source: &str,
     factor: Option<(i16, &str, &str)>,
 ) -> QueryResult<bool> {
-    let existing: Option<(i16, String, String)> = risk_factors::table
-        .find((endpoint_id, source))
-        .select((risk_factors::level, risk_factors::summary, risk_factors::details))
-        .first(conn)
-        .optional()?;
-    let changed = match (&existing, factor) {
-        (None, None) => false,
-        (Some(_), None) => {
-            diesel::delete(risk_factors::table.find((endpoint_id, source))).execute(conn)?;
-            true
-        }
-        (Some((l, s, d)), Some((level, summary, details))) if *l == level && s == summary && d == details => false,
-        (Some(_), Some((level, summary, details))) => {
-            diesel::update(risk_factors::table.find((endpoint_id, source)))
-                .set((
-                    risk_factors::level.eq(level),
-                    risk_factors::summary.eq(summary),
-                    risk_factors::details.eq(details),
-                    risk_factors::updated_at.eq(now()),
-                ))
-                .execute(conn)?;
-            true
-        }
-        (None, Some((level, summary, details))) => {
-            diesel::insert_into(risk_factors::table)
-                .values((
-                    risk_factors::endpoint_id.eq(endpoint_id),
-                    risk_factors::source.eq(source),
-                    risk_factors::level.eq(level),
-                    risk_factors::summary.eq(summary),
-                    risk_factors::details.eq(details),
-                    risk_factors::updated_at.eq(now()),
-                ))
-                .execute(conn)?;
-            true
-        }
-    };
-    if changed {
-        refresh_overall(conn, endpoint_id)?;
-    }
-    Ok(changed)
+    let factor = factor.map(|(l, s, d)| (l, s.to_owned(), d.to_owned()));
+    Ok(set_many(conn, &[(endpoint_id, source, factor)])? > 0)
 }
 
-/// The overall risk is the highest factor (0, None, when there is none).
-pub fn refresh_overall(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<usize> {
-    let max: Option<i16> = risk_factors::table
-        .filter(risk_factors::endpoint_id.eq(endpoint_id))
-        .select(diesel::dsl::max(risk_factors::level))
-        .first(conn)?;
-    diesel::update(endpoints::table.find(endpoint_id).filter(endpoints::risk_level.ne(max.unwrap_or(0))))
-        .set(endpoints::risk_level.eq(max.unwrap_or(0)))
-        .execute(conn)
+/// Sets or clears many factors, (endpoint, source, factor), each pair at most once, then the
+/// overall level of the endpoints whose factors changed; returns how many factors changed.
+/// Reads the current factors in one query and writes only the differences.
+pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorValue>)]) -> QueryResult<usize> {
+    if factors.is_empty() {
+        return Ok(0);
+    }
+    let mut ids: Vec<i64> = factors.iter().map(|f| f.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut sources: Vec<&str> = factors.iter().map(|f| f.1).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let known = of_many(conn, &ids, &sources)?;
+    let t = now();
+    let (mut upserts, mut deletes, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, source, factor) in factors {
+        let current = known.get(&(*id, (*source).to_owned()));
+        match (current, factor) {
+            (None, None) => continue,
+            (Some(_), None) => deletes.push(row![*id, *source]),
+            (Some(c), Some(f)) if c == f => continue,
+            (_, Some((level, summary, details))) => upserts.push(row![*id, *source, *level, summary, details, t]),
+        }
+        changed.push(*id);
+    }
+    execute_values(
+        conn,
+        "INSERT INTO risk_factors (endpoint_id, source, level, summary, details, updated_at)",
+        "ON CONFLICT (endpoint_id, source) DO UPDATE SET level = excluded.level, summary = excluded.summary, \
+         details = excluded.details, updated_at = excluded.updated_at",
+        &upserts,
+    )?;
+    execute_values(conn, "DELETE FROM risk_factors WHERE (endpoint_id, source) IN (", ")", &deletes)?;
+    changed.sort_unstable();
+    changed.dedup();
+    refresh_overall(conn, &changed)?;
+    Ok(upserts.len() + deletes.len())
+}
+
+/// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
+/// they have none). Writes only the endpoints whose level moved.
+pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<usize> {
+    const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
+    let rows: Vec<_> = endpoint_ids.iter().map(|&id| row![id]).collect();
+    execute_values(
+        conn,
+        &format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ("),
+        &format!(") AND risk_level <> {HIGHEST}"),
+        &rows,
+    )
 }
 
 /// Endpoints per overall risk level.
