@@ -24,6 +24,8 @@ const STALE_KEY: &str = "model_stale";
 /// The risk sources this module owns.
 pub const PROFILE_SOURCE: &str = "Profile";
 pub const DUPLICATE_MAC_SOURCE: &str = "Duplicate MAC";
+/// The kind of the event recorded when an endpoint's profile changes.
+pub const PROFILE_CHANGED: &str = "profile.changed";
 /// How far back a host-name change under one MAC counts as a conflicting identity.
 const DUPLICATE_WINDOW_SECS: i64 = 7 * 86_400;
 const BATCH: i64 = 2_000;
@@ -42,7 +44,17 @@ pub struct Modeler {
 
 /// The enabled state of every profile, read once per batch or run.
 pub struct Enabled {
+    /// The library's profiles, in its order.
     standard: Vec<bool>,
+    /// Integrations' profiles, by name.
+    owned: HashMap<String, bool>,
+}
+
+/// An integration's assignments decided but not stored yet: for each endpoint, the owner's
+/// profile names and scores, standing in for those of the owner that are stored.
+pub struct PendingAssignments<'a> {
+    pub owner: &'a str,
+    pub by_endpoint: &'a HashMap<i64, Vec<(String, i16)>>,
 }
 
 /// A candidate profile for one endpoint.
@@ -55,21 +67,22 @@ struct Candidate {
     risky: Option<String>,
 }
 
-/// What modeling a batch writes, in a few multi-row statements.
+/// What modeling a batch writes, in a few multi-row statements: the endpoints whose profile
+/// outcome changed, their history and events, and every endpoint's profile-based factors.
 #[derive(Default)]
-struct ModelWrites {
-    profiles: Vec<endpoints::ProfileOutcome>,
-    history: Vec<Change<'static>>,
-    events: Vec<(Option<i64>, String)>,
-    factors: Vec<(i64, &'static str, Option<risk::FactorValue>)>,
+pub struct ModelWrites {
+    pub profiles: Vec<endpoints::ProfileOutcome>,
+    pub history: Vec<Change<'static>>,
+    pub events: Vec<(Option<i64>, String)>,
+    pub factors: Vec<(i64, &'static str, Option<risk::FactorValue>)>,
 }
 
 impl ModelWrites {
     /// Writes it all; returns how many endpoints' profile outcome changed.
-    fn apply(self, conn: &mut AnyConnection) -> QueryResult<usize> {
+    pub fn apply(self, conn: &mut AnyConnection) -> QueryResult<usize> {
         endpoints::set_profiles_many(conn, &self.profiles)?;
         endpoints::record_history_many(conn, &self.history)?;
-        events::record_many(conn, "profile.changed", &self.events)?;
+        events::record_many(conn, PROFILE_CHANGED, &self.events)?;
         risk::set_many(conn, &self.factors)?;
         Ok(self.profiles.len())
     }
@@ -94,30 +107,49 @@ impl Modeler {
     }
 
     pub fn enabled(&self, conn: &mut AnyConnection) -> QueryResult<Enabled> {
-        let rows: HashMap<String, bool> = profiles::all(conn)?
-            .into_iter()
-            .filter(|p| p.owner == profiles::STANDARD)
-            .map(|p| (p.name, p.enabled))
-            .collect();
+        let (standard, owned): (Vec<_>, Vec<_>) =
+            profiles::all(conn)?.into_iter().partition(|p| p.owner == profiles::STANDARD);
+        let rows: HashMap<String, bool> = standard.into_iter().map(|p| (p.name, p.enabled)).collect();
         let standard = self
             .library
             .profiles()
             .iter()
             .map(|p| rows.get(&p.name).copied().unwrap_or(p.enabled_by_default))
             .collect();
-        Ok(Enabled { standard })
+        Ok(Enabled { standard, owned: owned.into_iter().map(|p| (p.name, p.enabled)).collect() })
     }
 
     /// Re-evaluates these endpoints from their stored attributes; returns how many changed.
     /// Runs inside the caller's transaction.
     pub fn model(&self, conn: &mut AnyConnection, list: &[Endpoint], enabled: &Enabled) -> QueryResult<usize> {
+        self.plan(conn, list, enabled, None)?.apply(conn)
+    }
+
+    /// What modeling these endpoints, as given, would write. An integration's import plans
+    /// with the endpoints and assignments it has decided and not yet written, so that each
+    /// endpoint is written once with its profile and overall risk.
+    pub fn plan(
+        &self,
+        conn: &mut AnyConnection,
+        list: &[Endpoint],
+        enabled: &Enabled,
+        pending: Option<PendingAssignments<'_>>,
+    ) -> QueryResult<ModelWrites> {
         if list.is_empty() {
-            return Ok(0);
+            return Ok(ModelWrites::default());
         }
         let ids: Vec<i64> = list.iter().map(|e| e.id).collect();
         let mut assigned: HashMap<i64, Vec<(String, String, i16)>> = HashMap::new();
         for (id, name, owner, score) in profiles::assignments_of(conn, &ids)? {
-            assigned.entry(id).or_default().push((name, owner, score));
+            if pending.as_ref().is_none_or(|p| p.owner != owner) {
+                assigned.entry(id).or_default().push((name, owner, score));
+            }
+        }
+        if let Some(p) = &pending {
+            for (id, list) in p.by_endpoint {
+                let enabled_ones = list.iter().filter(|(name, _)| enabled.owned.get(name).copied().unwrap_or(false));
+                assigned.entry(*id).or_default().extend(enabled_ones.map(|(n, s)| (n.clone(), p.owner.to_owned(), *s)));
+            }
         }
         let conflicts = hostname_conflicts(conn, &ids)?;
         let mut writes = ModelWrites::default();
@@ -152,7 +184,7 @@ impl Modeler {
             });
             writes.factors.push((e.id, DUPLICATE_MAC_SOURCE, duplicate));
         }
-        writes.apply(conn)
+        Ok(writes)
     }
 
     fn candidates(&self, e: &Endpoint, enabled: &Enabled) -> Vec<Candidate> {

@@ -79,19 +79,70 @@ const MAX_BINDS: usize = 30_000;
 /// Runs `{head} VALUES (…), (…) {tail}` over `rows` (all of one width) in as few statements as
 /// the engines' limits on bound values allow; returns the rows affected. `head` and `tail` hold
 /// no parameters of their own. A `VALUES` list names its columns `column1`, `column2`, … on
-/// both engines, e.g. `UPDATE t SET a = v.column2 FROM (` … `) AS v WHERE t.id = v.column1`.
+/// both engines.
 pub fn execute_values(conn: &mut AnyConnection, head: &str, tail: &str, rows: &[Vec<Value<'_>>]) -> QueryResult<usize> {
+    execute_chunks(conn, rows, |_| (head.to_owned(), tail.to_owned()))
+}
+
+/// `UPDATE {table} SET {set} FROM (VALUES …) AS v WHERE {table}.id = v.column1`, for rows whose
+/// first value is the id; `set` names the values `v.column2`, … The ids are listed once more as
+/// literals: PostgreSQL's planner joins a few hundred `VALUES` rows to a table of any size by
+/// reading all of it, and reads only those rows through the primary key for an `IN` list.
+pub fn update_by_id(conn: &mut AnyConnection, table: &str, set: &str, rows: &[Vec<Value<'_>>]) -> QueryResult<usize> {
+    execute_chunks(conn, rows, |chunk| {
+        (
+            format!("UPDATE {table} SET {set} FROM ("),
+            format!(") AS v WHERE {table}.id = v.column1 AND {table}.id IN ({})", leading_ids(chunk)),
+        )
+    })
+}
+
+/// `DELETE FROM {table} WHERE ({key}, {column}) IN (VALUES …)`, for rows of two values, the
+/// first the id in `key` (listed as literals too, for the index: see [`update_by_id`]).
+pub fn delete_pairs(
+    conn: &mut AnyConnection,
+    table: &str,
+    key: &str,
+    column: &str,
+    rows: &[Vec<Value<'_>>],
+) -> QueryResult<usize> {
+    execute_chunks(conn, rows, |chunk| {
+        (
+            format!("DELETE FROM {table} WHERE {key} IN ({}) AND ({key}, {column}) IN (", leading_ids(chunk)),
+            ")".to_owned(),
+        )
+    })
+}
+
+/// The rows' first values, integers, as an SQL list (they are ours, never text from outside).
+fn leading_ids(rows: &[Vec<Value<'_>>]) -> String {
+    let ids: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match r.first() {
+            Some(Value::Int(id)) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() { "NULL".to_owned() } else { ids.join(", ") }
+}
+
+fn execute_chunks(
+    conn: &mut AnyConnection,
+    rows: &[Vec<Value<'_>>],
+    head_and_tail: impl Fn(&[Vec<Value<'_>>]) -> (String, String),
+) -> QueryResult<usize> {
     let Some(width) = rows.first().map(Vec::len).filter(|w| *w > 0) else { return Ok(0) };
     debug_assert!(rows.iter().all(|r| r.len() == width), "rows of one statement have one width");
     let mut affected = 0;
     for chunk in rows.chunks((MAX_BINDS / width).max(1)) {
+        let (head, tail) = head_and_tail(chunk);
         affected += match conn {
             AnyConnection::Sqlite(c) => {
-                let sql = statement(head, tail, chunk.len(), width, |_| "?".to_owned());
+                let sql = statement(&head, &tail, chunk.len(), width, |_| "?".to_owned());
                 bind_all(diesel::sql_query(sql).into_boxed::<Sqlite>(), chunk).execute(c)?
             }
             AnyConnection::Postgresql(c) => {
-                let sql = statement(head, tail, chunk.len(), width, |i| format!("${}", i + 1));
+                let sql = statement(&head, &tail, chunk.len(), width, |i| format!("${}", i + 1));
                 bind_all(diesel::sql_query(sql).into_boxed::<Pg>(), chunk).execute(c)?
             }
         };

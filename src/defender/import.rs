@@ -11,12 +11,12 @@ use sha2::{Digest, Sha256};
 
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::endpoints::{self, Change, Endpoint};
-use crate::db::models::{profiles, risk};
+use crate::db::models::{events, profiles, risk};
 use crate::db::{AnyConnection, now};
 use crate::domain::observations::host_and_fqdn;
 use crate::domain::profiles::MatchScore;
 use crate::domain::risk::RiskLevel;
-use crate::modeling::Modeler;
+use crate::modeling::{self, ModelWrites, Modeler, PendingAssignments};
 
 /// The owner name of the integration's profiles, and its endpoint source.
 pub const OWNER: &str = "defender";
@@ -207,8 +207,22 @@ pub fn import_batch(
         writes.store(r, existing, Some(endpoint_id), &note);
         to_model.push(endpoint_id);
     }
-    writes.apply(conn, &inventory)?;
-    modeler.model_ids(conn, &to_model)?;
+    // Modeled as decided, before anything is written: each endpoint is then written once, with
+    // its profile and overall risk.
+    let assigned: HashMap<i64, Vec<(String, i16)>> = writes
+        .profiles
+        .iter()
+        .map(|(&id, profile)| {
+            (id, profile.iter().map(|(_, name)| (name.clone(), MatchScore::VeryHigh.to_i16())).collect())
+        })
+        .collect();
+    to_model.sort_unstable();
+    to_model.dedup();
+    let list: Vec<Endpoint> = to_model.iter().filter_map(|id| inventory.endpoints.get(id).cloned()).collect();
+    let pending = PendingAssignments { owner: OWNER, by_endpoint: &assigned };
+    let enabled = modeler.enabled(conn)?;
+    let modeled = modeler.plan(conn, &list, &enabled, Some(pending))?;
+    writes.apply(conn, &mut inventory, modeled)?;
     Ok(counts)
 }
 
@@ -253,6 +267,7 @@ struct Inventory {
     endpoints: HashMap<i64, Endpoint>,
     /// Endpoints this batch creates, in order; the others it changed.
     created: Vec<i64>,
+    is_created: HashSet<i64>,
     changed: HashSet<i64>,
     by_mac: HashMap<String, Vec<i64>>,
     by_fqdn: HashMap<String, Vec<i64>>,
@@ -381,6 +396,7 @@ impl Inventory {
         self.index(&e);
         self.endpoints.insert(id, e);
         self.created.push(id);
+        self.is_created.insert(id);
     }
 
     /// Brings Defender's facts into the endpoint: OS, names and addresses it lacks, last seen.
@@ -424,7 +440,7 @@ impl Inventory {
         let updated = Endpoint { updated_at: now(), ..updated };
         self.index(&updated);
         self.endpoints.insert(endpoint_id, updated);
-        if !self.created.contains(&endpoint_id) {
+        if !self.is_created.contains(&endpoint_id) {
             self.changed.insert(endpoint_id);
         }
     }
@@ -437,30 +453,55 @@ struct Writes {
     history: Vec<Change<'static>>,
     /// When Defender last saw each endpoint.
     seen: HashMap<i64, i64>,
-    /// Each endpoint's integration profile (none without OS details).
-    profiles: HashMap<i64, Option<i64>>,
+    /// Each endpoint's integration profile, id and name (none without OS details).
+    profiles: HashMap<i64, Option<(i64, String)>>,
     risk: HashMap<i64, [Option<risk::FactorValue>; 2]>,
     machines: Vec<DefenderMachine>,
 }
 
 impl Writes {
-    fn apply(mut self, conn: &mut AnyConnection, inventory: &Inventory) -> QueryResult<()> {
+    fn apply(mut self, conn: &mut AnyConnection, inventory: &mut Inventory, modeled: ModelWrites) -> QueryResult<()> {
+        // The profile outcomes and overall risk go into the endpoints before they are written.
+        for o in modeled.profiles {
+            if let Some(e) = inventory.endpoints.get_mut(&o.id) {
+                (e.profile, e.match_score, e.other_profiles, e.profile_reason) =
+                    (o.profile, o.score, o.others, o.reason);
+                if !inventory.is_created.contains(&o.id) {
+                    inventory.changed.insert(o.id);
+                }
+            }
+        }
+        let mut factors: Vec<(i64, &str, Option<risk::FactorValue>)> = self
+            .risk
+            .drain()
+            .flat_map(|(id, [exposure, alerts])| [(id, EXPOSURE_SOURCE, exposure), (id, ALERTS_SOURCE, alerts)])
+            .collect();
+        factors.extend(modeled.factors);
+        // A new endpoint has no other factors; an existing one's level is refreshed with them.
+        for (id, level) in factors.iter().filter_map(|(id, _, f)| Some((*id, f.as_ref()?.0))) {
+            if let Some(e) = inventory.endpoints.get_mut(&id).filter(|e| inventory.is_created.contains(&e.id)) {
+                e.risk_level = e.risk_level.max(level);
+            }
+        }
+
         let created: Vec<&Endpoint> = inventory.created.iter().filter_map(|id| inventory.endpoints.get(id)).collect();
         endpoints::insert_many(conn, &created)?;
         let changed: Vec<&Endpoint> = inventory.changed.iter().filter_map(|id| inventory.endpoints.get(id)).collect();
-        endpoints::update_reported_many(conn, &changed)?;
+        endpoints::update_imported_many(conn, &changed)?;
+        self.history.extend(modeled.history);
         endpoints::record_history_many(conn, &self.history)?;
+        events::record_many(conn, modeling::PROFILE_CHANGED, &modeled.events)?;
         let seen: Vec<(i64, i64)> = self.seen.into_iter().collect();
         endpoints::upsert_sources(conn, OWNER, &seen)?;
 
         // The dynamic OS profile, owned by the integration, assigned with a Very High score;
         // machines without OS details keep the standard profiles.
         let score = MatchScore::VeryHigh.to_i16();
-        let stored: Vec<i64> = self.profiles.keys().copied().filter(|id| !inventory.created.contains(id)).collect();
+        let stored: Vec<i64> = self.profiles.keys().copied().filter(|id| !inventory.is_created.contains(id)).collect();
         let mut current: HashSet<(i64, i64, i16)> = HashSet::new();
         let mut unassign = Vec::new();
         for (endpoint_id, profile_id, s) in profiles::owner_assignments(conn, &stored, OWNER)? {
-            if self.profiles.get(&endpoint_id) == Some(&Some(profile_id)) {
+            if self.profiles.get(&endpoint_id).is_some_and(|p| p.as_ref().map(|p| p.0) == Some(profile_id)) {
                 current.insert((endpoint_id, profile_id, s));
             } else {
                 unassign.push((endpoint_id, profile_id));
@@ -469,17 +510,12 @@ impl Writes {
         let assign: Vec<(i64, i64, i16)> = self
             .profiles
             .iter()
-            .filter_map(|(&e, p)| p.map(|p| (e, p, score)))
+            .filter_map(|(&e, p)| p.as_ref().map(|p| (e, p.0, score)))
             .filter(|a| !current.contains(a))
             .collect();
         profiles::unassign_many(conn, &unassign)?;
         profiles::assign_many(conn, &assign)?;
 
-        let factors: Vec<(i64, &str, Option<risk::FactorValue>)> = self
-            .risk
-            .drain()
-            .flat_map(|(id, [exposure, alerts])| [(id, EXPOSURE_SOURCE, exposure), (id, ALERTS_SOURCE, alerts)])
-            .collect();
         risk::set_many(conn, &factors)?;
         defender_machines::replace_many(conn, &self.machines)
     }
@@ -528,24 +564,24 @@ impl Writes {
     }
 }
 
-/// The integration's profile for the machine's OS, created on first use.
+/// The integration's profile for the machine's OS, id and name, created on first use.
 fn integration_profile(
     conn: &mut AnyConnection,
     modeler: &Modeler,
     r: &MachineRecord,
     profile_ids: &mut HashMap<String, i64>,
-) -> QueryResult<Option<i64>> {
+) -> QueryResult<Option<(i64, String)>> {
     let Some(name) = profile_name(&r.os_platform, &r.os_version) else { return Ok(None) };
     if let Some(id) = profile_ids.get(&name) {
-        return Ok(Some(*id));
+        return Ok(Some((*id, name)));
     }
     let description = format!(
         "Created by the Microsoft Defender integration for machines reporting {} {}",
         r.os_platform, r.os_version
     );
     let id = modeler.integration_profile(conn, OWNER, &name, description.trim())?.id;
-    profile_ids.insert(name, id);
-    Ok(Some(id))
+    profile_ids.insert(name.clone(), id);
+    Ok(Some((id, name)))
 }
 
 /// The machine's Defender Exposure and Alerts factors.

@@ -4,7 +4,7 @@
 
 use diesel::prelude::*;
 
-use crate::db::batch::{execute_values, row};
+use crate::db::batch::{execute_values, row, update_by_id};
 use crate::db::schema::{endpoint_history, endpoint_ips, endpoint_sources, endpoints};
 use crate::db::{AnyConnection, engine_query, now};
 use crate::domain::observations::Observation;
@@ -432,9 +432,10 @@ pub fn insert_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<
     )
 }
 
-/// Writes what an integration reports of these endpoints: OS, names, address, last seen,
-/// sources (and `updated_at`). One endpoint at most once.
-pub fn update_reported_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<usize> {
+/// Writes what an integration's import sets of these endpoints: what it reports (OS, names,
+/// address, last seen, sources, `updated_at`) and what modeling made of it (profile outcome,
+/// overall risk). One endpoint at most once.
+pub fn update_imported_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<usize> {
     let rows: Vec<_> = list
         .iter()
         .map(|e| {
@@ -448,16 +449,22 @@ pub fn update_reported_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> Que
                 &e.ip,
                 e.last_seen,
                 &e.sources,
-                e.updated_at
+                e.updated_at,
+                &e.profile,
+                e.match_score,
+                &e.other_profiles,
+                &e.profile_reason,
+                e.risk_level,
             ]
         })
         .collect();
-    execute_values(
+    update_by_id(
         conn,
-        "UPDATE endpoints SET os_name = v.column2, os_version = v.column3, os_build = v.column4, \
-         hostname = v.column5, fqdn = v.column6, ip = v.column7, last_seen = v.column8, sources = v.column9, \
-         updated_at = v.column10 FROM (",
-        ") AS v WHERE endpoints.id = v.column1",
+        "endpoints",
+        "os_name = v.column2, os_version = v.column3, os_build = v.column4, hostname = v.column5, \
+         fqdn = v.column6, ip = v.column7, last_seen = v.column8, sources = v.column9, updated_at = v.column10, \
+         profile = v.column11, match_score = v.column12, other_profiles = v.column13, profile_reason = v.column14, \
+         risk_level = v.column15",
         &rows,
     )
 }
@@ -475,11 +482,10 @@ pub struct ProfileOutcome {
 
 pub fn set_profiles_many(conn: &mut AnyConnection, outcomes: &[ProfileOutcome]) -> QueryResult<usize> {
     let rows: Vec<_> = outcomes.iter().map(|o| row![o.id, &o.profile, o.score, &o.others, &o.reason]).collect();
-    execute_values(
+    update_by_id(
         conn,
-        "UPDATE endpoints SET profile = v.column2, match_score = v.column3, other_profiles = v.column4, \
-         profile_reason = v.column5 FROM (",
-        ") AS v WHERE endpoints.id = v.column1",
+        "endpoints",
+        "profile = v.column2, match_score = v.column3, other_profiles = v.column4, profile_reason = v.column5",
         &rows,
     )
 }

@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 
-use crate::db::batch::{execute_values, row};
+use crate::db::batch::{delete_pairs, execute_values, row};
 use crate::db::schema::{endpoints, profile_assignments, profiles};
 use crate::db::{AnyConnection, now};
 
@@ -116,7 +116,7 @@ pub fn assign_many(conn: &mut AnyConnection, assignments: &[(i64, i64, i16)]) ->
 /// Removes these (endpoint, profile) assignments.
 pub fn unassign_many(conn: &mut AnyConnection, pairs: &[(i64, i64)]) -> QueryResult<usize> {
     let rows: Vec<_> = pairs.iter().map(|&(e, p)| row![e, p]).collect();
-    execute_values(conn, "DELETE FROM profile_assignments WHERE (endpoint_id, profile_id) IN (", ")", &rows)
+    delete_pairs(conn, "profile_assignments", "endpoint_id", "profile_id", &rows)
 }
 
 /// An endpoint's integration-assigned profiles: (name, owner, score), enabled ones only.

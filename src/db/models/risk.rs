@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use crate::db::batch::{execute_values, row};
+use crate::db::batch::{delete_pairs, execute_values, row};
 use crate::db::schema::{endpoints, risk_factors};
 use crate::db::{AnyConnection, engine_query, now};
 
@@ -75,7 +75,7 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
          details = excluded.details, updated_at = excluded.updated_at",
         &upserts,
     )?;
-    execute_values(conn, "DELETE FROM risk_factors WHERE (endpoint_id, source) IN (", ")", &deletes)?;
+    delete_pairs(conn, "risk_factors", "endpoint_id", "source", &deletes)?;
     changed.sort_unstable();
     changed.dedup();
     refresh_overall(conn, &changed)?;
@@ -86,13 +86,15 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
 /// they have none). Writes only the endpoints whose level moved.
 pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<usize> {
     const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
-    let rows: Vec<_> = endpoint_ids.iter().map(|&id| row![id]).collect();
-    execute_values(
-        conn,
-        &format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ("),
-        &format!(") AND risk_level <> {HIGHEST}"),
-        &rows,
-    )
+    let mut updated = 0;
+    for chunk in endpoint_ids.chunks(1000) {
+        // The ids are ours: literals, so that PostgreSQL reads these rows by their key.
+        let ids = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let sql =
+            format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ({ids}) AND risk_level <> {HIGHEST}");
+        updated += diesel::sql_query(sql).execute(conn)?;
+    }
+    Ok(updated)
 }
 
 /// Endpoints per overall risk level.

@@ -81,7 +81,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
                 profiles::endpoint_counts(c)?,
                 sources,
                 firsts,
-                events::recent(c, "profile.changed", 10)?,
+                events::recent(c, crate::modeling::PROFILE_CHANGED, 10)?,
             ))
         })
         .await?;
