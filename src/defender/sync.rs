@@ -365,6 +365,7 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
     let mut imported = ImportCounts::default();
     let mut profile_ids = HashMap::new();
     let mut done = 0i64;
+    let mut optimized_at = IMPORT_BATCH as i64 / 2;
     let imported_so_far = |mut counts: RunCounts, imported: &ImportCounts| {
         counts.created = imported.created;
         counts.updated = imported.updated;
@@ -406,6 +407,13 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         }
         done += size;
         run.record("import", done, total).await;
+        // The planner's statistics, each time the import has doubled what it wrote.
+        if done >= 2 * optimized_at {
+            if let Err(e) = ctx.db.optimize_while_writing().await {
+                tracing::warn!(error = %e, "could not refresh the database statistics");
+            }
+            optimized_at = done;
+        }
     }
     counts = imported_so_far(counts, &imported);
     // Machines that left Defender are marked stale only after a complete import.
