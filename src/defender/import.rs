@@ -491,7 +491,7 @@ impl Writes {
         self.history.extend(modeled.history);
         endpoints::record_history_many(conn, &self.history)?;
         events::record_many(conn, modeling::PROFILE_CHANGED, &modeled.events)?;
-        let seen: Vec<(i64, i64)> = self.seen.into_iter().collect();
+        let seen: Vec<(i64, i64, i64)> = self.seen.into_iter().map(|(id, at)| (id, at, at)).collect();
         endpoints::upsert_sources(conn, OWNER, &seen)?;
 
         // The dynamic OS profile, owned by the integration, assigned with a Very High score;

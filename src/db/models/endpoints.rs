@@ -84,8 +84,9 @@ pub fn apply_observations(
 ) -> QueryResult<Merged> {
     let mut counts = MergeCounts::default();
     let mut touched = Vec::with_capacity(observations.len());
+    let mut later = Later::default();
     for o in observations {
-        let (id, created) = apply_one(conn, o, source, &vendor_for_mac)?;
+        let (id, created) = apply_one(conn, o, source, &vendor_for_mac, &mut later)?;
         touched.push(id);
         if created {
             counts.created += 1;
@@ -93,9 +94,21 @@ pub fn apply_observations(
             counts.updated += 1;
         }
     }
+    // Written last, in a statement each: nothing in the batch reads them.
+    record_history_many(conn, &later.history)?;
+    let seen: Vec<(i64, i64, i64)> = later.seen.into_iter().map(|(id, (first, last))| (id, first, last)).collect();
+    upsert_sources(conn, source, &seen)?;
     touched.sort_unstable();
     touched.dedup();
     Ok(Merged { counts, touched })
+}
+
+/// What a batch of observations writes after its endpoints: their history, and when the
+/// source saw each endpoint first and last in the batch.
+#[derive(Default)]
+struct Later<'a> {
+    history: Vec<Change<'a>>,
+    seen: std::collections::HashMap<i64, (i64, i64)>,
 }
 
 fn find_for_observation(conn: &mut AnyConnection, o: &Observation) -> QueryResult<Option<Endpoint>> {
@@ -114,11 +127,12 @@ fn find_for_observation(conn: &mut AnyConnection, o: &Observation) -> QueryResul
 }
 
 /// Returns the endpoint's id and whether it was created.
-fn apply_one(
+fn apply_one<'a>(
     conn: &mut AnyConnection,
     o: &Observation,
-    source: &str,
+    source: &'a str,
     vendor_for_mac: &impl Fn(&str) -> Option<String>,
+    later: &mut Later<'a>,
 ) -> QueryResult<(i64, bool)> {
     let t = now();
     let (id, created) = match find_for_observation(conn, o)? {
@@ -143,23 +157,25 @@ fn apply_one(
             (id, true)
         }
         Some(e) => {
-            update_from_observation(conn, &e, o, source, t)?;
+            update_from_observation(conn, &e, o, source, t, &mut later.history)?;
             (e.id, false)
         }
     };
     if let Some(ip) = &o.ip {
         upsert_ip(conn, id, ip, o.seen_at)?;
     }
-    upsert_source(conn, id, source, o.seen_at)?;
+    let seen = later.seen.entry(id).or_insert((o.seen_at, o.seen_at));
+    *seen = (seen.0.min(o.seen_at), seen.1.max(o.seen_at));
     Ok((id, created))
 }
 
-fn update_from_observation(
+fn update_from_observation<'a>(
     conn: &mut AnyConnection,
     e: &Endpoint,
     o: &Observation,
-    source: &str,
+    source: &'a str,
     t: i64,
+    history: &mut Vec<Change<'a>>,
 ) -> QueryResult<()> {
     // An observation older than what we know may add facts but must not roll the current ones back.
     let newer = o.seen_at >= e.last_seen;
@@ -185,7 +201,7 @@ fn update_from_observation(
         || sources != e.sources;
     for (field, old, new) in [("ip", &e.ip, &ip), ("hostname", &e.hostname, &hostname)] {
         if old != new && !old.is_empty() {
-            record_history(conn, e.id, field, old, new, source)?;
+            history.push(Change { endpoint_id: e.id, field, old: old.clone(), new: new.clone(), source });
         }
     }
     let last_seen = e.last_seen.max(o.seen_at);
@@ -217,17 +233,6 @@ pub fn merged_sources(existing: &str, source: &str) -> String {
         all.sort_unstable();
     }
     all.join(",")
-}
-
-pub fn record_history(
-    conn: &mut AnyConnection,
-    endpoint_id: i64,
-    field: &str,
-    old: &str,
-    new: &str,
-    source: &str,
-) -> QueryResult<usize> {
-    record_history_many(conn, &[Change { endpoint_id, field, old: old.to_owned(), new: new.to_owned(), source }])
 }
 
 /// A change of one of an endpoint's fields, for its history.
@@ -279,14 +284,14 @@ fn upsert_ip(conn: &mut AnyConnection, endpoint_id: i64, ip: &str, seen: i64) ->
 }
 
 pub fn upsert_source(conn: &mut AnyConnection, endpoint_id: i64, source: &str, seen: i64) -> QueryResult<()> {
-    upsert_sources(conn, source, &[(endpoint_id, seen)]).map(drop)
+    upsert_sources(conn, source, &[(endpoint_id, seen, seen)]).map(drop)
 }
 
-/// Records that `source` saw these endpoints at these times: a new row for an endpoint it had
-/// not reported, a later `last_seen` for one it had; an earlier time changes nothing. One
-/// endpoint at most once.
-pub fn upsert_sources(conn: &mut AnyConnection, source: &str, seen: &[(i64, i64)]) -> QueryResult<usize> {
-    let rows: Vec<_> = seen.iter().map(|&(id, at)| row![id, source, at, at]).collect();
+/// Records that `source` saw these endpoints, (endpoint, first, last): a new row for an
+/// endpoint it had not reported, a later `last_seen` for one it had; an earlier time changes
+/// nothing. One endpoint at most once.
+pub fn upsert_sources(conn: &mut AnyConnection, source: &str, seen: &[(i64, i64, i64)]) -> QueryResult<usize> {
+    let rows: Vec<_> = seen.iter().map(|&(id, first, last)| row![id, source, first, last]).collect();
     execute_values(
         conn,
         "INSERT INTO endpoint_sources (endpoint_id, source, first_seen, last_seen)",
