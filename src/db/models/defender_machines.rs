@@ -63,14 +63,6 @@ pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Op
     Ok(machines.into_iter().min_by_key(|m| (m.stale, std::cmp::Reverse(m.last_seen))))
 }
 
-pub fn upsert(conn: &mut AnyConnection, m: &DefenderMachine) -> QueryResult<()> {
-    let n = diesel::update(defender_machines::table.find(&m.machine_id)).set(m).execute(conn)?;
-    if n == 0 {
-        diesel::insert_into(defender_machines::table).values(m).execute(conn)?;
-    }
-    Ok(())
-}
-
 /// The stored machines with these ids.
 pub fn find_many(conn: &mut AnyConnection, machine_ids: &[&str]) -> QueryResult<Vec<DefenderMachine>> {
     if machine_ids.is_empty() {
