@@ -114,16 +114,22 @@ pub fn delete_pairs(
     })
 }
 
-/// The rows' first values, integers, as an SQL list (they are ours, never text from outside).
+/// The rows' first values, integers, as an SQL list.
 fn leading_ids(rows: &[Vec<Value<'_>>]) -> String {
-    let ids: Vec<String> = rows
+    let ids: Vec<i64> = rows
         .iter()
         .filter_map(|r| match r.first() {
-            Some(Value::Int(id)) => Some(id.to_string()),
+            Some(Value::Int(id)) => Some(*id),
             _ => None,
         })
         .collect();
-    if ids.is_empty() { "NULL".to_owned() } else { ids.join(", ") }
+    id_list(&ids)
+}
+
+/// Ids as literals for `IN (…)` (they are integers, never text from outside): PostgreSQL then
+/// reads those rows through the key, where it would scan a table joined to a list of values.
+pub fn id_list(ids: &[i64]) -> String {
+    if ids.is_empty() { "NULL".to_owned() } else { ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ") }
 }
 
 fn execute_chunks(

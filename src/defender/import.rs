@@ -22,6 +22,8 @@ use crate::modeling::{self, ModelWrites, Modeler, PendingAssignments};
 pub const OWNER: &str = "defender";
 pub const EXPOSURE_SOURCE: &str = "Microsoft Defender Exposure";
 pub const ALERTS_SOURCE: &str = "Microsoft Defender Alerts";
+/// The score of the dynamic OS profile the integration assigns.
+const PROFILE_SCORE: MatchScore = MatchScore::VeryHigh;
 /// How close in time an IP address must have been seen for an IP-only match.
 const IP_WINDOW_SECS: i64 = 24 * 3600;
 
@@ -158,7 +160,6 @@ pub fn import_batch(
 
     let mut counts = ImportCounts::default();
     let mut writes = Writes::default();
-    let mut to_model = Vec::new();
     for r in records {
         let existing = existing.get(&r.machine_id);
         let linked = linked_to(r, &inventory);
@@ -205,20 +206,18 @@ pub fn import_batch(
         writes.profiles.insert(endpoint_id, profile);
         writes.risk.insert(endpoint_id, risk_factors(r));
         writes.store(r, existing, Some(endpoint_id), &note);
-        to_model.push(endpoint_id);
     }
     // Modeled as decided, before anything is written: each endpoint is then written once, with
     // its profile and overall risk.
     let assigned: HashMap<i64, Vec<(String, i16)>> = writes
         .profiles
         .iter()
-        .map(|(&id, profile)| {
-            (id, profile.iter().map(|(_, name)| (name.clone(), MatchScore::VeryHigh.to_i16())).collect())
-        })
+        .map(|(&id, profile)| (id, profile.iter().map(|(_, name)| (name.clone(), PROFILE_SCORE.to_i16())).collect()))
         .collect();
-    to_model.sort_unstable();
-    to_model.dedup();
-    let list: Vec<Endpoint> = to_model.iter().filter_map(|id| inventory.endpoints.get(id).cloned()).collect();
+    // Every endpoint the batch reached has its entry in `profiles` (None without OS details).
+    let mut reached: Vec<i64> = writes.profiles.keys().copied().collect();
+    reached.sort_unstable();
+    let list: Vec<Endpoint> = reached.iter().filter_map(|id| inventory.endpoints.get(id).cloned()).collect();
     let pending = PendingAssignments { owner: OWNER, by_endpoint: &assigned };
     let enabled = modeler.enabled(conn)?;
     let modeled = modeler.plan(conn, &list, &enabled, Some(pending))?;
@@ -496,7 +495,7 @@ impl Writes {
 
         // The dynamic OS profile, owned by the integration, assigned with a Very High score;
         // machines without OS details keep the standard profiles.
-        let score = MatchScore::VeryHigh.to_i16();
+        let score = PROFILE_SCORE.to_i16();
         let stored: Vec<i64> = self.profiles.keys().copied().filter(|id| !inventory.is_created.contains(id)).collect();
         let mut current: HashSet<(i64, i64, i16)> = HashSet::new();
         let mut unassign = Vec::new();

@@ -407,12 +407,14 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         }
         done += size;
         run.record("import", done, total).await;
-        // The planner's statistics, each time the import has doubled what it wrote.
-        if done >= 2 * optimized_at {
+        // The planner's statistics, each time the import has doubled what it wrote (an
+        // unchanged re-sync writes nothing and needs none).
+        let written = imported.created + imported.updated + imported.merged;
+        if written >= 2 * optimized_at {
             if let Err(e) = ctx.db.optimize_while_writing().await {
                 tracing::warn!(error = %e, "could not refresh the database statistics");
             }
-            optimized_at = done;
+            optimized_at = written;
         }
     }
     counts = imported_so_far(counts, &imported);

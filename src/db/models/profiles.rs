@@ -68,6 +68,7 @@ pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score
     assign_many(conn, &[(endpoint_id, profile_id, score)]).map(drop)
 }
 
+/// Removes every assignment of an owner's profiles from one endpoint except `keep`.
 pub fn unassign_owner_except(
     conn: &mut AnyConnection,
     endpoint_id: i64,

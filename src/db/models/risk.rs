@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use crate::db::batch::{delete_pairs, execute_values, row};
+use crate::db::batch::{delete_pairs, execute_values, id_list, row};
 use crate::db::schema::{endpoints, risk_factors};
 use crate::db::{AnyConnection, engine_query, now};
 
@@ -88,8 +88,7 @@ pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryR
     const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
     let mut updated = 0;
     for chunk in endpoint_ids.chunks(1000) {
-        // The ids are ours: literals, so that PostgreSQL reads these rows by their key.
-        let ids = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let ids = id_list(chunk);
         let sql =
             format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ({ids}) AND risk_level <> {HIGHEST}");
         updated += diesel::sql_query(sql).execute(conn)?;
