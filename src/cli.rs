@@ -152,7 +152,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Simulate(args) = cli.command {
         // The simulator needs no settings and no database.
-        let _logs = init_logging(&Settings::default());
+        let _logs = crate::logging::init(&Settings::default());
         return match run_async(crate::simulator::run(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -168,7 +168,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _logs = init_logging(&settings);
+    let _logs = crate::logging::init(&settings);
     let result = match cli.command {
         Command::Serve => run_async(serve(settings)),
         Command::Demo { machines, simulator_bind } => run_async(crate::demo::run(settings, machines, simulator_bind)),
@@ -209,22 +209,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to standard error through a writer thread: a request's log line is queued, never written
-/// by the request's own thread, which waited hundreds of milliseconds for a log file while a
-/// sync's writes kept the disk busy (docs/benchmarks.md, row 5). Nothing is dropped: with a full
-/// queue (128,000 lines) the caller waits. The guard flushes the queue when it is dropped.
-fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
-    let (writer, guard) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
-    // Colours only for a person at a terminal: a log file or pipe gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
-    let _ = if settings.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
-    guard
 }
 
 fn run_async<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fuzz;
 pub mod inventory;
 pub mod jobs;
+pub mod logging;
 pub mod metrics;
 pub mod modeling;
 pub mod secrets;

@@ -82,6 +82,21 @@ impl Instance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first log line containing `needle`, waiting a moment for it: lines are written
+    /// in batches, a few milliseconds after they were logged (`endpoint_analytics::logging`).
+    async fn logged(&self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return Some(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn status(&self, token: &str) -> Value {
         let res = reqwest::Client::new()
             .get(self.url("/api/v1/integrations/defender/status"))
@@ -316,7 +331,7 @@ async fn instances_on_one_postgresql_database_share_sessions_settings_and_the_sy
     // Logs are JSON lines carrying the request id, the one a proxy sent when it sent one.
     let res = reqwest::Client::new().get(b.url("/healthz")).header("X-Request-Id", "lb-7f3a-42").send().await.unwrap();
     assert_eq!(res.headers()["x-request-id"], "lb-7f3a-42");
-    let line = b.log().lines().find(|l| l.contains("lb-7f3a-42")).map(str::to_owned).expect("the request is logged");
+    let line = b.logged("lb-7f3a-42").await.expect("the request is logged");
     let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(entry["fields"]["request_id"], "lb-7f3a-42", "{entry}");
     assert_eq!(entry["fields"]["path"], "/healthz", "{entry}");
