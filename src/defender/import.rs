@@ -266,6 +266,7 @@ struct Inventory {
     endpoints: HashMap<i64, Endpoint>,
     /// Endpoints this batch creates, in order; the others it changed.
     created: Vec<i64>,
+    /// `created` as a set, for the lookups by id (up to a batch's size each).
     is_created: HashSet<i64>,
     changed: HashSet<i64>,
     by_mac: HashMap<String, Vec<i64>>,
