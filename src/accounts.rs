@@ -3,7 +3,7 @@
 
 use crate::auth::{Role, check_password_strength, check_username, hash_password};
 use crate::db::AnyConnection;
-use crate::db::models::users;
+use crate::db::models::{sessions, users};
 
 /// Why an account change was refused, in words for the person who asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,12 @@ pub fn create_user(conn: &mut AnyConnection, name: &str, password: &str, role: R
 pub fn reset_password(conn: &mut AnyConnection, id: i64, password: &str) -> Result<String, AccountError> {
     let user = users::find(conn, id)?.ok_or_else(|| AccountError::Invalid("No such user.".into()))?;
     check_password_strength(&user.username, password).map_err(AccountError::Invalid)?;
-    users::set_password(conn, id, &hash_password(password)?)?;
+    let hash = hash_password(password)?;
+    conn.write_transaction(|c| {
+        users::set_password(c, id, &hash)?;
+        // Whoever knew the old password is signed out with it.
+        sessions::delete_of_user(c, id)
+    })?;
     Ok(user.username)
 }
 

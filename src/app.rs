@@ -32,6 +32,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The largest request body (a batch of 10,000 observations is about 3 MB).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Password checks at once: one per core keeps the CPU busy without queueing Argon2's memory
+/// (about 19 MiB per check) behind a burst of guesses.
+static PASSWORD_CHECKS_AT_ONCE: std::sync::LazyLock<std::num::NonZeroUsize> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN));
+
 pub struct Application {
     server: Server,
     addr: SocketAddr,
@@ -72,6 +77,7 @@ impl Application {
         .await??;
         let master = settings.master_key()?;
         let session_key = Key::derive_from(&master.derive("session-cookie-v1"));
+        let secure = settings.cookies_secure();
         let listener =
             TcpListener::bind(&settings.bind).with_context(|| format!("cannot listen on {}", settings.bind))?;
         let addr = listener.local_addr()?;
@@ -84,6 +90,10 @@ impl Application {
             defender_client: defender_client.clone(),
             defender_clients: Default::default(),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE.get().max(1)),
+            login_csrf: crate::web::security::LoginCsrf::new(master.derive("login-form-csrf-v1"), secure),
+            refusals: Default::default(),
+            trusted_proxies: settings.trusted_proxy_nets()?,
             settings: settings.clone(),
             sso: crate::sso::Sso::new(),
             metrics,
@@ -95,7 +105,6 @@ impl Application {
 
         let state_for_jobs = state.clone();
         let store = DbSessionStore::new(db.clone());
-        let secure = settings.cookie_secure;
         // The `__Host-` prefix makes the browser refuse the cookie unless it is Secure, host-only
         // and for path `/`; it is only possible over HTTPS.
         let cookie_name = if secure { "__Host-ea_session" } else { "ea_session" };
@@ -159,7 +168,7 @@ impl Application {
     /// finishes the requests in flight, and meanwhile stops a running sync or re-model at its
     /// next unit boundary and waits until it has recorded how it ended.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let housekeeping = tokio::spawn(housekeeping(self.db.clone(), self.state.login_throttle));
+        let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let scheduler = tokio::spawn(crate::jobs::supervise(self.state.sync_context()));
         let (handle, background) = (self.server.handle(), self.state.background.clone());
         let on_signal = tokio::spawn(async move {
@@ -175,6 +184,7 @@ impl Application {
         housekeeping.abort();
         // Also when the server ended for another reason than a signal.
         self.state.background.shutdown(SHUTDOWN_GRACE).await;
+        self.state.refusals.flush(&self.db).await;
         on_signal.abort();
         tracing::info!("stopped");
         result
@@ -203,19 +213,25 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Periodic clean-up that no request should wait for.
-async fn housekeeping(db: Db, throttle: LoginThrottle) {
-    let mut every = tokio::time::interval(Duration::from_secs(600));
-    loop {
+/// Periodic clean-up that no request should wait for: every minute the counted refusals, every
+/// ten minutes expired sessions and forgotten sign-in attempts.
+async fn housekeeping(state: Data<AppState>) {
+    let db = &state.db;
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    for minute in 0u64.. {
         every.tick().await;
+        state.refusals.flush_finished(db).await;
+        if minute % 10 != 0 {
+            continue;
+        }
         match db.run(|c| Ok(sessions::purge_expired(c)?)).await {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sessions purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
         }
-        let before = crate::db::now() - throttle.lockout_secs();
+        let before = crate::db::now() - LoginThrottle::FORGET_AFTER_SECS;
         if let Err(e) = db.run(move |c| Ok(login_failures::purge(c, before)?)).await {
-            tracing::warn!(error = %e, "could not purge old failed sign-ins");
+            tracing::warn!(error = %e, "could not purge old sign-in attempts");
         }
     }
 }

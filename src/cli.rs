@@ -289,7 +289,14 @@ fn create_token(settings: &Settings, name: &str, role: Role, expires_days: Optio
     let mut conn = db.conn()?;
     let token = new_api_token();
     let expires_at = expires_days.map(|d| crate::db::now() + i64::from(d) * 86_400);
-    api_tokens::create(&mut conn, name.trim(), &hash_api_token(&token), role, "cli", expires_at)?;
+    api_tokens::create(
+        &mut conn,
+        name.trim(),
+        &hash_api_token(&token),
+        role,
+        api_tokens::Creator::CommandLine,
+        expires_at,
+    )?;
     audit::record(
         &mut conn,
         audit::NewAudit {

@@ -26,9 +26,10 @@ pub struct Settings {
     /// absent it is generated on first start into `data_dir/master.key`. Instances sharing one
     /// PostgreSQL database must share this key.
     pub master_key: Option<String>,
-    /// Mark cookies `Secure` and name the session cookie with the `__Host-` prefix. Turn on
-    /// whenever the product is reached over HTTPS (directly or behind a TLS proxy).
-    pub cookie_secure: bool,
+    /// Mark cookies `Secure` and name them with the `__Host-` prefix. Unset, it is on unless the
+    /// server listens on a loopback address only (a browser on this machine, or a local proxy):
+    /// anything reachable from the network is expected behind HTTPS.
+    pub cookie_secure: Option<bool>,
     /// A session unused for this long ends.
     pub session_idle_minutes: i64,
     /// A session ends this long after sign-in, used or not.
@@ -43,8 +44,12 @@ pub struct Settings {
     pub log_format: String,
     /// Addresses (`10.0.0.5`) and networks (`10.0.0.0/24`, `fd00::/8`) that may read `/metrics`
     /// without a token (a Prometheus server). Empty by default: only Admin API tokens may. The
-    /// address is the TCP peer's; behind a proxy that is the proxy's.
+    /// address is the client's (see `trusted_proxies`).
     pub metrics_allow: Vec<String>,
+    /// Reverse proxies (addresses or networks) whose `Forwarded` and `X-Forwarded-For`,
+    /// `-Proto` and `-Host` headers are believed. Empty by default: the TCP peer is the client,
+    /// and such headers from anyone are ignored (they could name any address).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Settings {
@@ -54,7 +59,7 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             data_dir: "data".into(),
             master_key: None,
-            cookie_secure: false,
+            cookie_secure: None,
             session_idle_minutes: 30,
             session_absolute_hours: 12,
             login_max_failures: 5,
@@ -63,6 +68,7 @@ impl Default for Settings {
             db_pool_size: 16,
             log_format: "text".into(),
             metrics_allow: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -82,6 +88,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_DB_POOL_SIZE", "db_pool_size"),
     ("EA_LOG_FORMAT", "log_format"),
     ("EA_METRICS_ALLOW", "metrics_allow"),
+    ("EA_TRUSTED_PROXIES", "trusted_proxies"),
 ];
 
 impl Settings {
@@ -118,23 +125,23 @@ impl Settings {
         anyhow::ensure!(self.db_pool_size > 0, "db_pool_size must be positive");
         anyhow::ensure!(matches!(self.log_format.as_str(), "text" | "json"), "log_format must be text or json");
         self.metrics_allow_nets()?;
+        self.trusted_proxy_nets()?;
         Ok(())
     }
 
     /// `metrics_allow` parsed; a bare address is a network of one.
     pub fn metrics_allow_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
-        self.metrics_allow
-            .iter()
-            .map(|entry| {
-                let e = entry.trim();
-                e.parse::<ipnet::IpNet>()
-                    .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| {
-                        anyhow::anyhow!("metrics_allow: {e:?} is not an IP address or network such as 10.0.0.0/24")
-                    })
-            })
-            .collect()
+        networks("metrics_allow", &self.metrics_allow)
+    }
+
+    /// `trusted_proxies` parsed; a bare address is a network of one.
+    pub fn trusted_proxy_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        networks("trusted_proxies", &self.trusted_proxies)
+    }
+
+    /// Whether cookies are `Secure`: as set, else unless the server listens on loopback only.
+    pub fn cookies_secure(&self) -> bool {
+        self.cookie_secure.unwrap_or_else(|| !self.bind.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()))
     }
 
     /// The master key: from the settings, or from `data_dir/master.key`, created on first use.
@@ -160,6 +167,20 @@ impl Settings {
     }
 }
 
+/// Addresses (`10.0.0.5`) and networks (`10.0.0.0/24`, `fd00::/8`) of a setting.
+fn networks(setting: &str, entries: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let e = entry.trim();
+            e.parse::<ipnet::IpNet>()
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| anyhow::anyhow!("{setting}: {e:?} is not an IP address or network such as 10.0.0.0/24"))
+        })
+        .collect()
+}
+
 fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
     let int = |v: &str| -> anyhow::Result<toml::Value> {
         v.trim()
@@ -178,7 +199,7 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "workers"
         | "db_pool_size" => int(value)?,
         // A comma-separated list.
-        "metrics_allow" => toml::Value::Array(
+        "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),
         ),
         _ => toml::Value::String(value.to_owned()),

@@ -32,16 +32,43 @@ pub type RawBatch = Vec<(usize, Result<RawObservation, String>)>;
 /// [`MAX_BATCH`] items, each an observation or the reason it is not one. Nothing is validated
 /// beyond the shape; [`ingest`] does that.
 pub fn parse_json_batch(body: &[u8]) -> Result<RawBatch, String> {
-    let values: Vec<serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| format!("The body must be a JSON array of observations: {e}"))?;
-    if values.len() > MAX_BATCH {
-        return Err(format!("A batch holds at most {MAX_BATCH} observations; this one has {}.", values.len()));
-    }
+    let over_cap = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let values = serde::Deserializer::deserialize_seq(&mut de, CappedItems(&over_cap))
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| match over_cap.get() {
+            true => format!("A batch holds at most {MAX_BATCH} observations; this one has more. Send it in parts."),
+            false => format!("The body must be a JSON array of observations: {e}"),
+        })?;
     Ok(values
         .into_iter()
         .enumerate()
         .map(|(i, v)| (i, serde_json::from_value::<RawObservation>(v).map_err(|e| format!("not an observation: {e}"))))
         .collect())
+}
+
+/// The items of a JSON array, refused at the item cap while the array is still being read: a
+/// body of a million small items stops after [`MAX_BATCH`] of them, not after all were built.
+struct CappedItems<'a>(&'a std::cell::Cell<bool>);
+
+impl<'de> serde::de::Visitor<'de> for CappedItems<'_> {
+    type Value = Vec<serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {MAX_BATCH} observations")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
+        while let Some(item) = seq.next_element::<serde_json::Value>()? {
+            if items.len() == MAX_BATCH {
+                self.0.set(true);
+                return Err(serde::de::Error::custom("too many observations"));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 /// Validates and merges a batch. `items` pairs each observation (or the reason it could not even

@@ -117,7 +117,7 @@ impl BatchedWriter {
 /// moved per line).
 impl Write for &BatchedWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.push(buf);
+        self.push(&inert_line(buf));
         Ok(buf.len())
     }
 
@@ -132,6 +132,37 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedWriter {
     fn make_writer(&'a self) -> Self::Writer {
         self
     }
+}
+
+/// Characters that would forge or disguise log lines: line breaks (a second, fake line), other
+/// control characters, and bidirectional overrides (text shown in another order than stored).
+/// ESC stays: the formatter colours a terminal's lines with it, and `tracing-subscriber` already
+/// escapes it inside field values.
+fn is_deceptive(c: char) -> bool {
+    (c.is_control() && c != '\u{1b}' && c != '\t') || crate::domain::text::is_bidi_control(c)
+}
+
+/// One formatted event as it may be written: every deceptive character but the line's final
+/// newline becomes a visible `\uXXXX` escape (also a valid escape inside a JSON string).
+fn inert_line(buf: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let (body, end) = match buf.strip_suffix(b"\n") {
+        Some(body) => (body, "\n"),
+        None => (buf, ""),
+    };
+    let text = String::from_utf8_lossy(body);
+    if !text.chars().any(is_deceptive) && matches!(text, std::borrow::Cow::Borrowed(_)) {
+        return std::borrow::Cow::Borrowed(buf);
+    }
+    let mut out = String::with_capacity(buf.len() + 16);
+    for c in text.chars() {
+        if is_deceptive(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.push_str(end);
+    std::borrow::Cow::Owned(out.into_bytes())
 }
 
 /// Writes the lines still waiting and stops the writer thread when dropped.
@@ -152,6 +183,15 @@ impl Drop for LogGuard {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn line_breaks_and_bidi_overrides_are_escaped_but_the_final_newline_kept() {
+        let forged = "INFO refused: access_denied\r\nINFO forged: admin signed in \u{202e}txt.exe\n";
+        let out = String::from_utf8(super::inert_line(forged.as_bytes()).into_owned()).unwrap();
+        assert_eq!(out, "INFO refused: access_denied\\u000d\\u000aINFO forged: admin signed in \\u202etxt.exe\n");
+        let plain = "INFO \u{1b}[32mok\u{1b}[0m\tdone\n";
+        assert!(matches!(super::inert_line(plain.as_bytes()), std::borrow::Cow::Borrowed(_)));
+    }
+
     use super::*;
 
     /// A shared buffer standing in for standard error, counting the writes it received.

@@ -85,6 +85,8 @@ struct Inner {
     api_throttled: Family<ApiLabels, Counter>,
     endpoints_by_risk: Family<RiskLabels, Gauge>,
     actions_by_status: Family<ActionLabels, Gauge>,
+    password_checks: Counter,
+    sign_ins_refused: Family<OutcomeLabels, Counter>,
     /// Held while the scrape-time gauges are replaced and encoded, so that two scrapes at once
     /// cannot interleave a clear with the other's values.
     scrape: Mutex<()>,
@@ -163,8 +165,23 @@ impl Metrics {
             "Defender machine actions requested through the product, by type and status",
             actions_by_status.clone(),
         );
+        let password_checks = Counter::default();
+        registry.register(
+            "password_checks",
+            "Passwords checked against their Argon2 hash at sign-in (attempts refused before the check are not counted)",
+            password_checks.clone(),
+        );
+        let sign_ins_refused = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sign_ins_refused",
+            "Sign-ins refused before any check, by reason (waiting: the user name or address must wait; busy: too \
+             many password checks at once; no_pending_sign_in: a way back from Entra that this browser did not start)",
+            sign_ins_refused.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
+            password_checks,
+            sign_ins_refused,
             requests,
             request_seconds,
             sync_runs,
@@ -189,6 +206,16 @@ impl Metrics {
         let route = route.unwrap_or_else(|| "unmatched".into());
         self.0.requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
         self.0.request_seconds.get_or_create(&RouteLabels { method, route }).observe(took.as_secs_f64());
+    }
+
+    /// One password checked against its hash.
+    pub fn observe_password_check(&self) {
+        self.0.password_checks.inc();
+    }
+
+    /// One sign-in refused before any check: `waiting`, `busy` or `no_pending_sign_in`.
+    pub fn observe_sign_in_refused(&self, reason: &'static str) {
+        self.0.sign_ins_refused.get_or_create(&OutcomeLabels { outcome: reason }).inc();
     }
 
     /// One Defender sync that ended.

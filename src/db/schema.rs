@@ -18,6 +18,7 @@ diesel::table! {
         id -> Text,
         state -> Text,
         expires_at -> BigInt,
+        user_id -> Nullable<BigInt>,
     }
 }
 
@@ -32,6 +33,7 @@ diesel::table! {
         expires_at -> Nullable<BigInt>,
         last_used_at -> Nullable<BigInt>,
         revoked -> Bool,
+        creator_id -> Nullable<BigInt>,
     }
 }
 
@@ -336,6 +338,7 @@ diesel::table! {
         key -> Text,
         failures -> Integer,
         last_at -> BigInt,
+        wait_until_ms -> BigInt,
     }
 }
 

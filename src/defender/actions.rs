@@ -164,7 +164,7 @@ pub async fn submit(
     req: ActionRequest,
     user: &str,
 ) -> anyhow::Result<Result<ActionRow, Refusal>> {
-    let (key, user_owned, r) = (req.idempotency_key.clone(), user.to_owned(), req.clone());
+    let (key, user_owned, r) = (scoped_key(user, endpoint_id, &req.idempotency_key), user.to_owned(), req.clone());
     let recorded = ctx
         .db
         .run(move |c| {
@@ -247,6 +247,14 @@ pub async fn submit(
         }
     };
     record_outcome(ctx, &row, outcome, user).await
+}
+
+/// The idempotency key as stored: the caller's key within the caller and the endpoint, so that
+/// the same key from another caller, or for another endpoint, is another request (and never
+/// answers with someone else's action).
+fn scoped_key(caller: &str, endpoint_id: i64, key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("{caller}\n{endpoint_id}\n{key}").as_bytes()))
 }
 
 enum Sent {

@@ -23,6 +23,7 @@ use super::dto::{
 };
 use super::error::DefenderError;
 use super::limiter::{Limiter, RateLimit};
+use crate::outbound::{BodyError, MAX_SMALL_ANSWER, read_capped};
 
 /// The APIs the client calls; names match the simulator's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -472,6 +473,10 @@ fn check_comment(comment: &str) -> Result<&str, DefenderError> {
     Ok(c)
 }
 
+/// The largest answer read from the API: a page of 10,000 machines or 200,000 export rows is
+/// well under it.
+pub const MAX_API_ANSWER: usize = 64 << 20;
+
 /// Short, printable excerpt of untrusted text.
 fn excerpt(s: &str, max: usize) -> String {
     let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
@@ -664,9 +669,13 @@ impl DefenderClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let ra = retry_after(resp.headers());
-                    let body = match resp.bytes().await {
+                    let body = match read_capped(resp, MAX_SMALL_ANSWER).await {
                         Ok(b) => b,
-                        Err(e) => {
+                        Err(BodyError::TooLarge(limit)) => {
+                            self.stat(Api::Token, |a, _| a.errors += 1);
+                            return Err(DefenderError::TooLarge { limit_mib: limit >> 20 });
+                        }
+                        Err(BodyError::Transport(e)) => {
                             let err = self.transport_error(&e);
                             if attempt >= inner.options.max_retries {
                                 self.stat(Api::Token, |a, _| a.errors += 1);
@@ -857,9 +866,12 @@ impl DefenderClient {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
+        let bytes = match read_capped(resp, MAX_API_ANSWER).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(BodyError::TooLarge(limit)) => {
+                return Attempt::Fail(DefenderError::TooLarge { limit_mib: limit >> 20 });
+            }
+            Err(BodyError::Transport(e)) => {
                 let err = self.transport_error(&e);
                 return if idempotent {
                     Attempt::Retry { wait: self.backoff(next_retry), last: err }
@@ -869,7 +881,7 @@ impl DefenderClient {
             }
         };
         if status.is_success() {
-            return Attempt::Done(Answer { status, body: Vec::from(bytes) });
+            return Attempt::Done(Answer { status, body: bytes });
         }
         let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
         let code = env.as_ref().and_then(|e| e.error.code.clone()).unwrap_or_default();

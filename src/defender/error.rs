@@ -48,6 +48,10 @@ pub enum DefenderError {
     /// The answer could not be understood (malformed/truncated JSON, wrong types, no ids).
     #[error("bad response: {0}")]
     BadResponse(String),
+    /// An answer larger than the client reads (1 MiB from the sign-in host, 64 MiB from the
+    /// API): not read further, nothing changed.
+    #[error("answer larger than {limit_mib} MiB")]
+    TooLarge { limit_mib: usize },
     /// A link pointed to a host other than the configured API host; nothing was fetched.
     #[error("refused link to foreign host {0}")]
     ForeignHost(String),
@@ -86,6 +90,7 @@ impl DefenderError {
             DefenderError::ActionAlreadyPending => "An action of this kind is already in progress for this device; wait until it finishes.".into(),
             DefenderError::OsNotSupported(msg) => format!("Defender cannot run this action on this device's operating system or sensor version: {msg}"),
             DefenderError::BadResponse(what) => format!("Defender sent an answer that could not be understood ({what}). Nothing was changed; the next sync will try again."),
+            DefenderError::TooLarge { limit_mib } => format!("The answer was more than {limit_mib} MiB, far larger than Defender or Entra ID send; it was not read and nothing was changed. Check the sign-in and API addresses."),
             DefenderError::ForeignHost(host) => format!("Defender's answer pointed to another host ({host}); the link was not followed for safety."),
             DefenderError::PagingLoop => "Defender returned the same page twice; paging was stopped to avoid an endless loop. The next sync will try again.".into(),
             DefenderError::PageLimit(n) => format!("The listing had more than {n} pages and was stopped."),

@@ -19,8 +19,7 @@ pub enum Saved {
 
 pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::Result<Saved> {
     let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
-    let has_secret = existing.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
-    let s = match settings::validate(&input, has_secret) {
+    let s = match settings::validate(&input, existing.as_ref()) {
         Ok(s) => s,
         Err(errors) => {
             let (by, details) = (by.to_owned(), errors.summary());
@@ -95,34 +94,42 @@ fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler)
     Ok(modeler.delete_owner(c, OWNER)?)
 }
 
-/// Test Connection with the values in the form (the stored secret when the form's is empty).
+/// Test Connection. `typed`: settings an admin typed, tested as typed (the stored secret only
+/// where it was saved for); `None`: the saved settings, for everyone else — what a non-admin
+/// could type is never used, so nobody but an admin chooses where a request goes. The audit
+/// entry names the hosts contacted.
 pub async fn test(
     ctx: &SyncContext,
-    input: &SettingsInput,
+    typed: Option<&SettingsInput>,
     by: &str,
 ) -> anyhow::Result<Result<ConnectionReport, String>> {
     let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
-    let stored = match &existing {
-        Some(c) => settings::stored_secret(&ctx.secrets, c)?,
-        None => None,
+    let s: Settings = match (typed, &existing) {
+        (Some(input), _) => match settings::validate(input, existing.as_ref()) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("Fix the form first: {}", e.summary()))),
+        },
+        (None, Some(config)) => match Settings::from_config(config) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("The saved settings are not valid: {}", e.summary()))),
+        },
+        (None, None) => return Ok(Err("Microsoft Defender is not configured yet.".into())),
     };
-    let s: Settings = match settings::validate(input, stored.is_some()) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(format!("Fix the form first: {}", e.summary()))),
+    let secret = match (&s.new_secret, &existing) {
+        (Some(typed), _) => typed.clone(),
+        (None, Some(config)) => settings::stored_secret(&ctx.secrets, config)?.unwrap_or_default(),
+        (None, None) => String::new(),
     };
-    let secret = s.new_secret.clone().or(stored).unwrap_or_default();
     let outcome = match sync::client_for(&s, &secret, ctx.client_options.clone()) {
         Ok(client) => client.test_connection().await.map_err(|e| e.plain_words()),
         Err(e) => Err(e.plain_words()),
     };
-    let (by, result) = (
-        by.to_owned(),
-        match &outcome {
-            Ok(_) => "success".to_owned(),
-            Err(e) => e.clone(),
-        },
-    );
+    let details = match &outcome {
+        Ok(_) => format!("{}: success", s.hosts_contacted()),
+        Err(e) => format!("{}: {e}", s.hosts_contacted()),
+    };
     let outcome_word = if outcome.is_ok() { "success" } else { "failure" };
+    let by = by.to_owned();
     ctx.db
         .run(move |c| {
             Ok(audit::record(
@@ -132,7 +139,7 @@ pub async fn test(
                     action: "defender.test",
                     target: "Microsoft Defender",
                     outcome: outcome_word,
-                    details: &result,
+                    details: &details,
                 },
             )?)
         })

@@ -97,13 +97,23 @@ impl FieldErrors {
         client_id
     }
 
-    /// A new client secret of an Entra app registration, or `None` to keep the stored one (an
-    /// empty field is refused when none is stored).
-    pub fn client_secret(&mut self, input: &str, has_stored_secret: bool) -> Option<String> {
+    /// A new client secret of an Entra app registration, or `None` to keep the stored one: an
+    /// empty field is refused when none is stored, and when the secret would go somewhere else
+    /// than where it was saved for (a stored secret never follows a new host, tenant or client).
+    pub fn client_secret(&mut self, input: &str, stored: StoredSecret) -> Option<String> {
         let secret = input.trim();
         if secret.is_empty() {
-            if !has_stored_secret {
-                self.0.push(("client_secret", "Enter the client secret value (not its ID).".into()));
+            match stored {
+                StoredSecret::None => {
+                    self.0.push(("client_secret", "Enter the client secret value (not its ID).".into()))
+                }
+                StoredSecret::SavedElsewhere => self.0.push((
+                    "client_secret",
+                    "Enter the client secret again: the sign-in host, API host, tenant, client or cloud changed, \
+                     and a saved secret is only ever sent where it was saved for."
+                        .into(),
+                )),
+                StoredSecret::SavedForThis => {}
             }
             None
         } else if secret.len() > 1024 || secret.chars().any(char::is_control) {
@@ -113,6 +123,17 @@ impl FieldErrors {
             Some(secret.to_owned())
         }
     }
+}
+
+/// Whether a stored client secret may be kept for the settings being saved or tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredSecret {
+    /// No secret is stored.
+    None,
+    /// One is stored for exactly these hosts, tenant and client.
+    SavedForThis,
+    /// One is stored, for another host, tenant, client or cloud.
+    SavedElsewhere,
 }
 
 /// A server's address as settings take it: a host, and no credentials, query or fragment (they
@@ -125,28 +146,68 @@ pub fn is_plain_address(u: &Url) -> bool {
         && u.fragment().is_none()
 }
 
-fn base_url(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
+fn is_loopback(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
-    match Url::parse(s) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && is_plain_address(&u) => Some(u),
+}
+
+/// An address a secret or a token may travel to: absolute, without credentials, query or
+/// fragment, and `https` (plain `http` only to this machine: the simulator, a local proxy).
+/// Shared by the Defender and Entra sign-in settings.
+pub fn secret_address(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
+    match Url::parse(s.trim()) {
+        Ok(u) if (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u))) && is_plain_address(&u) => {
+            Some(u)
+        }
         _ => {
-            errors.0.push((field, "Enter an absolute http(s) address such as https://api.security.microsoft.com, without credentials or query.".into()));
+            errors.0.push((
+                field,
+                "Enter an absolute https address without credentials or query (plain http only for localhost).".into(),
+            ));
             None
         }
     }
 }
 
-pub fn validate(input: &SettingsInput, has_stored_secret: bool) -> Result<Settings, FieldErrors> {
+fn base_url(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
+    if s.trim().is_empty() { None } else { secret_address(field, s, errors) }
+}
+
+/// Validates what an administrator typed against what is stored: a new secret is needed when
+/// none is stored, or when the secret would go to another sign-in host, API host, tenant, client
+/// or cloud than the stored one was saved for.
+pub fn validate(input: &SettingsInput, stored: Option<&IntegrationConfig>) -> Result<Settings, FieldErrors> {
     let mut errors = FieldErrors::default();
+    let mut s = parse(input, &mut errors);
+    let kept = match (stored, &s) {
+        (Some(c), Some(new)) if c.secret_ciphertext.is_some() => match Settings::from_config(c) {
+            Ok(old) if old.destination() == new.destination() => StoredSecret::SavedForThis,
+            _ => StoredSecret::SavedElsewhere,
+        },
+        (Some(c), None) if c.secret_ciphertext.is_some() => StoredSecret::SavedForThis,
+        _ => StoredSecret::None,
+    };
+    let new_secret = errors.client_secret(&input.client_secret, kept);
+    match s.as_mut() {
+        Some(s) if errors.is_empty() => {
+            s.new_secret = new_secret;
+            Ok(s.clone())
+        }
+        _ => Err(errors),
+    }
+}
+
+/// Every field but the secret; `None` when one is wrong (the message is in `errors`).
+fn parse(input: &SettingsInput, errors: &mut FieldErrors) -> Option<Settings> {
     let tenant_id = input.tenant_id.trim().to_lowercase();
     if !(is_guid(&tenant_id) || is_domain(&tenant_id)) {
         errors.0.push(("tenant_id", "Enter the directory (tenant) ID, a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47, or a verified domain such as contoso.onmicrosoft.com.".into()));
     }
     let client_id = errors.client_id(&input.client_id);
-    let new_secret = errors.client_secret(&input.client_secret, has_stored_secret);
     let cloud = match Cloud::parse(if input.cloud.trim().is_empty() { "commercial" } else { &input.cloud }) {
         Some(c) => c,
         None => {
@@ -160,19 +221,19 @@ pub fn validate(input: &SettingsInput, has_stored_secret: bool) -> Result<Settin
             .0
             .push(("region", "Regional hosts exist for the commercial cloud only: us, eu, uk, au, swa or ina.".into()));
     }
-    let login_base_url = base_url("login_base_url", &input.login_base_url, &mut errors);
-    let api_base_url = base_url("api_base_url", &input.api_base_url, &mut errors);
+    let login_base_url = base_url("login_base_url", &input.login_base_url, errors);
+    let api_base_url = base_url("api_base_url", &input.api_base_url, errors);
     let sync_interval_minutes = input.sync_interval_minutes.unwrap_or(DEFAULT_INTERVAL_MINUTES);
     if !(5..=1440).contains(&sync_interval_minutes) {
         errors.0.push(("sync_interval_minutes", "The interval is between 5 and 1440 minutes.".into()));
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return None;
     }
-    Ok(Settings {
+    Some(Settings {
         tenant_id,
         client_id,
-        new_secret,
+        new_secret: None,
         cloud,
         region,
         login_base_url,
@@ -197,9 +258,24 @@ impl Settings {
         (login, api, self.cloud.scope().to_owned())
     }
 
-    /// Reads settings back from storage (they were valid when saved).
+    /// Where the client secret and the tokens it buys travel: the sign-in and API hosts, the
+    /// tenant, the client and the cloud (whose scope names the API).
+    pub fn destination(&self) -> (String, String, Cloud, Url, Url) {
+        let (login, api, _) = self.hosts();
+        (self.tenant_id.clone(), self.client_id.clone(), self.cloud, login, api)
+    }
+
+    /// The hosts a test or sync of these settings contacts, for the audit log.
+    pub fn hosts_contacted(&self) -> String {
+        let (login, api, _) = self.hosts();
+        let host = |u: &Url| u[url::Position::BeforeHost..url::Position::AfterPort].to_owned();
+        format!("sign-in host {}, API host {}", host(&login), host(&api))
+    }
+
+    /// Reads settings back from storage (they were valid when saved; the secret stays stored).
     pub fn from_config(c: &IntegrationConfig) -> Result<Settings, FieldErrors> {
-        validate(&SettingsInput::from_config(c), true)
+        let mut errors = FieldErrors::default();
+        parse(&SettingsInput::from_config(c), &mut errors).ok_or(errors)
     }
 }
 
@@ -279,7 +355,7 @@ mod tests {
 
     #[test]
     fn valid_settings_pass_and_normalize() {
-        let s = validate(&input(), false).unwrap();
+        let s = validate(&input(), None).unwrap();
         assert_eq!(s.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
         assert_eq!(s.cloud, Cloud::Commercial);
         let (login, api, scope) = s.hosts();
@@ -287,7 +363,7 @@ mod tests {
         assert_eq!(api.as_str(), "https://api.security.microsoft.com/");
         assert_eq!(scope, "https://api.securitycenter.microsoft.com/.default");
         let domain = SettingsInput { tenant_id: "contoso.onmicrosoft.com".into(), region: "eu".into(), ..input() };
-        assert_eq!(validate(&domain, false).unwrap().hosts().1.as_str(), "https://eu.api.security.microsoft.com/");
+        assert_eq!(validate(&domain, None).unwrap().hosts().1.as_str(), "https://eu.api.security.microsoft.com/");
     }
 
     #[test]
@@ -301,11 +377,45 @@ mod tests {
             sync_interval_minutes: Some(0),
             ..Default::default()
         };
-        let e = validate(&bad, false).unwrap_err();
+        let e = validate(&bad, None).unwrap_err();
         for f in ["tenant_id", "client_id", "client_secret", "cloud", "api_base_url", "sync_interval_minutes"] {
             assert!(e.get(f).is_some(), "{f}: {e:?}");
         }
-        let keep = SettingsInput { client_secret: String::new(), ..input() };
-        assert!(validate(&keep, true).unwrap().new_secret.is_none(), "an empty secret keeps the stored one");
+    }
+
+    #[test]
+    fn a_stored_secret_is_kept_only_for_where_it_was_saved() {
+        let saved = validate(&input(), None).unwrap();
+        let stored = IntegrationConfig {
+            name: NAME.into(),
+            tenant_id: saved.tenant_id.clone(),
+            client_id: saved.client_id.clone(),
+            secret_ciphertext: Some(vec![1, 2, 3]),
+            cloud: saved.cloud.as_str().into(),
+            region: String::new(),
+            login_base_url: String::new(),
+            api_base_url: String::new(),
+            enabled: true,
+            sync_interval_minutes: 60,
+            updated_at: 0,
+            updated_by: "test".into(),
+        };
+        let keep = SettingsInput { client_secret: String::new(), sync_interval_minutes: Some(30), ..input() };
+        assert!(validate(&keep, Some(&stored)).unwrap().new_secret.is_none(), "same destination: kept");
+        for moved in [
+            SettingsInput { login_base_url: "https://login.example.com".into(), ..keep.clone() },
+            SettingsInput { api_base_url: "https://api.example.com".into(), ..keep.clone() },
+            SettingsInput { region: "eu".into(), ..keep.clone() },
+            SettingsInput { cloud: "gcc".into(), ..keep.clone() },
+            SettingsInput { tenant_id: "contoso.onmicrosoft.com".into(), ..keep.clone() },
+            SettingsInput { client_id: "11111111-2222-3333-4444-555555555555".into(), ..keep.clone() },
+        ] {
+            let e = validate(&moved, Some(&stored)).unwrap_err();
+            assert!(e.get("client_secret").unwrap().contains("again"), "{moved:?}");
+        }
+        let bad = SettingsInput { login_base_url: "http://login.example.com".into(), ..input() };
+        assert!(validate(&bad, None).unwrap_err().get("login_base_url").is_some(), "plain http only to loopback");
+        let local = SettingsInput { login_base_url: "http://127.0.0.1:9/".into(), ..input() };
+        assert!(validate(&local, None).is_ok());
     }
 }

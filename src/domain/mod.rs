@@ -9,3 +9,4 @@ pub mod observations;
 pub mod oui;
 pub mod profiles;
 pub mod risk;
+pub mod text;

@@ -31,8 +31,7 @@ pub async fn configure(
     let (secrets, by) = (secrets.clone(), by.to_owned());
     db.run(move |c| {
         let old = settings::load(c)?;
-        let has_secret = old.as_ref().is_some_and(|o| o.secret_ciphertext.is_some());
-        let s = match settings::validate(&input, has_secret) {
+        let s = match settings::validate(&input, old.as_ref()) {
             Ok(s) => s,
             Err(errors) => {
                 crate::db::models::audit::record(

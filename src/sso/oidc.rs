@@ -155,8 +155,10 @@ impl Sso {
         if !res.status().is_success() {
             return Err(SignInError::Unreachable(format!("the {what} at {url} answered {}", res.status())));
         }
-        res.json()
+        let body = crate::outbound::read_capped(res, crate::outbound::MAX_SMALL_ANSWER)
             .await
+            .map_err(|e| SignInError::Unreachable(format!("the {what} at {url} could not be read: {e}")))?;
+        serde_json::from_slice(&body)
             .map_err(|e| SignInError::Unreachable(format!("the {what} at {url} is not what was expected ({e})")))
     }
 
@@ -249,7 +251,7 @@ impl Sso {
         let response = client
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
-            .request_async(&self.http)
+            .request_async(&crate::outbound::oauth2_client(&self.http))
             .await
             .map_err(|e| match e {
                 RequestTokenError::ServerResponse(r) => SignInError::Provider(format!(

@@ -9,7 +9,7 @@ use crate::db::AnyConnection;
 use crate::db::models::sso::{self, SsoConfig};
 use crate::db::now;
 pub use crate::defender::settings::FieldErrors;
-use crate::defender::settings::is_plain_address;
+use crate::defender::settings::{StoredSecret, secret_address};
 use crate::domain::ids::is_guid;
 use crate::secrets::SecretBox;
 
@@ -118,33 +118,17 @@ pub struct SsoSettings {
     pub enabled: bool,
 }
 
-fn is_loopback(u: &Url) -> bool {
-    match u.host() {
-        Some(url::Host::Ipv4(a)) => a.is_loopback(),
-        Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
+impl SsoSettings {
+    /// Where the client secret travels: the tenant and client at the authority.
+    fn destination(&self) -> (&str, &str, &str) {
+        (&self.tenant_id, &self.client_id, self.authority.as_str().trim_end_matches('/'))
     }
 }
 
-/// An absolute address without credentials, query or fragment; plain http only on loopback
-/// (the simulator), since the ID token's keys and the client secret travel over it.
-fn address(field: &'static str, s: &str, errors: &mut FieldErrors) -> Option<Url> {
-    match Url::parse(s.trim()) {
-        Ok(u) if (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u))) && is_plain_address(&u) => {
-            Some(u)
-        }
-        _ => {
-            errors.0.push((
-                field,
-                "Enter an absolute https address without credentials or query (plain http only for localhost).".into(),
-            ));
-            None
-        }
-    }
-}
-
-pub fn validate(input: &SsoInput, has_stored_secret: bool) -> Result<SsoSettings, FieldErrors> {
+/// Validates what an administrator typed against what is stored: a new secret is needed when
+/// none is stored, or when the authority, tenant or client differ from those the stored secret
+/// was saved for (it is never sent anywhere else).
+pub fn validate(input: &SsoInput, stored: Option<&SsoConfig>) -> Result<SsoSettings, FieldErrors> {
     let mut errors = FieldErrors::default();
     let tenant_id = input.tenant_id.trim().to_lowercase();
     if !is_guid(&tenant_id) {
@@ -154,16 +138,15 @@ pub fn validate(input: &SsoInput, has_stored_secret: bool) -> Result<SsoSettings
         ));
     }
     let client_id = errors.client_id(&input.client_id);
-    let new_secret = errors.client_secret(&input.client_secret, has_stored_secret);
     let authority = if input.authority.trim().is_empty() {
         Url::parse(DEFAULT_AUTHORITY).ok()
     } else {
-        address("authority", &input.authority, &mut errors)
+        secret_address("authority", &input.authority, &mut errors)
     };
     let redirect_uri = if input.redirect_uri.trim().is_empty() {
         None
     } else {
-        match address("redirect_uri", &input.redirect_uri, &mut errors) {
+        match secret_address("redirect_uri", &input.redirect_uri, &mut errors) {
             Some(u) if u.path() == CALLBACK_PATH => Some(u),
             Some(_) => {
                 errors.0.push(("redirect_uri", format!("The redirect URI ends with {CALLBACK_PATH}.")));
@@ -183,18 +166,31 @@ pub fn validate(input: &SsoInput, has_stored_secret: bool) -> Result<SsoSettings
             "Map at least one Entra app role or group to a role before enabling: otherwise nobody can sign in.".into(),
         ));
     }
-    match authority {
-        Some(authority) if errors.is_empty() => Ok(SsoSettings {
-            tenant_id,
-            client_id,
-            new_secret,
-            authority,
-            redirect_uri,
-            mapping,
-            enabled: input.enabled,
-        }),
-        _ => Err(errors),
-    }
+    let Some(authority) = authority else {
+        errors.client_secret(&input.client_secret, StoredSecret::None);
+        return Err(errors);
+    };
+    let mut s = SsoSettings {
+        tenant_id,
+        client_id,
+        new_secret: None,
+        authority,
+        redirect_uri,
+        mapping,
+        enabled: input.enabled,
+    };
+    let kept = match stored {
+        Some(c) if c.secret_ciphertext.is_some() => {
+            if (c.tenant_id.as_str(), c.client_id.as_str(), c.authority.trim_end_matches('/')) == s.destination() {
+                StoredSecret::SavedForThis
+            } else {
+                StoredSecret::SavedElsewhere
+            }
+        }
+        _ => StoredSecret::None,
+    };
+    s.new_secret = errors.client_secret(&input.client_secret, kept);
+    if errors.is_empty() { Ok(s) } else { Err(errors) }
 }
 
 pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<SsoConfig>> {
@@ -270,7 +266,7 @@ mod tests {
 
     #[test]
     fn valid_settings_pass_and_normalize() {
-        let s = validate(&input(), false).unwrap();
+        let s = validate(&input(), None).unwrap();
         assert_eq!(s.tenant_id, "4d1f9c2e-8b3a-4f6d-9e21-7c5a0b3d2e18");
         assert_eq!(s.authority.as_str(), "https://login.microsoftonline.com/");
         assert_eq!(s.mapping.admin, ["EA.Admin", "other"], "split and de-duplicated");
@@ -289,12 +285,12 @@ mod tests {
             enabled: true,
             ..Default::default()
         };
-        let e = validate(&bad, false).unwrap_err();
+        let e = validate(&bad, None).unwrap_err();
         for f in ["tenant_id", "client_id", "client_secret", "authority", "redirect_uri", "admin_values"] {
             assert!(e.get(f).is_some(), "{f}: {}", e.summary());
         }
         let local = SsoInput { authority: "http://127.0.0.1:9090".into(), ..input() };
-        assert!(validate(&local, false).is_ok(), "plain http is fine on loopback");
+        assert!(validate(&local, None).is_ok(), "plain http is fine on loopback");
     }
 
     #[test]

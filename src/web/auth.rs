@@ -11,10 +11,11 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use super::session::{ACTIVITY_WRITE_SECS, SessionAccount, csrf_token, keys};
 use crate::auth::{Role, hash_api_token};
-use crate::db::models::{api_tokens, audit, users};
+use crate::db::models::{api_tokens, users};
 use crate::db::now;
 use crate::error::AppError;
 use crate::web::AppState;
+use crate::web::refusals::Refusal;
 
 /// A signed-in person.
 #[derive(Debug, Clone)]
@@ -92,41 +93,35 @@ impl ApiCaller {
         let found = state
             .db
             .run(move |c| {
-                let t = api_tokens::find_by_hash(c, &hash)?;
-                if let Some(t) = t.as_ref().filter(|t| t.is_usable(now())) {
-                    api_tokens::mark_used(c, t.id)?;
-                }
-                Ok(t)
+                let Some(t) = api_tokens::find_by_hash(c, &hash)?.filter(|t| t.is_usable(now())) else {
+                    return Ok(None);
+                };
+                // A token acts for its creator: never above the creator's current role, and not
+                // at all once the creator is disabled (or gone).
+                let role = match t.creator_id {
+                    None => t.role(),
+                    Some(id) => match users::find(c, id)? {
+                        Some(u) if !u.disabled => t.role().min(u.role()),
+                        _ => return Ok(None),
+                    },
+                };
+                api_tokens::mark_used(c, t.id)?;
+                Ok(Some(ApiCaller { token_id: t.id, role, name: t.name }))
             })
             .await?;
-        match found {
-            Some(t) if t.is_usable(now()) => Ok(ApiCaller { token_id: t.id, role: t.role(), name: t.name }),
-            _ => Err(AppError::LoginRequired),
-        }
+        found.ok_or(AppError::LoginRequired)
     }
 }
 
-/// Records a refused request in the audit log, so that probing shows up there.
+/// Records a refused request in the audit log, so that probing shows up there (counted per
+/// caller and minute: hammering a forbidden page writes a row a minute, not one per request).
 fn audit_refusal(req: &HttpRequest, actor: String, needed: Role) {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
-        let db = state.db.clone();
+        let state = state.clone();
         let target = format!("{} {}", req.method(), req.path());
         actix_web::rt::spawn(async move {
-            let _ = db
-                .run(move |c| {
-                    audit::record(
-                        c,
-                        audit::NewAudit {
-                            actor: &actor,
-                            action: "access.denied",
-                            target: &target,
-                            outcome: "refused",
-                            details: &format!("requires {}", needed.label()),
-                        },
-                    )?;
-                    Ok(())
-                })
-                .await;
+            let details = format!("requires {}", needed.label());
+            state.refusals.record(&state.db, Refusal { actor, action: "access.denied", target, details }).await;
         });
     }
 }
@@ -199,9 +194,8 @@ impl FromRequest for MetricsReader {
     type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let allowed = req.app_data::<web::Data<AppState>>().zip(req.peer_addr()).is_some_and(|(state, peer)| {
-            // An IPv4 client of a server listening on IPv6 shows as ::ffff:a.b.c.d.
-            let ip = peer.ip().to_canonical();
+        let allowed = req.app_data::<web::Data<AppState>>().is_some_and(|state| {
+            let Some(ip) = crate::web::client::client_ip(req, &state.trusted_proxies) else { return false };
             match state.settings.metrics_allow_nets() {
                 Ok(nets) => nets.iter().any(|n| n.contains(&ip)),
                 Err(e) => {

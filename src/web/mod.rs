@@ -5,10 +5,12 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod client;
 pub mod errors;
 pub mod health;
 pub mod metrics;
 pub mod pages;
+pub mod refusals;
 pub mod security;
 pub mod session;
 
@@ -32,6 +34,14 @@ pub struct AppState {
     pub defender_clients: crate::defender::sync::ClientCache,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
+    /// Password checks that may run at once (each Argon2 check holds about 19 MiB).
+    pub password_checks: tokio::sync::Semaphore,
+    /// The sign-in form's CSRF token for browsers without a session.
+    pub login_csrf: security::LoginCsrf,
+    /// Refusals written to the audit log once per actor, kind and minute.
+    pub refusals: refusals::Refusals,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Entra sign-in's HTTP client and its discovery and key caches.
     pub sso: crate::sso::Sso,
     /// This instance's Prometheus metrics (`/metrics`).
@@ -47,6 +57,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The client's address as the audit log and throttling see it.
+    pub fn client_address(&self, req: &actix_web::HttpRequest) -> String {
+        client::client_address(req, &self.trusted_proxies)
+    }
+
     /// What a Defender sync, test or action needs.
     pub fn sync_context(&self) -> crate::defender::sync::SyncContext {
         crate::defender::sync::SyncContext {

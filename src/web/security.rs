@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 
 use super::session::keys;
 use crate::error::AppError;
+use crate::web::AppState;
 
 /// No inline script anywhere (htmx runs from a file, configured from a meta tag), nothing
 /// from another origin, and the product may not be framed.
@@ -66,6 +67,11 @@ pub async fn csrf_protect(
         return Ok(csrf_refusal(req, "The request came from another site and was refused."));
     }
     let expected = req.get_session().get::<String>(keys::CSRF).ok().flatten();
+    // The sign-in form of a browser without a session carries a token bound to its cookie.
+    let login_form = (req.path() == "/login")
+        .then(|| req.app_data::<actix_web::web::Data<AppState>>().map(|s| s.login_csrf.expected(req.request())))
+        .flatten()
+        .flatten();
     let from_header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (req, presented) = match from_header {
         Some(t) => (req, Some(t)),
@@ -75,11 +81,12 @@ pub async fn csrf_protect(
         },
         None => (req, None),
     };
-    match (expected, presented) {
-        (Some(e), Some(p)) if constant_time_eq(e.as_bytes(), p.as_bytes()) => {
-            next.call(req).await.map(ServiceResponse::map_into_boxed_body)
-        }
-        _ => {
+    let matches = |e: &Option<String>| {
+        e.as_ref().zip(presented.as_ref()).is_some_and(|(e, p)| constant_time_eq(e.as_bytes(), p.as_bytes()))
+    };
+    match matches(&expected) || matches(&login_form) {
+        true => next.call(req).await.map(ServiceResponse::map_into_boxed_body),
+        false => {
             Ok(csrf_refusal(req, "The form has expired or did not come from this site. Reload the page and try again."))
         }
     }
@@ -110,7 +117,8 @@ fn cross_site(req: &ServiceRequest) -> bool {
         Some(_) => return true,
     }
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = req.connection_info().host().to_owned();
+        let proxies = req.app_data::<actix_web::web::Data<AppState>>().map(|s| s.trusted_proxies.clone());
+        let host = crate::web::client::public_host(req.request(), proxies.as_deref().unwrap_or_default());
         let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
         return origin == "null" || !origin_host.eq_ignore_ascii_case(&host);
     }
@@ -137,6 +145,62 @@ async fn read_form_token(
     let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "csrf_token").map(|(_, v)| v.into_owned());
     req.set_payload(Payload::from(body));
     Ok((req, token))
+}
+
+/// The CSRF token of the sign-in form for a browser that has no session: an HMAC of a random
+/// nonce kept in a cookie of its own. Showing the sign-in page (to anyone, as often as they
+/// like) then stores nothing on the server; a session starts only when someone signs in. The
+/// token is bound to the cookie by a key derived from the master key, so a cookie planted by
+/// another site (or a sibling subdomain) comes without a token that matches it.
+pub struct LoginCsrf {
+    key: [u8; 32],
+    secure: bool,
+}
+
+impl LoginCsrf {
+    pub fn new(key: [u8; 32], secure: bool) -> Self {
+        Self { key, secure }
+    }
+
+    /// `__Host-` over HTTPS: only this host, path `/`, `Secure`.
+    fn cookie_name(&self) -> &'static str {
+        if self.secure { "__Host-ea_login" } else { "ea_login" }
+    }
+
+    fn mac(&self, nonce: &str) -> String {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(b"login-form\0");
+        mac.update(nonce.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn nonce(&self, req: &actix_web::HttpRequest) -> Option<String> {
+        let c = req.cookie(self.cookie_name())?;
+        let v = c.value();
+        (v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then(|| v.to_owned())
+    }
+
+    /// The token a sign-in form posted from this browser must carry, if it has the cookie.
+    fn expected(&self, req: &actix_web::HttpRequest) -> Option<String> {
+        self.nonce(req).map(|n| self.mac(&n))
+    }
+
+    /// The token for the sign-in form, and the cookie to set when the browser has none yet.
+    pub fn token(&self, req: &actix_web::HttpRequest) -> (String, Option<actix_web::cookie::Cookie<'static>>) {
+        if let Some(n) = self.nonce(req) {
+            return (self.mac(&n), None);
+        }
+        let n = crate::auth::random_token(32);
+        let cookie = actix_web::cookie::Cookie::build(self.cookie_name(), n.clone())
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(actix_web::cookie::SameSite::Strict)
+            .finish();
+        (self.mac(&n), Some(cookie))
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

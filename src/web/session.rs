@@ -40,6 +40,12 @@ fn storage_id(key: &SessionKey) -> String {
     hash_api_token(key.as_ref())
 }
 
+/// The user a session's state says is signed in (stored beside it, so that the user's sessions
+/// can be ended together).
+fn signed_in(state: &State) -> Option<i64> {
+    state.get(keys::USER_ID).and_then(|v| v.parse().ok())
+}
+
 fn expiry(ttl: &Duration) -> i64 {
     now() + ttl.whole_seconds().max(1)
 }
@@ -80,21 +86,26 @@ impl SessionStore for DbSessionStore {
 
     async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
         state.remove(keys::ACCOUNT);
+        let user = signed_in(&state);
         let text = serde_json::to_string(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         let key = random_token(32);
         let id = hash_api_token(&key);
         let expires = expiry(ttl);
-        self.db.write(move |c| Ok(sessions::insert(c, &id, &text, expires)?)).await.map_err(SaveError::Other)?;
+        self.db.write(move |c| Ok(sessions::insert(c, &id, &text, expires, user)?)).await.map_err(SaveError::Other)?;
         SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()))
     }
 
     async fn update(&self, key: SessionKey, mut state: State, ttl: &Duration) -> Result<SessionKey, UpdateError> {
         state.remove(keys::ACCOUNT);
+        let user = signed_in(&state);
         let text = serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         let id = storage_id(&key);
         let expires = expiry(ttl);
-        let updated =
-            self.db.write(move |c| Ok(sessions::update(c, &id, &text, expires)?)).await.map_err(UpdateError::Other)?;
+        let updated = self
+            .db
+            .write(move |c| Ok(sessions::update(c, &id, &text, expires, user)?))
+            .await
+            .map_err(UpdateError::Other)?;
         if updated == 1 {
             return Ok(key);
         }

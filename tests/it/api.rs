@@ -471,7 +471,7 @@ async fn admins_create_name_scope_expire_and_revoke_api_tokens_on_their_page() {
                 "old script",
                 &hash,
                 Role::Admin,
-                "root",
+                api_tokens::Creator::CommandLine,
                 Some(endpoint_analytics::db::now() - 1),
             )?)
         })

@@ -13,6 +13,17 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
         .map(|c| c.split(';').next().unwrap().to_owned())
 }
 
+/// The sign-in form's CSRF cookie a response set (`name=value`).
+fn login_cookie(res: &reqwest::Response) -> String {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ea_login="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .expect("the sign-in page sets its form cookie")
+}
+
 #[tokio::test]
 async fn the_login_page_is_served_with_security_headers() {
     let app = spawn_app().await;
@@ -25,8 +36,13 @@ async fn the_login_page_is_served_with_security_headers() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
+    // The form's CSRF cookie; no session is stored for a visitor who has not signed in.
     let cookie = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>().join("\n");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.starts_with("ea_login=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("ea_session"), "{cookie}");
     let html = doc(&res.text().await.unwrap());
     assert_eq!(select_all(&html, "form#login-form button").len(), 1);
 }
@@ -47,21 +63,40 @@ async fn error_pages_and_static_files_carry_the_headers_too() {
 async fn signing_in_gives_a_new_session_id_and_signing_out_makes_the_old_one_useless() {
     let app = spawn_app().await;
     app.add_user("alice", Role::Analyst).await;
-    let client = browser();
-    let before = client.get(app.url("/login")).send().await.unwrap();
-    let anonymous = session_cookie(&before).expect("the login page starts a session for its CSRF token");
-    let res = app.login(&client, "alice", PASSWORD).await;
+    let before = browser().get(app.url("/login")).send().await.unwrap();
+    assert!(session_cookie(&before).is_none(), "the login page stores no session");
+    // A session id planted before sign-in (session fixation) is not the one signed in.
+    let planted = "ea_session=planted-by-an-attacker";
+    let form_cookie = login_cookie(&before);
+    let csrf = attr(&doc(&before.text().await.unwrap()), "input[name=csrf_token]", "value").unwrap();
+    let res = script_client()
+        .post(app.url("/login"))
+        .header("cookie", format!("{planted}; {form_cookie}"))
+        .form(&[("username", "alice"), ("password", PASSWORD), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303);
     let signed_in = session_cookie(&res).expect("sign-in sets a cookie");
-    assert_ne!(anonymous, signed_in, "the session id changes at sign-in");
+    assert_ne!(planted, signed_in, "the session id is the server's, new at sign-in");
 
     // Replaying the cookie from another client works while the session lives...
     let replay = crate::helpers::script_client();
     let page = replay.get(app.url("/")).header("cookie", &signed_in).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("alice"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("alice"));
+    let csrf = attr(&doc(&html), "body", "hx-headers")
+        .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()?["X-CSRF-Token"].as_str().map(str::to_owned))
+        .unwrap();
 
-    let out = app.post_form(&client, "/logout", &[]).await;
+    let out = script_client()
+        .post(app.url("/logout"))
+        .header("cookie", &signed_in)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), 303);
     // ...and not after sign-out: the session is gone on the server.
     let page = replay.get(app.url("/")).header("cookie", &signed_in).send().await.unwrap();
@@ -300,16 +335,32 @@ async fn sessions_end_at_the_absolute_timeout_however_active() {
 
 #[tokio::test]
 async fn over_https_the_session_cookie_is_secure_host_only_and_not_for_scripts() {
-    let app = spawn_app_with(|s| s.cookie_secure = true).await;
+    let app = spawn_app_with(|s| s.cookie_secure = Some(true)).await;
     app.add_user("hal", Role::Analyst).await;
-    // A client that keeps no cookies: a Secure cookie would not come back over plain HTTP.
-    let res = browser().get(app.url("/login")).send().await.unwrap();
-    let cookie = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
-    let session = cookie.iter().find(|c| c.starts_with("__Host-ea_session=")).expect("a __Host- session cookie");
-    for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
-        assert!(session.contains(flag), "{flag} missing: {session}");
+    // A Secure cookie would not come back over plain HTTP: the test carries it itself.
+    let cookies = |res: &reqwest::Response| {
+        res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let page = script_client().get(app.url("/login")).send().await.unwrap();
+    let form_cookie =
+        cookies(&page).into_iter().find(|c| c.starts_with("__Host-ea_login=")).expect("a __Host- form cookie");
+    let csrf = attr(&doc(&page.text().await.unwrap()), "input[name=csrf_token]", "value").unwrap();
+    let res = script_client()
+        .post(app.url("/login"))
+        .header("cookie", form_cookie.split(';').next().unwrap())
+        .form(&[("username", "hal"), ("password", PASSWORD), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let session =
+        cookies(&res).into_iter().find(|c| c.starts_with("__Host-ea_session=")).expect("a __Host- session cookie");
+    for (cookie, same_site) in [(&session, "SameSite=Lax"), (&form_cookie, "SameSite=Strict")] {
+        for flag in ["Secure", "HttpOnly", same_site, "Path=/"] {
+            assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+        }
+        assert!(!cookie.to_ascii_lowercase().contains("domain="), "host-only: {cookie}");
     }
-    assert!(!session.to_ascii_lowercase().contains("domain="), "host-only: {session}");
 }
 
 #[tokio::test]

@@ -236,7 +236,7 @@ async fn templates(sim: &RunningSimulator) -> Templates {
         for (name, role) in [("ada", Role::Admin), ("otto", Role::Operator)] {
             endpoint_analytics::accounts::create_user(c, name, PASSWORD, role).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        api_tokens::create(c, "crash-admin", &hash, Role::Admin, "test", None)?;
+        api_tokens::create(c, "crash-admin", &hash, Role::Admin, api_tokens::Creator::CommandLine, None)?;
         Ok(())
     })
     .await

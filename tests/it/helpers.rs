@@ -155,7 +155,10 @@ impl TestApp {
         let token = new_api_token();
         let hash = hash_api_token(&token);
         self.db
-            .run(move |c| Ok(api_tokens::create(c, &format!("test-{}", role.as_str()), &hash, role, "test", None)?))
+            .run(move |c| {
+                let name = format!("test-{}", role.as_str());
+                Ok(api_tokens::create(c, &name, &hash, role, api_tokens::Creator::CommandLine, None)?)
+            })
             .await
             .unwrap();
         token
@@ -221,8 +224,12 @@ impl TestApp {
     /// Configures the Defender integration for `sim` and enables it, as an admin saving the form
     /// would (faster than the page): the first sync starts at once.
     pub async fn enable_defender(&self, sim: &endpoint_analytics::simulator::RunningSimulator) {
+        self.enable_defender_with(sim.integration_settings()).await;
+    }
+
+    /// Saves these Defender settings as an admin would (enabled or not, as they say).
+    pub async fn enable_defender_with(&self, input: endpoint_analytics::defender::settings::SettingsInput) {
         use endpoint_analytics::defender::service::{self, Saved};
-        let input = sim.integration_settings();
         match service::save(&self.state.sync_context(), input, "test").await.expect("the settings are saved") {
             Saved::Ok { .. } => {}
             Saved::Invalid(e) => panic!("the simulator's settings were refused: {}", e.summary()),

@@ -22,10 +22,15 @@ use crate::process::{Proc, long_tests, open_db};
 const ANALYSTS: usize = 8;
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A size line of `/proc/PID/status` (`VmRSS:`, or `VmHWM:` for the peak), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -72,7 +77,7 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
         }
         endpoint_analytics::accounts::create_user(c, "otto", PASSWORD, Role::Operator)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        api_tokens::create(c, "load", &hash, Role::Admin, "test", None)?;
+        api_tokens::create(c, "load", &hash, Role::Admin, api_tokens::Creator::CommandLine, None)?;
         Ok(())
     })
     .await

@@ -14,6 +14,7 @@ mod bad_input;
 mod crash;
 mod defender_client;
 mod defender_sync;
+mod doors;
 mod faults;
 mod freshness;
 mod inventory;

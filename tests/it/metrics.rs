@@ -10,7 +10,7 @@ use endpoint_analytics::simulator::{self, FaultEffect, FaultRule, Faults, SimCon
 use crate::helpers::*;
 
 /// The samples of an OpenMetrics text: `name{labels}` → value.
-fn samples(text: &str) -> HashMap<String, f64> {
+pub(crate) fn samples(text: &str) -> HashMap<String, f64> {
     assert!(text.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -22,7 +22,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
 }
 
 /// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
     samples
         .iter()
         .filter(|(k, _)| {

@@ -26,7 +26,7 @@ pub struct Proc {
 }
 
 /// Fixed, so that a restarted process reads what the killed one stored.
-const MASTER_KEY: &str = "q83vEjY9cT2m0yQ+NwxGgRk5oHc7UZ1aVJ2e3Fh4s6A=";
+pub const MASTER_KEY: &str = "q83vEjY9cT2m0yQ+NwxGgRk5oHc7UZ1aVJ2e3Fh4s6A=";
 
 impl Proc {
     /// Starts `endpoint-analytics serve` and waits until it answers `/healthz`. Its log (JSON,
@@ -37,6 +37,11 @@ impl Proc {
 
     /// As [`Proc::start`], on the database at `database_url`.
     pub async fn start_on(dir: &Path, database_url: &str) -> Proc {
+        Self::start_with(dir, database_url, &[]).await
+    }
+
+    /// As [`Proc::start_on`], with more environment variables (settings) set or replaced.
+    pub async fn start_with(dir: &Path, database_url: &str, env: &[(&str, &str)]) -> Proc {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("app.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_endpoint-analytics"))
@@ -49,6 +54,7 @@ impl Proc {
             .env("EA_DB_POOL_SIZE", "4")
             .env("EA_LOG_FORMAT", "json")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -164,6 +164,8 @@ fn expected_status(access: Access, method: &str, ok: u16, caller: Caller) -> u16
         // A script has no session, so it has no CSRF token to send with a state change.
         (Access::Public | Access::Page(_), Caller::Token(_)) if !safe => 403,
         (Access::Public, _) => ok,
+        // A visitor without a session has a CSRF token for the sign-in form only.
+        (Access::Page(_), Caller::Anonymous) if !safe => 403,
         // Pages know only the session: a visitor without one is sent to sign in.
         (Access::Page(_), Caller::Anonymous | Caller::Token(_)) => 303,
         (Access::Page(need), Caller::Person(r)) => {

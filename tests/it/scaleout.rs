@@ -140,7 +140,7 @@ async fn admin(db: &Db) -> String {
     db.run(move |c| {
         endpoint_analytics::accounts::create_user(c, "admin", PASSWORD, Role::Admin)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(api_tokens::create(c, "scale-out", &hash, Role::Admin, "test", None)?)
+        Ok(api_tokens::create(c, "scale-out", &hash, Role::Admin, api_tokens::Creator::CommandLine, None)?)
     })
     .await
     .unwrap();

@@ -96,8 +96,8 @@ async fn the_secret_and_bearer_tokens_appear_nowhere_after_a_full_run() {
         for (name, role) in [("ada", Role::Admin), ("otto", Role::Operator)] {
             endpoint_analytics::accounts::create_user(c, name, PASSWORD, role).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        api_tokens::create(c, "admin-script", &a, Role::Admin, "test", None)?;
-        api_tokens::create(c, "operator-script", &o, Role::Operator, "test", None)?;
+        api_tokens::create(c, "admin-script", &a, Role::Admin, api_tokens::Creator::CommandLine, None)?;
+        api_tokens::create(c, "operator-script", &o, Role::Operator, api_tokens::Creator::CommandLine, None)?;
         Ok(())
     })
     .await

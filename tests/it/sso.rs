@@ -35,28 +35,28 @@ impl TestApp {
     }
 }
 
-fn location(res: &reqwest::Response) -> String {
+pub(crate) fn location(res: &reqwest::Response) -> String {
     res.headers().get("location").expect("a redirect").to_str().unwrap().to_owned()
 }
 
-fn query(url: &str) -> Vec<(String, String)> {
+pub(crate) fn query(url: &str) -> Vec<(String, String)> {
     url::Url::parse(url).unwrap().query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
-fn param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn param(url: &str, name: &str) -> Option<String> {
     query(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 /// Clicks "Sign in with Microsoft" (following to the simulator's page) and returns the
 /// authorize address the product sent the browser to.
-async fn start(app: &TestApp, client: &reqwest::Client) -> String {
+pub(crate) async fn start(app: &TestApp, client: &reqwest::Client) -> String {
     let res = client.get(app.url("/login/entra?next=/endpoints")).send().await.unwrap();
     assert_eq!(res.status(), 303, "off to Entra");
     location(&res)
 }
 
 /// Signs `username` in at the simulator's page (or cancels): the address Entra sends back to.
-async fn at_simulator(authorize: &str, username: &str, action: &str) -> String {
+pub(crate) async fn at_simulator(authorize: &str, username: &str, action: &str) -> String {
     let sim = browser();
     let page = sim.get(authorize).send().await.unwrap();
     assert_eq!(page.status(), 200, "the simulator's sign-in page");
@@ -70,7 +70,11 @@ async fn at_simulator(authorize: &str, username: &str, action: &str) -> String {
 }
 
 /// The whole way: start, sign in at the simulator, come back. Returns the callback's answer.
-async fn sign_in_through_entra(app: &TestApp, client: &reqwest::Client, username: &str) -> reqwest::Response {
+pub(crate) async fn sign_in_through_entra(
+    app: &TestApp,
+    client: &reqwest::Client,
+    username: &str,
+) -> reqwest::Response {
     let authorize = start(app, client).await;
     let back = at_simulator(&authorize, username, "sign_in").await;
     client.get(back).send().await.unwrap()

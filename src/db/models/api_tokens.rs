@@ -18,6 +18,9 @@ pub struct ApiToken {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked: bool,
+    /// The person the token acts for (`None`: made on the command line, by whoever runs the
+    /// server).
+    pub creator_id: Option<i64>,
 }
 
 impl ApiToken {
@@ -30,20 +33,31 @@ impl ApiToken {
     }
 }
 
+/// Who makes a token: a signed-in person (by id and name), or the command line.
+pub enum Creator<'a> {
+    User { id: i64, name: &'a str },
+    CommandLine,
+}
+
 pub fn create(
     conn: &mut AnyConnection,
     name: &str,
     token_hash: &str,
     role: Role,
-    created_by: &str,
+    creator: Creator<'_>,
     expires_at: Option<i64>,
 ) -> QueryResult<usize> {
+    let (creator_id, created_by) = match creator {
+        Creator::User { id, name } => (Some(id), name),
+        Creator::CommandLine => (None, "cli"),
+    };
     diesel::insert_into(api_tokens::table)
         .values((
             api_tokens::name.eq(name),
             api_tokens::token_hash.eq(token_hash),
             api_tokens::role.eq(role.as_str()),
             api_tokens::created_by.eq(created_by),
+            api_tokens::creator_id.eq(creator_id),
             api_tokens::created_at.eq(now()),
             api_tokens::expires_at.eq(expires_at),
             api_tokens::revoked.eq(false),

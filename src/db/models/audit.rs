@@ -31,9 +31,13 @@ const MAX_FIELD: usize = 2_000;
 
 /// Audit text comes partly from callers (a user name typed at sign-in, a machine id in a form):
 /// control characters — NUL, which PostgreSQL cannot store, escape sequences, line breaks that
-/// would fake entries in an export — become U+FFFD, and each field is capped.
+/// would fake entries in an export — and bidirectional overrides (text shown reordered) become
+/// U+FFFD, and each field is capped.
 fn clean(s: &str) -> String {
-    s.chars().take(MAX_FIELD).map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+    s.chars()
+        .take(MAX_FIELD)
+        .map(|c| if c.is_control() || crate::domain::text::is_bidi_control(c) { '\u{fffd}' } else { c })
+        .collect()
 }
 
 pub fn record(conn: &mut AnyConnection, e: NewAudit<'_>) -> QueryResult<usize> {
@@ -63,6 +67,7 @@ mod tests {
     #[test]
     fn control_characters_never_reach_the_log() {
         assert_eq!(super::clean("a\0b\u{1b}[31m\nc"), "a\u{fffd}b\u{fffd}[31m\u{fffd}c");
+        assert_eq!(super::clean("mallory\u{202e}nimda"), "mallory\u{fffd}nimda");
         assert_eq!(super::clean(&"x".repeat(5000)).len(), super::MAX_FIELD);
     }
 }

@@ -17,17 +17,40 @@ pub fn load(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<(String, i
         .optional())
 }
 
-pub fn insert(conn: &mut AnyConnection, id: &str, state: &str, expires_at: i64) -> QueryResult<usize> {
+/// A new session; `user_id` is its signed-in user, if any.
+pub fn insert(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    expires_at: i64,
+    user_id: Option<i64>,
+) -> QueryResult<usize> {
     diesel::insert_into(sessions::table)
-        .values((sessions::id.eq(id), sessions::state.eq(state), sessions::expires_at.eq(expires_at)))
+        .values((
+            sessions::id.eq(id),
+            sessions::state.eq(state),
+            sessions::expires_at.eq(expires_at),
+            sessions::user_id.eq(user_id),
+        ))
         .execute(conn)
 }
 
 /// Updates a live session; 0 when it expired or was deleted meanwhile.
-pub fn update(conn: &mut AnyConnection, id: &str, state: &str, expires_at: i64) -> QueryResult<usize> {
+pub fn update(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    expires_at: i64,
+    user_id: Option<i64>,
+) -> QueryResult<usize> {
     diesel::update(sessions::table.filter(sessions::id.eq(id)).filter(sessions::expires_at.gt(now())))
-        .set((sessions::state.eq(state), sessions::expires_at.eq(expires_at)))
+        .set((sessions::state.eq(state), sessions::expires_at.eq(expires_at), sessions::user_id.eq(user_id)))
         .execute(conn)
+}
+
+/// Ends every session of a user (a password reset, a disabled account).
+pub fn delete_of_user(conn: &mut AnyConnection, user_id: i64) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)
 }
 
 pub fn touch(conn: &mut AnyConnection, id: &str, expires_at: i64) -> QueryResult<usize> {

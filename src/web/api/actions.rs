@@ -58,7 +58,9 @@ pub async fn submit(
         .map_err(|e| AppError::bad_request(format!("The body must be a JSON object describing the action: {e}")))?;
     // Without a key of the caller's, every request is a new one.
     let key = b.idempotency_key.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
-    let req = service::parse(&b.action, &b.scope, &b.comment, b.confirm, &key).map_err(AppError::BadRequest)?;
+    let mut req = service::parse(&b.action, &b.scope, &b.comment, b.confirm, &key).map_err(AppError::BadRequest)?;
+    // Token names need not be unique: a key belongs to the token that sent it.
+    req.idempotency_key = format!("token{}:{}", caller.token_id, req.idempotency_key);
     match service::submit(&state.sync_context(), id, req, &caller.actor()).await? {
         Ok(a) => Ok(HttpResponse::Accepted().json(ActionJson::from(a))),
         Err(Refusal::NotFound) => Err(AppError::bad_request(Refusal::NOT_A_MACHINE)),

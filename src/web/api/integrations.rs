@@ -34,11 +34,11 @@ pub async fn put(
 
 /// Tests the saved settings.
 pub async fn test(caller: ApiOperator, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let config = state.db.run(|c| Ok(settings::load(c)?)).await?;
-    let Some(config) = config else {
+    let configured = state.db.run(|c| Ok(settings::load(c)?.is_some())).await?;
+    if !configured {
         return Err(AppError::bad_request("Microsoft Defender is not configured yet."));
-    };
-    let outcome = service::test(&state.sync_context(), &SettingsInput::from_config(&config), &caller.actor()).await?;
+    }
+    let outcome = service::test(&state.sync_context(), None, &caller.actor()).await?;
     Ok(HttpResponse::Ok().json(match outcome {
         Ok(r) => json!({
             "ok": r.all_good(),

@@ -144,7 +144,9 @@ pub async fn test(
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
     let values = form_input(input(form)?.into_inner());
-    let outcome = service::test(&state.sync_context(), &values, &user.username).await?;
+    // Only an admin (who may save settings) tests settings of their own choosing.
+    let typed = user.can(crate::auth::Role::Admin).then_some(&values);
+    let outcome = service::test(&state.sync_context(), typed, &user.username).await?;
     html(&TestResult { outcome })
 }
 

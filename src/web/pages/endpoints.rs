@@ -408,6 +408,9 @@ impl DetailPage {
     }
 }
 
+/// The longest an Actions tab waits for Defender's list of the device's actions.
+const ACTIONS_LISTING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Result<DetailPage, AppError> {
     let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
     let data = endpoint_data(state, id).await?;
@@ -418,7 +421,17 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
     };
     let defender_actions = match (&data.defender, tab) {
         (Some(d), "actions") => Some(match state.sync_context().client().await {
-            Ok(client) => client.machine_actions(&d.m.machine_id).await.map_err(|e| e.plain_words()),
+            // A page does not wait on the client's rate limiter (up to a minute when the
+            // listing's budget is used up): it shows what it has and says why.
+            Ok(client) => {
+                match tokio::time::timeout(ACTIONS_LISTING_WAIT, client.machine_actions(&d.m.machine_id)).await {
+                    Ok(listed) => listed.map_err(|e| e.plain_words()),
+                    Err(_) => Err("Microsoft Defender's actions for this device could not be listed right now: the \
+                               integration's rate limit for that call is used up, or Defender is slow. Reload in a \
+                               minute; the actions requested here are shown above."
+                        .into()),
+                }
+            }
             Err(why) => Err(why),
         }),
         _ => None,

@@ -32,6 +32,15 @@ pub async fn audit(
     .await
 }
 
+/// A wait in words: "1 second", "40 seconds", "3 minutes".
+pub fn fmt_duration(secs: i64) -> String {
+    match secs.max(1) {
+        1 => "1 second".into(),
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", (s + 59) / 60),
+    }
+}
+
 /// Formats a stored time (UTC Unix seconds) for people, as `2026-11-27 03:14 UTC`. Written
 /// out field by field: a strftime pattern is parsed again on every call, and a list page
 /// formats fifty times (it was a seventh of the page's CPU).

@@ -10,7 +10,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::audit;
-use super::login::{NextQuery, back_to_login, safe_next, start_session};
+use super::login::{NextQuery, Notice, back_to_login, safe_next, start_session, to_login_with_notice};
 use crate::db::models::sso::SsoConfig;
 use crate::db::now;
 use crate::error::AppError;
@@ -24,22 +24,17 @@ use crate::web::{AppState, Input, Layout, html, input};
 /// Session key of the sign-in between the redirect to Entra and the way back.
 const PENDING: &str = "entra_pending";
 
-/// The redirect URI registered in Entra: configured, or this site's address as the request
-/// reached it (right when no proxy rewrites the host or scheme).
-fn redirect_uri(req: &HttpRequest, config: &SsoConfig) -> String {
+/// The redirect URI registered in Entra: configured, or this site's address as the browser
+/// reached it (through a trusted proxy's headers, else the request's own).
+fn redirect_uri(req: &HttpRequest, state: &AppState, config: &SsoConfig) -> String {
     if !config.redirect_uri.is_empty() {
         return config.redirect_uri.clone();
     }
-    let ci = req.connection_info();
-    format!("{}://{}{CALLBACK_PATH}", ci.scheme(), ci.host())
+    format!("{}{CALLBACK_PATH}", crate::web::client::public_origin(req, &state.trusted_proxies))
 }
 
 async fn enabled_config(state: &AppState) -> Result<SsoConfig, SignInError> {
     state.db.run(|c| Ok(settings::load(c)?)).await?.filter(|c| c.enabled).ok_or(SignInError::NotEnabled)
-}
-
-fn address(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
 /// "Sign in with Microsoft": off to the tenant's authorize endpoint.
@@ -52,7 +47,7 @@ pub async fn start(
     let next = safe_next(q.next.as_deref());
     let outcome = async {
         let config = enabled_config(&state).await?;
-        state.sso.begin(&config, &redirect_uri(&req, &config), next.clone()).await
+        state.sso.begin(&config, &redirect_uri(&req, &state, &config), next.clone()).await
     }
     .await;
     match outcome {
@@ -85,11 +80,16 @@ pub async fn callback(
     q: Input<web::Query<CallbackQuery>>,
 ) -> Result<HttpResponse, AppError> {
     let q = input(q)?.into_inner();
+    let from = state.client_address(&req);
     // One use: whatever happens now, the next attempt starts over.
-    let pending = session.remove_as::<Pending>(PENDING).and_then(Result::ok);
-    let next = pending.as_ref().map(|p| p.next.clone()).unwrap_or_else(|| "/".into());
-    let (who, outcome) = complete(&state, pending, q).await;
-    let from = address(&req);
+    let Some(pending) = session.remove_as::<Pending>(PENDING).and_then(Result::ok) else {
+        // Nothing was started in this browser: a stale bookmark, a second tab, or noise. Counted
+        // in the metrics, and answered without storing anything.
+        state.metrics.observe_sign_in_refused("no_pending_sign_in");
+        return Ok(to_login_with_notice("/", Notice::NoPendingSignIn, state.settings.cookies_secure()));
+    };
+    let next = pending.next.clone();
+    let (who, outcome) = complete(&state, Some(pending), q).await;
     match outcome {
         Ok(SignedIn { user, created, previous_role }) => {
             start_session(&session, user.id)?;
@@ -180,9 +180,8 @@ async fn render(
     let config = state.db.run(|c| Ok(settings::load(c)?)).await?;
     let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
     let form = form.unwrap_or_else(|| config.as_ref().map(SsoInput::from_config).unwrap_or_default());
-    let ci = req.connection_info();
     let redirect_uri = if form.redirect_uri.trim().is_empty() {
-        format!("{}://{}{CALLBACK_PATH}", ci.scheme(), ci.host())
+        format!("{}{CALLBACK_PATH}", crate::web::client::public_origin(req, &state.trusted_proxies))
     } else {
         form.redirect_uri.trim().to_owned()
     };

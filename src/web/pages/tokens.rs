@@ -105,8 +105,13 @@ pub async fn create(
     };
     let token = new_api_token();
     let hash = hash_api_token(&token);
-    let (n, by) = (name.clone(), user.username.clone());
-    state.db.run(move |c| Ok(api_tokens::create(c, &n, &hash, role, &by, expires_at)?)).await?;
+    let (n, by, by_id) = (name.clone(), user.username.clone(), user.id);
+    state
+        .db
+        .run(move |c| {
+            Ok(api_tokens::create(c, &n, &hash, role, api_tokens::Creator::User { id: by_id, name: &by }, expires_at)?)
+        })
+        .await?;
     audit(&state.db, &user.username, "token.create", &name, "success", &format!("role {}", role.as_str())).await?;
     render(&user, &state, Some(token), None).await
 }
