@@ -202,7 +202,14 @@ async fn runs(db: &Db) -> Vec<SyncRun> {
 /// Signs in as the admin through `instance`'s form (the cookie passed by hand).
 async fn sign_in(http: &reqwest::Client, instance: &Instance, password: &str) -> reqwest::Response {
     let page = http.get(instance.url("/login")).send().await.unwrap();
-    let pre = session_cookie(&page).expect("the sign-in page starts a session");
+    let pre = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ea_login="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .expect("the sign-in page sets its form cookie");
     let token = csrf_of(&page.text().await.unwrap());
     http.post(instance.url("/login"))
         .header("Cookie", &pre)

@@ -3,7 +3,6 @@
 //! `web::pages::login::LoginThrottle`; this file only keeps the counts atomically.
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error};
 use diesel::sql_types::BigInt;
 
 use crate::db::AnyConnection;
@@ -42,14 +41,6 @@ impl Growth {
             max = self.max_wait_secs,
         )
     }
-
-    /// [`Growth::wait_after`] as the moment it ends (0: no wait).
-    fn wait_until(self, count: u32, now_ms: i64) -> i64 {
-        match self.wait_after(count) {
-            0 => 0,
-            secs => now_ms + 1000 * secs,
-        }
-    }
 }
 
 /// Counts one attempt under `key` at `now_ms` (UTC Unix milliseconds), unless the key must wait:
@@ -63,6 +54,15 @@ pub fn claim(
     forget_after_secs: i64,
 ) -> QueryResult<Result<(), i64>> {
     let now = now_ms / 1000;
+    // The key's row, made once. Without a conflict-free insert, two first attempts at once
+    // would meet a unique violation, which ends a PostgreSQL transaction.
+    let row = (lf::key.eq(key), lf::failures.eq(0), lf::last_at.eq(now), lf::wait_until_ms.eq(0i64));
+    match conn {
+        AnyConnection::Sqlite(c) => diesel::insert_or_ignore_into(lf::table).values(row).execute(c)?,
+        AnyConnection::Postgresql(c) => {
+            diesel::insert_into(lf::table).values(row).on_conflict_do_nothing().execute(c)?
+        }
+    };
     diesel::update(
         lf::table
             .filter(lf::key.eq(key))
@@ -71,32 +71,18 @@ pub fn claim(
     )
     .set(lf::failures.eq(0))
     .execute(conn)?;
-    for _ in 0..2 {
-        let counted = diesel::update(lf::table.filter(lf::key.eq(key)).filter(lf::wait_until_ms.le(now_ms)))
-            .set((
-                lf::failures.eq(lf::failures + 1),
-                lf::last_at.eq(now),
-                lf::wait_until_ms.eq(diesel::dsl::sql::<BigInt>(&growth.wait_until_sql(now_ms))),
-            ))
-            .execute(conn)?;
-        if counted == 1 {
-            return Ok(Ok(()));
-        }
-        if let Some(until) = lf::table.find(key).select(lf::wait_until_ms).first::<i64>(conn).optional()? {
-            return Ok(Err(until));
-        }
-        let until = growth.wait_until(1, now_ms);
-        match diesel::insert_into(lf::table)
-            .values((lf::key.eq(key), lf::failures.eq(1), lf::last_at.eq(now), lf::wait_until_ms.eq(until)))
-            .execute(conn)
-        {
-            Ok(_) => return Ok(Ok(())),
-            // Another instance counted the first attempt meanwhile: count on top of it.
-            Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => continue,
-            Err(e) => return Err(e),
-        }
+    let counted = diesel::update(lf::table.filter(lf::key.eq(key)).filter(lf::wait_until_ms.le(now_ms)))
+        .set((
+            lf::failures.eq(lf::failures + 1),
+            lf::last_at.eq(now),
+            lf::wait_until_ms.eq(diesel::dsl::sql::<BigInt>(&growth.wait_until_sql(now_ms))),
+        ))
+        .execute(conn)?;
+    if counted == 1 {
+        return Ok(Ok(()));
     }
-    Err(Error::RollbackTransaction)
+    let until = lf::table.find(key).select(lf::wait_until_ms).first::<i64>(conn)?;
+    Ok(Err(until))
 }
 
 /// Takes back one counted attempt (it turned out not to be a guess: the password was right).
