@@ -104,16 +104,50 @@ pub fn check_password_strength(username: &str, password: &str) -> Result<(), Str
     if distinct.len() < 5 {
         return Err("The password repeats too few characters: use at least 5 different ones.".into());
     }
-    // zxcvbn: common passwords, names, words, keyboard rows, dates and years, and the user name
-    // and product name, however combined. Score 3 of 4: "safely unguessable" against an online
-    // attack (10^8 guesses), the strength Dropbox's estimator recommends accepting.
-    let estimate = zxcvbn::zxcvbn(password, &[username, "endpoint", "analytics"]);
-    if estimate.score() < zxcvbn::Score::Three {
+    // zxcvbn: common passwords, names, words, keyboard rows, dates and years, l33t spellings,
+    // and the words of this product and of password sprays (seasons, months), however combined.
+    // Score 4 of 4 ("very unguessable", over 10^10 guesses): sprays try one guess per account,
+    // so what they hold (`Summer2026!`, `P@ssw0rd2026!!`) scores 3 and is refused.
+    let mut context = vec![username];
+    context.extend_from_slice(SPRAY_WORDS);
+    let estimate = zxcvbn::zxcvbn(password, &context);
+    if estimate.score() < zxcvbn::Score::Four {
         let why = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(" ({w})")).unwrap_or_default();
         return Err(format!("The password is too easy to guess{why}: add a few uncommon words, or use a passphrase."));
     }
     Ok(())
 }
+
+/// Words password sprays are built of, and this product's: zxcvbn treats them as known words.
+const SPRAY_WORDS: &[&str] = &[
+    "endpoint",
+    "analytics",
+    "endpointanalytics",
+    "defender",
+    "microsoft",
+    "security",
+    "admin",
+    "administrator",
+    "welcome",
+    "company",
+    "spring",
+    "summer",
+    "autumn",
+    "fall",
+    "winter",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
 
 /// User names: what a person can type and read in the audit log.
 pub fn check_username(username: &str) -> Result<(), String> {

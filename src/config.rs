@@ -46,10 +46,14 @@ pub struct Settings {
     /// without a token (a Prometheus server). Empty by default: only Admin API tokens may. The
     /// address is the client's (see `trusted_proxies`).
     pub metrics_allow: Vec<String>,
-    /// Reverse proxies (addresses or networks) whose `Forwarded` and `X-Forwarded-For`,
-    /// `-Proto` and `-Host` headers are believed. Empty by default: the TCP peer is the client,
-    /// and such headers from anyone are ignored (they could name any address).
+    /// Reverse proxies (addresses or networks) whose client-address headers are believed.
+    /// Empty by default: the TCP peer is the client, and such headers from anyone are ignored
+    /// (they could name any address).
     pub trusted_proxies: Vec<String>,
+    /// Which headers those proxies write: `x-forwarded-for` (with `X-Forwarded-Proto`) or
+    /// `forwarded` (RFC 7239). Only that family is read: the other could be the client's own,
+    /// passed on by the proxy unchanged.
+    pub proxy_header: String,
 }
 
 impl Default for Settings {
@@ -69,6 +73,7 @@ impl Default for Settings {
             log_format: "text".into(),
             metrics_allow: Vec::new(),
             trusted_proxies: Vec::new(),
+            proxy_header: "x-forwarded-for".into(),
         }
     }
 }
@@ -89,6 +94,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_LOG_FORMAT", "log_format"),
     ("EA_METRICS_ALLOW", "metrics_allow"),
     ("EA_TRUSTED_PROXIES", "trusted_proxies"),
+    ("EA_PROXY_HEADER", "proxy_header"),
 ];
 
 impl Settings {
@@ -126,6 +132,12 @@ impl Settings {
         anyhow::ensure!(matches!(self.log_format.as_str(), "text" | "json"), "log_format must be text or json");
         self.metrics_allow_nets()?;
         self.trusted_proxy_nets()?;
+        self.proxy_header()?;
+        anyhow::ensure!((1..=100).contains(&self.login_max_failures), "login_max_failures must be between 1 and 100");
+        anyhow::ensure!(
+            (1..=1440).contains(&self.login_lockout_minutes),
+            "login_lockout_minutes must be between 1 and 1440 (a day)"
+        );
         Ok(())
     }
 
@@ -137,6 +149,12 @@ impl Settings {
     /// `trusted_proxies` parsed; a bare address is a network of one.
     pub fn trusted_proxy_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
         networks("trusted_proxies", &self.trusted_proxies)
+    }
+
+    /// `proxy_header` parsed.
+    pub fn proxy_header(&self) -> anyhow::Result<ProxyHeader> {
+        ProxyHeader::parse(&self.proxy_header)
+            .ok_or_else(|| anyhow::anyhow!("proxy_header must be x-forwarded-for or forwarded"))
     }
 
     /// Whether cookies are `Secure`: as set, else unless the server listens on loopback only.
@@ -164,6 +182,26 @@ impl Settings {
         write_private(&path, &b64.encode(key.0))?;
         tracing::info!(path = %path.display(), "generated a new master key; back it up with the database");
         Ok(key)
+    }
+}
+
+/// Which headers the trusted proxies write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` (appended to by nginx, HAProxy, Caddy, Traefik, cloud load balancers)
+    /// and `X-Forwarded-Proto`.
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239): `for=` and `proto=`.
+    Forwarded,
+}
+
+impl ProxyHeader {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            "forwarded" => Some(Self::Forwarded),
+            _ => None,
+        }
     }
 }
 

@@ -25,10 +25,12 @@ pub const MAX_PENDING: usize = 8 * 1024 * 1024;
 /// when it is dropped.
 pub fn init(settings: &Settings) -> LogGuard {
     use tracing_subscriber::EnvFilter;
-    let (writer, guard) = BatchedWriter::start(std::io::stderr());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
-    // Colours only for a person at a terminal: a log file or pipe gets plain text.
+    // Colours only for a person at a terminal: a log file or pipe gets plain text, and any ESC
+    // in it is escaped.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = BatchedWriter::start(std::io::stderr());
+    let writer = writer.keeping_escapes(ansi);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = if settings.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
     guard
@@ -63,7 +65,11 @@ impl Shared {
 
 /// A `tracing_subscriber` writer that hands lines to the writer thread.
 #[derive(Clone)]
-pub struct BatchedWriter(Arc<Shared>);
+pub struct BatchedWriter {
+    shared: Arc<Shared>,
+    /// Leave ESC as it is (a terminal's colours), or escape it like any control character.
+    keep_escapes: bool,
+}
 
 impl BatchedWriter {
     /// Starts the writer thread, writing to `out`.
@@ -96,19 +102,25 @@ impl BatchedWriter {
                 }
             })
             .expect("cannot start the log writer thread");
-        (BatchedWriter(shared.clone()), LogGuard { shared, thread: Some(thread) })
+        (BatchedWriter { shared: shared.clone(), keep_escapes: false }, LogGuard { shared, thread: Some(thread) })
+    }
+
+    /// Whether ESC is written as it is: only for a terminal, whose colours the formatter writes
+    /// with it. Elsewhere an ESC in a log line can only be text someone sent.
+    pub fn keeping_escapes(self, keep: bool) -> Self {
+        Self { keep_escapes: keep, ..self }
     }
 
     fn push(&self, line: &[u8]) {
-        let mut pending = self.0.lock();
+        let mut pending = self.shared.lock();
         while pending.lines.len() >= MAX_PENDING && !pending.closed {
             pending.callers_waiting += 1;
-            pending = self.0.taken.wait(pending).unwrap_or_else(|e| e.into_inner());
+            pending = self.shared.taken.wait(pending).unwrap_or_else(|e| e.into_inner());
             pending.callers_waiting -= 1;
         }
         pending.lines.extend_from_slice(line);
         if std::mem::take(&mut pending.writer_idle) {
-            self.0.arrived.notify_one();
+            self.shared.arrived.notify_one();
         }
     }
 }
@@ -117,7 +129,7 @@ impl BatchedWriter {
 /// moved per line).
 impl Write for &BatchedWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.push(&inert_line(buf));
+        self.push(&inert_line(buf, self.keep_escapes));
         Ok(buf.len())
     }
 
@@ -135,27 +147,26 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedWriter {
 }
 
 /// Characters that would forge or disguise log lines: line breaks (a second, fake line), other
-/// control characters, and bidirectional overrides (text shown in another order than stored).
-/// ESC stays: the formatter colours a terminal's lines with it, and `tracing-subscriber` already
-/// escapes it inside field values.
-fn is_deceptive(c: char) -> bool {
-    (c.is_control() && c != '\u{1b}' && c != '\t') || crate::domain::text::is_bidi_control(c)
+/// control characters (ESC moves a terminal's cursor and hides text), and layout controls
+/// (text shown in another order than stored). ESC may be kept for a terminal's colours.
+fn is_deceptive(c: char, keep_escapes: bool) -> bool {
+    (c.is_control() && c != '\t' && !(keep_escapes && c == '\u{1b}')) || crate::domain::text::is_layout_control(c)
 }
 
 /// One formatted event as it may be written: every deceptive character but the line's final
 /// newline becomes a visible `\uXXXX` escape (also a valid escape inside a JSON string).
-fn inert_line(buf: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+fn inert_line(buf: &[u8], keep_escapes: bool) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match buf.strip_suffix(b"\n") {
         Some(body) => (body, "\n"),
         None => (buf, ""),
     };
     let text = String::from_utf8_lossy(body);
-    if !text.chars().any(is_deceptive) && matches!(text, std::borrow::Cow::Borrowed(_)) {
+    if !text.chars().any(|c| is_deceptive(c, keep_escapes)) && matches!(text, std::borrow::Cow::Borrowed(_)) {
         return std::borrow::Cow::Borrowed(buf);
     }
     let mut out = String::with_capacity(buf.len() + 16);
     for c in text.chars() {
-        if is_deceptive(c) {
+        if is_deceptive(c, keep_escapes) {
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
             out.push(c);
@@ -186,10 +197,16 @@ mod tests {
     #[test]
     fn line_breaks_and_bidi_overrides_are_escaped_but_the_final_newline_kept() {
         let forged = "INFO refused: access_denied\r\nINFO forged: admin signed in \u{202e}txt.exe\n";
-        let out = String::from_utf8(super::inert_line(forged.as_bytes()).into_owned()).unwrap();
+        let out = String::from_utf8(super::inert_line(forged.as_bytes(), false).into_owned()).unwrap();
         assert_eq!(out, "INFO refused: access_denied\\u000d\\u000aINFO forged: admin signed in \\u202etxt.exe\n");
-        let plain = "INFO \u{1b}[32mok\u{1b}[0m\tdone\n";
-        assert!(matches!(super::inert_line(plain.as_bytes()), std::borrow::Cow::Borrowed(_)));
+        let coloured = "INFO \u{1b}[32mok\u{1b}[0m\tdone\n";
+        assert!(
+            matches!(super::inert_line(coloured.as_bytes(), true), std::borrow::Cow::Borrowed(_)),
+            "a terminal's colours"
+        );
+        let hidden =
+            String::from_utf8(super::inert_line("a\u{1b}[8mhidden\u{2028}b\n".as_bytes(), false).into_owned()).unwrap();
+        assert_eq!(hidden, "a\\u001b[8mhidden\\u2028b\n");
     }
 
     use super::*;

@@ -37,17 +37,39 @@ impl SecretBox {
         Ok(out)
     }
 
-    /// What a settings form stores: a newly entered secret sealed, or else the stored one kept
-    /// (forms never show the secret, so an empty field means "unchanged").
+    /// A client secret sealed together with where it may be sent (`destination`: the hosts,
+    /// tenant and client it was entered for) as associated data: a ciphertext that ends up beside
+    /// another destination — two admins saving at once, a row edited by hand — does not open,
+    /// so the secret cannot follow a host it was not typed for.
+    pub fn seal_for(&self, purpose: &str, destination: &str, secret: &str) -> anyhow::Result<Vec<u8>> {
+        self.seal(&bound(purpose, destination), secret)
+    }
+
+    /// Opens a secret sealed by [`SecretBox::seal_for`] for this destination. A secret sealed
+    /// before secrets were bound to their destination (purpose alone) still opens.
+    pub fn open_for(&self, purpose: &str, destination: &str, sealed: &[u8]) -> anyhow::Result<String> {
+        self.open(&bound(purpose, destination), sealed).or_else(|e| self.open(purpose, sealed).map_err(|_| e))
+    }
+
+    /// What a settings form stores: a newly entered secret sealed for its destination, or else
+    /// the stored one kept (forms never show the secret, so an empty field means "unchanged");
+    /// one sealed before secrets were bound to their destination is sealed again, bound.
     pub fn seal_or_keep(
         &self,
         purpose: &str,
+        destination: &str,
         new_secret: Option<&str>,
         stored: Option<Vec<u8>>,
     ) -> anyhow::Result<Option<Vec<u8>>> {
-        match new_secret {
-            Some(secret) => Ok(Some(self.seal(purpose, secret)?)),
-            None => Ok(stored),
+        match (new_secret, stored) {
+            (Some(secret), _) => Ok(Some(self.seal_for(purpose, destination, secret)?)),
+            (None, Some(sealed)) if self.open(&bound(purpose, destination), &sealed).is_err() => {
+                match self.open(purpose, &sealed) {
+                    Ok(legacy) => Ok(Some(self.seal_for(purpose, destination, &legacy)?)),
+                    Err(_) => Ok(Some(sealed)),
+                }
+            }
+            (None, stored) => Ok(stored),
         }
     }
 
@@ -64,9 +86,29 @@ impl SecretBox {
     }
 }
 
+fn bound(purpose: &str, destination: &str) -> String {
+    format!("{purpose}|{destination}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_sealed_for_one_destination_opens_for_no_other() {
+        let b = SecretBox::new(&MasterKey::generate());
+        let sealed = b.seal_for("defender", "tenant|client|https://login.microsoftonline.com/", "s3cret").unwrap();
+        assert_eq!(
+            b.open_for("defender", "tenant|client|https://login.microsoftonline.com/", &sealed).unwrap(),
+            "s3cret"
+        );
+        assert!(b.open_for("defender", "tenant|client|http://127.0.0.1:9/", &sealed).is_err());
+        let legacy = b.seal("defender", "old").unwrap();
+        assert_eq!(b.open_for("defender", "anything", &legacy).unwrap(), "old", "sealed before binding");
+        let rebound = b.seal_or_keep("defender", "here", None, Some(legacy)).unwrap().unwrap();
+        assert!(b.open("defender", &rebound).is_err(), "bound when saved again");
+        assert_eq!(b.open_for("defender", "here", &rebound).unwrap(), "old");
+    }
 
     #[test]
     fn sealed_secrets_open_only_with_the_same_key_and_purpose() {

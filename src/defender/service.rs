@@ -17,53 +17,53 @@ pub enum Saved {
     Invalid(FieldErrors),
 }
 
+/// Validates and saves in one write transaction: what is checked (above all, whether the stored
+/// secret may be kept) is what is saved over, even when two admins save at once.
 pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::Result<Saved> {
-    let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
-    let s = match settings::validate(&input, existing.as_ref()) {
-        Ok(s) => s,
-        Err(errors) => {
-            let (by, details) = (by.to_owned(), errors.summary());
-            ctx.db
-                .run(move |c| {
-                    Ok(audit::record(
-                        c,
-                        audit::NewAudit {
-                            actor: &by,
-                            action: "defender.configure",
-                            target: "Microsoft Defender",
-                            outcome: "refused",
-                            details: &details,
-                        },
-                    )?)
-                })
-                .await?;
-            return Ok(Saved::Invalid(errors));
-        }
-    };
-    let was_enabled = existing.as_ref().is_some_and(|c| c.enabled);
-    let details = settings::describe_change(existing.as_ref(), &s);
-    let (secrets, modeler, by_owned, s2) = (ctx.secrets.clone(), ctx.modeler.clone(), by.to_owned(), s.clone());
-    let removed = ctx
+    let (secrets, modeler, by_owned) = (ctx.secrets.clone(), ctx.modeler.clone(), by.to_owned());
+    let outcome = ctx
         .db
         .run(move |c| {
-            settings::save(c, &secrets, &s2, &by_owned)?;
-            let mut removed = 0;
-            if was_enabled && !s2.enabled {
-                removed = disable(c, &modeler)?;
-            }
-            audit::record(
-                c,
-                audit::NewAudit {
-                    actor: &by_owned,
-                    action: "defender.configure",
-                    target: "Microsoft Defender",
-                    outcome: "success",
-                    details: &details,
-                },
-            )?;
-            Ok(removed)
+            c.write_transaction(|c| {
+                let existing = settings::load(c)?;
+                let s = match settings::validate(&input, existing.as_ref()) {
+                    Ok(s) => s,
+                    Err(errors) => {
+                        audit::record(
+                            c,
+                            audit::NewAudit {
+                                actor: &by_owned,
+                                action: "defender.configure",
+                                target: "Microsoft Defender",
+                                outcome: "refused",
+                                details: &errors.summary(),
+                            },
+                        )?;
+                        return Ok(Err(errors));
+                    }
+                };
+                let was_enabled = existing.as_ref().is_some_and(|c| c.enabled);
+                let details = settings::describe_change(existing.as_ref(), &s);
+                settings::save(c, &secrets, &s, &by_owned)?;
+                let removed = if was_enabled && !s.enabled { disable(c, &modeler)? } else { 0 };
+                audit::record(
+                    c,
+                    audit::NewAudit {
+                        actor: &by_owned,
+                        action: "defender.configure",
+                        target: "Microsoft Defender",
+                        outcome: "success",
+                        details: &details,
+                    },
+                )?;
+                Ok(Ok((s, was_enabled, removed)))
+            })
         })
         .await?;
+    let (s, was_enabled, removed) = match outcome {
+        Ok(saved) => saved,
+        Err(errors) => return Ok(Saved::Invalid(errors)),
+    };
     let mut message = "Saved.".to_owned();
     if s.enabled && !was_enabled {
         sync::start(ctx, "enabled", by).await?;
@@ -117,7 +117,11 @@ pub async fn test(
     };
     let secret = match (&s.new_secret, &existing) {
         (Some(typed), _) => typed.clone(),
-        (None, Some(config)) => settings::stored_secret(&ctx.secrets, config)?.unwrap_or_default(),
+        (None, Some(config)) => match settings::stored_secret(&ctx.secrets, config) {
+            Ok(secret) => secret.unwrap_or_default(),
+            // Sealed for another destination: nothing is sent anywhere.
+            Err(e) => return Ok(Err(format!("{e}."))),
+        },
         (None, None) => String::new(),
     };
     let outcome = match sync::client_for(&s, &secret, ctx.client_options.clone()) {

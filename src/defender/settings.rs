@@ -265,6 +265,12 @@ impl Settings {
         (self.tenant_id.clone(), self.client_id.clone(), self.cloud, login, api)
     }
 
+    /// [`Settings::destination`] as the text a sealed secret is bound to.
+    pub fn destination_key(&self) -> String {
+        let (tenant, client, cloud, login, api) = self.destination();
+        format!("{tenant}|{client}|{}|{login}|{api}", cloud.as_str())
+    }
+
     /// The hosts a test or sync of these settings contacts, for the audit log.
     pub fn hosts_contacted(&self) -> String {
         let (login, api, _) = self.hosts();
@@ -286,7 +292,8 @@ pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<IntegrationC
 /// Saves; a new secret is sealed, otherwise the stored ciphertext is kept.
 pub fn save(conn: &mut AnyConnection, secrets: &SecretBox, s: &Settings, by: &str) -> anyhow::Result<()> {
     let stored = load(conn)?.and_then(|e| e.secret_ciphertext);
-    let secret_ciphertext = secrets.seal_or_keep(SECRET_PURPOSE, s.new_secret.as_deref(), stored)?;
+    let secret_ciphertext =
+        secrets.seal_or_keep(SECRET_PURPOSE, &s.destination_key(), s.new_secret.as_deref(), stored)?;
     integration::save(
         conn,
         &IntegrationConfig {
@@ -307,9 +314,18 @@ pub fn save(conn: &mut AnyConnection, secrets: &SecretBox, s: &Settings, by: &st
     Ok(())
 }
 
-/// The stored secret, decrypted for one use.
+/// The stored secret, decrypted for one use: only for the destination it was saved for (a
+/// row whose hosts, tenant, client or cloud changed beside the secret does not open it).
 pub fn stored_secret(secrets: &SecretBox, c: &IntegrationConfig) -> anyhow::Result<Option<String>> {
-    c.secret_ciphertext.as_deref().map(|ct| secrets.open(SECRET_PURPOSE, ct)).transpose()
+    let Some(sealed) = c.secret_ciphertext.as_deref() else { return Ok(None) };
+    let destination = Settings::from_config(c)
+        .map_err(|e| anyhow::anyhow!("the saved settings are not valid: {}", e.summary()))?
+        .destination_key();
+    secrets.open_for(SECRET_PURPOSE, &destination, sealed).map(Some).map_err(|_| {
+        anyhow::anyhow!(
+            "The stored client secret was not saved for these settings (or the master key changed): enter it again"
+        )
+    })
 }
 
 /// What changed, for the audit log (never the secret itself).

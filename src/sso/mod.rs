@@ -29,41 +29,45 @@ pub async fn configure(
     by: &str,
 ) -> anyhow::Result<Result<String, FieldErrors>> {
     let (secrets, by) = (secrets.clone(), by.to_owned());
+    // Validated and saved in one write transaction: the stored secret is kept only for the
+    // destination it was checked against, even when two admins save at once.
     db.run(move |c| {
-        let old = settings::load(c)?;
-        let s = match settings::validate(&input, old.as_ref()) {
-            Ok(s) => s,
-            Err(errors) => {
-                crate::db::models::audit::record(
-                    c,
-                    crate::db::models::audit::NewAudit {
-                        actor: &by,
-                        action: "sso.configure",
-                        target: settings::NAME,
-                        outcome: "refused",
-                        details: &errors.summary(),
-                    },
-                )?;
-                return Ok(Err(errors));
-            }
-        };
-        let details = settings::describe_change(old.as_ref(), &s);
-        settings::save(c, &secrets, &s, &by)?;
-        crate::db::models::audit::record(
-            c,
-            crate::db::models::audit::NewAudit {
-                actor: &by,
-                action: "sso.configure",
-                target: settings::NAME,
-                outcome: "success",
-                details: &details,
-            },
-        )?;
-        Ok(Ok(if s.enabled {
-            "Saved. Sign-in with Microsoft is enabled.".to_owned()
-        } else {
-            "Saved. Sign-in with Microsoft is disabled.".to_owned()
-        }))
+        c.write_transaction(|c| {
+            let old = settings::load(c)?;
+            let s = match settings::validate(&input, old.as_ref()) {
+                Ok(s) => s,
+                Err(errors) => {
+                    crate::db::models::audit::record(
+                        c,
+                        crate::db::models::audit::NewAudit {
+                            actor: &by,
+                            action: "sso.configure",
+                            target: settings::NAME,
+                            outcome: "refused",
+                            details: &errors.summary(),
+                        },
+                    )?;
+                    return Ok(Err(errors));
+                }
+            };
+            let details = settings::describe_change(old.as_ref(), &s);
+            settings::save(c, &secrets, &s, &by)?;
+            crate::db::models::audit::record(
+                c,
+                crate::db::models::audit::NewAudit {
+                    actor: &by,
+                    action: "sso.configure",
+                    target: settings::NAME,
+                    outcome: "success",
+                    details: &details,
+                },
+            )?;
+            Ok(Ok(if s.enabled {
+                "Saved. Sign-in with Microsoft is enabled.".to_owned()
+            } else {
+                "Saved. Sign-in with Microsoft is disabled.".to_owned()
+            }))
+        })
     })
     .await
 }

@@ -199,7 +199,8 @@ pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<SsoConfig>> 
 
 pub fn save(conn: &mut AnyConnection, secrets: &SecretBox, s: &SsoSettings, by: &str) -> anyhow::Result<()> {
     let stored = load(conn)?.and_then(|o| o.secret_ciphertext);
-    let secret_ciphertext = secrets.seal_or_keep(SECRET_PURPOSE, s.new_secret.as_deref(), stored)?;
+    let secret_ciphertext =
+        secrets.seal_or_keep(SECRET_PURPOSE, &destination_key(s.destination()), s.new_secret.as_deref(), stored)?;
     let join = |v: &[String]| v.join("\n");
     sso::save(
         conn,
@@ -221,9 +222,21 @@ pub fn save(conn: &mut AnyConnection, secrets: &SecretBox, s: &SsoSettings, by: 
     Ok(())
 }
 
+/// The text a sealed secret is bound to: it opens only for the authority, tenant and client it
+/// was saved for.
+fn destination_key((tenant, client, authority): (&str, &str, &str)) -> String {
+    format!("{tenant}|{client}|{authority}")
+}
+
 pub fn stored_secret(secrets: &SecretBox, c: &SsoConfig) -> anyhow::Result<String> {
     let sealed = c.secret_ciphertext.as_deref().ok_or_else(|| anyhow::anyhow!("no client secret is stored"))?;
-    secrets.open(SECRET_PURPOSE, sealed)
+    let destination = destination_key((&c.tenant_id, &c.client_id, c.authority.trim_end_matches('/')));
+    secrets.open_for(SECRET_PURPOSE, &destination, sealed).map_err(|_| {
+        anyhow::anyhow!(
+            "the stored client secret was not saved for these settings (or the master key changed): an administrator \
+             must enter it again"
+        )
+    })
 }
 
 /// What changed, for the audit log (never the secret itself).

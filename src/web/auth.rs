@@ -195,7 +195,7 @@ impl FromRequest for MetricsReader {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let allowed = req.app_data::<web::Data<AppState>>().is_some_and(|state| {
-            let Some(ip) = crate::web::client::client_ip(req, &state.trusted_proxies) else { return false };
+            let Some(ip) = crate::web::client::client_ip(req, &state.proxies) else { return false };
             match state.settings.metrics_allow_nets() {
                 Ok(nets) => nets.iter().any(|n| n.contains(&ip)),
                 Err(e) => {

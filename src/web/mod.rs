@@ -35,13 +35,15 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
     /// Password checks that may run at once (each Argon2 check holds about 19 MiB).
-    pub password_checks: tokio::sync::Semaphore,
+    pub password_checks: pages::login::PasswordChecks,
+    /// Browsers in which a user signed in before (device cookies).
+    pub login_devices: pages::login::LoginDevices,
     /// The sign-in form's CSRF token for browsers without a session.
     pub login_csrf: security::LoginCsrf,
     /// Refusals written to the audit log once per actor, kind and minute.
     pub refusals: refusals::Refusals,
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-*` headers are believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Reverse proxies whose `X-Forwarded-*` (or `Forwarded`) headers are believed.
+    pub proxies: client::Proxies,
     /// Entra sign-in's HTTP client and its discovery and key caches.
     pub sso: crate::sso::Sso,
     /// This instance's Prometheus metrics (`/metrics`).
@@ -59,7 +61,7 @@ pub struct AppState {
 impl AppState {
     /// The client's address as the audit log and throttling see it.
     pub fn client_address(&self, req: &actix_web::HttpRequest) -> String {
-        client::client_address(req, &self.trusted_proxies)
+        client::client_address(req, &self.proxies)
     }
 
     /// What a Defender sync, test or action needs.

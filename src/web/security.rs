@@ -117,8 +117,10 @@ fn cross_site(req: &ServiceRequest) -> bool {
         Some(_) => return true,
     }
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let proxies = req.app_data::<actix_web::web::Data<AppState>>().map(|s| s.trusted_proxies.clone());
-        let host = crate::web::client::public_host(req.request(), proxies.as_deref().unwrap_or_default());
+        let host = match req.app_data::<actix_web::web::Data<AppState>>() {
+            Some(state) => crate::web::client::public_host(req.request(), &state.proxies),
+            None => crate::web::client::public_host(req.request(), &crate::web::client::Proxies::none()),
+        };
         let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
         return origin == "null" || !origin_host.eq_ignore_ascii_case(&host);
     }
@@ -203,6 +205,6 @@ impl LoginCsrf {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -133,8 +133,6 @@ pub mod keys {
     pub const LOGIN_AT: &str = "login_at";
     pub const LAST_ACTIVE: &str = "active";
     pub const CSRF: &str = "csrf";
-    /// Why a sign-in elsewhere (Entra) failed, shown once by the sign-in page.
-    pub const LOGIN_ERROR: &str = "login_error";
     /// The signed-in user's account, read with the session; in memory only, never stored.
     pub const ACCOUNT: &str = "account";
 }

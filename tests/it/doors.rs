@@ -423,15 +423,26 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     assert_eq!(app.login(&via("198.51.100.1, 203.0.113.7"), "carol", "wrong password!").await.status(), 401);
     let rows = audit_rows(&app, "login").await;
     assert_eq!(rows.last().unwrap().1, "203.0.113.7", "the proxy's word is taken: the nearest untrusted hop");
+    assert_eq!(via("203.0.113.7").get(app.url("/metrics")).send().await.unwrap().status(), 200);
+    assert_eq!(via("198.51.100.1").get(app.url("/metrics")).send().await.unwrap().status(), 401);
+    // A client's own Forwarded header, passed on by a proxy that appends X-Forwarded-For: only
+    // the family the proxies are configured to write is read (red-team finding).
+    let spoofed = via("198.51.100.1").get(app.url("/metrics")).header("forwarded", "for=203.0.113.7").send().await;
+    assert_eq!(spoofed.unwrap().status(), 401, "the other header family is the client's");
+    let rfc = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".into()];
+        s.proxy_header = "forwarded".into();
+        s.metrics_allow = vec!["203.0.113.7".into()];
+    })
+    .await;
     let forwarded = reqwest::Client::new()
-        .get(app.url("/metrics"))
+        .get(rfc.url("/metrics"))
         .header("forwarded", "for=203.0.113.7;proto=https")
+        .header("x-forwarded-for", "198.51.100.1")
         .send()
         .await
         .unwrap();
-    assert_eq!(forwarded.status(), 200, "Forwarded from a trusted proxy");
-    assert_eq!(via("203.0.113.7").get(app.url("/metrics")).send().await.unwrap().status(), 200);
-    assert_eq!(via("198.51.100.1").get(app.url("/metrics")).send().await.unwrap().status(), 401);
+    assert_eq!(forwarded.status(), 200, "Forwarded, when the proxies are configured to write it");
     // Many user names from one client behind the proxy: that client waits, another does not.
     for i in 0..20 {
         let res = app.login(&via("192.0.2.10"), &format!("nobody{i}"), "wrong password!").await;
@@ -461,10 +472,31 @@ async fn anonymous_noise_writes_no_rows() {
         let stray = browser().get(app.url("/login/entra/callback?code=abc&state=def")).send().await.unwrap();
         assert_eq!(stray.status(), 303);
     }
+    // Starting a sign-in with Microsoft, and Entra's own errors coming back, store nothing
+    // either (the pending sign-in travels in a sealed cookie; red-team finding).
+    for _ in 0..10 {
+        let client = browser();
+        let authorize = crate::sso::start(&app, &client).await;
+        let state = crate::sso::param(&authorize, "state").unwrap();
+        let back = format!("/login/entra/callback?state={state}&error=access_denied&error_description=no");
+        assert_eq!(client.get(app.url(&back)).send().await.unwrap().status(), 303);
+    }
     assert_eq!(count(&app, "sessions").await, sessions_before, "no session rows");
-    assert_eq!(count(&app, "audit").await, audit_before, "no audit rows");
+    assert!(count(&app, "audit").await <= audit_before + 1, "Entra's refusals: one row per address and minute");
     // The sign-in form still works from a page that stored nothing.
     assert_eq!(app.login(&browser(), "ann", PASSWORD).await.status(), 303);
+    // A waiting address trying new user names: counted per waiting key, not per typed name.
+    for i in 0..20 {
+        app.login(&browser(), &format!("guess{i}"), "wrong password!").await;
+    }
+    let mut refused = 0;
+    for i in 0..40 {
+        let res = app.login(&browser(), &format!("fresh-name-{i}"), "wrong password!").await;
+        refused += usize::from(res.status() == 429);
+    }
+    assert!(refused >= 20, "the address waits ({refused} of 40 refused)");
+    let waiting = audit_rows(&app, "login").await.into_iter().filter(|(_, _, _, d)| d == "waiting").count();
+    assert!(waiting <= 2, "{waiting} rows for {refused} refusals of a waiting address");
 
     // An analyst hammering an admin page: counted, not one row each.
     let before = audit_rows(&app, "access.denied").await.len();
@@ -556,7 +588,7 @@ async fn control_characters_and_bidi_overrides_are_escaped_in_logs_and_the_audit
     let res = client.get(p.url("/login/entra")).send().await.unwrap();
     let authorize = crate::sso::location(&res);
     let state = crate::sso::param(&authorize, "state").unwrap();
-    let forged = "access_denied\r\n2026-12-06T00:00:00Z  INFO forged: admin signed in\u{202e}txt.exe";
+    let forged = "access_denied\r\n2026-12-06T00:00:00Z  INFO forged: admin signed in\u{202e}txt.exe\u{1b}[8m\u{2028}";
     let mut url = url::Url::parse(&p.url("/login/entra/callback")).unwrap();
     url.query_pairs_mut().append_pair("state", &state).append_pair("error", forged);
     assert_eq!(client.get(url).send().await.unwrap().status(), 303);
@@ -575,6 +607,7 @@ async fn control_characters_and_bidi_overrides_are_escaped_in_logs_and_the_audit
     assert!(!log.lines().any(|l| l.starts_with("2026-12-06T00:00:00Z")), "no forged line: {log}");
     assert!(log.contains("access_denied\\u000d\\u000a2026-12-06T00:00:00Z"), "the line break is shown escaped");
     assert!(!log.contains('\u{202e}'), "no raw bidi override in the log");
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{2028}'), "no raw ESC or line separator in a file log");
     let audit: Vec<(String, String)> =
         db.run(|c| Ok(audit_log::table.select((audit_log::actor, audit_log::details)).load(c)?)).await.unwrap();
     assert!(audit.iter().any(|(a, _)| a.starts_with("mallory")), "{audit:?}");
@@ -604,10 +637,19 @@ async fn a_password_reset_ends_the_users_sessions() {
 async fn common_and_guessable_passwords_are_refused() {
     let app = spawn_app().await;
     let admin = app.login_as("alice", Role::Admin).await;
-    for (i, weak) in
-        ["Password2024!", "qwertyuiop123", "iloveyou1234", "Welcome2026!", "Passw0rd1234", "trustno1trustno1"]
-            .iter()
-            .enumerate()
+    for (i, weak) in [
+        "Password2024!",
+        "qwertyuiop123",
+        "iloveyou1234",
+        "Welcome2026!",
+        "Passw0rd1234",
+        "trustno1trustno1",
+        "P@ssw0rd2026!!",
+        "Summer2026!Summer",
+        "endpointanalytics1",
+    ]
+    .iter()
+    .enumerate()
     {
         let name = format!("user{i}");
         let res =
@@ -787,4 +829,70 @@ async fn cookies_are_secure_unless_the_server_listens_on_loopback() {
     let local = spawn_app().await;
     let res = browser().get(local.url("/login")).send().await.unwrap();
     assert!(res.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().contains("Secure")));
+}
+
+/// Red-team finding: two admins saving at once could leave the stored secret beside another
+/// admin's hosts. Saving is now one transaction, and a secret is sealed with its destination:
+/// a row whose hosts changed beside the secret (however it came about) never opens it there.
+#[tokio::test]
+async fn a_secret_beside_hosts_it_was_not_saved_for_never_goes_there() {
+    let sim = endpoint_analytics::simulator::start(endpoint_analytics::simulator::SimConfig {
+        machines: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = spawn_app().await;
+    let mut saved = sim.integration_settings();
+    saved.enabled = false;
+    app.enable_defender_with(saved).await;
+    let (evil, hits, seen) = listener();
+    let evil_url = format!("{evil}/");
+    app.db
+        .run(move |c| {
+            use endpoint_analytics::db::schema::integration_config as ic;
+            Ok(diesel::update(ic::table)
+                .set((ic::login_base_url.eq(&evil_url), ic::api_base_url.eq(&evil_url)))
+                .execute(c)?)
+        })
+        .await
+        .unwrap();
+    let operator = app.login_as("olga", Role::Operator).await;
+    let body = app.post_form(&operator, "/config/integrations/defender/test", &[]).await.text().await.unwrap();
+    assert!(body.contains("enter it again"), "{body}");
+    let token = app.token(Role::Admin).await;
+    let res = reqwest::Client::new()
+        .post(app.url("/api/v1/integrations/defender/test"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.text().await.unwrap().contains("enter it again"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing went to the hosts the secret was not saved for");
+    assert!(!String::from_utf8_lossy(&seen.lock().unwrap()).contains(&sim.client_secret));
+}
+
+/// Red-team finding: a guesser who keeps an account waiting must not lock its owner out. A
+/// browser in which the owner signed in before (its device cookie) is throttled on its own.
+#[tokio::test]
+async fn the_owners_browser_signs_in_while_a_guesser_keeps_the_account_waiting() {
+    let app = spawn_app().await;
+    app.add_user("bob", Role::Admin).await;
+    let owner = browser();
+    assert_eq!(app.login(&owner, "bob", PASSWORD).await.status(), 303, "bob signs in once in his browser");
+    assert_eq!(app.post_form(&owner, "/logout", &[]).await.status(), 303);
+    let guesser = browser();
+    let mut waited = false;
+    for _ in 0..12 {
+        let status = app.login(&guesser, "bob", "wrong password!").await.status();
+        waited |= status == 429;
+        if waited {
+            break;
+        }
+    }
+    assert!(waited, "the guesser is made to wait");
+    assert_eq!(app.login(&browser(), "bob", PASSWORD).await.status(), 429, "an unknown browser waits too");
+    assert_eq!(app.login(&owner, "bob", PASSWORD).await.status(), 303, "bob's browser is not held up");
+    assert_eq!(app.login(&guesser, "bob", "wrong password!").await.status(), 429, "the guesser still waits");
 }

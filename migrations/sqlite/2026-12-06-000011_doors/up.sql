@@ -4,7 +4,9 @@
 ALTER TABLE login_failures ADD COLUMN wait_until_ms BIGINT NOT NULL DEFAULT 0;
 
 -- The signed-in user of a session, so that an admin's password reset can end that user's
--- sessions (NULL: nobody signed in yet, or a session saved before this migration).
+-- sessions (NULL: nobody signed in). Sessions from before cannot say whose they are: they end
+-- (everyone signs in again once, after the upgrade).
+DELETE FROM sessions;
 ALTER TABLE sessions ADD COLUMN user_id BIGINT;
 CREATE INDEX sessions_user_id ON sessions (user_id);
 

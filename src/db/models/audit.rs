@@ -31,12 +31,12 @@ const MAX_FIELD: usize = 2_000;
 
 /// Audit text comes partly from callers (a user name typed at sign-in, a machine id in a form):
 /// control characters — NUL, which PostgreSQL cannot store, escape sequences, line breaks that
-/// would fake entries in an export — and bidirectional overrides (text shown reordered) become
-/// U+FFFD, and each field is capped.
+/// would fake entries in an export — and layout controls (bidirectional overrides, Unicode line
+/// separators) become U+FFFD, and each field is capped.
 fn clean(s: &str) -> String {
     s.chars()
         .take(MAX_FIELD)
-        .map(|c| if c.is_control() || crate::domain::text::is_bidi_control(c) { '\u{fffd}' } else { c })
+        .map(|c| if c.is_control() || crate::domain::text::is_layout_control(c) { '\u{fffd}' } else { c })
         .collect()
 }
 

@@ -90,37 +90,63 @@ pub struct NextQuery {
     pub next: Option<String>,
 }
 
-/// A notice for the sign-in page that the browser carries (a cookie of a fixed code, shown
-/// once): for answers that must store nothing on the server.
-pub enum Notice {
-    /// A way back from Entra that this browser did not start (or started too long ago).
-    NoPendingSignIn,
+/// A cookie that carries what the sign-in pages need between two requests of one browser —
+/// a message to show once, an Entra sign-in under way — sealed with AES-GCM under the master
+/// key (bound to its purpose), so that nothing is stored on the server for a visitor who has not
+/// signed in, and nothing in it can be read or forged by anyone else.
+pub struct SealedCookie {
+    pub name: &'static str,
+    /// Also the associated data of the seal: a value made for one cookie opens in no other.
+    pub path: &'static str,
+    pub max_age: actix_web::cookie::time::Duration,
 }
 
-impl Notice {
-    const COOKIE: &str = "ea_notice";
+impl SealedCookie {
+    /// Set on the way to the sign-in page, shown once by it.
+    pub const NOTICE: SealedCookie =
+        SealedCookie { name: "ea_notice", path: "/login", max_age: actix_web::cookie::time::Duration::minutes(2) };
 
-    fn code(&self) -> &'static str {
-        match self {
-            Notice::NoPendingSignIn => "sso-expired",
-        }
+    pub fn seal(&self, state: &AppState, value: &str) -> Result<actix_web::cookie::Cookie<'static>, AppError> {
+        use base64::Engine;
+        let sealed = state.secrets.seal(&self.purpose(), value)?;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+        Ok(self.cookie(state, text, Some(self.max_age)))
     }
 
-    fn text(code: &str) -> Option<String> {
-        (code == Notice::NoPendingSignIn.code()).then(|| crate::sso::SignInError::NoPendingSignIn.to_string())
+    /// The value this browser carries, if it opens.
+    pub fn open(&self, state: &AppState, req: &HttpRequest) -> Option<String> {
+        use base64::Engine;
+        let c = req.cookie(self.name)?;
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c.value()).ok()?;
+        state.secrets.open(&self.purpose(), &sealed).ok()
     }
 
-    fn cookie(value: &str, secure: bool) -> actix_web::cookie::Cookie<'static> {
-        let mut c = actix_web::cookie::Cookie::build(Self::COOKIE, value.to_owned())
-            .path("/login")
+    /// The cookie's removal (a one-use value is removed when used).
+    pub fn removal(&self, state: &AppState) -> actix_web::cookie::Cookie<'static> {
+        let mut c = self.cookie(state, String::new(), None);
+        c.make_removal();
+        c
+    }
+
+    fn purpose(&self) -> String {
+        format!("cookie:{}:{}", self.name, self.path)
+    }
+
+    fn cookie(
+        &self,
+        state: &AppState,
+        value: String,
+        max_age: Option<actix_web::cookie::time::Duration>,
+    ) -> actix_web::cookie::Cookie<'static> {
+        let mut c = actix_web::cookie::Cookie::build(self.name, value)
+            .path(self.path)
             .http_only(true)
-            .secure(secure)
+            .secure(state.settings.cookies_secure())
+            // Lax: the way back from Entra is a top-level navigation from another site.
             .same_site(actix_web::cookie::SameSite::Lax)
             .finish();
-        if value.is_empty() {
-            c.make_removal();
-        } else {
-            c.set_max_age(actix_web::cookie::time::Duration::minutes(2));
+        if let Some(age) = max_age {
+            c.set_max_age(age);
         }
         c
     }
@@ -145,19 +171,13 @@ fn login_address(next: &str) -> String {
 }
 
 /// Sends the browser to the sign-in page, which shows `error` once: a failure elsewhere (the way
-/// back from Entra) is read on `/login`, and reloading it cannot replay anything. Only for a
-/// browser whose session already holds a pending sign-in: nothing new is stored for strangers.
-pub fn back_to_login(session: &Session, next: &str, error: &str) -> Result<HttpResponse, AppError> {
-    session.insert(keys::LOGIN_ERROR, error).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, login_address(next))).finish())
-}
-
-/// Sends the browser to the sign-in page, which shows `notice` once; nothing is stored.
-pub fn to_login_with_notice(next: &str, notice: Notice, secure: bool) -> HttpResponse {
-    HttpResponse::SeeOther()
+/// back from Entra) is read on `/login`, and reloading it cannot replay anything. The message
+/// travels in a sealed cookie: nothing is stored on the server.
+pub fn back_to_login(state: &AppState, next: &str, error: &str) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, login_address(next)))
-        .cookie(Notice::cookie(notice.code(), secure))
-        .finish()
+        .cookie(SealedCookie::NOTICE.seal(state, error)?)
+        .finish())
 }
 
 pub async fn show(
@@ -167,16 +187,11 @@ pub async fn show(
     q: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
     let next = safe_next(q.next.as_deref());
-    let notice = req.cookie(Notice::COOKIE).map(|c| c.value().to_owned());
-    let error = session
-        .remove_as::<String>(keys::LOGIN_ERROR)
-        .and_then(Result::ok)
-        .or_else(|| notice.as_deref().and_then(Notice::text));
-    let mut res = login_page(&req, &state, &session, next, String::new(), LoginAnswer::ok(error)).await?;
-    if notice.is_some() {
-        // Shown once.
-        res.add_cookie(&Notice::cookie("", state.settings.cookies_secure()))
-            .map_err(|e| AppError::Internal(e.into()))?;
+    let notice = SealedCookie::NOTICE.open(&state, &req);
+    let shown = notice.is_some();
+    let mut res = login_page(&req, &state, &session, next, String::new(), LoginAnswer::ok(notice)).await?;
+    if shown {
+        res.add_cookie(&SealedCookie::NOTICE.removal(&state)).map_err(|e| AppError::Internal(e.into()))?;
     }
     Ok(res)
 }
@@ -187,9 +202,6 @@ pub struct LoginForm {
     password: String,
     next: Option<String>,
 }
-
-/// How long a sign-in waits for a free password check before it is told to come back.
-const CHECK_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn submit(
     req: HttpRequest,
@@ -215,36 +227,22 @@ pub async fn submit(
         return answer(LoginAnswer::refused(StatusCode::BAD_REQUEST, "Enter your user name and password.")).await;
     }
 
-    // A bounded number of checks at once: a burst of guesses waits here (holding only its
-    // form) or is turned away, instead of holding Argon2's memory each.
-    let Ok(Ok(_permit)) = tokio::time::timeout(CHECK_QUEUE_WAIT, state.password_checks.acquire()).await else {
-        state.metrics.observe_sign_in_refused("busy");
-        let mut a = LoginAnswer::refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many sign-ins at this moment. Try again in a few seconds.",
-        );
-        a.retry_after = Some(2);
-        return answer(a).await;
-    };
+    // A browser in which this user signed in before is recognised by its device cookie: its
+    // attempts are counted on their own, so a guesser elsewhere cannot make it wait, and its
+    // checks have their own permits, so a flood of guesses cannot crowd it out.
+    let device = state.login_devices.recognise(&req, &username);
 
     // The attempt is counted before its password is checked: a hundred guesses sent at once are
     // counted like a hundred sent one after the other.
     let throttle = state.login_throttle;
-    let (u, a) = (username.clone(), address.clone());
-    if let Err(wait) = state.db.run(move |c| Ok(throttle.claim(c, &u, &a)?)).await? {
+    let attempt = Attempt { username: username.clone(), address: address.clone(), device: device.clone() };
+    let claimed = attempt.clone();
+    if let Err((key, wait)) = state.db.run(move |c| Ok(throttle.claim(c, &claimed)?)).await? {
         state.metrics.observe_sign_in_refused("waiting");
-        state
-            .refusals
-            .record(
-                &state.db,
-                Refusal {
-                    actor: username.clone(),
-                    action: "login",
-                    target: address.clone(),
-                    details: "too many failed attempts: waiting".into(),
-                },
-            )
-            .await;
+        // Counted per waiting key, not per typed name: new names from a waiting address add
+        // no rows.
+        let refusal = Refusal { actor: key, action: "login", target: address.clone(), details: "waiting".into() };
+        state.refusals.record(&state.db, refusal).await;
         let mut a = LoginAnswer::refused(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many failed sign-ins. Try again in {}.", crate::web::pages::fmt_duration(wait)),
@@ -259,24 +257,39 @@ pub async fn submit(
     // checked against the dummy hash anyway, so that it takes as long to refuse as any other.
     let hash = user.as_ref().map(|u| u.password_hash.clone()).filter(|h| !h.is_empty());
     let pw = password.clone();
-    let verified = web::block(move || match hash {
-        Some(h) => verify_password(&pw, &h),
-        None => {
-            verify_password(&pw, crate::auth::dummy_password_hash());
-            false
-        }
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.into()))?;
+    let Some(verified) = state
+        .password_checks
+        .run(device.is_some(), move || match hash {
+            Some(h) => verify_password(&pw, &h),
+            None => {
+                verify_password(&pw, crate::auth::dummy_password_hash());
+                false
+            }
+        })
+        .await?
+    else {
+        // Not checked: the attempt is given back.
+        let given_back = attempt.clone();
+        state.db.run(move |c| Ok(throttle.give_back(c, &given_back)?)).await?;
+        state.metrics.observe_sign_in_refused("busy");
+        let mut a = LoginAnswer::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many sign-ins at this moment. Try again in a few seconds.",
+        );
+        a.retry_after = Some(2);
+        return answer(a).await;
+    };
     state.metrics.observe_password_check();
 
     match user {
         Some(u) if verified && !u.disabled => {
-            let (name, a) = (username.clone(), address.clone());
-            state.db.run(move |c| Ok(throttle.succeeded(c, &name, &a)?)).await?;
+            state.db.run(move |c| Ok(throttle.succeeded(c, &attempt)?)).await?;
             start_session(&session, u.id)?;
             audit(&state.db, &u.username, "login", &address, "success", "").await?;
-            Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next.clone())).finish())
+            Ok(HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, next.clone()))
+                .cookie(state.login_devices.issue(&username))
+                .finish())
         }
         _ => {
             let why = match &user {
@@ -288,6 +301,89 @@ pub async fn submit(
             audit(&state.db, &username, "login", &address, "failure", why).await?;
             answer(LoginAnswer::refused(StatusCode::UNAUTHORIZED, "The user name or password is not correct.")).await
         }
+    }
+}
+
+/// How long a sign-in waits for a free password check before it is told to come back.
+const CHECK_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Password checks (Argon2: about 19 MiB and tens of milliseconds of CPU each) that may run at
+/// once: one per core for anyone, and as many again for browsers recognised by their device
+/// cookie, so that a flood of guesses from unknown browsers cannot crowd out the people who
+/// signed in there before. A check that waited [`CHECK_QUEUE_WAIT`] for a permit is not run.
+pub struct PasswordChecks {
+    anyone: tokio::sync::Semaphore,
+    known_devices: tokio::sync::Semaphore,
+}
+
+impl PasswordChecks {
+    pub fn new(at_once: usize) -> Self {
+        Self { anyone: tokio::sync::Semaphore::new(at_once), known_devices: tokio::sync::Semaphore::new(at_once) }
+    }
+
+    /// Runs `check` on a blocking thread once a permit is free (`None`: none was in time).
+    pub async fn run(
+        &self,
+        known_device: bool,
+        check: impl FnOnce() -> bool + Send + 'static,
+    ) -> Result<Option<bool>, AppError> {
+        let pool = if known_device { &self.known_devices } else { &self.anyone };
+        let Ok(Ok(_permit)) = tokio::time::timeout(CHECK_QUEUE_WAIT, pool.acquire()).await else { return Ok(None) };
+        web::block(check).await.map(Some).map_err(|e| AppError::Internal(e.into()))
+    }
+}
+
+/// Browsers in which a user signed in with a password before (OWASP's "device cookie"): a
+/// cookie naming the user, a random nonce and an HMAC of both under a key derived from the
+/// master key. A sign-in from such a browser is throttled on the device's own count instead of
+/// the user name's and the address's, so that an attacker who keeps an account waiting (or
+/// everyone behind one proxy address) does not lock its owner out.
+pub struct LoginDevices {
+    key: [u8; 32],
+    secure: bool,
+}
+
+impl LoginDevices {
+    const LIFETIME: actix_web::cookie::time::Duration = actix_web::cookie::time::Duration::days(180);
+
+    pub fn new(key: [u8; 32], secure: bool) -> Self {
+        Self { key, secure }
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure { "__Host-ea_device" } else { "ea_device" }
+    }
+
+    fn mac(&self, username: &str, nonce: &str) -> String {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(username.to_lowercase().as_bytes());
+        mac.update(b"\0");
+        mac.update(nonce.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// The device's nonce, when this browser carries a cookie issued for `username`.
+    pub fn recognise(&self, req: &HttpRequest, username: &str) -> Option<String> {
+        let cookie = req.cookie(self.cookie_name())?;
+        let (nonce, mac) = cookie.value().split_once('.')?;
+        let expected = self.mac(username, nonce);
+        (nonce.len() == 22 && crate::web::security::constant_time_eq(mac.as_bytes(), expected.as_bytes()))
+            .then(|| nonce.to_owned())
+    }
+
+    /// A new device cookie for `username`, set at each password sign-in.
+    pub fn issue(&self, username: &str) -> actix_web::cookie::Cookie<'static> {
+        let nonce = crate::auth::random_token(16);
+        let value = format!("{nonce}.{}", self.mac(username, &nonce));
+        actix_web::cookie::Cookie::build(self.cookie_name(), value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(actix_web::cookie::SameSite::Strict)
+            .max_age(Self::LIFETIME)
+            .finish()
     }
 }
 
@@ -303,13 +399,25 @@ pub async fn logout(session: Session, state: web::Data<AppState>) -> Result<Http
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish())
 }
 
+/// One sign-in attempt, as the throttle counts it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub username: String,
+    /// The client's address.
+    pub address: String,
+    /// The nonce of the browser's device cookie, when it was issued for this user name.
+    pub device: Option<String>,
+}
+
 /// Throttles password guessing with growing waits, counted in the database so that they hold on
-/// every instance. Two counts per attempt: the user name's (guessing one account from many
-/// addresses) and the client address's (trying many names from one address, four times as many
-/// free attempts). Past the free attempts each further attempt makes the next one wait, doubling
-/// from one second up to the longest wait: an attacker gets a handful of guesses an hour per
-/// account, while the account's owner is never locked out for longer than the longest wait
-/// after the last guess. Attempts made while waiting are refused unchecked and cost nothing.
+/// every instance. An attempt counts on the user name (guessing one account from many
+/// addresses) and on the client's address (trying many names from one address, four times as
+/// many free attempts; an IPv6 address by its /64, which one subscriber usually holds whole);
+/// an attempt from a browser recognised by its device cookie counts on that device alone. Past
+/// the free attempts each further attempt makes the next one wait, doubling from one second up
+/// to the longest wait: an attacker gets a handful of guesses an hour per account, and an
+/// account's owner signs in from a browser they used before whatever the guessers do.
+/// Attempts made while waiting are refused unchecked and cost nothing.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
     per_user: Growth,
@@ -328,17 +436,24 @@ impl LoginThrottle {
         }
     }
 
-    fn keys(&self, username: &str, address: &str) -> [(String, Growth); 2] {
-        [(format!("user:{}", username.to_lowercase()), self.per_user), (format!("address:{address}"), self.per_address)]
+    /// The keys an attempt counts on (a device's, or the user name's and the address's).
+    fn keys(&self, a: &Attempt) -> Vec<(String, Growth)> {
+        match &a.device {
+            Some(nonce) => vec![(format!("device:{nonce}"), self.per_user)],
+            None => vec![
+                (format!("user:{}", a.username.to_lowercase()), self.per_user),
+                (format!("address:{}", address_key(&a.address)), self.per_address),
+            ],
+        }
     }
 
-    /// Counts an attempt on both keys, or neither: `Err(seconds)` when one of them must wait.
-    pub fn claim(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<Result<(), i64>> {
+    /// Counts an attempt on all its keys, or on none: `Err((key, seconds))` when one must wait.
+    pub fn claim(&self, conn: &mut AnyConnection, a: &Attempt) -> QueryResult<Result<(), (String, i64)>> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let outcome = conn.write_transaction(|c| {
-            for (key, growth) in self.keys(username, address) {
+            for (key, growth) in self.keys(a) {
                 if let Err(until_ms) = login_failures::claim(c, &key, now_ms, growth, Self::FORGET_AFTER_SECS)? {
-                    return Err(Claim::Wait(until_ms - now_ms));
+                    return Err(Claim::Wait(key, until_ms - now_ms));
                 }
             }
             Ok(())
@@ -346,23 +461,49 @@ impl LoginThrottle {
         match outcome {
             Ok(()) => Ok(Ok(())),
             // Whole seconds, rounded up: a client that waits as told is not refused again.
-            Err(Claim::Wait(ms)) => Ok(Err(((ms + 999) / 1000).max(1))),
+            Err(Claim::Wait(key, ms)) => Ok(Err((key, ((ms + 999) / 1000).max(1)))),
             Err(Claim::Db(e)) => Err(e),
         }
     }
 
-    /// The password was right: the user name starts over, and the address gets its attempt back.
-    pub fn succeeded(&self, conn: &mut AnyConnection, username: &str, address: &str) -> QueryResult<()> {
-        let [(user, _), (addr, _)] = self.keys(username, address);
-        login_failures::clear(conn, &user)?;
-        login_failures::refund(conn, &addr)?;
+    /// An attempt counted but never checked (no password check was free) is given back.
+    pub fn give_back(&self, conn: &mut AnyConnection, a: &Attempt) -> QueryResult<()> {
+        for (key, _) in self.keys(a) {
+            login_failures::refund(conn, &key)?;
+        }
         Ok(())
+    }
+
+    /// The password was right: the user name and the device start over, and the address gets
+    /// its attempt back.
+    pub fn succeeded(&self, conn: &mut AnyConnection, a: &Attempt) -> QueryResult<()> {
+        match &a.device {
+            // The user name's count is the guessers' elsewhere: it stays.
+            Some(nonce) => login_failures::clear(conn, &format!("device:{nonce}"))?,
+            None => {
+                login_failures::clear(conn, &format!("user:{}", a.username.to_lowercase()))?;
+                login_failures::refund(conn, &format!("address:{}", address_key(&a.address)))?
+            }
+        };
+        Ok(())
+    }
+}
+
+/// The address as a throttling key: an IPv6 address by its /64 (a subscriber's usual share, of
+/// which one client can use any address), an IPv4 address as it is.
+fn address_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match ipnet::Ipv6Net::new(v6, 64) {
+            Ok(net) => net.trunc().to_string(),
+            Err(_) => address.to_owned(),
+        },
+        _ => address.to_owned(),
     }
 }
 
 /// Why counting an attempt stopped (a wait rolls the transaction back: nothing is counted).
 enum Claim {
-    Wait(i64),
+    Wait(String, i64),
     Db(diesel::result::Error),
 }
 
@@ -402,6 +543,10 @@ mod tests {
         (dir, db)
     }
 
+    fn attempt(user: &str, address: &str) -> Attempt {
+        Attempt { username: user.into(), address: address.into(), device: None }
+    }
+
     #[test]
     fn attempts_past_the_free_ones_wait_and_waiting_ones_are_not_counted() {
         let (_dir, db) = migrated_db();
@@ -409,14 +554,30 @@ mod tests {
         let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
         for i in 0..3 {
-            assert_eq!(t.claim(c, "alice", "1.2.3.4").unwrap(), Ok(()), "free attempt {i}");
+            assert_eq!(t.claim(c, &attempt("alice", "1.2.3.4")).unwrap(), Ok(()), "free attempt {i}");
         }
-        assert_eq!(t.claim(c, "Alice", "5.6.7.8").unwrap(), Err(1), "the user name waits, from any address");
+        let waiting = t.claim(c, &attempt("Alice", "5.6.7.8")).unwrap();
+        assert_eq!(waiting, Err(("user:alice".to_owned(), 1)), "the user name waits, from any address");
         let rows = login_failures::get(c, &["user:alice".to_owned(), "address:5.6.7.8".to_owned()]).unwrap();
-        assert_eq!(rows.len(), 1, "a refused attempt counts on neither key: {rows:?}");
-        assert_eq!(rows[0].1, 3);
-        t.succeeded(c, "alice", "1.2.3.4").unwrap();
-        assert_eq!(t.claim(c, "alice", "1.2.3.4").unwrap(), Ok(()), "a success starts the user name over");
+        assert_eq!(rows.iter().find(|r| r.0 == "user:alice").unwrap().1, 3);
+        assert!(
+            rows.iter().all(|r| r.0 != "address:5.6.7.8" || r.1 == 0),
+            "a refused attempt counts nowhere: {rows:?}"
+        );
+        // The owner's browser, recognised by its device cookie, is not held up by the guessers.
+        let owner = Attempt { device: Some("n".repeat(22)), ..attempt("alice", "5.6.7.8") };
+        assert_eq!(t.claim(c, &owner).unwrap(), Ok(()));
+        t.succeeded(c, &owner).unwrap();
+        assert!(t.claim(c, &attempt("alice", "1.2.3.4")).unwrap().is_err(), "the guessers' count stays");
+        t.succeeded(c, &attempt("alice", "1.2.3.4")).unwrap();
+        assert_eq!(t.claim(c, &attempt("alice", "1.2.3.4")).unwrap(), Ok(()), "a password success starts over");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        assert_eq!(address_key("2001:db8:1:1::17"), "2001:db8:1:1::/64");
+        assert_eq!(address_key("2001:db8:1:1:ffff::1"), "2001:db8:1:1::/64");
+        assert_eq!(address_key("203.0.113.7"), "203.0.113.7");
     }
 
     #[test]
@@ -444,9 +605,9 @@ mod tests {
         let c = &mut *conn;
         let t = LoginThrottle::new(3, 15);
         for i in 0..12 {
-            assert_eq!(t.claim(c, &format!("user{i}"), "1.2.3.4").unwrap(), Ok(()), "attempt {i}");
+            assert_eq!(t.claim(c, &attempt(&format!("user{i}"), "1.2.3.4")).unwrap(), Ok(()), "attempt {i}");
         }
-        assert!(t.claim(c, "someone-else", "1.2.3.4").unwrap().is_err());
-        assert_eq!(t.claim(c, "someone-else", "5.6.7.8").unwrap(), Ok(()));
+        assert!(t.claim(c, &attempt("someone-else", "1.2.3.4")).unwrap().is_err());
+        assert_eq!(t.claim(c, &attempt("someone-else", "5.6.7.8")).unwrap(), Ok(()));
     }
 }

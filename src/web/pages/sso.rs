@@ -10,7 +10,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::audit;
-use super::login::{NextQuery, Notice, back_to_login, safe_next, start_session, to_login_with_notice};
+use super::login::{NextQuery, SealedCookie, back_to_login, safe_next, start_session};
 use crate::db::models::sso::SsoConfig;
 use crate::db::now;
 use crate::error::AppError;
@@ -19,10 +19,16 @@ use crate::sso::oidc::PENDING_LIFETIME_SECS;
 use crate::sso::settings::{self, CALLBACK_PATH, FieldErrors, RoleMapping, SsoInput};
 use crate::sso::{Pending, SignInError};
 use crate::web::auth::AdminUser;
+use crate::web::refusals::Refusal;
 use crate::web::{AppState, Input, Layout, html, input};
 
-/// Session key of the sign-in between the redirect to Entra and the way back.
-const PENDING: &str = "entra_pending";
+/// The sign-in between the redirect to Entra and the way back (state, nonce, PKCE verifier),
+/// carried by the browser, sealed: starting a sign-in stores nothing on the server.
+const PENDING: SealedCookie = SealedCookie {
+    name: "ea_entra",
+    path: "/login/entra",
+    max_age: actix_web::cookie::time::Duration::seconds(PENDING_LIFETIME_SECS),
+};
 
 /// The redirect URI registered in Entra: configured, or this site's address as the browser
 /// reached it (through a trusted proxy's headers, else the request's own).
@@ -30,7 +36,7 @@ fn redirect_uri(req: &HttpRequest, state: &AppState, config: &SsoConfig) -> Stri
     if !config.redirect_uri.is_empty() {
         return config.redirect_uri.clone();
     }
-    format!("{}{CALLBACK_PATH}", crate::web::client::public_origin(req, &state.trusted_proxies))
+    format!("{}{CALLBACK_PATH}", crate::web::client::public_origin(req, &state.proxies))
 }
 
 async fn enabled_config(state: &AppState) -> Result<SsoConfig, SignInError> {
@@ -40,7 +46,6 @@ async fn enabled_config(state: &AppState) -> Result<SsoConfig, SignInError> {
 /// "Sign in with Microsoft": off to the tenant's authorize endpoint.
 pub async fn start(
     req: HttpRequest,
-    session: Session,
     state: web::Data<AppState>,
     q: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
@@ -52,13 +57,16 @@ pub async fn start(
     .await;
     match outcome {
         Ok((url, pending)) => {
-            session.insert(PENDING, &pending).map_err(|e| AppError::Internal(anyhow::anyhow!("{e}")))?;
-            Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, url.to_string())).finish())
+            let pending = serde_json::to_string(&pending).map_err(|e| AppError::Internal(e.into()))?;
+            Ok(HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, url.to_string()))
+                .cookie(PENDING.seal(&state, &pending)?)
+                .finish())
         }
         Err(SignInError::Internal(e)) => Err(AppError::Internal(e)),
         Err(e) => {
             tracing::warn!(error = %e, "Entra sign-in could not start");
-            back_to_login(&session, &next, &e.to_string())
+            back_to_login(&state, &next, &e.to_string())
         }
     }
 }
@@ -81,16 +89,17 @@ pub async fn callback(
 ) -> Result<HttpResponse, AppError> {
     let q = input(q)?.into_inner();
     let from = state.client_address(&req);
-    // One use: whatever happens now, the next attempt starts over.
-    let Some(pending) = session.remove_as::<Pending>(PENDING).and_then(Result::ok) else {
+    let pending = PENDING.open(&state, &req).and_then(|p| serde_json::from_str::<Pending>(&p).ok());
+    let Some(pending) = pending else {
         // Nothing was started in this browser: a stale bookmark, a second tab, or noise. Counted
         // in the metrics, and answered without storing anything.
         state.metrics.observe_sign_in_refused("no_pending_sign_in");
-        return Ok(to_login_with_notice("/", Notice::NoPendingSignIn, state.settings.cookies_secure()));
+        return back_to_login(&state, "/", &SignInError::NoPendingSignIn.to_string());
     };
     let next = pending.next.clone();
     let (who, outcome) = complete(&state, Some(pending), q).await;
-    match outcome {
+    // One use: whatever happened, the next attempt starts over.
+    let mut res = match outcome {
         Ok(SignedIn { user, created, previous_role }) => {
             start_session(&session, user.id)?;
             let mut details = "via Entra ID".to_owned();
@@ -101,24 +110,35 @@ pub async fn callback(
                 details.push_str(&format!("; role {} → {} from the mapping", old.label(), user.role().label()));
             }
             audit(&state.db, &user.username, "login", &from, "success", &details).await?;
-            Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish())
+            HttpResponse::SeeOther().insert_header((header::LOCATION, next)).finish()
         }
-        Err(SignInError::Internal(e)) => Err(AppError::Internal(e)),
+        Err(SignInError::Internal(e)) => return Err(AppError::Internal(e)),
         Err(e) => {
             tracing::warn!(error = %e, "Entra sign-in refused");
-            audit(&state.db, &who, "login", &from, "failure", &format!("via Entra ID: {e}")).await?;
-            back_to_login(&session, &next, &e.to_string())
+            let details = format!("via Entra ID: {e}");
+            match who {
+                // Refused before anyone was identified (Entra's error, a forged state or token):
+                // anyone can cause that, so it is counted per address and minute.
+                None => {
+                    let refusal = Refusal { actor: from.clone(), action: "login", target: "Entra ID".into(), details };
+                    state.refusals.record(&state.db, refusal).await;
+                }
+                Some(who) => audit(&state.db, &who, "login", &from, "failure", &details).await?,
+            }
+            back_to_login(&state, &next, &e.to_string())?
         }
-    }
+    };
+    res.add_cookie(&PENDING.removal(&state)).map_err(|e| AppError::Internal(e.into()))?;
+    Ok(res)
 }
 
-/// Who tried (for the audit log) and what came of it.
+/// Who tried, once Entra's ID token named them (for the audit log), and what came of it.
 async fn complete(
     state: &AppState,
     pending: Option<Pending>,
     q: CallbackQuery,
-) -> (String, Result<SignedIn, SignInError>) {
-    let mut who = "entra".to_owned();
+) -> (Option<String>, Result<SignedIn, SignInError>) {
+    let mut who = None;
     let result = async {
         let pending =
             pending.filter(|p| now() - p.started_at <= PENDING_LIFETIME_SECS).ok_or(SignInError::NoPendingSignIn)?;
@@ -137,13 +157,14 @@ async fn complete(
         }
         let code = q.code.filter(|c| !c.is_empty()).ok_or_else(|| SignInError::Provider("no code came back".into()))?;
         let config = enabled_config(state).await?;
-        let secret = settings::stored_secret(&state.secrets, &config)?;
+        let secret =
+            settings::stored_secret(&state.secrets, &config).map_err(|e| SignInError::Unreachable(e.to_string()))?;
         let identity = state.sso.finish(&config, secret, &pending, code).await?;
-        who = if identity.username.is_empty() {
+        who = Some(if identity.username.is_empty() {
             format!("entra:{}", identity.object_id)
         } else {
             identity.username.clone()
-        };
+        });
         let role = accounts::role_of(&identity, &RoleMapping::from_config(&config))?;
         state.db.run(move |c| Ok(accounts::sign_in(c, &identity, role))).await?
     }
@@ -181,7 +202,7 @@ async fn render(
     let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
     let form = form.unwrap_or_else(|| config.as_ref().map(SsoInput::from_config).unwrap_or_default());
     let redirect_uri = if form.redirect_uri.trim().is_empty() {
-        format!("{}{CALLBACK_PATH}", crate::web::client::public_origin(req, &state.trusted_proxies))
+        format!("{}{CALLBACK_PATH}", crate::web::client::public_origin(req, &state.proxies))
     } else {
         form.redirect_uri.trim().to_owned()
     };
