@@ -14,8 +14,8 @@ pub enum AccountError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<diesel::result::Error> for AccountError {
-    fn from(e: diesel::result::Error) -> Self {
+impl From<crate::db::DbError> for AccountError {
+    fn from(e: crate::db::DbError) -> Self {
         AccountError::Internal(e.into())
     }
 }

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `user add`, `token create` (and, as the product grows,
-//! `simulate` and `demo`). Each subcommand is a few lines over the library.
+//! The command line: `serve`, `migrate`, `user add`, `token create` and `demo`. Each subcommand
+//! is a few lines over the library.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -11,7 +11,6 @@ use clap::{Parser, Subcommand};
 use crate::accounts::{self, AccountError};
 use crate::app::Application;
 use crate::auth::{Role, hash_api_token, new_api_token};
-use crate::bench::suite::SuiteOptions;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::db::models::{api_tokens, audit};
@@ -46,12 +45,10 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Serve a simulated Microsoft Entra ID token endpoint and Defender for Endpoint API (for
-    /// tests, demos and benchmarks).
-    Simulate(Box<crate::simulator::SimulateArgs>),
-    /// Run the product with the bundled Defender simulator: a generated tenant, the integration
-    /// configured and enabled, network observations that merge with some machines, and an admin
-    /// with a random password (printed).
+    /// Run the product beside the Defender simulator (the `defender-sim` binary of this
+    /// workspace, built first when run by cargo): a generated tenant, the integration configured
+    /// and enabled, network observations that merge with some machines, sign-in with Microsoft,
+    /// and an admin with a random password (printed).
     Demo {
         /// Machines in the simulated tenant.
         #[arg(long, default_value_t = 500)]
@@ -59,61 +56,6 @@ enum Command {
         /// Where the simulator listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         simulator_bind: String,
-    },
-    /// Benchmarks that print figures (use a release build).
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Time a full re-model of generated endpoints in a fresh database.
-    Remodel {
-        #[arg(long, default_value_t = 100_000)]
-        endpoints: usize,
-        /// The database to fill (default: a new SQLite file in a temporary folder).
-        #[arg(long)]
-        database_url: Option<String>,
-    },
-    /// Time a full Defender sync (and an unchanged re-sync) of a simulated tenant.
-    Sync {
-        #[arg(long, default_value_t = 100_000)]
-        machines: usize,
-        /// The database to fill (default: a new SQLite file in a temporary folder).
-        #[arg(long)]
-        database_url: Option<String>,
-        /// Port for the simulator process (default: a free one).
-        #[arg(long)]
-        simulator_port: Option<u16>,
-        /// Only the full import (no unchanged re-sync).
-        #[arg(long)]
-        full_only: bool,
-    },
-    /// Every performance figure beside its baseline, measured in one run; prints one table.
-    /// Exits non-zero on errors (failed sync, 429s, page errors), never on timings.
-    All {
-        /// The small, fast CI variant: 5,000 machines, 2-second load runs.
-        #[arg(long)]
-        smoke: bool,
-        /// Defender machines (and network endpoints); default 100,000 (5,000 with --smoke).
-        #[arg(long)]
-        machines: Option<usize>,
-        /// Seconds of each wrk run (default 8; 2 with --smoke).
-        #[arg(long)]
-        load_secs: Option<u64>,
-        /// Extra full imports, each in a fresh process, for the memory figure, e.g. 50000,200000.
-        #[arg(long, value_delimiter = ',')]
-        memory_series: Vec<usize>,
-        /// Keep the product's database (and its master key) afterwards and print its folder, to
-        /// look into a figure with `serve` or `sqlite3` on the same data.
-        #[arg(long)]
-        keep_data: bool,
-        /// Run on a fresh database created on this PostgreSQL server (and dropped afterwards
-        /// unless --keep-data) instead of SQLite, e.g. postgres://postgres@127.0.0.1:5432/postgres.
-        #[arg(long, value_name = "SERVER_URL")]
-        postgres: Option<String>,
     },
 }
 
@@ -150,17 +92,6 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Simulate(args) = cli.command {
-        // The simulator needs no settings and no database.
-        let _logs = crate::logging::init(&Settings::default());
-        return match run_async(crate::simulator::run(*args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -178,28 +109,6 @@ pub fn main() -> ExitCode {
         }
         Command::Token { command: TokenCommand::Create { name, role, expires_days } } => {
             create_token(&settings, &name, role, expires_days)
-        }
-        Command::Simulate(_) => unreachable!("handled above"),
-        Command::Bench { command: BenchCommand::Remodel { endpoints, database_url } } => {
-            with_bench_db(database_url, |db| run_async(crate::bench::remodel(db, endpoints)).map(|_| ()))
-        }
-        Command::Bench { command: BenchCommand::Sync { machines, database_url, simulator_port, full_only } } => {
-            with_bench_db(database_url, |db| run_async(crate::bench::sync(db, machines, simulator_port, full_only)))
-        }
-        Command::Bench {
-            command: BenchCommand::All { smoke, machines, load_secs, memory_series, keep_data, postgres },
-        } => {
-            let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };
-            opts.machines = machines.unwrap_or(opts.machines);
-            opts.load_secs = load_secs.unwrap_or(opts.load_secs);
-            opts.memory_series = memory_series;
-            opts.keep_data = keep_data;
-            opts.postgres = postgres;
-            match run_async(crate::bench::suite::run(opts)) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(anyhow::anyhow!("the benchmark saw errors (listed above)")),
-                Err(e) => Err(e),
-            }
         }
     };
     match result {
@@ -220,18 +129,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(address = %app.addr(), backend = app.db().target().backend_name(), "Endpoint Analytics is listening");
     println!("Endpoint Analytics is listening on http://{}", app.addr());
     app.run_until_stopped().await
-}
-
-/// Runs a benchmark on the given database, or on a fresh SQLite file that is removed afterwards.
-fn with_bench_db(database_url: Option<String>, f: impl FnOnce(&Db) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("ea-bench-{}", std::process::id()));
-    let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
-    let db = Db::connect(&url, 4)?;
-    db.migrate()?;
-    println!("database: {}", crate::db::redact_url(&url));
-    let result = f(&db);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
 }
 
 fn open_db(settings: &Settings) -> anyhow::Result<Db> {

@@ -1,5 +1,17 @@
-//! `endpoint-analytics demo`: the product and the Defender simulator together, so that a new user
-//! sees every page working in one command. Uses the embedded SQLite default (or DATABASE_URL).
+//! `endpoint-analytics demo`: the product beside a simulated Microsoft, so that a new user sees
+//! every page working in one command. Uses the embedded SQLite default (or DATABASE_URL).
+//!
+//! The simulator is not part of this binary: it is the workspace's `defender-sim` binary
+//! (`crates/defender-sim`), started beside it as a stand-in for Microsoft, which tells what a
+//! client needs (its address, tenant, app registration and people) on one JSON line. The product
+//! then configures itself as an administrator would, and talks to the simulator over HTTP only.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use serde::Deserialize;
 
 use crate::app::Application;
 use crate::auth::{Role, random_token};
@@ -7,14 +19,77 @@ use crate::config::Settings;
 use crate::db::models::users;
 use crate::defender::service::{self, Saved};
 use crate::defender::settings::SettingsInput;
-use crate::domain::observations::RawObservation;
+use crate::domain::observations::{MAX_BATCH, RawObservation};
 use crate::inventory;
-use crate::simulator::{self, SimConfig};
+use crate::sso::settings::SsoInput;
 
 pub const ADMIN: &str = "admin";
 
+/// What the simulator prints with `--print-json`.
+#[derive(Deserialize)]
+struct Simulated {
+    base_url: String,
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+    admin_app_role: String,
+    operator_app_role: String,
+    analysts_group: String,
+    users: Vec<String>,
+}
+
+/// The simulator's process, stopped with the demo.
+struct SimulatorProcess(Child);
+
+impl Drop for SimulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `defender-sim` binary beside this one. Run by cargo (`cargo run -- demo`), it is built
+/// first, in the same profile (a no-op once it is up to date).
+fn simulator_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let sim = exe.with_file_name(format!("defender-sim{}", std::env::consts::EXE_SUFFIX));
+    if let (Some(cargo), Some(manifest_dir)) = (std::env::var_os("CARGO"), std::env::var_os("CARGO_MANIFEST_DIR")) {
+        println!("Building the Defender simulator (crates/defender-sim; only the first time takes a while)...");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "defender-sim", "--bin", "defender-sim", "--manifest-path"]);
+        build.arg(PathBuf::from(manifest_dir).join("Cargo.toml"));
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        anyhow::ensure!(build.status()?.success(), "the Defender simulator did not build");
+    }
+    anyhow::ensure!(
+        sim.exists(),
+        "the demo needs the Defender simulator beside this binary ({}): build it with `cargo build --release -p defender-sim`",
+        sim.display()
+    );
+    Ok(sim)
+}
+
+/// Starts the simulator and reads what it says about itself.
+fn start_simulator(machines: usize, bind: &str) -> anyhow::Result<(SimulatorProcess, Simulated)> {
+    let mut child = Command::new(simulator_binary()?)
+        .args(["--bind", bind, "--machines", &machines.to_string(), "--print-json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the Defender simulator")?;
+    let stdout = child.stdout.take().context("the simulator's output")?;
+    let process = SimulatorProcess(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let simulated = serde_json::from_str(&line)
+        .with_context(|| format!("the simulator did not start (it said {:?})", line.trim()))?;
+    Ok((process, simulated))
+}
+
 pub async fn run(settings: Settings, machines: usize, simulator_bind: String) -> anyhow::Result<()> {
-    let sim = simulator::start(SimConfig { machines, bind: simulator_bind, ..SimConfig::default() }).await?;
+    let (_simulator, sim) = tokio::task::spawn_blocking(move || start_simulator(machines, &simulator_bind)).await??;
     let app = Application::build(settings).await?;
     let state = app.state();
 
@@ -36,16 +111,28 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         })
         .await?;
 
-    // Network observations first, so that the first sync merges machines into them.
-    let observations: Vec<(usize, Result<RawObservation, String>)> =
-        sim.tenant().network_observations().into_iter().enumerate().map(|(i, o)| (i, Ok(o))).collect();
+    // Network observations first (what the simulator's network would report), so that the first
+    // sync merges machines into them.
+    let observations: Vec<RawObservation> =
+        reqwest::get(format!("{}/_sim/observations", sim.base_url)).await?.error_for_status()?.json().await?;
     let mut observed = 0;
-    for chunk in observations.chunks(crate::domain::observations::MAX_BATCH) {
-        let report = inventory::ingest(&state.db, &state.modeler, chunk.to_vec(), "network").await?;
+    for chunk in observations.chunks(MAX_BATCH) {
+        let items = chunk.iter().cloned().enumerate().map(|(i, o)| (i, Ok(o))).collect();
+        let report = inventory::ingest(&state.db, &state.modeler, items, "network").await?;
         observed += report.created + report.updated;
     }
 
-    let input = sim.integration_settings();
+    let input = SettingsInput {
+        tenant_id: sim.tenant_id.clone(),
+        client_id: sim.client_id.clone(),
+        client_secret: sim.client_secret.clone(),
+        cloud: "commercial".into(),
+        login_base_url: sim.base_url.clone(),
+        api_base_url: sim.base_url.clone(),
+        enabled: true,
+        sync_interval_minutes: Some(60),
+        ..Default::default()
+    };
     // Save as disabled first so that enabling below always starts the first sync at once.
     let _ = service::save(&state.sync_context(), SettingsInput { enabled: false, ..input.clone() }, "demo").await?;
     if let Saved::Invalid(e) = service::save(&state.sync_context(), input, "demo").await? {
@@ -53,7 +140,18 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
     }
 
     // Sign-in with Microsoft against the simulator's Entra endpoints, beside the local admin.
-    if let Err(e) = crate::sso::configure(&state.db, &state.secrets, sim.sso_settings(), "demo").await? {
+    let sign_in = SsoInput {
+        tenant_id: sim.tenant_id.clone(),
+        client_id: sim.client_id.clone(),
+        client_secret: sim.client_secret.clone(),
+        authority: sim.base_url.clone(),
+        admin_values: sim.admin_app_role.clone(),
+        operator_values: sim.operator_app_role.clone(),
+        analyst_values: sim.analysts_group.clone(),
+        enabled: true,
+        ..Default::default()
+    };
+    if let Err(e) = crate::sso::configure(&state.db, &state.secrets, sign_in, "demo").await? {
         anyhow::bail!("the demo's sign-in configuration was refused: {}", e.summary());
     }
 
@@ -61,8 +159,7 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
     println!("Endpoint Analytics demo");
     println!("  open      http://{}", app.addr());
     println!("  sign in   user {ADMIN}, password {password}");
-    let people = sim.users().iter().map(|u| u.username.clone()).collect::<Vec<_>>().join(", ");
-    println!("  or        Sign in with Microsoft (simulated Entra ID) as one of {people}");
+    println!("  or        Sign in with Microsoft (simulated Entra ID) as one of {}", sim.users.join(", "));
     println!("  simulated Defender tenant of {machines} machines at {} (first sync running now)", sim.base_url);
     println!("  {observed} network observations were ingested; some of them are Defender machines and merge.");
     println!("  Ctrl-C stops both.");

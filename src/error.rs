@@ -53,8 +53,8 @@ impl AppError {
     }
 }
 
-impl From<diesel::result::Error> for AppError {
-    fn from(e: diesel::result::Error) -> Self {
+impl From<crate::db::DbError> for AppError {
+    fn from(e: crate::db::DbError) -> Self {
         AppError::Internal(e.into())
     }
 }

@@ -6,8 +6,8 @@
 //! below); `fuzz/` holds the same targets for `cargo fuzz` on a nightly toolchain, for long runs
 //! (see `docs/security.md`).
 
+use crate::defender::client::dto;
 use crate::defender::client::{Api, decode_entity, decode_page};
-use crate::defender::dto;
 use crate::domain::profiles::{Attributes, ProfileLibrary};
 
 /// A listing page or an entity from the Defender API, decoded as every type the product reads,

@@ -94,7 +94,7 @@ pub async fn ingest(db: &Db, modeler: &Modeler, items: RawBatch, source: &'stati
                 let vendor = |mac: &str| crate::domain::oui::vendor_for_mac(mac).map(|v| v.into_owned());
                 let merged = endpoints::apply_observations(c, &valid, source, vendor)?;
                 modeler.model_ids(c, &merged.touched)?;
-                Ok::<_, diesel::result::Error>(merged.counts)
+                Ok::<_, crate::db::DbError>(merged.counts)
             })?)
         })
         .await?

@@ -7,15 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::background::Background;
 use crate::db::lease;
 use crate::db::models::endpoints::{self, Change, Endpoint};
 use crate::db::models::{audit, events, jobs, profiles, risk};
-use crate::db::schema::{endpoint_history, endpoints as endpoints_t};
-use crate::db::{AnyConnection, Db, now};
+use crate::db::{AnyConnection, Db, DbError, DbResult as QueryResult, now};
 use crate::domain::profiles::{Attributes, LibraryError, MatchScore, ProfileLibrary};
 use crate::domain::risk::RiskLevel;
 
@@ -266,10 +264,7 @@ impl Modeler {
         let enabled = self.enabled(conn)?;
         let mut changed = 0;
         for chunk in ids.chunks(BATCH as usize) {
-            let list: Vec<Endpoint> = endpoints_t::table
-                .filter(endpoints_t::id.eq_any(chunk.to_vec()))
-                .select(Endpoint::as_select())
-                .load(conn)?;
+            let list = endpoints::find_many(conn, chunk)?;
             changed += self.model(conn, &list, &enabled)?;
         }
         Ok(changed)
@@ -303,14 +298,7 @@ pub fn assign(conn: &mut AnyConnection, endpoint_id: i64, profile_id: i64, score
 /// than one: one MAC seen with conflicting identities.
 fn hostname_conflicts(conn: &mut AnyConnection, ids: &[i64]) -> QueryResult<HashMap<i64, Vec<String>>> {
     let since = now() - DUPLICATE_WINDOW_SECS;
-    let rows: Vec<(i64, String, String)> = endpoint_history::table
-        .inner_join(endpoints_t::table)
-        .filter(endpoint_history::endpoint_id.eq_any(ids.to_vec()))
-        .filter(endpoint_history::field.eq("hostname"))
-        .filter(endpoint_history::at.ge(since))
-        .filter(endpoints_t::mac.is_not_null())
-        .select((endpoint_history::endpoint_id, endpoint_history::old_value, endpoint_history::new_value))
-        .load(conn)?;
+    let rows = endpoints::hostname_changes_since(conn, ids, since)?;
     let mut out: HashMap<i64, Vec<String>> = HashMap::new();
     for (id, old, new) in rows {
         let names = out.entry(id).or_default();
@@ -427,14 +415,9 @@ async fn remodel(db: &Db, modeler: &Modeler, job: i64, background: &Background) 
         let (count, last, n) = db
             .run_background(move |c| {
                 c.write_transaction(|c| {
-                    let list: Vec<Endpoint> = endpoints_t::table
-                        .filter(endpoints_t::id.gt(after))
-                        .order(endpoints_t::id.asc())
-                        .limit(BATCH)
-                        .select(Endpoint::as_select())
-                        .load(c)?;
+                    let list = endpoints::page_after(c, after, BATCH)?;
                     let n = m.model(c, &list, &en)?;
-                    Ok::<_, diesel::result::Error>((list.len() as i64, list.last().map(|e| e.id), n))
+                    Ok::<_, DbError>((list.len() as i64, list.last().map(|e| e.id), n))
                 })
                 .map_err(Into::into)
             })

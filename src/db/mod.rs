@@ -1,9 +1,20 @@
-//! The database: one connection type over SQLite and PostgreSQL, the pool, embedded migrations,
-//! and [`Db::run`], the one way request handlers reach it (off the async workers).
+//! The database: one connection type over SQLite and PostgreSQL, the pool and embedded
+//! migrations. Every query of the product lives under this module: in `models/`, one file per
+//! table. Code above it never sees a connection type of a specific engine (nor diesel: it
+//! names results [`DbResult`] and errors [`DbError`]); where the SQL of the two engines differs,
+//! the model matches on [`AnyConnection`] itself.
 //!
-//! Queries live in `models/`, one file per table. Code above this module never sees a
-//! connection type of a specific backend; where the SQL of the two engines differs, the model
-//! matches on [`AnyConnection`] itself.
+//! # The four ways in
+//!
+//! | Call | Runs on | For |
+//! | --- | --- | --- |
+//! | [`Db::run`] | the blocking pool, any connection | the default: any statement a request or job needs |
+//! | [`Db::read`] | the caller's thread when a SQLite connection is free (else as `run`) | short keyed reads on a page's hot path (the session, an endpoint): no hop to another thread |
+//! | [`Db::write`] | this process's queue of writers | short writes a request waits for (sessions), taking turns with the batches below instead of polling SQLite's lock |
+//! | [`Db::run_background`] | the same queue, on a thread at the lowest CPU priority | the batches of a sync, an import or a re-model, so that pages stay fast meanwhile |
+//!
+//! A write that spans statements goes through [`AnyConnection::write_transaction`] whichever
+//! way it came in.
 
 pub mod batch;
 pub mod lease;
@@ -17,6 +28,11 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+/// What queries answer, for code above the database layer.
+pub type DbResult<T> = diesel::QueryResult<T>;
+/// Why a query failed.
+pub use diesel::result::Error as DbError;
 
 /// Write transactions committed by this process (see [`writes_committed`]).
 static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

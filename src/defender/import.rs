@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use diesel::QueryResult;
+use crate::db::DbResult as QueryResult;
 use sha2::{Digest, Sha256};
 
 use crate::db::models::defender_machines::{self, DefenderMachine};

@@ -14,7 +14,7 @@
 
 use url::Url;
 
-use super::cloud::Cloud;
+use super::client::cloud::Cloud;
 
 /// Which device page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,38 +1,34 @@
-//! The Microsoft Defender for Endpoint integration: the API client, and the product's side —
-//! settings, sync, import into the inventory.
+//! The Microsoft Defender for Endpoint integration, in two layers:
 //!
-//! * [`cloud`] – clouds (commercial, GCC, GCC High, DoD) and their sign-in, API and portal hosts.
-//! * [`links`] – portal deep links for a device.
-//! * [`dto`] – permissive mirrors of the API entities.
-//! * [`client`] – [`DefenderClient`]: token cache, rate limiter, retries, paging, actions.
-//! * [`auth`], [`limiter`], [`error`] – credentials and token handling, the client-side rate
-//!   limiter, typed errors with plain-words explanations.
+//! * [`client`] – Microsoft's API as Microsoft documents it (`docs/defender-api.md`), knowing
+//!   nothing of the product: [`DefenderClient`] (tokens, requests under one retry policy, paging,
+//!   machine actions, Test Connection), the client-side rate limiter, the clouds and their hosts,
+//!   the entities (`dto`) and typed errors with plain-words explanations.
+//! * the product's side, which uses the client: [`service::DefenderService`] (what pages, the
+//!   JSON API and background jobs call), the saved [`settings`], the [`sync`] and its [`import`]
+//!   into the inventory, machine [`actions`] as the product records them, the [`review`] of
+//!   machines the matching could not settle, and portal [`links`] for a device.
 //!
 //! Behaviour and choices: `docs/defender-client.md`.
 
 pub mod actions;
-pub mod auth;
 pub mod client;
-pub mod cloud;
-pub mod dto;
-pub mod error;
 pub mod import;
-pub mod limiter;
 pub mod links;
 pub mod review;
 pub mod service;
 pub mod settings;
 pub mod sync;
 
-pub use auth::{Credentials, Secret};
+pub use client::cloud::Cloud;
+pub use client::credentials::{Credentials, Secret};
+pub use client::dto::{
+    ActionStatus, Alert, ExportVulnerability, IpAddress, Machine, MachineAction, MachineVulnerability, Vulnerability,
+};
+pub use client::error::DefenderError;
+pub use client::limiter::RateLimit;
 pub use client::{
     Api, ApiStats, CallStats, ClientOptions, ConnectionReport, DefenderClient, IsolationType, Pager, PermissionCheck,
     REQUIRED_PERMISSIONS, ScanType, Target,
 };
-pub use cloud::Cloud;
-pub use dto::{
-    ActionStatus, Alert, ExportVulnerability, IpAddress, Machine, MachineAction, MachineVulnerability, Vulnerability,
-};
-pub use error::DefenderError;
-pub use limiter::RateLimit;
 pub use links::{DeviceTab, PortalLinks, device_link};

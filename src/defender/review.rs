@@ -2,13 +2,10 @@
 //! machine into a chosen endpoint, or split it off into an endpoint of its own. The decision
 //! sticks: later syncs keep a machine linked to the endpoint it was linked to.
 
-use diesel::prelude::*;
-
 use super::import::OWNER;
+use crate::db::AnyConnection;
 use crate::db::models::defender_machines;
-use crate::db::models::endpoints;
-use crate::db::schema::{defender_machines as dm, endpoint_sources, endpoints as ep};
-use crate::db::{AnyConnection, now};
+use crate::db::models::endpoints::{self, NewEndpoint};
 use crate::domain::observations::host_and_fqdn;
 use crate::modeling::Modeler;
 
@@ -23,24 +20,13 @@ pub fn merge(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str, targ
         if m.endpoint_id == Some(target) {
             anyhow::bail!("The machine is already linked to that endpoint.");
         }
-        diesel::update(dm::table.find(machine_id))
-            .set((
-                dm::endpoint_id.eq(Some(target)),
-                dm::match_note.eq(""),
-                dm::content_hash.eq(""),
-                dm::updated_at.eq(now()),
-            ))
-            .execute(conn)?;
+        defender_machines::link(conn, machine_id, target, "")?;
         let mut touched = vec![target];
         if let Some(old) = m.endpoint_id {
-            let other_sources: i64 = endpoint_sources::table
-                .filter(endpoint_sources::endpoint_id.eq(old))
-                .filter(endpoint_sources::source.ne(OWNER))
-                .count()
-                .get_result(conn)?;
-            let still_linked: i64 = dm::table.filter(dm::endpoint_id.eq(old)).count().get_result(conn)?;
+            let other_sources = endpoints::count_other_sources(conn, old, OWNER)?;
+            let still_linked = defender_machines::count_linked(conn, old, false)?;
             if other_sources == 0 && still_linked == 0 {
-                diesel::delete(ep::table.find(old)).execute(conn)?;
+                endpoints::delete(conn, old)?;
             } else {
                 touched.push(old);
             }
@@ -57,28 +43,20 @@ pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> a
         let m =
             defender_machines::find(conn, machine_id)?.ok_or_else(|| anyhow::anyhow!("No such Defender machine."))?;
         let (short, fqdn) = host_and_fqdn(&m.computer_dns_name);
-        let t = now();
-        let values = (
-            ep::ip.eq(&m.last_ip),
-            ep::hostname.eq(short),
-            ep::fqdn.eq(fqdn),
-            ep::os_name.eq(&m.os_platform),
-            ep::os_version.eq(&m.os_version),
-            ep::sources.eq(OWNER),
-            ep::first_seen.eq(m.first_seen.max(1)),
-            ep::last_seen.eq(m.last_seen.max(1)),
-            ep::created_at.eq(t),
-            ep::updated_at.eq(t),
-        );
-        let id = crate::db::insert_returning_id!(conn, ep::table, values, ep::id)?;
-        diesel::update(dm::table.find(machine_id))
-            .set((
-                dm::endpoint_id.eq(Some(id)),
-                dm::match_note.eq("split by an administrator"),
-                dm::content_hash.eq(""),
-                dm::updated_at.eq(t),
-            ))
-            .execute(conn)?;
+        let id = endpoints::insert_one(
+            conn,
+            &NewEndpoint {
+                ip: &m.last_ip,
+                hostname: &short,
+                fqdn: &fqdn,
+                os_name: &m.os_platform,
+                os_version: &m.os_version,
+                source: OWNER,
+                first_seen: m.first_seen.max(1),
+                last_seen: m.last_seen.max(1),
+            },
+        )?;
+        defender_machines::link(conn, machine_id, id, "split by an administrator")?;
         endpoints::upsert_source(conn, id, OWNER, m.last_seen.max(1))?;
         if let Some(old) = m.endpoint_id {
             forget_defender(conn, old)?;
@@ -94,23 +72,10 @@ pub fn split(conn: &mut AnyConnection, modeler: &Modeler, machine_id: &str) -> a
 /// and its profile assignment (the OS fields stay: nothing else reported them).
 fn forget_defender(conn: &mut AnyConnection, endpoint_id: i64) -> anyhow::Result<()> {
     use crate::db::models::{profiles, risk};
-    if dm::table.filter(dm::endpoint_id.eq(endpoint_id)).filter(dm::stale.eq(false)).count().get_result::<i64>(conn)?
-        > 0
-    {
+    if defender_machines::count_linked(conn, endpoint_id, true)? > 0 {
         return Ok(());
     }
-    diesel::delete(
-        endpoint_sources::table
-            .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
-            .filter(endpoint_sources::source.eq(OWNER)),
-    )
-    .execute(conn)?;
-    let sources: Vec<String> = endpoint_sources::table
-        .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
-        .select(endpoint_sources::source)
-        .order(endpoint_sources::source.asc())
-        .load(conn)?;
-    diesel::update(ep::table.find(endpoint_id)).set(ep::sources.eq(sources.join(","))).execute(conn)?;
+    endpoints::remove_source(conn, endpoint_id, OWNER)?;
     for source in [super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE] {
         risk::set(conn, endpoint_id, source, None)?;
     }

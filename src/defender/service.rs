@@ -80,17 +80,10 @@ pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::
 /// profiles), Defender's risk factors go, imported endpoints stay. The stored machines forget
 /// what they last wrote, so that re-enabling brings everything back.
 fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler) -> anyhow::Result<usize> {
-    use crate::db::schema::{defender_machines as dm, risk_factors as rf};
-    use diesel::prelude::*;
-    let affected: Vec<i64> = rf::table
-        .filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE]))
-        .select(rf::endpoint_id)
-        .distinct()
-        .load(c)?;
-    diesel::delete(rf::table.filter(rf::source.eq_any([super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE])))
-        .execute(c)?;
-    crate::db::models::risk::refresh_overall(c, &affected)?;
-    diesel::update(dm::table).set(dm::content_hash.eq("")).execute(c)?;
+    use crate::db::models::risk;
+    let affected = risk::delete_sources(c, &[super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE])?;
+    risk::refresh_overall(c, &affected)?;
+    defender_machines::forget_content_hashes(c)?;
     Ok(modeler.delete_owner(c, OWNER)?)
 }
 

@@ -4,7 +4,7 @@
 pub use crate::domain::ids::{is_dns_name as is_domain, is_guid};
 use url::Url;
 
-use super::cloud::Cloud;
+use super::client::cloud::Cloud;
 use crate::db::AnyConnection;
 use crate::db::models::integration::{self, IntegrationConfig};
 use crate::db::now;
@@ -285,7 +285,7 @@ impl Settings {
     }
 }
 
-pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<IntegrationConfig>> {
+pub fn load(conn: &mut AnyConnection) -> crate::db::DbResult<Option<IntegrationConfig>> {
     integration::get(conn, NAME)
 }
 

@@ -11,12 +11,15 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::client::dto;
 use super::import::{self, ImportCounts, MachineRecord, TopAlert, TopVulnerability};
 use super::settings::{self, Settings};
-use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target, dto};
+use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target};
 use crate::background::Background;
 use crate::db::lease::{self, Lease};
-use crate::db::models::defender_sync_staging::{self, DeviceKeys, StagedAlert, StagedMachine, StagedVulnerability};
+use crate::db::models::defender_sync_staging::{
+    self, DeviceKeys, StagedAlert, StagedBatch, StagedMachine, StagedVulnerability,
+};
 use crate::db::models::integration::{self, RunCounts};
 use crate::db::models::{audit, defender_machines, jobs};
 use crate::db::{AnyConnection, Db};
@@ -248,7 +251,7 @@ impl Running<'_> {
         what: &'static str,
         rows: Vec<(String, T)>,
         place: fn(&mut T, i64),
-        insert: fn(&mut AnyConnection, &[T]) -> diesel::QueryResult<usize>,
+        insert: fn(&mut AnyConnection, &[T]) -> crate::db::DbResult<usize>,
     ) -> Result<(), Stopped> {
         if rows.is_empty() {
             return Ok(());
@@ -375,11 +378,7 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
     for from in (0..collected.seq_end).step_by(IMPORT_BATCH) {
         run.check().await.map_err(|e| (imported_so_far(counts, &imported), e))?;
         let (lo, hi, delta) = (from, from + IMPORT_BATCH as i64, collected.delta);
-        let batch = match ctx
-            .db
-            .run(move |c| diesel::Connection::transaction(c, |c| StagedBatch::read(c, lo, hi, delta)))
-            .await
-        {
+        let batch = match ctx.db.run(move |c| Ok(defender_sync_staging::read_batch(c, lo, hi, delta)?)).await {
             Ok(staged) => collected.complete(staged),
             Err(e) => Err(e),
         };
@@ -506,27 +505,6 @@ struct Collected {
     delta: bool,
     /// Older records of a device: the staged machine and the machine it duplicates.
     duplicates: HashMap<i64, String>,
-}
-
-/// The staged machines of one import batch with everything staged of them, each list ordered
-/// by machine.
-struct StagedBatch {
-    machines: Vec<StagedMachine>,
-    vulnerabilities: Vec<StagedVulnerability>,
-    alerts: Vec<StagedAlert>,
-    /// On a delta sync, the machines' CVE lists as the last import stored them.
-    stored: Vec<(i64, String)>,
-}
-
-impl StagedBatch {
-    fn read(c: &mut AnyConnection, from: i64, to: i64, delta: bool) -> anyhow::Result<Self> {
-        Ok(Self {
-            machines: defender_sync_staging::range(c, from, to)?,
-            vulnerabilities: defender_sync_staging::vulnerabilities(c, from, to)?,
-            alerts: defender_sync_staging::alerts(c, from, to)?,
-            stored: if delta { defender_sync_staging::stored_cves(c, from, to)? } else { Vec::new() },
-        })
-    }
 }
 
 /// The rows of a list ordered by machine that belong to machine `seq`, taken off its front.

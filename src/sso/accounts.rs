@@ -31,7 +31,7 @@ pub fn role_of(identity: &Identity, mapping: &RoleMapping) -> Result<Role, SignI
 }
 
 /// A user name for a new account: the Entra user name as far as our rules allow, made unique.
-fn new_username(conn: &mut AnyConnection, identity: &Identity) -> diesel::QueryResult<String> {
+fn new_username(conn: &mut AnyConnection, identity: &Identity) -> crate::db::DbResult<String> {
     let cleaned: String =
         identity.username.chars().filter(|c| c.is_ascii_alphanumeric() || "._-@".contains(*c)).take(56).collect();
     let base = if cleaned.is_empty() {

@@ -97,8 +97,8 @@ pub enum SignInError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<diesel::result::Error> for SignInError {
-    fn from(e: diesel::result::Error) -> Self {
+impl From<crate::db::DbError> for SignInError {
+    fn from(e: crate::db::DbError) -> Self {
         SignInError::Internal(e.into())
     }
 }

@@ -193,7 +193,7 @@ pub fn validate(input: &SsoInput, stored: Option<&SsoConfig>) -> Result<SsoSetti
     if errors.is_empty() { Ok(s) } else { Err(errors) }
 }
 
-pub fn load(conn: &mut AnyConnection) -> diesel::QueryResult<Option<SsoConfig>> {
+pub fn load(conn: &mut AnyConnection) -> crate::db::DbResult<Option<SsoConfig>> {
     sso::get(conn, NAME)
 }
 

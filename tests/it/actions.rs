@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use defender_sim::{ActionOutcome, Faults, RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::schema::defender_machines;
-use endpoint_analytics::simulator::{self, ActionOutcome, Faults, RunningSimulator, SimConfig};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -14,7 +14,7 @@ use crate::helpers::*;
 /// An app synced with a small simulated tenant whose actions move on quickly.
 pub async fn synced() -> (TestApp, RunningSimulator, String) {
     let app = spawn_app().await;
-    let sim = simulator::start(SimConfig {
+    let sim = defender_sim::start(SimConfig {
         machines: 80,
         action_pending_ms: 200,
         action_inprogress_ms: 200,

@@ -293,7 +293,7 @@ async fn real_answers_match_the_documented_schemas() {
     conforms(&doc, "get", "/api/v1/openapi.json", reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap()).await;
 }
 
-fn scans_sent(sim: &endpoint_analytics::simulator::RunningSimulator) -> u64 {
+fn scans_sent(sim: &defender_sim::RunningSimulator) -> u64 {
     sim.counters().api("RunAntiVirusScan").calls
 }
 

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use defender_sim::{RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
 use endpoint_analytics::db::Db;
@@ -26,7 +27,6 @@ use endpoint_analytics::db::schema::{
     defender_machines as dm, endpoint_history, endpoint_sources, endpoints, jobs, machine_actions, profiles,
     risk_factors, sync_runs,
 };
-use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -353,7 +353,7 @@ async fn killed_at_random_moments_the_app_loses_nothing_and_sends_no_action_twic
         .unwrap_or(if long_tests() { 30 } else { 3 });
     let seed: u64 = std::env::var("EA_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261126);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let sim = simulator::start(SimConfig {
+    let sim = defender_sim::start(SimConfig {
         machines: MACHINES,
         action_pending_ms: 200,
         action_inprogress_ms: 200,

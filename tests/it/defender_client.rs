@@ -8,17 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use defender_sim::{self, FaultEffect, FaultRule, Faults, IsolationState, RunningSimulator, SimConfig};
 use endpoint_analytics::defender::{
     Api, ClientOptions, Credentials, DefenderClient, DefenderError, IsolationType, Pager, RateLimit, ScanType, Secret,
     Target,
 };
-use endpoint_analytics::simulator::{
-    self, FaultEffect, FaultRule, Faults, IsolationState, RunningSimulator, SimConfig,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn sim(machines: usize) -> RunningSimulator {
-    simulator::start(SimConfig {
+    defender_sim::start(SimConfig {
         machines,
         seed: 11,
         action_pending_ms: 100,
@@ -65,7 +63,7 @@ fn faults(rules: Vec<FaultRule>) -> Faults {
     Faults { rules, ..Default::default() }
 }
 
-async fn all<T: serde::de::DeserializeOwned + endpoint_analytics::defender::dto::HasId>(
+async fn all<T: serde::de::DeserializeOwned + endpoint_analytics::defender::client::dto::HasId>(
     mut p: Pager<T>,
 ) -> Result<(Vec<T>, usize, u64), DefenderError> {
     let mut v = Vec::new();
@@ -88,7 +86,7 @@ async fn test_connection_with_all_permissions() {
     let sim = sim(60).await;
     let c = client(&sim);
     let r = c.test_connection().await.unwrap();
-    assert_eq!(r.roles.len(), simulator::ALL_ROLES.len(), "{:?}", r.roles);
+    assert_eq!(r.roles.len(), defender_sim::ALL_ROLES.len(), "{:?}", r.roles);
     assert!(r.missing.is_empty(), "{:?}", r.missing);
     assert_eq!(r.permissions.len(), 7);
     assert!(r.permissions.iter().all(|p| p.granted()));
@@ -719,7 +717,7 @@ async fn machine_action_lifecycle() {
 #[tokio::test]
 async fn failed_action_outcome_is_reported() {
     let sim = sim(60).await;
-    sim.set_faults(Faults { action_outcome: Some(simulator::ActionOutcome::Failed), ..Default::default() });
+    sim.set_faults(Faults { action_outcome: Some(defender_sim::ActionOutcome::Failed), ..Default::default() });
     let c = client(&sim);
     let win = sim
         .tenant()

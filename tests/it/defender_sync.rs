@@ -5,18 +5,18 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use defender_sim::{RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::schema::{defender_machines, endpoint_history, endpoints, profiles};
 use endpoint_analytics::defender::import::profile_name;
 use endpoint_analytics::domain::mac::normalize_mac;
-use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
 async fn simulator(machines: usize) -> RunningSimulator {
-    simulator::start(SimConfig { machines, ..SimConfig::default() }).await.expect("the simulator starts")
+    defender_sim::start(SimConfig { machines, ..SimConfig::default() }).await.expect("the simulator starts")
 }
 
 fn settings_for(sim: &RunningSimulator, enabled: bool) -> Value {
@@ -433,7 +433,7 @@ async fn the_client_secret_never_leaves_the_server() {
 
 #[tokio::test]
 async fn faults_end_in_a_complete_sync_or_a_reported_failure_with_nothing_lost() {
-    use endpoint_analytics::simulator::{FaultEffect, FaultRule, Faults};
+    use defender_sim::{FaultEffect, FaultRule, Faults};
     let always_500 = |api: &str| Faults {
         rules: vec![FaultRule {
             api: Some(api.into()),

@@ -149,12 +149,7 @@ async fn a_password_never_opens_an_account_made_by_entra() {
 /// secret to it.
 #[tokio::test]
 async fn an_operator_tests_only_the_saved_settings_and_the_secret_goes_nowhere_else() {
-    let sim = endpoint_analytics::simulator::start(endpoint_analytics::simulator::SimConfig {
-        machines: 20,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = defender_sim::start(defender_sim::SimConfig { machines: 20, ..Default::default() }).await.unwrap();
     let app = spawn_app().await;
     app.enable_defender(&sim).await;
     app.wait_for_sync(Duration::from_secs(60)).await;
@@ -207,14 +202,9 @@ async fn an_operator_tests_only_the_saved_settings_and_the_secret_goes_nowhere_e
 /// only to loopback.
 #[tokio::test]
 async fn moving_a_secret_needs_the_secret() {
-    let sim = endpoint_analytics::simulator::start(endpoint_analytics::simulator::SimConfig {
-        machines: 5,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = defender_sim::start(defender_sim::SimConfig { machines: 5, ..Default::default() }).await.unwrap();
     let app = spawn_app().await;
-    let mut saved = sim.integration_settings();
+    let mut saved = defender_settings(&sim);
     saved.enabled = false;
     app.enable_defender_with(saved.clone()).await;
     let (evil, hits, _) = listener();
@@ -516,12 +506,7 @@ async fn anonymous_noise_writes_no_rows() {
 /// operation fails cleanly, in words.
 #[tokio::test]
 async fn outbound_answers_are_size_capped() {
-    let sim = endpoint_analytics::simulator::start(endpoint_analytics::simulator::SimConfig {
-        machines: 5,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = defender_sim::start(defender_sim::SimConfig { machines: 5, ..Default::default() }).await.unwrap();
     let app = spawn_app().await;
     let admin = app.login_as("alice", Role::Admin).await;
     let fields = |login: &str, api: &str| {
@@ -768,12 +753,7 @@ async fn an_observation_batch_over_the_cap_is_refused_while_it_is_parsed() {
 /// The Actions tab does not wait on Defender's rate limiter without bound.
 #[tokio::test]
 async fn the_actions_tab_answers_promptly_when_defender_is_rate_limited() {
-    let sim = endpoint_analytics::simulator::start(endpoint_analytics::simulator::SimConfig {
-        machines: 10,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = defender_sim::start(defender_sim::SimConfig { machines: 10, ..Default::default() }).await.unwrap();
     let options = endpoint_analytics::defender::ClientOptions {
         rate_limit_overrides: vec![(
             endpoint_analytics::defender::Api::ListMachineActions,
@@ -836,14 +816,9 @@ async fn cookies_are_secure_unless_the_server_listens_on_loopback() {
 /// a row whose hosts changed beside the secret (however it came about) never opens it there.
 #[tokio::test]
 async fn a_secret_beside_hosts_it_was_not_saved_for_never_goes_there() {
-    let sim = endpoint_analytics::simulator::start(endpoint_analytics::simulator::SimConfig {
-        machines: 5,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = defender_sim::start(defender_sim::SimConfig { machines: 5, ..Default::default() }).await.unwrap();
     let app = spawn_app().await;
-    let mut saved = sim.integration_settings();
+    let mut saved = defender_settings(&sim);
     saved.enabled = false;
     app.enable_defender_with(saved).await;
     let (evil, hits, seen) = listener();

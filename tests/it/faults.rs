@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use defender_sim::{ClientSpec, FaultEffect, FaultRule, Faults, RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::defender::ClientOptions;
-use endpoint_analytics::simulator::{self, ClientSpec, FaultEffect, FaultRule, Faults, RunningSimulator, SimConfig};
 use serde_json::Value;
 
 use crate::consistency::snapshot;
@@ -193,7 +193,7 @@ fn rows() -> Vec<Row> {
             before: |sim| {
                 // Neither Machine.Read.All nor Machine.ReadWrite.All.
                 let without: Vec<&str> =
-                    simulator::ALL_ROLES.iter().copied().filter(|r| !r.starts_with("Machine.Read")).collect();
+                    defender_sim::ALL_ROLES.iter().copied().filter(|r| !r.starts_with("Machine.Read")).collect();
                 sim.set_client_roles(&sim.client_id, &without);
                 sim.invalidate_tokens();
             },
@@ -243,7 +243,7 @@ async fn sync_now(app: &TestApp, token: &str) -> Value {
 async fn check(row: Row) {
     let name = row.name;
     let app = spawn_app_with_client(|_| {}, client_options()).await;
-    let sim = simulator::start(SimConfig { machines: row.machines, ..SimConfig::default() }).await.unwrap();
+    let sim = defender_sim::start(SimConfig { machines: row.machines, ..SimConfig::default() }).await.unwrap();
     let foreign = foreign_host();
     app.enable_defender(&sim).await;
     let first = app.wait_for_sync(Duration::from_secs(60)).await;

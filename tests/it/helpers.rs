@@ -220,11 +220,29 @@ impl TestApp {
     }
 }
 
+/// The product's Defender settings that point at `sim`, enabled, as an administrator would type
+/// them from what the simulator says about itself.
+pub fn defender_settings(
+    sim: &defender_sim::RunningSimulator,
+) -> endpoint_analytics::defender::settings::SettingsInput {
+    endpoint_analytics::defender::settings::SettingsInput {
+        tenant_id: sim.tenant_id.clone(),
+        client_id: sim.client_id.clone(),
+        client_secret: sim.client_secret.clone(),
+        cloud: "commercial".into(),
+        login_base_url: sim.base_url.clone(),
+        api_base_url: sim.base_url.clone(),
+        enabled: true,
+        sync_interval_minutes: Some(60),
+        ..Default::default()
+    }
+}
+
 impl TestApp {
     /// Configures the Defender integration for `sim` and enables it, as an admin saving the form
     /// would (faster than the page): the first sync starts at once.
-    pub async fn enable_defender(&self, sim: &endpoint_analytics::simulator::RunningSimulator) {
-        self.enable_defender_with(sim.integration_settings()).await;
+    pub async fn enable_defender(&self, sim: &defender_sim::RunningSimulator) {
+        self.enable_defender_with(defender_settings(sim)).await;
     }
 
     /// Saves these Defender settings as an admin would (enabled or not, as they say).

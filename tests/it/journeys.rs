@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use defender_sim::{RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::models::defender_machines::DefenderMachine;
 use endpoint_analytics::db::schema::defender_machines as dm;
-use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
@@ -18,7 +18,7 @@ use crate::helpers::{TestApp, spawn_app};
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn simulator(hostile: bool) -> RunningSimulator {
-    simulator::start(SimConfig { machines: 60, hostile, ..Default::default() }).await.expect("the simulator starts")
+    defender_sim::start(SimConfig { machines: 60, hostile, ..Default::default() }).await.expect("the simulator starts")
 }
 
 /// An app whose Defender integration points at a simulator and finished its first sync.
@@ -250,7 +250,7 @@ async fn hostile_defender_data_is_shown_as_text() {
 #[tokio::test]
 async fn an_operator_isolates_and_releases_a_machine() {
     journey("operator_isolates_machine", |c| async move {
-        let sim = simulator::start(SimConfig {
+        let sim = defender_sim::start(SimConfig {
             machines: 60,
             action_pending_ms: 1500,
             action_inprogress_ms: 1000,

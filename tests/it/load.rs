@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use defender_sim::SimConfig;
 use diesel::prelude::*;
 use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
 use endpoint_analytics::db::models::api_tokens;
 use endpoint_analytics::db::schema::{defender_machines as dm, machine_actions};
-use endpoint_analytics::simulator::{self, SimConfig};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -58,7 +58,7 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
         std::env::var("EA_LOAD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(if long_tests() { 180 } else { 20 });
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::new(dir.path());
-    let sim = simulator::start(SimConfig {
+    let sim = defender_sim::start(SimConfig {
         machines: 600,
         action_pending_ms: 300,
         action_inprogress_ms: 300,

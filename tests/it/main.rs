@@ -9,6 +9,7 @@ mod process;
 
 mod actions;
 mod api;
+mod architecture;
 mod auth;
 mod bad_input;
 mod crash;
@@ -25,5 +26,4 @@ mod modeling;
 mod routes;
 mod scaleout;
 mod secrets;
-mod simulator;
 mod sso;

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use defender_sim::{FaultEffect, FaultRule, Faults, SimConfig};
 use endpoint_analytics::auth::Role;
-use endpoint_analytics::simulator::{self, FaultEffect, FaultRule, Faults, SimConfig};
 
 use crate::helpers::*;
 
@@ -43,7 +43,8 @@ async fn scrape(app: &TestApp, token: Option<&str>) -> reqwest::Response {
 #[tokio::test]
 async fn a_scrape_after_a_sync_finds_the_sync_the_api_calls_the_429s_and_the_inventory() {
     let app = spawn_app().await;
-    let sim = simulator::start(SimConfig { machines: 40, ..SimConfig::default() }).await.expect("the simulator starts");
+    let sim =
+        defender_sim::start(SimConfig { machines: 40, ..SimConfig::default() }).await.expect("the simulator starts");
     // One 429 on the alerts listing: the client waits a second and goes on.
     sim.set_faults(Faults {
         rules: vec![FaultRule {

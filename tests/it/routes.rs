@@ -6,8 +6,8 @@
 //! counters do not move) and to carry the security headers; every state-changing browser route
 //! is checked to refuse a missing or wrong CSRF token and a cross-site request.
 
+use defender_sim::{RunningSimulator, SimConfig};
 use endpoint_analytics::auth::Role;
-use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
 use endpoint_analytics::web::ROUTES;
 
 use crate::helpers::*;
@@ -260,11 +260,11 @@ fn assert_security_headers(res: &reqwest::Response, what: &str) {
 /// endpoint from Defender, plus the callers.
 async fn setup() -> (TestApp, RunningSimulator, Callers, i64) {
     let app = spawn_app().await;
-    let sim = simulator::start(SimConfig { machines: 50, ..SimConfig::default() }).await.unwrap();
+    let sim = defender_sim::start(SimConfig { machines: 50, ..SimConfig::default() }).await.unwrap();
     app.enable_defender(&sim).await;
     let run = app.wait_for_sync(std::time::Duration::from_secs(30)).await;
     assert_eq!(run.status, "succeeded", "{}", run.error);
-    let mut off = sim.integration_settings();
+    let mut off = defender_settings(&sim);
     off.enabled = false;
     endpoint_analytics::defender::service::save(&app.state.sync_context(), off, "test").await.unwrap();
     let callers = Callers::new(&app).await;

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use defender_sim::faults::{FaultEffect, FaultRule, Faults};
+use defender_sim::{RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
 use endpoint_analytics::db::Db;
 use endpoint_analytics::db::models::api_tokens;
 use endpoint_analytics::db::models::integration::SyncRun;
 use endpoint_analytics::db::schema::sync_runs;
-use endpoint_analytics::simulator::faults::{FaultEffect, FaultRule, Faults};
-use endpoint_analytics::simulator::{self, RunningSimulator, SimConfig};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -151,7 +151,7 @@ async fn admin(db: &Db) -> String {
 /// when the test stops its instance.
 async fn slow_simulator(delay_ms: u64) -> RunningSimulator {
     let sim =
-        simulator::start(SimConfig { machines: 300, ..SimConfig::default() }).await.expect("the simulator starts");
+        defender_sim::start(SimConfig { machines: 300, ..SimConfig::default() }).await.expect("the simulator starts");
     sim.set_faults(slow(delay_ms));
     sim
 }

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use defender_sim::SimConfig;
 use diesel::prelude::*;
 use endpoint_analytics::auth::{Role, hash_api_token, new_api_token};
 use endpoint_analytics::db::Db;
 use endpoint_analytics::db::models::api_tokens;
-use endpoint_analytics::simulator::{self, SimConfig};
 use endpoint_analytics::web::ROUTES;
 use serde_json::{Value, json};
 
@@ -78,7 +78,7 @@ async fn postgres_text(db: &Db) -> Vec<(String, Vec<u8>)> {
 async fn the_secret_and_bearer_tokens_appear_nowhere_after_a_full_run() {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::new(dir.path());
-    let sim = simulator::start(SimConfig {
+    let sim = defender_sim::start(SimConfig {
         machines: 80,
         hostile: true,
         action_pending_ms: 100,

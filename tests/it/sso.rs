@@ -3,24 +3,35 @@
 //! signature, audience, issuer, tenant, lifetime, unmapped roles, disabled accounts, Entra's
 //! own errors). The browser journey is in `journeys.rs`.
 
+use defender_sim::oidc::{ADMIN_APP_ROLE, ANALYSTS_GROUP, OPERATOR_APP_ROLE};
+use defender_sim::{Faults, IdTokenFault, RunningSimulator, SimConfig, SimUser};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::models::users;
-use endpoint_analytics::simulator::oidc::{ADMIN_APP_ROLE, ANALYSTS_GROUP, OPERATOR_APP_ROLE};
-use endpoint_analytics::simulator::{self, Faults, IdTokenFault, RunningSimulator, SimConfig, SimUser};
 use endpoint_analytics::sso::settings::SsoInput;
 use serde_json::Value;
 
 use crate::helpers::*;
 
 pub async fn sso_simulator() -> RunningSimulator {
-    simulator::start(SimConfig { machines: 50, ..Default::default() }).await.expect("the simulator starts")
+    defender_sim::start(SimConfig { machines: 50, ..Default::default() }).await.expect("the simulator starts")
 }
 
 /// The product's Entra sign-in settings for `sim`, mapping the simulator's default app roles
 /// and analysts group, enabled.
 pub fn sso_input(sim: &RunningSimulator) -> SsoInput {
-    sim.sso_settings()
+    let info = sim.service_info();
+    SsoInput {
+        tenant_id: info.tenant_id,
+        client_id: info.client_id,
+        client_secret: info.client_secret,
+        authority: info.base_url,
+        admin_values: info.admin_app_role,
+        operator_values: info.operator_app_role,
+        analyst_values: info.analysts_group,
+        enabled: true,
+        ..Default::default()
+    }
 }
 
 impl TestApp {

@@ -113,6 +113,33 @@ pub fn mark_missing_stale(conn: &mut AnyConnection) -> QueryResult<i64> {
     Ok(n as i64)
 }
 
+/// Links a machine to an endpoint by a person's decision (`note` says which), and forgets what
+/// the machine last wrote, so that the next import writes it all to the endpoint.
+pub fn link(conn: &mut AnyConnection, machine_id: &str, endpoint_id: i64, note: &str) -> QueryResult<usize> {
+    diesel::update(defender_machines::table.find(machine_id))
+        .set((
+            defender_machines::endpoint_id.eq(Some(endpoint_id)),
+            defender_machines::match_note.eq(note),
+            defender_machines::content_hash.eq(""),
+            defender_machines::updated_at.eq(now()),
+        ))
+        .execute(conn)
+}
+
+/// Machines linked to an endpoint (`live_only`: those that are not stale).
+pub fn count_linked(conn: &mut AnyConnection, endpoint_id: i64, live_only: bool) -> QueryResult<i64> {
+    let mut q = defender_machines::table.filter(defender_machines::endpoint_id.eq(endpoint_id)).into_boxed();
+    if live_only {
+        q = q.filter(defender_machines::stale.eq(false));
+    }
+    q.count().get_result(conn)
+}
+
+/// Every machine forgets what it last wrote (the next import writes everything again).
+pub fn forget_content_hashes(conn: &mut AnyConnection) -> QueryResult<usize> {
+    diesel::update(defender_machines::table).set(defender_machines::content_hash.eq("")).execute(conn)
+}
+
 pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool) -> QueryResult<usize> {
     diesel::update(defender_machines::table.find(machine_id))
         .set(defender_machines::isolated.eq(isolated))

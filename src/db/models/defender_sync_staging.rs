@@ -131,6 +131,28 @@ pub fn seqs_of(conn: &mut AnyConnection, machine_ids: &[&str]) -> QueryResult<Ha
 }
 
 /// The staged machines with `from <= seq < to`, in order.
+/// The staged machines of one import batch (staging sequence numbers `from..to`) with
+/// everything staged of them, each list ordered by machine.
+pub struct StagedBatch {
+    pub machines: Vec<StagedMachine>,
+    pub vulnerabilities: Vec<StagedVulnerability>,
+    pub alerts: Vec<StagedAlert>,
+    /// On a delta sync, the machines' CVE lists as the last import stored them.
+    pub stored: Vec<(i64, String)>,
+}
+
+/// Reads one import batch in one transaction (one snapshot of all four lists).
+pub fn read_batch(conn: &mut AnyConnection, from: i64, to: i64, delta: bool) -> QueryResult<StagedBatch> {
+    conn.transaction(|c| {
+        Ok(StagedBatch {
+            machines: range(c, from, to)?,
+            vulnerabilities: vulnerabilities(c, from, to)?,
+            alerts: alerts(c, from, to)?,
+            stored: if delta { stored_cves(c, from, to)? } else { Vec::new() },
+        })
+    })
+}
+
 pub fn range(conn: &mut AnyConnection, from: i64, to: i64) -> QueryResult<Vec<StagedMachine>> {
     staged::table
         .filter(staged::seq.ge(from).and(staged::seq.lt(to)))

@@ -513,6 +513,105 @@ pub fn history(conn: &mut AnyConnection, id: i64, limit: i64) -> QueryResult<Vec
         .load(c))
 }
 
+/// Up to `limit` endpoints after the id `after`, by id (a re-model walks every endpoint so).
+pub fn page_after(conn: &mut AnyConnection, after: i64, limit: i64) -> QueryResult<Vec<Endpoint>> {
+    endpoints::table
+        .filter(endpoints::id.gt(after))
+        .order(endpoints::id.asc())
+        .limit(limit)
+        .select(Endpoint::as_select())
+        .load(conn)
+}
+
+/// When each endpoint first seen at `since` or later was first seen.
+pub fn first_seen_since(conn: &mut AnyConnection, since: i64) -> QueryResult<Vec<i64>> {
+    endpoints::table.filter(endpoints::first_seen.ge(since)).select(endpoints::first_seen).load(conn)
+}
+
+/// Endpoints per source (network, defender, ...).
+pub fn count_by_source(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
+    endpoint_sources::table
+        .group_by(endpoint_sources::source)
+        .select((endpoint_sources::source, diesel::dsl::count_star()))
+        .load(conn)
+}
+
+/// How many sources other than `source` know the endpoint.
+pub fn count_other_sources(conn: &mut AnyConnection, endpoint_id: i64, source: &str) -> QueryResult<i64> {
+    endpoint_sources::table
+        .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
+        .filter(endpoint_sources::source.ne(source))
+        .count()
+        .get_result(conn)
+}
+
+/// Removes a source from an endpoint, and the endpoint's list of sources with it.
+pub fn remove_source(conn: &mut AnyConnection, endpoint_id: i64, source: &str) -> QueryResult<()> {
+    diesel::delete(
+        endpoint_sources::table
+            .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
+            .filter(endpoint_sources::source.eq(source)),
+    )
+    .execute(conn)?;
+    let sources: Vec<String> = endpoint_sources::table
+        .filter(endpoint_sources::endpoint_id.eq(endpoint_id))
+        .select(endpoint_sources::source)
+        .order(endpoint_sources::source.asc())
+        .load(conn)?;
+    diesel::update(endpoints::table.find(endpoint_id)).set(endpoints::sources.eq(sources.join(","))).execute(conn)?;
+    Ok(())
+}
+
+/// A new endpoint from what one source alone reported; its id.
+pub struct NewEndpoint<'a> {
+    pub ip: &'a str,
+    pub hostname: &'a str,
+    pub fqdn: &'a str,
+    pub os_name: &'a str,
+    pub os_version: &'a str,
+    pub source: &'a str,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+pub fn insert_one(conn: &mut AnyConnection, e: &NewEndpoint<'_>) -> QueryResult<i64> {
+    let t = now();
+    let values = (
+        endpoints::ip.eq(e.ip),
+        endpoints::hostname.eq(e.hostname),
+        endpoints::fqdn.eq(e.fqdn),
+        endpoints::os_name.eq(e.os_name),
+        endpoints::os_version.eq(e.os_version),
+        endpoints::sources.eq(e.source),
+        endpoints::first_seen.eq(e.first_seen),
+        endpoints::last_seen.eq(e.last_seen),
+        endpoints::created_at.eq(t),
+        endpoints::updated_at.eq(t),
+    );
+    crate::db::insert_returning_id!(conn, endpoints::table, values, endpoints::id)
+}
+
+pub fn delete(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
+    diesel::delete(endpoints::table.find(id)).execute(conn)
+}
+
+/// For the endpoints among `ids` that have a MAC, their host name changes since `since`:
+/// (endpoint id, old name, new name).
+pub fn hostname_changes_since(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    since: i64,
+) -> QueryResult<Vec<(i64, String, String)>> {
+    endpoint_history::table
+        .inner_join(endpoints::table)
+        .filter(endpoint_history::endpoint_id.eq_any(ids.to_vec()))
+        .filter(endpoint_history::field.eq("hostname"))
+        .filter(endpoint_history::at.ge(since))
+        .filter(endpoints::mac.is_not_null())
+        .select((endpoint_history::endpoint_id, endpoint_history::old_value, endpoint_history::new_value))
+        .load(conn)
+}
+
 pub fn count_all(conn: &mut AnyConnection) -> QueryResult<i64> {
     endpoints::table.count().get_result(conn)
 }

@@ -84,6 +84,18 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
 
 /// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
 /// they have none). Writes only the endpoints whose level moved.
+/// Deletes every factor of these sources; the endpoints that had one (their overall level is
+/// for the caller to refresh).
+pub fn delete_sources(conn: &mut AnyConnection, sources: &[&str]) -> QueryResult<Vec<i64>> {
+    let affected: Vec<i64> = risk_factors::table
+        .filter(risk_factors::source.eq_any(sources))
+        .select(risk_factors::endpoint_id)
+        .distinct()
+        .load(conn)?;
+    diesel::delete(risk_factors::table.filter(risk_factors::source.eq_any(sources))).execute(conn)?;
+    Ok(affected)
+}
+
 pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<usize> {
     const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
     let mut updated = 0;

@@ -3,13 +3,11 @@
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
-use diesel::prelude::*;
 
 use super::endpoints::risk_label;
 use super::fmt_time;
 use crate::db::models::events::{self, Event};
 use crate::db::models::{endpoints, profiles, risk};
-use crate::db::schema::{endpoint_sources, endpoints as endpoints_t};
 use crate::error::AppError;
 use crate::web::auth::AnyUser;
 use crate::web::{AppState, Layout, html};
@@ -68,19 +66,13 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
     let (total, risk_counts, profile_counts, sources, new_days, changes) = state
         .db
         .run(move |c| {
-            let sources: Vec<(String, i64)> = endpoint_sources::table
-                .group_by(endpoint_sources::source)
-                .select((endpoint_sources::source, diesel::dsl::count_star()))
-                .load(c)?;
             let since = (today - NEW_DAYS + 1) * 86_400;
-            let firsts: Vec<i64> =
-                endpoints_t::table.filter(endpoints_t::first_seen.ge(since)).select(endpoints_t::first_seen).load(c)?;
             Ok((
                 endpoints::count_all(c)?,
                 risk::level_counts(c)?,
                 profiles::endpoint_counts(c)?,
-                sources,
-                firsts,
+                endpoints::count_by_source(c)?,
+                endpoints::first_seen_since(c, since)?,
                 events::recent(c, crate::modeling::PROFILE_CHANGED, 10)?,
             ))
         })

@@ -8,7 +8,7 @@ use askama::Template;
 use super::fmt_time;
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::defender::ConnectionReport;
-use crate::defender::cloud::{COMMERCIAL_REGIONS, Cloud};
+use crate::defender::client::cloud::{COMMERCIAL_REGIONS, Cloud};
 use crate::defender::service::{self, Saved, Status};
 use crate::defender::settings::{self, FieldErrors, SettingsInput};
 use crate::error::AppError;

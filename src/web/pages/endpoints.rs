@@ -356,7 +356,7 @@ impl DefenderView {
 
 /// The Defender view of an endpoint, when it is linked to a machine.
 pub fn defender_view(c: &mut crate::db::AnyConnection, endpoint_id: i64) -> anyhow::Result<Option<DefenderView>> {
-    use crate::defender::cloud::Cloud;
+    use crate::defender::Cloud;
     use crate::defender::links::{DeviceTab, PortalLinks};
     let Some(m) = defender_machines::of_endpoint(c, endpoint_id)? else { return Ok(None) };
     let config = crate::defender::settings::load(c)?;

@@ -4,14 +4,13 @@ use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
-use diesel::QueryResult;
 use serde::Deserialize;
 
 use super::audit;
 use crate::auth::verify_password;
 use crate::db::models::login_failures::{self, Growth};
 use crate::db::models::users;
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, DbError, DbResult as QueryResult, now};
 use crate::error::AppError;
 use crate::web::refusals::Refusal;
 use crate::web::session::keys;
@@ -504,11 +503,11 @@ fn address_key(address: &str) -> String {
 /// Why counting an attempt stopped (a wait rolls the transaction back: nothing is counted).
 enum Claim {
     Wait(String, i64),
-    Db(diesel::result::Error),
+    Db(DbError),
 }
 
-impl From<diesel::result::Error> for Claim {
-    fn from(e: diesel::result::Error) -> Self {
+impl From<DbError> for Claim {
+    fn from(e: DbError) -> Self {
         Claim::Db(e)
     }
 }

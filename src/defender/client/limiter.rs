@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::client::Api;
+use super::Api;
 
 /// A budget per minute and per hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,6 +72,17 @@ pub enum IsolationState {
     Isolated(&'static str),
 }
 
+impl IsolationState {
+    /// Read back from its JSON (`"NotIsolated"`, `{"Isolated": "Full"}`).
+    pub fn from_json(v: &serde_json::Value) -> Self {
+        match v.get("Isolated").and_then(|t| t.as_str()) {
+            Some("Selective") => IsolationState::Isolated("Selective"),
+            Some(_) => IsolationState::Isolated("Full"),
+            None => IsolationState::NotIsolated,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ActionStore {
     /// In creation order; listings reverse it (newest first).

@@ -5,7 +5,7 @@
 //! Checks run in this order: tenant, grant type, `resource` on v2, client id, scope/resource
 //! present, client known, secret present, secret right, secret not expired, scope valid.
 
-use crate::domain::ids::{is_dns_name, is_guid};
+use crate::ids::{is_dns_name, is_guid};
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use actix_web::web::Bytes;
 use diesel::prelude::*;
 
-use super::load::{self, BytesServer, Load};
-use super::{SimProcess, peak_rss_mib, reset_peak_rss};
-use crate::auth::{Role, random_token};
-use crate::config::Settings;
-use crate::db::models::integration::{self, RunCounts};
-use crate::db::schema::{defender_machines as dm, endpoints as ep};
-use crate::defender::sync::{self as dsync, SyncContext};
-use crate::defender::{import, service};
+use crate::load::{self, BytesServer, Load};
+use crate::{SimProcess, peak_rss_mib, reset_peak_rss};
+use endpoint_analytics::auth::{Role, random_token};
+use endpoint_analytics::config::Settings;
+use endpoint_analytics::db::models::integration::{self, RunCounts};
+use endpoint_analytics::db::schema::{defender_machines as dm, endpoints as ep};
+use endpoint_analytics::defender::sync::{self as dsync, SyncContext};
+use endpoint_analytics::defender::{import, service};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -207,14 +207,12 @@ struct BaselineRow<'a> {
 }
 
 /// The simulated tenant of `machines` machines (the same seed as the simulator's).
-fn tenant_of(machines: usize) -> crate::simulator::tenant::Tenant {
-    crate::simulator::tenant::Tenant::generate(
-        crate::simulator::SimConfig { machines, ..Default::default() }.tenant_params(),
-    )
+fn tenant_of(machines: usize) -> defender_sim::tenant::Tenant {
+    defender_sim::tenant::Tenant::generate(defender_sim::SimConfig { machines, ..Default::default() }.tenant_params())
 }
 
 /// The tenant's machine×vulnerability rows, as the baselines write them.
-fn baseline_rows(tenant: &crate::simulator::tenant::Tenant) -> Vec<BaselineRow<'_>> {
+fn baseline_rows(tenant: &defender_sim::tenant::Tenant) -> Vec<BaselineRow<'_>> {
     let (ms, vs) = (tenant.machines(), tenant.vulnerabilities());
     (0..ms.len())
         .flat_map(|m| {
@@ -305,8 +303,9 @@ impl PostgresDatabase {
     fn create(server: &str, keep: bool) -> anyhow::Result<Self> {
         use diesel::connection::SimpleConnection;
         let name = format!("ea_bench_{}", std::process::id());
-        let mut c = PgConnection::establish(server)
-            .map_err(|e| anyhow::anyhow!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server)))?;
+        let mut c = PgConnection::establish(server).map_err(|e| {
+            anyhow::anyhow!("cannot reach PostgreSQL at {}: {e}", endpoint_analytics::db::redact_url(server))
+        })?;
         // Two statements: one query string would run them as one transaction, which neither may.
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
         c.batch_execute(&format!("CREATE DATABASE {name}"))?;
@@ -320,7 +319,7 @@ impl Drop for PostgresDatabase {
     fn drop(&mut self) {
         use diesel::connection::SimpleConnection;
         if self.keep {
-            eprintln!("the product's database is kept: {}", crate::db::redact_url(&self.url));
+            eprintln!("the product's database is kept: {}", endpoint_analytics::db::redact_url(&self.url));
             return;
         }
         // The product's pool is still open: FORCE ends its connections.
@@ -339,7 +338,7 @@ fn memory_run(machines: usize) -> anyhow::Result<f64> {
         .args(["bench", "sync", "--full-only", "--machines", &machines.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(out.status.success(), "bench sync --machines {machines} failed: {text}");
+    anyhow::ensure!(out.status.success(), "ea-bench sync --machines {machines} failed: {text}");
     text.lines()
         .find_map(|l| l.strip_prefix("peak_rss_mib="))
         .and_then(|v| v.trim().parse().ok())
@@ -394,7 +393,7 @@ async fn measure(
         ..Settings::default()
     };
     let workers = settings.workers;
-    let app = crate::app::Application::build(settings).await?;
+    let app = endpoint_analytics::app::Application::build(settings).await?;
     let base = format!("http://{}", app.addr());
     let state = app.state();
     let db = state.db.clone();
@@ -402,15 +401,17 @@ async fn measure(
 
     let password = random_token(15);
     let pw = password.clone();
-    db.run(move |c| crate::accounts::create_user(c, "bench", &pw, Role::Admin).map_err(|e| anyhow::anyhow!("{e}")))
-        .await?;
+    db.run(move |c| {
+        endpoint_analytics::accounts::create_user(c, "bench", &pw, Role::Admin).map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await?;
     let cookie = sign_in(&base, "bench", &password).await?;
 
     // 8. Full re-model of N network endpoints.
     step(&format!("ingesting {n} network endpoints"));
-    super::fill(&db, &state.modeler, n).await?;
+    crate::fill(&db, &state.modeler, n).await?;
     step("full re-model");
-    let (count, _, remodel_secs) = super::time_remodel(&db, &state.modeler).await?;
+    let (count, _, remodel_secs) = crate::time_remodel(&db, &state.modeler).await?;
     let rate = count as f64 / remodel_secs;
     rows.push(
         Row::new(format!("8. full re-model of {count} endpoints"), format!("{rate:.0} endpoints/s"), "")
@@ -565,7 +566,7 @@ async fn measure(
 
     // 7. Unchanged re-sync: nothing written.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let t0 = crate::db::now();
+    let t0 = endpoint_analytics::db::now();
     step("unchanged re-sync");
     let again = timed_sync(&ctx, None).await?;
     let written: (i64, i64) = db

@@ -1,6 +1,6 @@
 //! Microsoft clouds the Defender for Endpoint API is offered in, and their hosts.
 //!
-//! Sources (see `shared/docs/defender-api.md` §1.3, §2, §6):
+//! Sources (see `docs/defender-api.md` §1.3, §2, §6):
 //! * Commercial: sign-in `https://login.microsoftonline.com`, API `https://api.security.microsoft.com`
 //!   (current base; `api.securitycenter.microsoft.com` still works), scope
 //!   `https://api.securitycenter.microsoft.com/.default` (the documented MDE resource), portal

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::catalog::{self, GROUP_COUNT, OSES, PRODUCTS};
 use super::rng::{Permutation, Rng, hash3, mix64};
@@ -219,9 +219,18 @@ impl Alert {
     }
 }
 
-/// A device as the product's network sensors would report it: the product's own ingest format
-/// (`POST /api/v1/observations`), so that what the simulator emits is exactly what is ingested.
-pub type NetworkObservation = crate::domain::observations::RawObservation;
+/// A device as Endpoint Analytics' network sensors would report it, in the JSON of its public
+/// ingest API (`POST /api/v1/observations`): what the simulator emits is what a sensor would post.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkObservation {
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    pub dhcp_vendor_class: Option<String>,
+    pub dhcp_params: Option<String>,
+    pub user_agent: Option<String>,
+    pub seen_at: Option<String>,
+}
 
 /// Who references what; built on first use because it needs every machine's rows.
 struct ReverseIndex {

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use endpoint_analytics::simulator::{
+use defender_sim::{
     self, ActionOutcome, ClientSpec, FaultEffect, FaultRule, Faults, IsolationState, RunningSimulator, SimConfig,
     Tenant,
 };
@@ -22,7 +22,7 @@ fn config(machines: usize) -> SimConfig {
 }
 
 async fn start(machines: usize) -> RunningSimulator {
-    simulator::start(config(machines)).await.expect("simulator starts")
+    defender_sim::start(config(machines)).await.expect("simulator starts")
 }
 
 fn http() -> reqwest::Client {
@@ -180,7 +180,7 @@ async fn token_v2_and_v1_success() {
     }
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 3599);
     let roles: Vec<&str> = c["roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert_eq!(roles, simulator::ALL_ROLES);
+    assert_eq!(roles, defender_sim::ALL_ROLES);
 
     // Domain instead of GUID, HTTP Basic, and the windowsatpservice scope.
     let r = http()
@@ -379,8 +379,9 @@ async fn api_401_and_403() {
     sim.stop().await;
 
     // Refusing the XDR audience is configurable.
-    let sim =
-        simulator::start(SimConfig { machines: 50, accept_xdr_audience: false, ..Default::default() }).await.unwrap();
+    let sim = defender_sim::start(SimConfig { machines: 50, accept_xdr_audience: false, ..Default::default() })
+        .await
+        .unwrap();
     let r = token_for(&sim, &sim.client_id, &sim.client_secret, "https://api.security.microsoft.com/.default").await;
     let xdr = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
     assert_error(&get(&sim, &xdr, "/api/machines").await, 403, "Forbidden");
@@ -494,7 +495,7 @@ async fn machines_list_get_filter_and_paging() {
     );
 
     // Filters.
-    let count = |f: &dyn Fn(&simulator::Machine) -> bool| t.machines().iter().filter(|m| f(m)).count();
+    let count = |f: &dyn Fn(&defender_sim::Machine) -> bool| t.machines().iter().filter(|m| f(m)).count();
     let cases: Vec<(&str, usize)> = vec![
         ("healthStatus eq 'Active'", count(&|m| m.health_status == "Active")),
         ("HealthStatus ne 'active'", count(&|m| m.health_status != "Active")),
@@ -587,8 +588,8 @@ async fn tenant_is_consistent_and_deterministic() {
         let worst = vulns.iter().map(|v| v.severity).max();
         let expected = match worst {
             None => "None",
-            Some(simulator::Severity::Low) => "Low",
-            Some(simulator::Severity::Medium) => "Medium",
+            Some(defender_sim::Severity::Low) => "Low",
+            Some(defender_sim::Severity::Medium) => "Medium",
             _ => "High",
         };
         assert_eq!(m.exposure_level, expected, "{}", m.id);
@@ -616,7 +617,7 @@ async fn network_observations_match_machines() {
     let sim = start(300).await;
     let t = sim.tenant();
     let obs = t.network_observations();
-    let by_mac: std::collections::HashMap<String, &simulator::Machine> = t
+    let by_mac: std::collections::HashMap<String, &defender_sim::Machine> = t
         .machines()
         .iter()
         .filter(|m| m.duplicate_of.is_none())
@@ -652,7 +653,7 @@ async fn network_observations_match_machines() {
 // ---------------------------------------------------------------------------------------------
 // Machine actions
 
-fn machine_of(t: &Tenant, pred: impl Fn(&simulator::Machine) -> bool) -> String {
+fn machine_of(t: &Tenant, pred: impl Fn(&defender_sim::Machine) -> bool) -> String {
     t.machines()
         .iter()
         .find(|m| m.duplicate_of.is_none() && m.onboarding_status == "Onboarded" && pred(m))
@@ -966,8 +967,11 @@ async fn vulnerabilities_and_software() {
     all.iter().for_each(check_vuln_shape);
     assert_error(&get(&sim, &tok, "/api/vulnerabilities?$top=8001").await, 400, "ODataError");
     assert_eq!(get(&sim, &tok, "/api/vulnerabilities?$top=8000").await.status, 200);
-    let crit =
-        t.vulnerabilities().iter().filter(|v| v.severity == simulator::Severity::Critical && v.cvss_v3 >= 9.5).count();
+    let crit = t
+        .vulnerabilities()
+        .iter()
+        .filter(|v| v.severity == defender_sim::Severity::Critical && v.cvss_v3 >= 9.5)
+        .count();
     let r = get(&sim, &tok, "/api/vulnerabilities?$filter=severity eq 'Critical' and cvssV3 ge 9.5").await;
     assert_eq!(r.body["value"].as_array().unwrap().len(), crit);
 
@@ -1232,7 +1236,7 @@ async fn rate_limits_per_api() {
     assert_eq!(sim.counters().api("ListMachines").calls, 1);
     sim.stop().await;
 
-    let sim = simulator::start(SimConfig { machines: 50, rate_limits: false, ..Default::default() }).await.unwrap();
+    let sim = defender_sim::start(SimConfig { machines: 50, rate_limits: false, ..Default::default() }).await.unwrap();
     let tok = token(&sim).await;
     for _ in 0..101 {
         assert_eq!(get(&sim, &tok, "/api/machines/SoftwareVulnerabilitiesExport").await.status, 200);
@@ -1303,7 +1307,7 @@ async fn fault_status_throttle_delay_and_counters() {
 
     // Counters over HTTP equal the in-process snapshot.
     let c = sim.counters();
-    let over_http: simulator::Counters =
+    let over_http: defender_sim::Counters =
         http().get(format!("{}/_sim/counters", sim.base_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(c, over_http);
     assert_eq!(c.api("ListMachines").by_status.get("503"), Some(&1));
@@ -1410,7 +1414,7 @@ async fn admin_endpoints() {
 
 #[tokio::test]
 async fn hostile_tenant_contains_markup() {
-    let sim = simulator::start(SimConfig { machines: 50, hostile: true, ..Default::default() }).await.unwrap();
+    let sim = defender_sim::start(SimConfig { machines: 50, hostile: true, ..Default::default() }).await.unwrap();
     let tok = token(&sim).await;
     let r = get(&sim, &tok, "/api/machines").await;
     assert!(r.text.contains("<script>alert(1)</script>"));

@@ -1,9 +1,11 @@
-//! `endpoint-analytics simulate`: a local stand-in for Microsoft Entra ID's token endpoint and
-//! the Microsoft Defender for Endpoint API, as `shared/docs/defender-api.md` documents them.
+//! A local stand-in for Microsoft Entra ID's token endpoint and sign-in, and for the Microsoft
+//! Defender for Endpoint API, as Microsoft documents them (`docs/defender-api.md`). It knows
+//! nothing of Endpoint Analytics: the product, its tests, the demo and the benchmarks reach it
+//! over HTTP only, as they would reach Microsoft.
 //!
 //! Layout:
-//! * `mod.rs` – public API: [`SimulateArgs`] (CLI), [`SimConfig`], [`start`]/[`run`],
-//!   [`RunningSimulator`], and the shared server state.
+//! * `lib.rs` – public API: [`SimulateArgs`] (CLI of the `defender-sim` binary), [`SimConfig`],
+//!   [`start`]/[`run`], [`RunningSimulator`], and the shared server state; `main.rs` – the binary.
 //! * `tenant.rs` – the deterministic tenant generator (machines, vulnerabilities, software,
 //!   alerts, network observations); `catalog.rs` – its static tables; `rng.rs` – SplitMix64.
 //! * `token.rs` – Entra v1/v2 client-credentials token endpoint and its error bodies;
@@ -20,11 +22,13 @@
 
 mod actions;
 mod admin;
+mod admin_client;
 mod api;
 pub mod catalog;
 mod export;
 pub mod faults;
 mod hunting;
+mod ids;
 pub mod jwt;
 pub mod limits;
 pub mod odata;
@@ -74,7 +78,7 @@ pub const ALL_ROLES: &[&str] = &[
     "Software.Read.All",
 ];
 
-/// Command-line flags of `endpoint-analytics simulate`.
+/// Command-line flags of the `defender-sim` binary.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimulateArgs {
     /// Address to serve the token endpoint and the API on.
@@ -122,6 +126,11 @@ pub struct SimulateArgs {
     /// Exit after writing --emit-observations instead of serving.
     #[arg(long, requires = "emit_observations")]
     pub exit_after_emit: bool,
+    /// Print what a client of the simulated service needs (addresses, tenant, app registration,
+    /// people who can sign in) as one JSON line on standard output once listening; the banner
+    /// then goes to standard error. The product's demo reads it.
+    #[arg(long)]
+    pub print_json: bool,
     /// Lifetime of issued access tokens.
     #[arg(long, default_value_t = 3599)]
     pub token_lifetime_secs: u64,
@@ -403,6 +412,21 @@ pub struct RunningSimulator {
     join: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// What a client of the simulated service needs: where it is, the tenant and app registration,
+/// the app roles and group its people carry, and who can sign in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub base_url: String,
+    pub tenant_id: String,
+    pub tenant_domain: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub admin_app_role: String,
+    pub operator_app_role: String,
+    pub analysts_group: String,
+    pub users: Vec<String>,
+}
+
 /// Generate the tenant, bind, and serve in the background; returns once listening.
 pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
     let bind = config.bind.clone();
@@ -432,6 +456,7 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
     let server = server.run();
     let handle = server.handle();
     let join = tokio::spawn(server);
+    wait_until_serving(addr).await?;
     Ok(RunningSimulator {
         base_url: format!("http://{addr}"),
         tenant_id,
@@ -444,35 +469,40 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
     })
 }
 
-impl RunningSimulator {
-    /// The product's Defender settings that point at this simulator, enabled.
-    pub fn integration_settings(&self) -> crate::defender::settings::SettingsInput {
-        crate::defender::settings::SettingsInput {
-            tenant_id: self.tenant_id.clone(),
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            cloud: "commercial".into(),
-            login_base_url: self.base_url.clone(),
-            api_base_url: self.base_url.clone(),
-            enabled: true,
-            sync_interval_minutes: Some(60),
-            ..Default::default()
+/// Waits (yielding to the runtime, which starts the server's workers) until the server answers,
+/// so that a caller may then use it from blocking code too.
+async fn wait_until_serving(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await {
+            let probe = "GET /_sim/counters HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n";
+            let mut answer = Vec::new();
+            if conn.write_all(probe.as_bytes()).await.is_ok()
+                && conn.read_to_end(&mut answer).await.is_ok()
+                && answer.starts_with(b"HTTP/1.1 200")
+            {
+                return Ok(());
+            }
         }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the simulator did not start serving");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
 
-    /// The product's Entra sign-in settings that point at this simulator, enabled, mapping the
-    /// default users' app roles and group to Admin, Operator and Analyst.
-    pub fn sso_settings(&self) -> crate::sso::settings::SsoInput {
-        crate::sso::settings::SsoInput {
+impl RunningSimulator {
+    /// What a client of the simulated service needs to know, as `--print-json` prints it.
+    pub fn service_info(&self) -> ServiceInfo {
+        ServiceInfo {
+            base_url: self.base_url.clone(),
             tenant_id: self.tenant_id.clone(),
+            tenant_domain: self.tenant_domain.clone(),
             client_id: self.client_id.clone(),
             client_secret: self.client_secret.clone(),
-            authority: self.base_url.clone(),
-            admin_values: oidc::ADMIN_APP_ROLE.into(),
-            operator_values: oidc::OPERATOR_APP_ROLE.into(),
-            analyst_values: oidc::ANALYSTS_GROUP.into(),
-            enabled: true,
-            ..Default::default()
+            admin_app_role: oidc::ADMIN_APP_ROLE.into(),
+            operator_app_role: oidc::OPERATOR_APP_ROLE.into(),
+            analysts_group: oidc::ANALYSTS_GROUP.into(),
+            users: self.state.users().into_iter().map(|u| u.username).collect(),
         }
     }
 
@@ -483,62 +513,67 @@ impl RunningSimulator {
     pub fn token_url(&self) -> String {
         format!("{}/{}/oauth2/v2.0/token", self.base_url, self.tenant_id)
     }
-    /// Replace the installed faults (same structure as `POST /_sim/faults`).
+    // Control and inspection go through the admin endpoints, over HTTP (see `admin_client`).
+    // They panic when the simulator cannot be reached: they are for tests and benchmarks, which
+    // cannot go on without it.
+
+    fn post_admin(&self, path: &str, body: &impl Serialize) -> (u16, Vec<u8>) {
+        admin_client::post(&self.base_url, path, body).unwrap_or_else(|e| panic!("POST {path}: {e:#}"))
+    }
+
+    fn get_admin<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        admin_client::get(&self.base_url, path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+    }
+
+    /// Replace the installed faults (`POST /_sim/faults`).
     pub fn set_faults(&self, faults: Faults) {
-        self.state.set_faults(faults);
+        let (status, body) = self.post_admin("/_sim/faults", &faults);
+        assert_eq!(status, 200, "faults refused: {}", String::from_utf8_lossy(&body));
     }
     pub fn faults(&self) -> Faults {
-        self.state.faults()
+        self.get_admin("/_sim/faults")
     }
     /// Make every token issued so far invalid (401 from now on).
     pub fn invalidate_tokens(&self) {
-        self.state.invalidate_tokens();
+        self.post_admin("/_sim/tokens/invalidate", &serde_json::json!({}));
     }
     pub fn counters(&self) -> Counters {
-        self.state.counters()
+        self.get_admin("/_sim/counters")
     }
     /// See `POST /_sim/reset`.
     pub fn reset(&self) {
-        self.state.reset();
+        self.post_admin("/_sim/reset", &serde_json::json!({}));
     }
     /// Add or replace an app registration.
     pub fn add_client(&self, spec: ClientSpec) {
-        self.state.upsert_client(spec);
+        let (status, body) = self.post_admin("/_sim/clients", &spec);
+        assert_eq!(status, 200, "client refused: {}", String::from_utf8_lossy(&body));
     }
-    /// Change the roles granted to a client (affects tokens issued afterwards).
+    /// Change the roles granted to a client (affects tokens issued afterwards); false when
+    /// there is no such client.
     pub fn set_client_roles(&self, client_id: &str, roles: &[&str]) -> bool {
-        match self.state.client(client_id) {
-            Some(mut c) => {
-                c.roles = roles.iter().map(|r| r.to_string()).collect();
-                self.state.upsert_client(c);
-                true
-            }
-            None => false,
-        }
+        self.post_admin("/_sim/clients", &serde_json::json!({"client_id": client_id, "roles": roles})).0 == 200
     }
     /// Add a person who can sign in, or replace the one with the same user name; returns it
     /// with its object id.
     pub fn add_user(&self, user: SimUser) -> SimUser {
-        self.state.upsert_user(user)
+        let (status, body) = self.post_admin("/_sim/users", &user);
+        assert_eq!(status, 200, "user refused: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("the simulator answers with the user")
     }
     pub fn users(&self) -> Vec<SimUser> {
-        self.state.users()
+        self.get_admin("/_sim/users")
     }
-    /// Mark a client's secret expired (AADSTS7000222 from now on).
+    /// Mark a client's secret expired (AADSTS7000222 from now on); false when there is no such
+    /// client.
     pub fn expire_client_secret(&self, client_id: &str) -> bool {
-        match self.state.client(client_id) {
-            Some(mut c) => {
-                c.secret_expired = true;
-                self.state.upsert_client(c);
-                true
-            }
-            None => false,
-        }
+        self.post_admin("/_sim/clients", &serde_json::json!({"client_id": client_id, "secret_expired": true})).0 == 200
     }
     /// Isolation state of a machine as changed by completed isolate/unisolate actions.
     pub fn isolation_state(&self, machine_id: &str) -> Option<IsolationState> {
-        let m = self.state.tenant.machine_by_id(machine_id)?;
-        Some(lock(&self.state.actions).isolation_state(m.index, Utc::now()))
+        let path = format!("/_sim/machines/{machine_id}");
+        let v: serde_json::Value = admin_client::get(&self.base_url, &path).ok()?;
+        Some(IsolationState::from_json(&v["isolation"]))
     }
     /// Stop serving and wait for the server to finish.
     pub async fn stop(self) {
@@ -566,7 +601,7 @@ fn print_banner(sim: &RunningSimulator, machines: usize) {
         t.alerts().len()
     );
     println!("  sign-in (OIDC):   {}/{}/v2.0/.well-known/openid-configuration", sim.base_url, sim.tenant_id);
-    for u in sim.users() {
+    for u in sim.state.users() {
         let what = u.roles.iter().chain(&u.groups).cloned().collect::<Vec<_>>().join(", ");
         println!("    user:           {} ({})", u.username, if what.is_empty() { "no role" } else { &what });
     }
@@ -607,8 +642,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let machines = config.machines;
     let started = std::time::Instant::now();
     let sim = start(config).await?;
-    print_banner(&sim, machines);
-    println!("  generated in:     {:.2?}", started.elapsed());
+    if args.print_json {
+        println!("{}", serde_json::to_string(&sim.service_info())?);
+        eprintln!("Defender for Endpoint simulator listening at {} ({machines} machines)", sim.base_url);
+    } else {
+        print_banner(&sim, machines);
+        println!("  generated in:     {:.2?}", started.elapsed());
+    }
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     sim.stop().await;
     Ok(())

@@ -8,7 +8,8 @@
 //! * `POST /_sim/reset` → counters, rate-limit windows, actions/isolation and faults (back to
 //!   the configured ones) are reset.
 //! * `GET  /_sim/clients`; `POST /_sim/clients` with `{client_id, secret?, roles?,
-//!   secret_expired?, display_name?}` adds a client (secret required) or alters one.
+//!   secret_expired?, display_name?, redirect_uris?}` adds a client (secret required) or alters
+//!   one.
 //! * `GET  /_sim/users`; `POST /_sim/users` with a [`SimUser`] (`{username, name?, oid?, roles?,
 //!   groups?}`) adds a person who can sign in, or replaces the one with that user name.
 //! * `GET  /_sim/tenant` → a summary; `GET /_sim/observations` → the matching network
@@ -85,6 +86,7 @@ struct ClientPatch {
     roles: Option<Vec<String>>,
     secret_expired: Option<bool>,
     display_name: Option<String>,
+    redirect_uris: Option<Vec<String>>,
 }
 
 async fn upsert_client(st: web::Data<SimState>, body: web::Bytes) -> HttpResponse {
@@ -108,6 +110,9 @@ async fn upsert_client(st: web::Data<SimState>, body: web::Bytes) -> HttpRespons
     }
     if p.display_name.is_some() {
         c.display_name = p.display_name;
+    }
+    if let Some(uris) = p.redirect_uris {
+        c.redirect_uris = uris;
     }
     st.upsert_client(c.clone());
     HttpResponse::Ok().json(c)

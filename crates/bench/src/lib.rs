@@ -1,14 +1,15 @@
-//! Benchmarks that print figures (not tests that assert timings). `endpoint-analytics bench
-//! remodel --endpoints 100000` fills a fresh database with generated observations and times a
-//! full re-model. Run it from a release build: `cargo run --release -- bench remodel`.
+//! Benchmarks that print figures (not tests that assert timings): `ea-bench all` measures every
+//! figure of `docs/benchmarks.md` beside its same-run baseline (`suite`); `ea-bench remodel` and
+//! `ea-bench sync` time those two parts alone. Run them from a release build (`scripts/bench`, or
+//! `cargo run --release -p bench -- remodel`).
 
 use std::time::Instant;
 
-use crate::db::Db;
-use crate::db::models::jobs;
-use crate::domain::observations::RawObservation;
-use crate::inventory;
-use crate::modeling::{self, Modeler};
+use endpoint_analytics::db::Db;
+use endpoint_analytics::db::models::jobs;
+use endpoint_analytics::domain::observations::RawObservation;
+use endpoint_analytics::inventory;
+use endpoint_analytics::modeling::{self, Modeler};
 
 pub mod load;
 pub mod suite;
@@ -94,8 +95,8 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// `endpoint-analytics simulate` as a separate process (so that memory figures are the
-/// product's alone) with the documented per-API rate limits enforced; killed when dropped.
+/// The Defender simulator as a separate process (`ea-bench simulate`, so that memory figures are
+/// the product's alone) with the documented per-API rate limits enforced; killed when dropped.
 pub struct SimProcess {
     child: std::process::Child,
     pub base: String,
@@ -129,9 +130,9 @@ impl SimProcess {
     }
 
     /// Settings that point the product at this simulator (saved disabled: the caller syncs).
-    pub fn settings(&self) -> crate::defender::settings::SettingsInput {
-        use crate::simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID};
-        crate::defender::settings::SettingsInput {
+    pub fn settings(&self) -> endpoint_analytics::defender::settings::SettingsInput {
+        use defender_sim::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID};
+        endpoint_analytics::defender::settings::SettingsInput {
             tenant_id: DEFAULT_TENANT_ID.into(),
             client_id: DEFAULT_CLIENT_ID.into(),
             client_secret: DEFAULT_CLIENT_SECRET.into(),
@@ -154,19 +155,19 @@ impl Drop for SimProcess {
 /// time, API calls, 429s and peak RSS, then (unless `full_only`) the same for an unchanged
 /// second sync. The last line, `peak_rss_mib=…`, is what `bench all --memory-series` reads.
 pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bool) -> anyhow::Result<()> {
-    use crate::defender::service;
-    use crate::defender::sync::{self as dsync, SyncContext};
+    use endpoint_analytics::defender::service;
+    use endpoint_analytics::defender::sync::{self as dsync, SyncContext};
 
     let sim = SimProcess::start(machines, sim_port).await?;
     let tenant = sim.tenant().await?;
     let modeler = Modeler::standard()?;
     let m = modeler.clone();
     db.run(move |c| Ok(m.sync_standard_profiles(c)?)).await?;
-    let master = crate::config::MasterKey::generate();
+    let master = endpoint_analytics::config::MasterKey::generate();
     let ctx = SyncContext {
         db: db.clone(),
         modeler,
-        secrets: crate::secrets::SecretBox::new(&master),
+        secrets: endpoint_analytics::secrets::SecretBox::new(&master),
         client_options: Default::default(),
         clients: Default::default(),
         background: Default::default(),
@@ -175,14 +176,15 @@ pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bo
     let rounds: &[&str] = if full_only { &["full import"] } else { &["full import", "unchanged re-sync"] };
     for round in rounds {
         let run = db
-            .run(|c| Ok(crate::db::models::integration::start_run(c, "defender", "bench", "bench")?))
+            .run(|c| Ok(endpoint_analytics::db::models::integration::start_run(c, "defender", "bench", "bench")?))
             .await?
             .ok_or_else(|| anyhow::anyhow!("a sync is running"))?;
         let started = Instant::now();
         let outcome = dsync::run_sync(&ctx, run).await;
         let secs = started.elapsed().as_secs_f64();
         let counts = outcome.map_err(|(_, e)| anyhow::anyhow!("the sync failed: {e}"))?;
-        db.run(move |c| Ok(crate::db::models::integration::finish_run(c, run, "succeeded", counts, "")?)).await?;
+        db.run(move |c| Ok(endpoint_analytics::db::models::integration::finish_run(c, run, "succeeded", counts, "")?))
+            .await?;
         println!(
             "{round}: {} machines in {secs:.1} s; created {}, merged {}, updated {}, stale {}; {} API calls, {} throttled (429)",
             counts.machines,

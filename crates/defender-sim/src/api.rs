@@ -7,7 +7,7 @@
 //! documented rate limit for (client, API) (429 + `Retry-After`) → fault rules (delay, 429,
 //! 5xx) → handler → body faults (wrong types, corruption, truncation, stall) → count status.
 
-use crate::domain::ids::is_guid;
+use crate::ids::is_guid;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;

@@ -1,0 +1,125 @@
+//! `ea-bench`: the benchmarks of `docs/benchmarks.md` (see `scripts/bench`).
+
+use std::process::ExitCode;
+
+use bench::suite::SuiteOptions;
+use clap::{Parser, Subcommand};
+use endpoint_analytics::config::Settings;
+use endpoint_analytics::db::Db;
+
+#[derive(Parser)]
+#[command(name = "ea-bench", about = "Benchmarks that print figures (use a release build)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time a full re-model of generated endpoints in a fresh database.
+    Remodel {
+        #[arg(long, default_value_t = 100_000)]
+        endpoints: usize,
+        /// The database to fill (default: a new SQLite file in a temporary folder).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Time a full Defender sync (and an unchanged re-sync) of a simulated tenant.
+    Sync {
+        #[arg(long, default_value_t = 100_000)]
+        machines: usize,
+        /// The database to fill (default: a new SQLite file in a temporary folder).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Port for the simulator process (default: a free one).
+        #[arg(long)]
+        simulator_port: Option<u16>,
+        /// Only the full import (no unchanged re-sync).
+        #[arg(long)]
+        full_only: bool,
+    },
+    /// Every performance figure beside its baseline, measured in one run; prints one table.
+    /// Exits non-zero on errors (failed sync, 429s, page errors), never on timings.
+    All {
+        /// The small, fast CI variant: 5,000 machines, 2-second load runs.
+        #[arg(long)]
+        smoke: bool,
+        /// Defender machines (and network endpoints); default 100,000 (5,000 with --smoke).
+        #[arg(long)]
+        machines: Option<usize>,
+        /// Seconds of each wrk run (default 8; 2 with --smoke).
+        #[arg(long)]
+        load_secs: Option<u64>,
+        /// Extra full imports, each in a fresh process, for the memory figure, e.g. 50000,200000.
+        #[arg(long, value_delimiter = ',')]
+        memory_series: Vec<usize>,
+        /// Keep the product's database (and its master key) afterwards and print its folder, to
+        /// look into a figure with `serve` or `sqlite3` on the same data.
+        #[arg(long)]
+        keep_data: bool,
+        /// Run on a fresh database created on this PostgreSQL server (and dropped afterwards
+        /// unless --keep-data) instead of SQLite, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+        #[arg(long, value_name = "SERVER_URL")]
+        postgres: Option<String>,
+    },
+    /// The Defender simulator, as the benchmarks start it in a process of its own.
+    #[command(hide = true)]
+    Simulate(Box<defender_sim::SimulateArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let _logs = endpoint_analytics::logging::init(&settings);
+    let result = match cli.command {
+        Command::Simulate(args) => block_on(defender_sim::run(*args)),
+        Command::Remodel { endpoints, database_url } => {
+            with_bench_db(database_url, |db| block_on(bench::remodel(db, endpoints)).map(|_| ()))
+        }
+        Command::Sync { machines, database_url, simulator_port, full_only } => {
+            with_bench_db(database_url, |db| block_on(bench::sync(db, machines, simulator_port, full_only)))
+        }
+        Command::All { smoke, machines, load_secs, memory_series, keep_data, postgres } => {
+            let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };
+            opts.machines = machines.unwrap_or(opts.machines);
+            opts.load_secs = load_secs.unwrap_or(opts.load_secs);
+            opts.memory_series = memory_series;
+            opts.keep_data = keep_data;
+            opts.postgres = postgres;
+            match block_on(bench::suite::run(opts)) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(anyhow::anyhow!("the benchmark saw errors (listed above)")),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    actix_web::rt::System::new().block_on(fut)
+}
+
+/// Runs a benchmark on the given database, or on a fresh SQLite file that is removed afterwards.
+fn with_bench_db(database_url: Option<String>, f: impl FnOnce(&Db) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("ea-bench-{}", std::process::id()));
+    let url = database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+    let db = Db::connect(&url, 4)?;
+    db.migrate()?;
+    println!("database: {}", endpoint_analytics::db::redact_url(&url));
+    let result = f(&db);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,133 @@
+//! Machine actions: isolate, release, scan, and reading actions back.
+
+use super::*;
+
+/// How to isolate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IsolationType {
+    Full,
+    Selective,
+    /// "Contain device" for unmanaged (discovered, not onboarded) devices.
+    UnManagedDevice,
+}
+
+impl IsolationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationType::Full => "Full",
+            IsolationType::Selective => "Selective",
+            IsolationType::UnManagedDevice => "UnManagedDevice",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [IsolationType::Full, IsolationType::Selective, IsolationType::UnManagedDevice]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// Antivirus scan kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanType {
+    Quick,
+    Full,
+}
+
+impl ScanType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanType::Quick => "Quick",
+            ScanType::Full => "Full",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [ScanType::Quick, ScanType::Full].into_iter().find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+impl DefenderClient {
+    async fn action(
+        &self,
+        api: Api,
+        machine_id: &str,
+        verb: &str,
+        body: Value,
+    ) -> Result<MachineAction, DefenderError> {
+        let url = self.inner.target.api_url(&format!("/api/machines/{machine_id}/{verb}"), "")?;
+        let a = self.request(api, Method::POST, url, Some(&body), false).await?;
+        if a.status != StatusCode::CREATED && a.status != StatusCode::OK {
+            tracing::debug!(status = a.status.as_u16(), "unexpected success status for an action");
+        }
+        let action: MachineAction = decode_entity(api, &a.body)?;
+        if action.id.is_empty() {
+            return Err(DefenderError::BadResponse(format!("{api}: the machine action has no id")));
+        }
+        Ok(action)
+    }
+
+    /// `POST /api/machines/{id}/isolate` `{Comment, IsolationType}` → the new (Pending) action.
+    /// Sent exactly once unless the service refused it with 429 (or a connection could not be
+    /// made); 5xx and timeouts are not retried (the action may have been created).
+    pub async fn isolate(
+        &self,
+        machine_id: &str,
+        comment: &str,
+        kind: IsolationType,
+    ) -> Result<MachineAction, DefenderError> {
+        let id = check_machine_id(machine_id)?;
+        let c = check_comment(comment)?;
+        self.action(Api::Isolate, id, "isolate", serde_json::json!({"Comment": c, "IsolationType": kind.as_str()}))
+            .await
+    }
+
+    /// `POST /api/machines/{id}/unisolate` `{Comment}`.
+    pub async fn unisolate(&self, machine_id: &str, comment: &str) -> Result<MachineAction, DefenderError> {
+        let id = check_machine_id(machine_id)?;
+        let c = check_comment(comment)?;
+        self.action(Api::Unisolate, id, "unisolate", serde_json::json!({"Comment": c})).await
+    }
+
+    /// `POST /api/machines/{id}/runAntiVirusScan` `{Comment, ScanType}`.
+    pub async fn run_av_scan(
+        &self,
+        machine_id: &str,
+        comment: &str,
+        kind: ScanType,
+    ) -> Result<MachineAction, DefenderError> {
+        let id = check_machine_id(machine_id)?;
+        let c = check_comment(comment)?;
+        self.action(
+            Api::RunAntiVirusScan,
+            id,
+            "runAntiVirusScan",
+            serde_json::json!({"Comment": c, "ScanType": kind.as_str()}),
+        )
+        .await
+    }
+
+    /// `GET /api/machineactions/{id}` (the id must be a GUID).
+    pub async fn machine_action(&self, action_id: &str) -> Result<MachineAction, DefenderError> {
+        let id = action_id.trim();
+        if !is_guid(id) {
+            return Err(DefenderError::InvalidArgument("Not a machine action id (expected a GUID).".into()));
+        }
+        let url = self.inner.target.api_url(&format!("/api/machineactions/{id}"), "")?;
+        self.get_json(Api::GetMachineAction, url).await
+    }
+
+    /// The machine's actions, newest first (one call:
+    /// `GET /api/machineactions?$filter=machineId eq '{id}'&$top=10000`).
+    pub async fn machine_actions(&self, machine_id: &str) -> Result<Vec<MachineAction>, DefenderError> {
+        let id = check_machine_id(machine_id)?;
+        let query = format!("$filter=machineId%20eq%20%27{id}%27&$top=10000");
+        let url = self.inner.target.api_url("/api/machineactions", &query)?;
+        let a = match self.request(Api::ListMachineActions, Method::GET, url, None, true).await {
+            Ok(a) => a,
+            Err(DefenderError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut items = decode_page::<MachineAction>(Api::ListMachineActions, &a.body)?.items;
+        items.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
+        Ok(items)
+    }
+}

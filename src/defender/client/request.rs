@@ -1,0 +1,157 @@
+//! One API request with its token, the rate limiter, retries and the mapping of answers to
+//! errors.
+
+use super::*;
+
+/// A successful HTTP answer.
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) body: Vec<u8>,
+}
+
+/// One API request as `attempt` sends it.
+#[derive(Clone, Copy)]
+pub(super) struct Req<'a> {
+    api: Api,
+    method: &'a Method,
+    url: &'a Url,
+    body: Option<&'a Value>,
+    idempotent: bool,
+}
+
+impl DefenderClient {
+    /// Send one API request with token, limiter, retries and error mapping. `idempotent`
+    /// requests are retried on 5xx and timeouts; others only when the request cannot have
+    /// been executed (429, connection refused, 401 before refresh).
+    pub(super) async fn request(
+        &self,
+        api: Api,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        idempotent: bool,
+    ) -> Result<Answer, DefenderError> {
+        let req = Req { api, method: &method, url: &url, body, idempotent };
+        let this = self;
+        self.retrying(api, move |stale| async move {
+            let token = match this.token(stale).await {
+                Ok(t) => t,
+                Err(e) => return Try::Fail(e),
+            };
+            match this.attempt(&req, &token).await {
+                Try::Fail(e @ (DefenderError::MissingPermission { .. } | DefenderError::Api { status: 403, .. })) => {
+                    // A token carries the roles granted when it was issued: once an admin grants
+                    // the permission, only a new token has it.
+                    this.forget_token(token.generation).await;
+                    Try::Fail(e)
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// One try of a request: what its answer (or its absence) means.
+    pub(super) async fn attempt(&self, req: &Req<'_>, token: &CachedToken) -> Try<Answer> {
+        let Req { api, method, url, body, idempotent } = *req;
+        let inner = &self.inner;
+        let waited = inner.limiter.acquire(api).await;
+        self.stat(api, |a, s| {
+            a.calls += 1;
+            s.calls += 1;
+            a.limiter_wait_ms += waited.as_millis() as u64;
+            s.limiter_wait_ms += waited.as_millis() as u64;
+        });
+        let mut rb = inner
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(&token.value)
+            .header(header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let sent = rb.send().await;
+        self.observe(api, sent.as_ref().ok().map(|r| r.status()));
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let err = self.transport_error(&e);
+                // A refused connection never reached the service: safe to retry anything.
+                let retry = e.is_connect() || (idempotent && !e.is_builder());
+                return if retry { Try::Again { wait: None, last: err } } else { Try::Fail(err) };
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = match read_capped(resp, MAX_API_ANSWER).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(limit)) => {
+                return Try::Fail(DefenderError::TooLarge { limit_mib: limit >> 20 });
+            }
+            Err(BodyError::Transport(e)) => {
+                let err = self.transport_error(&e);
+                return if idempotent { Try::Again { wait: None, last: err } } else { Try::Fail(err) };
+            }
+        };
+        if status.is_success() {
+            return Try::Done(Answer { status, body: bytes });
+        }
+        let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
+        let code = env.as_ref().and_then(|e| e.error.code.clone()).unwrap_or_default();
+        let message =
+            self.scrub(&excerpt(env.as_ref().and_then(|e| e.error.message.as_deref()).unwrap_or_default(), 300));
+        if let Some(t) = env.as_ref().and_then(|e| e.error.target.as_deref()) {
+            tracing::debug!(api = api.as_str(), status = status.as_u16(), code, target = t, "API error");
+        }
+        match status.as_u16() {
+            401 => Try::NewToken { generation: token.generation },
+            429 => {
+                self.stat(api, |a, s| {
+                    a.throttled += 1;
+                    s.throttled += 1;
+                });
+                let ra = retry_after(&headers);
+                if let Some(w) = ra {
+                    if w > inner.options.max_retry_after {
+                        return Try::Fail(DefenderError::Throttled { retry_after_secs: Some(w.as_secs()) });
+                    }
+                    inner.limiter.block_until(api, Instant::now() + w);
+                }
+                Try::Again {
+                    // With Retry-After the limiter holds the call back; add a little jitter.
+                    wait: ra.map(|_| Duration::from_millis(rand::random::<u64>() % 50)),
+                    last: DefenderError::Throttled { retry_after_secs: ra.map(|d| d.as_secs()) },
+                }
+            }
+            403 => {
+                let needed = api.roles();
+                if !needed.is_empty() && !needed.iter().any(|r| token.roles.iter().any(|t| t == r)) {
+                    Try::Fail(DefenderError::MissingPermission { permission: needed.join(" or ") })
+                } else {
+                    Try::Fail(DefenderError::Api { status: 403, code, message })
+                }
+            }
+            404 => Try::Fail(DefenderError::NotFound),
+            400 if code.eq_ignore_ascii_case("ActiveRequestAlreadyExists")
+                || message.to_ascii_lowercase().contains("already in progress") =>
+            {
+                Try::Fail(DefenderError::ActionAlreadyPending)
+            }
+            400 if code.eq_ignore_ascii_case("OsPlatformNotSupported")
+                || code.eq_ignore_ascii_case("ClientVersionNotSupported") =>
+            {
+                Try::Fail(DefenderError::OsNotSupported(if message.is_empty() { code } else { message }))
+            }
+            s if s >= 500 => {
+                let err = DefenderError::Api { status: s, code, message };
+                if idempotent { Try::Again { wait: None, last: err } } else { Try::Fail(err) }
+            }
+            s => Try::Fail(DefenderError::Api { status: s, code, message }),
+        }
+    }
+
+    pub(super) async fn get_json<T: DeserializeOwned>(&self, api: Api, url: Url) -> Result<T, DefenderError> {
+        let a = self.request(api, Method::GET, url, None, true).await?;
+        decode_entity(api, &a.body)
+    }
+}
