@@ -83,12 +83,19 @@ impl Application {
         let addr = listener.local_addr()?;
         let metrics = crate::metrics::Metrics::new();
         let defender_client = crate::defender::ClientOptions { metrics: Some(metrics.clone()), ..defender_client };
+        let secrets = crate::secrets::SecretBox::new(&master);
+        let background = crate::background::Background::default();
         let state = Data::new(AppState {
             db: db.clone(),
-            modeler,
-            secrets: crate::secrets::SecretBox::new(&master),
-            defender_client: defender_client.clone(),
-            defender_clients: Default::default(),
+            modeler: modeler.clone(),
+            secrets: secrets.clone(),
+            defender: crate::defender::service::DefenderService::new(
+                db.clone(),
+                modeler.clone(),
+                secrets.clone(),
+                defender_client,
+                background.clone(),
+            ),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             password_checks: crate::web::pages::login::PasswordChecks::new(PASSWORD_CHECKS_AT_ONCE.get()),
             login_devices: crate::web::pages::login::LoginDevices::new(master.derive("login-device-v1"), secure),
@@ -101,7 +108,7 @@ impl Application {
             settings: settings.clone(),
             sso: crate::sso::Sso::new(),
             metrics,
-            background: Default::default(),
+            background: background.clone(),
             list_cache: Default::default(),
             endpoint_pages: crate::web::cache::UntilChanged::new(crate::web::pages::endpoints::ENDPOINT_PAGES_KEPT),
             activity_writes: Default::default(),
@@ -173,7 +180,12 @@ impl Application {
     /// next unit boundary and waits until it has recorded how it ended.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
-        let scheduler = tokio::spawn(crate::jobs::supervise(self.state.sync_context()));
+        let scheduler = tokio::spawn(crate::jobs::supervise(
+            self.state.defender.clone(),
+            self.db.clone(),
+            self.state.modeler.clone(),
+            self.state.background.clone(),
+        ));
         let (handle, background) = (self.server.handle(), self.state.background.clone());
         let on_signal = tokio::spawn(async move {
             shutdown_signal().await;

@@ -17,7 +17,7 @@ use crate::app::Application;
 use crate::auth::{Role, random_token};
 use crate::config::Settings;
 use crate::db::models::users;
-use crate::defender::service::{self, Saved};
+use crate::defender::service::Saved;
 use crate::defender::settings::SettingsInput;
 use crate::domain::observations::{MAX_BATCH, RawObservation};
 use crate::inventory;
@@ -134,8 +134,8 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         ..Default::default()
     };
     // Save as disabled first so that enabling below always starts the first sync at once.
-    let _ = service::save(&state.sync_context(), SettingsInput { enabled: false, ..input.clone() }, "demo").await?;
-    if let Saved::Invalid(e) = service::save(&state.sync_context(), input, "demo").await? {
+    let _ = state.defender.save(SettingsInput { enabled: false, ..input.clone() }, "demo").await?;
+    if let Saved::Invalid(e) = state.defender.save(input, "demo").await? {
         anyhow::bail!("the demo configuration was refused: {}", e.summary());
     }
 

@@ -8,51 +8,34 @@
 
 use std::time::Duration;
 
-use crate::db::lease;
-use crate::db::models::integration;
-use crate::db::now;
-use crate::defender::settings;
-use crate::defender::sync::{self, SyncContext};
+use crate::background::Background;
+use crate::db::{Db, lease};
+use crate::defender::service::DefenderService;
+use crate::modeling::Modeler;
 
 /// How often the supervisor looks whether a sync is due.
 const TICK: Duration = Duration::from_secs(15);
 
-pub async fn supervise(ctx: SyncContext) {
+pub async fn supervise(defender: DefenderService, db: Db, modeler: Modeler, background: Background) {
     let mut every = tokio::time::interval(TICK);
     loop {
         every.tick().await;
-        let due = ctx
-            .db
-            .run(|c| {
-                let Some(config) = settings::load(c)? else { return Ok(false) };
-                if !config.enabled {
-                    return Ok(false);
-                }
-                Ok(match integration::latest(c, settings::NAME)? {
-                    None => true,
-                    // Running here or elsewhere: starting fails on the lease. Left running by an
-                    // instance that died: the lease is free and the start takes over.
-                    Some(r) if r.is_running() => true,
-                    Some(r) => now() >= r.started_at + i64::from(config.sync_interval_minutes) * 60,
-                })
-            })
-            .await;
-        match due {
+        match defender.sync_due().await {
             Ok(true) => {
-                if let Err(e) = sync::start(&ctx, "schedule", "system").await {
+                if let Err(e) = defender.start_sync("schedule", "system").await {
                     tracing::warn!(error = %e, "could not start the scheduled Defender sync");
                 }
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "the scheduler could not read the integration state"),
         }
-        if let Err(e) = crate::modeling::take_over_orphaned(&ctx.db, &ctx.modeler, &ctx.background).await {
+        if let Err(e) = crate::modeling::take_over_orphaned(&db, &modeler, &background).await {
             tracing::warn!(error = %e, "could not check for an interrupted re-model");
         }
         // One instance polls Defender for the open actions; the others skip this round.
-        match ctx.db.try_lease(lease::ACTION_POLL).await {
+        match db.try_lease(lease::ACTION_POLL).await {
             Ok(Some(_poll)) => {
-                if let Err(e) = crate::defender::actions::follow_open(&ctx).await {
+                if let Err(e) = defender.follow_open_actions().await {
                     tracing::warn!(error = %e, "could not follow the open machine actions");
                 }
             }

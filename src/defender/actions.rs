@@ -4,7 +4,7 @@
 //! then follows the action to a final state — on demand for a watching page, and in the
 //! background for everyone else.
 
-use super::sync::SyncContext;
+use super::service::DefenderService;
 use super::{DefenderError, IsolationType, MachineAction, ScanType};
 use crate::db::models::actions::{self, ActionRow, NewAction, Recorded};
 use crate::db::models::audit;
@@ -159,7 +159,7 @@ impl Refusal {
 
 /// Checks, records the intent, sends one request. Returns the action (new or the repeated one).
 pub async fn submit(
-    ctx: &SyncContext,
+    ctx: &DefenderService,
     endpoint_id: i64,
     req: ActionRequest,
     user: &str,
@@ -263,7 +263,7 @@ enum Sent {
 }
 
 async fn record_outcome(
-    ctx: &SyncContext,
+    ctx: &DefenderService,
     row: &ActionRow,
     sent: Sent,
     user: &str,
@@ -310,14 +310,14 @@ async fn record_outcome(
 /// Asks Defender for the action's status when it is open and was not asked recently; records
 /// the change, the isolation state it implies, and the final outcome in the audit log.
 /// An action by id, refreshed from Defender while it is open; `None` when there is no such action.
-pub async fn find_refreshed(ctx: &SyncContext, id: i64) -> anyhow::Result<Option<ActionRow>> {
+pub async fn find_refreshed(ctx: &DefenderService, id: i64) -> anyhow::Result<Option<ActionRow>> {
     match ctx.db.run(move |c| Ok(actions::find(c, id)?)).await? {
         Some(row) => Ok(Some(refresh(ctx, row).await?)),
         None => Ok(None),
     }
 }
 
-pub async fn refresh(ctx: &SyncContext, row: ActionRow) -> anyhow::Result<ActionRow> {
+pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<ActionRow> {
     if !row.is_open() || row.defender_action_id.is_empty() || now() - row.polled_at < POLL_EVERY {
         return Ok(row);
     }
@@ -378,7 +378,7 @@ pub async fn refresh(ctx: &SyncContext, row: ActionRow) -> anyhow::Result<Action
 /// The background follower: polls open actions nobody watches, and settles intents that were
 /// recorded but never sent (the process stopped in between): if Defender has no such action,
 /// it was not sent — it is marked failed, never sent again.
-pub async fn follow_open(ctx: &SyncContext) -> anyhow::Result<()> {
+pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
     let open = ctx.db.run(|c| Ok(actions::open_actions(c)?)).await?;
     for row in open {
         if row.defender_action_id.is_empty() {

@@ -6,10 +6,84 @@ use serde::Serialize;
 use super::ConnectionReport;
 use super::import::OWNER;
 use super::settings::{self, FieldErrors, Settings, SettingsInput};
-use super::sync::{self, SyncContext};
-use crate::db::models::integration::{self, SyncRun};
+use super::sync::{self, client_for};
+use super::{ClientOptions, DefenderClient};
+use crate::background::Background;
+use crate::db::Db;
+use crate::db::models::integration::{self, RunCounts, SyncRun};
 use crate::db::models::{audit, defender_machines};
 use crate::db::now;
+use crate::modeling::Modeler;
+use crate::secrets::SecretBox;
+
+/// The Defender integration as the rest of the product uses it: pages, the JSON API and the
+/// background jobs call these methods. It owns the one client of the saved configuration (its
+/// token and its share of the API's rate limits) and what a sync, a test or a machine action
+/// needs of the application. Cheap to clone; clones share the client.
+#[derive(Clone)]
+pub struct DefenderService {
+    pub(super) db: Db,
+    pub(super) modeler: Modeler,
+    pub(super) secrets: SecretBox,
+    /// Client settings (timeouts, limiter) — the tests shorten them — and the application's
+    /// metrics, where the client's calls and the syncs are counted.
+    pub(super) client_options: ClientOptions,
+    clients: ClientCache,
+    /// Stops the sync at a unit boundary on shutdown, and lets shutdown wait for its record.
+    pub(super) background: Background,
+}
+
+/// One client per saved configuration, shared by syncs, actions and polls, so that they share
+/// the token and stay together under the API's rate limits.
+#[derive(Clone, Default)]
+struct ClientCache(std::sync::Arc<tokio::sync::Mutex<Option<(String, DefenderClient)>>>);
+
+impl DefenderService {
+    pub fn new(
+        db: Db,
+        modeler: Modeler,
+        secrets: SecretBox,
+        client_options: ClientOptions,
+        background: Background,
+    ) -> Self {
+        Self { db, modeler, secrets, client_options, clients: ClientCache::default(), background }
+    }
+
+    /// The client for the saved configuration, or why there is none, in plain words.
+    pub async fn client(&self) -> Result<DefenderClient, String> {
+        let config = self
+            .db
+            .run(|c| Ok(settings::load(c)?))
+            .await
+            .map_err(|e| format!("The configuration could not be read: {e}"))?
+            .ok_or("Microsoft Defender is not configured.")?;
+        // Everything the client is made of: a change of any of them makes a new client.
+        let version = format!(
+            "{}|{}|{}|{}|{}|{}|{}",
+            config.tenant_id,
+            config.client_id,
+            hex::encode(config.secret_ciphertext.as_deref().unwrap_or_default()),
+            config.cloud,
+            config.region,
+            config.login_base_url,
+            config.api_base_url
+        );
+        let mut cached = self.clients.0.lock().await;
+        if let Some((v, client)) = cached.as_ref()
+            && *v == version
+        {
+            return Ok(client.clone());
+        }
+        let s = Settings::from_config(&config)
+            .map_err(|e| format!("The saved configuration is not valid: {}", e.summary()))?;
+        let secret = settings::stored_secret(&self.secrets, &config)
+            .map_err(|e| e.to_string())?
+            .ok_or("No client secret is saved.")?;
+        let client = client_for(&s, &secret, self.client_options.clone()).map_err(|e| e.plain_words())?;
+        *cached = Some((version, client.clone()));
+        Ok(client)
+    }
+}
 
 /// The outcome of a save.
 pub enum Saved {
@@ -17,63 +91,66 @@ pub enum Saved {
     Invalid(FieldErrors),
 }
 
-/// Validates and saves in one write transaction: what is checked (above all, whether the stored
-/// secret may be kept) is what is saved over, even when two admins save at once.
-pub async fn save(ctx: &SyncContext, input: SettingsInput, by: &str) -> anyhow::Result<Saved> {
-    let (secrets, modeler, by_owned) = (ctx.secrets.clone(), ctx.modeler.clone(), by.to_owned());
-    let outcome = ctx
-        .db
-        .run(move |c| {
-            c.write_transaction(|c| {
-                let existing = settings::load(c)?;
-                let s = match settings::validate(&input, existing.as_ref()) {
-                    Ok(s) => s,
-                    Err(errors) => {
-                        audit::record(
-                            c,
-                            audit::NewAudit {
-                                actor: &by_owned,
-                                action: "defender.configure",
-                                target: "Microsoft Defender",
-                                outcome: "refused",
-                                details: &errors.summary(),
-                            },
-                        )?;
-                        return Ok(Err(errors));
-                    }
-                };
-                let was_enabled = existing.as_ref().is_some_and(|c| c.enabled);
-                let details = settings::describe_change(existing.as_ref(), &s);
-                settings::save(c, &secrets, &s, &by_owned)?;
-                let removed = if was_enabled && !s.enabled { disable(c, &modeler)? } else { 0 };
-                audit::record(
-                    c,
-                    audit::NewAudit {
-                        actor: &by_owned,
-                        action: "defender.configure",
-                        target: "Microsoft Defender",
-                        outcome: "success",
-                        details: &details,
-                    },
-                )?;
-                Ok(Ok((s, was_enabled, removed)))
+impl DefenderService {
+    /// Validates and saves in one write transaction: what is checked (above all, whether the stored
+    /// secret may be kept) is what is saved over, even when two admins save at once.
+    pub async fn save(&self, input: SettingsInput, by: &str) -> anyhow::Result<Saved> {
+        let ctx = self;
+        let (secrets, modeler, by_owned) = (ctx.secrets.clone(), ctx.modeler.clone(), by.to_owned());
+        let outcome = ctx
+            .db
+            .run(move |c| {
+                c.write_transaction(|c| {
+                    let existing = settings::load(c)?;
+                    let s = match settings::validate(&input, existing.as_ref()) {
+                        Ok(s) => s,
+                        Err(errors) => {
+                            audit::record(
+                                c,
+                                audit::NewAudit {
+                                    actor: &by_owned,
+                                    action: "defender.configure",
+                                    target: "Microsoft Defender",
+                                    outcome: "refused",
+                                    details: &errors.summary(),
+                                },
+                            )?;
+                            return Ok(Err(errors));
+                        }
+                    };
+                    let was_enabled = existing.as_ref().is_some_and(|c| c.enabled);
+                    let details = settings::describe_change(existing.as_ref(), &s);
+                    settings::save(c, &secrets, &s, &by_owned)?;
+                    let removed = if was_enabled && !s.enabled { disable(c, &modeler)? } else { 0 };
+                    audit::record(
+                        c,
+                        audit::NewAudit {
+                            actor: &by_owned,
+                            action: "defender.configure",
+                            target: "Microsoft Defender",
+                            outcome: "success",
+                            details: &details,
+                        },
+                    )?;
+                    Ok(Ok((s, was_enabled, removed)))
+                })
             })
-        })
-        .await?;
-    let (s, was_enabled, removed) = match outcome {
-        Ok(saved) => saved,
-        Err(errors) => return Ok(Saved::Invalid(errors)),
-    };
-    let mut message = "Saved.".to_owned();
-    if s.enabled && !was_enabled {
-        sync::start(ctx, "enabled", by).await?;
-        message = "Saved and enabled: the first sync has started.".into();
-    } else if was_enabled && !s.enabled {
-        message = format!(
-            "Saved and disabled: the integration's profiles were deleted and {removed} endpoints re-modeled with the standard profiles; imported endpoints are kept."
-        );
+            .await?;
+        let (s, was_enabled, removed) = match outcome {
+            Ok(saved) => saved,
+            Err(errors) => return Ok(Saved::Invalid(errors)),
+        };
+        let mut message = "Saved.".to_owned();
+        if s.enabled && !was_enabled {
+            sync::start(self, "enabled", by).await?;
+            message = "Saved and enabled: the first sync has started.".into();
+        } else if was_enabled && !s.enabled {
+            message = format!(
+                "Saved and disabled: the integration's profiles were deleted and {removed} endpoints re-modeled with the standard profiles; imported endpoints are kept."
+            );
+        }
+        Ok(Saved::Ok { message })
     }
-    Ok(Saved::Ok { message })
 }
 
 /// Disabling: the integration's profiles go (their endpoints are re-modeled with the standard
@@ -91,57 +168,60 @@ fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler)
 /// where it was saved for); `None`: the saved settings, for everyone else — what a non-admin
 /// could type is never used, so nobody but an admin chooses where a request goes. The audit
 /// entry names the hosts contacted.
-pub async fn test(
-    ctx: &SyncContext,
-    typed: Option<&SettingsInput>,
-    by: &str,
-) -> anyhow::Result<Result<ConnectionReport, String>> {
-    let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
-    let s: Settings = match (typed, &existing) {
-        (Some(input), _) => match settings::validate(input, existing.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(format!("Fix the form first: {}", e.summary()))),
-        },
-        (None, Some(config)) => match Settings::from_config(config) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(format!("The saved settings are not valid: {}", e.summary()))),
-        },
-        (None, None) => return Ok(Err("Microsoft Defender is not configured yet.".into())),
-    };
-    let secret = match (&s.new_secret, &existing) {
-        (Some(typed), _) => typed.clone(),
-        (None, Some(config)) => match settings::stored_secret(&ctx.secrets, config) {
-            Ok(secret) => secret.unwrap_or_default(),
-            // Sealed for another destination: nothing is sent anywhere.
-            Err(e) => return Ok(Err(format!("{e}."))),
-        },
-        (None, None) => String::new(),
-    };
-    let outcome = match sync::client_for(&s, &secret, ctx.client_options.clone()) {
-        Ok(client) => client.test_connection().await.map_err(|e| e.plain_words()),
-        Err(e) => Err(e.plain_words()),
-    };
-    let details = match &outcome {
-        Ok(_) => format!("{}: success", s.hosts_contacted()),
-        Err(e) => format!("{}: {e}", s.hosts_contacted()),
-    };
-    let outcome_word = if outcome.is_ok() { "success" } else { "failure" };
-    let by = by.to_owned();
-    ctx.db
-        .run(move |c| {
-            Ok(audit::record(
-                c,
-                audit::NewAudit {
-                    actor: &by,
-                    action: "defender.test",
-                    target: "Microsoft Defender",
-                    outcome: outcome_word,
-                    details: &details,
-                },
-            )?)
-        })
-        .await?;
-    Ok(outcome)
+impl DefenderService {
+    pub async fn test(
+        &self,
+        typed: Option<&SettingsInput>,
+        by: &str,
+    ) -> anyhow::Result<Result<ConnectionReport, String>> {
+        let ctx = self;
+        let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
+        let s: Settings = match (typed, &existing) {
+            (Some(input), _) => match settings::validate(input, existing.as_ref()) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(format!("Fix the form first: {}", e.summary()))),
+            },
+            (None, Some(config)) => match Settings::from_config(config) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(format!("The saved settings are not valid: {}", e.summary()))),
+            },
+            (None, None) => return Ok(Err("Microsoft Defender is not configured yet.".into())),
+        };
+        let secret = match (&s.new_secret, &existing) {
+            (Some(typed), _) => typed.clone(),
+            (None, Some(config)) => match settings::stored_secret(&ctx.secrets, config) {
+                Ok(secret) => secret.unwrap_or_default(),
+                // Sealed for another destination: nothing is sent anywhere.
+                Err(e) => return Ok(Err(format!("{e}."))),
+            },
+            (None, None) => String::new(),
+        };
+        let outcome = match sync::client_for(&s, &secret, ctx.client_options.clone()) {
+            Ok(client) => client.test_connection().await.map_err(|e| e.plain_words()),
+            Err(e) => Err(e.plain_words()),
+        };
+        let details = match &outcome {
+            Ok(_) => format!("{}: success", s.hosts_contacted()),
+            Err(e) => format!("{}: {e}", s.hosts_contacted()),
+        };
+        let outcome_word = if outcome.is_ok() { "success" } else { "failure" };
+        let by = by.to_owned();
+        ctx.db
+            .run(move |c| {
+                Ok(audit::record(
+                    c,
+                    audit::NewAudit {
+                        actor: &by,
+                        action: "defender.test",
+                        target: "Microsoft Defender",
+                        outcome: outcome_word,
+                        details: &details,
+                    },
+                )?)
+            })
+            .await?;
+        Ok(outcome)
+    }
 }
 
 /// What `GET /api/v1/integrations/defender/status` and the page show.
@@ -162,39 +242,100 @@ pub struct Status {
     pub recent_runs: Vec<SyncRun>,
 }
 
-pub async fn status(ctx: &SyncContext) -> anyhow::Result<Status> {
-    ctx.db
-        .run(|c| {
-            let config = settings::load(c)?;
-            let last_run = integration::latest(c, settings::NAME)?;
-            let last_success = integration::last_success(c, settings::NAME)?;
-            let recent_runs = integration::recent(c, settings::NAME, 10)?;
-            let enabled = config.as_ref().is_some_and(|c| c.enabled);
-            let interval =
-                config.as_ref().map(|c| c.sync_interval_minutes).unwrap_or(settings::DEFAULT_INTERVAL_MINUTES);
-            let next_run_at =
-                enabled.then(|| last_run.as_ref().map(|r| r.started_at + i64::from(interval) * 60).unwrap_or_else(now));
-            Ok(Status {
-                configured: config.is_some(),
-                enabled,
-                secret_configured: config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some()),
-                cloud: config.as_ref().map(|c| c.cloud.clone()).unwrap_or_default(),
-                sync_interval_minutes: interval,
-                running: last_run.clone().filter(SyncRun::is_running),
-                last_run,
-                last_success,
-                next_run_at,
-                machines: defender_machines::count(c, false)?,
-                stale_machines: defender_machines::count(c, true)?,
-                recent_runs,
+impl DefenderService {
+    /// What the integration's page, the dashboard and `GET /api/v1/integrations/defender/status` show.
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        self.db
+            .run(|c| {
+                let config = settings::load(c)?;
+                let last_run = integration::latest(c, settings::NAME)?;
+                let last_success = integration::last_success(c, settings::NAME)?;
+                let recent_runs = integration::recent(c, settings::NAME, 10)?;
+                let enabled = config.as_ref().is_some_and(|c| c.enabled);
+                let interval =
+                    config.as_ref().map(|c| c.sync_interval_minutes).unwrap_or(settings::DEFAULT_INTERVAL_MINUTES);
+                let next_run_at = enabled
+                    .then(|| last_run.as_ref().map(|r| r.started_at + i64::from(interval) * 60).unwrap_or_else(now));
+                Ok(Status {
+                    configured: config.is_some(),
+                    enabled,
+                    secret_configured: config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some()),
+                    cloud: config.as_ref().map(|c| c.cloud.clone()).unwrap_or_default(),
+                    sync_interval_minutes: interval,
+                    running: last_run.clone().filter(SyncRun::is_running),
+                    last_run,
+                    last_success,
+                    next_run_at,
+                    machines: defender_machines::count(c, false)?,
+                    stale_machines: defender_machines::count(c, true)?,
+                    recent_runs,
+                })
             })
-        })
-        .await
-}
+            .await
+    }
 
-/// Sync now: starts one unless one runs (then `None`).
-pub async fn sync_now(ctx: &SyncContext, by: &str) -> anyhow::Result<Option<i64>> {
-    let config = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
-    anyhow::ensure!(config.is_some_and(|c| c.enabled), "Enable and save the integration before syncing.");
-    sync::start(ctx, "manual", by).await
+    /// Whether the scheduler should start a sync: enabled, and none yet, or the interval passed
+    /// since the last one started, or one left "running" (here or by an instance that died:
+    /// starting takes over when its lease is free).
+    pub async fn sync_due(&self) -> anyhow::Result<bool> {
+        self.db
+            .run(|c| {
+                let Some(config) = settings::load(c)? else { return Ok(false) };
+                if !config.enabled {
+                    return Ok(false);
+                }
+                Ok(match integration::latest(c, settings::NAME)? {
+                    None => true,
+                    Some(r) if r.is_running() => true,
+                    Some(r) => now() >= r.started_at + i64::from(config.sync_interval_minutes) * 60,
+                })
+            })
+            .await
+    }
+
+    /// Sync now: starts one unless one runs (then `None`).
+    pub async fn sync_now(&self, by: &str) -> anyhow::Result<Option<i64>> {
+        let config = self.db.run(|c| Ok(settings::load(c)?)).await?;
+        anyhow::ensure!(config.is_some_and(|c| c.enabled), "Enable and save the integration before syncing.");
+        sync::start(self, "manual", by).await
+    }
+
+    /// Starts a sync in the background unless one runs here or on another instance (the
+    /// scheduler, or saving the settings enabled); its run id.
+    pub async fn start_sync(&self, trigger: &str, by: &str) -> anyhow::Result<Option<i64>> {
+        sync::start(self, trigger, by).await
+    }
+
+    /// Runs a sync already recorded as `run` to its end, here and now (the benchmarks time it);
+    /// what it did, also when it failed (with why).
+    pub async fn run_sync(&self, run: i64) -> Result<RunCounts, (RunCounts, String)> {
+        sync::run_sync(self, run).await.map_err(|(counts, e)| (counts, e.to_string()))
+    }
+
+    /// Checks, records the intent, sends one request to Defender: the action (new, or the one an
+    /// earlier submission with the same key started), or why not.
+    pub async fn submit_action(
+        &self,
+        endpoint_id: i64,
+        request: super::actions::ActionRequest,
+        by: &str,
+    ) -> anyhow::Result<Result<crate::db::models::actions::ActionRow, super::actions::Refusal>> {
+        super::actions::submit(self, endpoint_id, request, by).await
+    }
+
+    /// An action by id, asked of Defender again while it is open; `None` when there is none.
+    pub async fn action(&self, id: i64) -> anyhow::Result<Option<crate::db::models::actions::ActionRow>> {
+        super::actions::find_refreshed(self, id).await
+    }
+
+    /// Follows the open actions nobody watches, and settles intents never sent (the scheduler).
+    pub async fn follow_open_actions(&self) -> anyhow::Result<()> {
+        super::actions::follow_open(self).await
+    }
+
+    /// Defender's list of a machine's actions.
+    pub async fn machine_actions(&self, machine_id: &str) -> Result<Vec<super::MachineAction>, String> {
+        let client = self.client().await?;
+        client.machine_actions(machine_id).await.map_err(|e| e.plain_words())
+    }
 }

@@ -13,79 +13,21 @@ use chrono::{DateTime, Utc};
 
 use super::client::dto;
 use super::import::{self, ImportCounts, MachineRecord, TopAlert, TopVulnerability};
+use super::service::DefenderService;
 use super::settings::{self, Settings};
 use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target};
-use crate::background::Background;
+use crate::db::AnyConnection;
 use crate::db::lease::{self, Lease};
 use crate::db::models::defender_sync_staging::{
     self, DeviceKeys, StagedAlert, StagedBatch, StagedMachine, StagedVulnerability,
 };
 use crate::db::models::integration::{self, RunCounts};
 use crate::db::models::{audit, defender_machines, jobs};
-use crate::db::{AnyConnection, Db};
 use crate::domain::mac::normalize_mac;
 use crate::domain::risk::RiskLevel;
-use crate::modeling::Modeler;
-use crate::secrets::SecretBox;
 
 /// Machines per import transaction: short enough that pages stay responsive meanwhile.
 const IMPORT_BATCH: usize = 500;
-
-/// What a sync, a test or a machine action needs from the application.
-#[derive(Clone)]
-pub struct SyncContext {
-    pub db: Db,
-    pub modeler: Modeler,
-    pub secrets: SecretBox,
-    /// Client settings (timeouts, limiter) — the tests shorten them — and the application's
-    /// metrics, where the client's calls and the syncs are counted.
-    pub client_options: ClientOptions,
-    pub clients: ClientCache,
-    /// Stops the sync at a unit boundary on shutdown, and lets shutdown wait for its record.
-    pub background: Background,
-}
-
-/// One client per saved configuration, shared by syncs, actions and polls, so that they share
-/// the token and stay together under the API's rate limits.
-#[derive(Clone, Default)]
-pub struct ClientCache(std::sync::Arc<tokio::sync::Mutex<Option<(String, DefenderClient)>>>);
-
-impl SyncContext {
-    /// The client for the saved configuration, or why there is none, in plain words.
-    pub async fn client(&self) -> Result<DefenderClient, String> {
-        let config = self
-            .db
-            .run(|c| Ok(settings::load(c)?))
-            .await
-            .map_err(|e| format!("The configuration could not be read: {e}"))?
-            .ok_or("Microsoft Defender is not configured.")?;
-        // Everything the client is made of: a change of any of them makes a new client.
-        let version = format!(
-            "{}|{}|{}|{}|{}|{}|{}",
-            config.tenant_id,
-            config.client_id,
-            hex::encode(config.secret_ciphertext.as_deref().unwrap_or_default()),
-            config.cloud,
-            config.region,
-            config.login_base_url,
-            config.api_base_url
-        );
-        let mut cached = self.clients.0.lock().await;
-        if let Some((v, client)) = cached.as_ref()
-            && *v == version
-        {
-            return Ok(client.clone());
-        }
-        let s = Settings::from_config(&config)
-            .map_err(|e| format!("The saved configuration is not valid: {}", e.summary()))?;
-        let secret = settings::stored_secret(&self.secrets, &config)
-            .map_err(|e| e.to_string())?
-            .ok_or("No client secret is saved.")?;
-        let client = client_for(&s, &secret, self.client_options.clone()).map_err(|e| e.plain_words())?;
-        *cached = Some((version, client.clone()));
-        Ok(client)
-    }
-}
 
 /// Builds a client for settings; `secret` is the typed one or, when empty, the stored one.
 pub fn client_for(s: &Settings, secret: &str, options: ClientOptions) -> Result<DefenderClient, DefenderError> {
@@ -103,7 +45,7 @@ pub fn client_for(s: &Settings, secret: &str, options: ClientOptions) -> Result<
 
 /// Starts a sync in the background unless one is running (here or on another instance);
 /// returns the run id.
-pub async fn start(ctx: &SyncContext, trigger: &str, requested_by: &str) -> anyhow::Result<Option<i64>> {
+pub async fn start(ctx: &DefenderService, trigger: &str, requested_by: &str) -> anyhow::Result<Option<i64>> {
     if ctx.background.stopping() {
         return Ok(None);
     }
@@ -201,7 +143,7 @@ type Failure = (RunCounts, Stopped);
 
 /// One sync under way: where its progress goes and what may stop it.
 struct Running<'a> {
-    ctx: &'a SyncContext,
+    ctx: &'a DefenderService,
     id: i64,
     lease: Option<&'a Lease>,
 }
@@ -322,11 +264,11 @@ fn shutdown() -> Stopped {
 }
 
 /// The whole sync; on failure, the counts so far and why it stopped.
-pub async fn run_sync(ctx: &SyncContext, run: i64) -> Result<RunCounts, Failure> {
+pub async fn run_sync(ctx: &DefenderService, run: i64) -> Result<RunCounts, Failure> {
     run_held(ctx, run, None).await
 }
 
-async fn run_held(ctx: &SyncContext, run: i64, lease: Option<&Lease>) -> Result<RunCounts, Failure> {
+async fn run_held(ctx: &DefenderService, run: i64, lease: Option<&Lease>) -> Result<RunCounts, Failure> {
     let run = Running { ctx, id: run, lease };
     // What an earlier sync staged is left over only if its process ended mid-sync.
     run.clear_staged().await.map_err(|e| (RunCounts::default(), e))?;
@@ -445,7 +387,7 @@ pub const SNAPSHOT_KEY: &str = "defender.vulnerability_snapshot";
 const DELTA_MAX_AGE_SECS: i64 = 13 * 86_400;
 
 /// What the stored CVE lists belong to: another tenant, client or API host means a full fetch.
-async fn snapshot_identity(ctx: &SyncContext) -> Result<String, String> {
+async fn snapshot_identity(ctx: &DefenderService) -> Result<String, String> {
     let config = ctx
         .db
         .run(|c| Ok(settings::load(c)?))
@@ -457,7 +399,7 @@ async fn snapshot_identity(ctx: &SyncContext) -> Result<String, String> {
 
 /// The time to ask for changes since, when a delta sync is possible (the machines' stored CVE
 /// lists are read page by page while collecting).
-async fn delta_base(ctx: &SyncContext, identity: &str) -> Result<Option<DateTime<Utc>>, String> {
+async fn delta_base(ctx: &DefenderService, identity: &str) -> Result<Option<DateTime<Utc>>, String> {
     let previous = ctx
         .db
         .run(|c| Ok(jobs::get_setting(c, SNAPSHOT_KEY)?))

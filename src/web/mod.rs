@@ -29,9 +29,8 @@ pub struct AppState {
     pub modeler: crate::modeling::Modeler,
     /// Seals and opens stored secrets (the Defender client secret).
     pub secrets: crate::secrets::SecretBox,
-    /// How the Defender client behaves (timeouts, retries, limiter); tests shorten it.
-    pub defender_client: crate::defender::ClientOptions,
-    pub defender_clients: crate::defender::sync::ClientCache,
+    /// The Defender integration: what pages, the API and the jobs ask of it.
+    pub defender: crate::defender::service::DefenderService,
     pub settings: Arc<Settings>,
     pub login_throttle: pages::login::LoginThrottle,
     /// Password checks that may run at once (each Argon2 check holds about 19 MiB).
@@ -62,18 +61,6 @@ impl AppState {
     /// The client's address as the audit log and throttling see it.
     pub fn client_address(&self, req: &actix_web::HttpRequest) -> String {
         client::client_address(req, &self.proxies)
-    }
-
-    /// What a Defender sync, test or action needs.
-    pub fn sync_context(&self) -> crate::defender::sync::SyncContext {
-        crate::defender::sync::SyncContext {
-            db: self.db.clone(),
-            modeler: self.modeler.clone(),
-            secrets: self.secrets.clone(),
-            client_options: self.defender_client.clone(),
-            clients: self.defender_clients.clone(),
-            background: self.background.clone(),
-        }
     }
 }
 

@@ -247,8 +247,8 @@ impl TestApp {
 
     /// Saves these Defender settings as an admin would (enabled or not, as they say).
     pub async fn enable_defender_with(&self, input: endpoint_analytics::defender::settings::SettingsInput) {
-        use endpoint_analytics::defender::service::{self, Saved};
-        match service::save(&self.state.sync_context(), input, "test").await.expect("the settings are saved") {
+        use endpoint_analytics::defender::service::Saved;
+        match self.state.defender.save(input, "test").await.expect("the settings are saved") {
             Saved::Ok { .. } => {}
             Saved::Invalid(e) => panic!("the simulator's settings were refused: {}", e.summary()),
         }
@@ -259,10 +259,9 @@ impl TestApp {
         &self,
         timeout: std::time::Duration,
     ) -> endpoint_analytics::db::models::integration::SyncRun {
-        let ctx = self.state.sync_context();
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let status = endpoint_analytics::defender::service::status(&ctx).await.expect("the sync status");
+            let status = self.state.defender.status().await.expect("the sync status");
             if status.running.is_none()
                 && let Some(run) = status.last_run
             {

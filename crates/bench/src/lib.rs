@@ -155,8 +155,7 @@ impl Drop for SimProcess {
 /// time, API calls, 429s and peak RSS, then (unless `full_only`) the same for an unchanged
 /// second sync. The last line, `peak_rss_mib=…`, is what `bench all --memory-series` reads.
 pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bool) -> anyhow::Result<()> {
-    use endpoint_analytics::defender::service;
-    use endpoint_analytics::defender::sync::{self as dsync, SyncContext};
+    use endpoint_analytics::defender::service::DefenderService;
 
     let sim = SimProcess::start(machines, sim_port).await?;
     let tenant = sim.tenant().await?;
@@ -164,15 +163,14 @@ pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bo
     let m = modeler.clone();
     db.run(move |c| Ok(m.sync_standard_profiles(c)?)).await?;
     let master = endpoint_analytics::config::MasterKey::generate();
-    let ctx = SyncContext {
-        db: db.clone(),
+    let defender = DefenderService::new(
+        db.clone(),
         modeler,
-        secrets: endpoint_analytics::secrets::SecretBox::new(&master),
-        client_options: Default::default(),
-        clients: Default::default(),
-        background: Default::default(),
-    };
-    service::save(&ctx, sim.settings(), "bench").await?;
+        endpoint_analytics::secrets::SecretBox::new(&master),
+        Default::default(),
+        Default::default(),
+    );
+    defender.save(sim.settings(), "bench").await?;
     let rounds: &[&str] = if full_only { &["full import"] } else { &["full import", "unchanged re-sync"] };
     for round in rounds {
         let run = db
@@ -180,7 +178,7 @@ pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bo
             .await?
             .ok_or_else(|| anyhow::anyhow!("a sync is running"))?;
         let started = Instant::now();
-        let outcome = dsync::run_sync(&ctx, run).await;
+        let outcome = defender.run_sync(run).await;
         let secs = started.elapsed().as_secs_f64();
         let counts = outcome.map_err(|(_, e)| anyhow::anyhow!("the sync failed: {e}"))?;
         db.run(move |c| Ok(endpoint_analytics::db::models::integration::finish_run(c, run, "succeeded", counts, "")?))

@@ -18,10 +18,11 @@ use crate::load::{self, BytesServer, Load};
 use crate::{SimProcess, peak_rss_mib, reset_peak_rss};
 use endpoint_analytics::auth::{Role, random_token};
 use endpoint_analytics::config::Settings;
+use endpoint_analytics::db::Db;
 use endpoint_analytics::db::models::integration::{self, RunCounts};
 use endpoint_analytics::db::schema::{defender_machines as dm, endpoints as ep};
-use endpoint_analytics::defender::sync::{self as dsync, SyncContext};
-use endpoint_analytics::defender::{import, service};
+use endpoint_analytics::defender::import;
+use endpoint_analytics::defender::service::DefenderService;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -110,16 +111,20 @@ struct TimedSync {
 
 /// Runs one sync in the background; when `during` is given, loads that URL with `wrk` as soon
 /// as the import (write) phase starts.
-async fn timed_sync(ctx: &SyncContext, during: Option<(&str, &str, u64)>) -> anyhow::Result<TimedSync> {
-    let db = ctx.db.clone();
+async fn timed_sync(
+    defender: &DefenderService,
+    db: &Db,
+    during: Option<(&str, &str, u64)>,
+) -> anyhow::Result<TimedSync> {
+    let db = db.clone();
     let run = db
         .run(|c| Ok(integration::start_run(c, "defender", "bench", "bench")?))
         .await?
         .ok_or_else(|| anyhow::anyhow!("a sync is running"))?;
     let started = Instant::now();
-    let c = ctx.clone();
+    let d = defender.clone();
     let task = tokio::spawn(async move {
-        let outcome = dsync::run_sync(&c, run).await;
+        let outcome = d.run_sync(run).await;
         (outcome, Instant::now())
     });
     let phase = || async {
@@ -145,7 +150,7 @@ async fn timed_sync(ctx: &SyncContext, during: Option<(&str, &str, u64)>) -> any
     let write_secs = import_started.map(|t| ended.duration_since(t).as_secs_f64()).unwrap_or(0.0);
     let (status, counts, error) = match outcome {
         Ok(counts) => ("succeeded", counts, String::new()),
-        Err((counts, e)) => ("failed", counts, e.to_string()),
+        Err((counts, e)) => ("failed", counts, e),
     };
     let e = error.clone();
     db.run(move |c| Ok(integration::finish_run(c, run, status, counts, &e)?)).await?;
@@ -422,8 +427,8 @@ async fn measure(
     step(&format!("starting the simulator ({n} machines)"));
     let sim = SimProcess::start(n, None).await?;
     let tenant = sim.tenant().await?;
-    let ctx = state.sync_context();
-    service::save(&ctx, sim.settings(), "bench").await?;
+    let defender = state.defender.clone();
+    defender.save(sim.settings(), "bench").await?;
 
     // 5 (idle half). A page that exists before the import, loaded before and during it.
     let during_url = format!("{base}/endpoints/1");
@@ -435,7 +440,7 @@ async fn measure(
     // 3, 4, 5, 6. The full import.
     step("full import");
     let rss_reset = reset_peak_rss();
-    let full = timed_sync(&ctx, Some((&during_url, &cookie, secs))).await?;
+    let full = timed_sync(&defender, &state.db, Some((&during_url, &cookie, secs))).await?;
     let rss = peak_rss_mib();
     let minimum = minimum_calls(&tenant, true);
     let calls = full.counts.api_calls as u64;
@@ -568,7 +573,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t0 = endpoint_analytics::db::now();
     step("unchanged re-sync");
-    let again = timed_sync(&ctx, None).await?;
+    let again = timed_sync(&defender, &state.db, None).await?;
     let written: (i64, i64) = db
         .run(move |c| {
             Ok((

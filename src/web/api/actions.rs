@@ -61,7 +61,7 @@ pub async fn submit(
     let mut req = service::parse(&b.action, &b.scope, &b.comment, b.confirm, &key).map_err(AppError::BadRequest)?;
     // Token names need not be unique: a key belongs to the token that sent it.
     req.idempotency_key = format!("token{}:{}", caller.token_id, req.idempotency_key);
-    match service::submit(&state.sync_context(), id, req, &caller.actor()).await? {
+    match state.defender.submit_action(id, req, &caller.actor()).await? {
         Ok(a) => Ok(HttpResponse::Accepted().json(ActionJson::from(a))),
         Err(Refusal::NotFound) => Err(AppError::bad_request(Refusal::NOT_A_MACHINE)),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
@@ -81,7 +81,7 @@ pub async fn status(
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let a = service::find_refreshed(&state.sync_context(), id).await?.ok_or(AppError::NotFound)?;
+    let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok().json(ActionJson::from(a)))
 }
 

@@ -5,7 +5,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::defender::service::{self, Saved};
+use crate::defender::service::Saved;
 use crate::defender::settings::{self, SettingsInput};
 use crate::error::AppError;
 use crate::web::auth::{ApiAdmin, ApiAnalyst, ApiOperator};
@@ -20,7 +20,7 @@ pub async fn put(
     let values: SettingsInput = serde_json::from_slice(&body).map_err(|e| {
         AppError::bad_request(format!("The body must be a JSON object of the integration's settings: {e}"))
     })?;
-    match service::save(&state.sync_context(), values, &caller.actor()).await? {
+    match state.defender.save(values, &caller.actor()).await? {
         Saved::Ok { message } => Ok(HttpResponse::Ok().json(json!({ "saved": true, "message": message }))),
         Saved::Invalid(errors) => {
             let fields: serde_json::Map<String, serde_json::Value> =
@@ -38,7 +38,7 @@ pub async fn test(caller: ApiOperator, state: web::Data<AppState>) -> Result<Htt
     if !configured {
         return Err(AppError::bad_request("Microsoft Defender is not configured yet."));
     }
-    let outcome = service::test(&state.sync_context(), None, &caller.actor()).await?;
+    let outcome = state.defender.test(None, &caller.actor()).await?;
     Ok(HttpResponse::Ok().json(match outcome {
         Ok(r) => json!({
             "ok": r.all_good(),
@@ -52,7 +52,7 @@ pub async fn test(caller: ApiOperator, state: web::Data<AppState>) -> Result<Htt
 }
 
 pub async fn sync(caller: ApiOperator, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    match service::sync_now(&state.sync_context(), &caller.actor()).await {
+    match state.defender.sync_now(&caller.actor()).await {
         Ok(Some(run)) => Ok(HttpResponse::Accepted().json(json!({ "run_id": run }))),
         Ok(None) => Err(AppError::Conflict("A sync is already running.".into())),
         Err(e) => Err(AppError::bad_request(e.to_string())),
@@ -60,5 +60,5 @@ pub async fn sync(caller: ApiOperator, state: web::Data<AppState>) -> Result<Htt
 }
 
 pub async fn status(_caller: ApiAnalyst, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok().json(service::status(&state.sync_context()).await?))
+    Ok(HttpResponse::Ok().json(state.defender.status().await?))
 }

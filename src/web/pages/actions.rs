@@ -49,7 +49,7 @@ pub async fn submit(
     let f = input(form)?.into_inner();
     let confirmed = f.confirm.as_deref().is_some_and(|c| matches!(c, "on" | "true" | "yes"));
     let req = service::parse(&f.action, &f.scope, &f.comment, confirmed, &f.key).map_err(AppError::BadRequest)?;
-    match service::submit(&state.sync_context(), id, req, &user.username).await? {
+    match state.defender.submit_action(id, req, &user.username).await? {
         Ok(a) => html(&ActionStatus { a, note: None }),
         Err(Refusal::NotFound) => Err(AppError::BadRequest(Refusal::NOT_A_MACHINE.into())),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
@@ -65,7 +65,7 @@ pub async fn status(
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let a = service::find_refreshed(&state.sync_context(), id).await?.ok_or(AppError::NotFound)?;
+    let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
     html(&ActionStatus { a, note: None })
 }
 

@@ -122,7 +122,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
             })
             .collect(),
     );
-    let defender = crate::defender::service::status(&state.sync_context()).await?;
+    let defender = state.defender.status().await?;
     html(&DashboardPage {
         layout: Layout::new(&user, "dashboard"),
         total,

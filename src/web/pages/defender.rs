@@ -9,7 +9,7 @@ use super::fmt_time;
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::defender::ConnectionReport;
 use crate::defender::client::cloud::{COMMERCIAL_REGIONS, Cloud};
-use crate::defender::service::{self, Saved, Status};
+use crate::defender::service::{Saved, Status};
 use crate::defender::settings::{self, FieldErrors, SettingsInput};
 use crate::error::AppError;
 use crate::web::auth::{AdminUser, OperatorUser};
@@ -67,8 +67,7 @@ async fn render(
     errors: FieldErrors,
     message: Option<String>,
 ) -> Result<HttpResponse, AppError> {
-    let ctx = state.sync_context();
-    let status = service::status(&ctx).await?;
+    let status = state.defender.status().await?;
     let (config, review) =
         state.db.run(|c| Ok((settings::load(c)?, defender_machines::needing_review(c, 100)?))).await?;
     let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
@@ -128,7 +127,7 @@ pub async fn save(
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
     let mut input_values = form_input(input(form)?.into_inner());
-    let outcome = service::save(&state.sync_context(), input_values.clone(), &user.username).await?;
+    let outcome = state.defender.save(input_values.clone(), &user.username).await?;
     let as_operator = OperatorUser(user.0.clone());
     // The secret is never sent back, not even after a failed save.
     input_values.client_secret.clear();
@@ -146,23 +145,22 @@ pub async fn test(
     let values = form_input(input(form)?.into_inner());
     // Only an admin (who may save settings) tests settings of their own choosing.
     let typed = user.can(crate::auth::Role::Admin).then_some(&values);
-    let outcome = service::test(&state.sync_context(), typed, &user.username).await?;
+    let outcome = state.defender.test(typed, &user.username).await?;
     html(&TestResult { outcome })
 }
 
 pub async fn sync_now(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let ctx = state.sync_context();
-    let message = match service::sync_now(&ctx, &user.username).await {
+    let message = match state.defender.sync_now(&user.username).await {
         Ok(Some(_)) => "Sync started.".to_owned(),
         Ok(None) => "A sync is already running.".to_owned(),
         Err(e) => e.to_string(),
     };
-    let status = service::status(&ctx).await?;
+    let status = state.defender.status().await?;
     html(&SyncStatus { status, layout_is_operator: true, sync_message: Some(message) })
 }
 
 pub async fn sync_status(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let status = service::status(&state.sync_context()).await?;
+    let status = state.defender.status().await?;
     html(&SyncStatus { status, layout_is_operator: user.can(crate::auth::Role::Operator), sync_message: None })
 }
 

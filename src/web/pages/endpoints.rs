@@ -420,20 +420,17 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
         _ => Vec::new(),
     };
     let defender_actions = match (&data.defender, tab) {
-        (Some(d), "actions") => Some(match state.sync_context().client().await {
-            // A page does not wait on the client's rate limiter (up to a minute when the
-            // listing's budget is used up): it shows what it has and says why.
-            Ok(client) => {
-                match tokio::time::timeout(ACTIONS_LISTING_WAIT, client.machine_actions(&d.m.machine_id)).await {
-                    Ok(listed) => listed.map_err(|e| e.plain_words()),
-                    Err(_) => Err("Microsoft Defender's actions for this device could not be listed right now: the \
+        // A page does not wait on the client's rate limiter (up to a minute when the listing's
+        // budget is used up): it shows what it has and says why.
+        (Some(d), "actions") => Some(
+            match tokio::time::timeout(ACTIONS_LISTING_WAIT, state.defender.machine_actions(&d.m.machine_id)).await {
+                Ok(listed) => listed,
+                Err(_) => Err("Microsoft Defender's actions for this device could not be listed right now: the \
                                integration's rate limit for that call is used up, or Defender is slow. Reload in a \
                                minute; the actions requested here are shown above."
-                        .into()),
-                }
-            }
-            Err(why) => Err(why),
-        }),
+                    .into()),
+            },
+        ),
         _ => None,
     };
     Ok(DetailPage {
