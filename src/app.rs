@@ -20,7 +20,7 @@ use crate::db::{
 };
 use crate::modeling::Modeler;
 use crate::web::errors::bad_input;
-use crate::web::pages::login::LoginThrottle;
+use crate::web::login_guard::LoginThrottle;
 use crate::web::session::DbSessionStore;
 use crate::web::{self, AppState};
 use actix_web::web::{Data, FormConfig, JsonConfig, PathConfig, PayloadConfig, QueryConfig};
@@ -97,8 +97,8 @@ impl Application {
                 background.clone(),
             ),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
-            password_checks: crate::web::pages::login::PasswordChecks::new(PASSWORD_CHECKS_AT_ONCE.get()),
-            login_devices: crate::web::pages::login::LoginDevices::new(master.derive("login-device-v1"), secure),
+            password_checks: crate::web::login_guard::PasswordChecks::new(PASSWORD_CHECKS_AT_ONCE.get()),
+            login_devices: crate::web::login_guard::LoginDevices::new(master.derive("login-device-v1"), secure),
             login_csrf: crate::web::security::LoginCsrf::new(master.derive("login-form-csrf-v1"), secure),
             refusals: Default::default(),
             proxies: crate::web::client::Proxies {

@@ -162,16 +162,11 @@ fn add_user(settings: &Settings, name: &str, role: Role, password_stdin: bool) -
     let mut conn = db.conn()?;
     match accounts::create_user(&mut conn, name, &password, role) {
         Ok(()) => {
-            audit::record(
-                &mut conn,
-                audit::NewAudit {
-                    actor: "cli",
-                    action: "user.create",
-                    target: name,
-                    outcome: "success",
-                    details: role.as_str(),
-                },
-            )?;
+            audit::entry("cli", "user.create")
+                .target(name)
+                .outcome("success")
+                .details(role.as_str())
+                .record(&mut conn)?;
             println!("User {name} created with the {} role.", role.label());
             Ok(())
         }
@@ -194,16 +189,7 @@ fn create_token(settings: &Settings, name: &str, role: Role, expires_days: Optio
         api_tokens::Creator::CommandLine,
         expires_at,
     )?;
-    audit::record(
-        &mut conn,
-        audit::NewAudit {
-            actor: "cli",
-            action: "token.create",
-            target: name,
-            outcome: "success",
-            details: role.as_str(),
-        },
-    )?;
+    audit::entry("cli", "token.create").target(name).outcome("success").details(role.as_str()).record(&mut conn)?;
     eprintln!("API token {name:?} created with the {} role. It is shown only this once:", role.label());
     println!("{token}");
     Ok(())

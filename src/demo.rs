@@ -18,10 +18,10 @@ use crate::auth::{Role, random_token};
 use crate::config::Settings;
 use crate::db::models::users;
 use crate::defender::service::Saved;
-use crate::defender::settings::SettingsInput;
 use crate::domain::observations::{MAX_BATCH, RawObservation};
 use crate::inventory;
-use crate::sso::settings::SsoInput;
+use crate::web::forms::defender::{self as defender_form, SettingsInput};
+use crate::web::forms::sso::{self as sso_form, SsoInput};
 
 pub const ADMIN: &str = "admin";
 
@@ -133,10 +133,14 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         sync_interval_minutes: Some(60),
         ..Default::default()
     };
+    let checked = |input: &SettingsInput| {
+        defender_form::validate(input)
+            .map_err(|e| anyhow::anyhow!("the demo configuration was refused: {}", e.summary()))
+    };
     // Save as disabled first so that enabling below always starts the first sync at once.
-    let _ = state.defender.save(SettingsInput { enabled: false, ..input.clone() }, "demo").await?;
-    if let Saved::Invalid(e) = state.defender.save(input, "demo").await? {
-        anyhow::bail!("the demo configuration was refused: {}", e.summary());
+    let _ = state.defender.save(checked(&SettingsInput { enabled: false, ..input.clone() })?, "demo").await?;
+    if let Saved::SecretNeeded(why) = state.defender.save(checked(&input)?, "demo").await? {
+        anyhow::bail!("the demo configuration was refused: {}", why.message());
     }
 
     // Sign-in with Microsoft against the simulator's Entra endpoints, beside the local admin.
@@ -151,8 +155,10 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         enabled: true,
         ..Default::default()
     };
-    if let Err(e) = crate::sso::configure(&state.db, &state.secrets, sign_in, "demo").await? {
-        anyhow::bail!("the demo's sign-in configuration was refused: {}", e.summary());
+    let sign_in = sso_form::validate(&sign_in)
+        .map_err(|e| anyhow::anyhow!("the demo's sign-in configuration was refused: {}", e.summary()))?;
+    if let Err(why) = crate::sso::configure(&state.db, &state.secrets, sign_in, "demo").await? {
+        anyhow::bail!("the demo's sign-in configuration was refused: {}", why.message());
     }
 
     println!();

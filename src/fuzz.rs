@@ -15,7 +15,7 @@ use crate::domain::profiles::{Attributes, ProfileLibrary};
 pub fn defender_json(data: &[u8]) {
     if let Ok(page) = decode_page::<dto::Machine>(Api::ListMachines, data) {
         for m in &page.items {
-            let _ = crate::defender::sync::record_of(m);
+            let _ = crate::defender::machine::record_of(m);
             let _ = (m.is_onboarded(), m.is_active());
         }
     }

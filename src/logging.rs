@@ -2,11 +2,10 @@
 //! written by a thread of their own in batches.
 //!
 //! A request's log line is only copied into memory by the request's thread, never written by
-//! it: a thread that wrote its own line waited hundreds of milliseconds for a log file while a
-//! sync's writes kept the disk busy (docs/benchmarks.md, row 5). And the lines go out together,
-//! one write at most every [`BATCH_INTERVAL`] under load: a queue that woke its writer thread for
-//! every line cost three system calls per request (the wake-up, the writer's spin and its
-//! write), a quarter of a cached page's time (docs/benchmarks.md, fifth round). When the log was
+//! it: a request must not wait for a disk that a sync's writes keep busy. And the lines go out
+//! together, one write at most every [`BATCH_INTERVAL`] under load: waking the writer thread for
+//! every line would cost system calls per request (the wake-up and the write) that are a large
+//! share of a cached page's time (figures in `docs/benchmarks.md`). When the log was
 //! quiet a line is written at once. Nothing is dropped: with [`MAX_PENDING`] bytes waiting, a
 //! caller waits for the writer.
 

@@ -367,16 +367,11 @@ pub async fn start_remodel(
             let _ = db
                 .run(move |c| {
                     jobs::finish(c, id, status, &message)?;
-                    audit::record(
-                        c,
-                        audit::NewAudit {
-                            actor: &by,
-                            action: "profiles.remodel",
-                            target: "all endpoints",
-                            outcome: status,
-                            details: &message,
-                        },
-                    )?;
+                    audit::entry(&by, "profiles.remodel")
+                        .target("all endpoints")
+                        .outcome(status)
+                        .details(&message)
+                        .record(c)?;
                     Ok(())
                 })
                 .await;

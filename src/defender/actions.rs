@@ -10,6 +10,7 @@ use crate::db::models::actions::{self, ActionRow, NewAction, Recorded};
 use crate::db::models::audit;
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::now;
+use crate::domain::action::ActionStatus;
 
 /// Seconds between two polls of one action by a watching page.
 const POLL_EVERY: i64 = 2;
@@ -174,16 +175,11 @@ pub async fn submit(
                 return Ok(Ok(Recorded::Repeat(existing)));
             }
             if let Err(why) = check_supported(&m, r.kind) {
-                audit::record(
-                    c,
-                    audit::NewAudit {
-                        actor: &user_owned,
-                        action: "defender.action",
-                        target: &m.computer_dns_name,
-                        outcome: "refused",
-                        details: &format!("{}: {why}", r.kind.label()),
-                    },
-                )?;
+                audit::entry(&user_owned, "defender.action")
+                    .target(&m.computer_dns_name)
+                    .outcome("refused")
+                    .details(&format!("{}: {why}", r.kind.label()))
+                    .record(c)?;
                 return Ok(Err(Refusal::Invalid(why)));
             }
             let rec = actions::record_intent(
@@ -199,16 +195,11 @@ pub async fn submit(
                 },
             )?;
             if let Recorded::New(row) = &rec {
-                audit::record(
-                    c,
-                    audit::NewAudit {
-                        actor: &user_owned,
-                        action: "defender.action",
-                        target: &m.computer_dns_name,
-                        outcome: "requested",
-                        details: &format!("{} (action {}): {}", r.kind.label(), row.id, r.comment),
-                    },
-                )?;
+                audit::entry(&user_owned, "defender.action")
+                    .target(&m.computer_dns_name)
+                    .outcome("requested")
+                    .details(&format!("{} (action {}): {}", r.kind.label(), row.id, r.comment))
+                    .record(c)?;
             }
             Ok(Ok(rec))
         })
@@ -220,7 +211,7 @@ pub async fn submit(
         Ok(Recorded::New(row)) => row,
     };
     let outcome = match ctx.client().await {
-        Err(why) => Sent::Failed(why),
+        Err(why) => Sent::Failed(why.to_string()),
         Ok(client) => {
             let answer = match req.kind {
                 ActionKind::Scan(t) => client.run_av_scan(&row.machine_id, &req.comment, t).await,
@@ -275,30 +266,20 @@ async fn record_outcome(
         .run(move |c| {
             match &sent {
                 Sent::Accepted(a) => {
-                    actions::mark_sent(c, id, &a.id, a.status.as_deref().unwrap_or("Pending"))?;
-                    audit::record(
-                        c,
-                        audit::NewAudit {
-                            actor: &user,
-                            action: "defender.action",
-                            target: &machine,
-                            outcome: "sent",
-                            details: &format!("{label} (action {id}); Defender action {}", a.id),
-                        },
-                    )?;
+                    actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
+                    audit::entry(&user, "defender.action")
+                        .target(&machine)
+                        .outcome("sent")
+                        .details(&format!("{label} (action {id}); Defender action {}", a.id))
+                        .record(c)?;
                 }
                 Sent::Failed(why) => {
-                    actions::set_status(c, id, "Failed", why)?;
-                    audit::record(
-                        c,
-                        audit::NewAudit {
-                            actor: &user,
-                            action: "defender.action",
-                            target: &machine,
-                            outcome: "failure",
-                            details: &format!("{label} (action {id}): {why}"),
-                        },
-                    )?;
+                    actions::set_status(c, id, ActionStatus::Failed, why)?;
+                    audit::entry(&user, "defender.action")
+                        .target(&machine)
+                        .outcome("failure")
+                        .details(&format!("{label} (action {id}): {why}"))
+                        .record(c)?;
                 }
             }
             Ok(actions::find(c, id)?)
@@ -332,11 +313,17 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
         .run(move |c| {
             match answer {
                 Ok(a) => {
-                    let status = a.status.clone().unwrap_or_else(|| db_row.status.clone());
+                    // A status the product does not know is logged, and the stored one kept.
+                    let status = a.status().unwrap_or_else(|| {
+                        if let Some(unknown) = &a.status {
+                            tracing::warn!(action = id, status = %unknown, "Defender reported an unknown action status");
+                        }
+                        db_row.status
+                    });
                     if status != db_row.status {
-                        actions::set_status(c, id, &status, "")?;
-                        if !crate::db::models::actions::OPEN.contains(&status.as_str()) {
-                            if status == "Succeeded" {
+                        actions::set_status(c, id, status, "")?;
+                        if status.is_final() {
+                            if status == ActionStatus::Succeeded {
                                 match db_row.action_type.as_str() {
                                     "Isolate" => {
                                         defender_machines::set_isolated(c, &db_row.machine_id, true)?;
@@ -347,19 +334,10 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                                     _ => {}
                                 }
                             }
-                            audit::record(
-                                c,
-                                audit::NewAudit {
-                                    actor: &db_row.requested_by,
-                                    action: "defender.action",
-                                    target: &db_row.machine_id,
-                                    outcome: &status,
-                                    details: &format!(
+                            audit::entry(&db_row.requested_by, "defender.action").target(&db_row.machine_id).outcome(status.as_str()).details(&format!(
                                         "{} {} (action {id}) ended {status}",
                                         db_row.action_type, db_row.scope
-                                    ),
-                                },
-                            )?;
+                                    )).record(c)?;
                         }
                     } else {
                         actions::touch_polled(c, id)?;
@@ -400,11 +378,11 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                 .run(move |c| {
                     match found {
                         Some(a) => {
-                            actions::mark_sent(c, id, &a.id, a.status.as_deref().unwrap_or("Pending"))?;
+                            actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
                         }
                         None => {
-                            actions::set_status(c, id, "Failed", "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.")?;
-                            audit::record(c, audit::NewAudit { actor: &user, action: "defender.action", target: "", outcome: "failure", details: &format!("action {id} was never sent") })?;
+                            actions::set_status(c, id, ActionStatus::Failed, "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.")?;
+                            audit::entry(&user, "defender.action").outcome("failure").details(&format!("action {id} was never sent")).record(c)?;
                         }
                     }
                     Ok(())

@@ -6,16 +6,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::db::DbResult as QueryResult;
 use sha2::{Digest, Sha256};
 
+use super::machine::{MachineRecord, profile_name};
+use crate::db::DbResult as QueryResult;
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::endpoints::{self, Change, Endpoint};
 use crate::db::models::{events, profiles, risk};
 use crate::db::{AnyConnection, now};
 use crate::domain::observations::host_and_fqdn;
 use crate::domain::profiles::MatchScore;
-use crate::domain::risk::RiskLevel;
 use crate::modeling::{self, ModelWrites, Modeler, PendingAssignments};
 
 /// The owner name of the integration's profiles, and its endpoint source.
@@ -26,55 +26,6 @@ pub const ALERTS_SOURCE: &str = "Microsoft Defender Alerts";
 const PROFILE_SCORE: MatchScore = MatchScore::VeryHigh;
 /// How close in time an IP address must have been seen for an IP-only match.
 const IP_WINDOW_SECS: i64 = 24 * 3600;
-
-/// What the product keeps of one Defender machine after a sync's aggregation. A sync stages the
-/// fetched part as JSON (`defender_sync_staging`); the rest is added from the later pages.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MachineRecord {
-    pub machine_id: String,
-    pub computer_dns_name: String,
-    pub os_platform: String,
-    /// The OS version as Defender names it (`version`, e.g. `23H2`; for Linux the distribution in `osVersion`).
-    pub os_version: String,
-    pub os_build: String,
-    pub onboarding_status: String,
-    pub health_status: String,
-    pub risk_score: String,
-    pub exposure_level: String,
-    pub last_ip: String,
-    /// Normalized, without duplicates.
-    pub macs: Vec<String>,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub rbac_group: String,
-    pub tags: Vec<String>,
-    #[serde(skip)]
-    pub vuln_count: i32,
-    /// The distinct CVEs, sorted, comma-separated (stored for the next delta sync).
-    #[serde(skip)]
-    pub vuln_cves: String,
-    #[serde(skip)]
-    pub top_vuln: Option<TopVulnerability>,
-    #[serde(skip)]
-    pub top_alert: Option<TopAlert>,
-    /// Set when this record is an older duplicate of another machine (re-imaged, re-onboarded).
-    #[serde(skip)]
-    pub duplicate_of: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TopVulnerability {
-    pub cve: String,
-    pub level: RiskLevel,
-    pub description: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TopAlert {
-    pub id: String,
-    pub level: RiskLevel,
-    pub title: String,
-}
 
 /// What a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -91,37 +42,6 @@ impl std::ops::AddAssign for ImportCounts {
         self.updated += o.updated;
         self.merged += o.merged;
         self.unchanged += o.unchanged;
-    }
-}
-
-/// The dynamic profile name for Defender's OS details: `OS_VERSION` when a version is known,
-/// else `OS` (e.g. `Windows11_23H2`, `WindowsServer2022`, `Ubuntu_22.04`). None without an OS.
-pub fn profile_name(platform: &str, version: &str) -> Option<String> {
-    let clean = |s: &str| s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect::<String>();
-    let platform = platform.trim();
-    let version = version.trim();
-    if platform.is_empty() || platform.eq_ignore_ascii_case("unknown") {
-        return None;
-    }
-    // Defender reports Linux as the platform and the distribution in the version ("Ubuntu 22.04").
-    if platform.eq_ignore_ascii_case("linux") && !version.is_empty() {
-        let mut parts = version.split_whitespace();
-        let distro = clean(parts.next().unwrap_or(""));
-        let ver = clean(&parts.collect::<Vec<_>>().join(""));
-        return match (distro.is_empty(), ver.is_empty()) {
-            (true, _) => Some("Linux".into()),
-            (false, true) => Some(distro),
-            (false, false) => Some(format!("{distro}_{ver}")),
-        };
-    }
-    let os = clean(platform);
-    let ver = clean(version);
-    if os.is_empty() {
-        None
-    } else if ver.is_empty() {
-        Some(os)
-    } else {
-        Some(format!("{os}_{ver}"))
     }
 }
 
@@ -594,20 +514,4 @@ fn risk_factors(r: &MachineRecord) -> [Option<risk::FactorValue>; 2] {
         .as_ref()
         .map(|a| (a.level.to_i16(), a.title.clone(), format!("Most severe active alert: {}", a.id)));
     [exposure, alerts]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dynamic_profiles_are_named_os_or_os_version() {
-        assert_eq!(profile_name("Windows11", "23H2").as_deref(), Some("Windows11_23H2"));
-        assert_eq!(profile_name("WindowsServer2022", "").as_deref(), Some("WindowsServer2022"));
-        assert_eq!(profile_name("Linux", "Ubuntu 22.04").as_deref(), Some("Ubuntu_22.04"));
-        assert_eq!(profile_name("macOS", "14.5").as_deref(), Some("macOS_14.5"));
-        assert_eq!(profile_name("<script>", "1").as_deref(), Some("script_1"));
-        assert_eq!(profile_name("", "23H2"), None);
-        assert_eq!(profile_name("Unknown", ""), None);
-    }
 }

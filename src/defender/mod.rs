@@ -15,6 +15,7 @@ pub mod actions;
 pub mod client;
 pub mod import;
 pub mod links;
+pub mod machine;
 pub mod review;
 pub mod service;
 pub mod settings;

@@ -1,13 +1,11 @@
 //! What the web pages and the JSON API do with the integration, in one place: save settings
 //! (with the enable/disable consequences), test a connection, start a sync, report status.
 
-use serde::Serialize;
-
 use super::ConnectionReport;
 use super::import::OWNER;
-use super::settings::{self, FieldErrors, Settings, SettingsInput};
-use super::sync::{self, client_for};
-use super::{ClientOptions, DefenderClient};
+use super::settings::{self, SecretNeeded, Settings};
+use super::sync;
+use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target};
 use crate::background::Background;
 use crate::db::Db;
 use crate::db::models::integration::{self, RunCounts, SyncRun};
@@ -49,14 +47,14 @@ impl DefenderService {
         Self { db, modeler, secrets, client_options, clients: ClientCache::default(), background }
     }
 
-    /// The client for the saved configuration, or why there is none, in plain words.
-    pub async fn client(&self) -> Result<DefenderClient, String> {
+    /// The client for the saved configuration, or why there is none.
+    pub async fn client(&self) -> Result<DefenderClient, Unavailable> {
         let config = self
             .db
             .run(|c| Ok(settings::load(c)?))
             .await
-            .map_err(|e| format!("The configuration could not be read: {e}"))?
-            .ok_or("Microsoft Defender is not configured.")?;
+            .map_err(|e| Unavailable::Unreadable(e.to_string()))?
+            .ok_or(Unavailable::NotConfigured)?;
         // Everything the client is made of: a change of any of them makes a new client.
         let version = format!(
             "{}|{}|{}|{}|{}|{}|{}",
@@ -74,77 +72,105 @@ impl DefenderService {
         {
             return Ok(client.clone());
         }
-        let s = Settings::from_config(&config)
-            .map_err(|e| format!("The saved configuration is not valid: {}", e.summary()))?;
+        let s = Settings::from_config(&config).map_err(|e| Unavailable::InvalidSaved(e.to_string()))?;
         let secret = settings::stored_secret(&self.secrets, &config)
-            .map_err(|e| e.to_string())?
-            .ok_or("No client secret is saved.")?;
-        let client = client_for(&s, &secret, self.client_options.clone()).map_err(|e| e.plain_words())?;
+            .map_err(|e| Unavailable::SecretUnusable(e.to_string()))?
+            .ok_or(Unavailable::SecretNeeded(SecretNeeded::NoneStored))?;
+        let client = client_for(&s, &secret, self.client_options.clone()).map_err(Unavailable::Defender)?;
         *cached = Some((version, client.clone()));
         Ok(client)
     }
 }
 
+/// Why the integration cannot be used as asked, each in words for the page, the API and the
+/// sync's record.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("Microsoft Defender is not configured yet.")]
+    NotConfigured,
+    #[error("{}", .0.message())]
+    SecretNeeded(SecretNeeded),
+    #[error("The saved settings are not valid: {0}")]
+    InvalidSaved(String),
+    /// The stored secret does not open for these settings (or the master key changed).
+    #[error("{0}.")]
+    SecretUnusable(String),
+    #[error("The configuration could not be read: {0}")]
+    Unreadable(String),
+    #[error("{}", .0.plain_words())]
+    Defender(super::DefenderError),
+}
+
 /// The outcome of a save.
 pub enum Saved {
-    Ok { message: String },
-    Invalid(FieldErrors),
+    Ok {
+        message: String,
+    },
+    /// The stored secret cannot be kept for these settings: nothing was saved.
+    SecretNeeded(SecretNeeded),
 }
 
 impl DefenderService {
-    /// Validates and saves in one write transaction: what is checked (above all, whether the stored
-    /// secret may be kept) is what is saved over, even when two admins save at once.
-    pub async fn save(&self, input: SettingsInput, by: &str) -> anyhow::Result<Saved> {
+    /// Records a settings form that was refused (the form's messages in the audit log).
+    pub async fn refused(&self, by: &str, summary: &str, secret_typed: bool) -> anyhow::Result<Option<SecretNeeded>> {
+        let (by, summary) = (by.to_owned(), summary.to_owned());
+        self.db
+            .run(move |c| {
+                // Said with the other fields' messages, so that one attempt shows every mistake.
+                let needed = (!secret_typed && settings::load(c)?.is_none_or(|s| s.secret_ciphertext.is_none()))
+                    .then_some(SecretNeeded::NoneStored);
+                audit::entry(&by, "defender.configure")
+                    .target("Microsoft Defender")
+                    .outcome("refused")
+                    .details(&summary)
+                    .record(c)?;
+                Ok(needed)
+            })
+            .await
+    }
+
+    /// Saves settings checked by the form, in one write transaction with the decision whether
+    /// the stored secret may be kept: what is checked is what is saved over, even when two admins
+    /// save at once.
+    pub async fn save(&self, s: Settings, by: &str) -> anyhow::Result<Saved> {
         let ctx = self;
         let (secrets, modeler, by_owned) = (ctx.secrets.clone(), ctx.modeler.clone(), by.to_owned());
+        let enabled = s.enabled;
         let outcome = ctx
             .db
             .run(move |c| {
                 c.write_transaction(|c| {
                     let existing = settings::load(c)?;
-                    let s = match settings::validate(&input, existing.as_ref()) {
-                        Ok(s) => s,
-                        Err(errors) => {
-                            audit::record(
-                                c,
-                                audit::NewAudit {
-                                    actor: &by_owned,
-                                    action: "defender.configure",
-                                    target: "Microsoft Defender",
-                                    outcome: "refused",
-                                    details: &errors.summary(),
-                                },
-                            )?;
-                            return Ok(Err(errors));
-                        }
-                    };
+                    if let Err(why) = s.keeps_secret_of(existing.as_ref()) {
+                        audit::entry(&by_owned, "defender.configure")
+                            .target("Microsoft Defender")
+                            .outcome("refused")
+                            .details(&format!("client_secret: {}", why.message()))
+                            .record(c)?;
+                        return Ok(Err(why));
+                    }
                     let was_enabled = existing.as_ref().is_some_and(|c| c.enabled);
                     let details = settings::describe_change(existing.as_ref(), &s);
                     settings::save(c, &secrets, &s, &by_owned)?;
                     let removed = if was_enabled && !s.enabled { disable(c, &modeler)? } else { 0 };
-                    audit::record(
-                        c,
-                        audit::NewAudit {
-                            actor: &by_owned,
-                            action: "defender.configure",
-                            target: "Microsoft Defender",
-                            outcome: "success",
-                            details: &details,
-                        },
-                    )?;
-                    Ok(Ok((s, was_enabled, removed)))
+                    audit::entry(&by_owned, "defender.configure")
+                        .target("Microsoft Defender")
+                        .outcome("success")
+                        .details(&details)
+                        .record(c)?;
+                    Ok(Ok((was_enabled, removed)))
                 })
             })
             .await?;
-        let (s, was_enabled, removed) = match outcome {
+        let (was_enabled, removed) = match outcome {
             Ok(saved) => saved,
-            Err(errors) => return Ok(Saved::Invalid(errors)),
+            Err(why) => return Ok(Saved::SecretNeeded(why)),
         };
         let mut message = "Saved.".to_owned();
-        if s.enabled && !was_enabled {
+        if enabled && !was_enabled {
             sync::start(self, "enabled", by).await?;
             message = "Saved and enabled: the first sync has started.".into();
-        } else if was_enabled && !s.enabled {
+        } else if was_enabled && !enabled {
             message = format!(
                 "Saved and disabled: the integration's profiles were deleted and {removed} endpoints re-modeled with the standard profiles; imported endpoints are kept."
             );
@@ -171,34 +197,34 @@ fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler)
 impl DefenderService {
     pub async fn test(
         &self,
-        typed: Option<&SettingsInput>,
+        typed: Option<Settings>,
         by: &str,
-    ) -> anyhow::Result<Result<ConnectionReport, String>> {
+    ) -> anyhow::Result<Result<ConnectionReport, Unavailable>> {
         let ctx = self;
         let existing = ctx.db.run(|c| Ok(settings::load(c)?)).await?;
         let s: Settings = match (typed, &existing) {
-            (Some(input), _) => match settings::validate(input, existing.as_ref()) {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(format!("Fix the form first: {}", e.summary()))),
+            (Some(s), _) => match s.keeps_secret_of(existing.as_ref()) {
+                Ok(()) => s,
+                Err(why) => return Ok(Err(Unavailable::SecretNeeded(why))),
             },
             (None, Some(config)) => match Settings::from_config(config) {
                 Ok(s) => s,
-                Err(e) => return Ok(Err(format!("The saved settings are not valid: {}", e.summary()))),
+                Err(e) => return Ok(Err(Unavailable::InvalidSaved(e.to_string()))),
             },
-            (None, None) => return Ok(Err("Microsoft Defender is not configured yet.".into())),
+            (None, None) => return Ok(Err(Unavailable::NotConfigured)),
         };
         let secret = match (&s.new_secret, &existing) {
             (Some(typed), _) => typed.clone(),
             (None, Some(config)) => match settings::stored_secret(&ctx.secrets, config) {
                 Ok(secret) => secret.unwrap_or_default(),
                 // Sealed for another destination: nothing is sent anywhere.
-                Err(e) => return Ok(Err(format!("{e}."))),
+                Err(e) => return Ok(Err(Unavailable::SecretUnusable(e.to_string()))),
             },
             (None, None) => String::new(),
         };
-        let outcome = match sync::client_for(&s, &secret, ctx.client_options.clone()) {
-            Ok(client) => client.test_connection().await.map_err(|e| e.plain_words()),
-            Err(e) => Err(e.plain_words()),
+        let outcome = match client_for(&s, &secret, ctx.client_options.clone()) {
+            Ok(client) => client.test_connection().await.map_err(Unavailable::Defender),
+            Err(e) => Err(Unavailable::Defender(e)),
         };
         let details = match &outcome {
             Ok(_) => format!("{}: success", s.hosts_contacted()),
@@ -208,16 +234,11 @@ impl DefenderService {
         let by = by.to_owned();
         ctx.db
             .run(move |c| {
-                Ok(audit::record(
-                    c,
-                    audit::NewAudit {
-                        actor: &by,
-                        action: "defender.test",
-                        target: "Microsoft Defender",
-                        outcome: outcome_word,
-                        details: &details,
-                    },
-                )?)
+                Ok(audit::entry(&by, "defender.test")
+                    .target("Microsoft Defender")
+                    .outcome(outcome_word)
+                    .details(&details)
+                    .record(c)?)
             })
             .await?;
         Ok(outcome)
@@ -225,7 +246,7 @@ impl DefenderService {
 }
 
 /// What `GET /api/v1/integrations/defender/status` and the page show.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Status {
     pub configured: bool,
     pub enabled: bool,
@@ -334,8 +355,22 @@ impl DefenderService {
     }
 
     /// Defender's list of a machine's actions.
-    pub async fn machine_actions(&self, machine_id: &str) -> Result<Vec<super::MachineAction>, String> {
+    pub async fn machine_actions(&self, machine_id: &str) -> Result<Vec<super::MachineAction>, Unavailable> {
         let client = self.client().await?;
-        client.machine_actions(machine_id).await.map_err(|e| e.plain_words())
+        client.machine_actions(machine_id).await.map_err(Unavailable::Defender)
     }
+}
+
+/// Builds a client for settings; `secret` is the typed one or, when empty, the stored one.
+fn client_for(s: &Settings, secret: &str, options: ClientOptions) -> Result<DefenderClient, DefenderError> {
+    let (login_base_url, api_base_url, scope) = s.hosts();
+    DefenderClient::new(
+        Credentials {
+            tenant_id: s.tenant_id.clone(),
+            client_id: s.client_id.clone(),
+            client_secret: Secret::new(secret),
+        },
+        Target { login_base_url, api_base_url, scope },
+        options,
+    )
 }

@@ -3,6 +3,7 @@
 //! the database layer and the integrations call into these rules; everything is unit-tested in
 //! place.
 
+pub mod action;
 pub mod ids;
 pub mod mac;
 pub mod observations;

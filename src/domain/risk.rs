@@ -43,6 +43,11 @@ impl RiskLevel {
         self as i16
     }
 
+    /// The display name of a stored level (an unknown value shows as `"None"`).
+    pub fn label_of(stored: i16) -> &'static str {
+        RiskLevel::from_i16(stored).unwrap_or_default().as_str()
+    }
+
     /// The level stored as [`RiskLevel::to_i16`], or `None` for any other value.
     pub fn from_i16(value: i16) -> Option<RiskLevel> {
         usize::try_from(value).ok().and_then(|i| RiskLevel::ALL.get(i).copied())

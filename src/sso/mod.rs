@@ -17,57 +17,56 @@ pub mod settings;
 pub use oidc::{Identity, Pending, Sso};
 
 use crate::db::Db;
+use crate::db::models::audit;
+use crate::defender::settings::SecretNeeded;
 use crate::secrets::SecretBox;
-use settings::{FieldErrors, SsoInput};
+use settings::SsoSettings;
 
-/// Validates and stores what an administrator typed, with an audit entry; the message to show,
-/// or the fields to correct.
+/// Stores settings checked by the form, with an audit entry, in one write transaction with
+/// the decision whether the stored secret may be kept (only for the authority, tenant and client
+/// it was saved for, even when two admins save at once): the message to show, or why the secret
+/// must be typed again.
 pub async fn configure(
     db: &Db,
     secrets: &SecretBox,
-    input: SsoInput,
+    s: SsoSettings,
     by: &str,
-) -> anyhow::Result<Result<String, FieldErrors>> {
+) -> anyhow::Result<Result<String, SecretNeeded>> {
     let (secrets, by) = (secrets.clone(), by.to_owned());
-    // Validated and saved in one write transaction: the stored secret is kept only for the
-    // destination it was checked against, even when two admins save at once.
     db.run(move |c| {
         c.write_transaction(|c| {
             let old = settings::load(c)?;
-            let s = match settings::validate(&input, old.as_ref()) {
-                Ok(s) => s,
-                Err(errors) => {
-                    crate::db::models::audit::record(
-                        c,
-                        crate::db::models::audit::NewAudit {
-                            actor: &by,
-                            action: "sso.configure",
-                            target: settings::NAME,
-                            outcome: "refused",
-                            details: &errors.summary(),
-                        },
-                    )?;
-                    return Ok(Err(errors));
-                }
-            };
+            if let Err(why) = s.keeps_secret_of(old.as_ref()) {
+                let details = format!("client_secret: {}", why.message());
+                audit::entry(&by, "sso.configure")
+                    .target(settings::NAME)
+                    .outcome("refused")
+                    .details(&details)
+                    .record(c)?;
+                return Ok(Err(why));
+            }
             let details = settings::describe_change(old.as_ref(), &s);
             settings::save(c, &secrets, &s, &by)?;
-            crate::db::models::audit::record(
-                c,
-                crate::db::models::audit::NewAudit {
-                    actor: &by,
-                    action: "sso.configure",
-                    target: settings::NAME,
-                    outcome: "success",
-                    details: &details,
-                },
-            )?;
+            audit::entry(&by, "sso.configure").target(settings::NAME).outcome("success").details(&details).record(c)?;
             Ok(Ok(if s.enabled {
                 "Saved. Sign-in with Microsoft is enabled.".to_owned()
             } else {
                 "Saved. Sign-in with Microsoft is disabled.".to_owned()
             }))
         })
+    })
+    .await
+}
+
+/// Records a settings form that was refused (the form's messages in the audit log).
+pub async fn refused(db: &Db, by: &str, summary: &str, secret_typed: bool) -> anyhow::Result<Option<SecretNeeded>> {
+    let (by, summary) = (by.to_owned(), summary.to_owned());
+    db.run(move |c| {
+        // Said with the other fields' messages, so that one attempt shows every mistake.
+        let needed = (!secret_typed && settings::load(c)?.is_none_or(|s| s.secret_ciphertext.is_none()))
+            .then_some(SecretNeeded::NoneStored);
+        audit::entry(&by, "sso.configure").target(settings::NAME).outcome("refused").details(&summary).record(c)?;
+        Ok(needed)
     })
     .await
 }

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
 use crate::error::AppError;
+use crate::web::htmx::Htmx;
 
 #[derive(Template)]
 #[template(path = "error.html")]
@@ -67,10 +68,6 @@ fn default_message(status: StatusCode) -> &'static str {
     }
 }
 
-fn is_htmx(req: &HttpRequest) -> bool {
-    req.headers().contains_key("hx-request")
-}
-
 fn present(
     req: &HttpRequest,
     status: StatusCode,
@@ -83,7 +80,7 @@ fn present(
         HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
     } else if status == StatusCode::UNAUTHORIZED {
         login_redirect(req)
-    } else if is_htmx(req) {
+    } else if Htmx::of(req).request {
         let html = Flash { kind: "error", message }.render().unwrap_or_default();
         // Keep the status (so htmx treats it as an error) but show the message in place.
         HttpResponse::build(status)
@@ -106,13 +103,13 @@ fn present(
 
 /// Sends a signed-out visitor to the login page, back to where they were afterwards.
 fn login_redirect(req: &HttpRequest) -> HttpResponse {
-    let next = if req.method() == actix_web::http::Method::GET && !is_htmx(req) {
+    let next = if req.method() == actix_web::http::Method::GET && !Htmx::of(req).request {
         req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
     } else {
         "/"
     };
     let location = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
-    if is_htmx(req) {
+    if Htmx::of(req).request {
         // A redirect inside an htmx request would swap the login page into a fragment.
         HttpResponse::Unauthorized().insert_header(("HX-Redirect", location)).finish()
     } else {

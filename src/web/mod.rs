@@ -7,7 +7,11 @@ pub mod auth;
 pub mod cache;
 pub mod client;
 pub mod errors;
+pub mod filters;
+pub mod forms;
 pub mod health;
+pub mod htmx;
+pub mod login_guard;
 pub mod metrics;
 pub mod pages;
 pub mod refusals;
@@ -32,11 +36,11 @@ pub struct AppState {
     /// The Defender integration: what pages, the API and the jobs ask of it.
     pub defender: crate::defender::service::DefenderService,
     pub settings: Arc<Settings>,
-    pub login_throttle: pages::login::LoginThrottle,
+    pub login_throttle: login_guard::LoginThrottle,
     /// Password checks that may run at once (each Argon2 check holds about 19 MiB).
-    pub password_checks: pages::login::PasswordChecks,
+    pub password_checks: login_guard::PasswordChecks,
     /// Browsers in which a user signed in before (device cookies).
-    pub login_devices: pages::login::LoginDevices,
+    pub login_devices: login_guard::LoginDevices,
     /// The sign-in form's CSRF token for browsers without a session.
     pub login_csrf: security::LoginCsrf,
     /// Refusals written to the audit log once per actor, kind and minute.

@@ -98,16 +98,7 @@ async fn write_counted(db: &Db, c: Counted) {
 async fn write(db: &Db, r: Refusal) {
     let written = db
         .run(move |c| {
-            Ok(audit::record(
-                c,
-                audit::NewAudit {
-                    actor: &r.actor,
-                    action: r.action,
-                    target: &r.target,
-                    outcome: "refused",
-                    details: &r.details,
-                },
-            )?)
+            Ok(audit::entry(&r.actor, r.action).target(&r.target).outcome("refused").details(&r.details).record(c)?)
         })
         .await;
     if let Err(e) = written {

@@ -238,3 +238,51 @@ fn every_declared_dependency_is_used() {
     }
     assert!(unused.is_empty(), "declared but never used:\n{}", unused.join("\n"));
 }
+
+/// Machine action states are one enum (`src/domain/action.rs`) everywhere: no code compares or
+/// writes their names as strings.
+#[test]
+fn action_states_are_an_enum_not_strings() {
+    let states = [
+        "\"Requested\"",
+        "\"Pending\"",
+        "\"InProgress\"",
+        "\"Succeeded\"",
+        "\"Failed\"",
+        "\"TimeOut\"",
+        "\"Cancelled\"",
+    ];
+    let mut found = Vec::new();
+    for file in rust_files(&Path::new(ROOT).join("src")) {
+        let rel = relative(&file);
+        if rel == "src/domain/action.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Test data (seeds, expected figures) may spell them: only the code before its tests counts.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code_lines(code) {
+            // A raw string is a sample of Defender's JSON (fuzz seeds), not a comparison.
+            if states.iter().any(|s| line.contains(s)) && !line.contains("r#\"") {
+                found.push(format!("{rel}:{n}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "action states spelled as strings:\n{}", found.join("\n"));
+}
+
+/// The JSON API answers with response types of its own (under `src/web/api`), so a new column
+/// never reaches API callers by accident: nothing in the database layer is serializable.
+#[test]
+fn database_rows_are_not_api_responses() {
+    let mut found = Vec::new();
+    for file in rust_files(&Path::new(ROOT).join("src/db")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in code_lines(&text) {
+            if line.split(|c: char| !c.is_alphanumeric() && c != '_').any(|word| word == "Serialize") {
+                found.push(format!("{}:{n}: {}", relative(&file), line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "serializable database rows:\n{}", found.join("\n"));
+}

@@ -2,6 +2,9 @@
 //! failures, complete paging, rate limits, retries, token refresh, link safety, timeouts,
 //! malformed answers, duplicates and machine actions. A tiny scripted HTTP server covers what
 //! the simulator cannot produce (a page repeated forever, a link to a watched foreign host).
+//!
+//! Long because each test replays one behaviour of the client end to end; they share the
+//! scripted server and the set-up at the top.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! The Defender integration end to end, over real HTTP between the app and the simulator:
 //! configuration through the JSON API, Test Connection, full and unchanged syncs whose results
 //! match what the simulator holds, faults, the secret never leaving the server, disabling.
+//!
+//! Long because each test is one journey of the integration with its own tenant, checked
+//! against what the simulator holds.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -9,7 +12,7 @@ use defender_sim::{RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::schema::{defender_machines, endpoint_history, endpoints, profiles};
-use endpoint_analytics::defender::import::profile_name;
+use endpoint_analytics::defender::machine::profile_name;
 use endpoint_analytics::domain::mac::normalize_mac;
 use serde_json::{Value, json};
 
@@ -682,7 +685,8 @@ async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
 #[tokio::test]
 async fn one_import_batch_matches_as_if_its_machines_were_written_one_by_one() {
     use endpoint_analytics::db::schema::{endpoint_sources, risk_factors};
-    use endpoint_analytics::defender::import::{ImportCounts, MachineRecord, TopVulnerability, import_batch};
+    use endpoint_analytics::defender::import::{ImportCounts, import_batch};
+    use endpoint_analytics::defender::machine::{MachineRecord, TopVulnerability};
     use endpoint_analytics::domain::risk::RiskLevel;
 
     let app = spawn_app().await;

@@ -1,6 +1,9 @@
 //! The doors an attacker tried (docs/security.md, "Attacks tried"): each test replays one attack
 //! over real HTTP against the running application (and the simulator, or a hostile server of
 //! the test's own) and shows that it no longer works.
+//!
+//! Long because each attack is replayed whole, from the attacker's first request to the proof
+//! that it fails.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -141,7 +144,7 @@ async fn a_password_never_opens_an_account_made_by_entra() {
     let mut off = crate::sso::sso_input(&sim);
     off.enabled = false;
     off.client_secret.clear();
-    endpoint_analytics::sso::configure(&app.db, &app.state.secrets, off, "test").await.unwrap().unwrap();
+    crate::sso::configure_sso(&app.db, &app.state.secrets, off).await;
     try_all("sign-in with Microsoft disabled").await;
 }
 
@@ -540,7 +543,7 @@ async fn outbound_answers_are_size_capped() {
     let huge = hostile_server(2 << 20, false).await;
     let mut sso = crate::sso::sso_input(&sim);
     sso.authority = huge;
-    endpoint_analytics::sso::configure(&app.db, &app.state.secrets, sso, "test").await.unwrap().unwrap();
+    crate::sso::configure_sso(&app.db, &app.state.secrets, sso).await;
     let client = browser();
     let res = client.get(app.url("/login/entra")).send().await.unwrap();
     assert_eq!(res.status(), 303);
@@ -568,7 +571,7 @@ async fn control_characters_and_bidi_overrides_are_escaped_in_logs_and_the_audit
     .master_key()
     .unwrap();
     let secrets = endpoint_analytics::secrets::SecretBox::new(&key);
-    endpoint_analytics::sso::configure(&db, &secrets, input, "test").await.unwrap().unwrap();
+    crate::sso::configure_sso(&db, &secrets, input).await;
     let client = browser();
     let res = client.get(p.url("/login/entra")).send().await.unwrap();
     let authorize = crate::sso::location(&res);

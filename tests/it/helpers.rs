@@ -224,8 +224,8 @@ impl TestApp {
 /// them from what the simulator says about itself.
 pub fn defender_settings(
     sim: &defender_sim::RunningSimulator,
-) -> endpoint_analytics::defender::settings::SettingsInput {
-    endpoint_analytics::defender::settings::SettingsInput {
+) -> endpoint_analytics::web::forms::defender::SettingsInput {
+    endpoint_analytics::web::forms::defender::SettingsInput {
         tenant_id: sim.tenant_id.clone(),
         client_id: sim.client_id.clone(),
         client_secret: sim.client_secret.clone(),
@@ -246,11 +246,13 @@ impl TestApp {
     }
 
     /// Saves these Defender settings as an admin would (enabled or not, as they say).
-    pub async fn enable_defender_with(&self, input: endpoint_analytics::defender::settings::SettingsInput) {
+    pub async fn enable_defender_with(&self, input: endpoint_analytics::web::forms::defender::SettingsInput) {
         use endpoint_analytics::defender::service::Saved;
-        match self.state.defender.save(input, "test").await.expect("the settings are saved") {
+        let checked = endpoint_analytics::web::forms::defender::validate(&input)
+            .unwrap_or_else(|e| panic!("the simulator's settings were refused: {}", e.summary()));
+        match self.state.defender.save(checked, "test").await.expect("the settings are saved") {
             Saved::Ok { .. } => {}
-            Saved::Invalid(e) => panic!("the simulator's settings were refused: {}", e.summary()),
+            Saved::SecretNeeded(why) => panic!("the simulator's settings were refused: {}", why.message()),
         }
     }
 

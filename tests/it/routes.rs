@@ -266,7 +266,7 @@ async fn setup() -> (TestApp, RunningSimulator, Callers, i64) {
     assert_eq!(run.status, "succeeded", "{}", run.error);
     let mut off = defender_settings(&sim);
     off.enabled = false;
-    app.state.defender.save(off, "test").await.unwrap();
+    app.enable_defender_with(off).await;
     let callers = Callers::new(&app).await;
     let admin = &callers.tokens.iter().find(|(r, _)| *r == Role::Admin).unwrap().1;
     let list = app.api_get(admin, "/api/v1/endpoints?limit=1").await;

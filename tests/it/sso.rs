@@ -8,7 +8,7 @@ use defender_sim::{Faults, IdTokenFault, RunningSimulator, SimConfig, SimUser};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::models::users;
-use endpoint_analytics::sso::settings::SsoInput;
+use endpoint_analytics::web::forms::sso::SsoInput;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -34,15 +34,25 @@ pub fn sso_input(sim: &RunningSimulator) -> SsoInput {
     }
 }
 
+/// Saves Entra sign-in settings as an admin saving the form would (they must be accepted).
+pub async fn configure_sso(
+    db: &endpoint_analytics::db::Db,
+    secrets: &endpoint_analytics::secrets::SecretBox,
+    input: SsoInput,
+) {
+    let checked = endpoint_analytics::web::forms::sso::validate(&input)
+        .unwrap_or_else(|e| panic!("the sign-in settings were refused: {}", e.summary()));
+    let saved =
+        endpoint_analytics::sso::configure(db, secrets, checked, "test").await.expect("the settings are stored");
+    if let Err(why) = saved {
+        panic!("the sign-in settings were refused: {}", why.message());
+    }
+}
+
 impl TestApp {
     /// Configures and enables Entra sign-in against `sim`, as an admin saving the form would.
     pub async fn enable_sso(&self, sim: &RunningSimulator) {
-        let saved = endpoint_analytics::sso::configure(&self.db, &self.state.secrets, sso_input(sim), "test")
-            .await
-            .expect("the settings are stored");
-        if let Err(e) = saved {
-            panic!("the simulator's sign-in settings were refused: {}", e.summary());
-        }
+        configure_sso(&self.db, &self.state.secrets, sso_input(sim)).await;
     }
 }
 
@@ -352,7 +362,7 @@ async fn disabled_sign_in_is_not_offered_and_refused() {
     let back = at_simulator(&authorize, "adele.admin@contoso.onmicrosoft.com", "sign_in").await;
     // Disabled between leaving for Entra and coming back.
     let off = SsoInput { enabled: false, client_secret: String::new(), ..sso_input(&sim) };
-    endpoint_analytics::sso::configure(&app.db, &app.state.secrets, off, "test").await.unwrap().unwrap();
+    crate::sso::configure_sso(&app.db, &app.state.secrets, off).await;
     let res = client.get(&back).send().await.unwrap();
     assert_eq!(res.status(), 303);
     let page = client.get(app.url(&location(&res))).send().await.unwrap().text().await.unwrap();

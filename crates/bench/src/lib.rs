@@ -129,10 +129,11 @@ impl SimProcess {
         Ok(reqwest::get(format!("{}/_sim/tenant", self.base)).await?.json().await?)
     }
 
-    /// Settings that point the product at this simulator (saved disabled: the caller syncs).
-    pub fn settings(&self) -> endpoint_analytics::defender::settings::SettingsInput {
+    /// Settings that point the product at this simulator (saved disabled: the caller syncs),
+    /// as the settings form checks them.
+    pub fn settings(&self) -> endpoint_analytics::defender::settings::Settings {
         use defender_sim::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID};
-        endpoint_analytics::defender::settings::SettingsInput {
+        let typed = endpoint_analytics::web::forms::defender::SettingsInput {
             tenant_id: DEFAULT_TENANT_ID.into(),
             client_id: DEFAULT_CLIENT_ID.into(),
             client_secret: DEFAULT_CLIENT_SECRET.into(),
@@ -140,7 +141,8 @@ impl SimProcess {
             api_base_url: self.base.clone(),
             enabled: false,
             ..Default::default()
-        }
+        };
+        endpoint_analytics::web::forms::defender::validate(&typed).expect("the simulator's settings are valid")
     }
 }
 

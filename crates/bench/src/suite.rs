@@ -7,6 +7,9 @@
 //! limits. Pages are loaded with `wrk` against the product and against [`BytesServer`] serving
 //! the same bytes from memory. Timings never fail the run; errors do (a failed sync, a 429, a
 //! page error under load), which is what the CI smoke run (`--smoke`) checks.
+//!
+//! Long because each figure is measured here beside its baseline, in the order the table prints
+//! them, and the figures share one running application.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

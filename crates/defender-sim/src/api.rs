@@ -6,6 +6,9 @@
 //! Pipeline (in [`serve`]): count the call → bearer token (401) → audience and role (403) →
 //! documented rate limit for (client, API) (429 + `Retry-After`) → fault rules (delay, 429,
 //! 5xx) → handler → body faults (wrong types, corruption, truncation, stall) → count status.
+//!
+//! Long because every route is written against the one request pipeline at its top (token,
+//! roles, rate limits, faults, OData options); each route's own part is short.
 
 use crate::ids::is_guid;
 use std::time::Duration;

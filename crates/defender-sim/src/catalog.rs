@@ -1,6 +1,8 @@
 //! Static tables the generator draws from: operating systems, software products, alert
 //! templates, device groups, name parts, network-only device kinds and the hostile strings.
 //! Keeping them here leaves `tenant.rs` about *how* a tenant is built, not *what* it contains.
+//!
+//! Long because it is data: one line per operating system, product, alert or name part.
 
 /// Platform groups: which OS a machine runs, used to keep software and vulnerabilities
 /// plausible (no Windows KBs on a Mac). Bit positions in [`Product::groups`].

@@ -3,6 +3,10 @@
 //! nothing of Endpoint Analytics: the product, its tests, the demo and the benchmarks reach it
 //! over HTTP only, as they would reach Microsoft.
 //!
+//! Long because it holds the command line (one option per behaviour the tests switch, each
+//! documented in `docs/simulator.md`), the start-up, and the typed admin calls of a running
+//! simulator that tests and benchmarks use.
+//!
 //! Layout:
 //! * `lib.rs` – public API: [`SimulateArgs`] (CLI of the `defender-sim` binary), [`SimConfig`],
 //!   [`start`]/[`run`], [`RunningSimulator`], and the shared server state; `main.rs` – the binary.
@@ -19,6 +23,7 @@
 //!   knobs and counters; `admin.rs` – the `/_sim/*` admin endpoints.
 //!
 //! See `docs/simulator.md` for what is covered and how it differs from the real service.
+
 
 mod actions;
 mod admin;

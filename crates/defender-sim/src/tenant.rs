@@ -8,6 +8,10 @@
 //! [`Tenant::machine_vulnerability_indices`] re-derives the rows from a per-machine RNG
 //! whenever they are needed, and a prefix-sum array maps a global row offset to
 //! (machine, row) by binary search so that `$skip` over the bulk listings is O(log n).
+//!
+//! Long because the parts of a tenant derive from one another in one deterministic order
+//! (machines, then their software, vulnerabilities, alerts and observations); the same seed must
+//! give the same tenant, and keeping the derivation in one file keeps that order visible.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -1,6 +1,9 @@
 //! JSON shapes of the API entities (camelCase, as on the Learn entity pages plus the observed
 //! extra fields listed in defender-api.md §5). Views borrow from the tenant and serialise
 //! straight into the response buffer; no intermediate `serde_json::Value`.
+//!
+//! Long because each entity's JSON is written out field by field, in Microsoft's casing, as on
+//! its Learn page: a reader checks them against `docs/defender-api.md` line by line.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

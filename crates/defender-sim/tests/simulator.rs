@@ -1,6 +1,8 @@
 //! The Defender/Entra simulator over real HTTP: token endpoint, every API's JSON shape against
 //! defender-api.md, paging, filters, the action lifecycle, auth failures, rate limits and each
 //! fault knob. Tenants are small so the whole file stays fast.
+//!
+//! Long because it checks every documented behaviour of the simulator, one test per behaviour.
 
 use std::collections::HashSet;
 use std::io::Read;

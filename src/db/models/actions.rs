@@ -4,15 +4,16 @@ use diesel::prelude::*;
 
 use crate::db::schema::machine_actions;
 use crate::db::{AnyConnection, engine_query, now};
+pub use crate::domain::action::ActionStatus;
 
-/// Statuses while an action is open; the others are final.
-pub const OPEN: [&str; 3] = ["Requested", "Pending", "InProgress"];
+/// The open statuses as stored.
+const OPEN: [&str; 3] =
+    [ActionStatus::OPEN[0].as_str(), ActionStatus::OPEN[1].as_str(), ActionStatus::OPEN[2].as_str()];
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = machine_actions)]
 pub struct ActionRow {
     pub id: i64,
-    #[serde(skip)]
     pub idempotency_key: String,
     pub endpoint_id: i64,
     pub machine_id: String,
@@ -20,19 +21,19 @@ pub struct ActionRow {
     pub scope: String,
     pub comment: String,
     pub requested_by: String,
-    pub status: String,
+    #[diesel(deserialize_as = String)]
+    pub status: ActionStatus,
     pub defender_action_id: String,
     pub error: String,
     pub created_at: i64,
     pub sent_at: Option<i64>,
     pub updated_at: i64,
-    #[serde(skip)]
     pub polled_at: i64,
 }
 
 impl ActionRow {
     pub fn is_open(&self) -> bool {
-        OPEN.contains(&self.status.as_str())
+        self.status.is_open()
     }
 }
 
@@ -73,7 +74,7 @@ pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult
             machine_actions::scope.eq(a.scope),
             machine_actions::comment.eq(a.comment),
             machine_actions::requested_by.eq(a.requested_by),
-            machine_actions::status.eq("Requested"),
+            machine_actions::status.eq(ActionStatus::Requested.as_str()),
             machine_actions::created_at.eq(t),
             machine_actions::updated_at.eq(t),
         ))
@@ -127,12 +128,12 @@ pub fn open_actions(conn: &mut AnyConnection) -> QueryResult<Vec<ActionRow>> {
     machine_actions::table.filter(machine_actions::status.eq_any(OPEN)).select(ActionRow::as_select()).load(conn)
 }
 
-pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: &str) -> QueryResult<usize> {
+pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: ActionStatus) -> QueryResult<usize> {
     let t = now();
     diesel::update(machine_actions::table.find(id))
         .set((
             machine_actions::defender_action_id.eq(defender_id),
-            machine_actions::status.eq(status),
+            machine_actions::status.eq(status.as_str()),
             machine_actions::sent_at.eq(Some(t)),
             machine_actions::updated_at.eq(t),
             machine_actions::polled_at.eq(t),
@@ -140,11 +141,11 @@ pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: &
         .execute(conn)
 }
 
-pub fn set_status(conn: &mut AnyConnection, id: i64, status: &str, error: &str) -> QueryResult<usize> {
+pub fn set_status(conn: &mut AnyConnection, id: i64, status: ActionStatus, error: &str) -> QueryResult<usize> {
     let t = now();
     diesel::update(machine_actions::table.find(id))
         .set((
-            machine_actions::status.eq(status),
+            machine_actions::status.eq(status.as_str()),
             machine_actions::error.eq(error),
             machine_actions::updated_at.eq(t),
             machine_actions::polled_at.eq(t),

@@ -17,13 +17,37 @@ pub struct AuditEntry {
     pub details: String,
 }
 
-/// What happened, as recorded. `actor` is a user name, `token:NAME`, or `system`.
-pub struct NewAudit<'a> {
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub target: &'a str,
-    pub outcome: &'a str,
-    pub details: &'a str,
+/// An entry being made: `audit::entry(actor, action).target(t).outcome(o).details(d).record(c)`.
+/// `actor` is a user name, `token:NAME`, `cli` or `system`; what is not given is empty.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    outcome: &'a str,
+    details: &'a str,
+}
+
+/// Who did what: the start of an [`Entry`].
+pub fn entry<'a>(actor: &'a str, action: &'a str) -> Entry<'a> {
+    Entry { actor, action, target: "", outcome: "", details: "" }
+}
+
+impl<'a> Entry<'a> {
+    /// To what.
+    pub fn target(self, target: &'a str) -> Self {
+        Self { target, ..self }
+    }
+    /// How it ended: success, failure, refused, requested, sent, or an action's final status.
+    pub fn outcome(self, outcome: &'a str) -> Self {
+        Self { outcome, ..self }
+    }
+    pub fn details(self, details: &'a str) -> Self {
+        Self { details, ..self }
+    }
+    pub fn record(self, conn: &mut AnyConnection) -> QueryResult<usize> {
+        record(conn, self)
+    }
 }
 
 /// The longest text kept per field: a refused request may carry megabytes.
@@ -40,7 +64,7 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-pub fn record(conn: &mut AnyConnection, e: NewAudit<'_>) -> QueryResult<usize> {
+fn record(conn: &mut AnyConnection, e: Entry<'_>) -> QueryResult<usize> {
     diesel::insert_into(audit_log::table)
         .values((
             audit_log::at.eq(now()),

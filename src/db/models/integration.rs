@@ -39,7 +39,7 @@ pub fn save(conn: &mut AnyConnection, config: &IntegrationConfig) -> QueryResult
     Ok(())
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = sync_runs)]
 pub struct SyncRun {
     pub id: i64,

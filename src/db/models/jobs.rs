@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use crate::db::schema::{app_settings, jobs};
 use crate::db::{AnyConnection, now};
 
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = jobs)]
 pub struct Job {
     pub id: i64,

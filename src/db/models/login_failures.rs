@@ -1,6 +1,6 @@
 //! Sign-in attempts counted per key (a user name, or a client address), shared by every
 //! instance. The policy (how many attempts are free, how the wait grows) is
-//! `web::pages::login::LoginThrottle`; this file only keeps the counts atomically.
+//! `web::login_guard::LoginThrottle`; this file only keeps the counts atomically.
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

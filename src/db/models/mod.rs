@@ -1,10 +1,12 @@
-//! One file per table (or small group of tables): its row type and its queries.
+//! One file per table (or small group of tables): its row type and its queries; and one per
+//! read model that a page reads across rows (`endpoint_list`).
 
 pub mod actions;
 pub mod api_tokens;
 pub mod audit;
 pub mod defender_machines;
 pub mod defender_sync_staging;
+pub mod endpoint_list;
 pub mod endpoints;
 pub mod events;
 pub mod integration;

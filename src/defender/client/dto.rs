@@ -13,6 +13,7 @@
 //! page with [`super::DefenderError::BadResponse`] naming the record and the field, so a sync
 //! never commits a silently partial inventory.
 
+pub use crate::domain::action::ActionStatus;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
@@ -326,46 +327,6 @@ pub struct MachineAction {
     #[serde(deserialize_with = "de_time")]
     pub cancellation_date_time_utc: Option<DateTime<Utc>>,
     pub error_h_result: Option<i64>,
-}
-
-/// Lifecycle state of a machine action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActionStatus {
-    Pending,
-    InProgress,
-    Succeeded,
-    Failed,
-    TimeOut,
-    Cancelled,
-}
-
-impl ActionStatus {
-    pub fn parse(s: &str) -> Option<ActionStatus> {
-        let s = s.trim();
-        [
-            ActionStatus::Pending,
-            ActionStatus::InProgress,
-            ActionStatus::Succeeded,
-            ActionStatus::Failed,
-            ActionStatus::TimeOut,
-            ActionStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|a| a.as_str().eq_ignore_ascii_case(s))
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionStatus::Pending => "Pending",
-            ActionStatus::InProgress => "InProgress",
-            ActionStatus::Succeeded => "Succeeded",
-            ActionStatus::Failed => "Failed",
-            ActionStatus::TimeOut => "TimeOut",
-            ActionStatus::Cancelled => "Cancelled",
-        }
-    }
-    pub fn is_final(self) -> bool {
-        !matches!(self, ActionStatus::Pending | ActionStatus::InProgress)
-    }
 }
 
 impl MachineAction {

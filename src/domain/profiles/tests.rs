@@ -1,3 +1,9 @@
+//! The profile library's unit tests: the format, each kind of condition, scoring and
+//! tie-breaking, and the standard profiles against real device fingerprints.
+//!
+//! Long because each test spells out its devices' attributes (DHCP options, vendor, user agent)
+//! as they are seen on networks; the data is the point of the test.
+
 use super::*;
 
 const WINDOWS_10_11: &str = "1,3,6,15,31,33,43,44,46,47,119,121,249,252";

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::db::models::actions::{self, ActionRow};
+use crate::db::models::actions::{self, ActionRow, ActionStatus};
 use crate::db::models::endpoints;
 use crate::defender::actions::{self as service, Refusal};
 use crate::error::AppError;
@@ -31,18 +31,45 @@ struct ActionBody {
     idempotency_key: Option<String>,
 }
 
-/// An action as the API shows it.
+/// An action as the API shows it (its own type: the database row also keeps the caller's
+/// idempotency key and when Defender was last asked, neither of which is the caller's business).
 #[derive(Serialize)]
 pub struct ActionJson {
-    #[serde(flatten)]
-    action: ActionRow,
+    id: i64,
+    endpoint_id: i64,
+    machine_id: String,
+    action_type: String,
+    scope: String,
+    comment: String,
+    requested_by: String,
+    status: ActionStatus,
+    defender_action_id: String,
+    error: String,
+    created_at: i64,
+    sent_at: Option<i64>,
+    updated_at: i64,
     /// Whether Defender may still change the status (Requested, Pending, InProgress).
     open: bool,
 }
 
 impl From<ActionRow> for ActionJson {
-    fn from(action: ActionRow) -> Self {
-        Self { open: action.is_open(), action }
+    fn from(a: ActionRow) -> Self {
+        Self {
+            open: a.is_open(),
+            id: a.id,
+            endpoint_id: a.endpoint_id,
+            machine_id: a.machine_id,
+            action_type: a.action_type,
+            scope: a.scope,
+            comment: a.comment,
+            requested_by: a.requested_by,
+            status: a.status,
+            defender_action_id: a.defender_action_id,
+            error: a.error,
+            created_at: a.created_at,
+            sent_at: a.sent_at,
+            updated_at: a.updated_at,
+        }
     }
 }
 

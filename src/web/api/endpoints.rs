@@ -6,23 +6,112 @@ use serde::Serialize;
 
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
+use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 use crate::web::auth::ApiAnalyst;
-use crate::web::pages::endpoints::{ListParams, list_view, risk_label};
+use crate::web::pages::endpoints::{ListParams, list_view};
 use crate::web::{AppState, Input, input};
 
+/// An endpoint as the API shows it: the inventory's fields, its risk by name and its sources as a list.
 #[derive(Serialize)]
 struct EndpointJson {
-    #[serde(flatten)]
-    endpoint: Endpoint,
+    id: i64,
+    mac: Option<String>,
+    mac_vendor: String,
+    ip: String,
+    hostname: String,
+    fqdn: String,
+    os_name: String,
+    os_version: String,
+    os_build: String,
+    dhcp_vendor_class: String,
+    dhcp_params: String,
+    user_agent: String,
+    profile: String,
+    match_score: i16,
+    risk_level: i16,
     risk: &'static str,
+    sources: String,
     sources_list: Vec<String>,
+    custom_data: String,
+    first_seen: i64,
+    last_seen: i64,
+    created_at: i64,
+    updated_at: i64,
+    other_profiles: String,
+    profile_reason: String,
 }
 
 impl From<Endpoint> for EndpointJson {
-    fn from(endpoint: Endpoint) -> Self {
-        let sources_list = endpoint.sources.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-        Self { risk: risk_label(endpoint.risk_level), sources_list, endpoint }
+    fn from(e: Endpoint) -> Self {
+        Self {
+            risk: RiskLevel::label_of(e.risk_level),
+            sources_list: e.sources.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            id: e.id,
+            mac: e.mac,
+            mac_vendor: e.mac_vendor,
+            ip: e.ip,
+            hostname: e.hostname,
+            fqdn: e.fqdn,
+            os_name: e.os_name,
+            os_version: e.os_version,
+            os_build: e.os_build,
+            dhcp_vendor_class: e.dhcp_vendor_class,
+            dhcp_params: e.dhcp_params,
+            user_agent: e.user_agent,
+            profile: e.profile,
+            match_score: e.match_score,
+            risk_level: e.risk_level,
+            sources: e.sources,
+            custom_data: e.custom_data,
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            other_profiles: e.other_profiles,
+            profile_reason: e.profile_reason,
+        }
+    }
+}
+
+/// An address the endpoint was seen with.
+#[derive(Serialize)]
+struct IpJson {
+    endpoint_id: i64,
+    ip: String,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+impl From<EndpointIp> for IpJson {
+    fn from(a: EndpointIp) -> Self {
+        Self { endpoint_id: a.endpoint_id, ip: a.ip, first_seen: a.first_seen, last_seen: a.last_seen }
+    }
+}
+
+/// One recorded change of a field.
+#[derive(Serialize)]
+struct HistoryJson {
+    id: i64,
+    endpoint_id: i64,
+    at: i64,
+    field: String,
+    old_value: String,
+    new_value: String,
+    source: String,
+}
+
+impl From<HistoryEntry> for HistoryJson {
+    fn from(h: HistoryEntry) -> Self {
+        Self {
+            id: h.id,
+            endpoint_id: h.endpoint_id,
+            at: h.at,
+            field: h.field,
+            old_value: h.old_value,
+            new_value: h.new_value,
+            source: h.source,
+        }
     }
 }
 
@@ -62,7 +151,7 @@ struct RiskFactorJson {
 impl From<RiskFactorRow> for RiskFactorJson {
     fn from(f: RiskFactorRow) -> Self {
         Self {
-            level: risk_label(f.level),
+            level: RiskLevel::label_of(f.level),
             source: f.source,
             summary: f.summary,
             details: f.details,
@@ -76,8 +165,8 @@ struct DetailJson {
     #[serde(flatten)]
     endpoint: EndpointJson,
     risk_factors: Vec<RiskFactorJson>,
-    ip_addresses: Vec<EndpointIp>,
-    history: Vec<HistoryEntry>,
+    ip_addresses: Vec<IpJson>,
+    history: Vec<HistoryJson>,
 }
 
 pub async fn get(
@@ -100,7 +189,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(DetailJson {
         endpoint: e.into(),
         risk_factors: factors.into_iter().map(RiskFactorJson::from).collect(),
-        ip_addresses: ips,
-        history,
+        ip_addresses: ips.into_iter().map(IpJson::from).collect(),
+        history: history.into_iter().map(HistoryJson::from).collect(),
     }))
 }

@@ -5,24 +5,18 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::fmt_time;
 use crate::db::models::actions::ActionRow;
 use crate::defender::actions::{self as service, Refusal};
 use crate::error::AppError;
 use crate::web::auth::{AnyUser, OperatorUser};
+use crate::web::filters;
 use crate::web::{AppState, Input, html, input};
 
 #[derive(Template)]
 #[template(path = "endpoints/_action_status.html")]
-pub struct ActionStatus {
+pub struct ActionFragment {
     pub a: ActionRow,
     pub note: Option<String>,
-}
-
-impl ActionStatus {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
 }
 
 #[derive(Deserialize)]
@@ -50,10 +44,10 @@ pub async fn submit(
     let confirmed = f.confirm.as_deref().is_some_and(|c| matches!(c, "on" | "true" | "yes"));
     let req = service::parse(&f.action, &f.scope, &f.comment, confirmed, &f.key).map_err(AppError::BadRequest)?;
     match state.defender.submit_action(id, req, &user.username).await? {
-        Ok(a) => html(&ActionStatus { a, note: None }),
+        Ok(a) => html(&ActionFragment { a, note: None }),
         Err(Refusal::NotFound) => Err(AppError::BadRequest(Refusal::NOT_A_MACHINE.into())),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
-        Err(Refusal::Busy(open)) => Ok(html(&ActionStatus { a: *open, note: Some(Refusal::ANOTHER_OPEN.into()) })?
+        Err(Refusal::Busy(open)) => Ok(html(&ActionFragment { a: *open, note: Some(Refusal::ANOTHER_OPEN.into()) })?
             .customize_status(actix_web::http::StatusCode::CONFLICT)),
     }
 }
@@ -66,7 +60,7 @@ pub async fn status(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
-    html(&ActionStatus { a, note: None })
+    html(&ActionFragment { a, note: None })
 }
 
 trait WithStatus {

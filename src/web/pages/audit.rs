@@ -4,10 +4,10 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::fmt_time;
 use crate::db::models::audit::{self, AuditEntry};
 use crate::error::AppError;
 use crate::web::auth::AdminUser;
+use crate::web::filters;
 use crate::web::{AppState, Input, Layout, html, input};
 
 const PAGE: i64 = 100;
@@ -18,12 +18,6 @@ struct AuditPage {
     layout: Layout,
     entries: Vec<AuditEntry>,
     next_before: Option<i64>,
-}
-
-impl AuditPage {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
 }
 
 #[derive(Deserialize)]

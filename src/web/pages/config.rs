@@ -12,6 +12,7 @@ use crate::db::models::profiles::{self, ProfileRow};
 use crate::error::AppError;
 use crate::modeling::{self, REMODEL_JOB};
 use crate::web::auth::{AdminUser, AnyUser};
+use crate::web::htmx::Htmx;
 use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
@@ -125,7 +126,7 @@ pub async fn start_remodel(
         return Err(AppError::Conflict("A re-model is already running.".into()));
     }
     audit(&state.db, &user.username, "profiles.remodel", "all endpoints", "started", "").await?;
-    if req.headers().contains_key("hx-request") {
+    if Htmx::of(&req).request {
         return remodel_progress_of(&state).await;
     }
     Ok(HttpResponse::SeeOther().insert_header(("Location", "/config/profiles")).finish())

@@ -4,12 +4,11 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use super::endpoints::risk_label;
-use super::fmt_time;
 use crate::db::models::events::{self, Event};
 use crate::db::models::{endpoints, profiles, risk};
 use crate::error::AppError;
 use crate::web::auth::AnyUser;
+use crate::web::filters;
 use crate::web::{AppState, Layout, html};
 
 /// Width of the longest bar, in SVG units.
@@ -55,12 +54,6 @@ struct DashboardPage {
     defender: crate::defender::service::Status,
 }
 
-impl DashboardPage {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
-}
-
 pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let today = crate::db::now() / 86_400;
     let (total, risk_counts, profile_counts, sources, new_days, changes) = state
@@ -81,7 +74,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
         (0..5i16)
             .rev()
             .map(|l| {
-                let label = risk_label(l);
+                let label = crate::domain::risk::RiskLevel::label_of(l);
                 let n = risk_counts.iter().find(|(x, _)| *x == l).map(|x| x.1).unwrap_or(0);
                 (label.to_owned(), n, format!("/endpoints?risk={label}"), format!("risk-{}", label.to_lowercase()))
             })

@@ -5,14 +5,16 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use super::fmt_time;
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::defender::ConnectionReport;
 use crate::defender::client::cloud::{COMMERCIAL_REGIONS, Cloud};
 use crate::defender::service::{Saved, Status};
-use crate::defender::settings::{self, FieldErrors, SettingsInput};
+use crate::defender::settings;
 use crate::error::AppError;
 use crate::web::auth::{AdminUser, OperatorUser};
+use crate::web::filters;
+use crate::web::forms::FieldErrors;
+use crate::web::forms::defender::{self as form, SettingsInput};
 use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
@@ -32,9 +34,6 @@ struct DefenderPage {
 }
 
 impl DefenderPage {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
     fn err(&self, field: &str) -> Option<&str> {
         self.errors.get(field)
     }
@@ -48,16 +47,20 @@ struct SyncStatus {
     sync_message: Option<String>,
 }
 
-impl SyncStatus {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
+/// Test Connection of a form an admin filled in wrongly: nothing was contacted.
+#[derive(Template)]
+#[template(
+    source = "<p class=\"form-error\" id=\"test-error\" role=\"alert\">Fix the form first: {{ summary }}</p>",
+    ext = "html"
+)]
+struct FormRefused {
+    summary: String,
 }
 
 #[derive(Template)]
 #[template(path = "config/_defender_test.html")]
 struct TestResult {
-    outcome: Result<ConnectionReport, String>,
+    outcome: Result<ConnectionReport, crate::defender::service::Unavailable>,
 }
 
 async fn render(
@@ -101,39 +104,29 @@ pub async fn show(user: OperatorUser, state: web::Data<AppState>) -> Result<Http
     render(&user, &state, None, FieldErrors::default(), None).await
 }
 
-/// HTML forms send a checkbox only when ticked; `enabled=on` means true.
-fn form_input(pairs: Vec<(String, String)>) -> SettingsInput {
-    let mut i = SettingsInput::default();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "tenant_id" => i.tenant_id = v,
-            "client_id" => i.client_id = v,
-            "client_secret" => i.client_secret = v,
-            "cloud" => i.cloud = v,
-            "region" => i.region = v,
-            "login_base_url" => i.login_base_url = v,
-            "api_base_url" => i.api_base_url = v,
-            "enabled" => i.enabled = matches!(v.as_str(), "on" | "true" | "1"),
-            "sync_interval_minutes" => i.sync_interval_minutes = Some(v.trim().parse().unwrap_or(-1)),
-            _ => {}
-        }
-    }
-    i
-}
-
 pub async fn save(
     user: AdminUser,
     state: web::Data<AppState>,
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
-    let mut input_values = form_input(input(form)?.into_inner());
-    let outcome = state.defender.save(input_values.clone(), &user.username).await?;
+    let mut typed = form::from_pairs(input(form)?.into_inner());
+    let outcome = match form::validate(&typed) {
+        Err(errors) => {
+            let secret_typed = !typed.client_secret.trim().is_empty();
+            let needed = state.defender.refused(&user.username, &errors.summary(), secret_typed).await?;
+            Err(errors.and_secret(needed))
+        }
+        Ok(s) => match state.defender.save(s, &user.username).await? {
+            Saved::Ok { message } => Ok(message),
+            Saved::SecretNeeded(why) => Err(FieldErrors::secret_needed(why)),
+        },
+    };
     let as_operator = OperatorUser(user.0.clone());
     // The secret is never sent back, not even after a failed save.
-    input_values.client_secret.clear();
+    typed.client_secret.clear();
     match outcome {
-        Saved::Ok { message } => render(&as_operator, &state, None, FieldErrors::default(), Some(message)).await,
-        Saved::Invalid(errors) => render(&as_operator, &state, Some(input_values), errors, None).await,
+        Ok(message) => render(&as_operator, &state, None, FieldErrors::default(), Some(message)).await,
+        Err(errors) => render(&as_operator, &state, Some(typed), errors, None).await,
     }
 }
 
@@ -142,10 +135,20 @@ pub async fn test(
     state: web::Data<AppState>,
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
-    let values = form_input(input(form)?.into_inner());
-    // Only an admin (who may save settings) tests settings of their own choosing.
-    let typed = user.can(crate::auth::Role::Admin).then_some(&values);
-    let outcome = state.defender.test(typed, &user.username).await?;
+    let typed = form::from_pairs(input(form)?.into_inner());
+    // Only an admin (who may save settings) tests settings of their own choosing; anyone else
+    // tests the saved ones, whatever the form says.
+    let outcome = if user.can(crate::auth::Role::Admin) {
+        match form::validate(&typed) {
+            Ok(s) => state.defender.test(Some(s), &user.username).await?,
+            Err(e) => {
+                let report = html(&FormRefused { summary: e.summary() })?;
+                return Ok(report);
+            }
+        }
+    } else {
+        state.defender.test(None, &user.username).await?
+    };
     html(&TestResult { outcome })
 }
 

@@ -8,20 +8,20 @@ use serde::Deserialize;
 
 use std::sync::Arc;
 
-use super::{audit, fmt_time};
+use super::audit;
 use crate::db::models::defender_machines::{self, DefenderMachine};
-use crate::db::models::endpoints::{
-    self, Cursor, Endpoint, EndpointIp, EndpointPage, EndpointQuery, HistoryEntry, SortKey,
-};
+use crate::db::models::endpoint_list::{self, Cursor, EndpointPage, EndpointQuery, SortKey};
+use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::domain::observations::MAX_BATCH;
+use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 use crate::inventory::{self, IngestReport, RawBatch};
 use crate::web::auth::{AnyUser, OperatorUser};
 use crate::web::cache::{ShortLived, UntilChanged};
+use crate::web::filters;
+use crate::web::htmx::Htmx;
 use crate::web::{AppState, Input, Layout, html, input};
-
-pub const RISK_LABELS: [&str; 5] = ["None", "Low", "Medium", "High", "Critical"];
 
 /// The list's filter choices: every source, OS and profile in the inventory.
 #[derive(Debug, Clone, Default)]
@@ -76,15 +76,15 @@ pub async fn list_view(
         .run(move |c| {
             let read_facets = if read_facets_now {
                 Some(Arc::new(Facets {
-                    sources: endpoints::distinct_sources(c)?,
-                    oses: endpoints::distinct_os(c)?,
-                    profiles: endpoints::distinct_profiles(c)?,
+                    sources: endpoint_list::distinct_sources(c)?,
+                    oses: endpoint_list::distinct_os(c)?,
+                    profiles: endpoint_list::distinct_profiles(c)?,
                 }))
             } else {
                 None
             };
-            let counted = if count_now { Some(endpoints::count(c, &query)?) } else { None };
-            Ok((endpoints::list(c, &query)?, counted, read_facets))
+            let counted = if count_now { Some(endpoint_list::count(c, &query)?) } else { None };
+            Ok((endpoint_list::list(c, &query)?, counted, read_facets))
         })
         .await?;
     // Only what this request read is kept: putting back a kept value would renew it, and under
@@ -101,10 +101,6 @@ pub async fn list_view(
         cache.pages.put(page_key, v, (page.clone(), total));
     }
     Ok((page, total, read_facets.or(known_facets)))
-}
-
-pub fn risk_label(level: i16) -> &'static str {
-    RISK_LABELS.get(level as usize).copied().unwrap_or("None")
 }
 
 /// The list's query string. Everything is optional; unknown values are refused with a 400.
@@ -160,9 +156,9 @@ impl ListParams {
         let risk = match opt(&self.risk) {
             None => None,
             Some(r) => Some(
-                RISK_LABELS
+                RiskLevel::ALL
                     .iter()
-                    .position(|l| l.eq_ignore_ascii_case(&r))
+                    .position(|l| l.as_str().eq_ignore_ascii_case(&r))
                     .map(|p| p as i16)
                     .ok_or_else(|| AppError::bad_request(format!("Unknown risk level {r:?}.")))?,
             ),
@@ -227,15 +223,6 @@ struct ListPage {
     risks: [&'static str; 5],
 }
 
-impl ListPage {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
-    fn risk(&self, l: &i16) -> &'static str {
-        risk_label(*l)
-    }
-}
-
 pub async fn list(
     user: AnyUser,
     req: HttpRequest,
@@ -257,9 +244,9 @@ pub async fn list(
         first_link,
         facets: facets.unwrap_or_default(),
         sorts: SortKey::ALL,
-        risks: RISK_LABELS,
+        risks: RiskLevel::ALL.map(RiskLevel::as_str),
     };
-    if req.headers().contains_key("hx-request") && !req.headers().contains_key("hx-boosted") {
+    if Htmx::of(&req).wants_fragment() {
         return html(&view.as_results());
     }
     html(&view)
@@ -343,10 +330,10 @@ pub struct DefenderView {
 
 impl DefenderView {
     pub fn exposure(&self) -> &'static str {
-        risk_label(self.m.top_vuln_severity)
+        RiskLevel::label_of(self.m.top_vuln_severity)
     }
     pub fn alert_level(&self) -> &'static str {
-        risk_label(self.m.top_alert_severity)
+        RiskLevel::label_of(self.m.top_alert_severity)
     }
     /// Risk factors reported by Defender exist (the Summary tab then links to the overview too).
     pub fn has_risk(&self) -> bool {
@@ -380,20 +367,8 @@ impl std::ops::Deref for DetailPage {
 }
 
 impl DetailPage {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
-    fn risk(&self) -> &'static str {
-        risk_label(self.e.risk_level)
-    }
-    fn level(&self, l: &i16) -> &'static str {
-        risk_label(*l)
-    }
     fn open_action(&self) -> Option<&crate::db::models::actions::ActionRow> {
         self.actions.iter().find(|a| a.is_open())
-    }
-    fn maybe_time(&self, t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
-        t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
     }
     fn score(&self) -> &'static str {
         crate::domain::profiles::MatchScore::from_i16(self.e.match_score).map(|s| s.as_str()).unwrap_or("")
@@ -424,7 +399,7 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
         // budget is used up): it shows what it has and says why.
         (Some(d), "actions") => Some(
             match tokio::time::timeout(ACTIONS_LISTING_WAIT, state.defender.machine_actions(&d.m.machine_id)).await {
-                Ok(listed) => listed,
+                Ok(listed) => listed.map_err(|e| e.to_string()),
                 Err(_) => Err("Microsoft Defender's actions for this device could not be listed right now: the \
                                integration's rate limit for that call is used up, or Defender is slow. Reload in a \
                                minute; the actions requested here are shown above."

@@ -12,7 +12,7 @@ pub mod tokens;
 pub mod users;
 
 use crate::db::Db;
-use crate::db::models::audit::{NewAudit, record};
+use crate::db::models::audit as audit_log;
 
 /// Writes one audit entry from a handler.
 pub async fn audit(
@@ -26,7 +26,7 @@ pub async fn audit(
     let (actor, action, target, outcome, details) =
         (actor.to_owned(), action.to_owned(), target.to_owned(), outcome.to_owned(), details.to_owned());
     db.run(move |c| {
-        record(c, NewAudit { actor: &actor, action: &action, target: &target, outcome: &outcome, details: &details })?;
+        audit_log::entry(&actor, &action).target(&target).outcome(&outcome).details(&details).record(c)?;
         Ok(())
     })
     .await
@@ -41,21 +41,13 @@ pub fn fmt_duration(secs: i64) -> String {
     }
 }
 
-/// Formats a stored time (UTC Unix seconds) for people, as `2026-11-27 03:14 UTC`. Written
-/// out field by field: a strftime pattern is parsed again on every call, and a list page
-/// formats fifty times (it was a seventh of the page's CPU).
-pub fn fmt_time(t: i64) -> String {
-    use chrono::{Datelike, Timelike};
-    let Some(d) = chrono::DateTime::from_timestamp(t, 0) else { return String::new() };
-    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", d.year(), d.month(), d.day(), d.hour(), d.minute())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn times_read_as_utc_minutes() {
-        assert_eq!(super::fmt_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::fmt_time(1_795_746_686), "2026-11-27 02:31 UTC");
-        assert_eq!(super::fmt_time(i64::MAX), "");
+        use crate::web::filters::format_utc;
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_utc(1_795_746_686), "2026-11-27 02:31 UTC");
+        assert_eq!(format_utc(i64::MAX), "");
     }
 }

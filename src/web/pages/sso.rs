@@ -16,9 +16,11 @@ use crate::db::now;
 use crate::error::AppError;
 use crate::sso::accounts::{self, SignedIn};
 use crate::sso::oidc::PENDING_LIFETIME_SECS;
-use crate::sso::settings::{self, CALLBACK_PATH, FieldErrors, RoleMapping, SsoInput};
+use crate::sso::settings::{self, CALLBACK_PATH, RoleMapping};
 use crate::sso::{Pending, SignInError};
 use crate::web::auth::AdminUser;
+use crate::web::forms::FieldErrors;
+use crate::web::forms::sso::{self as form, SsoInput};
 use crate::web::refusals::Refusal;
 use crate::web::{AppState, Input, Layout, html, input};
 
@@ -226,38 +228,27 @@ pub async fn show(req: HttpRequest, user: AdminUser, state: web::Data<AppState>)
     render(&req, &user, &state, None, FieldErrors::default(), None).await
 }
 
-/// HTML forms send a checkbox only when ticked.
-fn form_input(pairs: Vec<(String, String)>) -> SsoInput {
-    let mut i = SsoInput::default();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "tenant_id" => i.tenant_id = v,
-            "client_id" => i.client_id = v,
-            "client_secret" => i.client_secret = v,
-            "authority" => i.authority = v,
-            "redirect_uri" => i.redirect_uri = v,
-            "admin_values" => i.admin_values = v,
-            "operator_values" => i.operator_values = v,
-            "analyst_values" => i.analyst_values = v,
-            "enabled" => i.enabled = matches!(v.as_str(), "on" | "true" | "1"),
-            _ => {}
-        }
-    }
-    i
-}
-
 pub async fn save(
     req: HttpRequest,
     user: AdminUser,
     state: web::Data<AppState>,
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
-    let mut values = form_input(input(form)?.into_inner());
-    let outcome = crate::sso::configure(&state.db, &state.secrets, values.clone(), &user.username).await?;
+    let mut typed = form::from_pairs(input(form)?.into_inner());
+    let outcome = match form::validate(&typed) {
+        Err(errors) => {
+            let secret_typed = !typed.client_secret.trim().is_empty();
+            let needed = crate::sso::refused(&state.db, &user.username, &errors.summary(), secret_typed).await?;
+            Err(errors.and_secret(needed))
+        }
+        Ok(s) => crate::sso::configure(&state.db, &state.secrets, s, &user.username)
+            .await?
+            .map_err(FieldErrors::secret_needed),
+    };
     // The secret is never sent back, not even after a failed save.
-    values.client_secret.clear();
+    typed.client_secret.clear();
     match outcome {
         Ok(message) => render(&req, &user, &state, None, FieldErrors::default(), Some(message)).await,
-        Err(errors) => render(&req, &user, &state, Some(values), errors, None).await,
+        Err(errors) => render(&req, &user, &state, Some(typed), errors, None).await,
     }
 }

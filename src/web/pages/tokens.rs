@@ -5,12 +5,13 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{audit, fmt_time};
+use super::audit;
 use crate::auth::{Role, hash_api_token, new_api_token};
 use crate::db::models::api_tokens::{self, ApiToken};
 use crate::db::now;
 use crate::error::AppError;
 use crate::web::auth::AdminUser;
+use crate::web::filters;
 use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
@@ -24,12 +25,6 @@ struct TokensPage {
 }
 
 impl TokensPage {
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
-    }
-    fn maybe_time(&self, t: &Option<i64>) -> String {
-        t.map(fmt_time).unwrap_or_else(|| "—".into())
-    }
     /// `active`, `revoked` or `expired`: whether the API still accepts the token.
     fn state(&self, t: &ApiToken) -> &'static str {
         if t.revoked {

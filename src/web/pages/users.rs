@@ -4,12 +4,13 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{audit, fmt_time};
+use super::audit;
 use crate::accounts::{self, AccountError};
 use crate::auth::Role;
 use crate::db::models::users::{self, User};
 use crate::error::AppError;
 use crate::web::auth::AdminUser;
+use crate::web::filters;
 use crate::web::{AppState, Input, Layout, html, input};
 
 #[derive(Template)]
@@ -27,9 +28,6 @@ struct UsersPage {
 impl UsersPage {
     fn is_entra(&self, id: &i64) -> bool {
         self.entra.contains(id)
-    }
-    fn time(&self, t: &i64) -> String {
-        fmt_time(*t)
     }
 }
 
