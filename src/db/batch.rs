@@ -3,7 +3,6 @@
 //! per table and transaction; one statement per row costs a round trip each on PostgreSQL,
 //! which made a 100,000-machine import take minutes there.
 
-use diesel::RunQueryDsl;
 use diesel::backend::Backend;
 use diesel::pg::Pg;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
@@ -11,6 +10,7 @@ use diesel::result::QueryResult;
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Bool, HasSqlType, Nullable, SmallInt, Text};
 use diesel::sqlite::Sqlite;
+use diesel::{Column, RunQueryDsl};
 
 use super::AnyConnection;
 
@@ -77,53 +77,74 @@ pub(crate) use row;
 const MAX_BINDS: usize = 30_000;
 
 /// Runs `{head} VALUES (…), (…) {tail}` over `rows` (all of one width) in as few statements as
-/// the engines' limits on bound values allow; returns the rows affected. `head` and `tail` hold
-/// no parameters of their own. A `VALUES` list names its columns `column1`, `column2`, … on
-/// both engines.
-pub fn execute_values(conn: &mut AnyConnection, head: &str, tail: &str, rows: &[Vec<Value<'_>>]) -> QueryResult<usize> {
-    execute_chunks(conn, rows, |_| (head.to_owned(), tail.to_owned()))
+/// the engines' limits on bound values allow; returns the rows affected. `head` and `tail` are
+/// fragments written in the code (`'static`: never text from outside) and hold no parameters of
+/// their own. A `VALUES` list names its columns `column1`, `column2`, … on both engines.
+pub fn execute_values(
+    conn: &mut AnyConnection,
+    head: &'static str,
+    tail: &'static str,
+    rows: &[Vec<Value<'_>>],
+) -> QueryResult<usize> {
+    execute_chunks(conn, rows, |_| Ok((head.to_owned(), tail.to_owned())))
 }
 
 /// `UPDATE {table} SET {set} FROM (VALUES …) AS v WHERE {table}.id = v.column1`, for rows whose
 /// first value is the id; `set` names the values `v.column2`, … The ids are listed once more as
 /// literals: PostgreSQL's planner joins a few hundred `VALUES` rows to a table of any size by
 /// reading all of it, and reads only those rows through the primary key for an `IN` list.
-pub fn update_by_id(conn: &mut AnyConnection, table: &str, set: &str, rows: &[Vec<Value<'_>>]) -> QueryResult<usize> {
+pub fn update_by_id(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    set: &'static str,
+    rows: &[Vec<Value<'_>>],
+) -> QueryResult<usize> {
     execute_chunks(conn, rows, |chunk| {
-        (
+        Ok((
             format!("UPDATE {table} SET {set} FROM ("),
-            format!(") AS v WHERE {table}.id = v.column1 AND {table}.id IN ({})", leading_ids(chunk)),
-        )
+            format!(") AS v WHERE {table}.id = v.column1 AND {table}.id IN ({})", leading_ids(chunk)?),
+        ))
     })
 }
 
 /// `DELETE FROM {table} WHERE ({key}, {column}) IN (VALUES …)`, for rows of two values, the
-/// first the id in `key` (listed as literals too, for the index: see [`update_by_id`]).
-pub fn delete_pairs(
+/// first the id in `key` (listed as literals too, for the index: see [`update_by_id`]). The
+/// columns are the schema's own, so that a renamed column fails to compile rather than to run.
+pub fn delete_pairs<K, C>(
     conn: &mut AnyConnection,
-    table: &str,
-    key: &str,
-    column: &str,
+    table: &'static str,
+    (_, _): (K, C),
     rows: &[Vec<Value<'_>>],
-) -> QueryResult<usize> {
+) -> QueryResult<usize>
+where
+    K: Column,
+    C: Column<Table = K::Table>,
+{
+    let (key, column) = (K::NAME, C::NAME);
     execute_chunks(conn, rows, |chunk| {
-        (
-            format!("DELETE FROM {table} WHERE {key} IN ({}) AND ({key}, {column}) IN (", leading_ids(chunk)),
+        Ok((
+            format!("DELETE FROM {table} WHERE {key} IN ({}) AND ({key}, {column}) IN (", leading_ids(chunk)?),
             ")".to_owned(),
-        )
+        ))
     })
 }
 
-/// The rows' first values, integers, as an SQL list.
-fn leading_ids(rows: &[Vec<Value<'_>>]) -> String {
-    let ids: Vec<i64> = rows
+/// The rows' first values, integer keys, as an SQL list. A row without one is a bug of the
+/// caller: it fails the statement (and its transaction) rather than being left out quietly.
+fn leading_ids(rows: &[Vec<Value<'_>>]) -> QueryResult<String> {
+    let ids = rows
         .iter()
-        .filter_map(|r| match r.first() {
-            Some(Value::Int(id)) => Some(*id),
-            _ => None,
+        .map(|r| match r.first() {
+            Some(Value::Int(id)) => Ok(*id),
+            other => Err(misuse(format!("a row keyed by id starts with {other:?}, not an integer id"))),
         })
-        .collect();
-    id_list(&ids)
+        .collect::<QueryResult<Vec<i64>>>()?;
+    Ok(id_list(&ids))
+}
+
+/// A statement the code built wrongly, as the error the query would fail with.
+fn misuse(what: String) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(what.into())
 }
 
 /// Ids as literals for `IN (…)` (they are integers, never text from outside): PostgreSQL then
@@ -135,13 +156,15 @@ pub fn id_list(ids: &[i64]) -> String {
 fn execute_chunks(
     conn: &mut AnyConnection,
     rows: &[Vec<Value<'_>>],
-    head_and_tail: impl Fn(&[Vec<Value<'_>>]) -> (String, String),
+    head_and_tail: impl Fn(&[Vec<Value<'_>>]) -> QueryResult<(String, String)>,
 ) -> QueryResult<usize> {
-    let Some(width) = rows.first().map(Vec::len).filter(|w| *w > 0) else { return Ok(0) };
-    debug_assert!(rows.iter().all(|r| r.len() == width), "rows of one statement have one width");
+    let Some(width) = rows.first().map(Vec::len) else { return Ok(0) };
+    if width == 0 || rows.iter().any(|r| r.len() != width) {
+        return Err(misuse(format!("the rows of one statement must have one width, the first has {width}")));
+    }
     let mut affected = 0;
     for chunk in rows.chunks((MAX_BINDS / width).max(1)) {
-        let (head, tail) = head_and_tail(chunk);
+        let (head, tail) = head_and_tail(chunk)?;
         affected += match conn {
             AnyConnection::Sqlite(c) => {
                 let sql = statement(&head, &tail, chunk.len(), width, |_| "?".to_owned());
@@ -210,5 +233,24 @@ mod tests {
         let sql = statement("INSERT INTO t (a, b)", "ON CONFLICT DO NOTHING", 2, 2, |i| format!("${}", i + 1));
         assert_eq!(sql, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING");
         assert_eq!(statement("X", "", 1, 3, |_| "?".into()), "X VALUES (?, ?, ?) ");
+    }
+
+    #[test]
+    fn rows_it_cannot_key_or_of_another_width_fail_the_statement() {
+        assert_eq!(leading_ids(&[row![1i64, "a"], row![2i64, "b"]]).unwrap(), "1, 2");
+        assert!(leading_ids(&[row![1i64, "a"], row!["b", 2i64]]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), 1).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.conn().unwrap();
+        let err = update_by_id(&mut conn, "endpoints", "hostname = v.column2", &[row![1i64, "a"], row!["x", "b"]]);
+        assert!(err.is_err(), "a row without an id must fail, not be skipped");
+        let err = execute_values(
+            &mut conn,
+            "INSERT INTO events (at, endpoint_id, kind, message)",
+            "",
+            &[row![1i64, 1i64, "k", "m"], row![1i64, 1i64, "k"]],
+        );
+        assert!(err.is_err(), "rows of different widths must fail");
     }
 }

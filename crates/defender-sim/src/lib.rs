@@ -24,7 +24,6 @@
 //!
 //! See `docs/simulator.md` for what is covered and how it differs from the real service.
 
-
 mod actions;
 mod admin;
 mod admin_client;

@@ -117,7 +117,12 @@ pub fn assign_many(conn: &mut AnyConnection, assignments: &[(i64, i64, i16)]) ->
 /// Removes these (endpoint, profile) assignments.
 pub fn unassign_many(conn: &mut AnyConnection, pairs: &[(i64, i64)]) -> QueryResult<usize> {
     let rows: Vec<_> = pairs.iter().map(|&(e, p)| row![e, p]).collect();
-    delete_pairs(conn, "profile_assignments", "endpoint_id", "profile_id", &rows)
+    delete_pairs(
+        conn,
+        "profile_assignments",
+        (profile_assignments::endpoint_id, profile_assignments::profile_id),
+        &rows,
+    )
 }
 
 /// An endpoint's integration-assigned profiles: (name, owner, score), enabled ones only.

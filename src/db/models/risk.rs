@@ -75,7 +75,7 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
          details = excluded.details, updated_at = excluded.updated_at",
         &upserts,
     )?;
-    delete_pairs(conn, "risk_factors", "endpoint_id", "source", &deletes)?;
+    delete_pairs(conn, "risk_factors", (risk_factors::endpoint_id, risk_factors::source), &deletes)?;
     changed.sort_unstable();
     changed.dedup();
     refresh_overall(conn, &changed)?;
