@@ -54,6 +54,10 @@ pub struct Settings {
     /// `forwarded` (RFC 7239). Only that family is read: the other could be the client's own,
     /// passed on by the proxy unchanged.
     pub proxy_header: String,
+    /// A Defender sync whose machine listing would mark more than this share (percent) of the
+    /// known machines stale stops with the previous data kept, unless an admin confirms it
+    /// (default 50; 100 turns the check off).
+    pub defender_stale_guard_percent: u8,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             metrics_allow: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_header: "x-forwarded-for".into(),
+            defender_stale_guard_percent: 50,
         }
     }
 }
@@ -95,6 +100,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_METRICS_ALLOW", "metrics_allow"),
     ("EA_TRUSTED_PROXIES", "trusted_proxies"),
     ("EA_PROXY_HEADER", "proxy_header"),
+    ("EA_DEFENDER_STALE_GUARD_PERCENT", "defender_stale_guard_percent"),
 ];
 
 impl Settings {
@@ -137,6 +143,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=1440).contains(&self.login_lockout_minutes),
             "login_lockout_minutes must be between 1 and 1440 (a day)"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.defender_stale_guard_percent),
+            "defender_stale_guard_percent must be between 1 and 100 (100 turns the check off)"
         );
         Ok(())
     }
@@ -235,7 +245,8 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "login_max_failures"
         | "login_lockout_minutes"
         | "workers"
-        | "db_pool_size" => int(value)?,
+        | "db_pool_size"
+        | "defender_stale_guard_percent" => int(value)?,
         // A comma-separated list.
         "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),

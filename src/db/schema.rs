@@ -240,7 +240,8 @@ diesel::table! {
         match_note -> Text,
         content_hash -> Text,
         updated_at -> BigInt,
-        vuln_cves -> Text,
+        vuln_rows -> Text,
+        isolation -> Text,
     }
 }
 
@@ -262,6 +263,9 @@ diesel::table! {
         ord -> BigInt,
         cve -> Integer,
         fixed -> Bool,
+        software -> Integer,
+        event_ms -> BigInt,
+        rbac_group -> Text,
     }
 }
 

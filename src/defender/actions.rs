@@ -4,6 +4,7 @@
 //! then follows the action to a final state — on demand for a watching page, and in the
 //! background for everyone else.
 
+use super::machine::Isolation;
 use super::service::DefenderService;
 use super::{DefenderError, IsolationType, MachineAction, ScanType};
 use crate::db::models::actions::{self, ActionRow, NewAction, Recorded};
@@ -116,7 +117,15 @@ pub fn check_supported(m: &DefenderMachine, kind: ActionKind) -> Result<(), Stri
     if !ok {
         return Err(format!("{} is not supported on {} devices.", kind.label(), m.os_platform));
     }
+    // The state as Defender's machine actions tell it (read by every sync), wherever it was
+    // asked for: a pending isolation or release started elsewhere is not asked for twice.
+    let state = Isolation::stored(m);
     match kind {
+        ActionKind::Isolate(_) | ActionKind::Unisolate if !state.pending.is_empty() => Err(format!(
+            "{} is already pending in Microsoft Defender{}; wait for the device to carry it out.",
+            if state.pending == "Isolate" { "An isolation" } else { "A release from isolation" },
+            if state.pending_by.is_empty() { String::new() } else { format!(" (asked for by {})", state.pending_by) }
+        )),
         ActionKind::Isolate(_) if m.isolated => Err("The machine is already isolated.".into()),
         ActionKind::Unisolate if !m.isolated => Err("The machine is not isolated.".into()),
         _ => Ok(()),
@@ -324,14 +333,14 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                         actions::set_status(c, id, status, "")?;
                         if status.is_final() {
                             if status == ActionStatus::Succeeded {
-                                match db_row.action_type.as_str() {
-                                    "Isolate" => {
-                                        defender_machines::set_isolated(c, &db_row.machine_id, true)?;
-                                    }
-                                    "Unisolate" => {
-                                        defender_machines::set_isolated(c, &db_row.machine_id, false)?;
-                                    }
-                                    _ => {}
+                                let isolated = match db_row.action_type.as_str() {
+                                    "Isolate" => Some(true),
+                                    "Unisolate" => Some(false),
+                                    _ => None,
+                                };
+                                if let Some(isolated) = isolated {
+                                    let state = Isolation::completed_now(isolated, &db_row.requested_by, &db_row.scope);
+                                    defender_machines::set_isolated(c, &db_row.machine_id, isolated, &state.details())?;
                                 }
                             }
                             audit::entry(&db_row.requested_by, "defender.action").target(&db_row.machine_id).outcome(status.as_str()).details(&format!(
@@ -430,7 +439,8 @@ mod tests {
             match_note: String::new(),
             content_hash: String::new(),
             updated_at: 0,
-            vuln_cves: String::new(),
+            vuln_rows: String::new(),
+            isolation: String::new(),
         }
     }
 

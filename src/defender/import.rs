@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
-use super::machine::{MachineRecord, profile_name};
+use super::machine::{Isolation, MachineRecord, profile_name};
 use crate::db::DbResult as QueryResult;
 use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::endpoints::{self, Change, Endpoint};
@@ -442,6 +442,8 @@ impl Writes {
 
     /// The machine's row as it is to be stored, unless it is stored so already.
     fn store(&mut self, r: &MachineRecord, existing: Option<&DefenderMachine>, endpoint_id: Option<i64>, note: &str) {
+        // What the machine actions said; when they could not be read, what was stored.
+        let isolation = r.isolation.clone().or_else(|| existing.map(Isolation::stored)).unwrap_or_default();
         let row = DefenderMachine {
             machine_id: r.machine_id.clone(),
             endpoint_id,
@@ -466,7 +468,7 @@ impl Writes {
             top_alert_id: r.top_alert.as_ref().map(|a| a.id.clone()).unwrap_or_default(),
             top_alert_severity: r.top_alert.as_ref().map(|a| a.level.to_i16()).unwrap_or(0),
             top_alert_title: r.top_alert.as_ref().map(|a| a.title.clone()).unwrap_or_default(),
-            isolated: existing.is_some_and(|m| m.isolated),
+            isolated: isolation.isolated,
             stale: r.duplicate_of.is_some(),
             stale_reason: r
                 .duplicate_of
@@ -476,7 +478,8 @@ impl Writes {
             match_note: note.to_owned(),
             content_hash: content_hash(r, endpoint_id),
             updated_at: now(),
-            vuln_cves: r.vuln_cves.clone(),
+            vuln_rows: r.vuln_rows.clone(),
+            isolation: isolation.details(),
         };
         if !existing.is_some_and(|m| DefenderMachine { updated_at: row.updated_at, ..m.clone() } == row) {
             self.machines.push(row);

@@ -9,7 +9,7 @@ use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, T
 use crate::background::Background;
 use crate::db::Db;
 use crate::db::models::integration::{self, RunCounts, SyncRun};
-use crate::db::models::{audit, defender_machines};
+use crate::db::models::{audit, defender_machines, jobs};
 use crate::db::now;
 use crate::modeling::Modeler;
 use crate::secrets::SecretBox;
@@ -29,6 +29,9 @@ pub struct DefenderService {
     clients: ClientCache,
     /// Stops the sync at a unit boundary on shutdown, and lets shutdown wait for its record.
     pub(super) background: Background,
+    /// The share (percent) of known machines a sync may mark stale without an admin's
+    /// confirmation (see `sync::stale_guard`).
+    pub(super) stale_guard_percent: u8,
 }
 
 /// One client per saved configuration, shared by syncs, actions and polls, so that they share
@@ -44,7 +47,20 @@ impl DefenderService {
         client_options: ClientOptions,
         background: Background,
     ) -> Self {
-        Self { db, modeler, secrets, client_options, clients: ClientCache::default(), background }
+        Self {
+            db,
+            modeler,
+            secrets,
+            client_options,
+            clients: ClientCache::default(),
+            background,
+            stale_guard_percent: sync::DEFAULT_STALE_GUARD_PERCENT,
+        }
+    }
+
+    /// With another share of known machines a sync may mark stale unconfirmed (1–100; 100: any).
+    pub fn with_stale_guard(self, percent: u8) -> Self {
+        Self { stale_guard_percent: percent.clamp(1, 100), ..self }
     }
 
     /// The client for the saved configuration, or why there is none.
@@ -261,6 +277,9 @@ pub struct Status {
     pub machines: i64,
     pub stale_machines: i64,
     pub recent_runs: Vec<SyncRun>,
+    /// The last sync stopped because it would have marked this many of the known machines stale
+    /// (missing, known): an admin may confirm it.
+    pub stale_hold: Option<(i64, i64)>,
 }
 
 impl DefenderService {
@@ -290,6 +309,7 @@ impl DefenderService {
                     machines: defender_machines::count(c, false)?,
                     stale_machines: defender_machines::count(c, true)?,
                     recent_runs,
+                    stale_hold: jobs::get_setting(c, sync::STALE_HOLD_KEY)?.as_deref().and_then(sync::parse_hold),
                 })
             })
             .await
@@ -319,6 +339,29 @@ impl DefenderService {
         let config = self.db.run(|c| Ok(settings::load(c)?)).await?;
         anyhow::ensure!(config.is_some_and(|c| c.enabled), "Enable and save the integration before syncing.");
         sync::start(self, "manual", by).await
+    }
+
+    /// An admin confirms that the machines the last sync held back really left Defender: the next
+    /// sync (started now) marks them stale once, whatever their share.
+    pub async fn confirm_stale(&self, by: &str) -> anyhow::Result<Option<i64>> {
+        let by_owned = by.to_owned();
+        let held = self
+            .db
+            .run(move |c| {
+                let held = jobs::get_setting(c, sync::STALE_HOLD_KEY)?;
+                if let Some(h) = held.as_deref().and_then(sync::parse_hold) {
+                    jobs::set_setting(c, sync::STALE_CONFIRMED_KEY, &by_owned)?;
+                    audit::entry(&by_owned, "defender.stale_confirmed")
+                        .target("Microsoft Defender")
+                        .outcome("confirmed")
+                        .details(&format!("{} of {} known machines may be marked stale", h.0, h.1))
+                        .record(c)?;
+                }
+                Ok(held.is_some())
+            })
+            .await?;
+        anyhow::ensure!(held, "No sync is waiting for a confirmation.");
+        sync::start(self, "confirmed", by).await
     }
 
     /// Starts a sync in the background unless one runs here or on another instance (the

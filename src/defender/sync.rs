@@ -25,6 +25,19 @@ mod collect;
 
 use collect::{collect, delta_base, duplicates_among, snapshot_identity};
 
+/// The share (percent) of known machines a sync may mark stale without an admin's confirmation.
+pub const DEFAULT_STALE_GUARD_PERCENT: u8 = 50;
+/// Set when a sync stopped at the guard: `<missing> <known>`.
+pub const STALE_HOLD_KEY: &str = "defender.stale_hold";
+/// Set by an admin's confirmation (who); the next sync takes it, used or not.
+pub const STALE_CONFIRMED_KEY: &str = "defender.stale_confirmed";
+
+/// (missing, known) from [`STALE_HOLD_KEY`]'s value.
+pub fn parse_hold(v: &str) -> Option<(i64, i64)> {
+    let (missing, known) = v.split_once(' ')?;
+    Some((missing.parse().ok()?, known.parse().ok()?))
+}
+
 /// Machines per import transaction: short enough that pages stay responsive meanwhile.
 const IMPORT_BATCH: usize = 500;
 
@@ -214,6 +227,42 @@ impl Running<'_> {
             .map_err(|e| Stopped::Failed(format!("Looking for duplicate machines failed: {e}")))?;
         let duplicate_of = duplicates_among(&candidates);
         Ok(candidates.iter().zip(duplicate_of).filter_map(|(c, d)| Some((c.seq, d?))).collect())
+    }
+
+    /// The safety valve, once the machine listing is staged: a listing that would mark more than
+    /// the configured share of the known machines stale is not believed without an admin's
+    /// word (a proxy, a wrong tenant or region, or a partial answer looks just like machines
+    /// that left). The run stops with nothing changed; a confirmation lets the next one through
+    /// once.
+    async fn stale_guard(&self) -> Result<(), Stopped> {
+        let percent = i64::from(self.ctx.stale_guard_percent);
+        let outcome = self
+            .ctx
+            .db
+            .run(move |c| {
+                c.write_transaction(|c| {
+                    let (known, missing) = defender_machines::missing_from_staged(c)?;
+                    let confirmed = jobs::take_setting(c, STALE_CONFIRMED_KEY)?;
+                    if percent < 100 && missing * 100 > known * percent && confirmed.is_none() {
+                        jobs::set_setting(c, STALE_HOLD_KEY, &format!("{missing} {known}"))?;
+                        return Ok(Some((missing, known)));
+                    }
+                    jobs::take_setting(c, STALE_HOLD_KEY)?;
+                    Ok(None)
+                })
+            })
+            .await
+            .map_err(|e| Stopped::Failed(format!("Checking which machines left Defender failed: {e}")))?;
+        match outcome {
+            None => Ok(()),
+            Some((missing, known)) => Err(Stopped::Failed(format!(
+                "Held back: Defender's machine listing leaves out {missing} of the {known} known machines ({}%), more \
+                 than the {percent}% this sync may mark stale on its own. Nothing was changed. If these machines really \
+                 left Defender, an administrator can confirm on the Defender page (Import anyway); otherwise check the \
+                 tenant, region and API address.",
+                missing * 100 / known.max(1)
+            ))),
+        }
     }
 
     async fn clear_staged(&self) -> Result<(), Stopped> {

@@ -143,6 +143,7 @@ route_table! {
     post "/config/integrations/defender/review" => pages::defender::review;
     get "/config/integrations/defender/sync"    => pages::defender::sync_status;
     post "/config/integrations/defender/sync"   => pages::defender::sync_now;
+    post "/config/integrations/defender/confirm-stale" => pages::defender::confirm_stale;
     get "/config/sso"                           => pages::sso::show;
     post "/config/sso"                          => pages::sso::save;
     get "/config/profiles"                      => pages::config::profiles;

@@ -12,24 +12,26 @@ use defender_sim::{RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::schema::{defender_machines, endpoint_history, endpoints, profiles};
-use endpoint_analytics::defender::machine::profile_name;
+use endpoint_analytics::defender::machine::{
+    SoftwareVersion, decode_rows, encode_rows, profile_name, software_version,
+};
 use endpoint_analytics::domain::mac::normalize_mac;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn simulator(machines: usize) -> RunningSimulator {
+pub(crate) async fn simulator(machines: usize) -> RunningSimulator {
     defender_sim::start(SimConfig { machines, ..SimConfig::default() }).await.expect("the simulator starts")
 }
 
-fn settings_for(sim: &RunningSimulator, enabled: bool) -> Value {
+pub(crate) fn settings_for(sim: &RunningSimulator, enabled: bool) -> Value {
     json!({
         "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
         "cloud": "commercial", "login_base_url": sim.base_url, "api_base_url": sim.base_url, "enabled": enabled,
     })
 }
 
-async fn put_settings(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn put_settings(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .put(app.url("/api/v1/integrations/defender"))
         .bearer_auth(token)
@@ -40,7 +42,7 @@ async fn put_settings(app: &TestApp, token: &str, body: &Value) -> reqwest::Resp
 }
 
 /// Waits for the running sync to end; returns the last run.
-async fn wait_for_sync(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn wait_for_sync(app: &TestApp, token: &str) -> Value {
     for _ in 0..600 {
         let status = app.api_get(token, "/api/v1/integrations/defender/status").await;
         if status["running"].is_null() && !status["last_run"].is_null() {
@@ -51,7 +53,7 @@ async fn wait_for_sync(app: &TestApp, token: &str) -> Value {
     panic!("the sync did not finish within a minute");
 }
 
-async fn sync_now(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn sync_now(app: &TestApp, token: &str) -> Value {
     let res = reqwest::Client::new()
         .post(app.url("/api/v1/integrations/defender/sync"))
         .bearer_auth(token)
@@ -62,7 +64,7 @@ async fn sync_now(app: &TestApp, token: &str) -> Value {
     wait_for_sync(app, token).await
 }
 
-async fn ingest_network(app: &TestApp, token: &str, sim: &RunningSimulator) -> usize {
+pub(crate) async fn ingest_network(app: &TestApp, token: &str, sim: &RunningSimulator) -> usize {
     let obs = serde_json::to_value(sim.tenant().network_observations()).unwrap();
     let n = obs.as_array().unwrap().len();
     assert_eq!(app.ingest(token, &obs).await.status(), 200);
@@ -86,7 +88,7 @@ async fn staged_rows(app: &TestApp) -> (i64, i64, i64) {
         .unwrap()
 }
 
-async fn synced(machines: usize) -> (TestApp, RunningSimulator, String, Value) {
+pub(crate) async fn synced(machines: usize) -> (TestApp, RunningSimulator, String, Value) {
     let app = spawn_app().await;
     let sim = simulator(machines).await;
     let admin = app.token(Role::Admin).await;
@@ -211,8 +213,9 @@ async fn a_full_sync_imports_what_the_simulator_holds() {
         .await
         .unwrap();
     assert!(owned > 3);
-    // And the API counts the calls it made: one page each at this size, plus nothing wasted.
-    assert!(run["api_calls"].as_i64().unwrap() <= 5, "{run}");
+    // And the API counts the calls it made: one page each at this size (the two listings of
+    // isolations and releases included), plus nothing wasted.
+    assert!(run["api_calls"].as_i64().unwrap() <= 7, "{run}");
     let _ = token;
 }
 
@@ -253,10 +256,16 @@ async fn a_re_sync_applies_the_vulnerability_delta() {
     let (app, sim, token, _) = synced(150).await;
     let tenant = sim.tenant();
     let since = chrono::Utc::now() - chrono::Duration::days(12);
-    let (machine, cve) = (0..tenant.machines().len())
+    let (machine, cve, software) = (0..tenant.machines().len())
         .find_map(|m| {
-            let fixed = tenant.delta_events(m, since).into_iter().find(|e| e.1 == "Fixed")?;
-            Some((tenant.machines()[m].id.clone(), tenant.vulnerabilities()[fixed.0 as usize].id.clone()))
+            let fixed = tenant.delta_events(m, since).into_iter().find(|e| e.status == "Fixed")?;
+            let v = &tenant.vulnerabilities()[fixed.vuln as usize];
+            let sw = &tenant.software()[v.product as usize];
+            Some((
+                tenant.machines()[m].id.clone(),
+                v.id.clone(),
+                software_version(Some(sw.vendor), Some(sw.name), Some(fixed.version)),
+            ))
         })
         .expect("the simulated tenant has a Fixed change in the last 12 days");
     let stored = |app: &TestApp, id: String| {
@@ -265,27 +274,29 @@ async fn a_re_sync_applies_the_vulnerability_delta() {
             db.run(move |c| {
                 Ok(defender_machines::table
                     .find(id)
-                    .select((defender_machines::vuln_cves, defender_machines::vuln_count))
+                    .select((defender_machines::vuln_rows, defender_machines::vuln_count))
                     .first::<(String, i32)>(c)?)
             })
             .await
             .unwrap()
         }
     };
-    let (cves, count) = stored(&app, machine.clone()).await;
-    assert!(!cves.split(',').any(|c| c == cve), "the fixed CVE is not current");
-    assert_eq!(cves.split(',').filter(|c| !c.is_empty()).count() as i32, count);
+    let (rows, count) = stored(&app, machine.clone()).await;
+    let cves: HashSet<String> = decode_rows(&rows).into_iter().flat_map(|(_, cves)| cves).collect();
+    assert!(!cves.contains(&cve), "the fixed CVE is not current");
+    assert_eq!(cves.len() as i32, count);
 
-    // The stored state as it was before the fix: the CVE still listed, the snapshot 12 days old.
-    let (id, stale) = (machine.clone(), format!("{cves},{cve}"));
-    let at = since.timestamp();
+    // The stored state as it was before the fix: the CVE still on its software version, the
+    // snapshot 12 days old.
+    let mut before: Vec<(SoftwareVersion, Vec<String>)> = decode_rows(&rows);
+    before.push((software, vec![cve.clone()]));
+    let before =
+        encode_rows(&before.iter().map(|(s, c)| (s, c.iter().map(String::as_str).collect())).collect::<Vec<_>>());
+    let (id, at) = (machine.clone(), since.timestamp());
     app.db
         .run(move |c| {
             diesel::update(defender_machines::table.find(id))
-                .set((
-                    defender_machines::vuln_cves.eq(stale.trim_start_matches(',')),
-                    defender_machines::content_hash.eq(""),
-                ))
+                .set((defender_machines::vuln_rows.eq(before), defender_machines::content_hash.eq("")))
                 .execute(c)?;
             let key = "defender.vulnerability_snapshot";
             let value = endpoint_analytics::db::models::jobs::get_setting(c, key)?.expect("a snapshot is recorded");
@@ -302,7 +313,7 @@ async fn a_re_sync_applies_the_vulnerability_delta() {
     assert_eq!(run["updated"].as_i64(), Some(1), "only the machine whose state differed is written: {run}");
     assert_eq!(api("MachinesVulnerabilities"), rows_calls, "no machine×vulnerability row was fetched again");
     assert!(api("ExportAssessmentDelta") >= 1);
-    assert_eq!(stored(&app, machine).await, (cves, count), "the Fixed CVE left the machine");
+    assert_eq!(stored(&app, machine).await, (rows, count), "the Fixed CVE left the machine");
 }
 
 #[tokio::test]
@@ -719,7 +730,7 @@ async fn one_import_batch_matches_as_if_its_machines_were_written_one_by_one() {
         first_seen: at,
         last_seen: at,
         vuln_count: 1,
-        vuln_cves: "CVE-2026-0001".into(),
+        vuln_rows: r#"[["contoso","agent","1.0",["CVE-2026-0001"]]]"#.into(),
         top_vuln: Some(TopVulnerability {
             cve: "CVE-2026-0001".into(),
             level: RiskLevel::High,

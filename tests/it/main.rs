@@ -13,6 +13,7 @@ mod architecture;
 mod auth;
 mod bad_input;
 mod crash;
+mod defender_behaviour;
 mod defender_client;
 mod defender_sync;
 mod doors;

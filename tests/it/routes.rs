@@ -89,6 +89,10 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("post", "/config/integrations/defender/sync") => {
             e(p("/config/integrations/defender/sync"), Page(Role::Operator), 200, "")
         }
+        // Nothing is held: the page says so, no sync starts.
+        ("post", "/config/integrations/defender/confirm-stale") => {
+            e(p("/config/integrations/defender/confirm-stale"), Page(Role::Admin), 200, "")
+        }
         ("get", "/config/profiles") => e(p("/config/profiles"), Page(Role::Analyst), 200, ""),
         ("get", "/config/profiles/remodel") => e(p("/config/profiles/remodel"), Page(Role::Analyst), 200, ""),
         // Starts a re-model (harmless here) and sends the admin back to the Profiles page.

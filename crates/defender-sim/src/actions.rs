@@ -11,6 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::faults::ActionOutcome;
+use super::rng::Rng;
+use super::tenant::Tenant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionType {
@@ -83,6 +85,79 @@ impl IsolationState {
     }
 }
 
+/// Isolations made outside the product, as a real tenant has them when the product is first
+/// connected: by analysts in the portal or by another tool, some released since, one still
+/// waiting for its device. The Machine entity has no isolation property
+/// (<https://learn.microsoft.com/en-us/defender-endpoint/api/machine>); these actions in the
+/// listing (<https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineactions-collection>)
+/// are the only trace of them, which is what a client must read. The last eligible machines get
+/// one of each (the first ones are what tests act on); a few others at random. Times count back
+/// from the tenant's anchor, so that a reset brings back the same history.
+pub fn outside_history(t: &Tenant) -> Vec<Action> {
+    let now = t.anchor();
+    let domain = &t.params.tenant_domain;
+    let analysts = [format!("secops@{domain}"), format!("soc.lead@{domain}")];
+    let mut out = Vec::new();
+    let eligible = t.machines().iter().rev().filter(|m| m.is_onboarded() && m.duplicate_of.is_none() && m.group <= 7);
+    for (n, m) in eligible.enumerate() {
+        let mut r = Rng::for_item(t.seed(), 13, m.index as u64);
+        let scenario = if n < 3 {
+            n as u64
+        } else if r.chance(0.02) {
+            r.below(3)
+        } else {
+            continue;
+        };
+        let by = analysts[r.below(2) as usize].clone();
+        let hours = |r: &mut Rng, lo: i64, hi: i64| Duration::minutes(r.range(lo * 60, hi * 60));
+        let selective = m.group <= 1 && r.chance(0.3);
+        let isolate = |created, pending: Duration, by: String| Action {
+            id: r_guid(t.seed(), m.index, created),
+            kind: ActionType::Isolate,
+            scope: Some(if selective { "Selective" } else { "Full" }),
+            machine_index: m.index,
+            machine_id: m.id.clone(),
+            computer_dns_name: m.computer_dns_name.clone(),
+            requestor: by,
+            comment: "Isolated while the incident is investigated".into(),
+            external_id: None,
+            created,
+            pending,
+            in_progress: Duration::seconds(40),
+            outcome: ActionOutcome::Succeeded,
+        };
+        match scenario {
+            // Isolated in the portal a while ago, still isolated.
+            0 => out.push(isolate(now - hours(&mut r, 2, 72), Duration::seconds(20), by)),
+            // Isolated, then released.
+            1 => {
+                let isolated = now - hours(&mut r, 30, 240);
+                out.push(isolate(isolated, Duration::seconds(20), by.clone()));
+                let released = isolated + hours(&mut r, 2, 24);
+                out.push(Action {
+                    id: r_guid(t.seed(), m.index, released),
+                    kind: ActionType::Unisolate,
+                    scope: None,
+                    comment: "Released after remediation".into(),
+                    created: released,
+                    ..isolate(released, Duration::seconds(20), by)
+                });
+            }
+            // Asked for just before the anchor; the device has not picked it up (Defender retries for up to
+            // three days: <https://learn.microsoft.com/en-us/defender-endpoint/respond-machine-alerts>).
+            _ => out.push(isolate(now - Duration::minutes(1), Duration::days(3), by)),
+        }
+    }
+    out.sort_by_key(|a| a.created);
+    out
+}
+
+/// A stable action id for the history (the product sees the same ids after a restart).
+fn r_guid(seed: u64, machine: u32, at: DateTime<Utc>) -> String {
+    let mut r = Rng::for_item(seed ^ at.timestamp() as u64, 14, machine as u64);
+    r.guid()
+}
+
 #[derive(Debug, Default)]
 pub struct ActionStore {
     /// In creation order; listings reverse it (newest first).
@@ -91,6 +166,14 @@ pub struct ActionStore {
 }
 
 impl ActionStore {
+    /// A store holding the tenant's history of isolations made outside the product.
+    pub fn with_history(t: &Tenant) -> Self {
+        let mut store = ActionStore::default();
+        for a in outside_history(t) {
+            store.add(a);
+        }
+        store
+    }
     pub fn add(&mut self, a: Action) {
         self.by_id.insert(a.id.clone(), self.actions.len());
         self.actions.push(a);

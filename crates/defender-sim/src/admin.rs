@@ -36,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users", web::get().to(list_users))
             .route("/users", web::post().to(upsert_user))
             .route("/tenant", web::get().to(tenant))
+            .route("/tenant/advance", web::post().to(advance))
             .route("/observations", web::get().to(observations))
             .route("/machines/{id}", web::get().to(machine_state)),
     );
@@ -130,8 +131,19 @@ async fn upsert_user(st: web::Data<SimState>, body: web::Bytes) -> HttpResponse 
     }
 }
 
+/// One more change to the tenant, made now: upgrades, device-group moves, fixes and new
+/// vulnerabilities on some machines (see `tenant::evolution`).
+async fn advance(st: web::Data<SimState>) -> HttpResponse {
+    let st = st.into_inner();
+    // Regenerating is CPU work; keep it off the async executor.
+    match tokio::task::spawn_blocking(move || st.advance()).await {
+        Ok(changes) => HttpResponse::Ok().json(json!({"changes": changes})),
+        Err(e) => HttpResponse::InternalServerError().json(json!({"error": e.to_string()})),
+    }
+}
+
 async fn tenant(st: web::Data<SimState>) -> HttpResponse {
-    let t = &st.tenant;
+    let t = st.tenant();
     HttpResponse::Ok().json(json!({
         "tenant_id": t.tenant_id(),
         "tenant_domain": t.params.tenant_domain,
@@ -148,11 +160,11 @@ async fn tenant(st: web::Data<SimState>) -> HttpResponse {
 }
 
 async fn observations(st: web::Data<SimState>) -> HttpResponse {
-    HttpResponse::Ok().json(st.tenant.network_observations())
+    HttpResponse::Ok().json(st.tenant().network_observations())
 }
 
 async fn machine_state(st: web::Data<SimState>, id: web::Path<String>) -> HttpResponse {
-    match st.tenant.machine_by_id_or_name(&id) {
+    match st.tenant().machine_by_id_or_name(&id) {
         Some(m) => {
             let iso = lock(&st.actions).isolation_state(m.index, Utc::now());
             HttpResponse::Ok().json(json!({"id": m.id, "isolation": iso}))

@@ -11,6 +11,7 @@
 //! roles, rate limits, faults, OData options); each route's own part is short.
 
 use crate::ids::is_guid;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -145,11 +146,13 @@ pub struct Ctx<'a> {
     pub client_id: String,
     pub now: DateTime<Utc>,
     pub fired: Fired,
+    /// The tenant as it stood when the request came (a change meanwhile does not tear a page).
+    pub tenant: Arc<Tenant>,
 }
 
 impl Ctx<'_> {
     pub fn tenant(&self) -> &Tenant {
-        &self.st.tenant
+        &self.tenant
     }
     pub fn context(&self, fragment: &str) -> String {
         format!("{}/api/$metadata#{fragment}", self.base)
@@ -345,7 +348,7 @@ fn authenticate(st: &SimState, req: &HttpRequest) -> Result<Caller, Reply> {
     if claims.get("nbf").and_then(Value::as_i64).is_some_and(|n| n > now + 300) {
         return Err(unauthorized("The access token is not yet valid"));
     }
-    if claims.get("tid").and_then(Value::as_str) != Some(st.tenant.tenant_id()) {
+    if claims.get("tid").and_then(Value::as_str) != Some(st.tenant().tenant_id()) {
         return Err(unauthorized("The access token was issued for another tenant"));
     }
     let serial = claims
@@ -411,7 +414,21 @@ fn fault_status_reply(status: u16) -> Reply {
     match status {
         500 => Reply::error(s, "InternalServerError", ""),
         503 => Reply::error(s, "ServiceUnavailable", "The service is temporarily unavailable. Try again later."),
+        // The service's own 404 (common errors): "nothing found" for a listing.
+        404 => Reply::not_found("Resource wasn't found"),
         _ => Reply::error(s, s.canonical_reason().unwrap_or("Error").replace(' ', "").as_str(), "Injected fault"),
+    }
+}
+
+/// A page from something in front of the service (see `FaultEffect::ProxyPage`).
+fn proxy_page(status: u16) -> Reply {
+    let s = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
+    let reason = s.canonical_reason().unwrap_or("Error");
+    Reply {
+        status: s,
+        content_type: "text/html",
+        headers: Vec::new(),
+        body: format!("<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>\n").into_bytes(),
     }
 }
 
@@ -463,9 +480,18 @@ where
         return finish(st, api, r, &fired).await;
     }
     if let Some(status) = fired.status {
-        return finish(st, api, fault_status_reply(status), &fired).await;
+        let reply = if fired.proxy_page { proxy_page(status) } else { fault_status_reply(status) };
+        return finish(st, api, reply, &fired).await;
     }
-    let ctx = Ctx { st, req, base: base_of(req), client_id: caller.client_id, now: Utc::now(), fired: fired.clone() };
+    let ctx = Ctx {
+        st,
+        req,
+        base: base_of(req),
+        client_id: caller.client_id,
+        now: Utc::now(),
+        fired: fired.clone(),
+        tenant: st.tenant(),
+    };
     let reply = handler(&ctx);
     finish(st, api, reply, &fired).await
 }
@@ -1102,7 +1128,7 @@ async fn machines_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> 
         let machines = t.machines();
         let vulns = t.vulnerabilities();
         let write = |b: &mut Vec<u8>, (m, v): (usize, u32)| {
-            write_json(b, &AssetVulnerabilityView::new(&machines[m], &vulns[v as usize]))
+            write_json(b, &AssetVulnerabilityView::new(t, &machines[m], &vulns[v as usize]))
         };
         let Some(filter) = &opts.filter else {
             // No filter: jump straight to the offset through the prefix sums.
@@ -1125,7 +1151,7 @@ async fn machines_vulnerabilities(st: web::Data<SimState>, req: HttpRequest) -> 
             let p = &super::catalog::PRODUCTS[vu.product as usize];
             let id_cell = std::cell::OnceCell::new();
             filter.matches(&|name| match name {
-                "id" => Field::Str(id_cell.get_or_init(|| AssetVulnerabilityView::new(mach, vu).id)),
+                "id" => Field::Str(id_cell.get_or_init(|| AssetVulnerabilityView::new(t, mach, vu).id)),
                 "cveid" => Field::Str(&vu.id),
                 "machineid" => Field::Str(&mach.id),
                 "fixingkbid" => vu.fixing_kb_id.as_deref().map_or(Field::Null, Field::Str),

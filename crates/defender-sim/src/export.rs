@@ -13,7 +13,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -21,8 +21,9 @@ use super::SimState;
 use super::api::{Api, Ctx, Reply, RowIter, collection, serve, write_json};
 use super::odata::{decode_query, parse_date_literal};
 use super::rng::mix64;
+use super::tenant::DeltaEvent;
 use super::tenant::Tenant;
-use super::views::{ExportRecord, export_time, iso7};
+use super::views::{ExportRecord, event_time, iso7};
 
 const DEFAULT_PAGE: usize = 50_000;
 const MAX_PAGE: usize = 200_000;
@@ -155,16 +156,16 @@ fn delta(ctx: &Ctx) -> Reply {
     if ctx.fired.duplicate_ids && (machine, event) != (0, 0) {
         event = event.saturating_sub(1);
     }
-    let mut items: Vec<(usize, u32, &'static str, DateTime<Utc>)> = Vec::new();
+    let mut items: Vec<(usize, DeltaEvent<'_>)> = Vec::new();
     let mut next: Option<(usize, usize)> = None;
     'outer: while machine < t.machines().len() {
         let events = t.delta_events(machine, since);
-        for (i, (v, status, at)) in events.iter().enumerate().skip(event) {
+        for (i, e) in events.into_iter().enumerate().skip(event) {
             if items.len() == size {
                 next = Some((machine, i));
                 break 'outer;
             }
-            items.push((machine, *v, *status, *at));
+            items.push((machine, e));
         }
         machine += 1;
         event = 0;
@@ -173,11 +174,13 @@ fn delta(ctx: &Ctx) -> Reply {
         ctx.link_with(&params, "$skiptoken", &encode_token(seed, &[m as u64, e as u64, since.timestamp() as u64]))
     });
     let (machines, vulns) = (t.machines(), t.vulnerabilities());
-    collection(ctx, EXPORT_CONTEXT, items, next, |b, (m, v, status, at)| {
-        let mut r = ExportRecord::new(t, &machines[m], &vulns[v as usize]);
+    collection(ctx, EXPORT_CONTEXT, items, next, |b, (m, e)| {
+        let mut r = ExportRecord::new(t, &machines[m], &vulns[e.vuln as usize]);
+        r.set_version(&machines[m], &vulns[e.vuln as usize], e.version);
+        r.rbac_group_name = e.group.unwrap_or("Unassigned");
         r.is_onboarded = Some(machines[m].is_onboarded());
-        r.status = Some(status);
-        r.event_timestamp = Some(export_time(at));
+        r.status = Some(e.status);
+        r.event_timestamp = Some(event_time(e.at));
         write_json(b, &r)
     })
 }

@@ -102,6 +102,11 @@ pub struct FaultRule {
 pub enum FaultEffect {
     /// Answer with this status (500, 503, ...) and the service's error envelope.
     Status { status: u16 },
+    /// Answer with this status and an HTML page that is not the service's: what a proxy or a
+    /// load balancer in front of a wrong address sends (e.g. a 404 that is not Defender's
+    /// `ResourceNotFound`; Microsoft's error body is documented on
+    /// <https://learn.microsoft.com/en-us/defender-endpoint/api/common-errors>).
+    ProxyPage { status: u16 },
     /// Answer 429; with `Retry-After: retry_after` when given, without the header otherwise.
     Throttle {
         #[serde(default)]
@@ -132,6 +137,8 @@ pub enum FaultEffect {
 #[derive(Debug, Clone, Default)]
 pub struct Fired {
     pub status: Option<u16>,
+    /// The status comes as a proxy's HTML page, not the service's error body.
+    pub proxy_page: bool,
     pub throttle: Option<Option<u64>>,
     pub delay_ms: u64,
     pub stall_ms: Option<u64>,
@@ -197,6 +204,10 @@ impl FaultState {
             self.fired[i] += 1;
             match &rule.effect {
                 FaultEffect::Status { status } => f.status = Some(*status),
+                FaultEffect::ProxyPage { status } => {
+                    f.status = Some(*status);
+                    f.proxy_page = true;
+                }
                 FaultEffect::Throttle { retry_after } => f.throttle = Some(*retry_after),
                 FaultEffect::Delay { ms } => f.delay_ms += ms,
                 FaultEffect::Stall { ms } => f.stall_ms = Some(ms.unwrap_or(300_000)),

@@ -232,7 +232,7 @@ fn tvm(t: &Tenant, m: &Machine) -> Vec<Map<String, Value>> {
                 "OSArchitecture": if m.os_architecture == "64-bit" { "x64" } else { "x86" },
                 "SoftwareVendor": p.vendor,
                 "SoftwareName": p.name,
-                "SoftwareVersion": v.product_version,
+                "SoftwareVersion": t.row_version(m.index as usize, v.index),
                 "CveId": v.id,
                 "VulnerabilitySeverityLevel": v.severity.as_str(),
                 "RecommendedSecurityUpdate": v.recommended_update,

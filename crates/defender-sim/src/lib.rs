@@ -291,6 +291,7 @@ impl SimConfig {
             duplicate_fraction: self.duplicate_fraction,
             hostile: self.hostile,
             anchor,
+            changes: Vec::new(),
         }
     }
 }
@@ -298,7 +299,8 @@ impl SimConfig {
 /// Shared state of one simulator instance.
 pub(crate) struct SimState {
     pub config: SimConfig,
-    pub tenant: Arc<Tenant>,
+    /// The tenant as of its latest change (`POST /_sim/tenant/advance` replaces it whole).
+    pub tenant: RwLock<Arc<Tenant>>,
     pub clients: RwLock<HashMap<String, ClientSpec>>,
     pub faults: Mutex<faults::FaultState>,
     pub counters: Mutex<Counters>,
@@ -322,6 +324,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SimState {
     fn new(config: SimConfig) -> SimState {
         let tenant = Arc::new(Tenant::generate(config.tenant_params()));
+        let history = actions::ActionStore::with_history(&tenant);
         let clients = config.clients.iter().map(|c| (c.client_id.to_ascii_lowercase(), c.clone())).collect();
         let key: [u8; 32] = rand::random();
         let users = config.users.iter().map(|u| oidc::with_oid(u.clone(), &config.tenant_id)).collect();
@@ -330,17 +333,32 @@ impl SimState {
             codes: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
             config,
-            tenant,
+            tenant: RwLock::new(tenant),
             clients: RwLock::new(clients),
             counters: Mutex::new(Counters::default()),
             limiter: limits::RateLimiter::default(),
-            actions: Mutex::new(actions::ActionStore::default()),
+            actions: Mutex::new(history),
             key: key.to_vec(),
             token_serial: AtomicU64::new(1),
             valid_from_serial: AtomicU64::new(0),
         }
     }
 
+    /// The tenant as it stands now.
+    pub fn tenant(&self) -> Arc<Tenant> {
+        self.tenant.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Changes the tenant as time in a real one would between two syncs (see
+    /// `tenant::evolution`): the same seed with one more change, made now. Returns how many
+    /// changes the tenant has had.
+    pub fn advance(&self) -> usize {
+        let mut params = self.tenant().params.clone();
+        params.changes.push(Utc::now());
+        let n = params.changes.len();
+        let next = Arc::new(Tenant::generate(params));
+        *self.tenant.write().unwrap_or_else(|e| e.into_inner()) = next;
+        n
+    }
     pub fn set_faults(&self, f: Faults) {
         *lock(&self.faults) = faults::FaultState::new(f);
     }
@@ -373,7 +391,7 @@ impl SimState {
     }
     /// Adds a user, or replaces the one with the same user name.
     pub fn upsert_user(&self, u: SimUser) -> SimUser {
-        let u = oidc::with_oid(u, &self.tenant.params.tenant_id);
+        let u = oidc::with_oid(u, &self.tenant().params.tenant_id);
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         match users.iter_mut().find(|x| x.username.eq_ignore_ascii_case(&u.username)) {
             Some(x) => *x = u.clone(),
@@ -387,7 +405,7 @@ impl SimState {
         *lock(&self.counters) = Counters::default();
         self.limiter.reset();
         self.set_faults(self.config.faults.clone());
-        *lock(&self.actions) = actions::ActionStore::default();
+        *lock(&self.actions) = actions::ActionStore::with_history(&self.tenant());
     }
 }
 
@@ -447,7 +465,7 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSimulator> {
     // the first vulnerability call does not pay for a scan of every machine's rows.
     let warm = state.clone();
     std::thread::spawn(move || {
-        let _ = warm.tenant.machines_with_vulnerability(0);
+        let _ = warm.tenant().machines_with_vulnerability(0);
     });
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
@@ -511,7 +529,7 @@ impl RunningSimulator {
     }
 
     pub fn tenant(&self) -> Arc<Tenant> {
-        self.state.tenant.clone()
+        self.state.tenant()
     }
     /// v2 token URL for the configured tenant.
     pub fn token_url(&self) -> String {
@@ -543,6 +561,14 @@ impl RunningSimulator {
     }
     pub fn counters(&self) -> Counters {
         self.get_admin("/_sim/counters")
+    }
+    /// Changes the tenant as a real one changes between syncs (`POST /_sim/tenant/advance`);
+    /// returns how many changes it has had.
+    pub fn advance(&self) -> usize {
+        let (status, body) = self.post_admin("/_sim/tenant/advance", &serde_json::json!({}));
+        assert_eq!(status, 200, "advance refused: {}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("the simulator answers with JSON");
+        v["changes"].as_u64().unwrap_or(0) as usize
     }
     /// See `POST /_sim/reset`.
     pub fn reset(&self) {

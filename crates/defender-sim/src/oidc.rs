@@ -148,12 +148,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn tenant_known(st: &SimState, tenant: &str) -> bool {
-    let t = &st.tenant.params;
+    let current = st.tenant();
+    let t = &current.params;
     tenant.eq_ignore_ascii_case(&t.tenant_id) || tenant.eq_ignore_ascii_case(&t.tenant_domain)
 }
 
 fn issuer(req: &HttpRequest, st: &SimState) -> String {
-    format!("{}/{}/v2.0", super::api::base_of(req), st.tenant.params.tenant_id)
+    format!("{}/{}/v2.0", super::api::base_of(req), st.tenant().params.tenant_id)
 }
 
 fn json_ok(v: Value) -> HttpResponse {
@@ -166,7 +167,7 @@ async fn discovery(st: web::Data<SimState>, req: HttpRequest, tenant: web::Path<
             format!("AADSTS90002: Tenant '{tenant}' not found.")}));
     }
     let base = super::api::base_of(&req);
-    let tid = &st.tenant.params.tenant_id;
+    let tid = &st.tenant().params.tenant_id;
     json_ok(json!({
         "issuer": issuer(&req, &st),
         "authorization_endpoint": format!("{base}/{tid}/oauth2/v2.0/authorize"),
@@ -475,9 +476,9 @@ pub(super) fn redeem(
         &st.key,
         &json!({
             "aud": "00000003-0000-0000-c000-000000000000",
-            "iss": format!("https://sts.windows.net/{}/", st.tenant.params.tenant_id),
+            "iss": format!("https://sts.windows.net/{}/", st.tenant().params.tenant_id),
             "iat": now, "nbf": now, "exp": now + ID_TOKEN_LIFETIME_SECS,
-            "tid": st.tenant.params.tenant_id, "oid": user.oid, "upn": user.username,
+            "tid": st.tenant().params.tenant_id, "oid": user.oid, "upn": user.username,
             "scp": "openid profile email User.Read", "appid": client.client_id, "ver": "1.0",
         }),
     );
@@ -507,7 +508,7 @@ fn id_token(
     nonce: Option<&str>,
     fault: Option<IdTokenFault>,
 ) -> String {
-    let tid = st.tenant.params.tenant_id.clone();
+    let tid = st.tenant().params.tenant_id.clone();
     let now = Utc::now().timestamp();
     // `sub` is pairwise in Entra: the same person has another `sub` in every application.
     let sub = URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{}|{}", client.client_id, user.oid).as_bytes()));

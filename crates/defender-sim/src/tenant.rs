@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{self, GROUP_COUNT, OSES, PRODUCTS};
 use super::rng::{Permutation, Rng, hash3, mix64};
 
+mod evolution;
+pub use evolution::{Row, RowEvent};
+
 const STREAM_MACHINE: u64 = 1;
 const STREAM_VULNS: u64 = 2;
 const STREAM_ALERTS: u64 = 3;
@@ -29,6 +32,20 @@ const STREAM_CATALOG: u64 = 4;
 const STREAM_NETONLY: u64 = 5;
 pub(crate) const STREAM_EVIDENCE: u64 = 6;
 pub(crate) const STREAM_DELTA: u64 = 7;
+const STREAM_ADAPTERS: u64 = 12;
+
+/// One record of the delta export for a machine.
+#[derive(Debug, Clone)]
+pub struct DeltaEvent<'a> {
+    pub vuln: u32,
+    /// The product version the record is about.
+    pub version: &'a str,
+    /// `New`, `Fixed` or `Updated`.
+    pub status: &'static str,
+    /// The device group it is reported under (`None`: unassigned).
+    pub group: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
 
 /// What the generator needs; built from [`super::SimConfig`].
 #[derive(Debug, Clone)]
@@ -42,6 +59,8 @@ pub struct TenantParams {
     pub hostile: bool,
     /// "Now" of the generated data; every timestamp lies before it.
     pub anchor: DateTime<Utc>,
+    /// When each change to the tenant was made (see `evolution`), oldest first.
+    pub changes: Vec<DateTime<Utc>>,
 }
 
 /// Vulnerability severity, ordered from least to most severe.
@@ -262,6 +281,7 @@ pub struct Tenant {
     alert_ids: HashMap<String, u32>,
     vuln_ids: HashMap<String, u32>,
     reverse: OnceLock<ReverseIndex>,
+    evolution: evolution::Evolution,
 }
 
 fn base36(mut n: u64, min_len: usize) -> String {
@@ -474,6 +494,32 @@ impl Tenant {
                     });
                 }
             }
+            // On some machines another adapter is listed first: Hyper-V's virtual switch on
+            // Windows and Linux hosts (up, with its own MAC and address), a docking station's
+            // wired adapter on laptops (down). `lastIpAddress` stays on the primary adapter: a
+            // client must pair it with that adapter's MAC, not with the first one listed.
+            let mut ar = Rng::for_item(seed, STREAM_ADAPTERS, i as u64);
+            if onboarded && !mobile && ar.chance(0.25) {
+                let mut other = own_mac;
+                other[3] ^= 0x5A;
+                let adapter = if laptop {
+                    IpAddress {
+                        ip_address: format!("169.254.{}.{}", ar.range(1, 254), ar.range(1, 254)),
+                        mac_address: Some(mac_plain(&other)),
+                        kind: "Ethernet",
+                        operational_status: "Down",
+                    }
+                } else {
+                    other[..3].copy_from_slice(&catalog::OUI_HYPERV);
+                    IpAddress {
+                        ip_address: format!("172.{}.{}.1", ar.range(17, 30), ar.range(0, 255)),
+                        mac_address: Some(mac_plain(&other)),
+                        kind: "Ethernet",
+                        operational_status: "Up",
+                    }
+                };
+                ip_addresses.insert(0, adapter);
+            }
             let site_idx = catalog::SITES.iter().position(|s| *s == site).unwrap_or(0);
             let last_external_ip_address = if site_idx % 2 == 0 {
                 format!("203.0.113.{}", 10 + site_idx)
@@ -653,7 +699,7 @@ impl Tenant {
         }
         let vuln_ids = vulnerabilities.iter().map(|v| (v.id.to_ascii_uppercase(), v.index)).collect();
 
-        Tenant {
+        let mut tenant = Tenant {
             params,
             machines,
             vulnerabilities,
@@ -668,7 +714,10 @@ impl Tenant {
             alert_ids,
             vuln_ids,
             reverse: OnceLock::new(),
-        }
+            evolution: Default::default(),
+        };
+        tenant.evolve();
+        tenant
     }
 
     pub fn tenant_id(&self) -> &str {
@@ -767,8 +816,17 @@ impl Tenant {
         Some((i, (offset - self.vuln_prefix[i]) as usize))
     }
 
-    /// The vulnerability indices of one machine, sorted; derived from (seed, machine index).
+    /// The vulnerability indices of one machine, sorted.
     pub fn machine_vulnerability_indices(&self, machine_index: usize) -> Vec<u32> {
+        match self.evolution.rows.get(&(machine_index as u32)) {
+            Some(rows) => rows.iter().map(|r| r.vuln).collect(),
+            None => self.derived_indices(machine_index),
+        }
+    }
+
+    /// The vulnerability indices a machine had before any change, sorted; derived from (seed,
+    /// machine index).
+    fn derived_indices(&self, machine_index: usize) -> Vec<u32> {
         let m = &self.machines[machine_index];
         let k = m.vuln_count as usize;
         let Some(bucket) = m.worst_bucket else {
@@ -824,20 +882,28 @@ impl Tenant {
         m.first_seen + Duration::seconds((h % span) as i64)
     }
 
-    /// Changes of one machine's vulnerabilities since `since` for the delta export:
-    /// rows first seen after `since` are `New`; a few derived extra CVEs are `Fixed` and a few
-    /// current rows `Updated`. Sorted by event time. (vulnerability index, status, time).
-    pub fn delta_events(&self, machine_index: usize, since: DateTime<Utc>) -> Vec<(u32, &'static str, DateTime<Utc>)> {
+    /// Changes of one machine's vulnerabilities since `since` for the delta export: rows first
+    /// seen after `since` are `New`; a few derived extra CVEs are `Fixed` and a few current rows
+    /// `Updated`; then the events of the tenant's changes since (see `evolution`). In a shuffled
+    /// order: Microsoft documents none, so a client must not depend on one.
+    pub fn delta_events(&self, machine_index: usize, since: DateTime<Utc>) -> Vec<DeltaEvent<'_>> {
         let m = &self.machines[machine_index];
         if !m.is_onboarded() {
             return Vec::new();
         }
         let current = self.machine_vulnerability_indices(machine_index);
-        let mut out: Vec<(u32, &'static str, DateTime<Utc>)> = Vec::new();
+        let event = |vuln: u32, version: &'static str, status: &'static str, at: DateTime<Utc>| DeltaEvent {
+            vuln,
+            version: if version.is_empty() { self.row_version(machine_index, vuln) } else { version },
+            status,
+            group: m.rbac_group_name,
+            at,
+        };
+        let mut out: Vec<DeltaEvent<'_>> = Vec::new();
         for v in &current {
             let t = self.row_first_seen(machine_index, *v);
             if t >= since {
-                out.push((*v, "New", t));
+                out.push(event(*v, "", "New", t));
             }
         }
         let mut r = Rng::for_item(self.params.seed, STREAM_DELTA, machine_index as u64);
@@ -847,19 +913,31 @@ impl Tenant {
             for _ in 0..1 + r.below(2) {
                 let v = list[r.below(list.len() as u64) as usize];
                 let t = self.params.anchor - seconds(&mut r, 60, window);
-                if !current.contains(&v) && t >= since && !out.iter().any(|e| e.0 == v) {
-                    out.push((v, "Fixed", t));
+                if !current.contains(&v) && t >= since && !out.iter().any(|e| e.vuln == v) {
+                    out.push(event(v, self.vulnerabilities[v as usize].product_version, "Fixed", t));
                 }
             }
         }
         if !current.is_empty() && r.chance(0.1) {
             let v = current[r.below(current.len() as u64) as usize];
             let t = self.params.anchor - seconds(&mut r, 60, window);
-            if t >= since && !out.iter().any(|e| e.0 == v) {
-                out.push((v, "Updated", t));
+            if t >= since && !out.iter().any(|e| e.vuln == v) {
+                out.push(event(v, "", "Updated", t));
             }
         }
-        out.sort_by_key(|e| (e.2, e.0));
+        out.extend(self.change_events(machine_index).iter().filter(|e| e.at >= since).map(|e| DeltaEvent {
+            vuln: e.vuln,
+            version: &e.version,
+            status: e.status,
+            group: e.group,
+            at: e.at,
+        }));
+        // Fisher–Yates, seeded by the machine and the request, so that every page agrees.
+        let mut r =
+            Rng::for_item(self.params.seed ^ since.timestamp() as u64, STREAM_DELTA ^ 0x5A, machine_index as u64);
+        for i in (1..out.len()).rev() {
+            out.swap(i, r.below(i as u64 + 1) as usize);
+        }
         out
     }
 

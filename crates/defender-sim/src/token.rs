@@ -166,7 +166,8 @@ fn check_and_issue(
     body: &[u8],
     version: Version,
 ) -> Result<HttpResponse, AadError> {
-    let t = &st.tenant.params;
+    let current = st.tenant();
+    let t = &current.params;
     if !is_guid(tenant) && !is_dns_name(tenant) {
         return Err(err(
             400,

@@ -76,6 +76,12 @@ pub fn iso_trim(t: DateTime<Utc>) -> String {
 }
 
 /// Export records: `yyyy-MM-dd HH:mm:ss`, no `T`, no zone.
+/// A delta record's `eventTimestamp`, with the seven fractional digits of Microsoft's example
+/// (`2020-11-03 10:13:34.8476880`, page on the export's delta).
+pub fn event_time(t: DateTime<Utc>) -> String {
+    format!("{}.{:07}", export_time(t), t.timestamp_subsec_nanos() / 100)
+}
+
 pub fn export_time(t: DateTime<Utc>) -> String {
     let mut s = String::with_capacity(19);
     push_date_time(&mut s, t, ' ');
@@ -460,8 +466,9 @@ pub struct AssetVulnerabilityView<'a> {
 }
 
 impl<'a> AssetVulnerabilityView<'a> {
-    pub fn new(m: &'a Machine, v: &'a Vulnerability) -> Self {
+    pub fn new(t: &'a Tenant, m: &'a Machine, v: &'a Vulnerability) -> Self {
         let p = &PRODUCTS[v.product as usize];
+        let version = t.row_version(m.index as usize, v.index);
         AssetVulnerabilityView {
             id: format!(
                 "{}-_-{}-_-{}-_-{}-_-{}-_-{}",
@@ -469,7 +476,7 @@ impl<'a> AssetVulnerabilityView<'a> {
                 v.id,
                 p.vendor,
                 p.name,
-                v.product_version,
+                version,
                 v.fixing_kb_id.as_deref().unwrap_or("")
             ),
             cve_id: &v.id,
@@ -477,7 +484,7 @@ impl<'a> AssetVulnerabilityView<'a> {
             fixing_kb_id: v.fixing_kb_id.as_deref(),
             product_name: p.name,
             product_vendor: p.vendor,
-            product_version: v.product_version,
+            product_version: version,
             severity: v.severity.as_str(),
         }
     }
@@ -521,8 +528,9 @@ pub struct ExportRecord<'a> {
 impl<'a> ExportRecord<'a> {
     pub fn new(t: &'a Tenant, m: &'a Machine, v: &'a Vulnerability) -> Self {
         let p = &PRODUCTS[v.product as usize];
+        let version = t.row_version(m.index as usize, v.index);
         ExportRecord {
-            id: format!("{}_{}_{}_{}_{}", m.id, p.vendor, p.name, v.product_version, v.id),
+            id: export_id(m, v, version),
             device_id: &m.id,
             rbac_group_name: m.rbac_group_name.unwrap_or("Unassigned"),
             device_name: &m.computer_dns_name,
@@ -531,7 +539,7 @@ impl<'a> ExportRecord<'a> {
             os_architecture: if m.os_architecture == "64-bit" { "x64" } else { "x86" },
             software_vendor: p.vendor,
             software_name: p.name,
-            software_version: v.product_version,
+            software_version: version,
             cve_id: Some(&v.id),
             vulnerability_severity_level: Some(v.severity.as_str()),
             recommended_security_update: &v.recommended_update,
@@ -553,6 +561,22 @@ impl<'a> ExportRecord<'a> {
             event_timestamp: None,
         }
     }
+}
+
+impl<'a> ExportRecord<'a> {
+    /// The record as it is about another version of the product (a delta event's).
+    pub fn set_version(&mut self, m: &Machine, v: &Vulnerability, version: &'a str) {
+        self.id = export_id(m, v, version);
+        self.software_version = version;
+    }
+}
+
+/// The record id: machine, software, version and CVE, so that a machine's record of one CVE on
+/// two versions are two records, and a device-group move repeats the same one (Microsoft's page
+/// on the export, "RBAC-scoped duplicates").
+fn export_id(m: &Machine, v: &Vulnerability, version: &str) -> String {
+    let p = &PRODUCTS[v.product as usize];
+    format!("{}_{}_{}_{}_{}", m.id, p.vendor, p.name, version, v.id)
 }
 
 #[derive(Serialize)]

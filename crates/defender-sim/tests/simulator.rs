@@ -635,8 +635,10 @@ async fn network_observations_match_machines() {
             matching += 1;
             assert_eq!(o.ip.as_deref(), Some(m.last_ip_address.as_str()));
             assert_eq!(o.hostname.as_deref(), Some(m.short_name()));
-            // Same MAC as the API shows, in the other notation.
-            let api_mac = m.ip_addresses[0].mac_address.clone().unwrap();
+            // Same MAC as the API shows for the adapter holding the address (not always the first
+            // one listed), in the other notation.
+            let holder = m.ip_addresses.iter().find(|a| a.ip_address == m.last_ip_address).unwrap();
+            let api_mac = holder.mac_address.clone().unwrap();
             assert_eq!(api_mac.to_lowercase(), mac.replace(':', ""));
         }
     }

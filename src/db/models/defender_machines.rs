@@ -40,8 +40,12 @@ pub struct DefenderMachine {
     pub match_note: String,
     pub content_hash: String,
     pub updated_at: i64,
-    /// The machine's current CVEs, sorted, comma-separated: what a vulnerability delta applies to.
-    pub vuln_cves: String,
+    /// The machine's software vulnerabilities as Defender reports them (see
+    /// `defender::machine::VulnerabilityRows`): what a vulnerability delta applies to.
+    pub vuln_rows: String,
+    /// Beside `isolated`, what Defender's machine actions say of it, as JSON
+    /// (`defender::machine::Isolation`): shown, never queried.
+    pub isolation: String,
 }
 
 pub fn find(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<DefenderMachine>> {
@@ -96,6 +100,20 @@ pub fn replace_many(conn: &mut AnyConnection, machines: &[DefenderMachine]) -> Q
 /// subquery's rows fit in `work_mem`, and otherwise scans them again for every machine — at
 /// 100,000 machines, minutes. `NOT EXISTS` is a hash anti-join there, and on SQLite a probe of
 /// the staged machine ids' unique index.
+/// How many live (not stale) machines there are, and how many of them the staged listing does
+/// not name: what [`mark_missing_stale`] would mark.
+pub fn missing_from_staged(conn: &mut AnyConnection) -> QueryResult<(i64, i64)> {
+    use crate::db::schema::defender_sync_staging as staged;
+    let live = count(conn, false)?;
+    let reported = staged::table.filter(staged::machine_id.eq(defender_machines::machine_id));
+    let missing = defender_machines::table
+        .filter(defender_machines::stale.eq(false))
+        .filter(diesel::dsl::not(diesel::dsl::exists(reported)))
+        .count()
+        .get_result(conn)?;
+    Ok((live, missing))
+}
+
 pub fn mark_missing_stale(conn: &mut AnyConnection) -> QueryResult<i64> {
     use crate::db::schema::defender_sync_staging as staged;
     let reported = staged::table.filter(staged::machine_id.eq(defender_machines::machine_id));
@@ -140,9 +158,11 @@ pub fn forget_content_hashes(conn: &mut AnyConnection) -> QueryResult<usize> {
     diesel::update(defender_machines::table).set(defender_machines::content_hash.eq("")).execute(conn)
 }
 
-pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool) -> QueryResult<usize> {
+/// Records an isolation or a release that this product's action completed (`details` as in
+/// [`DefenderMachine::isolation`]); the next sync reads it back from Defender's machine actions.
+pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool, details: &str) -> QueryResult<usize> {
     diesel::update(defender_machines::table.find(machine_id))
-        .set(defender_machines::isolated.eq(isolated))
+        .set((defender_machines::isolated.eq(isolated), defender_machines::isolation.eq(details)))
         .execute(conn)
 }
 

@@ -40,17 +40,24 @@ pub struct DeviceKeys {
     pub last_seen: i64,
 }
 
-/// One CVE of a staged machine, or on a delta sync one change of its list.
-#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+/// One (software version, CVE) row of a staged machine, or on a delta sync one record of a
+/// change to its rows.
+#[derive(Debug, Clone, Default, Insertable, Queryable, Selectable)]
 #[diesel(table_name = vulns)]
 pub struct StagedVulnerability {
     pub seq: i64,
-    /// The order of arrival: a machine's changes apply in this order.
+    /// The order of arrival (it decides nothing: Defender documents no order between records).
     pub ord: i64,
     /// The CVE, as its index in the sync's catalog.
     pub cve: i32,
-    /// Defender's "Fixed": the CVE leaves the machine's list.
+    /// Defender's "Fixed": the row leaves the machine.
     pub fixed: bool,
+    /// The software version, as its index in the sync's list of them.
+    pub software: i32,
+    /// When the change was found (Unix milliseconds; 0 on a full sync).
+    pub event_ms: i64,
+    /// The device group the record was reported under (a delta's; empty on a full sync).
+    pub rbac_group: String,
 }
 
 /// One active alert of a staged machine.
@@ -137,7 +144,7 @@ pub struct StagedBatch {
     pub machines: Vec<StagedMachine>,
     pub vulnerabilities: Vec<StagedVulnerability>,
     pub alerts: Vec<StagedAlert>,
-    /// On a delta sync, the machines' CVE lists as the last import stored them.
+    /// On a delta sync, the machines' rows as the last import stored them.
     pub stored: Vec<(i64, String)>,
 }
 
@@ -148,7 +155,7 @@ pub fn read_batch(conn: &mut AnyConnection, from: i64, to: i64, delta: bool) -> 
             machines: range(c, from, to)?,
             vulnerabilities: vulnerabilities(c, from, to)?,
             alerts: alerts(c, from, to)?,
-            stored: if delta { stored_cves(c, from, to)? } else { Vec::new() },
+            stored: if delta { stored_rows(c, from, to)? } else { Vec::new() },
         })
     })
 }
@@ -180,16 +187,16 @@ pub fn alerts(conn: &mut AnyConnection, from: i64, to: i64) -> QueryResult<Vec<S
         .load(conn)
 }
 
-/// The CVE lists stored by the last import for the staged machines with `from <= seq < to`
-/// that have one, in order: where a delta sync's changes apply.
-pub fn stored_cves(conn: &mut AnyConnection, from: i64, to: i64) -> QueryResult<Vec<(i64, String)>> {
+/// The vulnerability rows stored by the last import for the staged machines with
+/// `from <= seq < to` that have any, in order: where a delta sync's changes apply.
+pub fn stored_rows(conn: &mut AnyConnection, from: i64, to: i64) -> QueryResult<Vec<(i64, String)>> {
     use crate::db::schema::defender_machines as machines;
     staged::table
         .inner_join(machines::table.on(machines::machine_id.eq(staged::machine_id)))
         .filter(staged::seq.ge(from).and(staged::seq.lt(to)))
-        .filter(machines::vuln_cves.ne(""))
+        .filter(machines::vuln_rows.ne(""))
         .order(staged::seq.asc())
-        .select((staged::seq, machines::vuln_cves))
+        .select((staged::seq, machines::vuln_rows))
         .load(conn)
 }
 

@@ -84,6 +84,15 @@ pub fn get_setting(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<St
     app_settings::table.find(key).select(app_settings::value).first(conn).optional()
 }
 
+/// Reads a setting and removes it (a one-time decision, such as a confirmation).
+pub fn take_setting(conn: &mut AnyConnection, key: &str) -> QueryResult<Option<String>> {
+    let value = get_setting(conn, key)?;
+    if value.is_some() {
+        diesel::delete(app_settings::table.find(key)).execute(conn)?;
+    }
+    Ok(value)
+}
+
 pub fn set_setting(conn: &mut AnyConnection, key: &str, value: &str) -> QueryResult<()> {
     let n = diesel::update(app_settings::table.find(key)).set(app_settings::value.eq(value)).execute(conn)?;
     if n == 0 {

@@ -20,6 +20,11 @@ use serde::{Deserialize, Deserializer};
 /// Items the pager can de-duplicate.
 pub trait HasId {
     fn id(&self) -> &str;
+    /// What makes a record of a listing one record: its id, unless the listing repeats ids on
+    /// purpose (see [`ExportVulnerability`]). Paging drops a record whose key it already saw.
+    fn record_key(&self) -> std::borrow::Cow<'_, str> {
+        self.id().into()
+    }
 }
 
 fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -240,11 +245,29 @@ pub struct ExportVulnerability {
     pub last_seen_timestamp: Option<DateTime<Utc>>,
     /// Delta export only: `New`, `Fixed` or `Updated`.
     pub status: Option<String>,
+    /// Delta export only: when the change was found. Microsoft's page shows both
+    /// `2020-11-03 10:13:34.8476880` (current) and `2021-01-11T11:06:08.291Z` (earlier).
+    #[serde(deserialize_with = "de_time")]
+    pub event_timestamp: Option<DateTime<Utc>>,
 }
 
 impl HasId for ExportVulnerability {
     fn id(&self) -> &str {
         &self.id
+    }
+    /// The delta export reports a machine that moved between device groups twice under the same
+    /// id, "once under its previous group with status "Fixed" and once under its current group
+    /// with status "New""
+    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/get-assessment-software-vulnerabilities>):
+    /// both are kept.
+    fn record_key(&self) -> std::borrow::Cow<'_, str> {
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            self.id,
+            self.status.as_deref().unwrap_or(""),
+            self.rbac_group_name.as_deref().unwrap_or("")
+        )
+        .into()
     }
 }
 

@@ -36,9 +36,15 @@ pub enum DefenderError {
     /// A request did not complete within the configured time.
     #[error("timed out")]
     Timeout,
-    /// 404 for a single entity (machine, action).
+    /// Defender's own `ResourceNotFound` (HTTP 404): the entity does not exist, or a listing has
+    /// nothing to list ("If there are no recent machines, you see 404 Not Found",
+    /// <https://learn.microsoft.com/en-us/defender-endpoint/api/get-machines>).
     #[error("not found")]
     NotFound,
+    /// A 404 that is not Defender's `ResourceNotFound` (an HTML page from a proxy, a wrong path
+    /// or API address): never taken for an empty listing. The code, or an excerpt of the body.
+    #[error("HTTP 404 that is not Defender's: {0}")]
+    ForeignNotFound(String),
     /// An action of the same type is already pending for the machine.
     #[error("an action of this type is already in progress for the machine")]
     ActionAlreadyPending,
@@ -87,6 +93,7 @@ impl DefenderError {
             DefenderError::Unreachable(why) => format!("Could not connect to Microsoft ({why}). Check the network, proxy and firewall, and the cloud/URL settings."),
             DefenderError::Timeout => "Microsoft did not answer in time. Try again later; if it persists, check the network or raise the timeout.".into(),
             DefenderError::NotFound => "Defender does not know this item (HTTP 404); it may have been removed or merged.".into(),
+            DefenderError::ForeignNotFound(what) => format!("The API address answered 404 Not Found without Microsoft Defender's own \"ResourceNotFound\" error ({what}): the API base URL may be wrong, or a proxy in between answered. Nothing was changed; check the API address and the proxy."),
             DefenderError::ActionAlreadyPending => "An action of this kind is already in progress for this device; wait until it finishes.".into(),
             DefenderError::OsNotSupported(msg) => format!("Defender cannot run this action on this device's operating system or sensor version: {msg}"),
             DefenderError::BadResponse(what) => format!("Defender sent an answer that could not be understood ({what}). Nothing was changed; the next sync will try again."),

@@ -59,6 +59,15 @@ impl DefenderClient {
         )
     }
 
+    /// Every machine action of one type in the tenant (`Isolate`, `Unisolate`, …):
+    /// `GET /api/machineactions?$filter=type eq '{kind}'`, `$top=10000` (the documented maximum;
+    /// `type` is a documented filter, and `or` between conditions is not, hence one listing per
+    /// type). <https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineactions-collection>
+    pub fn machine_actions_of_type(&self, kind: &'static str) -> Pager<MachineAction> {
+        Pager::skip_top(self.clone(), Api::ListMachineActions, "/api/machineactions", 10_000, None, false)
+            .with_filter(&format!("type eq '{kind}'"))
+    }
+
     /// All alerts: `GET /api/alerts`, `$top=10000`.
     pub fn alerts(&self) -> Pager<Alert> {
         Pager::skip_top(self.clone(), Api::ListAlerts, "/api/alerts", 10_000, None, false)
@@ -324,12 +333,13 @@ impl<T: DeserializeOwned + HasId> Pager<T> {
             _ => None,
         };
         // De-duplicate and detect loops.
-        let ids: HashSet<String> = page.items.iter().map(|i| i.id().to_string()).collect();
+        let ids: HashSet<String> = page.items.iter().map(|i| i.record_key().into_owned()).collect();
         let mut kept = Vec::with_capacity(raw);
         let mut repeated = 0usize;
         let mut this_page: HashSet<String> = HashSet::with_capacity(raw);
         for it in page.items {
-            let id = it.id();
+            let key = it.record_key();
+            let id = key.as_ref();
             let dup = self.previous.contains(id)
                 || self.seen_all.as_ref().is_some_and(|s| s.contains(id))
                 || !this_page.insert(id.to_string());

@@ -131,7 +131,16 @@ impl DefenderClient {
                     Try::Fail(DefenderError::Api { status: 403, code, message })
                 }
             }
-            404 => Try::Fail(DefenderError::NotFound),
+            // Only Defender's own error means "nothing there" (common errors,
+            // https://learn.microsoft.com/en-us/defender-endpoint/api/common-errors); anything else
+            // answering 404 is not Defender and proves nothing about the tenant.
+            404 if code.eq_ignore_ascii_case("ResourceNotFound") => Try::Fail(DefenderError::NotFound),
+            404 => Try::Fail(DefenderError::ForeignNotFound(if code.is_empty() {
+                let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("untyped");
+                format!("a {} answer", excerpt(kind.split(';').next().unwrap_or(kind).trim(), 60))
+            } else {
+                format!("code {}", excerpt(&code, 80))
+            })),
             400 if code.eq_ignore_ascii_case("ActiveRequestAlreadyExists")
                 || message.to_ascii_lowercase().contains("already in progress") =>
             {

@@ -3,7 +3,7 @@
 //! the CVE catalog in memory; then, batch by batch, the staged rows become the machine records
 //! the import writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -12,11 +12,14 @@ use crate::db::models::defender_sync_staging::{
     self, DeviceKeys, StagedAlert, StagedBatch, StagedMachine, StagedVulnerability,
 };
 use crate::db::models::jobs;
-use crate::defender::DefenderClient;
 use crate::defender::client::dto;
-use crate::defender::machine::{MachineRecord, TopAlert, TopVulnerability, record_of};
+use crate::defender::machine::{
+    Isolation, MachineRecord, SoftwareVersion, TopAlert, TopVulnerability, decode_rows, encode_rows,
+    isolation_by_machine, record_of, software_version,
+};
 use crate::defender::service::DefenderService;
 use crate::defender::settings;
+use crate::defender::{DefenderClient, DefenderError};
 use crate::domain::risk::RiskLevel;
 /// Defender keeps 14 days of vulnerability changes; a day less leaves room for slow syncs.
 const DELTA_MAX_AGE_SECS: i64 = 13 * 86_400;
@@ -29,7 +32,8 @@ pub(super) async fn snapshot_identity(ctx: &DefenderService) -> Result<String, S
         .await
         .map_err(|e| format!("The configuration could not be read: {e}"))?
         .ok_or("Microsoft Defender is not configured.")?;
-    Ok(format!("{}|{}|{}", config.tenant_id, config.client_id, config.api_base_url))
+    // `rows`: the stored lists are per software version (a list stored before is not one).
+    Ok(format!("rows|{}|{}|{}", config.tenant_id, config.client_id, config.api_base_url))
 }
 
 /// The time to ask for changes since, when a delta sync is possible (the machines' stored CVE
@@ -68,6 +72,61 @@ impl Catalog {
     }
 }
 
+/// The software versions of one sync, by index (as the staged rows name them).
+#[derive(Default)]
+struct SoftwareVersions {
+    index: HashMap<SoftwareVersion, u32>,
+    list: Vec<SoftwareVersion>,
+}
+
+impl SoftwareVersions {
+    fn intern(&mut self, key: SoftwareVersion) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        self.list.push(key.clone());
+        self.index.insert(key, self.list.len() as u32 - 1);
+        self.list.len() as u32 - 1
+    }
+}
+
+/// Applies a machine's staged records to its rows, keyed by (software version, CVE) and
+/// independent of the order they came in. On a full sync every record is a row. On a delta sync
+/// the records of one key decide it together (Microsoft's page on the export,
+/// <https://learn.microsoft.com/en-us/defender-endpoint/api/get-assessment-software-vulnerabilities>):
+/// an upgrade is "Fixed" on the old version and "New" on the new one, two keys that never cancel;
+/// a machine that moved between device groups is reported "Fixed" under its previous group and
+/// "New" under its current one with the same record id, so the records under the machine's
+/// current group are the ones that count; among those the latest event decides, and on a tie
+/// the row stays (a live vulnerability is never dropped on a guess).
+fn apply_records(rows: &mut HashSet<(u32, u32)>, records: &[StagedVulnerability], current_group: &str) {
+    let mut by_key: HashMap<(u32, u32), Vec<&StagedVulnerability>> = HashMap::new();
+    for r in records {
+        by_key.entry((r.software as u32, r.cve as u32)).or_default().push(r);
+    }
+    for (key, list) in by_key {
+        let here: Vec<&StagedVulnerability> =
+            list.iter().copied().filter(|r| same_group(&r.rbac_group, current_group)).collect();
+        let pool = if here.is_empty() { list } else { here };
+        let Some(decisive) = pool.into_iter().max_by_key(|r| (r.event_ms, !r.fixed)) else { continue };
+        if decisive.fixed {
+            rows.remove(&key);
+        } else {
+            rows.insert(key);
+        }
+    }
+}
+
+/// Whether a record's device group is the machine's. A machine in no group has an empty
+/// `rbacGroupName`; the export says "Unassigned" (or "None" when the organisation has no groups).
+fn same_group(reported: &str, current: &str) -> bool {
+    fn norm(g: &str) -> &str {
+        let g = g.trim();
+        if g.is_empty() || g.eq_ignore_ascii_case("Unassigned") || g.eq_ignore_ascii_case("None") { "" } else { g }
+    }
+    norm(reported).eq_ignore_ascii_case(norm(current))
+}
+
 /// What a fetch leaves for the import. Everything per machine is staged in the database as its
 /// page arrives (`defender_sync_staging`: the machines numbered in order of arrival, their
 /// vulnerabilities and active alerts); memory holds the CVE catalog, whose size does not follow
@@ -78,6 +137,10 @@ pub(super) struct Collected {
     /// One past the highest staged number (a machine listed twice leaves a gap).
     pub(super) seq_end: i64,
     catalog: Catalog,
+    software: SoftwareVersions,
+    /// Each machine's isolation by lower-case machine id, when the machine actions could be
+    /// read (a machine they do not name was never isolated, as far as they remember).
+    isolation: Option<HashMap<String, Isolation>>,
     /// A delta sync: the staged vulnerabilities are changes to the machines' stored lists.
     pub(super) delta: bool,
     /// Older records of a device: the staged machine and the machine it duplicates.
@@ -104,28 +167,22 @@ impl Collected {
         let mut records = Vec::with_capacity(batch.machines.len());
         for staged in batch.machines {
             let mut r: MachineRecord = serde_json::from_str(&staged.record)?;
-            let mut list: Vec<u32> = take_rows_of(&mut stored, staged.seq, |s| s.0)
-                .iter()
-                .flat_map(|(_, cves)| cves.split(','))
-                .filter(|c| !c.is_empty())
-                .map(|c| self.catalog.intern(c, None))
-                .collect();
-            // In order of arrival: a machine that changed device group shows Fixed, then New.
-            for v in take_rows_of(&mut vulns, staged.seq, |v| v.seq) {
-                let cve = v.cve as u32;
-                if v.fixed {
-                    list.retain(|&c| c != cve);
-                } else {
-                    list.push(cve);
+            let mut rows: HashSet<(u32, u32)> = HashSet::new();
+            for (_, stored) in take_rows_of(&mut stored, staged.seq, |s| s.0) {
+                for (software, cves) in decode_rows(stored) {
+                    let sw = self.software.intern(software);
+                    rows.extend(cves.iter().map(|c| (sw, self.catalog.intern(c, None))));
                 }
             }
+            apply_records(&mut rows, take_rows_of(&mut vulns, staged.seq, |v| v.seq), &r.rbac_group);
+            let mut list: Vec<u32> = rows.iter().map(|&(_, cve)| cve).collect();
             list.sort_unstable();
             list.dedup();
+            r.vuln_rows = self.encode(&rows);
+            r.isolation =
+                self.isolation.as_ref().map(|i| i.get(&r.machine_id.to_ascii_lowercase()).cloned().unwrap_or_default());
             let catalog = &self.catalog.vulns;
             r.vuln_count = list.len() as i32;
-            let mut cves: Vec<&str> = list.iter().map(|&i| catalog[i as usize].2.as_str()).collect();
-            cves.sort_unstable();
-            r.vuln_cves = cves.join(",");
             r.top_vuln = list
                 .iter()
                 .map(|&i| &catalog[i as usize])
@@ -148,6 +205,27 @@ impl Collected {
             records.push(r);
         }
         Ok(records)
+    }
+
+    /// A machine's rows as they are stored: by software version, the CVEs of each sorted.
+    fn encode(&self, rows: &HashSet<(u32, u32)>) -> String {
+        let mut by_software: Vec<(&SoftwareVersion, Vec<&str>)> = Vec::new();
+        let mut sorted: Vec<&(u32, u32)> = rows.iter().collect();
+        sorted.sort_unstable_by(|a, b| {
+            self.software.list[a.0 as usize].cmp(&self.software.list[b.0 as usize]).then(a.1.cmp(&b.1))
+        });
+        for &(sw, cve) in sorted {
+            let software = &self.software.list[sw as usize];
+            let cve = self.catalog.vulns[cve as usize].2.as_str();
+            match by_software.last_mut() {
+                Some((s, cves)) if *s == software => cves.push(cve),
+                _ => by_software.push((software, vec![cve])),
+            }
+        }
+        for (_, cves) in &mut by_software {
+            cves.sort_unstable();
+        }
+        encode_rows(&by_software)
     }
 }
 
@@ -172,6 +250,7 @@ pub(super) async fn collect(
         machines += run.stage(staged).await?;
         run.progress("machines", machines as i64, 0).await?;
     }
+    run.stale_guard().await?;
     let duplicates = run.duplicates().await?;
 
     // The vulnerability catalog: severity, score and description by CVE.
@@ -194,12 +273,13 @@ pub(super) async fn collect(
     }
 
     // Machine × vulnerability rows: every one from the bulk listing, or on a delta sync
-    // Defender's changes since, which the import applies to the machines' stored lists.
+    // Defender's changes since, which the import applies to the machines' stored rows.
     let place = |v: &mut StagedVulnerability, seq| v.seq = seq;
+    let mut software = SoftwareVersions::default();
     let (mut rows, mut ord) = (0i64, 0i64);
-    let mut staged_row = |machine: &str, cve: u32, fixed: bool| {
+    let mut staged_row = |machine: &str, row: StagedVulnerability| {
         ord += 1;
-        (machine.to_owned(), StagedVulnerability { seq: 0, ord, cve: cve as i32, fixed })
+        (machine.to_owned(), StagedVulnerability { ord, ..row })
     };
     match delta {
         None => {
@@ -210,7 +290,16 @@ pub(super) async fn collect(
                     .iter()
                     .filter_map(|r| {
                         let (machine, cve) = (r.machine_id.as_deref()?, r.cve_id.as_deref()?);
-                        Some(staged_row(machine, catalog.intern(cve, r.severity.as_deref()), false))
+                        let sw = software.intern(software_version(
+                            r.product_vendor.as_deref(),
+                            r.product_name.as_deref(),
+                            r.product_version.as_deref(),
+                        ));
+                        let cve = catalog.intern(cve, r.severity.as_deref()) as i32;
+                        Some(staged_row(
+                            machine,
+                            StagedVulnerability { cve, software: sw as i32, ..Default::default() },
+                        ))
                     })
                     .collect();
                 run.stage_facts("vulnerabilities", staged, place, defender_sync_staging::insert_vulnerabilities)
@@ -226,8 +315,20 @@ pub(super) async fn collect(
                     .iter()
                     .filter_map(|r| {
                         let (machine, cve) = (r.device_id.as_deref()?, r.cve_id.as_deref()?);
-                        let fixed = r.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Fixed"));
-                        Some(staged_row(machine, catalog.intern(cve, r.vulnerability_severity_level.as_deref()), fixed))
+                        let sw = software.intern(software_version(
+                            r.software_vendor.as_deref(),
+                            r.software_name.as_deref(),
+                            r.software_version.as_deref(),
+                        ));
+                        let row = StagedVulnerability {
+                            cve: catalog.intern(cve, r.vulnerability_severity_level.as_deref()) as i32,
+                            fixed: r.status.as_deref().is_some_and(|s| s.trim().eq_ignore_ascii_case("Fixed")),
+                            software: sw as i32,
+                            event_ms: r.event_timestamp.map(|t| t.timestamp_millis()).unwrap_or(0),
+                            rbac_group: r.rbac_group_name.clone().unwrap_or_default(),
+                            ..Default::default()
+                        };
+                        Some(staged_row(machine, row))
                     })
                     .collect();
                 run.stage_facts("vulnerability changes", staged, place, defender_sync_staging::insert_vulnerabilities)
@@ -262,7 +363,44 @@ pub(super) async fn collect(
         run.stage_facts("alerts", staged, |a, seq| a.seq = seq, defender_sync_staging::insert_alerts).await?;
         run.progress("alerts", seen_alerts, 0).await?;
     }
-    Ok(Collected { machines, seq_end, catalog, delta: delta.is_some(), duplicates })
+    let isolation = isolation_actions(run, client).await?.map(|actions| isolation_by_machine(&actions));
+    Ok(Collected { machines, seq_end, catalog, software, isolation, delta: delta.is_some(), duplicates })
+}
+
+/// Every Isolate and Unisolate action in the tenant, two listings whatever the tenant's size
+/// (never one call per machine): where a machine's isolation is read from, wherever it was asked
+/// for. `None` when the app may not read machine actions (Microsoft's current page lists only
+/// `Machine.ReadWrite.All` for the listing): the sync goes on and the stored isolation stays.
+async fn isolation_actions(
+    run: &Running<'_>,
+    client: &DefenderClient,
+) -> Result<Option<Vec<dto::MachineAction>>, Stopped> {
+    let mut all = Vec::new();
+    for kind in ["Isolate", "Unisolate"] {
+        let mut pages = client.machine_actions_of_type(kind);
+        loop {
+            let page = run
+                .page(async {
+                    match pages.next_page().await {
+                        Err(e @ (DefenderError::MissingPermission { .. } | DefenderError::Api { status: 403, .. })) => {
+                            Ok(Err(e))
+                        }
+                        other => other.map(Ok),
+                    }
+                })
+                .await?;
+            match page {
+                Ok(Some(list)) => all.extend(list),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e.plain_words(), "machine actions could not be read: isolation states stay as stored");
+                    return Ok(None);
+                }
+            }
+        }
+        run.progress("machine actions", all.len() as i64, 0).await?;
+    }
+    Ok(Some(all))
 }
 
 /// A fetched machine as it is staged: its record, and the keys that find a device's older

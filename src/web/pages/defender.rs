@@ -30,6 +30,7 @@ struct DefenderPage {
     clouds: [Cloud; 4],
     regions: &'static [&'static str],
     layout_is_operator: bool,
+    layout_is_admin: bool,
     sync_message: Option<String>,
 }
 
@@ -44,6 +45,7 @@ impl DefenderPage {
 struct SyncStatus {
     status: Status,
     layout_is_operator: bool,
+    layout_is_admin: bool,
     sync_message: Option<String>,
 }
 
@@ -92,6 +94,7 @@ async fn render(
         clouds: Cloud::ALL,
         regions: COMMERCIAL_REGIONS,
         layout_is_operator: true,
+        layout_is_admin: user.can(crate::auth::Role::Admin),
         sync_message: None,
     })?;
     if bad {
@@ -159,12 +162,29 @@ pub async fn sync_now(user: OperatorUser, state: web::Data<AppState>) -> Result<
         Err(e) => e.to_string(),
     };
     let status = state.defender.status().await?;
-    html(&SyncStatus { status, layout_is_operator: true, sync_message: Some(message) })
+    let layout_is_admin = user.can(crate::auth::Role::Admin);
+    html(&SyncStatus { status, layout_is_operator: true, layout_is_admin, sync_message: Some(message) })
+}
+
+/// An admin confirms that the machines a sync held back really left Defender, and a sync starts.
+pub async fn confirm_stale(user: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let message = match state.defender.confirm_stale(&user.username).await {
+        Ok(Some(_)) => "Confirmed: a sync has started and will mark the missing machines stale.".to_owned(),
+        Ok(None) => "Confirmed; a sync is already running, so the next one will mark them stale.".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let status = state.defender.status().await?;
+    html(&SyncStatus { status, layout_is_operator: true, layout_is_admin: true, sync_message: Some(message) })
 }
 
 pub async fn sync_status(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let status = state.defender.status().await?;
-    html(&SyncStatus { status, layout_is_operator: user.can(crate::auth::Role::Operator), sync_message: None })
+    html(&SyncStatus {
+        status,
+        layout_is_operator: user.can(crate::auth::Role::Operator),
+        layout_is_admin: user.can(crate::auth::Role::Admin),
+        sync_message: None,
+    })
 }
 
 #[derive(serde::Deserialize)]

@@ -323,6 +323,8 @@ struct DetailPage {
 /// The endpoint's Defender machine with its portal links (built for the configured cloud).
 pub struct DefenderView {
     pub m: DefenderMachine,
+    /// What Defender's machine actions say of its isolation.
+    pub isolation: crate::defender::machine::Isolation,
     pub overview: String,
     pub alerts: String,
     pub vulnerabilities: String,
@@ -352,6 +354,7 @@ pub fn defender_view(c: &mut crate::db::AnyConnection, endpoint_id: i64) -> anyh
     let links = PortalLinks::for_cloud(cloud);
     let link = |tab| links.device(&m.machine_id, tab, tenant.as_deref()).unwrap_or_default();
     Ok(Some(DefenderView {
+        isolation: crate::defender::machine::Isolation::stored(&m),
         overview: link(DeviceTab::Overview),
         alerts: link(DeviceTab::Alerts),
         vulnerabilities: link(DeviceTab::Vulnerabilities),
