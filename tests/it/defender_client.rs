@@ -697,12 +697,28 @@ async fn machine_action_lifecycle() {
     let ids: Vec<&str> = list.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, vec![s.id.as_str(), u.id.as_str(), a.id.as_str()]);
 
-    // Unsupported platforms.
-    let mac = t.machines().iter().find(|m| m.os_platform == "macOS" && m.is_onboarded()).unwrap();
-    let e = c.run_av_scan(&mac.id, "x", ScanType::Quick).await.unwrap_err();
+    // Unsupported platforms (400 OsPlatformNotSupported) and clients (400 ClientVersionNotSupported),
+    // each typed and explained in plain words.
+    let phone = t.machines().iter().find(|m| matches!(m.os_platform, "iOS" | "Android") && m.is_onboarded()).unwrap();
+    let e = c.run_av_scan(&phone.id, "x", ScanType::Quick).await.unwrap_err();
     assert!(matches!(e, DefenderError::OsNotSupported(_)), "{e:?}");
-    let e = c.isolate(&mac.id, "x", IsolationType::Selective).await.unwrap_err();
+    assert!(e.plain_words().contains("does not support this action on this device's operating system"), "{e:?}");
+    let linux = t.machines().iter().find(|m| m.os_platform == "Linux" && m.is_onboarded()).unwrap();
+    let e = c.isolate(&linux.id, "x", IsolationType::Selective).await.unwrap_err();
     assert!(matches!(e, DefenderError::OsNotSupported(_)), "{e:?}");
+    let old = t
+        .machines()
+        .iter()
+        .find(|m| m.os_platform == "macOS" && m.agent_version.is_some_and(|v| v.starts_with("101.98.")))
+        .unwrap();
+    let e = c.run_av_scan(&old.id, "x", ScanType::Quick).await.unwrap_err();
+    assert_eq!(
+        e,
+        DefenderError::ClientVersionNotSupported(
+            "RunAntiVirusScan is supported on client version 101.98.84 and above.".into()
+        )
+    );
+    assert!(e.plain_words().contains("needs a newer Defender client on the device"), "{e:?}");
 
     // Refused locally, nothing sent.
     let before = sim.counters().total_calls;

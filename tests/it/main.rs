@@ -23,6 +23,7 @@ mod journeys;
 mod load;
 mod metrics;
 mod modeling;
+mod platforms;
 mod routes;
 mod scaleout;
 mod secrets;
