@@ -30,7 +30,7 @@ pub use client::dto::{
 pub use client::error::DefenderError;
 pub use client::limiter::RateLimit;
 pub use client::{
-    Api, ApiStats, CallStats, ClientOptions, ConnectionReport, DefenderClient, IsolationType, Pager, PermissionCheck,
-    REQUIRED_PERMISSIONS, ScanType, Target,
+    Api, ApiStats, CallStats, ClientOptions, ConnectionReport, DefenderClient, IsolationType, PERMISSIONS, Pager,
+    Permission, PermissionCheck, ScanType, Target,
 };
 pub use links::{DeviceTab, PortalLinks, device_link};

@@ -96,6 +96,9 @@ async fn test_connection_with_all_permissions() {
     assert_eq!(r.api_call, Ok(1));
     assert_eq!(r.token_tenant.as_deref(), Some(sim.tenant_id.as_str()));
     assert_eq!(r.token_audience.as_deref(), Some("https://api.securitycenter.microsoft.com"));
+    assert_eq!(r.requested_audience, "https://api.securitycenter.microsoft.com");
+    assert_eq!(r.api_host, sim.base_url.trim_end_matches('/'));
+    assert_eq!(r.audience_matches(), Some(true));
     assert!(r.all_good());
     let st = c.stats();
     assert_eq!(st.token_requests, 1);
@@ -112,16 +115,8 @@ async fn test_connection_reports_missing_permissions() {
     let c = client(&sim);
     let r = c.test_connection().await.unwrap();
     assert_eq!(r.roles, vec!["Machine.ReadWrite.All", "Alert.Read.All"]);
-    assert_eq!(
-        r.missing,
-        vec![
-            "Machine.Isolate",
-            "Machine.Scan",
-            "Vulnerability.Read.All",
-            "AdvancedQuery.Read.All",
-            "Software.Read.All"
-        ]
-    );
+    assert_eq!(r.missing, vec!["Machine.Isolate", "Machine.Scan", "Vulnerability.Read.All"]);
+    assert_eq!(r.optional_missing, vec!["AdvancedQuery.Read.All", "Software.Read.All"]);
     assert_eq!(r.permissions[0].granted_by.as_deref(), Some("Machine.ReadWrite.All"));
     assert_eq!(r.api_call, Ok(1));
     assert!(!r.all_good());

@@ -3,6 +3,7 @@
 //! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
 
 mod browser;
+mod connection;
 mod consistency;
 mod helpers;
 mod process;
