@@ -217,6 +217,7 @@ diesel::table! {
         os_platform -> Text,
         os_version -> Text,
         os_build -> Text,
+        agent_version -> Text,
         onboarding_status -> Text,
         health_status -> Text,
         risk_score -> Text,

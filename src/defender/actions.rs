@@ -5,6 +5,7 @@
 //! background for everyone else.
 
 use super::machine::Isolation;
+use super::platforms::{self, Need};
 use super::service::DefenderService;
 use super::{DefenderError, IsolationType, MachineAction, ScanType};
 use crate::db::models::actions::{self, ActionRow, NewAction, Recorded};
@@ -92,31 +93,28 @@ pub fn parse(action: &str, scope: &str, comment: &str, confirm: bool, key: &str)
     Ok(ActionRequest { kind, comment: comment.to_owned(), idempotency_key: key.to_owned() })
 }
 
-fn platform(m: &DefenderMachine) -> String {
-    m.os_platform.to_ascii_lowercase()
-}
+/// Onboarding states that Defender documents as "not onboarded" (`L:machine`, `onboardingStatus`).
+/// A machine without the field (Microsoft's own examples never show it) is not refused on that
+/// ground: Defender answers for it.
+const NOT_ONBOARDED: &[&str] = &["CanBeOnboarded", "Unsupported", "InsufficientInfo"];
 
-/// Whether Defender supports the action on this machine, as documented: onboarded devices;
-/// full isolation on Windows 10/11 and Linux, selective isolation on Windows 10/11, antivirus
-/// scans on Windows 10/11. Isolate is offered only when the machine is not isolated, Unisolate
-/// only when it is (as far as the product knows).
+/// Whether Defender supports the action on this machine, as documented: not explicitly
+/// non-onboarded, and on the platforms and versions of [`platforms`]. Isolate is offered only
+/// when the machine is not isolated, Unisolate only when it is (as far as the product knows).
 pub fn check_supported(m: &DefenderMachine, kind: ActionKind) -> Result<(), String> {
     if m.stale {
         return Err("This Defender record is stale; act on the machine's current record.".into());
     }
-    if !m.onboarding_status.eq_ignore_ascii_case("onboarded") {
+    if NOT_ONBOARDED.iter().any(|s| m.onboarding_status.trim().eq_ignore_ascii_case(s)) {
         return Err(format!("The machine is not onboarded in Microsoft Defender ({}).", m.onboarding_status));
     }
-    let p = platform(m);
-    let windows_client = p == "windows10" || p == "windows11";
-    let ok = match kind {
-        ActionKind::Scan(_) => windows_client,
-        ActionKind::Isolate(IsolationType::Selective) => windows_client,
-        ActionKind::Isolate(_) | ActionKind::Unisolate => windows_client || p == "linux",
+    let need = match kind {
+        ActionKind::Scan(_) => Need::AntivirusScan,
+        ActionKind::Isolate(IsolationType::Selective) => Need::SelectiveIsolation,
+        ActionKind::Isolate(_) => Need::FullIsolation,
+        ActionKind::Unisolate => Need::Release,
     };
-    if !ok {
-        return Err(format!("{} is not supported on {} devices.", kind.label(), m.os_platform));
-    }
+    platforms::check(&m.os_platform, &m.os_version, &m.agent_version, need)?;
     // The state as Defender's machine actions tell it (read by every sync), wherever it was
     // asked for: a pending isolation or release started elsewhere is not asked for twice.
     let state = Isolation::stored(m);
@@ -416,6 +414,7 @@ mod tests {
             os_platform: platform.into(),
             os_version: String::new(),
             os_build: String::new(),
+            agent_version: String::new(),
             onboarding_status: onboarding.into(),
             health_status: "Active".into(),
             risk_score: String::new(),
@@ -446,12 +445,22 @@ mod tests {
 
     #[test]
     fn support_follows_the_documentation() {
-        let win = machine("Windows11", "Onboarded", false);
-        assert_eq!(offered(&win), vec![("scan", vec!["Quick", "Full"]), ("isolate", vec!["Full", "Selective"])]);
+        let all = vec![("scan", vec!["Quick", "Full"]), ("isolate", vec!["Full", "Selective"])];
+        for platform in ["Windows11", "Windows10", "WindowsServer2012R2", "WindowsServer2022", "WindowsServer2025"] {
+            assert_eq!(offered(&machine(platform, "Onboarded", false)), all, "{platform}");
+        }
         let linux = machine("Linux", "Onboarded", false);
-        assert_eq!(offered(&linux), vec![("isolate", vec!["Full"])]);
-        assert!(offered(&machine("macOS", "Onboarded", false)).is_empty());
-        assert!(offered(&machine("Windows10", "CanBeOnboarded", false)).is_empty());
+        assert_eq!(offered(&linux), vec![("scan", vec!["Quick", "Full"]), ("isolate", vec!["Full"])]);
+        assert_eq!(offered(&machine("macOS", "Onboarded", false)), all, "unknown client version: Defender decides");
+        let old_mac = DefenderMachine { agent_version: "101.98.30".into(), ..machine("macOS", "Onboarded", false) };
+        assert!(offered(&old_mac).is_empty(), "below client 101.98.84");
+        let old_mac_isolated = DefenderMachine { isolated: true, ..old_mac };
+        assert_eq!(offered(&old_mac_isolated), vec![("unisolate", vec![])], "a release is never held back");
+        assert!(offered(&machine("iOS", "Onboarded", false)).is_empty());
+        for status in ["CanBeOnboarded", "Unsupported", "InsufficientInfo", "canbeonboarded"] {
+            assert!(offered(&machine("Windows10", status, false)).is_empty(), "{status}");
+        }
+        assert_eq!(offered(&machine("Windows10", "", false)), all, "no onboardingStatus: Defender decides");
         let isolated = machine("Windows10", "onboarded", true);
         assert_eq!(offered(&isolated), vec![("scan", vec!["Quick", "Full"]), ("unisolate", vec![])]);
     }

@@ -451,6 +451,7 @@ impl Writes {
             os_platform: r.os_platform.clone(),
             os_version: r.os_version.clone(),
             os_build: r.os_build.clone(),
+            agent_version: r.agent_version.clone(),
             onboarding_status: r.onboarding_status.clone(),
             health_status: r.health_status.clone(),
             risk_score: r.risk_score.clone(),

@@ -20,6 +20,9 @@ pub struct MachineRecord {
     /// The OS version as Defender names it (`version`, e.g. `23H2`; for Linux the distribution in `osVersion`).
     pub os_version: String,
     pub os_build: String,
+    /// `agentVersion` (the Defender client), which decides some actions on macOS and Linux.
+    #[serde(default)]
+    pub agent_version: String,
     pub onboarding_status: String,
     pub health_status: String,
     pub risk_score: String,
@@ -230,6 +233,7 @@ pub fn record_of(m: &dto::Machine) -> MachineRecord {
         os_platform: m.os_platform.clone().unwrap_or_default(),
         os_version: os_version.unwrap_or_default(),
         os_build: m.os_build.map(|b| b.to_string()).unwrap_or_default(),
+        agent_version: m.agent_version.clone().unwrap_or_default(),
         onboarding_status: m.onboarding_status.clone().unwrap_or_default(),
         health_status: m.health_status.clone().unwrap_or_default(),
         risk_score: m.risk_score.clone().unwrap_or_default(),

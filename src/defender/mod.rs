@@ -6,7 +6,7 @@
 //!   the entities (`dto`) and typed errors with plain-words explanations.
 //! * the product's side, which uses the client: [`service::DefenderService`] (what pages, the
 //!   JSON API and background jobs call), the saved [`settings`], the [`sync`] and its [`import`]
-//!   into the inventory, machine [`actions`] as the product records them, the [`review`] of
+//!   into the inventory, machine [`actions`] as the product records them (offered on the [`platforms`] Microsoft documents), the [`review`] of
 //!   machines the matching could not settle, and portal [`links`] for a device.
 //!
 //! Behaviour and choices: `docs/defender-client.md`.
@@ -16,6 +16,7 @@ pub mod client;
 pub mod import;
 pub mod links;
 pub mod machine;
+pub mod platforms;
 pub mod review;
 pub mod service;
 pub mod settings;
@@ -29,7 +30,7 @@ pub use client::dto::{
 pub use client::error::DefenderError;
 pub use client::limiter::RateLimit;
 pub use client::{
-    Api, ApiStats, CallStats, ClientOptions, ConnectionReport, DefenderClient, IsolationType, Pager, PermissionCheck,
-    REQUIRED_PERMISSIONS, ScanType, Target,
+    Api, ApiStats, CallStats, ClientOptions, ConnectionReport, DefenderClient, IsolationType, PERMISSIONS, Pager,
+    Permission, PermissionCheck, ScanType, Target,
 };
 pub use links::{DeviceTab, PortalLinks, device_link};

@@ -96,6 +96,9 @@ async fn test_connection_with_all_permissions() {
     assert_eq!(r.api_call, Ok(1));
     assert_eq!(r.token_tenant.as_deref(), Some(sim.tenant_id.as_str()));
     assert_eq!(r.token_audience.as_deref(), Some("https://api.securitycenter.microsoft.com"));
+    assert_eq!(r.requested_audience, "https://api.securitycenter.microsoft.com");
+    assert_eq!(r.api_host, sim.base_url.trim_end_matches('/'));
+    assert_eq!(r.audience_matches(), Some(true));
     assert!(r.all_good());
     let st = c.stats();
     assert_eq!(st.token_requests, 1);
@@ -112,16 +115,8 @@ async fn test_connection_reports_missing_permissions() {
     let c = client(&sim);
     let r = c.test_connection().await.unwrap();
     assert_eq!(r.roles, vec!["Machine.ReadWrite.All", "Alert.Read.All"]);
-    assert_eq!(
-        r.missing,
-        vec![
-            "Machine.Isolate",
-            "Machine.Scan",
-            "Vulnerability.Read.All",
-            "AdvancedQuery.Read.All",
-            "Software.Read.All"
-        ]
-    );
+    assert_eq!(r.missing, vec!["Machine.Isolate", "Machine.Scan", "Vulnerability.Read.All"]);
+    assert_eq!(r.optional_missing, vec!["AdvancedQuery.Read.All", "Software.Read.All"]);
     assert_eq!(r.permissions[0].granted_by.as_deref(), Some("Machine.ReadWrite.All"));
     assert_eq!(r.api_call, Ok(1));
     assert!(!r.all_good());
@@ -697,12 +692,28 @@ async fn machine_action_lifecycle() {
     let ids: Vec<&str> = list.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, vec![s.id.as_str(), u.id.as_str(), a.id.as_str()]);
 
-    // Unsupported platforms.
-    let mac = t.machines().iter().find(|m| m.os_platform == "macOS" && m.is_onboarded()).unwrap();
-    let e = c.run_av_scan(&mac.id, "x", ScanType::Quick).await.unwrap_err();
+    // Unsupported platforms (400 OsPlatformNotSupported) and clients (400 ClientVersionNotSupported),
+    // each typed and explained in plain words.
+    let phone = t.machines().iter().find(|m| matches!(m.os_platform, "iOS" | "Android") && m.is_onboarded()).unwrap();
+    let e = c.run_av_scan(&phone.id, "x", ScanType::Quick).await.unwrap_err();
     assert!(matches!(e, DefenderError::OsNotSupported(_)), "{e:?}");
-    let e = c.isolate(&mac.id, "x", IsolationType::Selective).await.unwrap_err();
+    assert!(e.plain_words().contains("does not support this action on this device's operating system"), "{e:?}");
+    let linux = t.machines().iter().find(|m| m.os_platform == "Linux" && m.is_onboarded()).unwrap();
+    let e = c.isolate(&linux.id, "x", IsolationType::Selective).await.unwrap_err();
     assert!(matches!(e, DefenderError::OsNotSupported(_)), "{e:?}");
+    let old = t
+        .machines()
+        .iter()
+        .find(|m| m.os_platform == "macOS" && m.agent_version.is_some_and(|v| v.starts_with("101.98.")))
+        .unwrap();
+    let e = c.run_av_scan(&old.id, "x", ScanType::Quick).await.unwrap_err();
+    assert_eq!(
+        e,
+        DefenderError::ClientVersionNotSupported(
+            "RunAntiVirusScan is supported on client version 101.98.84 and above.".into()
+        )
+    );
+    assert!(e.plain_words().contains("needs a newer Defender client on the device"), "{e:?}");
 
     // Refused locally, nothing sent.
     let before = sim.counters().total_calls;

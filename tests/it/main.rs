@@ -3,6 +3,7 @@
 //! when `EA_TEST_BACKEND=postgres`), and talks HTTP to it.
 
 mod browser;
+mod connection;
 mod consistency;
 mod helpers;
 mod process;
@@ -24,6 +25,7 @@ mod journeys;
 mod load;
 mod metrics;
 mod modeling;
+mod platforms;
 mod routes;
 mod scaleout;
 mod secrets;

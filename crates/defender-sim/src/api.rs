@@ -654,7 +654,14 @@ async fn list_machines(st: web::Data<SimState>, req: HttpRequest) -> HttpRespons
             return Reply::not_found("No machines found");
         }
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(ctx, "Machines", items, next, |b, m| write_json(b, &MachineView::new(m)))
+        let omit = lock(&ctx.st.faults).faults.omit_machine_fields.clone();
+        collection(ctx, "Machines", items, next, |b, m| {
+            if omit.is_empty() {
+                write_json(b, &MachineView::new(m))
+            } else {
+                write_json(b, &machine_without(m, &omit))
+            }
+        })
     })
     .await
 }
@@ -711,13 +718,27 @@ async fn count_machine_alerts(st: web::Data<SimState>, req: HttpRequest, id: web
     .await
 }
 
+/// A machine without the properties the `omit_machine_fields` knob names.
+fn machine_without(m: &Machine, omit: &[String]) -> Value {
+    let mut v = serde_json::to_value(MachineView::new(m)).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        for k in omit {
+            o.remove(k);
+        }
+    }
+    v
+}
+
 fn machine_not_found(id: &str) -> Reply {
     Reply::not_found(format!("Machine {id} was not found"))
 }
 
 async fn get_machine(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
     serve(&st, &req, Api::GetMachine, |ctx| match ctx.tenant().machine_by_id_or_name(&id) {
-        Some(m) => entity(ctx, "Machines/$entity", StatusCode::OK, &MachineView::new(m)),
+        Some(m) => {
+            let omit = lock(&ctx.st.faults).faults.omit_machine_fields.clone();
+            entity(ctx, "Machines/$entity", StatusCode::OK, &machine_without(m, &omit))
+        }
         None => machine_not_found(&id),
     })
     .await
@@ -725,23 +746,6 @@ async fn get_machine(st: web::Data<SimState>, req: HttpRequest, id: web::Path<St
 
 // ---------------------------------------------------------------------------------------------
 // Machine actions
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OsGroupKind {
-    WindowsClient,
-    WindowsServer,
-    Linux,
-    Other,
-}
-
-fn os_kind(m: &Machine) -> OsGroupKind {
-    match m.group {
-        0 | 1 => OsGroupKind::WindowsClient,
-        2..=5 => OsGroupKind::WindowsServer,
-        7 => OsGroupKind::Linux,
-        _ => OsGroupKind::Other,
-    }
-}
 
 fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     if kind != ActionType::RunAntiVirusScan {
@@ -797,22 +801,9 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     let Some(m) = t.machine_by_id_or_name(id) else {
         return machine_not_found(id);
     };
-    let os = os_kind(m);
-    let supported = match (kind, scope) {
-        (ActionType::Isolate, Some("UnManagedDevice")) => !m.is_onboarded(),
-        (ActionType::Isolate, Some("Selective")) => os == OsGroupKind::WindowsClient,
-        (ActionType::Isolate, _) | (ActionType::Unisolate, _) => {
-            matches!(os, OsGroupKind::WindowsClient | OsGroupKind::Linux)
-        }
-        (ActionType::RunAntiVirusScan, _) => {
-            matches!(os, OsGroupKind::WindowsClient | OsGroupKind::WindowsServer)
-        }
-    };
-    if !supported {
-        return Reply::bad_request(
-            "OsPlatformNotSupported",
-            format!("{} is not supported for machine {} with OS platform {}", kind.as_str(), m.id, m.os_platform),
-        );
+    // Platforms, Windows 10 releases and client versions as Microsoft documents them.
+    if let Err((code, message)) = super::support::check(m, kind, scope) {
+        return Reply::bad_request(code, message);
     }
     let mut store = lock(&ctx.st.actions);
     if store.active(m.index, kind, ctx.now).is_some() {

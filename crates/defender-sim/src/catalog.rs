@@ -16,9 +16,18 @@ pub const G_MAC: u16 = 1 << 6;
 pub const G_LINUX: u16 = 1 << 7;
 pub const G_IOS: u16 = 1 << 8;
 pub const G_ANDROID: u16 = 1 << 9;
-pub const GROUP_COUNT: usize = 10;
+/// Added after the others so that the groups of existing machines keep their numbers.
+pub const G_SRV2025: u16 = 1 << 10;
+pub const GROUP_COUNT: usize = 11;
 pub const G_WIN_CLIENT: u16 = G_WIN10 | G_WIN11;
-pub const G_WIN_SERVER: u16 = G_SRV2012 | G_SRV2016 | G_SRV2019 | G_SRV2022;
+pub const G_WIN_SERVER: u16 = G_SRV2012 | G_SRV2016 | G_SRV2019 | G_SRV2022 | G_SRV2025;
+
+/// The group whose names, network and management a machine of `group` shares: Windows Server
+/// 2025 (group 10) is named, addressed and managed like the other Windows servers (group 5);
+/// only its software and vulnerabilities are its own.
+pub fn behaves_like(group: usize) -> usize {
+    if group == 10 { 5 } else { group }
+}
 pub const G_WINDOWS: u16 = G_WIN_CLIENT | G_WIN_SERVER;
 pub const G_DESKTOP: u16 = G_WINDOWS | G_MAC | G_LINUX;
 
@@ -29,7 +38,8 @@ pub struct OsDef {
     /// (version, build, weight)
     pub versions: &'static [(&'static str, Option<i64>, u32)],
     pub weight: u32,
-    /// Distribution names for Linux, shown in osVersion and DeviceInfo.OSDistribution.
+    /// For Linux, the distribution of each entry of `versions` (same index), shown in osVersion
+    /// and DeviceInfo.OSDistribution: each version is a release of that distribution.
     pub distributions: &'static [&'static str],
 }
 
@@ -78,7 +88,16 @@ pub const OSES: &[OsDef] = &[
         platform: "WindowsServer2022",
         group: 5,
         versions: &[("21H2", Some(20348), 1)],
-        weight: 40,
+        weight: 28,
+        distributions: &[],
+    },
+    // Right after 2022 and out of its former weight (40), so that every other machine of a seed
+    // keeps its platform. `version` 24H2, build 26100 (Windows Server 2025's release).
+    OsDef {
+        platform: "WindowsServer2025",
+        group: 10,
+        versions: &[("24H2", Some(26100), 1)],
+        weight: 12,
         distributions: &[],
     },
     OsDef {
@@ -91,9 +110,31 @@ pub const OSES: &[OsDef] = &[
     OsDef {
         platform: "Linux",
         group: 7,
-        versions: &[("22.04", None, 40), ("20.04", None, 20), ("9.3", None, 20), ("12", None, 10), ("15.5", None, 10)],
+        // Releases that exist, each with its own distribution (supported by Defender for
+        // Endpoint on Linux: https://learn.microsoft.com/en-us/defender-endpoint/mde-linux-prerequisites).
+        versions: &[
+            ("22.04", None, 26),
+            ("24.04", None, 10),
+            ("20.04", None, 14),
+            ("9.4", None, 12),
+            ("8.10", None, 8),
+            ("12", None, 8),
+            ("11", None, 5),
+            ("15 SP5", None, 10),
+            ("15 SP6", None, 7),
+        ],
         weight: 60,
-        distributions: &["Ubuntu", "Ubuntu", "RedHatEnterpriseLinux", "Debian", "SuseLinuxEnterpriseServer"],
+        distributions: &[
+            "Ubuntu",
+            "Ubuntu",
+            "Ubuntu",
+            "RedHatEnterpriseLinux",
+            "RedHatEnterpriseLinux",
+            "Debian",
+            "Debian",
+            "SuseLinuxEnterpriseServer",
+            "SuseLinuxEnterpriseServer",
+        ],
     },
     OsDef {
         platform: "iOS",
@@ -600,7 +641,7 @@ pub const NETWORK_ONLY: &[NetworkOnlyDevice] = &[
 
 /// DHCP fingerprints of Defender-managed platforms: (vendor class, parameter request list).
 pub fn dhcp_fingerprint(group: usize) -> (Option<&'static str>, &'static str) {
-    match group {
+    match behaves_like(group) {
         0..=5 => (Some("MSFT 5.0"), "1,3,6,15,31,33,43,44,46,47,119,121,249,252"),
         6 => (None, "1,121,3,6,15,108,114,119,252,95,44,46"),
         7 => (Some("dhcpcd-9.4.1:Linux-5.15.0:x86_64"), "1,28,2,3,15,6,119,12,44,47,26,121,42"),
@@ -609,11 +650,27 @@ pub fn dhcp_fingerprint(group: usize) -> (Option<&'static str>, &'static str) {
     }
 }
 
-pub const AGENT_VERSIONS: &[&str] =
-    &["10.8760.19041.4046", "10.8750.22621.3155", "10.8735.20348.2322", "10.8560.19041.3803"];
-pub const MAC_AGENT_VERSIONS: &[&str] = &["101.24022.0005", "101.23122.0007"];
-pub const LINUX_AGENT_VERSIONS: &[&str] = &["101.24012.0001", "101.23102.0003"];
-pub const MOBILE_AGENT_VERSIONS: &[&str] = &["1.0.6125.0102", "1.0.5913.0101"];
+/// Defender client (sensor) versions per platform group, newest first; the last is the oldest,
+/// which old duplicate records keep. Windows reports the MsSense version
+/// (`10.{sense}.{OS build}.{revision}`); macOS and Linux `101.{YYMMx}.{build}` since mid-2023 and
+/// `101.{minor}.{build}` before. One macOS and one Linux version are below 101.98.84, the client
+/// that Microsoft requires for scans and macOS isolation
+/// (https://learn.microsoft.com/en-us/defender-endpoint/respond-machine-alerts), so that the
+/// refusal (`ClientVersionNotSupported`) can be seen.
+pub fn agent_versions(group: usize) -> &'static [&'static str] {
+    match group {
+        0 => &["10.8760.19041.4046", "10.8750.19041.3930", "10.8735.19041.3803", "10.8560.19041.3636"],
+        1 => &["10.8760.22621.3155", "10.8760.26100.1742", "10.8750.22621.3007", "10.8560.22621.2506"],
+        2 => &["10.8760.9600.21620", "10.8750.9600.21563", "10.8560.9600.21503"],
+        3 => &["10.8760.14393.6709", "10.8750.14393.6614", "10.8560.14393.6452"],
+        4 => &["10.8760.17763.5458", "10.8750.17763.5329", "10.8560.17763.5122"],
+        5 => &["10.8760.20348.2322", "10.8750.20348.2227", "10.8560.20348.2031"],
+        10 => &["10.8760.26100.2314", "10.8750.26100.2033"],
+        6 => &["101.24022.0005", "101.24012.0001", "101.23122.0007", "101.23102.0003", "101.98.30"],
+        7 => &["101.24022.0001", "101.24012.0001", "101.23122.0005", "101.23082.0006", "101.98.30"],
+        _ => &["1.0.6125.0102", "1.0.5913.0101"],
+    }
+}
 
 /// Strings that must never be rendered as markup by the product (`--hostile`).
 pub const HOSTILE: &[&str] = &[

@@ -26,6 +26,18 @@ pub struct Faults {
     /// Answer `GET /api/machines` with 404 ResourceNotFound when nothing matches (documented
     /// behaviour of the real service; off by default, an empty `value` is returned then).
     pub empty_list_404: bool,
+    /// Machine properties left out of `GET /api/machines` and `GET /api/machines/{id}` (e.g.
+    /// `["onboardingStatus", "agentVersion", "version"]`). Microsoft's own response examples
+    /// (`L:get-machines`, `L:get-machine-by-id`) never contain `onboardingStatus`, and the Machine
+    /// page does not say which properties are always sent; this shows a client reading them as
+    /// optional.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub omit_machine_fields: Vec<String>,
+    /// The `aud` of access tokens issued from now on, instead of the requested resource's (a
+    /// directory that answers for another resource or cloud). The API refuses such tokens with
+    /// 403 like any foreign audience; Test Connection shows the audience the token carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token_audience: Option<String>,
     /// Where the `foreign_next_link` effect points (`scheme://host[:port]`); default
     /// `https://api.defender-mirror.example.net`. A test points it at a listener of its own to
     /// prove that the client never contacts it.

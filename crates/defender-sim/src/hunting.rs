@@ -155,7 +155,7 @@ fn device_info(m: &Machine) -> Vec<Map<String, Value>> {
         "ReportId": (m.index as i64) * 7 + 11,
         "OnboardingStatus": m.onboarding_status,
         "DeviceCategory": "Endpoint",
-        "DeviceType": match m.group { 0 | 1 | 6 => "Workstation", 2..=5 | 7 => "Server", _ => "Mobile" },
+        "DeviceType": match m.group { 0 | 1 | 6 => "Workstation", 2..=5 | 7 | 10 => "Server", _ => "Mobile" },
         "OSDistribution": m.os_distribution,
         "SensorHealthState": m.health_status,
         "ExposureLevel": m.exposure_level,

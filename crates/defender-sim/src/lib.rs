@@ -38,6 +38,7 @@ pub mod limits;
 pub mod odata;
 pub mod oidc;
 pub mod rng;
+mod support;
 pub mod tenant;
 mod token;
 mod views;

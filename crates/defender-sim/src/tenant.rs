@@ -356,10 +356,12 @@ impl Tenant {
                 Some(p) => OSES.iter().find(|o| o.group == machines[p].group as usize).unwrap_or(&OSES[0]),
                 None => &OSES[rng.weighted(&os_weights)],
             };
-            let group = os.group;
+            let group = catalog::behaves_like(os.group);
             let vweights: Vec<u32> = os.versions.iter().map(|v| v.2).collect();
-            let (version, os_build, _) = os.versions[rng.weighted(&vweights)];
-            let os_distribution = if os.distributions.is_empty() { None } else { Some(*rng.pick(os.distributions)) };
+            let vi = rng.weighted(&vweights);
+            let (version, os_build, _) = os.versions[vi];
+            // Each Linux release belongs to its own distribution (no "Debian 22.04").
+            let os_distribution = os.distributions.get(vi).copied();
             let mobile = group >= 8;
             let windows = group <= 5;
 
@@ -529,7 +531,7 @@ impl Tenant {
 
             // Groups, tags, misc.
             let groups_for: Vec<&(i64, &str, u16)> =
-                catalog::RBAC_GROUPS.iter().filter(|g| g.2 & (1 << group) != 0).collect();
+                catalog::RBAC_GROUPS.iter().filter(|g| g.2 & (1 << os.group) != 0).collect();
             let (rbac_group_id, rbac_group_name) = if groups_for.is_empty() || rng.chance(0.1) {
                 (0, None)
             } else {
@@ -556,12 +558,7 @@ impl Tenant {
             };
             let is_aad_joined = group <= 1 && rng.chance(0.8);
             let aad_device_id = is_aad_joined.then(|| rng.guid());
-            let agent_version = onboarded.then(|| match group {
-                0..=5 => *rng.pick(catalog::AGENT_VERSIONS),
-                6 => *rng.pick(catalog::MAC_AGENT_VERSIONS),
-                7 => *rng.pick(catalog::LINUX_AGENT_VERSIONS),
-                _ => *rng.pick(catalog::MOBILE_AGENT_VERSIONS),
-            });
+            let agent_version = onboarded.then(|| *rng.pick(catalog::agent_versions(os.group)));
             let defender_av_status =
                 if !onboarded { "Unknown" } else { ["Updated", "NotUpdated", "Unknown"][rng.weighted(&[85, 10, 5])] };
             let managed_by =
@@ -577,7 +574,7 @@ impl Tenant {
             // Vulnerabilities: count and worst bucket now, rows on demand.
             let (vuln_count, worst_bucket) = if onboarded {
                 let mut vr = Rng::for_item(seed, STREAM_VULNS ^ 0x100, i as u64);
-                choose_vuln_profile(&mut vr, &group_lists[group], &group_bounds[group], mobile)
+                choose_vuln_profile(&mut vr, &group_lists[os.group], &group_bounds[os.group], mobile)
             } else {
                 (0, None)
             };
@@ -650,7 +647,7 @@ impl Tenant {
                 os_distribution,
                 os_architecture,
                 os_processor,
-                group: group as u8,
+                group: os.group as u8,
                 onboarding_status,
                 health_status,
                 last_ip_address: ipv4,
@@ -676,7 +673,7 @@ impl Tenant {
             };
             if dup_primary.is_some() {
                 // An old record keeps the sensor version it had when it stopped reporting.
-                m.agent_version = Some(catalog::AGENT_VERSIONS[catalog::AGENT_VERSIONS.len() - 1]);
+                m.agent_version = catalog::agent_versions(os.group).last().copied();
             }
             if let Some(p) = dup_primary {
                 machines[p].is_potential_duplication = true;

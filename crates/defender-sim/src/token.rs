@@ -323,6 +323,7 @@ fn check_and_issue(
     };
 
     let lifetime = lock(&st.faults).faults.token_lifetime_secs.unwrap_or(st.config.token_lifetime_secs);
+    let audience = lock(&st.faults).faults.access_token_audience.clone().unwrap_or_else(|| audience.to_string());
     let now = Utc::now().timestamp();
     let exp = now + lifetime as i64;
     let serial = st.token_serial.fetch_add(1, Ordering::SeqCst);

@@ -695,6 +695,154 @@ fn check_action_shape(a: &Value) {
     assert!(a["errorHResult"].is_i64() && a["commands"].is_array());
 }
 
+/// Every platform and version Microsoft documents for each action, and the documented 400s
+/// elsewhere (respond-machine-alerts, run-av-scan, isolate-machine, common-errors).
+#[tokio::test]
+async fn actions_follow_the_documented_platforms_and_client_versions() {
+    let sim = start(3000).await;
+    let tok = token(&sim).await;
+    let t = sim.tenant();
+    let old = |m: &defender_sim::Machine| m.agent_version.is_some_and(|v| v.starts_with("101.98."));
+    let current = |m: &defender_sim::Machine| m.agent_version.is_some_and(|v| !v.starts_with("101.98."));
+    let scan = json!({"Comment": "x", "ScanType": "Quick"});
+    let full = json!({"Comment": "x", "IsolationType": "Full"});
+    let selective = json!({"Comment": "x", "IsolationType": "Selective"});
+    // (which machine, action path, body, expected: None = 201, else the error code)
+    type Pick = Box<dyn Fn(&defender_sim::Machine) -> bool>;
+    let cases: Vec<(&str, Pick, &str, &Value, Option<&str>)> = vec![
+        ("server 2012 R2 scan", Box::new(|m| m.os_platform == "WindowsServer2012R2"), "runAntiVirusScan", &scan, None),
+        ("server 2016 selective", Box::new(|m| m.os_platform == "WindowsServer2016"), "isolate", &selective, None),
+        ("server 2019 full", Box::new(|m| m.os_platform == "WindowsServer2019"), "isolate", &full, None),
+        ("server 2022 scan", Box::new(|m| m.os_platform == "WindowsServer2022"), "runAntiVirusScan", &scan, None),
+        ("server 2025 selective", Box::new(|m| m.os_platform == "WindowsServer2025"), "isolate", &selective, None),
+        ("server 2025 scan", Box::new(|m| m.os_platform == "WindowsServer2025"), "runAntiVirusScan", &scan, None),
+        (
+            "windows 10 1809 selective",
+            Box::new(|m| m.os_platform == "Windows10" && m.version == "1809"),
+            "isolate",
+            &selective,
+            None,
+        ),
+        (
+            "windows 10 1607 full",
+            Box::new(|m| m.os_platform == "Windows10" && m.version == "1607"),
+            "isolate",
+            &full,
+            Some("OsPlatformNotSupported"),
+        ),
+        (
+            "windows 10 1607 scan",
+            Box::new(|m| m.os_platform == "Windows10" && m.version == "1607"),
+            "runAntiVirusScan",
+            &scan,
+            Some("OsPlatformNotSupported"),
+        ),
+        ("macOS selective", Box::new(move |m| m.os_platform == "macOS" && current(m)), "isolate", &selective, None),
+        (
+            "macOS old client scan",
+            Box::new(move |m| m.os_platform == "macOS" && old(m)),
+            "runAntiVirusScan",
+            &scan,
+            Some("ClientVersionNotSupported"),
+        ),
+        (
+            "macOS old client full",
+            Box::new(move |m| m.os_platform == "macOS" && old(m)),
+            "isolate",
+            &full,
+            Some("ClientVersionNotSupported"),
+        ),
+        ("linux scan", Box::new(move |m| m.os_platform == "Linux" && current(m)), "runAntiVirusScan", &scan, None),
+        (
+            "linux old client scan",
+            Box::new(move |m| m.os_platform == "Linux" && old(m)),
+            "runAntiVirusScan",
+            &scan,
+            Some("ClientVersionNotSupported"),
+        ),
+        ("linux old client full", Box::new(move |m| m.os_platform == "Linux" && old(m)), "isolate", &full, None),
+        (
+            "linux selective",
+            Box::new(|m| m.os_platform == "Linux"),
+            "isolate",
+            &selective,
+            Some("OsPlatformNotSupported"),
+        ),
+        ("iOS full", Box::new(|m| m.os_platform == "iOS"), "isolate", &full, Some("OsPlatformNotSupported")),
+        (
+            "Android scan",
+            Box::new(|m| m.os_platform == "Android"),
+            "runAntiVirusScan",
+            &scan,
+            Some("OsPlatformNotSupported"),
+        ),
+    ];
+    for (what, pick, path, body, want) in cases {
+        let id = machine_of(&t, pick);
+        let r = post(&sim, &tok, &format!("/api/machines/{id}/{path}"), body.clone()).await;
+        match want {
+            None => assert_eq!(r.status, 201, "{what}: {}", r.text),
+            Some(code) => assert_error(&r, 400, code),
+        }
+    }
+    // The documented messages (common-errors).
+    let id = machine_of(&t, |m| m.os_platform == "iOS");
+    let r = post(&sim, &tok, &format!("/api/machines/{id}/runAntiVirusScan"), scan.clone()).await;
+    assert_eq!(r.body["error"]["message"], "OS Platform iOS isn't supported for this action.");
+    let id = machine_of(&t, |m| m.os_platform == "macOS" && old(m));
+    let r = post(&sim, &tok, &format!("/api/machines/{id}/runAntiVirusScan"), scan.clone()).await;
+    assert_eq!(r.body["error"]["message"], "RunAntiVirusScan is supported on client version 101.98.84 and above.");
+    // Not onboarded: refused.
+    let off = t.machines().iter().find(|m| m.os_platform == "Windows11" && !m.is_onboarded()).unwrap();
+    let r = post(&sim, &tok, &format!("/api/machines/{}/runAntiVirusScan", off.id), scan.clone()).await;
+    assert_error(&r, 400, "OsPlatformNotSupported");
+}
+
+/// Linux releases belong to their distribution; Windows Server 2025 exists; client versions per
+/// platform, a few macOS/Linux ones below 101.98.84.
+#[tokio::test]
+async fn operating_systems_and_client_versions_exist() {
+    let sim = start(3000).await;
+    let t = sim.tenant();
+    let real = [
+        ("Ubuntu", &["20.04", "22.04", "24.04"][..]),
+        ("RedHatEnterpriseLinux", &["8.10", "9.4"][..]),
+        ("Debian", &["11", "12"][..]),
+        ("SuseLinuxEnterpriseServer", &["15 SP5", "15 SP6"][..]),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for m in t.machines().iter().filter(|m| m.os_platform == "Linux") {
+        let d = m.os_distribution.expect("a Linux machine names its distribution");
+        let ok = real.iter().any(|(name, versions)| *name == d && versions.contains(&m.version));
+        assert!(ok, "{d} {} does not exist", m.version);
+        seen.insert(d);
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(t.machines().iter().all(|m| m.os_platform == "Linux" || m.os_distribution.is_none()));
+    let s2025: Vec<_> = t.machines().iter().filter(|m| m.os_platform == "WindowsServer2025").collect();
+    assert!(!s2025.is_empty());
+    assert!(s2025.iter().all(|m| m.version == "24H2" && m.os_build == Some(26100)));
+    for m in t.machines().iter().filter(|m| m.is_onboarded()) {
+        let v = m.agent_version.expect("onboarded machines report a client version");
+        let windows = m.os_platform.starts_with("Windows");
+        let unix = m.os_platform == "macOS" || m.os_platform == "Linux";
+        assert!(!windows || v.starts_with("10.8"), "{} {v}", m.os_platform);
+        assert!(!unix || v.starts_with("101."), "{} {v}", m.os_platform);
+    }
+    for p in ["macOS", "Linux"] {
+        let of = |old: bool| {
+            t.machines()
+                .iter()
+                .filter(|m| m.os_platform == p && m.is_onboarded() && m.duplicate_of.is_none())
+                .filter(|m| m.agent_version.unwrap().starts_with("101.98.") == old)
+                .count()
+        };
+        assert!(of(true) > 0 && of(true) < of(false), "{p}: a few below 101.98.84");
+    }
+    // Names and networks of the 2025 servers are those of servers.
+    assert!(s2025.iter().all(|m| m.rbac_group_name.is_none_or(|g| g.starts_with("Servers"))));
+}
+
 #[tokio::test]
 async fn machine_action_lifecycle_and_errors() {
     let sim = start(120).await;
@@ -702,7 +850,8 @@ async fn machine_action_lifecycle_and_errors() {
     let t = sim.tenant();
     let win = machine_of(&t, |m| m.os_platform == "Windows11" || m.os_platform == "Windows10");
     let linux = machine_of(&t, |m| m.os_platform == "Linux");
-    let mac = machine_of(&t, |m| m.os_platform == "macOS");
+    let mac =
+        machine_of(&t, |m| m.os_platform == "macOS" && m.agent_version.is_some_and(|v| !v.starts_with("101.98.")));
 
     let r =
         post(&sim, &tok, &format!("/api/machines/{win}/isolate"), json!({"Comment": "test", "IsolationType": "Full"}))
@@ -759,12 +908,13 @@ async fn machine_action_lifecycle_and_errors() {
         post(&sim, &tok, &format!("/api/machines/{linux}/isolate"), json!({"Comment": "x", "IsolationType": "Full"}))
             .await;
     assert_eq!(r.status, 201);
+    // macOS with a current client: scans and isolation (respond-machine-alerts).
     let r =
         post(&sim, &tok, &format!("/api/machines/{mac}/runAntiVirusScan"), json!({"Comment": "x", "ScanType": "Full"}))
             .await;
-    assert_error(&r, 400, "OsPlatformNotSupported");
+    assert_eq!(r.status, 201, "{}", r.text);
     let r = post(&sim, &tok, &format!("/api/machines/{mac}/isolate"), json!({"Comment": "x"})).await;
-    assert_error(&r, 400, "OsPlatformNotSupported");
+    assert_eq!(r.status, 201, "{}", r.text);
 
     // Body rules: PascalCase, case-sensitive values, JSON content type on isolate.
     let r = post(

@@ -16,6 +16,8 @@ pub struct DefenderMachine {
     pub os_platform: String,
     pub os_version: String,
     pub os_build: String,
+    /// The Defender client (sensor) version, `agentVersion`; empty when not reported.
+    pub agent_version: String,
     pub onboarding_status: String,
     pub health_status: String,
     pub risk_score: String,
@@ -86,7 +88,8 @@ pub fn replace_many(conn: &mut AnyConnection, machines: &[DefenderMachine]) -> Q
     }
     let ids: Vec<&str> = machines.iter().map(|m| m.machine_id.as_str()).collect();
     diesel::delete(defender_machines::table.filter(defender_machines::machine_id.eq_any(&ids))).execute(conn)?;
-    // 30 columns: 1,000 rows stay under SQLite's 32,766 bound values.
+    // 32 columns (also diesel's limit for a table without its 64-column feature): 1,000 rows stay
+    // under SQLite's 32,766 bound values.
     for chunk in machines.chunks(1000) {
         engine_query!(conn, |c| diesel::insert_into(defender_machines::table).values(chunk).execute(c))?;
     }

@@ -48,9 +48,14 @@ pub enum DefenderError {
     /// An action of the same type is already pending for the machine.
     #[error("an action of this type is already in progress for the machine")]
     ActionAlreadyPending,
-    /// `OsPlatformNotSupported` / `ClientVersionNotSupported`.
-    #[error("not supported on this device: {0}")]
+    /// 400 `OsPlatformNotSupported`: the action is not offered for the device's operating system
+    /// (`https://learn.microsoft.com/en-us/defender-endpoint/api/common-errors`).
+    #[error("not supported on this device's operating system: {0}")]
     OsNotSupported(String),
+    /// 400 `ClientVersionNotSupported`: the device's Defender client is too old for the action
+    /// (same page: "{The requested action} is supported on client version {…} and above.").
+    #[error("needs a newer Defender client on the device: {0}")]
+    ClientVersionNotSupported(String),
     /// The answer could not be understood (malformed/truncated JSON, wrong types, no ids).
     #[error("bad response: {0}")]
     BadResponse(String),
@@ -95,7 +100,8 @@ impl DefenderError {
             DefenderError::NotFound => "Defender does not know this item (HTTP 404); it may have been removed or merged.".into(),
             DefenderError::ForeignNotFound(what) => format!("The API address answered 404 Not Found without Microsoft Defender's own \"ResourceNotFound\" error ({what}): the API base URL may be wrong, or a proxy in between answered. Nothing was changed; check the API address and the proxy."),
             DefenderError::ActionAlreadyPending => "An action of this kind is already in progress for this device; wait until it finishes.".into(),
-            DefenderError::OsNotSupported(msg) => format!("Defender cannot run this action on this device's operating system or sensor version: {msg}"),
+            DefenderError::OsNotSupported(msg) => format!("Microsoft Defender does not support this action on this device's operating system (Defender says: {msg})."),
+            DefenderError::ClientVersionNotSupported(msg) => format!("Microsoft Defender needs a newer Defender client on the device for this action (Defender says: {msg}). Update Defender on the device, then try again."),
             DefenderError::BadResponse(what) => format!("Defender sent an answer that could not be understood ({what}). Nothing was changed; the next sync will try again."),
             DefenderError::TooLarge { limit_mib } => format!("The answer was more than {limit_mib} MiB, far larger than Defender or Entra ID send; it was not read and nothing was changed. Check the sign-in and API addresses."),
             DefenderError::ForeignHost(host) => format!("Defender's answer pointed to another host ({host}); the link was not followed for safety."),

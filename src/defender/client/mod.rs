@@ -43,7 +43,7 @@ mod token;
 use retry::Try;
 
 pub use api::{Api, Target};
-pub use connection::{ConnectionReport, PermissionCheck, REQUIRED_PERMISSIONS};
+pub use connection::{ConnectionReport, PERMISSIONS, Permission, PermissionCheck};
 pub use machine_actions::{IsolationType, ScanType};
 pub use paging::Pager;
 #[cfg(test)]

@@ -146,10 +146,11 @@ impl DefenderClient {
             {
                 Try::Fail(DefenderError::ActionAlreadyPending)
             }
-            400 if code.eq_ignore_ascii_case("OsPlatformNotSupported")
-                || code.eq_ignore_ascii_case("ClientVersionNotSupported") =>
-            {
+            400 if code.eq_ignore_ascii_case("OsPlatformNotSupported") => {
                 Try::Fail(DefenderError::OsNotSupported(if message.is_empty() { code } else { message }))
+            }
+            400 if code.eq_ignore_ascii_case("ClientVersionNotSupported") => {
+                Try::Fail(DefenderError::ClientVersionNotSupported(if message.is_empty() { code } else { message }))
             }
             s if s >= 500 => {
                 let err = DefenderError::Api { status: s, code, message };

@@ -59,8 +59,16 @@ pub async fn test(caller: ApiOperator, state: web::Data<AppState>) -> Result<Htt
         Ok(r) => json!({
             "ok": r.all_good(),
             "roles": r.roles,
-            "permissions": r.permissions.iter().map(|p| json!({"permission": p.permission, "granted": p.granted()})).collect::<Vec<_>>(),
+            "permissions": r.permissions.iter().map(|p| json!({
+                "permission": p.permission, "granted": p.granted(), "required": p.required, "used_for": p.used_for,
+            })).collect::<Vec<_>>(),
+            // Required permissions not granted (optional ones never make the test fail).
             "missing": r.missing,
+            "optional_missing": r.optional_missing,
+            "token_audience": r.token_audience,
+            "requested_audience": r.requested_audience,
+            "api_host": r.api_host,
+            "audience_matches": r.audience_matches(),
             "api_call": match &r.api_call { Ok(n) => json!({"ok": true, "machines": n}), Err(e) => json!({"ok": false, "error": e.plain_words()}) },
         }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),

@@ -1,0 +1,1 @@
+ALTER TABLE defender_machines DROP COLUMN agent_version;
