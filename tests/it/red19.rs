@@ -171,3 +171,81 @@ async fn red19_test_connection_says_what_reading_isolation_needs() {
         report.optional_missing
     );
 }
+
+/// Current Learn lists only `Machine.ReadWrite.All` for the machine-actions listing (see the test
+/// above), so an app granted `Machine.Read.All` gets 403 there. The sync then goes on "with the
+/// stored isolation" – which for a machine never seen isolated is the default, and the page
+/// states "Not isolated" as a fact and offers "Isolate Machine" for a device Defender isolated
+/// (here: isolated in the portal before the first sync). Nothing on the page says the isolation
+/// could not be read.
+#[tokio::test]
+async fn red19_isolation_that_could_not_be_read_is_not_shown_as_not_isolated() {
+    use crate::defender_sync::{ingest_network, put_settings, settings_for, wait_for_sync};
+    use crate::helpers::*;
+    use defender_sim::{FaultEffect, FaultRule, Faults};
+    use endpoint_analytics::auth::Role;
+
+    let app = spawn_app().await;
+    let sim = defender_sim::start(SimConfig {
+        machines: 150,
+        action_pending_ms: 100,
+        action_inprogress_ms: 100,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // Defender refusing the listing, as it does for an app without Machine.ReadWrite.All.
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("ListMachineActions".into()),
+            nth: None,
+            fraction: None,
+            times: None,
+            effect: FaultEffect::Status { status: 403 },
+        }],
+        ..Faults::default()
+    });
+    let admin = app.token(Role::Admin).await;
+    ingest_network(&app, &admin, &sim).await;
+    assert_eq!(put_settings(&app, &admin, &settings_for(&sim, true)).await.status(), 200);
+    let run = wait_for_sync(&app, &admin).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    // The machine the simulator isolated outside the product (see defender_behaviour.rs).
+    let t = sim.tenant();
+    let isolated = t
+        .machines()
+        .iter()
+        .rev()
+        .find(|m| m.is_onboarded() && m.duplicate_of.is_none() && m.group <= 7)
+        .unwrap()
+        .clone();
+    assert!(
+        matches!(sim.isolation_state(&isolated.id), Some(defender_sim::IsolationState::Isolated(_))),
+        "Defender has the machine isolated"
+    );
+    let id = isolated.id.clone();
+    let endpoint: i64 = app
+        .db
+        .run(move |c| {
+            use diesel::prelude::*;
+            use endpoint_analytics::db::schema::defender_machines;
+            Ok(defender_machines::table
+                .find(id)
+                .select(defender_machines::endpoint_id)
+                .first::<Option<i64>>(c)?
+                .expect("linked"))
+        })
+        .await
+        .unwrap();
+    let client = app.login_as("olivia", Role::Operator).await;
+    let summary = client.get(app.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap();
+    let squash = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = squash(select_all(&doc(&summary), "#summary-isolation").join(" "));
+    let offered: Vec<String> =
+        select_all(&doc(&summary), "form.machine-action-form button").into_iter().map(squash).collect();
+    assert!(
+        !(line == "Not isolated" && offered.contains(&"Isolate Machine".to_owned())),
+        "an isolated device is shown as {line:?} with {offered:?} although its isolation could not be read"
+    );
+}
