@@ -26,6 +26,7 @@ mod load;
 mod metrics;
 mod modeling;
 mod platforms;
+mod red19;
 mod routes;
 mod scaleout;
 mod secrets;

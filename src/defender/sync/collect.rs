@@ -457,6 +457,36 @@ pub(super) fn duplicates_among(machines: &[DeviceKeys]) -> Vec<Option<String>> {
 mod tests {
     use super::*;
 
+    /// Microsoft spells "no device group" three ways: "Unassigned" in the delta export's table,
+    /// "None" in the full export's, and "UnassignedGroup" in its API examples of devices
+    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/get-remediation-exposed-devices-activities>,
+    /// `"rbacGroupName": "UnassignedGroup"`; also the software/browser-extension inventory exports).
+    #[test]
+    fn red19_unassigned_group_spellings_are_one_group() {
+        assert!(same_group("Unassigned", "UnassignedGroup"), "delta \"Unassigned\" vs listing \"UnassignedGroup\"");
+    }
+
+    /// A machine moved from device group "Servers" to no group: the delta reports it New under its
+    /// current group and Fixed under the previous one (here stamped later; Microsoft documents no
+    /// order). The records under the current group decide (the rule `apply_records` states) – but
+    /// only when the listing's spelling of "no group" is recognised.
+    #[test]
+    fn red19_a_move_out_of_every_group_keeps_the_live_row() {
+        let rec = |fixed: bool, ms: i64, group: &str| StagedVulnerability {
+            fixed,
+            event_ms: ms,
+            rbac_group: group.into(),
+            ..Default::default()
+        };
+        let records = [rec(false, 1_000, "Unassigned"), rec(true, 2_000, "Servers")];
+        let mut as_empty: HashSet<(u32, u32)> = [(0, 0)].into();
+        apply_records(&mut as_empty, &records, "");
+        assert!(as_empty.contains(&(0, 0)), "listing group empty: kept");
+        let mut as_listed: HashSet<(u32, u32)> = [(0, 0)].into();
+        apply_records(&mut as_listed, &records, "UnassignedGroup");
+        assert!(as_listed.contains(&(0, 0)), "listing group \"UnassignedGroup\": the live CVE was dropped");
+    }
+
     #[test]
     fn the_newest_record_of_a_device_wins() {
         let keys = |id: &str, mac: &str, name: &str, seen: i64| DeviceKeys {

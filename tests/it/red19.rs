@@ -1,0 +1,251 @@
+//! Red-team tests for issue 19 ("Defender as it really behaves"): answers a real Defender tenant
+//! gives, replayed over HTTP. Each test fails on the code it was written against.
+//!
+//! The simulator issues the tokens; the API answers come from a tiny HTTP stand-in that serves
+//! exactly the documented payloads (the simulator cannot be made to send them).
+
+use std::sync::Arc;
+
+use defender_sim::SimConfig;
+use endpoint_analytics::defender::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An API stand-in: every request whose path starts with one of the prefixes gets that
+/// (status, JSON body); anything else 404 with an HTML page. Returns its base URL.
+async fn fake_api(routes: Vec<(&'static str, u16, String)>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let (status, body, kind) = routes
+                    .iter()
+                    .find(|(p, ..)| path.starts_with(p))
+                    .map(|(_, s, b)| (*s, b.clone(), "application/json; charset=utf-8"))
+                    .unwrap_or((404, "<html>404</html>".into(), "text/html"));
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    base
+}
+
+/// A client that signs in at the simulator and calls `api`.
+async fn client_for(api: &str) -> (DefenderClient, defender_sim::RunningSimulator) {
+    let sim = defender_sim::start(SimConfig { machines: 1, ..SimConfig::default() }).await.unwrap();
+    let client = DefenderClient::new(
+        Credentials {
+            tenant_id: sim.tenant_id.clone(),
+            client_id: sim.client_id.clone(),
+            client_secret: Secret::new(sim.client_secret.clone()),
+        },
+        Target::custom(&sim.base_url, api, None).unwrap(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    (client, sim)
+}
+
+fn delta_record(status: &str, event: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "00044f612345bcb3234ac5c1c0f0a9dbb789ade0_chrome_87.0.4280.88_CVE-2020-16044_",
+        "deviceId": "00044f612345bcb3234ac5c1c0f0a9dbb789ade0",
+        "rbacGroupName": "hhh",
+        "deviceName": "pc-1",
+        "osPlatform": "Windows10",
+        "softwareVendor": "google",
+        "softwareName": "chrome",
+        "softwareVersion": "87.0.4280.88",
+        "cveId": "CVE-2020-16044",
+        "vulnerabilitySeverityLevel": "High",
+        "status": status,
+        "eventTimestamp": event,
+    })
+}
+
+/// Microsoft, <https://learn.microsoft.com/en-us/defender-endpoint/api/get-assessment-software-vulnerabilities>:
+/// "The data returned includes all the changes captured in the 6-hour period the specified
+/// sinceTime falls into, along with the changes in any subsequent 6 hour periods". A delta
+/// spanning several windows can therefore hold the same record id with the same status more
+/// than once: here Chrome 87 on a device is New, then Fixed (uninstalled), then New again
+/// (re-installed) – the device is vulnerable now. The pager de-duplicates on
+/// (id, status, group), keeps the *first* New and drops the last one, so the sync applies
+/// New(day 1) + Fixed(day 2) and drops a live CVE.
+#[tokio::test]
+async fn red19_delta_keeps_every_event_of_one_record_across_windows() {
+    let page = serde_json::json!({
+        "@odata.context": "https://api.security.microsoft.com/api/$metadata#Collection(microsoft.windowsDefenderATP.api.DeltaAssetVulnerability)",
+        "value": [
+            delta_record("New", "2025-01-01 00:10:00.0000000"),
+            delta_record("Fixed", "2025-01-01 06:10:00.0000000"),
+            delta_record("New", "2025-01-01 12:10:00.0000000"),
+        ]
+    });
+    let api = fake_api(vec![("/api/machines/SoftwareVulnerabilityChangesByMachine", 200, page.to_string())]).await;
+    let (client, _sim) = client_for(&api).await;
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let got = client.export_machine_vulnerability_changes(since).collect_all().await.unwrap();
+    let events: Vec<(String, String)> = got
+        .iter()
+        .map(|r| (r.status.clone().unwrap_or_default(), r.event_timestamp.map(|t| t.to_rfc3339()).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        events.len(),
+        3,
+        "every event of the record reaches the sync; the newest (New, 12:10) is the device's state: {events:?}"
+    );
+}
+
+/// Microsoft's common errors (<https://learn.microsoft.com/en-us/defender-endpoint/api/common-errors>)
+/// list two 404 codes of the Defender API: `NotFound` "General Not Found error message." and
+/// `ResourceNotFound`. And `get-machines`: "If there are no recent machines, you see `404 Not
+/// Found`" (which code is not documented). Defender's own envelope with `NotFound` is called "not
+/// Defender" and "the API base URL may be wrong" – a sync of a tenant without recent machines,
+/// and Test Connection, fail with advice that sends the admin to the wrong place.
+#[tokio::test]
+async fn red19_defenders_own_notfound_code_is_defenders_404() {
+    let body = serde_json::json!({"error": {"code": "NotFound", "message": "No recent machines were found",
+        "target": "43f4cb08-8fac-4b65-9db1-745c2ae65f3a"}});
+    let api = fake_api(vec![("/api/machines", 404, body.to_string())]).await;
+    let (client, _sim) = client_for(&api).await;
+    let listing = client.machines().collect_all().await;
+    let shown = match &listing {
+        Err(e) => e.plain_words(),
+        Ok(v) => format!("{} machines", v.len()),
+    };
+    assert!(
+        !matches!(listing, Err(DefenderError::ForeignNotFound(_))),
+        "Defender's own NotFound envelope is taken for a proxy or wrong URL: {shown}"
+    );
+    let report = client.test_connection().await.unwrap();
+    assert!(report.api_call.is_ok(), "Test Connection: {:?}", report.api_call.as_ref().map_err(|e| e.plain_words()));
+}
+
+/// Microsoft's current List machineActions page
+/// (<https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineactions-collection>,
+/// ms.date 2025-11-13) lists one application permission: `Machine.ReadWrite.All`. The product
+/// reads isolation from that listing, yet Test Connection reports nothing missing for an app
+/// granted `Machine.Read.All` (plus the other permissions it lists): such a tenant's syncs
+/// silently never learn any isolation and keep offering Isolate for isolated devices.
+#[tokio::test]
+async fn red19_test_connection_says_what_reading_isolation_needs() {
+    let sim = defender_sim::start(SimConfig { machines: 1, ..SimConfig::default() }).await.unwrap();
+    assert!(sim.set_client_roles(
+        &sim.client_id,
+        &["Machine.Read.All", "Alert.Read.All", "Machine.Isolate", "Machine.Scan", "Vulnerability.Read.All"],
+    ));
+    let client = DefenderClient::new(
+        Credentials {
+            tenant_id: sim.tenant_id.clone(),
+            client_id: sim.client_id.clone(),
+            client_secret: Secret::new(sim.client_secret.clone()),
+        },
+        Target::custom(&sim.base_url, &sim.base_url, None).unwrap(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let report = client.test_connection().await.unwrap();
+    assert!(
+        !report.missing.is_empty() || !report.optional_missing.iter().all(|p| !p.contains("Machine.ReadWrite.All")),
+        "an app without Machine.ReadWrite.All cannot list machine actions (isolation state), yet nothing is \
+         reported missing: {:?} / optional {:?}",
+        report.missing,
+        report.optional_missing
+    );
+}
+
+/// Current Learn lists only `Machine.ReadWrite.All` for the machine-actions listing (see the test
+/// above), so an app granted `Machine.Read.All` gets 403 there. The sync then goes on "with the
+/// stored isolation" – which for a machine never seen isolated is the default, and the page
+/// states "Not isolated" as a fact and offers "Isolate Machine" for a device Defender isolated
+/// (here: isolated in the portal before the first sync). Nothing on the page says the isolation
+/// could not be read.
+#[tokio::test]
+async fn red19_isolation_that_could_not_be_read_is_not_shown_as_not_isolated() {
+    use crate::defender_sync::{ingest_network, put_settings, settings_for, wait_for_sync};
+    use crate::helpers::*;
+    use defender_sim::{FaultEffect, FaultRule, Faults};
+    use endpoint_analytics::auth::Role;
+
+    let app = spawn_app().await;
+    let sim = defender_sim::start(SimConfig {
+        machines: 150,
+        action_pending_ms: 100,
+        action_inprogress_ms: 100,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // Defender refusing the listing, as it does for an app without Machine.ReadWrite.All.
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("ListMachineActions".into()),
+            nth: None,
+            fraction: None,
+            times: None,
+            effect: FaultEffect::Status { status: 403 },
+        }],
+        ..Faults::default()
+    });
+    let admin = app.token(Role::Admin).await;
+    ingest_network(&app, &admin, &sim).await;
+    assert_eq!(put_settings(&app, &admin, &settings_for(&sim, true)).await.status(), 200);
+    let run = wait_for_sync(&app, &admin).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    // The machine the simulator isolated outside the product (see defender_behaviour.rs).
+    let t = sim.tenant();
+    let isolated = t
+        .machines()
+        .iter()
+        .rev()
+        .find(|m| m.is_onboarded() && m.duplicate_of.is_none() && m.group <= 7)
+        .unwrap()
+        .clone();
+    assert!(
+        matches!(sim.isolation_state(&isolated.id), Some(defender_sim::IsolationState::Isolated(_))),
+        "Defender has the machine isolated"
+    );
+    let id = isolated.id.clone();
+    let endpoint: i64 = app
+        .db
+        .run(move |c| {
+            use diesel::prelude::*;
+            use endpoint_analytics::db::schema::defender_machines;
+            Ok(defender_machines::table
+                .find(id)
+                .select(defender_machines::endpoint_id)
+                .first::<Option<i64>>(c)?
+                .expect("linked"))
+        })
+        .await
+        .unwrap();
+    let client = app.login_as("olivia", Role::Operator).await;
+    let summary = client.get(app.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap();
+    let squash = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = squash(select_all(&doc(&summary), "#summary-isolation").join(" "));
+    let offered: Vec<String> =
+        select_all(&doc(&summary), "form.machine-action-form button").into_iter().map(squash).collect();
+    assert!(
+        !(line == "Not isolated" && offered.contains(&"Isolate Machine".to_owned())),
+        "an isolated device is shown as {line:?} with {offered:?} although its isolation could not be read"
+    );
+}
