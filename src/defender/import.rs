@@ -442,8 +442,8 @@ impl Writes {
 
     /// The machine's row as it is to be stored, unless it is stored so already.
     fn store(&mut self, r: &MachineRecord, existing: Option<&DefenderMachine>, endpoint_id: Option<i64>, note: &str) {
-        // What the machine actions said; when they could not be read, what was stored.
-        let isolation = r.isolation.clone().or_else(|| existing.map(Isolation::stored)).unwrap_or_default();
+        // What the machine actions said; when they could not be read, what was stored, marked so.
+        let isolation = r.isolation.clone().unwrap_or_else(|| Isolation::unread(existing.map(Isolation::stored)));
         let row = DefenderMachine {
             machine_id: r.machine_id.clone(),
             endpoint_id,

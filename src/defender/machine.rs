@@ -70,6 +70,9 @@ pub struct Isolation {
     pub pending: String,
     pub pending_at: i64,
     pub pending_by: String,
+    /// The last sync could not read the machine actions (the rest is what was known before):
+    /// the state is not shown as a fact.
+    pub unread: bool,
 }
 
 impl Isolation {
@@ -77,6 +80,11 @@ impl Isolation {
     pub fn stored(m: &crate::db::models::defender_machines::DefenderMachine) -> Isolation {
         let details = serde_json::from_str(&m.isolation).unwrap_or_default();
         Isolation { isolated: m.isolated, ..details }
+    }
+
+    /// What is known when the machine actions could not be read: the stored state, marked unread.
+    pub fn unread(stored: Option<Isolation>) -> Isolation {
+        Isolation { unread: true, ..stored.unwrap_or_default() }
     }
 
     /// The details as they are stored beside `isolated`.

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// The roles the product uses: the sync's reads and the machine actions.
+/// The roles the product uses: the sync's reads (the machine-actions listing needs
+/// Machine.ReadWrite.All, which also reads machines) and the machine actions.
 const USED: &[&str] =
-    &["Machine.Read.All", "Alert.Read.All", "Vulnerability.Read.All", "Machine.Isolate", "Machine.Scan"];
+    &["Machine.ReadWrite.All", "Alert.Read.All", "Vulnerability.Read.All", "Machine.Isolate", "Machine.Scan"];
 
 async fn configured() -> (TestApp, RunningSimulator) {
     let app = spawn_app().await;
@@ -74,7 +75,7 @@ async fn a_tenant_granting_exactly_what_is_used_sees_nothing_missing() {
     assert!(names(&r["missing"]).is_empty(), "{r}");
     assert_eq!(names(&r["optional_missing"]), vec!["AdvancedQuery.Read.All", "Software.Read.All"]);
     let perms = r["permissions"].as_array().unwrap();
-    assert_eq!(perms.len(), 7, "every permission is still listed (the field names are unchanged)");
+    assert_eq!(perms.len(), 8, "every permission is still listed (the field names are unchanged)");
     for p in perms {
         let optional = ["AdvancedQuery.Read.All", "Software.Read.All"].contains(&p["permission"].as_str().unwrap());
         assert_eq!(p["required"], !optional, "{p}");

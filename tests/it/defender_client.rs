@@ -91,7 +91,7 @@ async fn test_connection_with_all_permissions() {
     let r = c.test_connection().await.unwrap();
     assert_eq!(r.roles.len(), defender_sim::ALL_ROLES.len(), "{:?}", r.roles);
     assert!(r.missing.is_empty(), "{:?}", r.missing);
-    assert_eq!(r.permissions.len(), 7);
+    assert_eq!(r.permissions.len(), 8);
     assert!(r.permissions.iter().all(|p| p.granted()));
     assert_eq!(r.api_call, Ok(1));
     assert_eq!(r.token_tenant.as_deref(), Some(sim.tenant_id.as_str()));

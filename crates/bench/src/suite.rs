@@ -192,11 +192,13 @@ async fn fetch(url: &str, cookie: &str) -> anyhow::Result<Bytes> {
 
 /// The fewest API calls the documented page sizes allow: a listing ends on a short page, so
 /// ⌊n / page⌋ + 1 calls per listing. A re-sync asks for the vulnerability changes (one call
-/// when there are none) instead of every machine×vulnerability row.
+/// when there are none) instead of every machine×vulnerability row. Every sync also lists the
+/// Isolate and the Unisolate actions (isolation state).
 fn minimum_calls(tenant: &serde_json::Value, full: bool) -> u64 {
     let n = |k: &str| tenant[k].as_u64().unwrap_or(0);
     let rows = if full { n("machine_vulnerabilities") / 10_000 + 1 } else { 1 };
-    (n("machines") / 10_000 + 1) + (n("vulnerabilities") / 8_000 + 1) + rows + (n("alerts") / 10_000 + 1)
+    let actions = (n("isolate_actions") / 10_000 + 1) + (n("unisolate_actions") / 10_000 + 1);
+    (n("machines") / 10_000 + 1) + (n("vulnerabilities") / 8_000 + 1) + rows + (n("alerts") / 10_000 + 1) + actions
 }
 
 diesel::table! {

@@ -20,6 +20,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::actions::ActionType;
 use super::faults::Faults;
 use super::{ClientSpec, SimState, SimUser, lock};
 
@@ -144,6 +145,7 @@ async fn advance(st: web::Data<SimState>) -> HttpResponse {
 
 async fn tenant(st: web::Data<SimState>) -> HttpResponse {
     let t = st.tenant();
+    let actions_of = |kind: ActionType| lock(&st.actions).actions.iter().filter(|a| a.kind == kind).count();
     HttpResponse::Ok().json(json!({
         "tenant_id": t.tenant_id(),
         "tenant_domain": t.params.tenant_domain,
@@ -156,6 +158,8 @@ async fn tenant(st: web::Data<SimState>) -> HttpResponse {
         "software": t.software().len(),
         "duplicates": t.machines().iter().filter(|m| m.duplicate_of.is_some()).count(),
         "network_matches": t.machines().iter().filter(|m| m.in_network).count(),
+        "isolate_actions": actions_of(ActionType::Isolate),
+        "unisolate_actions": actions_of(ActionType::Unisolate),
     }))
 }
 

@@ -46,9 +46,10 @@ impl Api {
     pub fn roles(self) -> &'static [&'static str] {
         match self {
             Api::Token => &[],
-            Api::ListMachines | Api::ListMachineActions | Api::GetMachineAction => {
-                &["Machine.Read.All", "Machine.ReadWrite.All"]
-            }
+            Api::ListMachines | Api::GetMachineAction => &["Machine.Read.All", "Machine.ReadWrite.All"],
+            // Microsoft's current page for the listing names only this one
+            // (https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineactions-collection).
+            Api::ListMachineActions => &["Machine.ReadWrite.All"],
             Api::Isolate | Api::Unisolate => &["Machine.Isolate"],
             Api::RunAntiVirusScan => &["Machine.Scan"],
             Api::ListAlerts => &["Alert.Read.All", "Alert.ReadWrite.All"],

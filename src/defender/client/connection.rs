@@ -86,6 +86,15 @@ pub const PERMISSIONS: &[Permission] = &[
         used_for: "machine inventory (sync) and machine action status",
         required: true,
     },
+    // Isolation is read from the machine-actions listing on every sync, and Microsoft's current
+    // page for that listing names only this permission
+    // (https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineactions-collection).
+    Permission {
+        label: "Machine.ReadWrite.All",
+        accepted: &["Machine.ReadWrite.All"],
+        used_for: "isolation state (sync: Microsoft's page for the machine-actions listing names only this permission)",
+        required: true,
+    },
     Permission {
         label: "Alert.Read.All or Alert.ReadWrite.All",
         accepted: &["Alert.Read.All", "Alert.ReadWrite.All"],

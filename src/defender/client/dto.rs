@@ -255,17 +255,19 @@ impl HasId for ExportVulnerability {
     fn id(&self) -> &str {
         &self.id
     }
-    /// The delta export reports a machine that moved between device groups twice under the same
-    /// id, "once under its previous group with status "Fixed" and once under its current group
-    /// with status "New""
-    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/get-assessment-software-vulnerabilities>):
-    /// both are kept.
+    /// The delta export repeats ids on purpose: a machine that moved between device groups is
+    /// reported "once under its previous group with status "Fixed" and once under its current
+    /// group with status "New"", and a delta spans every 6-hour window since `sinceTime`, so one
+    /// record can be New, Fixed and New again
+    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/get-assessment-software-vulnerabilities>).
+    /// Every one of them is kept; only the very same event repeated by a shifting page is one.
     fn record_key(&self) -> std::borrow::Cow<'_, str> {
         format!(
-            "{}\u{1f}{}\u{1f}{}",
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
             self.id,
             self.status.as_deref().unwrap_or(""),
-            self.rbac_group_name.as_deref().unwrap_or("")
+            self.rbac_group_name.as_deref().unwrap_or(""),
+            self.event_timestamp.map(|t| t.timestamp_nanos_opt().unwrap_or_default()).unwrap_or_default()
         )
         .into()
     }

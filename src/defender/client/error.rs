@@ -41,9 +41,10 @@ pub enum DefenderError {
     /// <https://learn.microsoft.com/en-us/defender-endpoint/api/get-machines>).
     #[error("not found")]
     NotFound,
-    /// A 404 that is not Defender's `ResourceNotFound` (an HTML page from a proxy, a wrong path
-    /// or API address): never taken for an empty listing. The code, or an excerpt of the body.
-    #[error("HTTP 404 that is not Defender's: {0}")]
+    /// A 404 without Defender's error body (an HTML page from a proxy, a wrong API address):
+    /// never taken for an empty listing. The answer's content type. (A 404 in Defender's envelope
+    /// with another code than `ResourceNotFound` is `Api`.)
+    #[error("HTTP 404 that is not Defender's: a {0} answer")]
     ForeignNotFound(String),
     /// An action of the same type is already pending for the machine.
     #[error("an action of this type is already in progress for the machine")]
@@ -98,7 +99,7 @@ impl DefenderError {
             DefenderError::Unreachable(why) => format!("Could not connect to Microsoft ({why}). Check the network, proxy and firewall, and the cloud/URL settings."),
             DefenderError::Timeout => "Microsoft did not answer in time. Try again later; if it persists, check the network or raise the timeout.".into(),
             DefenderError::NotFound => "Defender does not know this item (HTTP 404); it may have been removed or merged.".into(),
-            DefenderError::ForeignNotFound(what) => format!("The API address answered 404 Not Found without Microsoft Defender's own \"ResourceNotFound\" error ({what}): the API base URL may be wrong, or a proxy in between answered. Nothing was changed; check the API address and the proxy."),
+            DefenderError::ForeignNotFound(kind) => format!("The API address answered 404 Not Found without Microsoft Defender's own error (a {kind} answer): the API base URL may be wrong, or a proxy in between answered. Nothing was changed; check the API address and the proxy."),
             DefenderError::ActionAlreadyPending => "An action of this kind is already in progress for this device; wait until it finishes.".into(),
             DefenderError::OsNotSupported(msg) => format!("Microsoft Defender does not support this action on this device's operating system (Defender says: {msg})."),
             DefenderError::ClientVersionNotSupported(msg) => format!("Microsoft Defender needs a newer Defender client on the device for this action (Defender says: {msg}). Update Defender on the device, then try again."),
@@ -112,6 +113,10 @@ impl DefenderError {
                 let base = match *status {
                     401 => "Defender rejected the access token (HTTP 401) even after getting a new one".to_string(),
                     403 => "Defender refused the call (HTTP 403)".to_string(),
+                    404 => "Defender answered 404 Not Found without its \"ResourceNotFound\", which is what it says of \
+                            an empty listing, so nothing was taken for empty and nothing changed; if it persists, check \
+                            the API address (cloud and region)"
+                        .to_string(),
                     s if s >= 500 => format!("Defender had an internal problem (HTTP {s}); it kept failing after retries"),
                     s => format!("Defender answered HTTP {s}"),
                 };

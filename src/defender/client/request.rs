@@ -135,12 +135,13 @@ impl DefenderClient {
             // https://learn.microsoft.com/en-us/defender-endpoint/api/common-errors); anything else
             // answering 404 is not Defender and proves nothing about the tenant.
             404 if code.eq_ignore_ascii_case("ResourceNotFound") => Try::Fail(DefenderError::NotFound),
-            404 => Try::Fail(DefenderError::ForeignNotFound(if code.is_empty() {
+            404 if code.is_empty() => Try::Fail(DefenderError::ForeignNotFound({
                 let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("untyped");
-                format!("a {} answer", excerpt(kind.split(';').next().unwrap_or(kind).trim(), 60))
-            } else {
-                format!("code {}", excerpt(&code, 80))
+                excerpt(kind.split(';').next().unwrap_or(kind).trim(), 60)
             })),
+            // Defender's envelope with another code (e.g. the general `NotFound`): Defender
+            // answered, but did not say "nothing there"; a wrong path gets such answers too.
+            404 => Try::Fail(DefenderError::Api { status: 404, code, message }),
             400 if code.eq_ignore_ascii_case("ActiveRequestAlreadyExists")
                 || message.to_ascii_lowercase().contains("already in progress") =>
             {

@@ -117,12 +117,15 @@ fn apply_records(rows: &mut HashSet<(u32, u32)>, records: &[StagedVulnerability]
     }
 }
 
-/// Whether a record's device group is the machine's. A machine in no group has an empty
-/// `rbacGroupName`; the export says "Unassigned" (or "None" when the organisation has no groups).
+/// Whether a record's device group is the machine's. Microsoft spells "no group" several ways:
+/// an empty or absent `rbacGroupName`, "Unassigned" (the delta export's table), "None" (the full
+/// export's, when the organisation has no groups) and "UnassignedGroup" (its device examples,
+/// e.g. <https://learn.microsoft.com/en-us/defender-endpoint/api/get-remediation-exposed-devices-activities>).
 fn same_group(reported: &str, current: &str) -> bool {
     fn norm(g: &str) -> &str {
         let g = g.trim();
-        if g.is_empty() || g.eq_ignore_ascii_case("Unassigned") || g.eq_ignore_ascii_case("None") { "" } else { g }
+        let none = ["Unassigned", "UnassignedGroup", "None"].iter().any(|n| g.eq_ignore_ascii_case(n));
+        if g.is_empty() || none { "" } else { g }
     }
     norm(reported).eq_ignore_ascii_case(norm(current))
 }
