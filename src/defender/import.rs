@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::machine::{Isolation, MachineRecord, profile_name};
 use crate::db::DbResult as QueryResult;
-use crate::db::models::defender_machines::{self, DefenderMachine};
+use crate::db::models::defender_machines::{self, AMBIGUOUS, DefenderMachine, UNMATCHED};
 use crate::db::models::endpoints::{self, Change, Endpoint};
 use crate::db::models::{events, profiles, risk};
 use crate::db::{AnyConnection, now};
@@ -105,11 +105,11 @@ pub fn import_batch(
             None => match inventory.find_match(r) {
                 Match::One(id) => (id, String::new(), Link::Merged),
                 Match::Ambiguous(n) => {
-                    (create(&mut inventory), format!("ambiguous: {n} endpoints share this name"), Link::Created)
+                    (create(&mut inventory), format!("{AMBIGUOUS} {n} endpoints share this name"), Link::Created)
                 }
                 Match::None => (
                     create(&mut inventory),
-                    "unmatched: no network endpoint with its MAC, name or IP".into(),
+                    format!("{UNMATCHED} no network endpoint with its MAC, name or IP"),
                     Link::Created,
                 ),
             },

@@ -624,11 +624,17 @@ async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
         .run(|c| Ok(endpoints::table.filter(endpoints::sources.eq("network")).select(endpoints::id).first(c)?))
         .await
         .unwrap();
+    // Matching nothing is normal: the machine is not queued for review but counted, with a link to
+    // the endpoints it made, and its endpoint's Defender subtab offers an admin the merge.
     let page = doc(&admin.get(app.url("/config/integrations/defender")).send().await.unwrap().text().await.unwrap());
-    assert!(
-        !select_all(&page, &format!("#review tr[data-machine=\"{machine}\"]")).is_empty(),
-        "the machine is listed for review"
-    );
+    assert!(select_all(&page, &format!("#review tr[data-machine=\"{machine}\"]")).is_empty(), "not queued");
+    assert_eq!(attr(&page, "#unmatched a", "href").as_deref(), Some("/endpoints?defender=unmatched"));
+    let list =
+        doc(&admin.get(app.url("/endpoints?defender=unmatched&limit=500")).send().await.unwrap().text().await.unwrap());
+    assert!(!select_all(&list, &format!("a[href=\"/endpoints/{own}\"]")).is_empty(), "its endpoint is in the filter");
+    let risk =
+        doc(&admin.get(app.url(&format!("/endpoints/{own}/tabs/risk"))).send().await.unwrap().text().await.unwrap());
+    assert_eq!(select_all(&risk, "#merge-form").len(), 1, "the subtab offers the merge");
     let t = target.to_string();
     let res = app
         .post_form(

@@ -25,6 +25,7 @@ mod journeys;
 mod load;
 mod metrics;
 mod modeling;
+mod pages;
 mod platforms;
 mod red19;
 mod routes;

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use crate::db::schema::defender_machines;
 use crate::db::{AnyConnection, engine_query, now};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = defender_machines)]
 #[diesel(treat_none_as_null = true)]
 pub struct DefenderMachine {
@@ -169,15 +169,63 @@ pub fn set_isolated(conn: &mut AnyConnection, machine_id: &str, isolated: bool, 
         .execute(conn)
 }
 
-/// Machines that needed a decision: created without a match, or with several candidates.
-pub fn needing_review(conn: &mut AnyConnection, limit: i64) -> QueryResult<Vec<DefenderMachine>> {
-    defender_machines::table
-        .filter(defender_machines::match_note.ne(""))
-        .filter(defender_machines::stale.eq(false))
-        .order(defender_machines::computer_dns_name.asc())
-        .limit(limit)
-        .select(DefenderMachine::as_select())
-        .load(conn)
+/// Why an import could not decide which endpoint a machine is: the notes a person must look at
+/// start with this (`import`: several endpoints share its name).
+pub const AMBIGUOUS: &str = "ambiguous:";
+/// A machine that matched no network endpoint and became an endpoint of its own (normal: most
+/// machines of a large tenant do).
+pub const UNMATCHED: &str = "unmatched:";
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// A LIKE pattern for values that start with `search`, in lower case (`%` alone when empty).
+fn starts_with(search: &str) -> String {
+    let s = search.trim().to_lowercase();
+    format!("{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
+/// The live machines whose note starts with `$prefix` and whose name, address or id starts with
+/// the `$pattern` of [`starts_with`].
+macro_rules! noted {
+    ($prefix:expr, $pattern:expr) => {
+        defender_machines::table
+            .filter(defender_machines::stale.eq(false))
+            .filter(defender_machines::match_note.like(format!("{}%", $prefix)))
+            .filter(
+                lower(defender_machines::computer_dns_name)
+                    .like($pattern.clone())
+                    .escape('\\')
+                    .or(defender_machines::last_ip.like($pattern.clone()).escape('\\'))
+                    .or(lower(defender_machines::machine_id).like($pattern.clone()).escape('\\')),
+            )
+    };
+}
+
+/// One page of the machines a person must decide about (ambiguous matches), by name, and how
+/// many there are in all.
+pub fn review_queue(
+    conn: &mut AnyConnection,
+    search: &str,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<DefenderMachine>, i64)> {
+    let pattern = starts_with(search);
+    engine_query!(conn, |c| {
+        let total = noted!(AMBIGUOUS, pattern).count().get_result(c)?;
+        let page = noted!(AMBIGUOUS, pattern)
+            .order((defender_machines::computer_dns_name.asc(), defender_machines::machine_id.asc()))
+            .offset(offset)
+            .limit(limit)
+            .select(DefenderMachine::as_select())
+            .load(c)?;
+        Ok((page, total))
+    })
+}
+
+/// How many live machines matched no network endpoint (each became an endpoint of its own).
+pub fn count_unmatched(conn: &mut AnyConnection) -> QueryResult<i64> {
+    let pattern = starts_with("");
+    engine_query!(conn, |c| noted!(UNMATCHED, pattern).count().get_result(c))
 }
 
 pub fn count(conn: &mut AnyConnection, stale: bool) -> QueryResult<i64> {

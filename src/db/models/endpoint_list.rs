@@ -106,6 +106,8 @@ pub struct EndpointQuery {
     pub os: Option<String>,
     pub risk: Option<i16>,
     pub profile: Option<String>,
+    /// Only the endpoints a Defender machine created because it matched no network endpoint.
+    pub defender_unmatched: bool,
     pub sort: SortKey,
     pub descending: bool,
     pub after: Option<Cursor>,
@@ -115,7 +117,7 @@ pub struct EndpointQuery {
 impl EndpointQuery {
     /// The filters alone (not the sort or the page), as a key: equal keys match the same rows.
     pub fn filter_key(&self) -> String {
-        format!("{:?}", (&self.search, &self.source, &self.os, self.risk, &self.profile))
+        format!("{:?}", (&self.search, &self.source, &self.os, self.risk, &self.profile, self.defender_unmatched))
     }
 }
 
@@ -189,6 +191,17 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
                 "EXISTS (SELECT 1 FROM endpoint_sources s WHERE s.endpoint_id = endpoints.id AND s.source = ",
             )
             .bind::<Text, _>(source.clone())
+            .sql(")"),
+        );
+    }
+    if query.defender_unmatched {
+        use diesel::sql_types::{Bool, Text};
+        q = q.filter(
+            diesel::dsl::sql::<Bool>(
+                "EXISTS (SELECT 1 FROM defender_machines d WHERE d.endpoint_id = endpoints.id AND NOT d.stale \
+                 AND d.match_note LIKE ",
+            )
+            .bind::<Text, _>(format!("{}%", super::defender_machines::UNMATCHED))
             .sql(")"),
         );
     }

@@ -12,6 +12,7 @@ use crate::db::models::profiles::{self, ProfileRow};
 use crate::error::AppError;
 use crate::modeling::{self, REMODEL_JOB};
 use crate::web::auth::{AdminUser, AnyUser};
+use crate::web::filters;
 use crate::web::htmx::Htmx;
 use crate::web::{AppState, Input, Layout, html, input};
 
@@ -19,10 +20,21 @@ use crate::web::{AppState, Input, Layout, html, input};
 #[template(path = "config/integrations.html")]
 struct IntegrationsPage {
     layout: Layout,
+    /// The Defender integration's state, as its card shows it.
+    defender: crate::defender::service::Status,
+    /// Entra ID sign-in: configured, and enabled.
+    sso: (bool, bool),
 }
 
-pub async fn integrations(user: AnyUser) -> Result<HttpResponse, AppError> {
-    html(&IntegrationsPage { layout: Layout::new(&user, "integrations") })
+pub async fn integrations(user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let defender = state.defender.status().await?;
+    let sso = state
+        .db
+        .run(|c| Ok(crate::sso::settings::load(c)?))
+        .await?
+        .map(|c| (true, c.enabled))
+        .unwrap_or((false, false));
+    html(&IntegrationsPage { layout: Layout::new(&user, "integrations"), defender, sso })
 }
 
 /// One profile as the Profiles page shows it.

@@ -26,7 +26,7 @@ struct DefenderPage {
     message: Option<String>,
     secret_configured: bool,
     status: Status,
-    review: Vec<DefenderMachine>,
+    review: Review,
     clouds: [Cloud; 4],
     regions: &'static [&'static str],
     layout_is_operator: bool,
@@ -65,6 +65,40 @@ struct TestResult {
     outcome: Result<ConnectionReport, crate::defender::service::Unavailable>,
 }
 
+/// The machines a person must decide about (ambiguous matches), a page of them, and the count of
+/// those that matched nothing (normal, not queued: a link to them in the Endpoints list).
+pub struct Review {
+    pub machines: Vec<DefenderMachine>,
+    pub total: i64,
+    pub page: i64,
+    pub pages: i64,
+    pub search: String,
+    pub unmatched: i64,
+}
+
+impl Review {
+    /// The query string of another page of the queue.
+    fn link(&self, page: i64) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        if !self.search.is_empty() {
+            s.append_pair("review_q", &self.search);
+        }
+        s.append_pair("review_page", &page.to_string());
+        s.finish()
+    }
+}
+
+/// Rows of the review queue per page.
+const REVIEW_PAGE: i64 = 50;
+
+/// The Defender page's query: the review queue's search and page.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ReviewParams {
+    #[serde(default)]
+    review_q: String,
+    review_page: Option<i64>,
+}
+
 async fn render(
     user: &OperatorUser,
     state: &AppState,
@@ -72,9 +106,32 @@ async fn render(
     errors: FieldErrors,
     message: Option<String>,
 ) -> Result<HttpResponse, AppError> {
+    render_with(user, state, form, errors, message, ReviewParams::default()).await
+}
+
+async fn render_with(
+    user: &OperatorUser,
+    state: &AppState,
+    form: Option<SettingsInput>,
+    errors: FieldErrors,
+    message: Option<String>,
+    params: ReviewParams,
+) -> Result<HttpResponse, AppError> {
     let status = state.defender.status().await?;
-    let (config, review) =
-        state.db.run(|c| Ok((settings::load(c)?, defender_machines::needing_review(c, 100)?))).await?;
+    let search: String = params.review_q.trim().chars().filter(|c| !c.is_control()).take(128).collect();
+    let page = params.review_page.unwrap_or(1).max(1);
+    let q = search.clone();
+    let (config, (machines, total), unmatched) = state
+        .db
+        .run(move |c| {
+            Ok((
+                settings::load(c)?,
+                defender_machines::review_queue(c, &q, (page - 1).saturating_mul(REVIEW_PAGE), REVIEW_PAGE)?,
+                defender_machines::count_unmatched(c)?,
+            ))
+        })
+        .await?;
+    let review = Review { machines, total, page, pages: (total + REVIEW_PAGE - 1) / REVIEW_PAGE, search, unmatched };
     let secret_configured = config.as_ref().is_some_and(|c| c.secret_ciphertext.is_some());
     let form = form.unwrap_or_else(|| {
         config.as_ref().map(SettingsInput::from_config).unwrap_or_else(|| SettingsInput {
@@ -103,8 +160,13 @@ async fn render(
     Ok(res)
 }
 
-pub async fn show(user: OperatorUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    render(&user, &state, None, FieldErrors::default(), None).await
+pub async fn show(
+    user: OperatorUser,
+    state: web::Data<AppState>,
+    params: Input<web::Query<ReviewParams>>,
+) -> Result<HttpResponse, AppError> {
+    let params = input(params)?.into_inner();
+    render_with(&user, &state, None, FieldErrors::default(), None, params).await
 }
 
 pub async fn save(

@@ -116,6 +116,9 @@ pub struct ListParams {
     pub risk: String,
     #[serde(default)]
     pub profile: String,
+    /// `unmatched`: the endpoints Defender machines created because they matched nothing.
+    #[serde(default)]
+    pub defender: String,
     #[serde(default)]
     pub sort: String,
     #[serde(default)]
@@ -169,6 +172,11 @@ impl ListParams {
                 Some(Cursor::decode(&a, sort).ok_or_else(|| AppError::bad_request("The page position is not valid."))?)
             }
         };
+        let defender_unmatched = match self.defender.trim() {
+            "" => false,
+            "unmatched" => true,
+            d => return Err(AppError::bad_request(format!("Unknown defender filter {d:?}: use unmatched."))),
+        };
         let limit = self.limit.unwrap_or(default_limit);
         if !(1..=500).contains(&limit) {
             return Err(AppError::bad_request("limit must be between 1 and 500."));
@@ -179,6 +187,7 @@ impl ListParams {
             os: opt(&self.os),
             risk,
             profile: opt(&self.profile),
+            defender_unmatched,
             sort,
             descending,
             after,
@@ -195,6 +204,7 @@ impl ListParams {
             ("os", &self.os),
             ("risk", &self.risk),
             ("profile", &self.profile),
+            ("defender", &self.defender),
             ("sort", &self.sort),
             ("dir", &self.dir),
         ] {
@@ -370,6 +380,15 @@ impl std::ops::Deref for DetailPage {
 }
 
 impl DetailPage {
+    /// The risk factors shown as subtabs of their own: all but the two Defender reports, which
+    /// the Microsoft Defender subtab shows (once) when the endpoint has a machine.
+    fn shown_factors(&self) -> Vec<&RiskFactorRow> {
+        use crate::defender::import::{ALERTS_SOURCE, EXPOSURE_SOURCE};
+        let in_subtab = |f: &&RiskFactorRow| {
+            self.defender.is_some() && [EXPOSURE_SOURCE, ALERTS_SOURCE].contains(&f.source.as_str())
+        };
+        self.factors.iter().filter(|f| !in_subtab(f)).collect()
+    }
     fn open_action(&self) -> Option<&crate::db::models::actions::ActionRow> {
         self.actions.iter().find(|a| a.is_open())
     }
