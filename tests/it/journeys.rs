@@ -300,11 +300,13 @@ async fn an_operator_isolates_and_releases_a_machine() {
         assert_same_document(&c, "following the isolation").await;
         assert_eq!(calls("Isolate"), 1, "one click, one isolate request");
 
-        // Reloaded, the page offers Unisolate instead of Isolate.
-        c.goto(&app.url(&format!("/endpoints/{endpoint}"))).await.unwrap();
+        // Without a reload, the buttons follow the machine: Unisolate instead of Isolate, with an
+        // empty comment.
         wait_for(&c, "form.machine-action-form[data-action=unisolate]").await;
-        assert!(!exists(&c, "form.machine-action-form[data-action=isolate]").await);
-        mark_document(&c).await;
+        assert!(!exists(&c, "form.machine-action-form[data-action=isolate]").await, "no second isolation");
+        let comment = c.find(Locator::Css("form[data-action=unisolate] input[name=comment]")).await.unwrap();
+        assert_eq!(comment.prop("value").await.unwrap().as_deref(), Some(""), "the comment field is cleared");
+        assert_same_document(&c, "the buttons changed in place").await;
         type_into(&c, "form[data-action=unisolate] input[name=comment]", "Cleaned, releasing").await;
         click(&c, "#action-unisolate").await;
         wait_for(&c, "#action-area #action-status").await;
@@ -314,6 +316,8 @@ async fn an_operator_isolates_and_releases_a_machine() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_same_document(&c, "following the release").await;
+        wait_for(&c, "form.machine-action-form[data-action=isolate]").await;
+        assert!(!exists(&c, "form.machine-action-form[data-action=unisolate]").await, "released: Isolate again");
         assert_eq!((calls("Isolate"), calls("Unisolate")), (1, 1), "exactly one isolate and one unisolate request");
     })
     .await;

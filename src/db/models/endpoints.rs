@@ -304,6 +304,18 @@ pub fn upsert_sources(conn: &mut AnyConnection, source: &str, seen: &[(i64, i64,
     )
 }
 
+impl Endpoint {
+    /// How pages name the endpoint: its host name, else its address, else its MAC.
+    pub fn title(&self) -> String {
+        [&self.hostname, &self.ip]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .or_else(|| self.mac.clone())
+            .unwrap_or_else(|| format!("Endpoint {}", self.id))
+    }
+}
+
 pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Endpoint>> {
     engine_query!(conn, |c| endpoints::table.find(id).select(Endpoint::as_select()).first(c).optional())
 }

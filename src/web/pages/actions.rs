@@ -17,6 +17,35 @@ use crate::web::{AppState, Input, html, input};
 pub struct ActionFragment {
     pub a: ActionRow,
     pub note: Option<String>,
+    /// When the action has just ended: the endpoint's buttons for the machine's new state, sent
+    /// out of band (the page then offers Unisolate after an isolation, with empty comments).
+    pub ended_buttons: Option<ActionButtons>,
+}
+
+/// The machine actions a person may start on an endpoint (`endpoints/_machine_actions.html`).
+pub struct ActionButtons {
+    pub endpoint_id: i64,
+    /// What the isolation's confirmation calls the endpoint.
+    pub title: String,
+    /// (action, scopes), as `defender::actions::offered` gives them.
+    pub offered: Vec<(&'static str, Vec<&'static str>)>,
+    /// A fresh idempotency key for the forms of this rendering.
+    pub key: String,
+    /// Replaces the page's buttons out of band.
+    pub oob: bool,
+}
+
+impl ActionButtons {
+    /// The buttons for a machine as it is stored now, for a person of `role`: none below Operator.
+    pub fn for_machine(
+        endpoint_id: i64,
+        title: String,
+        machine: &crate::db::models::defender_machines::DefenderMachine,
+        can_act: bool,
+    ) -> Self {
+        let offered = if can_act { service::offered(machine) } else { Vec::new() };
+        ActionButtons { endpoint_id, title, offered, key: crate::auth::random_token(18), oob: false }
+    }
 }
 
 #[derive(Deserialize)]
@@ -44,23 +73,43 @@ pub async fn submit(
     let confirmed = f.confirm.as_deref().is_some_and(|c| matches!(c, "on" | "true" | "yes"));
     let req = service::parse(&f.action, &f.scope, &f.comment, confirmed, &f.key).map_err(AppError::BadRequest)?;
     match state.defender.submit_action(id, req, &user.username).await? {
-        Ok(a) => html(&ActionFragment { a, note: None }),
+        Ok(a) => html(&ActionFragment { a, note: None, ended_buttons: None }),
         Err(Refusal::NotFound) => Err(AppError::BadRequest(Refusal::NOT_A_MACHINE.into())),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
-        Err(Refusal::Busy(open)) => Ok(html(&ActionFragment { a: *open, note: Some(Refusal::ANOTHER_OPEN.into()) })?
-            .customize_status(actix_web::http::StatusCode::CONFLICT)),
+        Err(Refusal::Busy(open)) => {
+            Ok(html(&ActionFragment { a: *open, note: Some(Refusal::ANOTHER_OPEN.into()), ended_buttons: None })?
+                .customize_status(actix_web::http::StatusCode::CONFLICT))
+        }
     }
 }
 
-/// `GET /actions/{id}`: the action's status, refreshed from Defender while it is open.
+/// `GET /actions/{id}`: the action's status, refreshed from Defender while it is open. Once it
+/// has ended, the endpoint's buttons come with it (out of band), for the machine's new state.
 pub async fn status(
-    _user: AnyUser,
+    user: AnyUser,
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
-    html(&ActionFragment { a, note: None })
+    let ended_buttons = if a.is_open() {
+        None
+    } else {
+        let endpoint_id = a.endpoint_id;
+        let found = state
+            .db
+            .run(move |c| {
+                let machine = crate::db::models::defender_machines::of_endpoint(c, endpoint_id)?;
+                let endpoint = crate::db::models::endpoints::find(c, endpoint_id)?;
+                Ok(machine.zip(endpoint))
+            })
+            .await?;
+        found.map(|(m, e)| ActionButtons {
+            oob: true,
+            ..ActionButtons::for_machine(endpoint_id, e.title(), &m, user.can(crate::auth::Role::Operator))
+        })
+    };
+    html(&ActionFragment { a, note: None, ended_buttons })
 }
 
 trait WithStatus {

@@ -21,6 +21,7 @@ use crate::web::auth::{AnyUser, OperatorUser};
 use crate::web::cache::{ShortLived, UntilChanged};
 use crate::web::filters;
 use crate::web::htmx::Htmx;
+use crate::web::pages::actions::ActionButtons;
 use crate::web::{AppState, Input, Layout, html, input};
 
 /// The list's filter choices: every source, OS and profile in the inventory.
@@ -322,10 +323,8 @@ struct DetailPage {
     data: Arc<EndpointData>,
     tab: &'static str,
     tabs: [(&'static str, &'static str); 4],
-    /// The machine actions this person may start here: (action, scopes).
-    offered: Vec<(&'static str, Vec<&'static str>)>,
-    /// A fresh idempotency key for the action forms of this page view.
-    action_key: String,
+    /// The machine actions this person may start here (none without a Defender machine).
+    buttons: crate::web::pages::actions::ActionButtons,
     /// Defender's own list of the machine's actions (Actions tab), or why it could not be read.
     defender_actions: Option<Result<Vec<crate::defender::MachineAction>, String>>,
 }
@@ -396,12 +395,7 @@ impl DetailPage {
         crate::domain::profiles::MatchScore::from_i16(self.e.match_score).map(|s| s.as_str()).unwrap_or("")
     }
     fn title(&self) -> String {
-        [&self.e.hostname, &self.e.ip]
-            .into_iter()
-            .find(|s| !s.is_empty())
-            .cloned()
-            .or_else(|| self.e.mac.clone())
-            .unwrap_or_else(|| format!("Endpoint {}", self.e.id))
+        self.e.title()
     }
 }
 
@@ -412,9 +406,10 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
     let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
     let data = endpoint_data(state, id).await?;
     // Buttons only for roles allowed to act, on supported, onboarded machines.
-    let offered = match &data.defender {
-        Some(d) if user.can(crate::auth::Role::Operator) => crate::defender::actions::offered(&d.m),
-        _ => Vec::new(),
+    let can_act = user.can(crate::auth::Role::Operator);
+    let buttons = match &data.defender {
+        Some(d) => ActionButtons::for_machine(id, data.e.title(), &d.m, can_act),
+        None => ActionButtons::for_machine(id, data.e.title(), &Default::default(), false),
     };
     let defender_actions = match (&data.defender, tab) {
         // A page does not wait on the client's rate limiter (up to a minute when the listing's
@@ -430,15 +425,7 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
         ),
         _ => None,
     };
-    Ok(DetailPage {
-        layout: Layout::new(user, "endpoints"),
-        data,
-        tab,
-        tabs: TABS,
-        offered,
-        action_key: crate::auth::random_token(18),
-        defender_actions,
-    })
+    Ok(DetailPage { layout: Layout::new(user, "endpoints"), data, tab, tabs: TABS, buttons, defender_actions })
 }
 
 #[derive(Deserialize)]
