@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cache;
 pub mod client;
 pub mod errors;
+pub mod export;
 pub mod filters;
 pub mod forms;
 pub mod health;
@@ -131,6 +132,7 @@ route_table! {
     get "/login/entra/callback"                 => pages::sso::callback;
     get "/"                                     => pages::dashboard::show;
     get "/endpoints"                            => pages::endpoints::list;
+    get "/endpoints.csv"                        => pages::endpoints::export_csv;
     post "/endpoints/import"                    => pages::endpoints::import_csv;
     get "/endpoints/{id}"                       => pages::endpoints::detail;
     get "/endpoints/{id}/tabs/{tab}"            => pages::endpoints::tab;
@@ -165,6 +167,7 @@ route_table! {
     post "/api/v1/integrations/defender/sync"   => api::integrations::sync;
     get "/api/v1/integrations/defender/status"  => api::integrations::status;
     get "/api/v1/endpoints"                     => api::endpoints::list;
+    get "/api/v1/endpoints.csv"                 => api::endpoints::export_csv;
     get "/api/v1/endpoints/{id}"                => api::endpoints::get;
     get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
     post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;

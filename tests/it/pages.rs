@@ -136,3 +136,51 @@ async fn the_review_queue_holds_only_what_needs_a_person_with_a_total_pages_and_
     let res = operator.get(app.url("/endpoints?defender=whatever")).send().await.unwrap();
     assert_eq!(res.status(), 400);
 }
+
+#[tokio::test]
+async fn the_filtered_inventory_exports_as_csv_with_inert_cells() {
+    let app = spawn_app().await;
+    let token = app.token(Role::Admin).await;
+    // More than one page of the export (500 rows), and names a spreadsheet would run.
+    let mut observed: Vec<_> = (0..1100)
+        .map(|i| json!({"hostname": format!("csv-{i:04}"), "ip": format!("10.8.{}.{}", i / 250, i % 250)}))
+        .collect();
+    observed.push(json!({"hostname": "=HYPERLINK(\"http://evil\",\"x\")", "ip": "10.9.0.1"}));
+    observed.push(json!({"hostname": "@SUM(A1)", "ip": "10.9.0.2", "user_agent": "+cmd"}));
+    assert_eq!(app.ingest(&token, &json!(observed)).await.status(), 200);
+
+    let analyst = app.login_as("ana", Role::Analyst).await;
+    let list = doc(&analyst.get(app.url("/endpoints?q=csv-00")).send().await.unwrap().text().await.unwrap());
+    let link = attr(&list, "#export-csv", "href").expect("the list offers its CSV");
+    assert_eq!(link, "/endpoints.csv?q=csv-00", "the export carries the list's filters");
+    let res = analyst.get(app.url(&link)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(res.headers()["content-disposition"].to_str().unwrap().contains("endpoints.csv"));
+    let text = res.text().await.unwrap();
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(rows.headers().unwrap().get(1), Some("hostname"));
+    let names: Vec<String> = rows.records().map(|r| r.unwrap()[1].to_owned()).collect();
+    assert_eq!(names.len(), 100, "csv-0000 to csv-0099");
+    assert!(names.iter().all(|n| n.starts_with("csv-00")));
+
+    let api = reqwest::Client::new().get(app.url("/api/v1/endpoints.csv")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(api.status(), 200);
+    let text = api.text().await.unwrap();
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let records: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 1102, "every endpoint, across pages of the export");
+    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.get(0).unwrap()).collect();
+    assert_eq!(ids.len(), 1102, "no endpoint twice");
+    let hostile: Vec<&str> = records.iter().map(|r| r.get(1).unwrap()).filter(|n| !n.starts_with("csv-")).collect();
+    assert_eq!(hostile.len(), 2, "{hostile:?}");
+    assert!(hostile.iter().any(|n| n.starts_with("'=")) && hostile.iter().any(|n| n.starts_with("'@")), "{hostile:?}");
+    let res = reqwest::Client::new()
+        .get(app.url("/api/v1/endpoints.csv?risk=Purple"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(reqwest::Client::new().get(app.url("/api/v1/endpoints.csv")).send().await.unwrap().status(), 401);
+}

@@ -1,4 +1,4 @@
-//! `GET /api/v1/endpoints` (paged, the same filters as the Endpoints page) and
+//! `GET /api/v1/endpoints` (paged, the same filters as the Endpoints page), its CSV form, and
 //! `GET /api/v1/endpoints/{id}` (with the risk factors behind its level, its addresses and history).
 
 use actix_web::{HttpResponse, web};
@@ -136,6 +136,16 @@ pub async fn list(
         items: page.items.iter().cloned().map(EndpointJson::from).collect(),
         total,
     }))
+}
+
+/// `GET /api/v1/endpoints.csv`: the filtered endpoints as CSV, streamed (see `web::export`).
+pub async fn export_csv(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    params: Input<web::Query<ListParams>>,
+) -> Result<HttpResponse, AppError> {
+    let query = input(params)?.to_query(100)?;
+    Ok(crate::web::export::endpoints_csv(state.db.clone(), query))
 }
 
 /// One assessment's contribution to the endpoint's risk (the highest level is the endpoint's).

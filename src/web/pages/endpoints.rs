@@ -229,9 +229,21 @@ struct ListPage {
     total: i64,
     next_link: Option<String>,
     first_link: Option<String>,
+    /// The same filters as CSV.
+    csv_link: String,
     facets: Arc<Facets>,
     sorts: [SortKey; 5],
     risks: [&'static str; 5],
+}
+
+/// `GET /endpoints.csv`: the list's filtered endpoints as CSV (the page's "Export CSV").
+pub async fn export_csv(
+    _user: AnyUser,
+    state: web::Data<AppState>,
+    params: Input<web::Query<ListParams>>,
+) -> Result<HttpResponse, AppError> {
+    let query = input(params)?.to_query(50)?;
+    Ok(crate::web::export::endpoints_csv(state.db.clone(), query))
 }
 
 pub async fn list(
@@ -246,6 +258,7 @@ pub async fn list(
     let (page, total, facets) = list_view(&state, query.clone(), true).await?;
     let next_link = page.next.as_ref().map(|c| format!("/endpoints?{}", params.with_after(Some(&c.encode()))));
     let first_link = query.after.is_some().then(|| format!("/endpoints?{}", params.with_after(None)));
+    let csv_link = format!("/endpoints.csv?{}", params.with_after(None));
     let view = ListPage {
         layout: Layout::new(&user, "endpoints"),
         params,
@@ -253,6 +266,7 @@ pub async fn list(
         total,
         next_link,
         first_link,
+        csv_link,
         facets: facets.unwrap_or_default(),
         sorts: SortKey::ALL,
         risks: RiskLevel::ALL.map(RiskLevel::as_str),
