@@ -56,6 +56,24 @@ pub async fn render_errors(
     Ok(ServiceResponse::new(req, replacement).map_into_right_body())
 }
 
+/// An API error as RFC 9457 "Problem Details" (`application/problem+json`): a stable `type`
+/// (`urn:endpoint-analytics:problem:<code>`), the HTTP reason as `title`, the `status`, the
+/// `detail` in plain words, and the same facts as `error` (`code`, `message`), the shape API
+/// clients of the first versions read. `extra` adds members (field errors, the open action).
+pub fn problem(status: StatusCode, code: &str, detail: &str, extra: serde_json::Value) -> HttpResponse {
+    let mut body = serde_json::json!({
+        "type": format!("urn:endpoint-analytics:problem:{code}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "error": {"code": code, "message": detail},
+    });
+    if let (Some(b), serde_json::Value::Object(more)) = (body.as_object_mut(), extra) {
+        b.extend(more);
+    }
+    HttpResponse::build(status).content_type("application/problem+json").body(body.to_string())
+}
+
 fn default_message(status: StatusCode) -> &'static str {
     match status {
         StatusCode::NOT_FOUND => "The page or item was not found.",
@@ -77,7 +95,7 @@ fn present(
     // Machines (automation, scrapers) get JSON errors, never the login page.
     let mut res = if req.path().starts_with("/api/") || req.path() == "/metrics" {
         let code = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_");
-        HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
+        problem(status, &code, message, serde_json::Value::Null)
     } else if status == StatusCode::UNAUTHORIZED {
         login_redirect(req)
     } else if Htmx::of(req).request {

@@ -140,13 +140,18 @@ fn check_object(
 /// body matches that response's schema.
 async fn conforms(doc: &Value, method: &str, template: &str, res: reqwest::Response) -> Value {
     let status = res.status().as_u16().to_string();
+    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let media = content_type.split(';').next().unwrap_or("").trim().to_owned();
+    if !res.status().is_success() {
+        assert_eq!(media, "application/problem+json", "errors are RFC 9457 problem details");
+    }
     let body: Value = res.json().await.expect("a JSON answer");
     let op = &doc["paths"][template][method];
     assert!(op.is_object(), "{method} {template} is documented");
     let response = &op["responses"][&status];
     assert!(response.is_object(), "{method} {template} answered {status}, which is not documented: {body}");
     let response = response["$ref"].as_str().and_then(|r| resolve(doc, r)).unwrap_or(response);
-    let schema = &response["content"]["application/json"]["schema"];
+    let schema = &response["content"][media.as_str()]["schema"];
     assert!(schema.is_object(), "{method} {template} {status} documents its JSON body");
     let mut errors = Vec::new();
     check(doc, schema, &body, "body", &mut errors);
@@ -484,4 +489,39 @@ async fn admins_create_name_scope_expire_and_revoke_api_tokens_on_their_page() {
     // Audited.
     let audit = admin.get(app.url("/audit")).send().await.unwrap().text().await.unwrap();
     assert!(audit.contains("token.create") && audit.contains("token.revoke"));
+}
+
+/// Every API error is RFC 9457 Problem Details, the same shape on every route: a stable `type`,
+/// the reason as `title`, the `status`, a plain-words `detail` (and `errors` per field).
+#[tokio::test]
+async fn errors_are_problem_details_on_every_route() {
+    let app = spawn_app().await;
+    let token = app.token(Role::Admin).await;
+    let client = reqwest::Client::new();
+    let answers = [
+        (client.get(app.url("/api/v1/endpoints/999999")).bearer_auth(&token), 404, "not_found"),
+        (client.get(app.url("/api/v1/endpoints")), 401, "unauthorized"),
+        (client.get(app.url("/api/v1/no-such-route")).bearer_auth(&token), 404, "not_found"),
+        (client.get(app.url("/api/v1/endpoints?risk=Purple")).bearer_auth(&token), 400, "bad_request"),
+        (
+            client.put(app.url("/api/v1/integrations/defender")).bearer_auth(&token).json(&json!({"tenant_id": "x"})),
+            400,
+            "invalid_settings",
+        ),
+    ];
+    for (request, status, code) in answers {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status);
+        let kind = res.headers()["content-type"].to_str().unwrap().to_owned();
+        assert_eq!(kind, "application/problem+json", "{code}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["type"], format!("urn:endpoint-analytics:problem:{code}"), "{body}");
+        assert_eq!(body["status"], status, "{body}");
+        assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+        assert!(body["detail"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+        assert_eq!(body["error"]["code"], code, "the first versions' shape stays: {body}");
+        if code == "invalid_settings" {
+            assert!(body["errors"].as_object().is_some_and(|e| !e.is_empty()), "field errors: {body}");
+        }
+    }
 }

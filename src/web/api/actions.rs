@@ -92,13 +92,12 @@ pub async fn submit(
         Ok(a) => Ok(HttpResponse::Accepted().json(ActionJson::from(a))),
         Err(Refusal::NotFound) => Err(AppError::bad_request(Refusal::NOT_A_MACHINE)),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
-        Err(Refusal::Busy(open)) => Ok(HttpResponse::Conflict().json(json!({
-            "error": {
-                "code": "conflict",
-                "message": Refusal::ANOTHER_OPEN,
-            },
-            "action": ActionJson::from(*open),
-        }))),
+        Err(Refusal::Busy(open)) => Ok(crate::web::errors::problem(
+            actix_web::http::StatusCode::CONFLICT,
+            "conflict",
+            Refusal::ANOTHER_OPEN,
+            json!({ "action": ActionJson::from(*open) }),
+        )),
     }
 }
 

@@ -41,9 +41,13 @@ pub async fn put(
         Err(errors) => {
             let fields: serde_json::Map<String, serde_json::Value> =
                 errors.0.iter().map(|(f, m)| ((*f).to_owned(), json!(m))).collect();
-            Ok(HttpResponse::BadRequest().json(json!({
-                "error": { "code": "invalid_settings", "message": "The settings were not saved.", "fields": fields }
-            })))
+            let detail = "The settings were not saved.";
+            Ok(crate::web::errors::problem(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "invalid_settings",
+                detail,
+                json!({ "errors": fields.clone(), "error": { "code": "invalid_settings", "message": detail, "fields": fields } }),
+            ))
         }
     }
 }
