@@ -525,3 +525,53 @@ async fn errors_are_problem_details_on_every_route() {
         }
     }
 }
+
+/// The endpoint resources are a contract, not database rows: no JSON hidden inside a string,
+/// times in RFC 3339, the Defender machine as an object, and the next page in a `Link` header.
+#[tokio::test]
+async fn endpoints_carry_no_json_in_strings_and_link_their_next_page() {
+    fn strings_with_json(v: &Value, at: &str, found: &mut Vec<String>) {
+        match v {
+            Value::String(s)
+                if (s.starts_with('{') || s.starts_with('[')) && serde_json::from_str::<Value>(s).is_ok() =>
+            {
+                found.push(format!("{at}: {s}"))
+            }
+            Value::Array(a) => {
+                a.iter().enumerate().for_each(|(i, x)| strings_with_json(x, &format!("{at}[{i}]"), found))
+            }
+            Value::Object(o) => o.iter().for_each(|(k, x)| strings_with_json(x, &format!("{at}.{k}"), found)),
+            _ => {}
+        }
+    }
+    let (app, _sim, token, _) = crate::defender_sync::synced(30).await;
+    let res =
+        reqwest::Client::new().get(app.url("/api/v1/endpoints?limit=5")).bearer_auth(&token).send().await.unwrap();
+    let link = res.headers().get("link").map(|v| v.to_str().unwrap().to_owned()).expect("a Link header");
+    let list: Value = res.json().await.unwrap();
+    let next = list["next"].as_str().unwrap();
+    assert!(
+        link.starts_with("</api/v1/endpoints?") && link.ends_with(">; rel=\"next\"") && link.contains("limit=5"),
+        "{link}"
+    );
+    assert!(
+        link.contains(&format!("after={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>())),
+        "{link}"
+    );
+    let with_machine = list["items"].as_array().unwrap().iter().find(|e| e["defender"].is_object());
+    let id = with_machine.map(|e| e["id"].as_i64().unwrap()).unwrap_or(list["items"][0]["id"].as_i64().unwrap());
+    let detail = app.api_get(&token, &format!("/api/v1/endpoints/{id}")).await;
+    let mut found = Vec::new();
+    strings_with_json(&list, "list", &mut found);
+    strings_with_json(&detail, "detail", &mut found);
+    assert!(found.is_empty(), "JSON inside strings: {found:?}");
+    let seen = detail["last_seen"].as_str().unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(seen).is_ok(), "{seen}");
+    if with_machine.is_some() {
+        assert!(detail["defender"]["links"]["overview"].as_str().unwrap().starts_with("https://"), "{detail}");
+        assert!(
+            ["isolated", "not_isolated", "unknown"]
+                .contains(&detail["defender"]["isolation"]["state"].as_str().unwrap())
+        );
+    }
+}

@@ -666,8 +666,13 @@ async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
     assert_eq!(sync_now(&app, &token).await["status"], "succeeded");
     assert_eq!(linked(&app, machine.clone()).await, Some(target), "a sync keeps the merge");
     let merged = app.api_get(&token, &format!("/api/v1/endpoints/{target}")).await;
-    assert_eq!(merged["sources"], "defender,network");
-    assert!(!merged["os_name"].as_str().unwrap().is_empty(), "the sync brought the machine's OS onto the endpoint");
+    assert_eq!(merged["sources"], json!(["defender", "network"]));
+    assert!(!merged["os"]["name"].as_str().unwrap().is_empty(), "the sync brought the machine's OS onto the endpoint");
+    assert_eq!(
+        merged["defender"]["machine_id"],
+        machine.as_str(),
+        "the endpoint carries its Defender machine: {merged}"
+    );
 
     // Split it off again: a new endpoint of its own, kept by the next sync.
     let res = app
@@ -680,7 +685,7 @@ async fn an_admin_merges_and_splits_machines_and_syncs_keep_the_decision() {
     assert_eq!(linked(&app, machine.clone()).await, Some(split));
     assert_eq!(
         app.api_get(&token, &format!("/api/v1/endpoints/{target}")).await["sources"],
-        "network",
+        json!(["network"]),
         "Defender let go of it"
     );
     // Operators may not make these decisions.

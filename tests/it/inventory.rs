@@ -37,7 +37,7 @@ async fn a_thousand_observations_become_endpoints_on_the_page_and_in_the_api() {
     let list = app.api_get(&token, "/api/v1/endpoints?limit=5").await;
     assert_eq!(list["total"], 900);
     assert_eq!(list["items"].as_array().unwrap().len(), 5);
-    assert_eq!(list["items"][0]["sources_list"], json!(["network"]));
+    assert_eq!(list["items"][0]["sources"], json!(["network"]));
 
     let analyst = app.login_as("ann", Role::Analyst).await;
     let page = doc(&analyst.get(app.url("/endpoints")).send().await.unwrap().text().await.unwrap());

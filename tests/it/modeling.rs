@@ -38,13 +38,14 @@ async fn realistic_observations_are_classified_on_ingest() {
     assert_eq!(app.ingest(&token, &body).await.status(), 200);
     for (obs, profile, score) in &cases {
         let e = endpoint_by_mac(&app, &token, obs["mac"].as_str().unwrap()).await;
-        let got = e["profile"].as_str().unwrap();
+        let got = e["profile"]["name"].as_str().unwrap();
         assert!(
             got.starts_with(profile.split('/').next().unwrap()) || got == *profile,
             "{obs} → {got}, expected {profile}"
         );
         if *score > 0 {
-            assert_eq!(e["match_score"], *score, "{obs}");
+            let name = endpoint_analytics::domain::profiles::MatchScore::from_i16(*score).unwrap().as_str();
+            assert_eq!(e["profile"]["match_score"], name, "{obs}");
         }
     }
     // Vendors come from the IEEE registry.
@@ -59,7 +60,7 @@ async fn an_unknown_device_is_not_profiled_and_that_is_a_risk() {
     app.ingest(&token, &json!([{"ip": "10.9.9.9"}])).await;
     let list = app.api_get(&token, "/api/v1/endpoints").await;
     let e = &list["items"][0];
-    assert_eq!(e["profile"], "");
+    assert!(e["profile"].is_null(), "not profiled: {e}");
     assert_eq!(e["risk"], "Low");
     let analyst = app.login_as("ann", Role::Analyst).await;
     let id = e["id"].as_i64().unwrap();
@@ -89,7 +90,7 @@ async fn disabling_a_profile_changes_the_result_after_a_re_model_with_live_progr
     let token = app.token(Role::Operator).await;
     app.ingest(&token, &json!([{"mac": "b8:27:eb:12:34:56", "ip": "10.0.0.5"}])).await;
     let before = endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await;
-    assert_eq!(before["profile"], "Raspberry Pi");
+    assert_eq!(before["profile"]["name"], "Raspberry Pi");
 
     let admin = app.login_as("adam", Role::Admin).await;
     let page = doc(&admin.get(app.url("/config/profiles")).send().await.unwrap().text().await.unwrap());
@@ -101,7 +102,7 @@ async fn disabling_a_profile_changes_the_result_after_a_re_model_with_live_progr
     let page = doc(&admin.get(app.url("/config/profiles")).send().await.unwrap().text().await.unwrap());
     assert_eq!(select_all(&page, "#model-stale").len(), 1, "the model is marked stale");
     assert_eq!(
-        endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await["profile"],
+        endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await["profile"]["name"],
         "Raspberry Pi",
         "nothing changes before the re-model"
     );
@@ -135,7 +136,7 @@ async fn disabling_a_profile_changes_the_result_after_a_re_model_with_live_progr
     }
     assert_eq!(status, "succeeded");
     let after = endpoint_by_mac(&app, &token, "b8:27:eb:12:34:56").await;
-    assert_ne!(after["profile"], "Raspberry Pi", "a disabled profile is not assigned");
+    assert_ne!(after["profile"]["name"], "Raspberry Pi", "a disabled profile is not assigned");
     // An analyst may watch but not start a re-model.
     let analyst = app.login_as("ann", Role::Analyst).await;
     assert_eq!(app.post_form(&analyst, "/config/profiles/remodel", &[]).await.status(), 403);
@@ -152,7 +153,7 @@ async fn integration_profiles_are_created_assigned_and_deleted_with_a_re_model()
     app.ingest(&token, &json!([{"mac": "10:e7:c6:01:02:03", "ip": "10.0.0.3", "dhcp_vendor_class": "MSFT 5.0"}])).await;
     let e = endpoint_by_mac(&app, &token, "10:e7:c6:01:02:03").await;
     let id = e["id"].as_i64().unwrap();
-    let standard = e["profile"].as_str().unwrap().to_owned();
+    let standard = e["profile"]["name"].as_str().unwrap().to_owned();
     assert!(!standard.is_empty());
 
     let modeler = Modeler::standard().unwrap();
@@ -168,18 +169,18 @@ async fn integration_profiles_are_created_assigned_and_deleted_with_a_re_model()
         .await
         .unwrap();
     let e = endpoint_by_mac(&app, &token, "10:e7:c6:01:02:03").await;
-    assert_eq!(e["profile"], "Windows11_23H2");
-    assert_eq!(e["match_score"], 5);
+    assert_eq!(e["profile"]["name"], "Windows11_23H2");
+    assert_eq!(e["profile"]["match_score"], "Very High");
     assert!(
-        e["other_profiles"].as_str().unwrap().contains(&standard),
-        "the standard profile is kept as another profile"
+        e["profile"]["others"].as_array().unwrap().iter().any(|o| o["name"] == standard.as_str()),
+        "the standard profile is kept as another profile: {e}"
     );
 
     let m = modeler.clone();
     let affected = app.db.run(move |c| Ok(m.delete_owner(c, "defender")?)).await.unwrap();
     assert_eq!(affected, 1);
     let e = endpoint_by_mac(&app, &token, "10:e7:c6:01:02:03").await;
-    assert_eq!(e["profile"], standard.as_str(), "back to the standard profile");
+    assert_eq!(e["profile"]["name"], standard.as_str(), "back to the standard profile");
     let history = app.api_get(&token, &format!("/api/v1/endpoints/{id}")).await["history"].clone();
     assert!(history.as_array().unwrap().iter().filter(|h| h["field"] == "profile").count() >= 2, "{history}");
 }

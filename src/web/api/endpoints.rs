@@ -6,70 +6,198 @@ use serde::Serialize;
 
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
+use crate::domain::profiles::MatchScore;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 use crate::web::auth::ApiAnalyst;
 use crate::web::pages::endpoints::{ListParams, list_view};
 use crate::web::{AppState, Input, input};
 
-/// An endpoint as the API shows it: the inventory's fields, its risk by name and its sources as a list.
+/// A time as the API shows it: RFC 3339 in UTC (`null` for none).
+fn rfc3339(t: i64) -> Option<String> {
+    (t > 0)
+        .then(|| chrono::DateTime::from_timestamp(t, 0))
+        .flatten()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// An endpoint as the API shows it: one field per fact, names for levels and scores, lists as
+/// arrays, times in RFC 3339, and its Defender machine when it has one.
 #[derive(Serialize)]
 struct EndpointJson {
     id: i64,
-    mac: Option<String>,
-    mac_vendor: String,
-    ip: String,
     hostname: String,
     fqdn: String,
-    os_name: String,
-    os_version: String,
-    os_build: String,
-    dhcp_vendor_class: String,
-    dhcp_params: String,
+    ip: String,
+    mac: Option<String>,
+    mac_vendor: String,
+    os: OsJson,
+    dhcp: DhcpJson,
     user_agent: String,
-    profile: String,
-    match_score: i16,
-    risk_level: i16,
+    /// What the endpoint is; `null` when not profiled.
+    profile: Option<ProfileJson>,
     risk: &'static str,
-    sources: String,
-    sources_list: Vec<String>,
-    custom_data: String,
-    first_seen: i64,
-    last_seen: i64,
-    created_at: i64,
-    updated_at: i64,
-    other_profiles: String,
-    profile_reason: String,
+    sources: Vec<String>,
+    custom_data: serde_json::Value,
+    first_seen: Option<String>,
+    last_seen: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    defender: Option<DefenderJson>,
 }
 
-impl From<Endpoint> for EndpointJson {
-    fn from(e: Endpoint) -> Self {
+#[derive(Serialize)]
+struct OsJson {
+    name: String,
+    version: String,
+    build: String,
+}
+
+#[derive(Serialize)]
+struct DhcpJson {
+    vendor_class: String,
+    /// The parameter request list (option numbers), in the order the device asked.
+    parameters: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ProfileJson {
+    name: String,
+    match_score: Option<&'static str>,
+    reason: String,
+    /// The other profiles that matched, with their scores.
+    others: serde_json::Value,
+}
+
+/// The endpoint's Microsoft Defender machine.
+#[derive(Serialize)]
+struct DefenderJson {
+    machine_id: String,
+    links: LinksJson,
+    onboarding_status: String,
+    health_status: String,
+    exposure: ExposureJson,
+    alerts: AlertsJson,
+    isolation: IsolationJson,
+    last_seen: Option<String>,
+    stale: bool,
+}
+
+#[derive(Serialize)]
+struct LinksJson {
+    overview: String,
+    alerts: String,
+    vulnerabilities: String,
+}
+
+#[derive(Serialize)]
+struct ExposureJson {
+    level: &'static str,
+    vulnerabilities: i32,
+    /// The most severe vulnerability: CVE and description; `null` without any.
+    top_vulnerability: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct AlertsJson {
+    level: &'static str,
+    /// The title of the most severe active alert; `null` without any.
+    top_alert_title: Option<String>,
+}
+
+#[derive(Serialize)]
+struct IsolationJson {
+    /// `isolated`, `not_isolated`, or `unknown` (the machine actions could not be read).
+    state: &'static str,
+    /// Full or Selective while isolated.
+    scope: Option<String>,
+    /// When the latest isolation or release took effect, and who asked for it.
+    since: Option<String>,
+    by: Option<String>,
+    /// An isolation (`isolate`) or release (`unisolate`) waiting for the device.
+    pending: Option<&'static str>,
+}
+
+impl DefenderJson {
+    fn of(view: crate::web::pages::endpoints::DefenderView) -> Self {
+        let i = view.isolation;
+        let m = view.m;
+        let text = |s: String| Some(s).filter(|s| !s.is_empty());
+        DefenderJson {
+            links: LinksJson { overview: view.overview, alerts: view.alerts, vulnerabilities: view.vulnerabilities },
+            onboarding_status: m.onboarding_status,
+            health_status: m.health_status,
+            exposure: ExposureJson {
+                level: RiskLevel::label_of(m.top_vuln_severity),
+                vulnerabilities: m.vuln_count,
+                top_vulnerability: (!m.top_vuln_cve.is_empty())
+                    .then(|| serde_json::json!({"cve": m.top_vuln_cve, "description": m.top_vuln_description})),
+            },
+            alerts: AlertsJson {
+                level: RiskLevel::label_of(m.top_alert_severity),
+                top_alert_title: text(m.top_alert_title),
+            },
+            isolation: IsolationJson {
+                state: if i.unread {
+                    "unknown"
+                } else if i.isolated {
+                    "isolated"
+                } else {
+                    "not_isolated"
+                },
+                scope: text(i.scope),
+                since: rfc3339(i.at),
+                by: text(i.by),
+                pending: match i.pending.as_str() {
+                    "Isolate" => Some("isolate"),
+                    "Unisolate" => Some("unisolate"),
+                    _ => None,
+                },
+            },
+            last_seen: rfc3339(m.last_seen),
+            stale: m.stale,
+            machine_id: m.machine_id,
+        }
+    }
+}
+
+impl EndpointJson {
+    fn of(e: Endpoint, defender: Option<crate::web::pages::endpoints::DefenderView>) -> Self {
+        let json_or = |s: &str, empty: serde_json::Value| serde_json::from_str(s).unwrap_or(empty);
         Self {
             risk: RiskLevel::label_of(e.risk_level),
-            sources_list: e.sources.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            sources: e.sources.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            profile: (!e.profile.is_empty()).then(|| ProfileJson {
+                match_score: MatchScore::from_i16(e.match_score).map(MatchScore::as_str),
+                reason: e.profile_reason.clone(),
+                others: json_or(&e.other_profiles, serde_json::json!([])),
+                name: e.profile.clone(),
+            }),
+            custom_data: json_or(&e.custom_data, serde_json::json!({})),
+            os: OsJson { name: e.os_name, version: e.os_version, build: e.os_build },
+            dhcp: DhcpJson {
+                vendor_class: e.dhcp_vendor_class,
+                parameters: e
+                    .dhcp_params
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            first_seen: rfc3339(e.first_seen),
+            last_seen: rfc3339(e.last_seen),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+            defender: defender.map(DefenderJson::of),
             id: e.id,
             mac: e.mac,
             mac_vendor: e.mac_vendor,
             ip: e.ip,
             hostname: e.hostname,
             fqdn: e.fqdn,
-            os_name: e.os_name,
-            os_version: e.os_version,
-            os_build: e.os_build,
-            dhcp_vendor_class: e.dhcp_vendor_class,
-            dhcp_params: e.dhcp_params,
             user_agent: e.user_agent,
-            profile: e.profile,
-            match_score: e.match_score,
-            risk_level: e.risk_level,
-            sources: e.sources,
-            custom_data: e.custom_data,
-            first_seen: e.first_seen,
-            last_seen: e.last_seen,
-            created_at: e.created_at,
-            updated_at: e.updated_at,
-            other_profiles: e.other_profiles,
-            profile_reason: e.profile_reason,
         }
     }
 }
@@ -79,13 +207,18 @@ impl From<Endpoint> for EndpointJson {
 struct IpJson {
     endpoint_id: i64,
     ip: String,
-    first_seen: i64,
-    last_seen: i64,
+    first_seen: Option<String>,
+    last_seen: Option<String>,
 }
 
 impl From<EndpointIp> for IpJson {
     fn from(a: EndpointIp) -> Self {
-        Self { endpoint_id: a.endpoint_id, ip: a.ip, first_seen: a.first_seen, last_seen: a.last_seen }
+        Self {
+            endpoint_id: a.endpoint_id,
+            ip: a.ip,
+            first_seen: rfc3339(a.first_seen),
+            last_seen: rfc3339(a.last_seen),
+        }
     }
 }
 
@@ -94,7 +227,7 @@ impl From<EndpointIp> for IpJson {
 struct HistoryJson {
     id: i64,
     endpoint_id: i64,
-    at: i64,
+    at: Option<String>,
     field: String,
     old_value: String,
     new_value: String,
@@ -106,7 +239,7 @@ impl From<HistoryEntry> for HistoryJson {
         Self {
             id: h.id,
             endpoint_id: h.endpoint_id,
-            at: h.at,
+            at: rfc3339(h.at),
             field: h.field,
             old_value: h.old_value,
             new_value: h.new_value,
@@ -128,12 +261,25 @@ pub async fn list(
     state: web::Data<AppState>,
     params: Input<web::Query<ListParams>>,
 ) -> Result<HttpResponse, AppError> {
-    let params = input(params)?;
+    let params = input(params)?.into_inner();
     let query = params.to_query(100)?;
     let (page, total, _) = list_view(&state, query, false).await?;
-    Ok(HttpResponse::Ok().json(ListJson {
-        next: page.next.as_ref().map(|c| c.encode()),
-        items: page.items.iter().cloned().map(EndpointJson::from).collect(),
+    let ids: Vec<i64> = page.items.iter().map(|e| e.id).collect();
+    let mut views = state
+        .db
+        .run(move |c| {
+            ids.iter().map(|&id| crate::web::pages::endpoints::defender_view(c, id)).collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await?
+        .into_iter();
+    let next = page.next.as_ref().map(|c| c.encode());
+    let mut res = HttpResponse::Ok();
+    if let Some(n) = &next {
+        res.insert_header(("Link", format!("</api/v1/endpoints?{}>; rel=\"next\"", params.with_after(Some(n)))));
+    }
+    Ok(res.json(ListJson {
+        next,
+        items: page.items.iter().cloned().map(|e| EndpointJson::of(e, views.next().flatten())).collect(),
         total,
     }))
 }
@@ -155,7 +301,7 @@ struct RiskFactorJson {
     level: &'static str,
     summary: String,
     details: String,
-    updated_at: i64,
+    updated_at: Option<String>,
 }
 
 impl From<RiskFactorRow> for RiskFactorJson {
@@ -165,7 +311,7 @@ impl From<RiskFactorRow> for RiskFactorJson {
             source: f.source,
             summary: f.summary,
             details: f.details,
-            updated_at: f.updated_at,
+            updated_at: rfc3339(f.updated_at),
         }
     }
 }
@@ -192,12 +338,13 @@ pub async fn get(
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
-            Ok(Some((e, risk::of(c, id)?, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?)))
+            let defender = crate::web::pages::endpoints::defender_view(c, id)?;
+            Ok(Some((e, risk::of(c, id)?, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?, defender)))
         })
         .await?;
-    let (e, factors, ips, history) = found.ok_or(AppError::NotFound)?;
+    let (e, factors, ips, history, defender) = found.ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok().json(DetailJson {
-        endpoint: e.into(),
+        endpoint: EndpointJson::of(e, defender),
         risk_factors: factors.into_iter().map(RiskFactorJson::from).collect(),
         ip_addresses: ips.into_iter().map(IpJson::from).collect(),
         history: history.into_iter().map(HistoryJson::from).collect(),

@@ -197,7 +197,7 @@ impl ListParams {
     }
 
     /// The query string of this list with another page position, for links.
-    fn with_after(&self, after: Option<&str>) -> String {
+    pub fn with_after(&self, after: Option<&str>) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("q", &self.q),
@@ -212,6 +212,9 @@ impl ListParams {
             if !v.is_empty() {
                 s.append_pair(k, v);
             }
+        }
+        if let Some(limit) = self.limit {
+            s.append_pair("limit", &limit.to_string());
         }
         if let Some(a) = after {
             s.append_pair("after", a);
