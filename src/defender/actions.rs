@@ -102,6 +102,11 @@ const NOT_ONBOARDED: &[&str] = &["CanBeOnboarded", "Unsupported", "InsufficientI
 /// non-onboarded, and on the platforms and versions of [`platforms`]. Isolate is offered only
 /// when the machine is not isolated, Unisolate only when it is (as far as the product knows).
 pub fn check_supported(m: &DefenderMachine, kind: ActionKind) -> Result<(), String> {
+    check_with(m, &Isolation::stored(m), kind)
+}
+
+/// [`check_supported`] with the machine's stored isolation already read (once per page).
+fn check_with(m: &DefenderMachine, state: &Isolation, kind: ActionKind) -> Result<(), String> {
     if m.stale {
         return Err("This Defender record is stale; act on the machine's current record.".into());
     }
@@ -117,7 +122,6 @@ pub fn check_supported(m: &DefenderMachine, kind: ActionKind) -> Result<(), Stri
     platforms::check(&m.os_platform, &m.os_version, &m.agent_version, need)?;
     // The state as Defender's machine actions tell it (read by every sync), wherever it was
     // asked for: a pending isolation or release started elsewhere is not asked for twice.
-    let state = Isolation::stored(m);
     match kind {
         ActionKind::Isolate(_) | ActionKind::Unisolate if !state.pending.is_empty() => Err(format!(
             "{} is already pending in Microsoft Defender{}; wait for the device to carry it out.",
@@ -132,6 +136,8 @@ pub fn check_supported(m: &DefenderMachine, kind: ActionKind) -> Result<(), Stri
 
 /// The actions to offer for a machine (each with the scopes to choose from).
 pub fn offered(m: &DefenderMachine) -> Vec<(&'static str, Vec<&'static str>)> {
+    let state = Isolation::stored(m);
+    let check_supported = |m, kind| check_with(m, &state, kind);
     let mut out = Vec::new();
     if check_supported(m, ActionKind::Scan(ScanType::Quick)).is_ok() {
         out.push(("scan", vec!["Quick", "Full"]));

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use defender_sim::tenant::Machine;
-use defender_sim::{FaultEffect, FaultRule, Faults, RunningSimulator, SimConfig};
+use defender_sim::{FaultEffect, Faults, RunningSimulator, SimConfig};
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::schema::{app_settings, defender_machines, endpoints};
@@ -19,7 +19,7 @@ use endpoint_analytics::defender::{ClientOptions, Credentials, DefenderClient, S
 use endpoint_analytics::domain::mac::normalize_mac;
 use serde_json::json;
 
-use crate::defender_sync::{ingest_network, put_settings, settings_for, sync_now, synced, wait_for_sync};
+use crate::defender_sync::{put_settings, settings_for, sync_now, synced, synced_with, wait_for_sync};
 use crate::helpers::*;
 
 /// What a machine's stored vulnerabilities come to: its rows, how many CVEs, the worst one.
@@ -137,20 +137,13 @@ async fn isolation_shown(app: &TestApp, client: &reqwest::Client, endpoint: i64)
 
 #[tokio::test]
 async fn isolation_made_outside_the_product_is_read_in_bulk_and_decides_the_buttons() {
-    let app = spawn_app().await;
-    let sim = defender_sim::start(SimConfig {
+    let (app, sim, admin, _) = synced_with(SimConfig {
         machines: 150,
         action_pending_ms: 100,
         action_inprogress_ms: 100,
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    let admin = app.token(Role::Admin).await;
-    ingest_network(&app, &admin, &sim).await;
-    assert_eq!(put_settings(&app, &admin, &settings_for(&sim, true)).await.status(), 200);
-    let run = wait_for_sync(&app, &admin).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    .await;
     assert_eq!(
         calls(&sim, "ListMachineActions"),
         2,
@@ -211,16 +204,7 @@ async fn isolation_made_outside_the_product_is_read_in_bulk_and_decides_the_butt
 async fn a_404_that_is_not_defenders_fails_the_sync_and_changes_nothing() {
     let (app, sim, token, first) = synced(60).await;
     let before = vulnerability_state(&app).await;
-    sim.set_faults(Faults {
-        rules: vec![FaultRule {
-            api: Some("ListMachines".into()),
-            nth: None,
-            fraction: None,
-            times: None,
-            effect: FaultEffect::ProxyPage { status: 404 },
-        }],
-        ..Faults::default()
-    });
+    sim.set_faults(Faults::every("ListMachines", FaultEffect::ProxyPage { status: 404 }));
     let run = sync_now(&app, &token).await;
     assert_eq!(run["status"], "failed", "{run}");
     let error = run["error"].as_str().unwrap_or_default();
@@ -250,16 +234,7 @@ async fn a_listing_that_would_mark_most_machines_stale_waits_for_an_admin() {
     };
     let known = live(&app).await;
     // Defender's own "nothing found" for the listing: believable, but it would empty the inventory.
-    sim.set_faults(Faults {
-        rules: vec![FaultRule {
-            api: Some("ListMachines".into()),
-            nth: None,
-            fraction: None,
-            times: None,
-            effect: FaultEffect::Status { status: 404 },
-        }],
-        ..Faults::default()
-    });
+    sim.set_faults(Faults::every("ListMachines", FaultEffect::Status { status: 404 }));
     let run = sync_now(&app, &token).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().starts_with("Held back"), "{run}");

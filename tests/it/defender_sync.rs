@@ -89,8 +89,13 @@ async fn staged_rows(app: &TestApp) -> (i64, i64, i64) {
 }
 
 pub(crate) async fn synced(machines: usize) -> (TestApp, RunningSimulator, String, Value) {
+    synced_with(SimConfig { machines, ..SimConfig::default() }).await
+}
+
+/// [`synced`] against a simulator of this configuration.
+pub(crate) async fn synced_with(config: SimConfig) -> (TestApp, RunningSimulator, String, Value) {
     let app = spawn_app().await;
-    let sim = simulator(machines).await;
+    let sim = defender_sim::start(config).await.expect("the simulator starts");
     let admin = app.token(Role::Admin).await;
     ingest_network(&app, &admin, &sim).await;
     let res = put_settings(&app, &admin, &settings_for(&sim, true)).await;

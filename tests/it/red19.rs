@@ -175,36 +175,20 @@ async fn red19_test_connection_says_what_reading_isolation_needs() {
 /// could not be read.
 #[tokio::test]
 async fn red19_isolation_that_could_not_be_read_is_not_shown_as_not_isolated() {
-    use crate::defender_sync::{ingest_network, put_settings, settings_for, wait_for_sync};
+    use crate::defender_sync::synced_with;
     use crate::helpers::*;
-    use defender_sim::{FaultEffect, FaultRule, Faults};
+    use defender_sim::{FaultEffect, Faults};
     use endpoint_analytics::auth::Role;
 
-    let app = spawn_app().await;
-    let sim = defender_sim::start(SimConfig {
+    // Defender refusing the listing, as it does for an app without Machine.ReadWrite.All.
+    let (app, sim, _, _) = synced_with(SimConfig {
         machines: 150,
         action_pending_ms: 100,
         action_inprogress_ms: 100,
+        faults: Faults::every("ListMachineActions", FaultEffect::Status { status: 403 }),
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
-    // Defender refusing the listing, as it does for an app without Machine.ReadWrite.All.
-    sim.set_faults(Faults {
-        rules: vec![FaultRule {
-            api: Some("ListMachineActions".into()),
-            nth: None,
-            fraction: None,
-            times: None,
-            effect: FaultEffect::Status { status: 403 },
-        }],
-        ..Faults::default()
-    });
-    let admin = app.token(Role::Admin).await;
-    ingest_network(&app, &admin, &sim).await;
-    assert_eq!(put_settings(&app, &admin, &settings_for(&sim, true)).await.status(), 200);
-    let run = wait_for_sync(&app, &admin).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    .await;
 
     // The machine the simulator isolated outside the product (see defender_behaviour.rs).
     let t = sim.tenant();

@@ -48,6 +48,14 @@ pub struct Faults {
     pub id_token: Option<IdTokenFault>,
 }
 
+impl Faults {
+    /// Every call of one API (a name as in the counters, e.g. `ListMachines`) gets `effect`.
+    pub fn every(api: &str, effect: FaultEffect) -> Faults {
+        let rule = FaultRule { api: Some(api.to_owned()), nth: None, fraction: None, times: None, effect };
+        Faults { rules: vec![rule], ..Faults::default() }
+    }
+}
+
 /// How an ID token is spoiled (see [`Faults::id_token`]).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -62,11 +62,28 @@ pub fn find(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<De
 /// endpoint has one or a few; they are picked here rather than sorted by the database, which
 /// sorted the wide rows in a temporary table on every Endpoint Summary page.
 pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64) -> QueryResult<Option<DefenderMachine>> {
-    let machines: Vec<DefenderMachine> = engine_query!(conn, |c| defender_machines::table
-        .filter(defender_machines::endpoint_id.eq(endpoint_id))
-        .select(DefenderMachine::as_select())
-        .load(c))?;
-    Ok(machines.into_iter().min_by_key(|m| (m.stale, std::cmp::Reverse(m.last_seen))))
+    Ok(of_endpoints(conn, &[endpoint_id])?.pop().flatten())
+}
+
+/// [`of_endpoint`] for several endpoints in one query, in the order of `endpoint_ids`.
+pub fn of_endpoints(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<Vec<Option<DefenderMachine>>> {
+    let mut by_endpoint: std::collections::HashMap<i64, DefenderMachine> = Default::default();
+    for chunk in endpoint_ids.chunks(500) {
+        let machines: Vec<DefenderMachine> = engine_query!(conn, |c| defender_machines::table
+            .filter(defender_machines::endpoint_id.eq_any(chunk))
+            .select(DefenderMachine::as_select())
+            .load(c))?;
+        for m in machines {
+            let Some(id) = m.endpoint_id else { continue };
+            let better = |kept: &DefenderMachine| {
+                (m.stale, std::cmp::Reverse(m.last_seen)) < (kept.stale, std::cmp::Reverse(kept.last_seen))
+            };
+            if by_endpoint.get(&id).is_none_or(better) {
+                by_endpoint.insert(id, m);
+            }
+        }
+    }
+    Ok(endpoint_ids.iter().map(|id| by_endpoint.remove(id)).collect())
 }
 
 /// The stored machines with these ids.

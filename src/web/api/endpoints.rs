@@ -265,13 +265,7 @@ pub async fn list(
     let query = params.to_query(100)?;
     let (page, total, _) = list_view(&state, query, false).await?;
     let ids: Vec<i64> = page.items.iter().map(|e| e.id).collect();
-    let mut views = state
-        .db
-        .run(move |c| {
-            ids.iter().map(|&id| crate::web::pages::endpoints::defender_view(c, id)).collect::<anyhow::Result<Vec<_>>>()
-        })
-        .await?
-        .into_iter();
+    let mut views = state.db.run(move |c| crate::web::pages::endpoints::defender_views(c, &ids)).await?.into_iter();
     let next = page.next.as_ref().map(|c| c.encode());
     let mut res = HttpResponse::Ok();
     if let Some(n) = &next {

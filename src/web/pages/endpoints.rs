@@ -255,21 +255,39 @@ impl DefenderView {
 
 /// The Defender view of an endpoint, when it is linked to a machine.
 pub fn defender_view(c: &mut crate::db::AnyConnection, endpoint_id: i64) -> anyhow::Result<Option<DefenderView>> {
+    Ok(defender_views(c, &[endpoint_id])?.pop().flatten())
+}
+
+/// [`defender_view`] of several endpoints, in their order: one query for the machines, the
+/// settings read once.
+pub fn defender_views(
+    c: &mut crate::db::AnyConnection,
+    endpoint_ids: &[i64],
+) -> anyhow::Result<Vec<Option<DefenderView>>> {
     use crate::defender::Cloud;
     use crate::defender::links::{DeviceTab, PortalLinks};
-    let Some(m) = defender_machines::of_endpoint(c, endpoint_id)? else { return Ok(None) };
+    let machines = defender_machines::of_endpoints(c, endpoint_ids)?;
+    if machines.iter().all(Option::is_none) {
+        return Ok(machines.into_iter().map(|_| None).collect());
+    }
     let config = crate::defender::settings::load(c)?;
     let cloud = config.as_ref().and_then(|c| Cloud::parse(&c.cloud)).unwrap_or_default();
     let tenant = config.as_ref().map(|c| c.tenant_id.clone());
     let links = PortalLinks::for_cloud(cloud);
-    let link = |tab| links.device(&m.machine_id, tab, tenant.as_deref()).unwrap_or_default();
-    Ok(Some(DefenderView {
-        isolation: crate::defender::machine::Isolation::stored(&m),
-        overview: link(DeviceTab::Overview),
-        alerts: link(DeviceTab::Alerts),
-        vulnerabilities: link(DeviceTab::Vulnerabilities),
-        m,
-    }))
+    Ok(machines
+        .into_iter()
+        .map(|m| {
+            let m = m?;
+            let link = |tab| links.device(&m.machine_id, tab, tenant.as_deref()).unwrap_or_default();
+            Some(DefenderView {
+                isolation: crate::defender::machine::Isolation::stored(&m),
+                overview: link(DeviceTab::Overview),
+                alerts: link(DeviceTab::Alerts),
+                vulnerabilities: link(DeviceTab::Vulnerabilities),
+                m,
+            })
+        })
+        .collect())
 }
 
 impl std::ops::Deref for DetailPage {
