@@ -18,6 +18,9 @@ use crate::domain::action::ActionStatus;
 const POLL_EVERY: i64 = 2;
 /// An intent older than this that was never marked sent: the process stopped in between.
 const SEND_GRACE: i64 = 60;
+/// How far this host's clock may be ahead of Defender's when an unsent intent is looked for
+/// among Defender's actions.
+const CLOCK_SKEW: i64 = 300;
 const MAX_COMMENT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +186,16 @@ pub async fn submit(
         .db
         .run(move |c| {
             let Some(m) = defender_machines::of_endpoint(c, endpoint_id)? else { return Ok(Err(Refusal::NotFound)) };
-            // A repeat of an earlier submission is answered with it, whatever changed since.
+            // A repeat of an earlier submission is answered with it, whatever changed since; a
+            // key reused for another action is refused (the IETF Idempotency-Key draft: another
+            // payload under a used key is an error), never taken for the earlier one.
             if let Some(existing) = actions::by_key(c, &key)? {
+                if existing.action_type != r.kind.type_name() || existing.scope != r.kind.scope() {
+                    return Ok(Err(Refusal::Invalid(format!(
+                        "This request's idempotency key was already used for another action ({} {}): send a new key.",
+                        existing.action_type, existing.scope
+                    ))));
+                }
                 return Ok(Ok(Recorded::Repeat(existing)));
             }
             if let Err(why) = check_supported(&m, r.kind) {
@@ -376,16 +387,28 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
             if now() - row.created_at < SEND_GRACE {
                 continue;
             }
-            let found = match ctx.client().await {
-                Ok(client) => client.machine_actions(&row.machine_id).await.ok().and_then(|list| {
-                    list.into_iter().find(|a| {
-                        a.kind.as_deref() == Some(row.action_type.as_str())
-                            && a.requestor_comment.as_deref() == Some(row.comment.as_str())
-                            && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - 5)
-                    })
-                }),
-                Err(_) => None,
+            // Only a listing Defender answered can tell that the intent was never sent: when it
+            // cannot be read now (no client, throttled, Defender failing), the intent waits for
+            // the next round rather than being declared unsent.
+            let listed = match ctx.client().await {
+                Ok(client) => client.machine_actions(&row.machine_id).await,
+                Err(why) => {
+                    tracing::warn!(action = row.id, %why, "cannot settle an unsent intent now");
+                    continue;
+                }
             };
+            let list = match listed {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(action = row.id, error = %e.plain_words(), "cannot settle an unsent intent now");
+                    continue;
+                }
+            };
+            let found = list.into_iter().find(|a| {
+                a.kind.as_deref() == Some(row.action_type.as_str())
+                    && a.requestor_comment.as_deref() == Some(row.comment.as_str())
+                    && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
+            });
             let (id, user) = (row.id, row.requested_by.clone());
             ctx.db
                 .run(move |c| {

@@ -228,3 +228,120 @@ async fn red19_isolation_that_could_not_be_read_is_not_shown_as_not_isolated() {
         "an isolated device is shown as {line:?} with {offered:?} although its isolation could not be read"
     );
 }
+
+/// Red-team review of the doors: an intent the process recorded and then died before marking
+/// sent must not be declared "never sent" just because Defender's listing could not be read at
+/// that moment (throttled, failing, refused): a real isolation would be recorded as unsent and
+/// the operator told to send it again. Only an answered listing without it settles it.
+#[tokio::test]
+async fn red19_an_unsent_intent_is_settled_only_by_an_answered_listing() {
+    use crate::defender_sync::synced;
+    use defender_sim::{FaultEffect, Faults};
+    use diesel::prelude::*;
+    use endpoint_analytics::db::models::actions::{self, NewAction};
+    use endpoint_analytics::db::schema::{defender_machines, machine_actions};
+
+    let (app, sim, _, _) = synced(40).await;
+    let (machine, endpoint): (String, i64) = app
+        .db
+        .run(|c| {
+            Ok(defender_machines::table
+                .filter(defender_machines::stale.eq(false))
+                .filter(defender_machines::endpoint_id.is_not_null())
+                .select((defender_machines::machine_id, defender_machines::endpoint_id.assume_not_null()))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    // Recorded two minutes ago, never marked sent (the process stopped in between).
+    let id: i64 = app
+        .db
+        .run(move |c| {
+            let new = NewAction {
+                idempotency_key: "crashed-before-mark-sent",
+                endpoint_id: endpoint,
+                machine_id: &machine,
+                action_type: "RunAntiVirusScan",
+                scope: "Quick",
+                comment: "scan after crash",
+                requested_by: "olga",
+            };
+            let row = match actions::record_intent(c, &new)? {
+                actions::Recorded::New(row) => row,
+                _ => unreachable!("a fresh key on an idle machine"),
+            };
+            diesel::update(machine_actions::table.find(row.id))
+                .set(machine_actions::created_at.eq(row.created_at - 120))
+                .execute(c)?;
+            Ok(row.id)
+        })
+        .await
+        .unwrap();
+    let status = |app: &crate::helpers::TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(move |c| Ok(machine_actions::table.find(id).select(machine_actions::status).first::<String>(c)?))
+                .await
+                .unwrap()
+        }
+    };
+    let before = status(&app).await;
+
+    sim.set_faults(Faults::every("ListMachineActions", FaultEffect::Status { status: 403 }));
+    app.state.defender.follow_open_actions().await.unwrap();
+    assert_eq!(status(&app).await, before, "a listing that failed settles nothing");
+
+    sim.set_faults(Faults::default());
+    app.state.defender.follow_open_actions().await.unwrap();
+    assert_eq!(status(&app).await, "Failed", "Defender answered without it: it was never sent");
+}
+
+/// Red-team review of the doors: a key reused for another action was answered with the earlier
+/// action (202) and the new one silently not sent; and a page whose action Defender refused at
+/// once kept the used key, so "try again" repeated the failed request instead of sending.
+#[tokio::test]
+async fn red19_a_used_key_is_never_taken_for_another_action() {
+    use crate::defender_sync::synced;
+    use crate::helpers::*;
+    use defender_sim::{FaultEffect, Faults};
+    use endpoint_analytics::auth::Role;
+    use serde_json::json;
+
+    let (app, sim, admin, _) = synced(60).await;
+    let (endpoint, _) = crate::actions::endpoint_of(&app, &["Windows10", "Windows11"], true).await;
+
+    // On the page: Defender refuses a scan at once; the answer brings fresh buttons (a new key).
+    sim.set_faults(Faults::every("RunAntiVirusScan", FaultEffect::Status { status: 400 }));
+    let operator = app.login_as("olga", Role::Operator).await;
+    let page =
+        doc(&operator.get(app.url(&format!("/endpoints/{endpoint}"))).send().await.unwrap().text().await.unwrap());
+    let key = attr(&page, "form[data-action=scan] input[name=key]", "value").expect("a scan form");
+    let res = app
+        .post_form(
+            &operator,
+            &format!("/endpoints/{endpoint}/actions"),
+            &[("action", "scan"), ("scope", "Quick"), ("comment", "again"), ("key", &key)],
+        )
+        .await;
+    let answer = doc(&res.text().await.unwrap());
+    assert_eq!(select_all(&answer, ".action-status[data-status=Failed]").len(), 1);
+    let fresh = attr(&answer, "#machine-actions[hx-swap-oob] form[data-action=scan] input[name=key]", "value")
+        .expect("fresh buttons come with the failed action");
+    assert_ne!(fresh, key, "trying again is a new request");
+    sim.set_faults(Faults::default());
+
+    // Through the API: another action under a used key is refused, and nothing is sent.
+    let post = |body: serde_json::Value| {
+        let (url, token) = (app.url(&format!("/api/v1/endpoints/{endpoint}/actions")), admin.clone());
+        async move { reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.unwrap() }
+    };
+    let scan =
+        json!({"action": "scan", "scope": "Quick", "comment": "routine", "idempotency_key": "key-0123456789abcdef"});
+    assert_eq!(post(scan).await.status(), 202);
+    let isolate = json!({"action": "isolate", "scope": "Full", "comment": "beaconing", "confirm": true,
+                         "idempotency_key": "key-0123456789abcdef"});
+    let res = post(isolate).await;
+    assert_eq!(res.status(), 400, "another action under a used key is refused");
+    assert!(res.text().await.unwrap().contains("already used for another action"));
+    assert_eq!(sim.counters().per_api.get("Isolate").map(|a| a.calls).unwrap_or(0), 0, "and nothing was sent");
+}

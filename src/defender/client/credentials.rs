@@ -78,13 +78,19 @@ pub(crate) struct TokenResponse {
 
 impl TokenResponse {
     pub fn expires_in_secs(&self) -> Option<u64> {
-        match self.expires_in.as_ref()? {
-            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
+        let secs: u64 = match self.expires_in.as_ref()? {
+            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))?,
+            Value::String(s) => s.trim().parse().ok()?,
+            _ => return None,
+        };
+        // Entra's access tokens live 60 to 90 minutes; a day bounds what a broken or hostile
+        // sign-in host can claim (a lifetime near u64::MAX would overflow the refresh time).
+        Some(secs.min(MAX_TOKEN_LIFETIME_SECS))
     }
 }
+
+/// The longest token lifetime the client believes.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
 /// Entra error body.
 #[derive(Deserialize, Default)]
@@ -171,6 +177,19 @@ pub(crate) fn roles_of(claims: Option<&Value>) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A lifetime near u64::MAX from a broken or hostile sign-in host overflowed the refresh time
+    /// and panicked the task that asked for the token (red-team review).
+    #[test]
+    fn an_absurd_token_lifetime_is_capped() {
+        for expires_in in [json!(1e19), json!("18446744073709551615"), json!(u64::MAX)] {
+            let tr: TokenResponse =
+                serde_json::from_value(json!({"access_token": "x", "expires_in": expires_in})).unwrap();
+            assert_eq!(tr.expires_in_secs(), Some(MAX_TOKEN_LIFETIME_SECS));
+        }
+        let tr: TokenResponse = serde_json::from_value(json!({"access_token": "x", "expires_in": 3599})).unwrap();
+        assert_eq!(tr.expires_in_secs(), Some(3599));
+    }
 
     #[test]
     fn secret_is_never_printed() {

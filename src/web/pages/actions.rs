@@ -73,7 +73,12 @@ pub async fn submit(
     let confirmed = f.confirm.as_deref().is_some_and(|c| matches!(c, "on" | "true" | "yes"));
     let req = service::parse(&f.action, &f.scope, &f.comment, confirmed, &f.key).map_err(AppError::BadRequest)?;
     match state.defender.submit_action(id, req, &user.username).await? {
-        Ok(a) => html(&ActionFragment { a, note: None, ended_buttons: None }),
+        // An action that ended at once (Defender refused it) comes with fresh buttons, so that
+        // trying again is a new request, not a repeat of this one.
+        Ok(a) => {
+            let ended_buttons = buttons_after(&state, true, &a).await?;
+            html(&ActionFragment { a, note: None, ended_buttons })
+        }
         Err(Refusal::NotFound) => Err(AppError::BadRequest(Refusal::NOT_A_MACHINE.into())),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
         Err(Refusal::Busy(open)) => {
@@ -92,24 +97,27 @@ pub async fn status(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
-    let ended_buttons = if a.is_open() {
-        None
-    } else {
-        let endpoint_id = a.endpoint_id;
-        let found = state
-            .db
-            .run(move |c| {
-                let machine = crate::db::models::defender_machines::of_endpoint(c, endpoint_id)?;
-                let endpoint = crate::db::models::endpoints::find(c, endpoint_id)?;
-                Ok(machine.zip(endpoint))
-            })
-            .await?;
-        found.map(|(m, e)| ActionButtons {
-            oob: true,
-            ..ActionButtons::for_machine(endpoint_id, e.title(), &m, user.can(crate::auth::Role::Operator))
-        })
-    };
+    let ended_buttons = buttons_after(&state, user.can(crate::auth::Role::Operator), &a).await?;
     html(&ActionFragment { a, note: None, ended_buttons })
+}
+
+/// Once an action has ended: the endpoint's buttons for the machine's new state, to be sent out
+/// of band (none while it is open).
+async fn buttons_after(state: &AppState, can_act: bool, a: &ActionRow) -> Result<Option<ActionButtons>, AppError> {
+    if a.is_open() {
+        return Ok(None);
+    }
+    let endpoint_id = a.endpoint_id;
+    let found = state
+        .db
+        .run(move |c| {
+            let machine = crate::db::models::defender_machines::of_endpoint(c, endpoint_id)?;
+            let endpoint = crate::db::models::endpoints::find(c, endpoint_id)?;
+            Ok(machine.zip(endpoint))
+        })
+        .await?;
+    Ok(found
+        .map(|(m, e)| ActionButtons { oob: true, ..ActionButtons::for_machine(endpoint_id, e.title(), &m, can_act) }))
 }
 
 trait WithStatus {
