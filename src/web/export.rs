@@ -45,9 +45,7 @@ fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    crate::web::filters::rfc3339(t).unwrap_or_default()
 }
 
 /// The CSV lines of some endpoints (and the header first).

@@ -11,6 +11,15 @@ pub fn format_utc(t: i64) -> String {
     format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", d.year(), d.month(), d.day(), d.hour(), d.minute())
 }
 
+/// UTC Unix seconds as the API and the CSV export write times: RFC 3339 in UTC, to the second
+/// (`2026-11-27T03:14:00Z`). Zero, the stored "never", is `None`.
+pub fn rfc3339(t: i64) -> Option<String> {
+    (t > 0)
+        .then(|| DateTime::from_timestamp(t, 0))
+        .flatten()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// `{{ level|risk }}`: a stored risk level's name (`High`).
 #[askama::filter_fn]
 pub fn risk(level: &i16, _: &dyn askama::Values) -> askama::Result<&'static str> {

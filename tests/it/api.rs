@@ -108,6 +108,12 @@ fn check_object(
         errors.push(format!("{at}: {v} is not of type {}", schema["type"]));
         return;
     }
+    if schema["format"] == "date-time"
+        && let Some(t) = v.as_str()
+        && chrono::DateTime::parse_from_rfc3339(t).is_err()
+    {
+        errors.push(format!("{at}: {t:?} is not an RFC 3339 time"));
+    }
     if let Some(allowed) = schema["enum"].as_array()
         && !allowed.contains(v)
     {
@@ -217,6 +223,20 @@ async fn the_openapi_document_is_sound_and_lists_exactly_the_api_routes() {
             assert_eq!(declared, placeholders, "{method} {path}: path parameters");
         }
     }
+
+    // Every time in every schema is an RFC 3339 string: a property named for a moment
+    // (`…_at`, `…_seen`, `at`, `since`) is documented with the date-time format.
+    let mut times = Vec::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        for (prop, p) in schema["properties"].as_object().into_iter().flatten() {
+            if prop.ends_with("_at") || prop.ends_with("_seen") || prop == "at" || prop == "since" {
+                times.push(format!("{name}.{prop}"));
+                assert_eq!(p["format"], "date-time", "{name}.{prop} is a time: an RFC 3339 string");
+                assert!(!p["type"].to_string().contains("integer"), "{name}.{prop}: no Unix seconds");
+            }
+        }
+    }
+    assert!(times.len() >= 12, "the times found: {times:?}");
 
     // The document and the routing table agree on the API, both ways.
     let routed: BTreeSet<(String, String)> = ROUTES

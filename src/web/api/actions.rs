@@ -13,6 +13,7 @@ use crate::db::models::endpoints;
 use crate::defender::actions::{self as service, Refusal};
 use crate::error::AppError;
 use crate::web::auth::{ApiAnalyst, ApiOperator};
+use crate::web::filters::rfc3339;
 use crate::web::{AppState, Input, input};
 
 #[derive(Deserialize)]
@@ -45,9 +46,9 @@ pub struct ActionJson {
     status: ActionStatus,
     defender_action_id: String,
     error: String,
-    created_at: i64,
-    sent_at: Option<i64>,
-    updated_at: i64,
+    created_at: Option<String>,
+    sent_at: Option<String>,
+    updated_at: Option<String>,
     /// Whether Defender may still change the status (Requested, Pending, InProgress).
     open: bool,
 }
@@ -66,9 +67,9 @@ impl From<ActionRow> for ActionJson {
             status: a.status,
             defender_action_id: a.defender_action_id,
             error: a.error,
-            created_at: a.created_at,
-            sent_at: a.sent_at,
-            updated_at: a.updated_at,
+            created_at: rfc3339(a.created_at),
+            sent_at: a.sent_at.and_then(rfc3339),
+            updated_at: rfc3339(a.updated_at),
         }
     }
 }

@@ -10,16 +10,9 @@ use crate::domain::profiles::MatchScore;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 use crate::web::auth::ApiAnalyst;
+use crate::web::filters::rfc3339;
 use crate::web::pages::endpoints::{ListParams, list_view};
 use crate::web::{AppState, Input, input};
-
-/// A time as the API shows it: RFC 3339 in UTC (`null` for none).
-fn rfc3339(t: i64) -> Option<String> {
-    (t > 0)
-        .then(|| chrono::DateTime::from_timestamp(t, 0))
-        .flatten()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-}
 
 /// An endpoint as the API shows it: one field per fact, names for levels and scores, lists as
 /// arrays, times in RFC 3339, and its Defender machine when it has one.

@@ -12,6 +12,7 @@ use crate::defender::service::{Saved, Status};
 use crate::defender::settings;
 use crate::error::AppError;
 use crate::web::auth::{ApiAdmin, ApiAnalyst, ApiOperator};
+use crate::web::filters::rfc3339;
 use crate::web::forms::FieldErrors;
 use crate::web::forms::defender::{self as form, SettingsInput};
 use crate::web::{AppState, Input, input};
@@ -102,8 +103,8 @@ struct StatusJson {
     running: Option<RunJson>,
     last_run: Option<RunJson>,
     last_success: Option<RunJson>,
-    /// UTC Unix seconds of the next scheduled sync, when enabled.
-    next_run_at: Option<i64>,
+    /// When the next scheduled sync runs, when enabled.
+    next_run_at: Option<String>,
     machines: i64,
     stale_machines: i64,
     recent_runs: Vec<RunJson>,
@@ -120,7 +121,7 @@ impl From<Status> for StatusJson {
             running: s.running.map(RunJson::from),
             last_run: s.last_run.map(RunJson::from),
             last_success: s.last_success.map(RunJson::from),
-            next_run_at: s.next_run_at,
+            next_run_at: s.next_run_at.and_then(rfc3339),
             machines: s.machines,
             stale_machines: s.stale_machines,
             recent_runs: s.recent_runs.into_iter().map(RunJson::from).collect(),
@@ -147,8 +148,8 @@ struct RunJson {
     api_calls: i64,
     throttled: i64,
     error: String,
-    started_at: i64,
-    finished_at: Option<i64>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
 }
 
 impl From<SyncRun> for RunJson {
@@ -170,8 +171,8 @@ impl From<SyncRun> for RunJson {
             api_calls: r.api_calls,
             throttled: r.throttled,
             error: r.error,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
+            started_at: rfc3339(r.started_at),
+            finished_at: r.finished_at.and_then(rfc3339),
         }
     }
 }
