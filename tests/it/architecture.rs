@@ -183,7 +183,9 @@ fn documentation_points_only_to_files_in_the_repository() {
     }
     for doc in std::fs::read_dir(Path::new(ROOT).join("docs")).unwrap() {
         let path = doc.unwrap().path();
-        texts.push((relative(&path), std::fs::read_to_string(&path).unwrap()));
+        if path.extension().is_some_and(|e| e == "md") {
+            texts.push((relative(&path), std::fs::read_to_string(&path).unwrap()));
+        }
     }
     texts.push(("README.md".into(), std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap()));
     let prefixes = ["src/", "tests/", "docs/", "crates/", "templates/", "scripts/", "migrations/", "static/"];

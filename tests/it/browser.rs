@@ -242,9 +242,14 @@ pub async fn assert_same_document(c: &Client, what: &str) {
 
 /// Signs in through the login form and waits for the signed-in page.
 pub async fn sign_in(c: &Client, app: &TestApp, user: &str) {
-    c.goto(&app.url("/login")).await.expect("the login page opens");
+    sign_in_at(c, &app.url(""), user, PASSWORD).await;
+}
+
+/// Signs in with `password` to the application at `base`.
+pub async fn sign_in_at(c: &Client, base: &str, user: &str, password: &str) {
+    c.goto(&format!("{base}/login")).await.expect("the login page opens");
     type_into(c, "#login-form input[name=username]", user).await;
-    type_into(c, "#login-form input[name=password]", PASSWORD).await;
+    type_into(c, "#login-form input[name=password]", password).await;
     click(c, "#login-form button[type=submit]").await;
     let who = wait_for(c, "#current-user").await;
     assert_eq!(who.text().await.unwrap(), user, "signed in as {user}");

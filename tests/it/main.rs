@@ -30,5 +30,6 @@ mod platforms;
 mod red19;
 mod routes;
 mod scaleout;
+mod screens;
 mod secrets;
 mod sso;
