@@ -96,7 +96,8 @@ impl Application {
                 defender_client,
                 background.clone(),
             )
-            .with_stale_guard(settings.defender_stale_guard_percent),
+            .with_stale_guard(settings.defender_stale_guard_percent)
+            .with_coverage(settings.coverage_policy()?),
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             password_checks: crate::web::login_guard::PasswordChecks::new(PASSWORD_CHECKS_AT_ONCE.get()),
             login_devices: crate::web::login_guard::LoginDevices::new(master.derive("login-device-v1"), secure),

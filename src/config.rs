@@ -58,6 +58,11 @@ pub struct Settings {
     /// known machines stale stops with the previous data kept, unless an admin confirms it
     /// (default 50; 100 turns the check off).
     pub defender_stale_guard_percent: u8,
+    /// A Defender machine the network still sees but Defender has not for this many days is a
+    /// coverage blind spot.
+    pub coverage_blind_spot_days: i64,
+    /// The level of the "No EDR coverage" risk factor: Low, Medium, High or Critical.
+    pub coverage_risk_level: String,
 }
 
 impl Default for Settings {
@@ -79,6 +84,8 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             proxy_header: "x-forwarded-for".into(),
             defender_stale_guard_percent: 50,
+            coverage_blind_spot_days: 7,
+            coverage_risk_level: "Medium".into(),
         }
     }
 }
@@ -101,6 +108,8 @@ const ENV: &[(&str, &str)] = &[
     ("EA_TRUSTED_PROXIES", "trusted_proxies"),
     ("EA_PROXY_HEADER", "proxy_header"),
     ("EA_DEFENDER_STALE_GUARD_PERCENT", "defender_stale_guard_percent"),
+    ("EA_COVERAGE_BLIND_SPOT_DAYS", "coverage_blind_spot_days"),
+    ("EA_COVERAGE_RISK_LEVEL", "coverage_risk_level"),
 ];
 
 impl Settings {
@@ -148,7 +157,27 @@ impl Settings {
             (1..=100).contains(&self.defender_stale_guard_percent),
             "defender_stale_guard_percent must be between 1 and 100 (100 turns the check off)"
         );
+        anyhow::ensure!(
+            (1..=365).contains(&self.coverage_blind_spot_days),
+            "coverage_blind_spot_days must be between 1 and 365"
+        );
+        self.coverage_policy()?;
         Ok(())
+    }
+
+    /// How EDR coverage gaps are judged and weighed.
+    pub fn coverage_policy(&self) -> anyhow::Result<crate::coverage::CoveragePolicy> {
+        let level = crate::domain::risk::RiskLevel::ALL
+            .into_iter()
+            .filter(|l| *l != crate::domain::risk::RiskLevel::None)
+            .find(|l| l.as_str().eq_ignore_ascii_case(self.coverage_risk_level.trim()))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "coverage_risk_level {:?} is not a risk level: use Low, Medium, High or Critical",
+                    self.coverage_risk_level
+                )
+            })?;
+        Ok(crate::coverage::CoveragePolicy { blind_after_days: self.coverage_blind_spot_days, level })
     }
 
     /// `metrics_allow` parsed; a bare address is a network of one.
@@ -246,7 +275,8 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "login_lockout_minutes"
         | "workers"
         | "db_pool_size"
-        | "defender_stale_guard_percent" => int(value)?,
+        | "defender_stale_guard_percent"
+        | "coverage_blind_spot_days" => int(value)?,
         // A comma-separated list.
         "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),

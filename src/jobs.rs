@@ -15,11 +15,20 @@ use crate::modeling::Modeler;
 
 /// How often the supervisor looks whether a sync is due.
 const TICK: Duration = Duration::from_secs(15);
+/// How often the supervisor recomputes the EDR coverage gaps.
+const COVERAGE_EVERY: Duration = Duration::from_secs(300);
 
 pub async fn supervise(defender: DefenderService, db: Db, modeler: Modeler, background: Background) {
     let mut every = tokio::time::interval(TICK);
+    let mut coverage_at: Option<tokio::time::Instant> = None;
     loop {
         every.tick().await;
+        // Coverage gaps also open with time alone (a machine Defender stops hearing from), and
+        // with network observations: refreshed every few minutes by one instance.
+        if coverage_at.is_none_or(|t| t.elapsed() >= COVERAGE_EVERY) {
+            coverage_at = Some(tokio::time::Instant::now());
+            refresh_coverage(&db, defender.coverage()).await;
+        }
         match defender.sync_due().await {
             Ok(true) => {
                 if let Err(e) = defender.start_sync("schedule", "system").await {
@@ -42,5 +51,19 @@ pub async fn supervise(defender: DefenderService, db: Db, modeler: Modeler, back
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not take the action-poll lease"),
         }
+    }
+}
+
+/// Recomputes the coverage gaps, unless another instance is doing it.
+async fn refresh_coverage(db: &Db, policy: crate::coverage::CoveragePolicy) {
+    match db.try_lease(lease::COVERAGE).await {
+        Ok(Some(_lease)) => {
+            let now = chrono::Utc::now().timestamp();
+            if let Err(e) = db.run(move |c| Ok(crate::coverage::refresh(c, policy, now)?)).await {
+                tracing::warn!(error = %e, "could not refresh the EDR coverage gaps");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not take the coverage lease"),
     }
 }

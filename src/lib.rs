@@ -8,6 +8,7 @@ pub mod auth;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod coverage;
 pub mod db;
 pub mod defender;
 pub mod demo;

@@ -25,6 +25,7 @@ use super::{DatabaseTarget, Db, redact_url};
 pub const DEFENDER_SYNC: &str = "defender-sync";
 pub const REMODEL: &str = "remodel";
 pub const ACTION_POLL: &str = "action-poll";
+pub const COVERAGE: &str = "coverage";
 /// Not a lease of background work: held while an instance migrates the database at start.
 pub const MIGRATIONS: &str = "migrations";
 

@@ -347,6 +347,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    coverage_gaps (endpoint_id) {
+        endpoint_id -> BigInt,
+        kind -> Text,
+        detail -> Text,
+        since -> BigInt,
+    }
+}
+
+diesel::joinable!(coverage_gaps -> endpoints (endpoint_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -372,4 +383,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     sso_config,
     user_identities,
     login_failures,
+    coverage_gaps,
 );

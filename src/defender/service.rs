@@ -7,6 +7,7 @@ use super::settings::{self, SecretNeeded, Settings};
 use super::sync;
 use super::{ClientOptions, Credentials, DefenderClient, DefenderError, Secret, Target};
 use crate::background::Background;
+use crate::coverage::CoveragePolicy;
 use crate::db::Db;
 use crate::db::models::integration::{self, RunCounts, SyncRun};
 use crate::db::models::{audit, defender_machines, jobs};
@@ -32,6 +33,8 @@ pub struct DefenderService {
     /// The share (percent) of known machines a sync may mark stale without an admin's
     /// confirmation (see `sync::stale_guard`).
     pub(super) stale_guard_percent: u8,
+    /// How coverage gaps are judged, refreshed at the end of each sync.
+    coverage: CoveragePolicy,
 }
 
 /// One client per saved configuration, shared by syncs, actions and polls, so that they share
@@ -55,7 +58,18 @@ impl DefenderService {
             clients: ClientCache::default(),
             background,
             stale_guard_percent: sync::DEFAULT_STALE_GUARD_PERCENT,
+            coverage: CoveragePolicy::default(),
         }
+    }
+
+    /// With another coverage policy (the settings').
+    pub fn with_coverage(self, coverage: CoveragePolicy) -> Self {
+        Self { coverage, ..self }
+    }
+
+    /// How coverage gaps are judged.
+    pub fn coverage(&self) -> CoveragePolicy {
+        self.coverage
     }
 
     /// With another share of known machines a sync may mark stale unconfirmed (1–100; 100: any).

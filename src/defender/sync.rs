@@ -396,6 +396,12 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         .await
         .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
     counts.stale = duplicates + gone;
+    // Coverage gaps follow the machines just imported (and the time that passed).
+    let policy = ctx.coverage();
+    ctx.db
+        .run(move |c| Ok(crate::coverage::refresh(c, policy, Utc::now().timestamp())?))
+        .await
+        .map_err(|e| fail(counts, format!("Refreshing the EDR coverage gaps failed: {e}")))?;
     // Every machine's CVE list is now current as of the start of this fetch: the next sync
     // asks Defender for the changes since then.
     let value = format!("{} {identity}", fetch_started.timestamp());

@@ -4,6 +4,7 @@
 //! place.
 
 pub mod action;
+pub mod coverage;
 pub mod ids;
 pub mod mac;
 pub mod observations;

@@ -132,6 +132,7 @@ route_table! {
     get "/login/entra/callback"                 => pages::sso::callback;
     get "/"                                     => pages::dashboard::show;
     get "/endpoints"                            => pages::endpoints::list;
+    get "/coverage"                             => pages::coverage::show;
     get "/endpoints.csv"                        => pages::endpoints::export_csv;
     post "/endpoints/import"                    => pages::endpoints::import_csv;
     get "/endpoints/{id}"                       => pages::endpoints::detail;
@@ -169,6 +170,7 @@ route_table! {
     get "/api/v1/endpoints"                     => api::endpoints::list;
     get "/api/v1/endpoints.csv"                 => api::endpoints::export_csv;
     get "/api/v1/endpoints/{id}"                => api::endpoints::get;
+    get "/api/v1/coverage"                      => api::endpoints::coverage_list;
     get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
     post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
     get "/api/v1/actions/{id}"                  => api::actions::status;

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "defender",
             "sso",
             "inventory",
+            "coverage",
             "modeling",
             "accounts",
             "jobs",

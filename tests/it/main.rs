@@ -5,6 +5,7 @@
 mod browser;
 mod connection;
 mod consistency;
+mod coverage;
 mod helpers;
 mod process;
 
@@ -33,3 +34,4 @@ mod scaleout;
 mod screens;
 mod secrets;
 mod sso;
+mod tokens;

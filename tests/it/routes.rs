@@ -58,6 +58,7 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("post", "/logout") => None,
         ("get", "/") => e(p("/"), Page(Role::Analyst), 200, ""),
         ("get", "/endpoints") => e(p("/endpoints"), Page(Role::Analyst), 200, ""),
+        ("get", "/coverage") => e(p("/coverage"), Page(Role::Analyst), 200, ""),
         ("get", "/endpoints.csv") => e(p("/endpoints.csv"), Page(Role::Analyst), 200, ""),
         // Not multipart: 400 once the role is known.
         ("post", "/endpoints/import") => e(p("/endpoints/import"), Page(Role::Operator), 400, "file=x"),
@@ -128,6 +129,7 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
             e(p("/api/v1/integrations/defender/status"), Api(Role::Analyst), 200, "")
         }
         ("get", "/api/v1/endpoints") => e(p("/api/v1/endpoints"), Api(Role::Analyst), 200, ""),
+        ("get", "/api/v1/coverage") => e(p("/api/v1/coverage"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints.csv") => e(p("/api/v1/endpoints.csv"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints/{id}") => e(format!("/api/v1/endpoints/{endpoint}"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints/{id}/actions") => {

@@ -36,6 +36,7 @@ fn signed_in_pages(endpoint: &str) -> Vec<Stop> {
     vec![
         stop("dashboard", "/", true),
         stop("endpoints", "/endpoints", true),
+        stop("coverage", "/coverage", true),
         stop("endpoint-summary", endpoint, true),
         stop("endpoint-risk", &format!("{endpoint}?tab=risk"), true),
         stop("endpoint-profile", &format!("{endpoint}?tab=profile"), false),

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use super::endpoints::Endpoint;
 use crate::db::AnyConnection;
 use crate::db::schema::{endpoint_ips, endpoint_sources, endpoints};
+use crate::domain::coverage::GapKind;
 
 type Backend = <AnyConnection as diesel::Connection>::Backend;
 
@@ -108,6 +109,8 @@ pub struct EndpointQuery {
     pub profile: Option<String>,
     /// Only the endpoints a Defender machine created because it matched no network endpoint.
     pub defender_unmatched: bool,
+    /// Only the endpoints with an EDR coverage gap (of one kind, or any).
+    pub coverage: Option<CoverageFilter>,
     pub sort: SortKey,
     pub descending: bool,
     pub after: Option<Cursor>,
@@ -117,8 +120,18 @@ pub struct EndpointQuery {
 impl EndpointQuery {
     /// The filters alone (not the sort or the page), as a key: equal keys match the same rows.
     pub fn filter_key(&self) -> String {
-        format!("{:?}", (&self.search, &self.source, &self.os, self.risk, &self.profile, self.defender_unmatched))
+        format!(
+            "{:?}",
+            (&self.search, &self.source, &self.os, self.risk, &self.profile, self.defender_unmatched, self.coverage)
+        )
     }
+}
+
+/// The coverage filter of the list: any gap, or gaps of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoverageFilter {
+    AnyGap,
+    Kind(GapKind),
 }
 
 pub struct EndpointPage {
@@ -204,6 +217,16 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
             .bind::<Text, _>(format!("{}%", super::defender_machines::UNMATCHED))
             .sql(")"),
         );
+    }
+    if let Some(coverage) = query.coverage {
+        use diesel::sql_types::{Bool, Text};
+        let gaps = "EXISTS (SELECT 1 FROM coverage_gaps g WHERE g.endpoint_id = endpoints.id";
+        q = match coverage {
+            CoverageFilter::AnyGap => q.filter(diesel::dsl::sql::<Bool>(gaps).sql(")")),
+            CoverageFilter::Kind(k) => {
+                q.filter(diesel::dsl::sql::<Bool>(gaps).sql(" AND g.kind = ").bind::<Text, _>(k.as_str()).sql(")"))
+            }
+        };
     }
     if let Some(os) = &query.os {
         q = q.filter(endpoints::os_name.eq(os.clone()));

@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod api_tokens;
 pub mod audit;
+pub mod coverage;
 pub mod defender_machines;
 pub mod defender_sync_staging;
 pub mod endpoint_list;

@@ -82,8 +82,6 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
     Ok(upserts.len() + deletes.len())
 }
 
-/// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
-/// they have none). Writes only the endpoints whose level moved.
 /// Deletes every factor of these sources; the endpoints that had one (their overall level is
 /// for the caller to refresh).
 pub fn delete_sources(conn: &mut AnyConnection, sources: &[&str]) -> QueryResult<Vec<i64>> {
@@ -96,6 +94,8 @@ pub fn delete_sources(conn: &mut AnyConnection, sources: &[&str]) -> QueryResult
     Ok(affected)
 }
 
+/// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
+/// they have none). Writes only the endpoints whose level moved.
 pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<usize> {
     const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
     let mut updated = 0;
@@ -117,6 +117,15 @@ pub fn level_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(i16, i64)>> {
 }
 
 /// The factors of these sources for many endpoints at once, keyed by (endpoint, source).
+/// The level of every factor of one source, by endpoint.
+pub fn levels_of_source(conn: &mut AnyConnection, source: &str) -> QueryResult<std::collections::HashMap<i64, i16>> {
+    let rows: Vec<(i64, i16)> = risk_factors::table
+        .filter(risk_factors::source.eq(source))
+        .select((risk_factors::endpoint_id, risk_factors::level))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
+}
+
 pub fn of_many(
     conn: &mut AnyConnection,
     endpoint_ids: &[i64],

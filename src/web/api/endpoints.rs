@@ -4,8 +4,10 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
+use crate::db::models::coverage::{self, GapRow};
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
+use crate::domain::coverage::GapKind;
 use crate::domain::profiles::MatchScore;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
@@ -38,6 +40,29 @@ struct EndpointJson {
     updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     defender: Option<DefenderJson>,
+    /// Its EDR coverage gap, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<CoverageJson>,
+}
+
+/// An endpoint's EDR coverage gap (`domain::coverage`).
+#[derive(Serialize)]
+struct CoverageJson {
+    kind: String,
+    label: &'static str,
+    detail: String,
+    since: Option<String>,
+}
+
+impl From<GapRow> for CoverageJson {
+    fn from(g: GapRow) -> Self {
+        Self {
+            label: GapKind::parse(&g.kind).map_or("", GapKind::label),
+            kind: g.kind,
+            detail: g.detail,
+            since: rfc3339(g.since),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -156,7 +181,7 @@ impl DefenderJson {
 }
 
 impl EndpointJson {
-    fn of(e: Endpoint, defender: Option<crate::web::pages::endpoints::DefenderView>) -> Self {
+    fn of(e: Endpoint, defender: Option<crate::web::pages::endpoints::DefenderView>, gap: Option<GapRow>) -> Self {
         let json_or = |s: &str, empty: serde_json::Value| serde_json::from_str(s).unwrap_or(empty);
         Self {
             risk: RiskLevel::label_of(e.risk_level),
@@ -184,6 +209,7 @@ impl EndpointJson {
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             defender: defender.map(DefenderJson::of),
+            coverage: gap.map(CoverageJson::from),
             id: e.id,
             mac: e.mac,
             mac_vendor: e.mac_vendor,
@@ -255,19 +281,75 @@ pub async fn list(
     params: Input<web::Query<ListParams>>,
 ) -> Result<HttpResponse, AppError> {
     let params = input(params)?.into_inner();
+    let (list, link) = page_of(&state, &params, "/api/v1/endpoints").await?;
+    Ok(with_link(link).json(list))
+}
+
+/// One page of the list as JSON, and the `Link` to the next page at `path`.
+async fn page_of(state: &AppState, params: &ListParams, path: &str) -> Result<(ListJson, Option<String>), AppError> {
     let query = params.to_query(100)?;
-    let (page, total, _) = list_view(&state, query, false).await?;
+    let (page, total, _) = list_view(state, query, false).await?;
     let ids: Vec<i64> = page.items.iter().map(|e| e.id).collect();
-    let mut views = state.db.run(move |c| crate::web::pages::endpoints::defender_views(c, &ids)).await?.into_iter();
+    let (views, mut gaps) = state
+        .db
+        .run(move |c| Ok((crate::web::pages::endpoints::defender_views(c, &ids)?, coverage::of_many(c, &ids)?)))
+        .await?;
+    let mut views = views.into_iter();
     let next = page.next.as_ref().map(|c| c.encode());
+    let link = next.as_ref().map(|n| format!("<{path}?{}>; rel=\"next\"", params.with_after(Some(n))));
+    let items = (page.items.iter().cloned())
+        .map(|e| {
+            let gap = gaps.remove(&e.id);
+            EndpointJson::of(e, views.next().flatten(), gap)
+        })
+        .collect();
+    Ok((ListJson { next, items, total }, link))
+}
+
+fn with_link(link: Option<String>) -> actix_web::HttpResponseBuilder {
     let mut res = HttpResponse::Ok();
-    if let Some(n) = &next {
-        res.insert_header(("Link", format!("</api/v1/endpoints?{}>; rel=\"next\"", params.with_after(Some(n)))));
+    if let Some(l) = link {
+        res.insert_header(("Link", l));
     }
-    Ok(res.json(ListJson {
-        next,
-        items: page.items.iter().cloned().map(|e| EndpointJson::of(e, views.next().flatten())).collect(),
-        total,
+    res
+}
+
+/// The gaps per kind.
+#[derive(Serialize)]
+struct CoverageCountsJson {
+    not_onboarded: i64,
+    blind_spot: i64,
+    defender_flagged: i64,
+}
+
+#[derive(Serialize)]
+struct CoverageListJson {
+    counts: CoverageCountsJson,
+    #[serde(flatten)]
+    list: ListJson,
+}
+
+/// `GET /api/v1/coverage`: the gap counts per kind, and the endpoints with a gap (`coverage`:
+/// `any` by default, or one kind), paged and filtered like `GET /api/v1/endpoints`.
+pub async fn coverage_list(
+    _caller: ApiAnalyst,
+    state: web::Data<AppState>,
+    params: Input<web::Query<ListParams>>,
+) -> Result<HttpResponse, AppError> {
+    let mut params = input(params)?.into_inner();
+    if params.coverage.trim().is_empty() {
+        params.coverage = "any".into();
+    }
+    let counts = state.db.run(|c| Ok(coverage::counts(c)?)).await?;
+    let count = |k: GapKind| counts.get(k.as_str()).copied().unwrap_or(0);
+    let (list, link) = page_of(&state, &params, "/api/v1/coverage").await?;
+    Ok(with_link(link).json(CoverageListJson {
+        counts: CoverageCountsJson {
+            not_onboarded: count(GapKind::NotOnboarded),
+            blind_spot: count(GapKind::BlindSpot),
+            defender_flagged: count(GapKind::DefenderFlagged),
+        },
+        list,
     }))
 }
 
@@ -326,12 +408,13 @@ pub async fn get(
                 return Ok(None);
             };
             let defender = crate::web::pages::endpoints::defender_view(c, id)?;
-            Ok(Some((e, risk::of(c, id)?, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?, defender)))
+            let gap = coverage::of_many(c, &[id])?.remove(&id);
+            Ok(Some((e, risk::of(c, id)?, endpoints::ips(c, id)?, endpoints::history(c, id, 100)?, defender, gap)))
         })
         .await?;
-    let (e, factors, ips, history, defender) = found.ok_or(AppError::NotFound)?;
+    let (e, factors, ips, history, defender, gap) = found.ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok().json(DetailJson {
-        endpoint: EndpointJson::of(e, defender),
+        endpoint: EndpointJson::of(e, defender, gap),
         risk_factors: factors.into_iter().map(RiskFactorJson::from).collect(),
         ip_addresses: ips.into_iter().map(IpJson::from).collect(),
         history: history.into_iter().map(HistoryJson::from).collect(),

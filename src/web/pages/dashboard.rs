@@ -52,11 +52,12 @@ struct DashboardPage {
     new_per_day: Vec<Bar>,
     changes: Vec<Event>,
     defender: crate::defender::service::Status,
+    coverage: Vec<crate::web::pages::coverage::KindCount>,
 }
 
 pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let today = crate::db::now() / 86_400;
-    let (total, risk_counts, profile_counts, sources, new_days, changes) = state
+    let (total, risk_counts, profile_counts, sources, new_days, changes, coverage) = state
         .db
         .run(move |c| {
             let since = (today - NEW_DAYS + 1) * 86_400;
@@ -67,6 +68,7 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
                 endpoints::count_by_source(c)?,
                 endpoints::first_seen_since(c, since)?,
                 events::recent(c, crate::modeling::PROFILE_CHANGED, 10)?,
+                crate::web::pages::coverage::kind_counts(c)?,
             ))
         })
         .await?;
@@ -125,5 +127,6 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
         new_per_day,
         changes,
         defender,
+        coverage,
     })
 }

@@ -13,6 +13,7 @@ use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::endpoint_list::{self, EndpointPage, EndpointQuery, SortKey};
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
+use crate::domain::coverage::GapKind;
 use crate::domain::observations::MAX_BATCH;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
@@ -121,6 +122,14 @@ struct ListPage {
     facets: Arc<Facets>,
     sorts: [SortKey; 5],
     risks: [&'static str; 5],
+    /// The coverage filter's choices: (value, label).
+    coverages: [(&'static str, &'static str); 4],
+}
+
+/// The Endpoints list's coverage filter: any gap, or one kind (`domain::coverage`).
+fn coverage_choices() -> [(&'static str, &'static str); 4] {
+    let [a, b, c] = GapKind::ALL.map(|k| (k.as_str(), k.label()));
+    [("any", "Any coverage gap"), a, b, c]
 }
 
 /// `GET /endpoints.csv`: the list's filtered endpoints as CSV (the page's "Export CSV").
@@ -157,6 +166,7 @@ pub async fn list(
         facets: facets.unwrap_or_default(),
         sorts: SortKey::ALL,
         risks: RiskLevel::ALL.map(RiskLevel::as_str),
+        coverages: coverage_choices(),
     };
     if Htmx::of(&req).wants_fragment() {
         return html(&view.as_results());

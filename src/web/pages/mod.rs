@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod audit;
 pub mod config;
+pub mod coverage;
 pub mod dashboard;
 pub mod defender;
 pub mod endpoints;

@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use crate::db::models::endpoint_list::{Cursor, EndpointQuery, SortKey};
+use crate::db::models::endpoint_list::{CoverageFilter, Cursor, EndpointQuery, SortKey};
+use crate::domain::coverage::GapKind;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 
@@ -22,6 +23,9 @@ pub struct ListParams {
     /// `unmatched`: the endpoints Defender machines created because they matched nothing.
     #[serde(default)]
     pub defender: String,
+    /// `any`, or a kind of EDR coverage gap (`not_onboarded`, `blind_spot`, `defender_flagged`).
+    #[serde(default)]
+    pub coverage: String,
     #[serde(default)]
     pub sort: String,
     #[serde(default)]
@@ -41,7 +45,7 @@ impl ListParams {
         if self.q.len() > 256 || self.after.len() > 600 {
             return Err(AppError::bad_request("The search text is too long."));
         }
-        let texts = [&self.q, &self.source, &self.os, &self.profile, &self.after];
+        let texts = [&self.q, &self.source, &self.os, &self.profile, &self.after, &self.coverage];
         if texts.iter().any(|t| t.chars().any(char::is_control)) {
             return Err(AppError::bad_request("The search holds control characters."));
         }
@@ -80,6 +84,15 @@ impl ListParams {
             "unmatched" => true,
             d => return Err(AppError::bad_request(format!("Unknown defender filter {d:?}: use unmatched."))),
         };
+        let coverage = match self.coverage.trim() {
+            "" => None,
+            "any" => Some(CoverageFilter::AnyGap),
+            k => Some(CoverageFilter::Kind(GapKind::parse(k).ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "Unknown coverage filter {k:?}: use any, not_onboarded, blind_spot or defender_flagged."
+                ))
+            })?)),
+        };
         let limit = self.limit.unwrap_or(default_limit);
         if !(1..=500).contains(&limit) {
             return Err(AppError::bad_request("limit must be between 1 and 500."));
@@ -91,6 +104,7 @@ impl ListParams {
             risk,
             profile: opt(&self.profile),
             defender_unmatched,
+            coverage,
             sort,
             descending,
             after,
@@ -108,6 +122,7 @@ impl ListParams {
             ("risk", &self.risk),
             ("profile", &self.profile),
             ("defender", &self.defender),
+            ("coverage", &self.coverage),
             ("sort", &self.sort),
             ("dir", &self.dir),
         ] {
