@@ -42,6 +42,8 @@ pub struct Application {
     addr: SocketAddr,
     db: Db,
     state: Data<AppState>,
+    /// Days of risk history kept (the supervisor prunes the rest).
+    risk_history_days: i64,
 }
 
 impl Application {
@@ -161,7 +163,7 @@ impl Application {
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(listener)?
         .run();
-        Ok(Self { server, addr, db, state: state_for_jobs })
+        Ok(Self { server, addr, db, state: state_for_jobs, risk_history_days: settings.risk_history_days })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -187,6 +189,7 @@ impl Application {
             self.db.clone(),
             self.state.modeler.clone(),
             self.state.background.clone(),
+            self.risk_history_days,
         ));
         let (handle, background) = (self.server.handle(), self.state.background.clone());
         let on_signal = tokio::spawn(async move {

@@ -63,6 +63,8 @@ pub struct Settings {
     pub coverage_blind_spot_days: i64,
     /// The level of the "No EDR coverage" risk factor: Low, Medium, High or Critical.
     pub coverage_risk_level: String,
+    /// How many days of risk history are kept (each endpoint's state at the cutoff stays).
+    pub risk_history_days: i64,
 }
 
 impl Default for Settings {
@@ -86,6 +88,7 @@ impl Default for Settings {
             defender_stale_guard_percent: 50,
             coverage_blind_spot_days: 7,
             coverage_risk_level: "Medium".into(),
+            risk_history_days: 400,
         }
     }
 }
@@ -110,6 +113,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_DEFENDER_STALE_GUARD_PERCENT", "defender_stale_guard_percent"),
     ("EA_COVERAGE_BLIND_SPOT_DAYS", "coverage_blind_spot_days"),
     ("EA_COVERAGE_RISK_LEVEL", "coverage_risk_level"),
+    ("EA_RISK_HISTORY_DAYS", "risk_history_days"),
 ];
 
 impl Settings {
@@ -162,6 +166,10 @@ impl Settings {
             "coverage_blind_spot_days must be between 1 and 365"
         );
         self.coverage_policy()?;
+        anyhow::ensure!(
+            (30..=3650).contains(&self.risk_history_days),
+            "risk_history_days must be between 30 and 3650 (ten years)"
+        );
         Ok(())
     }
 
@@ -276,7 +284,8 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "workers"
         | "db_pool_size"
         | "defender_stale_guard_percent"
-        | "coverage_blind_spot_days" => int(value)?,
+        | "coverage_blind_spot_days"
+        | "risk_history_days" => int(value)?,
         // A comma-separated list.
         "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::background::Background;
 use crate::db::{Db, lease};
 use crate::defender::service::DefenderService;
@@ -17,16 +19,28 @@ use crate::modeling::Modeler;
 const TICK: Duration = Duration::from_secs(15);
 /// How often the supervisor recomputes the EDR coverage gaps.
 const COVERAGE_EVERY: Duration = Duration::from_secs(300);
+/// How often the supervisor records the day's risk history (a sync also does, when it ends).
+const RISK_HISTORY_EVERY: Duration = Duration::from_secs(3600);
 
-pub async fn supervise(defender: DefenderService, db: Db, modeler: Modeler, background: Background) {
+pub async fn supervise(
+    defender: DefenderService,
+    db: Db,
+    modeler: Modeler,
+    background: Background,
+    history_keep_days: i64,
+) {
     let mut every = tokio::time::interval(TICK);
-    let mut coverage_at: Option<tokio::time::Instant> = None;
+    let (mut coverage_at, mut history_at): (Option<Instant>, Option<Instant>) = (None, None);
     loop {
         every.tick().await;
+        if history_at.is_none_or(|t| t.elapsed() >= RISK_HISTORY_EVERY) {
+            history_at = Some(Instant::now());
+            record_risk_history(&db, history_keep_days).await;
+        }
         // Coverage gaps also open with time alone (a machine Defender stops hearing from), and
         // with network observations: refreshed every few minutes by one instance.
         if coverage_at.is_none_or(|t| t.elapsed() >= COVERAGE_EVERY) {
-            coverage_at = Some(tokio::time::Instant::now());
+            coverage_at = Some(Instant::now());
             refresh_coverage(&db, defender.coverage()).await;
         }
         match defender.sync_due().await {
@@ -65,5 +79,26 @@ async fn refresh_coverage(db: &Db, policy: crate::coverage::CoveragePolicy) {
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not take the coverage lease"),
+    }
+}
+
+/// Records the day's risk history and forgets what is past the retention, unless another
+/// instance is doing it.
+async fn record_risk_history(db: &Db, keep_days: i64) {
+    match db.try_lease(lease::RISK_HISTORY).await {
+        Ok(Some(_lease)) => {
+            let now = chrono::Utc::now().timestamp();
+            let done = db
+                .run(move |c| {
+                    crate::risk_history::snapshot(c, now)?;
+                    Ok(crate::risk_history::prune(c, now, keep_days)?)
+                })
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not record the risk history");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not take the risk-history lease"),
     }
 }

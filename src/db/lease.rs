@@ -26,6 +26,7 @@ pub const DEFENDER_SYNC: &str = "defender-sync";
 pub const REMODEL: &str = "remodel";
 pub const ACTION_POLL: &str = "action-poll";
 pub const COVERAGE: &str = "coverage";
+pub const RISK_HISTORY: &str = "risk-history";
 /// Not a lease of background work: held while an instance migrates the database at start.
 pub const MIGRATIONS: &str = "migrations";
 

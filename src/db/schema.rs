@@ -358,6 +358,20 @@ diesel::table! {
 
 diesel::joinable!(coverage_gaps -> endpoints (endpoint_id));
 
+diesel::table! {
+    risk_history (endpoint_id, day) {
+        endpoint_id -> BigInt,
+        day -> Integer,
+        risk -> SmallInt,
+        exposure -> SmallInt,
+        alert -> SmallInt,
+        vulns -> Integer,
+        why -> Text,
+    }
+}
+
+diesel::joinable!(risk_history -> endpoints (endpoint_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -384,4 +398,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_identities,
     login_failures,
     coverage_gaps,
+    risk_history,
 );

@@ -402,6 +402,11 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         .run(move |c| Ok(crate::coverage::refresh(c, policy, Utc::now().timestamp())?))
         .await
         .map_err(|e| fail(counts, format!("Refreshing the EDR coverage gaps failed: {e}")))?;
+    // And the day's risk history, so that a change a sync brought shows in the history at once.
+    ctx.db
+        .run(move |c| Ok(crate::risk_history::snapshot(c, Utc::now().timestamp())?))
+        .await
+        .map_err(|e| fail(counts, format!("Recording the risk history failed: {e}")))?;
     // Every machine's CVE list is now current as of the start of this fetch: the next sync
     // asks Defender for the changes since then.
     let value = format!("{} {identity}", fetch_started.timestamp());

@@ -170,7 +170,9 @@ route_table! {
     get "/api/v1/endpoints"                     => api::endpoints::list;
     get "/api/v1/endpoints.csv"                 => api::endpoints::export_csv;
     get "/api/v1/endpoints/{id}"                => api::endpoints::get;
+    get "/api/v1/endpoints/{id}/risk-history"   => api::risk::endpoint_history;
     get "/api/v1/coverage"                      => api::endpoints::coverage_list;
+    get "/api/v1/risk/summary"                  => api::risk::summary;
     get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
     post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
     get "/api/v1/actions/{id}"                  => api::actions::status;

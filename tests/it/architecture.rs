@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sso",
             "inventory",
             "coverage",
+            "risk_history",
             "modeling",
             "accounts",
             "jobs",

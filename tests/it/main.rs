@@ -29,6 +29,7 @@ mod modeling;
 mod pages;
 mod platforms;
 mod red19;
+mod risk_history;
 mod routes;
 mod scaleout;
 mod screens;

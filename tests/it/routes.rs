@@ -130,6 +130,10 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         }
         ("get", "/api/v1/endpoints") => e(p("/api/v1/endpoints"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/coverage") => e(p("/api/v1/coverage"), Api(Role::Analyst), 200, ""),
+        ("get", "/api/v1/endpoints/{id}/risk-history") => {
+            e(format!("/api/v1/endpoints/{endpoint}/risk-history"), Api(Role::Analyst), 200, "")
+        }
+        ("get", "/api/v1/risk/summary") => e(p("/api/v1/risk/summary"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints.csv") => e(p("/api/v1/endpoints.csv"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints/{id}") => e(format!("/api/v1/endpoints/{endpoint}"), Api(Role::Analyst), 200, ""),
         ("get", "/api/v1/endpoints/{id}/actions") => {

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod login_failures;
 pub mod profiles;
 pub mod risk;
+pub mod risk_history;
 pub mod sessions;
 pub mod sso;
 pub mod users;

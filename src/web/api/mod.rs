@@ -6,3 +6,4 @@ pub mod endpoints;
 pub mod integrations;
 pub mod observations;
 pub mod openapi;
+pub mod risk;

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use crate::db::models::events::{self, Event};
-use crate::db::models::{endpoints, profiles, risk};
+use crate::db::models::{endpoints, profiles, risk, risk_history};
 use crate::error::AppError;
 use crate::web::auth::AnyUser;
 use crate::web::filters;
@@ -37,6 +37,67 @@ fn bars(items: Vec<(String, i64, String, String)>) -> Vec<Bar> {
         .collect()
 }
 
+/// One block of the stacked risk chart: a level's count on a day, in SVG units.
+pub struct Segment {
+    pub x: i64,
+    pub y: i64,
+    pub w: i64,
+    pub h: i64,
+    pub class: String,
+    pub title: String,
+}
+
+/// Risk levels per day as stacked columns (Critical on top), drawn on the server.
+pub struct Stacked {
+    pub segments: Vec<Segment>,
+    /// The highest column's total, for the axis.
+    pub max: i64,
+    pub first_day: String,
+    pub last_day: String,
+}
+
+/// The plot area of the stacked chart, in SVG units (the viewBox is 620 × 190).
+const PLOT: (i64, i64, i64, i64) = (44, 8, 570, 150);
+
+fn date(day: i32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+fn stacked(days: &[(i32, [i64; 5])]) -> Stacked {
+    let (left, top, width, height) = PLOT;
+    let max = days.iter().map(|(_, c)| c.iter().sum::<i64>()).max().unwrap_or(0).max(1);
+    let column = (width / days.len().max(1) as i64).max(1);
+    let mut segments = Vec::new();
+    for (i, (day, counts)) in days.iter().enumerate() {
+        let x = left + i as i64 * column;
+        let mut y = top + height;
+        for (level, n) in counts.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let h = (n * height / max).max(1);
+            y -= h;
+            let label = crate::domain::risk::RiskLevel::label_of(level as i16);
+            segments.push(Segment {
+                x,
+                y,
+                w: (column - 1).max(1),
+                h,
+                class: format!("risk-{}", label.to_lowercase()),
+                title: format!("{}: {n} {label}", date(*day)),
+            });
+        }
+    }
+    Stacked {
+        segments,
+        max,
+        first_day: days.first().map(|d| date(d.0)).unwrap_or_default(),
+        last_day: days.last().map(|d| date(d.0)).unwrap_or_default(),
+    }
+}
+
 fn q(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -53,11 +114,31 @@ struct DashboardPage {
     changes: Vec<Event>,
     defender: crate::defender::service::Status,
     coverage: Vec<crate::web::pages::coverage::KindCount>,
+    /// Risk levels per day over `trend_days`.
+    trend: Stacked,
+    trend_days: i32,
+    /// The endpoints whose risk rose most in the last 7 days: (id, host, then, now).
+    risers: Vec<(i64, String, i16, i16)>,
 }
 
-pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+#[derive(serde::Deserialize)]
+pub struct DashboardQuery {
+    /// The risk trend's span: 30 (default) or 90 days.
+    days: Option<i32>,
+}
+
+pub async fn show(
+    user: AnyUser,
+    state: web::Data<AppState>,
+    query: crate::web::Input<web::Query<DashboardQuery>>,
+) -> Result<HttpResponse, AppError> {
+    let trend_days = crate::web::input(query)?.days.unwrap_or(30);
+    if ![30, 90].contains(&trend_days) {
+        return Err(AppError::bad_request("The risk trend shows 30 or 90 days."));
+    }
     let today = crate::db::now() / 86_400;
-    let (total, risk_counts, profile_counts, sources, new_days, changes, coverage) = state
+    let day = today as i32;
+    let (total, risk_counts, profile_counts, sources, new_days, changes, coverage, trend, risers) = state
         .db
         .run(move |c| {
             let since = (today - NEW_DAYS + 1) * 86_400;
@@ -69,6 +150,8 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
                 endpoints::first_seen_since(c, since)?,
                 events::recent(c, crate::modeling::PROFILE_CHANGED, 10)?,
                 crate::web::pages::coverage::kind_counts(c)?,
+                risk_history::level_counts_per_day(c, day - trend_days + 1, day)?,
+                risk_history::risers(c, day - 7, 10)?,
             ))
         })
         .await?;
@@ -128,5 +211,8 @@ pub async fn show(user: AnyUser, state: web::Data<AppState>) -> Result<HttpRespo
         changes,
         defender,
         coverage,
+        trend: stacked(&trend),
+        trend_days,
+        risers,
     })
 }

@@ -187,6 +187,8 @@ pub struct EndpointData {
     history: Vec<HistoryEntry>,
     defender: Option<DefenderView>,
     actions: Vec<crate::db::models::actions::ActionRow>,
+    /// Its risk over time, newest first (the Risk tab's timeline).
+    risk_history: Vec<crate::db::models::risk_history::HistoryRow>,
 }
 
 /// Endpoint pages read since the last commit (see [`UntilChanged`]).
@@ -214,6 +216,7 @@ async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, A
                 ips: endpoints::ips(c, id)?,
                 history: endpoints::history(c, id, 50)?,
                 factors: risk::of(c, id)?,
+                risk_history: crate::db::models::risk_history::of_endpoint(c, id, 30)?,
                 e,
             }))
         })
@@ -248,6 +251,11 @@ pub struct DefenderView {
     pub overview: String,
     pub alerts: String,
     pub vulnerabilities: String,
+}
+
+/// A day of the Risk tab's timeline as `2026-12-06`.
+pub fn history_day(day: &i32) -> String {
+    crate::web::filters::format_utc(i64::from(*day) * 86_400).get(..10).unwrap_or_default().to_owned()
 }
 
 impl DefenderView {

@@ -1,0 +1,286 @@
+//! The `risk_history` table: per endpoint and day, its overall risk, Defender exposure and alert
+//! levels and vulnerability count, one row per change (see the migration
+//! `2026-12-06-000022_risk_history`). An endpoint's value on a day is its latest row on or
+//! before that day.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, SmallInt};
+
+use crate::db::AnyConnection;
+use crate::db::batch::{execute_values, row};
+use crate::db::schema::{defender_machines, endpoints, risk_factors, risk_history};
+
+/// What is recorded of an endpoint on a day.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = risk_history)]
+pub struct HistoryRow {
+    pub endpoint_id: i64,
+    pub day: i32,
+    pub risk: i16,
+    pub exposure: i16,
+    pub alert: i16,
+    pub vulns: i32,
+    pub why: String,
+}
+
+impl HistoryRow {
+    /// Whether it records the same values as `other` (whatever the day).
+    pub fn same_values(&self, other: &HistoryRow) -> bool {
+        (self.risk, self.exposure, self.alert, self.vulns, &self.why)
+            == (other.risk, other.exposure, other.alert, other.vulns, &other.why)
+    }
+}
+
+/// Every endpoint's values now, as a row of `day`: the overall level; the levels of the risk
+/// factors named `exposure_source` and `alert_source` (0 without one); the vulnerabilities of
+/// its live Defender machines; the summary of its highest factor.
+pub fn current(
+    conn: &mut AnyConnection,
+    day: i32,
+    exposure_source: &str,
+    alert_source: &str,
+) -> QueryResult<Vec<HistoryRow>> {
+    let levels: Vec<(i64, i16)> = endpoints::table.select((endpoints::id, endpoints::risk_level)).load(conn)?;
+    let factors: Vec<(i64, String, i16, String)> = risk_factors::table
+        .select((risk_factors::endpoint_id, risk_factors::source, risk_factors::level, risk_factors::summary))
+        .load(conn)?;
+    let vulns: Vec<(Option<i64>, i32)> = defender_machines::table
+        .filter(defender_machines::endpoint_id.is_not_null())
+        .filter(defender_machines::stale.eq(false))
+        .select((defender_machines::endpoint_id, defender_machines::vuln_count))
+        .load(conn)?;
+    let mut rows: HashMap<i64, HistoryRow> = levels
+        .into_iter()
+        .map(|(id, risk)| {
+            let row = HistoryRow { endpoint_id: id, day, risk, exposure: 0, alert: 0, vulns: 0, why: String::new() };
+            (id, row)
+        })
+        .collect();
+    // The highest factor explains the level; ties go to the first source by name, as the Risk
+    // tab lists them.
+    let mut top: HashMap<i64, (i16, String, String)> = HashMap::new();
+    for (id, source, level, summary) in factors {
+        let Some(r) = rows.get_mut(&id) else { continue };
+        if source == exposure_source {
+            r.exposure = level;
+        } else if source == alert_source {
+            r.alert = level;
+        }
+        let better = top.get(&id).is_none_or(|(l, s, _)| level > *l || (level == *l && source < *s));
+        if level > 0 && better {
+            top.insert(id, (level, source, summary));
+        }
+    }
+    for (id, n) in vulns {
+        if let Some(r) = id.and_then(|id| rows.get_mut(&id)) {
+            r.vulns += n;
+        }
+    }
+    for (id, (_, source, summary)) in top {
+        if let Some(r) = rows.get_mut(&id) {
+            r.why = clip(&format!("{source}: {summary}"), 200);
+        }
+    }
+    let mut out: Vec<HistoryRow> = rows.into_values().collect();
+    out.sort_by_key(|r| r.endpoint_id);
+    Ok(out)
+}
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Every endpoint's latest row.
+pub fn latest(conn: &mut AnyConnection) -> QueryResult<HashMap<i64, HistoryRow>> {
+    let rows: Vec<HistoryRow> = diesel::sql_query(
+        "SELECT h.endpoint_id, h.day, h.risk, h.exposure, h.alert, h.vulns, h.why FROM risk_history h \
+         JOIN (SELECT endpoint_id, MAX(day) AS day FROM risk_history GROUP BY endpoint_id) m \
+         ON m.endpoint_id = h.endpoint_id AND m.day = h.day",
+    )
+    .load::<LatestRow>(conn)?
+    .into_iter()
+    .map(HistoryRow::from)
+    .collect();
+    Ok(rows.into_iter().map(|r| (r.endpoint_id, r)).collect())
+}
+
+#[derive(QueryableByName)]
+struct LatestRow {
+    #[diesel(sql_type = BigInt)]
+    endpoint_id: i64,
+    #[diesel(sql_type = Integer)]
+    day: i32,
+    #[diesel(sql_type = SmallInt)]
+    risk: i16,
+    #[diesel(sql_type = SmallInt)]
+    exposure: i16,
+    #[diesel(sql_type = SmallInt)]
+    alert: i16,
+    #[diesel(sql_type = Integer)]
+    vulns: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    why: String,
+}
+
+impl From<LatestRow> for HistoryRow {
+    fn from(r: LatestRow) -> Self {
+        Self {
+            endpoint_id: r.endpoint_id,
+            day: r.day,
+            risk: r.risk,
+            exposure: r.exposure,
+            alert: r.alert,
+            vulns: r.vulns,
+            why: r.why,
+        }
+    }
+}
+
+/// Inserts these rows, replacing a row of the same endpoint and day.
+pub fn upsert(conn: &mut AnyConnection, rows: &[HistoryRow]) -> QueryResult<usize> {
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| row![r.endpoint_id, i64::from(r.day), r.risk, r.exposure, r.alert, i64::from(r.vulns), r.why.as_str()])
+        .collect();
+    execute_values(
+        conn,
+        "INSERT INTO risk_history (endpoint_id, day, risk, exposure, alert, vulns, why)",
+        "ON CONFLICT (endpoint_id, day) DO UPDATE SET risk = excluded.risk, exposure = excluded.exposure, \
+         alert = excluded.alert, vulns = excluded.vulns, why = excluded.why",
+        &values,
+    )
+}
+
+/// Deletes these (endpoint, day) rows.
+pub fn delete(conn: &mut AnyConnection, rows: &[(i64, i32)]) -> QueryResult<usize> {
+    let mut n = 0;
+    for (id, day) in rows {
+        n += diesel::delete(risk_history::table.find((*id, *day))).execute(conn)?;
+    }
+    Ok(n)
+}
+
+/// An endpoint's rows, newest first.
+pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64, limit: i64) -> QueryResult<Vec<HistoryRow>> {
+    risk_history::table
+        .filter(risk_history::endpoint_id.eq(endpoint_id))
+        .order(risk_history::day.desc())
+        .limit(limit)
+        .select(HistoryRow::as_select())
+        .load(conn)
+}
+
+/// The overall risk level each endpoint had at the end of `day` (its latest row on or before
+/// it), counted per level, for each day from `from` to `to`: `(day, [None, Low, Medium, High,
+/// Critical])`. Reads the rows before `from` once, for the first day, then applies each day's
+/// changes.
+pub fn level_counts_per_day(conn: &mut AnyConnection, from: i32, to: i32) -> QueryResult<Vec<(i32, [i64; 5])>> {
+    // Every row up to `to`, by endpoint and day: the state of each endpoint walks forward.
+    let rows: Vec<(i64, i32, i16)> = risk_history::table
+        .filter(risk_history::day.le(to))
+        .order((risk_history::endpoint_id.asc(), risk_history::day.asc()))
+        .select((risk_history::endpoint_id, risk_history::day, risk_history::risk))
+        .load(conn)?;
+    let slot = |l: i16| l.clamp(0, 4) as usize;
+    // The first day's counts start from each endpoint's latest row before `from`; each row in
+    // the range then moves one endpoint from its previous level to its new one.
+    let mut counts = [0i64; 5];
+    let mut changes: std::collections::BTreeMap<i32, [i64; 5]> = std::collections::BTreeMap::new();
+    let mut previous: Option<(i64, i16)> = None;
+    for (id, day, risk) in rows {
+        let before = previous.filter(|(p, _)| *p == id).map(|(_, l)| l);
+        if day < from {
+            if let Some(old) = before {
+                counts[slot(old)] -= 1;
+            }
+            counts[slot(risk)] += 1;
+        } else {
+            let delta = changes.entry(day).or_default();
+            if let Some(old) = before {
+                delta[slot(old)] -= 1;
+            }
+            delta[slot(risk)] += 1;
+        }
+        previous = Some((id, risk));
+    }
+    let mut out = Vec::with_capacity((to - from + 1).max(0) as usize);
+    for day in from..=to {
+        if let Some(delta) = changes.get(&day) {
+            for (c, d) in counts.iter_mut().zip(delta) {
+                *c += d;
+            }
+        }
+        out.push((day, counts));
+    }
+    Ok(out)
+}
+
+/// The endpoints whose overall level rose most since the end of day `since`: (endpoint, host
+/// name, level then, level now), the largest rise first. "Then" is the latest row on or before
+/// `since`, or for an endpoint first recorded after it, its first row.
+pub fn risers(conn: &mut AnyConnection, since: i32, limit: usize) -> QueryResult<Vec<(i64, String, i16, i16)>> {
+    let changed: Vec<i64> = risk_history::table
+        .filter(risk_history::day.gt(since))
+        .select(risk_history::endpoint_id)
+        .distinct()
+        .load(conn)?;
+    let mut out = Vec::new();
+    for chunk in changed.chunks(5_000) {
+        let rows: Vec<(i64, i32, i16)> = risk_history::table
+            .filter(risk_history::endpoint_id.eq_any(chunk.to_vec()))
+            .order((risk_history::endpoint_id.asc(), risk_history::day.asc()))
+            .select((risk_history::endpoint_id, risk_history::day, risk_history::risk))
+            .load(conn)?;
+        // Rows come by endpoint, oldest first: the first one seen sets "then" unless a later
+        // one is still on or before `since`; the last one is "now".
+        let mut levels: HashMap<i64, (i16, i16)> = HashMap::new();
+        for (id, day, risk) in rows {
+            levels
+                .entry(id)
+                .and_modify(|(then, now)| {
+                    if day <= since {
+                        *then = risk;
+                    }
+                    *now = risk;
+                })
+                .or_insert((risk, risk));
+        }
+        out.extend(
+            levels.into_iter().filter(|(_, (then, now))| now > then).map(|(id, (t, n))| (id, String::new(), t, n)),
+        );
+    }
+    out.sort_by(|a, b| (b.3 - b.2).cmp(&(a.3 - a.2)).then(b.3.cmp(&a.3)).then(a.0.cmp(&b.0)));
+    out.truncate(limit);
+    let ids: Vec<i64> = out.iter().map(|r| r.0).collect();
+    let names: HashMap<i64, String> = endpoints::table
+        .filter(endpoints::id.eq_any(ids))
+        .select((endpoints::id, endpoints::hostname))
+        .load::<(i64, String)>(conn)?
+        .into_iter()
+        .collect();
+    for r in &mut out {
+        r.1 = names.get(&r.0).cloned().unwrap_or_default();
+    }
+    Ok(out)
+}
+
+/// Deletes the rows older than `cutoff` that a later row on or before `cutoff` supersedes: what
+/// each endpoint was at `cutoff` stays known, everything before it goes.
+pub fn prune(conn: &mut AnyConnection, cutoff: i32) -> QueryResult<usize> {
+    // `cutoff` is a number of ours, written as a literal: the statement names it twice.
+    diesel::sql_query(format!(
+        "DELETE FROM risk_history WHERE day < {cutoff} AND EXISTS (SELECT 1 FROM risk_history n \
+         WHERE n.endpoint_id = risk_history.endpoint_id AND n.day > risk_history.day AND n.day <= {cutoff})"
+    ))
+    .execute(conn)
+}
+
+/// Rows stored (for the benchmark's size report).
+pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    risk_history::table.count().get_result(conn)
+}
