@@ -168,7 +168,34 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
     println!("  or        Sign in with Microsoft (simulated Entra ID) as one of {}", sim.users.join(", "));
     println!("  simulated Defender tenant of {machines} machines at {} (first sync running now)", sim.base_url);
     println!("  {observed} network observations were ingested; some of them are Defender machines and merge.");
+    println!("  when the first sync ends, the tenant changes (new CVEs, fixes, alerts) and a second sync follows:");
+    println!("  risk changes, coverage gaps and the risk history show what changed.");
     println!("  Ctrl-C stops both.");
     println!();
+    tokio::spawn(second_sync(state.defender.clone(), sim.base_url.clone()));
     app.run_until_stopped().await
+}
+
+/// Once the first sync has ended, changes the simulated tenant as a real one changes between
+/// syncs and starts a second sync, so that the demo shows risk that moved, not only risk found.
+async fn second_sync(defender: crate::defender::service::DefenderService, simulator: String) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        match defender.status().await {
+            Ok(s) if s.running.is_none() && s.last_run.is_some() => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the demo could not read the sync's state");
+                return;
+            }
+        }
+    }
+    let advanced = reqwest::Client::new().post(format!("{simulator}/_sim/tenant/advance")).send().await;
+    if let Err(e) = advanced.and_then(|r| r.error_for_status()) {
+        tracing::warn!(error = %e, "the demo could not change the simulated tenant");
+        return;
+    }
+    if let Err(e) = defender.start_sync("schedule", "demo").await {
+        tracing::warn!(error = %e, "the demo could not start its second sync");
+    }
 }

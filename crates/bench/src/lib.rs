@@ -82,6 +82,50 @@ pub async fn remodel(db: &Db, n: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Risk history at scale: `n` endpoints recorded daily for `days` days while `percent` of
+/// them change level each day (a factor set as an integration sets it); prints the rows and the
+/// bytes the history takes, and the time of a day's snapshot.
+pub async fn history(db: &Db, n: usize, days: i32, percent: f64) -> anyhow::Result<()> {
+    use endpoint_analytics::db::models::{risk, risk_history as rh};
+    let modeler = Modeler::standard()?;
+    let secs = fill(db, &modeler, n).await?;
+    println!("ingested and modeled {n} endpoints in {secs:.1} s");
+    let ids: Vec<i64> = db.run(|c| Ok(endpoint_analytics::db::models::endpoints::all_ids(c)?)).await?;
+    let per_day = ((ids.len() as f64) * percent / 100.0).round().max(1.0) as usize;
+    let start = chrono::Utc::now().timestamp() - i64::from(days) * 86_400;
+    let (mut snapshot_secs, mut slowest) = (0.0f64, 0.0f64);
+    for d in 0..days {
+        // A different slice of the inventory each day, each to a level of its own.
+        let from = (d as usize * per_day * 7) % ids.len();
+        let changed: Vec<i64> = (0..per_day).map(|k| ids[(from + k) % ids.len()]).collect();
+        let level = (d % 5) as i16;
+        db.run(move |c| {
+            let rows: Vec<(i64, &str, Option<risk::FactorValue>)> = changed
+                .iter()
+                .map(|id| (*id, "Bench scanner", (level > 0).then(|| (level, "bench".to_owned(), String::new()))))
+                .collect();
+            Ok(risk::set_many(c, &rows)?)
+        })
+        .await?;
+        let now = start + i64::from(d) * 86_400;
+        let t = Instant::now();
+        db.run(move |c| Ok(endpoint_analytics::risk_history::snapshot(c, now)?)).await?;
+        let took = t.elapsed().as_secs_f64();
+        snapshot_secs += took;
+        slowest = slowest.max(took);
+    }
+    let (rows, bytes) = db.run(|c| Ok((rh::count(c)?, rh::storage_bytes(c)?))).await?;
+    println!(
+        "risk history: {n} endpoints x {days} days, {percent}% changing daily: {rows} rows, {:.1} MiB \
+         ({:.0} bytes/row); a day's snapshot {:.2} s on average, {:.2} s at most",
+        bytes as f64 / 1_048_576.0,
+        bytes as f64 / rows.max(1) as f64,
+        snapshot_secs / f64::from(days.max(1)),
+        slowest
+    );
+    Ok(())
+}
+
 /// The peak resident memory of this process so far, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

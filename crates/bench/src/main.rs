@@ -62,6 +62,19 @@ enum Command {
         #[arg(long, value_name = "SERVER_URL")]
         postgres: Option<String>,
     },
+    /// The size of the risk history: endpoints recorded daily while some change level each day.
+    History {
+        #[arg(long, default_value_t = 100_000)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 365)]
+        days: i32,
+        /// Share of the endpoints whose level changes each day.
+        #[arg(long, default_value_t = 1.0)]
+        percent: f64,
+        /// The database to fill (default: a new SQLite file in a temporary folder).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// The Defender simulator, as the benchmarks start it in a process of its own.
     #[command(hide = true)]
     Simulate(Box<defender_sim::SimulateArgs>),
@@ -79,6 +92,9 @@ fn main() -> ExitCode {
     let _logs = endpoint_analytics::logging::init(&settings);
     let result = match cli.command {
         Command::Simulate(args) => block_on(defender_sim::run(*args)),
+        Command::History { endpoints, days, percent, database_url } => {
+            with_bench_db(database_url, |db| block_on(bench::history(db, endpoints, days, percent)))
+        }
         Command::Remodel { endpoints, database_url } => {
             with_bench_db(database_url, |db| block_on(bench::remodel(db, endpoints)).map(|_| ()))
         }

@@ -637,6 +637,17 @@ pub const NETWORK_ONLY: &[NetworkOnlyDevice] = &[
     ("smart-tv", "lg-webos-tv", [0x64, 0x95, 0x6C], Some("udhcp 1.29.3"), "1,3,6,12,15,28,42", 5),
     ("phone", "android", [0x5C, 0x49, 0x7D], Some("android-dhcp-14"), "1,3,6,15,26,28,51,58,59,43,114", 10),
     ("access-point", "ap", [0x00, 0x0B, 0x86], Some("ArubaAP"), "1,3,6,12,15,28,43", 5),
+    // Computers the network sees that were never onboarded to Defender: a contractor's Windows
+    // laptop, a lab Linux box. What an EDR coverage report is for.
+    ("laptop", "contractor-pc", [0x3C, 0x52, 0x82], Some("MSFT 5.0"), "1,3,6,15,31,33,43,44,46,47,119,121,249,252", 6),
+    (
+        "server",
+        "lab-linux",
+        [0x52, 0x54, 0x00],
+        Some("dhcpcd-9.4.1:Linux-5.15.0:x86_64"),
+        "1,28,2,3,15,6,119,12,44,47,26,121,42",
+        3,
+    ),
 ];
 
 /// DHCP fingerprints of Defender-managed platforms: (vendor class, parameter request list).

@@ -631,6 +631,11 @@ pub fn count_all(conn: &mut AnyConnection) -> QueryResult<i64> {
     endpoints::table.count().get_result(conn)
 }
 
+/// Every endpoint's id, in order (for the benchmarks).
+pub fn all_ids(conn: &mut AnyConnection) -> QueryResult<Vec<i64>> {
+    endpoints::table.select(endpoints::id).order(endpoints::id).load(conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

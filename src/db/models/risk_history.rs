@@ -284,3 +284,22 @@ pub fn prune(conn: &mut AnyConnection, cutoff: i32) -> QueryResult<usize> {
 pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
     risk_history::table.count().get_result(conn)
 }
+
+#[derive(QueryableByName)]
+struct Bytes {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// The bytes the table and its index take on disk (for the benchmark): SQLite's `dbstat`
+/// pages, PostgreSQL's total relation size.
+pub fn storage_bytes(conn: &mut AnyConnection) -> QueryResult<i64> {
+    let sql = match conn {
+        AnyConnection::Sqlite(_) => {
+            "SELECT CAST(COALESCE(SUM(pgsize), 0) AS BIGINT) AS n FROM dbstat \
+             WHERE name IN ('risk_history', 'risk_history_day')"
+        }
+        AnyConnection::Postgresql(_) => "SELECT pg_total_relation_size('risk_history') AS n",
+    };
+    Ok(diesel::sql_query(sql).get_result::<Bytes>(conn)?.n)
+}
