@@ -1,12 +1,13 @@
 //! The command line: `serve`, `migrate`, `user add`, `token create` and `demo`. Each subcommand
-//! is a few lines over the library.
+//! is a few lines over the library. The man page and the shell completions are generated from
+//! this definition ([`command`], `src/packaging.rs`), so they always describe these commands.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::accounts::{self, AccountError};
 use crate::app::Application;
@@ -59,6 +60,15 @@ enum Command {
     },
 }
 
+/// `endpoint-analytics package-files DIR`: writes the man pages, the completions and the
+/// packaged settings file for `scripts/package`. Not a subcommand of [`Cli`]: clap_complete
+/// offers hidden subcommands too, and this is no command for an administrator.
+#[derive(Parser)]
+#[command(name = "endpoint-analytics package-files")]
+struct PackageFiles {
+    out_dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum UserCommand {
     /// Create a user. The password is read from standard input (--password-stdin) or prompted for.
@@ -90,7 +100,18 @@ fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "the role is admin, operator or analyst".to_owned())
 }
 
+/// The command line's definition, which the man page and the completions are made from.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 pub fn main() -> ExitCode {
+    // Packaging reads no settings: a stray EA_CONFIG on the build machine must not matter.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|first| first == "package-files") {
+        let PackageFiles { out_dir } = PackageFiles::parse_from(std::env::args_os().skip(1));
+        return finish(crate::packaging::write_all(&out_dir).map(drop));
+    }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -111,6 +132,10 @@ pub fn main() -> ExitCode {
             create_token(&settings, &name, role, expires_days)
         }
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod modeling;
 pub mod outbound;
+pub mod packaging;
 pub mod secrets;
 pub mod sso;
 pub mod web;

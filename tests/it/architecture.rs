@@ -28,7 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("web", &["web", "error"]),
-    ("entry", &["lib", "main", "cli", "app", "demo", "fuzz", "logging"]),
+    ("entry", &["lib", "main", "cli", "app", "demo", "fuzz", "logging", "packaging"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
