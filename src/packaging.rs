@@ -73,25 +73,16 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
 
 fn main_man_page(cmd: clap::Command) -> Vec<u8> {
     let man = clap_mangen::Man::new(cmd);
-    let mut out = Vec::new();
-    let sections: [fn(&clap_mangen::Man, &mut dyn std::io::Write) -> std::io::Result<()>; 5] = [
-        clap_mangen::Man::render_title,
-        clap_mangen::Man::render_name_section,
-        clap_mangen::Man::render_synopsis_section,
-        clap_mangen::Man::render_description_section,
-        clap_mangen::Man::render_options_section,
-    ];
-    for render in sections {
-        render(&man, &mut out).expect("writing to memory");
-    }
-    man.render_subcommands_section(&mut out).expect("writing to memory");
-
+    // What clap_mangen cannot know: where the package puts things, and the variables.
     let mut roff = Roff::default();
     roff.control("SH", ["FILES"]);
     for (path, what) in [
-        (CONFIG_FILE, "the settings, read with --config (installed by the package; every setting explained)"),
         (
-            "/var/lib/endpoint-analytics/",
+            CONFIG_FILE.to_owned(),
+            "the settings, read with --config (installed by the package; every setting explained)",
+        ),
+        (
+            format!("{DATA_DIR}/"),
             "the SQLite database (ea.db) and the master key (master.key), readable by the service user only",
         ),
     ] {
@@ -109,8 +100,19 @@ fn main_man_page(cmd: clap::Command) -> Vec<u8> {
     roff.text([roman(
         "systemctl(1), journalctl(1); /usr/share/doc/endpoint-analytics/ (the README and the deployment guide)",
     )]);
-    roff.to_writer(&mut out).expect("writing to memory");
-    man.render_version_section(&mut out).expect("writing to memory");
+
+    let mut out = Vec::new();
+    let render = |out: &mut Vec<u8>| -> std::io::Result<()> {
+        man.render_title(out)?;
+        man.render_name_section(out)?;
+        man.render_synopsis_section(out)?;
+        man.render_description_section(out)?;
+        man.render_options_section(out)?;
+        man.render_subcommands_section(out)?;
+        roff.to_writer(out)?;
+        man.render_version_section(out)
+    };
+    render(&mut out).expect("writing to memory");
     out
 }
 
