@@ -121,6 +121,10 @@ pub fn main() -> ExitCode {
         }
     };
     let _logs = crate::logging::init(&settings);
+    if let Err(e) = refuse_root_in_the_service_folder(&settings) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Serve => run_async(serve(settings)),
         Command::Demo { machines, simulator_bind } => run_async(crate::demo::run(settings, machines, simulator_bind)),
@@ -143,6 +147,47 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Root must not open the database or the master key in a folder that belongs to another user
+/// (the package's service user): a database, journal or key file it made would be root's, and
+/// the service could no longer open it. The administrator runs the command as that user instead.
+fn refuse_root_in_the_service_folder(settings: &Settings) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut folders = vec![settings.data_dir.clone()];
+    if let Ok(crate::db::DatabaseTarget::Sqlite { path }) = crate::db::DatabaseTarget::parse(&settings.database_url)
+        && let Some(parent) = path.parent()
+    {
+        folders.push(parent.to_path_buf());
+    }
+    match foreign_owner(0, &folders) {
+        None => Ok(()),
+        Some((folder, uid)) => {
+            let owner = user_name(uid).unwrap_or_else(|| uid.to_string());
+            anyhow::bail!(
+                "{} belongs to the user {owner}: run this command as that user (sudo -u {owner} endpoint-analytics                  ..., or runuser -u {owner} -- endpoint-analytics ...); files root made there would lock the                  service out",
+                folder.display()
+            )
+        }
+    }
+}
+
+/// The first of these folders that exists and belongs to someone other than `euid`, with its owner.
+fn foreign_owner(euid: u32, folders: &[PathBuf]) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    folders.iter().find_map(|f| std::fs::metadata(f).ok().filter(|m| m.uid() != euid).map(|m| (f.clone(), m.uid())))
+}
+
+/// The name of a user id, from /etc/passwd (for the message only).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
 }
 
 fn run_async<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -218,4 +263,23 @@ fn create_token(settings: &Settings, name: &str, role: Role, expires_days: Optio
     eprintln!("API token {name:?} created with the {} role. It is shown only this once:", role.label());
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_refused_only_in_a_folder_of_another_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().to_path_buf();
+        let mine = rustix::process::geteuid().as_raw();
+        // The folder belongs to whoever runs the test: someone else for a process running as
+        // another id (here: `mine + 1`, or root's 0 seen from a non-root id).
+        assert_eq!(foreign_owner(mine, std::slice::from_ref(&own)), None);
+        assert_eq!(foreign_owner(mine + 1, std::slice::from_ref(&own)), Some((own.clone(), mine)));
+        // A folder not made yet is nobody's: the first to start makes it.
+        assert_eq!(foreign_owner(mine + 1, &[own.join("missing")]), None);
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
 }
