@@ -274,12 +274,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let own = dir.path().to_path_buf();
         let mine = rustix::process::geteuid().as_raw();
-        // The folder belongs to whoever runs the test: someone else for a process running as
-        // another id (here: `mine + 1`, or root's 0 seen from a non-root id).
+        // The folder is the test's own; seen from another user id (`mine + 1`) it is someone else's.
         assert_eq!(foreign_owner(mine, std::slice::from_ref(&own)), None);
         assert_eq!(foreign_owner(mine + 1, std::slice::from_ref(&own)), Some((own.clone(), mine)));
         // A folder not made yet is nobody's: the first to start makes it.
         assert_eq!(foreign_owner(mine + 1, &[own.join("missing")]), None);
         assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn version_is_the_crate_version() {
+        for flag in ["--version", "-V"] {
+            let err = match command().try_get_matches_from(["endpoint-analytics", flag]) {
+                Err(e) => e,
+                Ok(_) => panic!("{flag} parsed as a command"),
+            };
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+            assert_eq!(err.to_string(), format!("endpoint-analytics {}\n", env!("CARGO_PKG_VERSION")));
+        }
     }
 }

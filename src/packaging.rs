@@ -183,18 +183,6 @@ mod tests {
     }
 
     #[test]
-    fn version_is_the_crate_version() {
-        for flag in ["--version", "-V"] {
-            let err = match crate::cli::command().try_get_matches_from(["endpoint-analytics", flag]) {
-                Err(e) => e,
-                Ok(_) => panic!("{flag} parsed as a command"),
-            };
-            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
-            assert_eq!(err.to_string(), format!("endpoint-analytics {}\n", env!("CARGO_PKG_VERSION")));
-        }
-    }
-
-    #[test]
     fn man_pages_describe_every_visible_command_and_the_files() {
         let pages = man_pages();
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
