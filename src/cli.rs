@@ -1,12 +1,13 @@
 //! The command line: `serve`, `migrate`, `user add`, `token create` and `demo`. Each subcommand
-//! is a few lines over the library.
+//! is a few lines over the library. The man page and the shell completions are generated from
+//! this definition ([`command`], `src/packaging.rs`), so they always describe these commands.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::accounts::{self, AccountError};
 use crate::app::Application;
@@ -59,6 +60,15 @@ enum Command {
     },
 }
 
+/// `endpoint-analytics package-files DIR`: writes the man pages, the completions and the
+/// packaged settings file for `scripts/package`. Not a subcommand of [`Cli`]: clap_complete
+/// offers hidden subcommands too, and this is no command for an administrator.
+#[derive(Parser)]
+#[command(name = "endpoint-analytics package-files")]
+struct PackageFiles {
+    out_dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum UserCommand {
     /// Create a user. The password is read from standard input (--password-stdin) or prompted for.
@@ -90,7 +100,18 @@ fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| "the role is admin, operator or analyst".to_owned())
 }
 
+/// The command line's definition, which the man page and the completions are made from.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 pub fn main() -> ExitCode {
+    // Packaging reads no settings: a stray EA_CONFIG on the build machine must not matter.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|first| first == "package-files") {
+        let PackageFiles { out_dir } = PackageFiles::parse_from(std::env::args_os().skip(1));
+        return finish(crate::packaging::write_all(&out_dir).map(drop));
+    }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -100,6 +121,10 @@ pub fn main() -> ExitCode {
         }
     };
     let _logs = crate::logging::init(&settings);
+    if let Err(e) = refuse_root_in_the_service_folder(&settings) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Serve => run_async(serve(settings)),
         Command::Demo { machines, simulator_bind } => run_async(crate::demo::run(settings, machines, simulator_bind)),
@@ -111,6 +136,10 @@ pub fn main() -> ExitCode {
             create_token(&settings, &name, role, expires_days)
         }
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -118,6 +147,47 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Root must not open the database or the master key in a folder that belongs to another user
+/// (the package's service user): a database, journal or key file it made would be root's, and
+/// the service could no longer open it. The administrator runs the command as that user instead.
+fn refuse_root_in_the_service_folder(settings: &Settings) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut folders = vec![settings.data_dir.clone()];
+    if let Ok(crate::db::DatabaseTarget::Sqlite { path }) = crate::db::DatabaseTarget::parse(&settings.database_url)
+        && let Some(parent) = path.parent()
+    {
+        folders.push(parent.to_path_buf());
+    }
+    match foreign_owner(0, &folders) {
+        None => Ok(()),
+        Some((folder, uid)) => {
+            let owner = user_name(uid).unwrap_or_else(|| uid.to_string());
+            anyhow::bail!(
+                "{} belongs to the user {owner}: run this command as that user (sudo -u {owner} endpoint-analytics                  ..., or runuser -u {owner} -- endpoint-analytics ...); files root made there would lock the                  service out",
+                folder.display()
+            )
+        }
+    }
+}
+
+/// The first of these folders that exists and belongs to someone other than `euid`, with its owner.
+fn foreign_owner(euid: u32, folders: &[PathBuf]) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    folders.iter().find_map(|f| std::fs::metadata(f).ok().filter(|m| m.uid() != euid).map(|m| (f.clone(), m.uid())))
+}
+
+/// The name of a user id, from /etc/passwd (for the message only).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
 }
 
 fn run_async<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -193,4 +263,34 @@ fn create_token(settings: &Settings, name: &str, role: Role, expires_days: Optio
     eprintln!("API token {name:?} created with the {} role. It is shown only this once:", role.label());
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_refused_only_in_a_folder_of_another_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().to_path_buf();
+        let mine = rustix::process::geteuid().as_raw();
+        // The folder is the test's own; seen from another user id (`mine + 1`) it is someone else's.
+        assert_eq!(foreign_owner(mine, std::slice::from_ref(&own)), None);
+        assert_eq!(foreign_owner(mine + 1, std::slice::from_ref(&own)), Some((own.clone(), mine)));
+        // A folder not made yet is nobody's: the first to start makes it.
+        assert_eq!(foreign_owner(mine + 1, &[own.join("missing")]), None);
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn version_is_the_crate_version() {
+        for flag in ["--version", "-V"] {
+            let err = match command().try_get_matches_from(["endpoint-analytics", flag]) {
+                Err(e) => e,
+                Ok(_) => panic!("{flag} parsed as a command"),
+            };
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+            assert_eq!(err.to_string(), format!("endpoint-analytics {}\n", env!("CARGO_PKG_VERSION")));
+        }
+    }
 }

@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod modeling;
 pub mod outbound;
+pub mod packaging;
 pub mod risk_history;
 pub mod secrets;
 pub mod sso;

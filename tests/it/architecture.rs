@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("web", &["web", "error"]),
-    ("entry", &["lib", "main", "cli", "app", "demo", "fuzz", "logging"]),
+    ("entry", &["lib", "main", "cli", "app", "demo", "fuzz", "logging", "packaging"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -190,7 +190,8 @@ fn documentation_points_only_to_files_in_the_repository() {
         }
     }
     texts.push(("README.md".into(), std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap()));
-    let prefixes = ["src/", "tests/", "docs/", "crates/", "templates/", "scripts/", "migrations/", "static/"];
+    let prefixes =
+        ["src/", "tests/", "docs/", "crates/", "templates/", "scripts/", "migrations/", "static/", "packaging/"];
     let mut missing = BTreeSet::new();
     for (file, text) in &texts {
         for quoted in text.split('`').skip(1).step_by(2) {
