@@ -21,6 +21,10 @@ pub fn snapshot(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
     conn.write_transaction(|c| {
         let latest = risk_history::latest(c)?;
         let current = risk_history::current(c, day, EXPOSURE_SOURCE, ALERTS_SOURCE)?;
+        let mut counts = [0i64; 5];
+        for row in &current {
+            counts[row.risk.clamp(0, 4) as usize] += 1;
+        }
         let changed: Vec<HistoryRow> = current
             .into_iter()
             .filter(|row| latest.get(&row.endpoint_id).is_none_or(|last| !last.same_values(row)))
@@ -29,6 +33,7 @@ pub fn snapshot(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
         for chunk in changed.chunks(2_000) {
             written += risk_history::upsert(c, chunk)?;
         }
+        risk_history::record_day_counts(c, day, counts)?;
         Ok(written)
     })
 }

@@ -372,6 +372,17 @@ diesel::table! {
 
 diesel::joinable!(risk_history -> endpoints (endpoint_id));
 
+diesel::table! {
+    risk_day_counts (day) {
+        day -> Integer,
+        none_count -> BigInt,
+        low_count -> BigInt,
+        medium_count -> BigInt,
+        high_count -> BigInt,
+        critical_count -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -399,4 +410,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     coverage_gaps,
     risk_history,
+    risk_day_counts,
 );

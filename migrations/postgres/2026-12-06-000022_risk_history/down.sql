@@ -1,1 +1,2 @@
+DROP TABLE risk_day_counts;
 DROP TABLE risk_history;

@@ -14,3 +14,14 @@ CREATE TABLE risk_history (
     PRIMARY KEY (endpoint_id, day)
 );
 CREATE INDEX risk_history_day ON risk_history (day);
+
+-- Endpoints per overall risk level at the end of each day (the last snapshot of the day), so that
+-- the dashboard's trend and the summary API read a row per day, not the history of every endpoint.
+CREATE TABLE risk_day_counts (
+    day INTEGER PRIMARY KEY NOT NULL,
+    none_count BIGINT NOT NULL,
+    low_count BIGINT NOT NULL,
+    medium_count BIGINT NOT NULL,
+    high_count BIGINT NOT NULL,
+    critical_count BIGINT NOT NULL
+);

@@ -175,47 +175,40 @@ pub fn of_endpoint(conn: &mut AnyConnection, endpoint_id: i64, limit: i64) -> Qu
         .load(conn)
 }
 
-/// The overall risk level each endpoint had at the end of `day` (its latest row on or before
-/// it), counted per level, for each day from `from` to `to`: `(day, [None, Low, Medium, High,
-/// Critical])`. Reads the rows before `from` once, for the first day, then applies each day's
-/// changes.
+/// Records how many endpoints have each overall level at the end of `day` (replacing the day's
+/// earlier count).
+pub fn record_day_counts(conn: &mut AnyConnection, day: i32, counts: [i64; 5]) -> QueryResult<usize> {
+    let [none, low, medium, high, critical] = counts;
+    execute_values(
+        conn,
+        "INSERT INTO risk_day_counts (day, none_count, low_count, medium_count, high_count, critical_count)",
+        "ON CONFLICT (day) DO UPDATE SET none_count = excluded.none_count, low_count = excluded.low_count, \
+         medium_count = excluded.medium_count, high_count = excluded.high_count, \
+         critical_count = excluded.critical_count",
+        &[row![i64::from(day), none, low, medium, high, critical]],
+    )
+}
+
+/// Endpoints per overall level at the end of each day from `from` to `to`: `(day, [None, Low,
+/// Medium, High, Critical])`. A day without a count of its own (the product was not running)
+/// carries the previous day's; days before the first count are zeros.
 pub fn level_counts_per_day(conn: &mut AnyConnection, from: i32, to: i32) -> QueryResult<Vec<(i32, [i64; 5])>> {
-    // Every row up to `to`, by endpoint and day: the state of each endpoint walks forward.
-    let rows: Vec<(i64, i32, i16)> = risk_history::table
-        .filter(risk_history::day.le(to))
-        .order((risk_history::endpoint_id.asc(), risk_history::day.asc()))
-        .select((risk_history::endpoint_id, risk_history::day, risk_history::risk))
-        .load(conn)?;
-    let slot = |l: i16| l.clamp(0, 4) as usize;
-    // The first day's counts start from each endpoint's latest row before `from`; each row in
-    // the range then moves one endpoint from its previous level to its new one.
-    let mut counts = [0i64; 5];
-    let mut changes: std::collections::BTreeMap<i32, [i64; 5]> = std::collections::BTreeMap::new();
-    let mut previous: Option<(i64, i16)> = None;
-    for (id, day, risk) in rows {
-        let before = previous.filter(|(p, _)| *p == id).map(|(_, l)| l);
-        if day < from {
-            if let Some(old) = before {
-                counts[slot(old)] -= 1;
-            }
-            counts[slot(risk)] += 1;
-        } else {
-            let delta = changes.entry(day).or_default();
-            if let Some(old) = before {
-                delta[slot(old)] -= 1;
-            }
-            delta[slot(risk)] += 1;
-        }
-        previous = Some((id, risk));
-    }
+    use crate::db::schema::risk_day_counts as d;
+    type Counted = (i32, i64, i64, i64, i64, i64);
+    let columns = (d::day, d::none_count, d::low_count, d::medium_count, d::high_count, d::critical_count);
+    let before: Option<Counted> =
+        d::table.filter(d::day.lt(from)).order(d::day.desc()).select(columns).first(conn).optional()?;
+    let within: Vec<Counted> =
+        d::table.filter(d::day.ge(from)).filter(d::day.le(to)).order(d::day.asc()).select(columns).load(conn)?;
+    let counts = |r: &Counted| [r.1, r.2, r.3, r.4, r.5];
+    let mut current = before.as_ref().map(counts).unwrap_or_default();
+    let mut within = within.iter().peekable();
     let mut out = Vec::with_capacity((to - from + 1).max(0) as usize);
     for day in from..=to {
-        if let Some(delta) = changes.get(&day) {
-            for (c, d) in counts.iter_mut().zip(delta) {
-                *c += d;
-            }
+        if let Some(r) = within.next_if(|r| r.0 == day) {
+            current = counts(r);
         }
-        out.push((day, counts));
+        out.push((day, current));
     }
     Ok(out)
 }
@@ -270,8 +263,10 @@ pub fn risers(conn: &mut AnyConnection, since: i32, limit: usize) -> QueryResult
 }
 
 /// Deletes the rows older than `cutoff` that a later row on or before `cutoff` supersedes: what
-/// each endpoint was at `cutoff` stays known, everything before it goes.
+/// each endpoint was at `cutoff` stays known, everything before it goes (the daily counts too).
 pub fn prune(conn: &mut AnyConnection, cutoff: i32) -> QueryResult<usize> {
+    use crate::db::schema::risk_day_counts as d;
+    diesel::delete(d::table.filter(d::day.lt(cutoff))).execute(conn)?;
     // `cutoff` is a number of ours, written as a literal: the statement names it twice.
     diesel::sql_query(format!(
         "DELETE FROM risk_history WHERE day < {cutoff} AND EXISTS (SELECT 1 FROM risk_history n \
