@@ -184,8 +184,8 @@ impl Settings {
             "defender_stale_guard_percent must be between 1 and 100 (100 turns the check off)"
         );
         anyhow::ensure!(
-            (1..=365).contains(&self.coverage_blind_spot_days),
-            "coverage_blind_spot_days must be between 1 and 365"
+            (2..=365).contains(&self.coverage_blind_spot_days),
+            "coverage_blind_spot_days must be between 2 and 365 (Defender's lastSeen is the last full report, about daily)"
         );
         self.coverage_policy()?;
         anyhow::ensure!(

@@ -4,11 +4,15 @@
 //! Three kinds of gap, each a list of its own (and an Endpoints filter):
 //! - **not onboarded**: seen on the network, profiled as an operating system Defender runs on
 //!   (Windows, macOS, Linux workstations and servers), and no Defender machine;
-//! - **blind spot**: an onboarded machine whose sensor is not healthy (`healthStatus` other than
-//!   `Active`, e.g. `Inactive`), or that Defender has not seen for N days while the network has;
-//! - **Defender flagged**: a machine Defender itself reports as not onboarded: `CanBeOnboarded`,
-//!   `Unsupported` or `InsufficientInfo` (`onboardingStatus` of the Machine entity,
-//!   https://learn.microsoft.com/en-us/defender-endpoint/api/machine).
+//! - **blind spot**: an onboarded machine whose sensor reports but is impaired (`healthStatus`
+//!   `ImpairedCommunication`, `NoSensorData`…), or is `Inactive`/`Unknown` while the network still
+//!   sees the device, or that Defender has not seen for N days while the network has;
+//! - **Defender flagged**: a machine Defender itself reports as `CanBeOnboarded` or `Unsupported`
+//!   (`onboardingStatus` of the Machine entity,
+//!   https://learn.microsoft.com/en-us/defender-endpoint/api/machine; `InsufficientInfo` means
+//!   "seen only briefly" and is left out).
+//!
+//! Statuses are compared without regard to case: Microsoft's pages spell them both ways.
 
 use chrono::DateTime;
 
@@ -102,7 +106,21 @@ pub fn could_run_defender(profile: &str, category: &str, os_name: &str) -> bool 
         return false;
     }
     let text = format!("{profile} {os_name}").to_ascii_lowercase();
-    const NEVER: [&str; 7] = ["windows xp", "windows 2000", "server 2003", "windows ce", "mobile", "phone", "nt 4"];
+    // Releases whose only route to Defender was the Microsoft Monitoring Agent, retired in
+    // August 2024, count as never supported too (Windows 7, 8 and 8.1, Vista, Server 2008).
+    const NEVER: [&str; 11] = [
+        "windows xp",
+        "windows 2000",
+        "server 2003",
+        "windows ce",
+        "mobile",
+        "phone",
+        "nt 4",
+        "windows 7",
+        "windows 8",
+        "vista",
+        "server 2008",
+    ];
     if NEVER.iter().any(|n| text.contains(n)) {
         return false;
     }
@@ -119,45 +137,56 @@ fn day(t: i64) -> String {
 /// go without seeing a machine the network still sees.
 pub fn gap_of(f: &EndpointFacts, blind_after_days: i64, now: i64) -> Option<Gap> {
     let window = blind_after_days * 86_400;
+    // Only a device the network saw within the window is "still seen": a PC retired last year,
+    // or a laptop switched off for a month, is not a gap today.
     let network_recent = f.network_last_seen.is_some_and(|t| now - t <= window);
+    let capable = could_run_defender(&f.profile, &f.profile_category, &f.os_name);
     let gap = |kind, detail: String| Some(Gap { kind, detail });
-    match &f.machine {
-        None => (f.network_last_seen.is_some() && could_run_defender(&f.profile, &f.profile_category, &f.os_name))
-            .then(|| Gap {
-                kind: GapKind::NotOnboarded,
-                detail: format!("Profiled as {}; Defender has no machine for it.", f.profile),
-            }),
-        Some(m) => match m.onboarding_status.as_str() {
-            "Onboarded" if m.health_status != "Active" => gap(
-                GapKind::BlindSpot,
-                format!(
-                    "Defender reports its sensor as {}; last seen by Defender {}.",
-                    if m.health_status.is_empty() { "of unknown health" } else { &m.health_status },
-                    day(m.last_seen)
-                ),
-            ),
-            "Onboarded" if now - m.last_seen > window && network_recent => gap(
-                GapKind::BlindSpot,
-                format!(
+    let Some(m) = &f.machine else {
+        return (network_recent && capable).then(|| Gap {
+            kind: GapKind::NotOnboarded,
+            detail: format!("Profiled as {}; Defender has no machine for it.", f.profile),
+        });
+    };
+    // Microsoft documents these values in varying case (`onboarded`, `Onboarded`):
+    // https://learn.microsoft.com/en-us/defender-endpoint/api/machine
+    let onboarding = m.onboarding_status.to_ascii_lowercase();
+    let health = m.health_status.to_ascii_lowercase();
+    match onboarding.as_str() {
+        "onboarded" => {
+            // Inactive (or Unknown) is also what a machine switched off, re-imaged or retired
+            // looks like: a blind spot only while the network still sees the device. A sensor
+            // that reports but is impaired (ImpairedCommunication, NoSensorData…) is one anyway.
+            let quiet = matches!(health.as_str(), "inactive" | "unknown" | "");
+            if health != "active" && (!quiet || network_recent) {
+                return gap(
+                    GapKind::BlindSpot,
+                    format!(
+                        "Defender reports its sensor as {}; last seen by Defender {}.",
+                        if m.health_status.is_empty() { "of unknown health" } else { &m.health_status },
+                        day(m.last_seen)
+                    ),
+                );
+            }
+            // A machine without a last-seen time (0) is not judged on silence.
+            (m.last_seen > 0 && now - m.last_seen > window && network_recent).then(|| Gap {
+                kind: GapKind::BlindSpot,
+                detail: format!(
                     "Defender has not seen it since {} (over {blind_after_days} days); the network saw it {}.",
                     day(m.last_seen),
                     day(f.network_last_seen.unwrap_or_default())
                 ),
-            ),
-            "Onboarded" => None,
-            "CanBeOnboarded" => gap(GapKind::DefenderFlagged, "Defender reports it can be onboarded.".into()),
-            "Unsupported" => gap(GapKind::DefenderFlagged, "Defender reports it as unsupported.".into()),
-            "InsufficientInfo" => gap(
-                GapKind::DefenderFlagged,
-                "Defender lacks the information to tell whether it can be onboarded.".into(),
-            ),
-            // Defender did not say (the field is optional): as for a machine Defender lists without
-            // an onboarding, judge by the profile.
-            _ => (network_recent && could_run_defender(&f.profile, &f.profile_category, &f.os_name)).then(|| Gap {
-                kind: GapKind::NotOnboarded,
-                detail: "Defender lists it without an onboarding status.".into(),
-            }),
-        },
+            })
+        }
+        "canbeonboarded" => gap(GapKind::DefenderFlagged, "Defender reports it can be onboarded.".into()),
+        "unsupported" => gap(GapKind::DefenderFlagged, "Defender reports it as unsupported.".into()),
+        // InsufficientInfo: "only briefly seen on the network" (Microsoft's device inventory
+        // reference): not a finding by itself. Missing: judge by the profile.
+        "insufficientinfo" => None,
+        _ => (network_recent && capable).then(|| Gap {
+            kind: GapKind::NotOnboarded,
+            detail: "Defender lists it without an onboarding status.".into(),
+        }),
     }
 }
 
@@ -196,6 +225,10 @@ mod tests {
         assert!(could_run_defender("CentOS Linux", "Server", ""));
         assert!(!could_run_defender("Windows XP", "Workstation", ""));
         assert!(!could_run_defender("Windows Server 2003", "Server", ""));
+        assert!(!could_run_defender("Windows 7", "Workstation", ""), "only through the retired agent");
+        assert!(!could_run_defender("Windows Server 2008", "Server", ""));
+        assert!(!could_run_defender("Windows 8.1", "Workstation", ""));
+        assert!(could_run_defender("Windows Server 2012", "Server", ""), "2012 R2 runs the unified agent");
         assert!(!could_run_defender("Axis Camera", "Camera", "Linux"), "an IP camera runs Linux but no Defender");
         assert!(!could_run_defender("Chromebook", "Workstation", ""));
         assert!(!could_run_defender("", "", ""));
@@ -205,6 +238,8 @@ mod tests {
     fn not_onboarded_needs_the_network_and_a_capable_profile() {
         assert_eq!(kind(&facts("Windows Workstation", "Workstation", Some(NOW), None)), Some(GapKind::NotOnboarded));
         assert_eq!(kind(&facts("Windows Workstation", "Workstation", None, None)), None, "known only to Defender");
+        let retired = facts("Windows Workstation", "Workstation", Some(NOW - 300 * DAY), None);
+        assert_eq!(kind(&retired), None, "not seen on the network for months");
         assert_eq!(kind(&facts("HP Printer", "Printer", Some(NOW), None)), None);
     }
 
@@ -212,7 +247,12 @@ mod tests {
     fn blind_spots_are_unhealthy_sensors_and_silent_machines_the_network_sees() {
         let w = ("Windows Workstation", "Workstation");
         assert_eq!(kind(&facts(w.0, w.1, None, Some(("Onboarded", "Active", NOW)))), None);
-        assert_eq!(kind(&facts(w.0, w.1, None, Some(("Onboarded", "Inactive", NOW)))), Some(GapKind::BlindSpot));
+        assert_eq!(kind(&facts(w.0, w.1, None, Some(("Onboarded", "Inactive", NOW)))), None, "switched off");
+        let seen = Some(NOW - DAY);
+        assert_eq!(kind(&facts(w.0, w.1, seen, Some(("Onboarded", "Inactive", NOW)))), Some(GapKind::BlindSpot));
+        assert_eq!(kind(&facts(w.0, w.1, seen, Some(("onboarded", "inactive", NOW)))), Some(GapKind::BlindSpot));
+        assert_eq!(kind(&facts(w.0, w.1, seen, Some(("onboarded", "active", NOW)))), None, "any case");
+        assert_eq!(kind(&facts(w.0, w.1, seen, Some(("Onboarded", "Active", 0)))), None, "no last-seen time");
         assert_eq!(
             kind(&facts(w.0, w.1, None, Some(("Onboarded", "ImpairedCommunication", NOW)))),
             Some(GapKind::BlindSpot)
@@ -229,10 +269,12 @@ mod tests {
 
     #[test]
     fn defender_flags_what_it_did_not_onboard() {
-        for status in ["CanBeOnboarded", "Unsupported", "InsufficientInfo"] {
+        for status in ["CanBeOnboarded", "Unsupported", "canbeonboarded"] {
             let f = facts("Network Switch", "Network Device", Some(NOW), Some((status, "", 0)));
             assert_eq!(kind(&f), Some(GapKind::DefenderFlagged), "{status}");
         }
+        let brief = facts("Network Switch", "Network Device", Some(NOW), Some(("InsufficientInfo", "", 0)));
+        assert_eq!(kind(&brief), None, "seen only briefly: not a finding");
     }
 
     #[test]

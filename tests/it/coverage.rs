@@ -82,22 +82,49 @@ async fn a_synced_tenant_and_the_network_show_every_kind_of_coverage_gap() {
         })
         .await
         .unwrap();
-    let unhealthy: Vec<i64> = machines.iter().filter(|m| m.1 == "Onboarded" && m.2 != "Active").map(|m| m.0).collect();
-    let flagged: Vec<i64> = machines
+    // A sensor that reports but is impaired is a blind spot; an Inactive machine the network does
+    // not see (switched off, retired) is not. Statuses in any case, as Microsoft spells them.
+    let impaired: Vec<i64> = machines
         .iter()
-        .filter(|m| ["CanBeOnboarded", "Unsupported", "InsufficientInfo"].contains(&m.1.as_str()))
+        .filter(|m| m.1.eq_ignore_ascii_case("Onboarded"))
+        .filter(|m| !["active", "inactive", "unknown", ""].contains(&m.2.to_ascii_lowercase().as_str()))
         .map(|m| m.0)
         .collect();
-    assert!(!unhealthy.is_empty() && !flagged.is_empty(), "the simulator makes both: {machines:?}");
+    let network_seen: Vec<i64> = app
+        .db
+        .run(|c| {
+            use endpoint_analytics::db::schema::endpoint_sources as s;
+            Ok(s::table.filter(s::source.ne("defender")).select(s::endpoint_id).load(c)?)
+        })
+        .await
+        .unwrap();
+    let quiet_unseen: Vec<i64> = machines
+        .iter()
+        .filter(|m| m.1.eq_ignore_ascii_case("Onboarded") && m.2.eq_ignore_ascii_case("Inactive"))
+        .filter(|m| !network_seen.contains(&m.0))
+        .map(|m| m.0)
+        .collect();
+    let flagged: Vec<i64> = machines
+        .iter()
+        .filter(|m| ["canbeonboarded", "unsupported"].contains(&m.1.to_ascii_lowercase().as_str()))
+        .map(|m| m.0)
+        .collect();
+    assert!(
+        !impaired.is_empty() && !flagged.is_empty() && !quiet_unseen.is_empty(),
+        "the simulator makes each: {machines:?}"
+    );
     let blind = found.get("blind_spot").cloned().unwrap_or_default();
-    for id in &unhealthy {
-        assert!(blind.contains(id), "endpoint {id} has an unhealthy sensor: {found:?}");
+    for id in &impaired {
+        assert!(blind.contains(id), "endpoint {id} has an impaired sensor: {found:?}");
+    }
+    for id in &quiet_unseen {
+        assert!(!blind.contains(id), "endpoint {id} is switched off, not blind: {found:?}");
     }
     let mut listed = found.get("defender_flagged").cloned().unwrap_or_default();
     listed.sort_unstable();
     let mut expected = flagged.clone();
     expected.sort_unstable();
-    assert_eq!(listed, expected, "exactly the machines Defender did not onboard");
+    assert_eq!(listed, expected, "exactly the machines Defender can onboard or does not support");
 
     // Each gap is a risk factor at the default level, and the endpoint's risk follows.
     let detail = app.api_get(&token, &format!("/api/v1/endpoints/{pc}")).await;

@@ -224,11 +224,22 @@ pub fn risers(conn: &mut AnyConnection, since: i32, limit: usize) -> QueryResult
         .load(conn)?;
     let mut out = Vec::new();
     for chunk in changed.chunks(5_000) {
-        let rows: Vec<(i64, i32, i16)> = risk_history::table
+        // The rows of the week, and each endpoint's latest row on or before `since` (not its
+        // whole history).
+        let mut rows: Vec<(i64, i32, i16)> = risk_history::table
             .filter(risk_history::endpoint_id.eq_any(chunk.to_vec()))
-            .order((risk_history::endpoint_id.asc(), risk_history::day.asc()))
+            .filter(risk_history::day.gt(since))
             .select((risk_history::endpoint_id, risk_history::day, risk_history::risk))
             .load(conn)?;
+        let before: Vec<LatestRow> = diesel::sql_query(format!(
+            "SELECT h.endpoint_id, h.day, h.risk, h.exposure, h.alert, h.vulns, h.why FROM risk_history h \
+             JOIN (SELECT endpoint_id, MAX(day) AS day FROM risk_history WHERE day <= {since} \
+             AND endpoint_id IN ({}) GROUP BY endpoint_id) m ON m.endpoint_id = h.endpoint_id AND m.day = h.day",
+            crate::db::batch::id_list(chunk)
+        ))
+        .load(conn)?;
+        rows.extend(before.into_iter().map(|r| (r.endpoint_id, r.day, r.risk)));
+        rows.sort_unstable_by_key(|r| (r.0, r.1));
         // Rows come by endpoint, oldest first: the first one seen sets "then" unless a later
         // one is still on or before `since`; the last one is "now".
         let mut levels: HashMap<i64, (i16, i16)> = HashMap::new();
@@ -267,12 +278,25 @@ pub fn risers(conn: &mut AnyConnection, since: i32, limit: usize) -> QueryResult
 pub fn prune(conn: &mut AnyConnection, cutoff: i32) -> QueryResult<usize> {
     use crate::db::schema::risk_day_counts as d;
     diesel::delete(d::table.filter(d::day.lt(cutoff))).execute(conn)?;
-    // `cutoff` is a number of ours, written as a literal: the statement names it twice.
-    diesel::sql_query(format!(
-        "DELETE FROM risk_history WHERE day < {cutoff} AND EXISTS (SELECT 1 FROM risk_history n \
-         WHERE n.endpoint_id = risk_history.endpoint_id AND n.day > risk_history.day AND n.day <= {cutoff})"
-    ))
-    .execute(conn)
+    // By slices of endpoints, so that a retention cut after a long time (millions of rows) never
+    // holds the write lock for long. `cutoff` and the ids are numbers of ours, written as
+    // literals.
+    let ids: Vec<i64> = risk_history::table
+        .filter(risk_history::day.lt(cutoff))
+        .select(risk_history::endpoint_id)
+        .distinct()
+        .load(conn)?;
+    let mut deleted = 0;
+    for chunk in ids.chunks(500) {
+        deleted += diesel::sql_query(format!(
+            "DELETE FROM risk_history WHERE endpoint_id IN ({ids}) AND day < {cutoff} AND EXISTS \
+             (SELECT 1 FROM risk_history n WHERE n.endpoint_id = risk_history.endpoint_id \
+             AND n.day > risk_history.day AND n.day <= {cutoff})",
+            ids = crate::db::batch::id_list(chunk)
+        ))
+        .execute(conn)?;
+    }
+    Ok(deleted)
 }
 
 /// Rows stored (for the benchmark's size report).

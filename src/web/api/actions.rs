@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::models::actions::{self, ActionRow, ActionStatus};
-use crate::db::models::endpoints;
 use crate::defender::actions::{self as service, Refusal};
 use crate::error::AppError;
 use crate::web::auth::{ApiAnalyst, ApiOperator};
@@ -121,16 +120,7 @@ pub async fn list(
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let rows = state
-        .db
-        .run(move |c| {
-            if endpoints::find(c, id)?.is_none() {
-                return Ok(None);
-            }
-            Ok(Some(actions::of_endpoint(c, id, LIST_LIMIT)?))
-        })
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let rows = super::of_endpoint(&state, id, |c, id| actions::of_endpoint(c, id, LIST_LIMIT)).await?;
     let items: Vec<ActionJson> = rows.into_iter().map(ActionJson::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }

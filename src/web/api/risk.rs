@@ -5,7 +5,6 @@ use actix_web::{HttpResponse, web};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::db::models::endpoints;
 use crate::db::models::risk_history::{self, HistoryRow};
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
@@ -61,14 +60,7 @@ pub async fn endpoint_history(
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let rows = state
-        .db
-        .run(move |c| match endpoints::find(c, id)? {
-            None => Ok(None),
-            Some(_) => Ok(Some(risk_history::of_endpoint(c, id, MAX_ROWS)?)),
-        })
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let rows = super::of_endpoint(&state, id, |c, id| risk_history::of_endpoint(c, id, MAX_ROWS)).await?;
     Ok(HttpResponse::Ok().json(HistoryListJson { items: rows.into_iter().map(HistoryJson::from).collect() }))
 }
 
@@ -122,6 +114,9 @@ pub async fn summary(
     let today = crate::risk_history::day_of(crate::db::now());
     let to = parse_date("to", &query.to)?.map_or(today, day_of);
     let from = parse_date("from", &query.from)?.map_or(to - 29, day_of);
+    if from < 0 {
+        return Err(AppError::bad_request("from must not be before 1970-01-01."));
+    }
     if from > to {
         return Err(AppError::bad_request("from must not be after to."));
     }
