@@ -10,6 +10,7 @@
 use diesel::prelude::*;
 
 use crate::db::batch::{execute_values, row, update_by_id};
+use crate::db::models::events;
 use crate::db::schema::{endpoint_history, endpoint_ips, endpoint_sources, endpoints};
 use crate::db::{AnyConnection, engine_query, now};
 use crate::domain::observations::Observation;
@@ -442,14 +443,29 @@ pub fn insert_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<
             ]
         })
         .collect();
-    execute_values(
+    let inserted = execute_values(
         conn,
         "INSERT INTO endpoints (id, mac, mac_vendor, ip, hostname, fqdn, os_name, os_version, os_build, \
          dhcp_vendor_class, dhcp_params, user_agent, profile, match_score, risk_level, sources, custom_data, \
          first_seen, last_seen, created_at, updated_at, other_profiles, profile_reason)",
         "",
         &rows,
-    )
+    )?;
+    // The choke point of new endpoints: their `endpoint.created` events go in the same
+    // transaction (the outbox, `db::models::events`).
+    let created: Vec<events::NewEvent> = list
+        .iter()
+        .map(|e| {
+            let name = [e.hostname.as_str(), e.mac.as_deref().unwrap_or(""), e.ip.as_str()]
+                .into_iter()
+                .find(|n| !n.is_empty())
+                .unwrap_or("an endpoint");
+            let data = serde_json::json!({ "hostname": e.hostname, "mac": e.mac, "ip": e.ip, "sources": e.sources });
+            (Some(e.id), format!("New endpoint {name}"), data)
+        })
+        .collect();
+    events::record_with(conn, events::kinds::ENDPOINT_CREATED, &created)?;
+    Ok(inserted)
 }
 
 /// Writes what an integration's import sets of these endpoints: what it reports (OS, names,
