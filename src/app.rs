@@ -89,6 +89,7 @@ impl Application {
             db: db.clone(),
             modeler: modeler.clone(),
             secrets: secrets.clone(),
+            notifier: crate::notify::Notifier::new(db.clone(), secrets.clone())?,
             defender: crate::defender::service::DefenderService::new(
                 db.clone(),
                 modeler.clone(),
@@ -188,6 +189,7 @@ impl Application {
             self.state.modeler.clone(),
             self.state.background.clone(),
         ));
+        let notifier = tokio::spawn(crate::notify::supervise(self.state.notifier.clone()));
         let (handle, background) = (self.server.handle(), self.state.background.clone());
         let on_signal = tokio::spawn(async move {
             shutdown_signal().await;
@@ -199,6 +201,7 @@ impl Application {
         });
         let result = self.server.await.context("the web server failed");
         scheduler.abort();
+        notifier.abort();
         housekeeping.abort();
         // Also when the server ended for another reason than a signal.
         self.state.background.shutdown(SHUTDOWN_GRACE).await;

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "background",
             "config",
             "outbound",
+            "notify",
         ],
     ),
     ("web", &["web", "error"]),
