@@ -28,6 +28,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// The first retry's wait; each next one doubles, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a worker whose destination another instance holds waits before asking again.
+const LEASE_RETRY: Duration = Duration::from_secs(15);
 /// Events read from the outbox at a time.
 const BATCH: i64 = 100;
 /// The sealing purpose of webhook secrets (bound to the URL, like the Defender secret).
@@ -138,7 +140,9 @@ impl Notifier {
     async fn work(self, id: i64) {
         let lease = match self.db.try_lease(&lease_name(id)).await {
             Ok(Some(l)) => l,
-            Ok(None) => return,
+            // Another instance delivers this destination: ask again a while later, not at
+            // every round (each ask is a PostgreSQL connection of its own).
+            Ok(None) => return tokio::time::sleep(LEASE_RETRY).await,
             Err(e) => {
                 tracing::warn!(destination = id, error = %e, "could not take a destination's lease");
                 return;
@@ -237,7 +241,8 @@ fn lease_name(id: i64) -> String {
 
 /// What an admin sends to create or change a destination (the API's body; every field is
 /// optional on a change, where what is missing stays as stored).
-#[derive(Debug, Default, serde::Deserialize)]
+/// Not `Debug`: it may hold the secret, which must not reach a log line by accident.
+#[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationInput {
     pub name: Option<String>,
