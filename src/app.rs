@@ -91,6 +91,7 @@ impl Application {
             db: db.clone(),
             modeler: modeler.clone(),
             secrets: secrets.clone(),
+            notifier: crate::notify::Notifier::new(db.clone(), secrets.clone())?,
             defender: crate::defender::service::DefenderService::new(
                 db.clone(),
                 modeler.clone(),
@@ -191,6 +192,7 @@ impl Application {
             self.state.background.clone(),
             self.risk_history_days,
         ));
+        let notifier = tokio::spawn(crate::notify::supervise(self.state.notifier.clone()));
         let (handle, background) = (self.server.handle(), self.state.background.clone());
         let on_signal = tokio::spawn(async move {
             shutdown_signal().await;
@@ -202,6 +204,7 @@ impl Application {
         });
         let result = self.server.await.context("the web server failed");
         scheduler.abort();
+        notifier.abort();
         housekeeping.abort();
         // Also when the server ended for another reason than a signal.
         self.state.background.shutdown(SHUTDOWN_GRACE).await;

@@ -5,6 +5,7 @@
 //! own, so that coverage gaps sort and alert like any other risk.
 
 use crate::db::models::coverage::{self, GapRow};
+use crate::db::models::events::{self, kinds};
 use crate::db::models::risk::{self, FactorValue};
 use crate::db::{AnyConnection, DbResult as QueryResult};
 use crate::domain::coverage::{GapKind, gap_of};
@@ -51,6 +52,7 @@ pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> Qu
         let level = policy.level.to_i16();
         let mut done = Refreshed::default();
         let (mut upserts, mut closed, mut factors) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut opened_events, mut closed_events) = (Vec::new(), Vec::new());
         for f in &facts {
             let id = f.endpoint_id;
             let gap = gap_of(f, policy.blind_after_days, now);
@@ -59,6 +61,12 @@ pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> Qu
                 (Some(_), None) => {
                     closed.push(id);
                     factors.push((id, None));
+                    let was = known.get(&id).map_or("", |o| o.kind.as_str());
+                    closed_events.push((
+                        Some(id),
+                        "EDR coverage gap closed".to_owned(),
+                        serde_json::json!({ "gap": was }),
+                    ));
                     done.closed += 1;
                 }
                 (old, Some(g)) => {
@@ -71,6 +79,13 @@ pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> Qu
                             detail: g.detail.clone(),
                             since,
                         });
+                        if !same_kind {
+                            opened_events.push((
+                                Some(id),
+                                format!("EDR coverage gap opened: {}", g.kind.label().to_lowercase()),
+                                serde_json::json!({ "gap": g.kind.as_str(), "detail": g.detail, "level": level }),
+                            ));
+                        }
                         if old.is_none() {
                             done.opened += 1;
                         } else {
@@ -85,6 +100,9 @@ pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> Qu
         }
         // Endpoints deleted since took their gap with them (ON DELETE CASCADE).
         coverage::apply(c, &upserts, &closed)?;
+        // In this transaction: the outbox (`db::models::events`).
+        events::record_with(c, kinds::GAP_OPENED, &opened_events)?;
+        events::record_with(c, kinds::GAP_CLOSED, &closed_events)?;
         for chunk in factors.chunks(FACTOR_CHUNK) {
             let rows: Vec<(i64, &str, Option<FactorValue>)> =
                 chunk.iter().map(|(id, f)| (*id, COVERAGE_SOURCE, f.clone())).collect();

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod modeling;
+pub mod notify;
 pub mod outbound;
 pub mod packaging;
 pub mod risk_history;

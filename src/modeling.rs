@@ -23,7 +23,7 @@ const STALE_KEY: &str = "model_stale";
 pub const PROFILE_SOURCE: &str = "Profile";
 pub const DUPLICATE_MAC_SOURCE: &str = "Duplicate MAC";
 /// The kind of the event recorded when an endpoint's profile changes.
-pub const PROFILE_CHANGED: &str = "profile.changed";
+pub const PROFILE_CHANGED: &str = events::kinds::PROFILE_CHANGED;
 /// How far back a host-name change under one MAC counts as a conflicting identity.
 const DUPLICATE_WINDOW_SECS: i64 = 7 * 86_400;
 const BATCH: i64 = 2_000;

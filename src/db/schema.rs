@@ -145,6 +145,37 @@ diesel::table! {
         endpoint_id -> Nullable<BigInt>,
         kind -> Text,
         message -> Text,
+        data -> Text,
+        txid -> BigInt,
+    }
+}
+
+diesel::table! {
+    destinations (id) {
+        id -> BigInt,
+        name -> Text,
+        kind -> Text,
+        url -> Text,
+        secret_ciphertext -> Nullable<Binary>,
+        event_types -> Text,
+        min_level -> SmallInt,
+        enabled -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        cursor_txid -> BigInt,
+        cursor_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> BigInt,
+        destination_id -> BigInt,
+        event_id -> Nullable<BigInt>,
+        at -> BigInt,
+        attempt -> Integer,
+        status -> Text,
+        detail -> Text,
     }
 }
 
@@ -357,6 +388,7 @@ diesel::table! {
 }
 
 diesel::joinable!(coverage_gaps -> endpoints (endpoint_id));
+diesel::joinable!(deliveries -> destinations (destination_id));
 
 diesel::table! {
     risk_history (endpoint_id, day) {
@@ -411,4 +443,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     coverage_gaps,
     risk_history,
     risk_day_counts,
+    destinations,
+    deliveries,
 );

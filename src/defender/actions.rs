@@ -11,7 +11,8 @@ use super::{DefenderError, IsolationType, MachineAction, ScanType};
 use crate::db::models::actions::{self, ActionRow, NewAction, Recorded};
 use crate::db::models::audit;
 use crate::db::models::defender_machines::{self, DefenderMachine};
-use crate::db::now;
+use crate::db::models::events;
+use crate::db::{AnyConnection, DbResult, now};
 use crate::domain::action::ActionStatus;
 
 /// Seconds between two polls of one action by a watching page.
@@ -184,7 +185,9 @@ pub async fn submit(
     let (key, user_owned, r) = (scoped_key(user, endpoint_id, &req.idempotency_key), user.to_owned(), req.clone());
     let recorded = ctx
         .db
+        // One transaction: the intent and its `action.requested` event (the outbox).
         .run(move |c| {
+            c.write_transaction(|c| {
             let Some(m) = defender_machines::of_endpoint(c, endpoint_id)? else { return Ok(Err(Refusal::NotFound)) };
             // A repeat of an earlier submission is answered with it, whatever changed since; a
             // key reused for another action is refused (the IETF Idempotency-Key draft: another
@@ -224,8 +227,15 @@ pub async fn submit(
                     .outcome("requested")
                     .details(&format!("{} (action {}): {}", r.kind.label(), row.id, r.comment))
                     .record(c)?;
+                let data = serde_json::json!({
+                    "action": row.id, "type": row.action_type, "scope": row.scope,
+                    "requested_by": row.requested_by, "machine": m.computer_dns_name,
+                });
+                let message = format!("{} requested by {}", r.kind.label(), row.requested_by);
+                events::record_with(c, events::kinds::ACTION_REQUESTED, &[(Some(endpoint_id), message, data)])?;
             }
             Ok(Ok(rec))
+        })
         })
         .await?;
     let row = match recorded {
@@ -264,6 +274,17 @@ pub async fn submit(
     record_outcome(ctx, &row, outcome, user).await
 }
 
+/// Records the `action.finished` event of an action that reached a final status (in the
+/// caller's transaction: the outbox).
+fn action_finished(c: &mut AnyConnection, row: &ActionRow, status: ActionStatus) -> DbResult<usize> {
+    let data = serde_json::json!({
+        "action": row.id, "type": row.action_type, "scope": row.scope,
+        "requested_by": row.requested_by, "status": status.as_str(),
+    });
+    let message = format!("{} {} ended {status}", row.action_type, row.scope);
+    events::record_with(c, events::kinds::ACTION_FINISHED, &[(Some(row.endpoint_id), message, data)])
+}
+
 /// The idempotency key as stored: the caller's key within the caller and the endpoint, so that
 /// the same key from another caller, or for another endpoint, is another request (and never
 /// answers with someone else's action).
@@ -285,28 +306,33 @@ async fn record_outcome(
 ) -> anyhow::Result<Result<ActionRow, Refusal>> {
     let (id, user, label) = (row.id, user.to_owned(), format!("{} {}", row.action_type, row.scope));
     let machine = row.machine_id.clone();
+    let finished = row.clone();
     let updated = ctx
         .db
+        // One transaction: the new status and its event (the outbox) commit together.
         .run(move |c| {
-            match &sent {
-                Sent::Accepted(a) => {
-                    actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
-                    audit::entry(&user, "defender.action")
-                        .target(&machine)
-                        .outcome("sent")
-                        .details(&format!("{label} (action {id}); Defender action {}", a.id))
-                        .record(c)?;
+            c.write_transaction(|c| {
+                match &sent {
+                    Sent::Accepted(a) => {
+                        actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
+                        audit::entry(&user, "defender.action")
+                            .target(&machine)
+                            .outcome("sent")
+                            .details(&format!("{label} (action {id}); Defender action {}", a.id))
+                            .record(c)?;
+                    }
+                    Sent::Failed(why) => {
+                        actions::set_status(c, id, ActionStatus::Failed, why)?;
+                        action_finished(c, &finished, ActionStatus::Failed)?;
+                        audit::entry(&user, "defender.action")
+                            .target(&machine)
+                            .outcome("failure")
+                            .details(&format!("{label} (action {id}): {why}"))
+                            .record(c)?;
+                    }
                 }
-                Sent::Failed(why) => {
-                    actions::set_status(c, id, ActionStatus::Failed, why)?;
-                    audit::entry(&user, "defender.action")
-                        .target(&machine)
-                        .outcome("failure")
-                        .details(&format!("{label} (action {id}): {why}"))
-                        .record(c)?;
-                }
-            }
-            Ok(actions::find(c, id)?)
+                Ok(actions::find(c, id)?)
+            })
         })
         .await?;
     Ok(updated.ok_or(Refusal::NotFound))
@@ -334,7 +360,7 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
     let id = row.id;
     let db_row = row.clone();
     ctx.db
-        .run(move |c| {
+        .run(move |c| c.write_transaction(|c| {
             match answer {
                 Ok(a) => {
                     // A status the product does not know is logged, and the stored one kept.
@@ -358,6 +384,7 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                                     defender_machines::set_isolated(c, &db_row.machine_id, isolated, &state.details())?;
                                 }
                             }
+                            action_finished(c, &db_row, status)?;
                             audit::entry(&db_row.requested_by, "defender.action").target(&db_row.machine_id).outcome(status.as_str()).details(&format!(
                                         "{} {} (action {id}) ended {status}",
                                         db_row.action_type, db_row.scope
@@ -373,7 +400,7 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                 }
             }
             Ok(actions::find(c, id)?.unwrap_or(db_row))
-        })
+        }))
         .await
 }
 
@@ -409,20 +436,21 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                     && a.requestor_comment.as_deref() == Some(row.comment.as_str())
                     && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
             });
-            let (id, user) = (row.id, row.requested_by.clone());
+            let (id, user, unsent) = (row.id, row.requested_by.clone(), row.clone());
             ctx.db
-                .run(move |c| {
+                .run(move |c| c.write_transaction(|c| {
                     match found {
                         Some(a) => {
                             actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
                         }
                         None => {
+                            action_finished(c, &unsent, ActionStatus::Failed)?;
                             actions::set_status(c, id, ActionStatus::Failed, "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.")?;
                             audit::entry(&user, "defender.action").outcome("failure").details(&format!("action {id} was never sent")).record(c)?;
                         }
                     }
                     Ok(())
-                })
+                }))
                 .await?;
         } else {
             refresh(ctx, row).await?;

@@ -19,7 +19,7 @@ use crate::db::AnyConnection;
 use crate::db::lease::{self, Lease};
 use crate::db::models::defender_sync_staging::{self, StagedMachine};
 use crate::db::models::integration::{self, RunCounts};
-use crate::db::models::{audit, defender_machines, jobs};
+use crate::db::models::{audit, defender_machines, events, jobs};
 
 mod collect;
 
@@ -88,13 +88,20 @@ pub async fn start(ctx: &DefenderService, trigger: &str, requested_by: &str) -> 
             let result = ctx
                 .db
                 .run(move |c| {
-                    integration::finish_run(c, id, status, counts, &error)?;
-                    audit::entry(&by, "defender.sync")
-                        .target("Microsoft Defender")
-                        .outcome(status)
-                        .details(&details)
-                        .record(c)?;
-                    Ok(())
+                    c.write_transaction(|c| {
+                        integration::finish_run(c, id, status, counts, &error)?;
+                        if status == "failed" {
+                            let data = serde_json::json!({ "run": id, "error": error });
+                            let message = format!("The Defender sync failed: {error}");
+                            events::record_with(c, events::kinds::SYNC_FAILED, &[(None, message, data)])?;
+                        }
+                        audit::entry(&by, "defender.sync")
+                            .target("Microsoft Defender")
+                            .outcome(status)
+                            .details(&details)
+                            .record(c)?;
+                        Ok(())
+                    })
                 })
                 .await;
             if let Err(e) = result {

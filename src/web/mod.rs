@@ -36,6 +36,8 @@ pub struct AppState {
     pub secrets: crate::secrets::SecretBox,
     /// The Defender integration: what pages, the API and the jobs ask of it.
     pub defender: crate::defender::service::DefenderService,
+    /// Delivers events to the destinations (webhooks, syslog); sends test events.
+    pub notifier: crate::notify::Notifier,
     pub settings: Arc<Settings>,
     pub login_throttle: login_guard::LoginThrottle,
     /// Password checks that may run at once (each Argon2 check holds about 19 MiB).
@@ -176,6 +178,13 @@ route_table! {
     get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
     post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
     get "/api/v1/actions/{id}"                  => api::actions::status;
+    get "/api/v1/destinations"                  => api::destinations::list;
+    post "/api/v1/destinations"                 => api::destinations::create;
+    put "/api/v1/destinations/{id}"             => api::destinations::update;
+    patch "/api/v1/destinations/{id}"           => api::destinations::update;
+    delete "/api/v1/destinations/{id}"          => api::destinations::delete;
+    post "/api/v1/destinations/{id}/test"       => api::destinations::test;
+    get "/api/v1/destinations/{id}/deliveries"  => api::destinations::deliveries;
     get "/api/v1/openapi.json"                  => api::openapi::document;
 }
 

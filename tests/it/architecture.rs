@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "background",
             "config",
             "outbound",
+            "notify",
         ],
     ),
     ("web", &["web", "error"]),

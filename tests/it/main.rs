@@ -19,6 +19,7 @@ mod defender_behaviour;
 mod defender_client;
 mod defender_sync;
 mod doors;
+mod events;
 mod faults;
 mod freshness;
 mod inventory;

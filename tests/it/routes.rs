@@ -115,6 +115,24 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("post", "/tokens/{id}/revoke") => e(format!("/tokens/{MISSING}/revoke"), Page(Role::Admin), 404, ""),
         ("get", "/audit") => e(p("/audit"), Page(Role::Admin), 200, ""),
         ("post", "/api/v1/observations") => e(p("/api/v1/observations"), Api(Role::Operator), 400, "{}"),
+        ("get", "/api/v1/destinations") => e(p("/api/v1/destinations"), Api(Role::Admin), 200, ""),
+        // Settings missing: 400, nothing created.
+        ("post", "/api/v1/destinations") => e(p("/api/v1/destinations"), Api(Role::Admin), 400, "{}"),
+        ("put", "/api/v1/destinations/{id}") => {
+            e(format!("/api/v1/destinations/{MISSING}"), Api(Role::Admin), 404, "{}")
+        }
+        ("patch", "/api/v1/destinations/{id}") => {
+            e(format!("/api/v1/destinations/{MISSING}"), Api(Role::Admin), 404, "{}")
+        }
+        ("delete", "/api/v1/destinations/{id}") => {
+            e(format!("/api/v1/destinations/{MISSING}"), Api(Role::Admin), 404, "")
+        }
+        ("post", "/api/v1/destinations/{id}/test") => {
+            e(format!("/api/v1/destinations/{MISSING}/test"), Api(Role::Admin), 404, "")
+        }
+        ("get", "/api/v1/destinations/{id}/deliveries") => {
+            e(format!("/api/v1/destinations/{MISSING}/deliveries"), Api(Role::Admin), 404, "")
+        }
         ("put", "/api/v1/integrations/defender") => {
             e(p("/api/v1/integrations/defender"), Api(Role::Admin), 400, "{\"tenant_id\": \"x\"}")
         }

@@ -10,6 +10,7 @@
 use diesel::prelude::*;
 
 use crate::db::batch::{execute_values, row, update_by_id};
+use crate::db::models::events;
 use crate::db::schema::{endpoint_history, endpoint_ips, endpoint_sources, endpoints};
 use crate::db::{AnyConnection, engine_query, now};
 use crate::domain::observations::Observation;
@@ -157,6 +158,8 @@ fn apply_one<'a>(
                 endpoints::updated_at.eq(t),
             );
             let id = crate::db::insert_returning_id!(conn, endpoints::table, values, endpoints::id)?;
+            let (ip, hostname) = (o.ip.as_deref().unwrap_or(""), o.hostname.as_deref().unwrap_or(""));
+            record_created(conn, &[(id, hostname, o.mac.as_deref(), ip, source)])?;
             (id, true)
         }
         Some(e) => {
@@ -442,14 +445,33 @@ pub fn insert_many(conn: &mut AnyConnection, list: &[&Endpoint]) -> QueryResult<
             ]
         })
         .collect();
-    execute_values(
+    let inserted = execute_values(
         conn,
         "INSERT INTO endpoints (id, mac, mac_vendor, ip, hostname, fqdn, os_name, os_version, os_build, \
          dhcp_vendor_class, dhcp_params, user_agent, profile, match_score, risk_level, sources, custom_data, \
          first_seen, last_seen, created_at, updated_at, other_profiles, profile_reason)",
         "",
         &rows,
-    )
+    )?;
+    let created: Vec<_> =
+        list.iter().map(|e| (e.id, e.hostname.as_str(), e.mac.as_deref(), e.ip.as_str(), e.sources.as_str())).collect();
+    record_created(conn, &created)?;
+    Ok(inserted)
+}
+
+/// The `endpoint.created` events of new endpoints (id, host name, MAC, IP, sources), on the
+/// connection of their insert, so in its transaction (the outbox, `db::models::events`). Each
+/// of the three ways an endpoint is created (observations, a Defender import, a review) calls it.
+fn record_created(conn: &mut AnyConnection, created: &[(i64, &str, Option<&str>, &str, &str)]) -> QueryResult<usize> {
+    let events: Vec<events::NewEvent> = created
+        .iter()
+        .map(|&(id, hostname, mac, ip, sources)| {
+            let name = [hostname, mac.unwrap_or(""), ip].into_iter().find(|n| !n.is_empty()).unwrap_or("an endpoint");
+            let data = serde_json::json!({ "hostname": hostname, "mac": mac, "ip": ip, "sources": sources });
+            (Some(id), format!("New endpoint {name}"), data)
+        })
+        .collect();
+    events::record_with(conn, events::kinds::ENDPOINT_CREATED, &events)
 }
 
 /// Writes what an integration's import sets of these endpoints: what it reports (OS, names,
@@ -603,7 +625,9 @@ pub fn insert_one(conn: &mut AnyConnection, e: &NewEndpoint<'_>) -> QueryResult<
         endpoints::created_at.eq(t),
         endpoints::updated_at.eq(t),
     );
-    crate::db::insert_returning_id!(conn, endpoints::table, values, endpoints::id)
+    let id = crate::db::insert_returning_id!(conn, endpoints::table, values, endpoints::id)?;
+    record_created(conn, &[(id, e.hostname, None, e.ip, e.source)])?;
+    Ok(id)
 }
 
 pub fn delete(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {

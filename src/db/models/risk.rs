@@ -1,10 +1,14 @@
 //! Risk factors: one row per endpoint and assessment source.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 
 use crate::db::batch::{delete_pairs, execute_values, id_list, row};
+use crate::db::models::events;
 use crate::db::schema::{endpoints, risk_factors};
 use crate::db::{AnyConnection, engine_query, now};
+use crate::domain::risk::RiskLevel;
 
 /// A factor's level, summary and details, as stored.
 pub type FactorValue = (i16, String, String);
@@ -66,7 +70,7 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
             (Some(c), Some(f)) if c == f => continue,
             (_, Some((level, summary, details))) => upserts.push(row![*id, *source, *level, summary, details, t]),
         }
-        changed.push(*id);
+        changed.push((*id, *source));
     }
     execute_values(
         conn,
@@ -76,9 +80,13 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
         &upserts,
     )?;
     delete_pairs(conn, "risk_factors", (risk_factors::endpoint_id, risk_factors::source), &deletes)?;
-    changed.sort_unstable();
-    changed.dedup();
-    refresh_overall(conn, &changed)?;
+    let mut causes: HashMap<i64, Vec<String>> = HashMap::new();
+    for (id, source) in &changed {
+        causes.entry(*id).or_default().push((*source).to_owned());
+    }
+    let mut ids: Vec<i64> = causes.keys().copied().collect();
+    ids.sort_unstable();
+    refresh_overall_because(conn, &ids, &causes)?;
     Ok(upserts.len() + deletes.len())
 }
 
@@ -95,15 +103,71 @@ pub fn delete_sources(conn: &mut AnyConnection, sources: &[&str]) -> QueryResult
 }
 
 /// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
-/// they have none). Writes only the endpoints whose level moved.
+/// they have none). Writes only the endpoints whose level moved, and for each a
+/// `risk.level_changed` event (in the caller's transaction: the outbox) with the old and new
+/// levels and the factor that caused it.
 pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<usize> {
+    refresh_overall_because(conn, endpoint_ids, &HashMap::new())
+}
+
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::SmallInt)]
+    old: i16,
+    #[diesel(sql_type = diesel::sql_types::SmallInt)]
+    new: i16,
+    /// The source and summary of the highest factor now (empty when none is left).
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    top_source: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    top_summary: String,
+}
+
+/// [`refresh_overall`], knowing which sources changed per endpoint (`causes`): a level that
+/// fell was caused by a factor that is gone or lower, which only the caller knows; a level
+/// that rose, by the highest factor now.
+fn refresh_overall_because(
+    conn: &mut AnyConnection,
+    endpoint_ids: &[i64],
+    causes: &HashMap<i64, Vec<String>>,
+) -> QueryResult<usize> {
     const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
+    const TOP: &str = "FROM risk_factors r WHERE r.endpoint_id = endpoints.id ORDER BY r.level DESC, r.source LIMIT 1";
     let mut updated = 0;
     for chunk in endpoint_ids.chunks(1000) {
         let ids = id_list(chunk);
+        let moved: Vec<Moved> = diesel::sql_query(format!(
+            "SELECT id, risk_level AS old, CAST({HIGHEST} AS SMALLINT) AS new, \
+             COALESCE((SELECT r.source {TOP}), '') AS top_source, COALESCE((SELECT r.summary {TOP}), '') AS top_summary \
+             FROM endpoints WHERE id IN ({ids}) AND risk_level <> {HIGHEST}"
+        ))
+        .load(conn)?;
+        if moved.is_empty() {
+            continue;
+        }
         let sql =
             format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ({ids}) AND risk_level <> {HIGHEST}");
         updated += diesel::sql_query(sql).execute(conn)?;
+        let events: Vec<events::NewEvent> = moved
+            .into_iter()
+            .map(|m| {
+                let factor = match causes.get(&m.id) {
+                    Some(sources) if m.new < m.old || m.top_source.is_empty() => sources.join(", "),
+                    _ => m.top_source.clone(),
+                };
+                let (old, new) = (RiskLevel::label_of(m.old), RiskLevel::label_of(m.new));
+                let direction = if m.new > m.old { "rose" } else { "fell" };
+                let message = format!("Risk {direction} from {old} to {new} ({factor})");
+                let data = serde_json::json!({
+                    "old": old, "new": new, "level": m.old.max(m.new),
+                    "factor": factor, "summary": m.top_summary,
+                });
+                (Some(m.id), message, data)
+            })
+            .collect();
+        events::record_with(conn, events::kinds::RISK_CHANGED, &events)?;
     }
     Ok(updated)
 }

@@ -2,6 +2,7 @@
 //! `/api/v1/openapi.json`). Authenticated by API tokens only.
 
 pub mod actions;
+pub mod destinations;
 pub mod endpoints;
 pub mod integrations;
 pub mod observations;
