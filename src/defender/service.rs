@@ -214,8 +214,7 @@ impl DefenderService {
 /// what they last wrote, so that re-enabling brings everything back.
 fn disable(c: &mut crate::db::AnyConnection, modeler: &crate::modeling::Modeler) -> anyhow::Result<usize> {
     use crate::db::models::risk;
-    let affected = risk::delete_sources(c, &[super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE])?;
-    risk::refresh_overall(c, &affected)?;
+    risk::delete_sources(c, &[super::import::EXPOSURE_SOURCE, super::import::ALERTS_SOURCE])?;
     defender_machines::forget_content_hashes(c)?;
     Ok(modeler.delete_owner(c, OWNER)?)
 }

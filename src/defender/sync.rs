@@ -85,16 +85,12 @@ pub async fn start(ctx: &DefenderService, trigger: &str, requested_by: &str) -> 
                 counts.api_calls,
                 if error.is_empty() { String::new() } else { format!("; {error}") }
             );
+            let failure = (status == "failed").then(|| error.clone());
             let result = ctx
                 .db
                 .run(move |c| {
                     c.write_transaction(|c| {
                         integration::finish_run(c, id, status, counts, &error)?;
-                        if status == "failed" {
-                            let data = serde_json::json!({ "run": id, "error": error });
-                            let message = format!("The Defender sync failed: {error}");
-                            events::record_with(c, events::kinds::SYNC_FAILED, &[(None, message, data)])?;
-                        }
                         audit::entry(&by, "defender.sync")
                             .target("Microsoft Defender")
                             .outcome(status)
@@ -106,6 +102,21 @@ pub async fn start(ctx: &DefenderService, trigger: &str, requested_by: &str) -> 
                 .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "could not record the end of a Defender sync");
+            }
+            // The event of a failure is written on its own: a database that refuses it must not
+            // undo the record of how the run ended.
+            if let Some(error) = failure {
+                let result = ctx
+                    .db
+                    .run(move |c| {
+                        let data = serde_json::json!({ "run": id, "error": error });
+                        let message = format!("The Defender sync failed: {error}");
+                        Ok(events::record_with(c, events::kinds::SYNC_FAILED, &[(None, message, data)])?)
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "could not record the event of a failed Defender sync");
+                }
             }
             tracing::info!(run = id, status, "Defender sync ended");
             // Given up only now that the run's end is recorded.
@@ -403,17 +414,6 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         .await
         .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
     counts.stale = duplicates + gone;
-    // Coverage gaps follow the machines just imported (and the time that passed).
-    let policy = ctx.coverage();
-    ctx.db
-        .run(move |c| Ok(crate::coverage::refresh(c, policy, Utc::now().timestamp())?))
-        .await
-        .map_err(|e| fail(counts, format!("Refreshing the EDR coverage gaps failed: {e}")))?;
-    // And the day's risk history, so that a change a sync brought shows in the history at once.
-    ctx.db
-        .run(move |c| Ok(crate::risk_history::snapshot(c, Utc::now().timestamp())?))
-        .await
-        .map_err(|e| fail(counts, format!("Recording the risk history failed: {e}")))?;
     // Every machine's CVE list is now current as of the start of this fetch: the next sync
     // asks Defender for the changes since then.
     let value = format!("{} {identity}", fetch_started.timestamp());
@@ -421,6 +421,16 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         .run(move |c| Ok(jobs::set_setting(c, SNAPSHOT_KEY, &value)?))
         .await
         .map_err(|e| fail(counts, format!("Recording the vulnerability snapshot failed: {e}")))?;
+    // Then what follows from the import: the coverage gaps (recomputed every few minutes as
+    // well) and the day's risk history (hourly as well), so that a sync's changes show at
+    // once. Neither undoes a complete import: a failure is logged and the next round retries.
+    let policy = ctx.coverage();
+    if let Err(e) = ctx.db.run(move |c| Ok(crate::coverage::refresh(c, policy, Utc::now().timestamp())?)).await {
+        tracing::error!(error = %e, "could not refresh the EDR coverage gaps after a sync");
+    }
+    if let Err(e) = ctx.db.run(move |c| Ok(crate::risk_history::snapshot(c, Utc::now().timestamp())?)).await {
+        tracing::error!(error = %e, "could not record the risk history after a sync");
+    }
     if let Err(e) = ctx.db.optimize().await {
         tracing::warn!(error = %e, "could not refresh the database statistics");
     }

@@ -360,3 +360,55 @@ async fn a_crash_mid_delivery_loses_no_event() {
     assert_eq!(ids(), stored);
     drop(p);
 }
+
+/// Disabling the integration deletes Defender's factors: each level that falls because of it
+/// is announced with Defender's sources as its cause, not with the factor that remains.
+#[tokio::test]
+async fn a_level_that_falls_when_defender_is_disabled_names_defender_as_the_cause() {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::models::{events, risk};
+    use endpoint_analytics::db::schema::{endpoints, events as events_table};
+    use endpoint_analytics::defender::import::{ALERTS_SOURCE, EXPOSURE_SOURCE};
+    let (app, sim, admin, _) = crate::defender_sync::synced(40).await;
+    // An endpoint at risk through Defender, with a lower factor of another source beside it.
+    let id: i64 = app
+        .db
+        .run(|c| {
+            Ok(endpoints::table
+                .filter(endpoints::risk_level.ge(2))
+                .select(endpoints::id)
+                .order(endpoints::id)
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    app.db.run(move |c| Ok(risk::set(c, id, "Test scanner", Some((1, "An old finding", "")))?)).await.unwrap();
+    let before: i64 = app
+        .db
+        .run(|c| {
+            Ok(events_table::table.select(diesel::dsl::max(events_table::id)).first::<Option<i64>>(c)?.unwrap_or(0))
+        })
+        .await
+        .unwrap();
+
+    let res = crate::defender_sync::put_settings(&app, &admin, &crate::defender_sync::settings_for(&sim, false)).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let fell: Vec<String> = app
+        .db
+        .run(move |c| {
+            Ok(events_table::table
+                .filter(events_table::id.gt(before))
+                .filter(events_table::kind.eq(events::kinds::RISK_CHANGED))
+                .filter(events_table::endpoint_id.eq(id))
+                .select(events_table::data)
+                .load(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(fell.len(), 1, "{fell:?}");
+    let data: Value = serde_json::from_str(&fell[0]).unwrap();
+    assert_eq!(data["new"], "Low", "{data}");
+    let factor = data["factor"].as_str().unwrap();
+    assert!(factor.contains(EXPOSURE_SOURCE) && factor.contains(ALERTS_SOURCE), "the cause is {factor:?}");
+    assert!(!factor.contains("Test scanner"), "the remaining factor is named as the cause: {factor:?}");
+}

@@ -349,3 +349,105 @@ fault_tests! {
     an_expired_client_secret => "an expired client secret";
     a_permission_removed => "a permission removed between two syncs";
 }
+
+/// Runs statements on the app's database, each as it is (test set-up: triggers, renames).
+async fn execute(app: &TestApp, statements: &[&str]) {
+    let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    app.db
+        .run(move |c| {
+            for s in &statements {
+                diesel::sql_query(s.as_str()).execute(c)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// What a sync does besides importing (the event of its failure, the coverage gaps, the day's
+/// risk history) never undoes the import or the record of how the run ended: a database that
+/// refuses those writes still leaves a run marked failed or succeeded, and a succeeded run's
+/// vulnerability snapshot saved, so the next sync asks Defender only for the changes.
+#[tokio::test]
+async fn a_sync_is_recorded_and_its_cursor_saved_even_when_its_side_writes_fail() {
+    use endpoint_analytics::db::schema::app_settings;
+    let app = spawn_app().await;
+    let sim = defender_sim::start(SimConfig { machines: 20, ..SimConfig::default() }).await.unwrap();
+    app.enable_defender(&sim).await;
+    let first = app.wait_for_sync(Duration::from_secs(60)).await;
+    assert_eq!(first.status, "succeeded", "{}", first.error);
+    let token = app.token(Role::Operator).await;
+    let postgres = backend() == "postgres";
+
+    // The database refuses the "sync failed" event; the run must still end, as failed.
+    if postgres {
+        execute(
+            &app,
+            &[
+                "CREATE FUNCTION refuse_event() RETURNS trigger AS $$ BEGIN \
+                 RAISE EXCEPTION 'events refused by the test'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_sync_failed BEFORE INSERT ON events FOR EACH ROW \
+                 WHEN (NEW.kind = 'defender.sync_failed') EXECUTE FUNCTION refuse_event()",
+            ],
+        )
+        .await;
+    } else {
+        execute(
+            &app,
+            &["CREATE TRIGGER refuse_sync_failed BEFORE INSERT ON events WHEN NEW.kind = 'defender.sync_failed' \
+               BEGIN SELECT RAISE(ABORT, 'events refused by the test'); END"],
+        )
+        .await;
+    }
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("ListMachines".into()),
+            nth: None,
+            fraction: None,
+            times: None,
+            effect: FaultEffect::Status { status: 500 },
+        }],
+        ..Default::default()
+    });
+    let status = sync_now(&app, &token).await;
+    assert_eq!(status["last_run"]["status"], "failed", "the run's end is recorded: {}", status["last_run"]);
+    assert_ne!(status["last_run"]["id"], first.id);
+    sim.set_faults(Faults::default());
+
+    // The coverage gaps and the risk history cannot be written; the sync still succeeds and
+    // saves its vulnerability snapshot (the cursor of the next delta).
+    let cursor = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(|c| {
+                Ok(app_settings::table
+                    .find(endpoint_analytics::defender::sync::SNAPSHOT_KEY)
+                    .select(app_settings::value)
+                    .first::<String>(c)
+                    .optional()?)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    execute(&app, &["DELETE FROM app_settings WHERE key = 'defender.vulnerability_snapshot'"]).await;
+    execute(
+        &app,
+        &[
+            "ALTER TABLE coverage_gaps RENAME TO coverage_gaps_away",
+            "ALTER TABLE risk_history RENAME TO risk_history_away",
+        ],
+    )
+    .await;
+    let status = sync_now(&app, &token).await;
+    assert_eq!(status["last_run"]["status"], "succeeded", "{}", status["last_run"]);
+    assert!(cursor(&app).await.is_some(), "the vulnerability snapshot was not saved");
+    execute(
+        &app,
+        &[
+            "ALTER TABLE coverage_gaps_away RENAME TO coverage_gaps",
+            "ALTER TABLE risk_history_away RENAME TO risk_history",
+        ],
+    )
+    .await;
+}

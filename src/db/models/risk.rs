@@ -86,28 +86,25 @@ pub fn set_many(conn: &mut AnyConnection, factors: &[(i64, &str, Option<FactorVa
     }
     let mut ids: Vec<i64> = causes.keys().copied().collect();
     ids.sort_unstable();
-    refresh_overall_because(conn, &ids, &causes)?;
+    refresh_overall(conn, &ids, &causes)?;
     Ok(upserts.len() + deletes.len())
 }
 
-/// Deletes every factor of these sources; the endpoints that had one (their overall level is
-/// for the caller to refresh).
-pub fn delete_sources(conn: &mut AnyConnection, sources: &[&str]) -> QueryResult<Vec<i64>> {
-    let affected: Vec<i64> = risk_factors::table
-        .filter(risk_factors::source.eq_any(sources))
-        .select(risk_factors::endpoint_id)
-        .distinct()
-        .load(conn)?;
-    diesel::delete(risk_factors::table.filter(risk_factors::source.eq_any(sources))).execute(conn)?;
-    Ok(affected)
-}
-
-/// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
-/// they have none). Writes only the endpoints whose level moved, and for each a
-/// `risk.level_changed` event (in the caller's transaction: the outbox) with the old and new
-/// levels and the factor that caused it.
-pub fn refresh_overall(conn: &mut AnyConnection, endpoint_ids: &[i64]) -> QueryResult<usize> {
-    refresh_overall_because(conn, endpoint_ids, &HashMap::new())
+/// Deletes every factor of these sources and stores again the overall level of the endpoints
+/// that had one, naming the deleted sources as the cause of each level that fell; returns how
+/// many endpoints' levels moved.
+pub fn delete_sources(conn: &mut AnyConnection, sources: &[&str]) -> QueryResult<usize> {
+    conn.write_transaction(|conn| {
+        let affected: Vec<i64> = risk_factors::table
+            .filter(risk_factors::source.eq_any(sources))
+            .select(risk_factors::endpoint_id)
+            .distinct()
+            .load(conn)?;
+        diesel::delete(risk_factors::table.filter(risk_factors::source.eq_any(sources))).execute(conn)?;
+        let deleted: Vec<String> = sources.iter().map(|s| (*s).to_owned()).collect();
+        let causes: HashMap<i64, Vec<String>> = affected.iter().map(|id| (*id, deleted.clone())).collect();
+        refresh_overall(conn, &affected, &causes)
+    })
 }
 
 #[derive(QueryableByName)]
@@ -125,51 +122,56 @@ struct Moved {
     top_summary: String,
 }
 
-/// [`refresh_overall`], knowing which sources changed per endpoint (`causes`): a level that
-/// fell was caused by a factor that is gone or lower, which only the caller knows; a level
-/// that rose, by the highest factor now.
-fn refresh_overall_because(
+/// Stores the overall risk level of these endpoints again: their highest factor (0, None, when
+/// they have none). Writes only the endpoints whose level moved, and for each a
+/// `risk.level_changed` event (the outbox) with the old and new levels and the factor that
+/// caused it: for a level that fell, the sources that changed (`causes`: a factor gone or
+/// lower, which only the caller knows); for a level that rose, the highest factor now. Its own
+/// transaction (a savepoint in the caller's), so that the levels read are the levels changed.
+fn refresh_overall(
     conn: &mut AnyConnection,
     endpoint_ids: &[i64],
     causes: &HashMap<i64, Vec<String>>,
 ) -> QueryResult<usize> {
     const HIGHEST: &str = "COALESCE((SELECT MAX(level) FROM risk_factors r WHERE r.endpoint_id = endpoints.id), 0)";
     const TOP: &str = "FROM risk_factors r WHERE r.endpoint_id = endpoints.id ORDER BY r.level DESC, r.source LIMIT 1";
-    let mut updated = 0;
-    for chunk in endpoint_ids.chunks(1000) {
-        let ids = id_list(chunk);
-        let moved: Vec<Moved> = diesel::sql_query(format!(
-            "SELECT id, risk_level AS old, CAST({HIGHEST} AS SMALLINT) AS new, \
-             COALESCE((SELECT r.source {TOP}), '') AS top_source, COALESCE((SELECT r.summary {TOP}), '') AS top_summary \
-             FROM endpoints WHERE id IN ({ids}) AND risk_level <> {HIGHEST}"
-        ))
-        .load(conn)?;
-        if moved.is_empty() {
-            continue;
+    conn.write_transaction(|conn| {
+        let mut updated = 0;
+        for chunk in endpoint_ids.chunks(1000) {
+            let ids = id_list(chunk);
+            let moved: Vec<Moved> = diesel::sql_query(format!(
+                "SELECT id, risk_level AS old, CAST({HIGHEST} AS SMALLINT) AS new, \
+                 COALESCE((SELECT r.source {TOP}), '') AS top_source, COALESCE((SELECT r.summary {TOP}), '') AS top_summary \
+                 FROM endpoints WHERE id IN ({ids}) AND risk_level <> {HIGHEST}"
+            ))
+            .load(conn)?;
+            if moved.is_empty() {
+                continue;
+            }
+            let sql =
+                format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ({ids}) AND risk_level <> {HIGHEST}");
+            updated += diesel::sql_query(sql).execute(conn)?;
+            let events: Vec<events::NewEvent> = moved
+                .into_iter()
+                .map(|m| {
+                    let factor = match causes.get(&m.id) {
+                        Some(sources) if m.new < m.old || m.top_source.is_empty() => sources.join(", "),
+                        _ => m.top_source.clone(),
+                    };
+                    let (old, new) = (RiskLevel::label_of(m.old), RiskLevel::label_of(m.new));
+                    let direction = if m.new > m.old { "rose" } else { "fell" };
+                    let message = format!("Risk {direction} from {old} to {new} ({factor})");
+                    let data = serde_json::json!({
+                        "old": old, "new": new, "level": m.old.max(m.new),
+                        "factor": factor, "summary": m.top_summary,
+                    });
+                    (Some(m.id), message, data)
+                })
+                .collect();
+            events::record_with(conn, events::kinds::RISK_CHANGED, &events)?;
         }
-        let sql =
-            format!("UPDATE endpoints SET risk_level = {HIGHEST} WHERE id IN ({ids}) AND risk_level <> {HIGHEST}");
-        updated += diesel::sql_query(sql).execute(conn)?;
-        let events: Vec<events::NewEvent> = moved
-            .into_iter()
-            .map(|m| {
-                let factor = match causes.get(&m.id) {
-                    Some(sources) if m.new < m.old || m.top_source.is_empty() => sources.join(", "),
-                    _ => m.top_source.clone(),
-                };
-                let (old, new) = (RiskLevel::label_of(m.old), RiskLevel::label_of(m.new));
-                let direction = if m.new > m.old { "rose" } else { "fell" };
-                let message = format!("Risk {direction} from {old} to {new} ({factor})");
-                let data = serde_json::json!({
-                    "old": old, "new": new, "level": m.old.max(m.new),
-                    "factor": factor, "summary": m.top_summary,
-                });
-                (Some(m.id), message, data)
-            })
-            .collect();
-        events::record_with(conn, events::kinds::RISK_CHANGED, &events)?;
-    }
-    Ok(updated)
+        Ok(updated)
+    })
 }
 
 /// Endpoints per overall risk level.
@@ -180,7 +182,6 @@ pub fn level_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(i16, i64)>> {
         .load(conn)
 }
 
-/// The factors of these sources for many endpoints at once, keyed by (endpoint, source).
 /// The level of every factor of one source, by endpoint.
 pub fn levels_of_source(conn: &mut AnyConnection, source: &str) -> QueryResult<std::collections::HashMap<i64, i16>> {
     let rows: Vec<(i64, i16)> = risk_factors::table
@@ -190,6 +191,7 @@ pub fn levels_of_source(conn: &mut AnyConnection, source: &str) -> QueryResult<s
     Ok(rows.into_iter().collect())
 }
 
+/// The factors of these sources for many endpoints at once, keyed by (endpoint, source).
 pub fn of_many(
     conn: &mut AnyConnection,
     endpoint_ids: &[i64],
