@@ -164,6 +164,8 @@ diesel::table! {
         updated_at -> BigInt,
         cursor_txid -> BigInt,
         cursor_id -> BigInt,
+        ca_pem -> Text,
+        format -> Text,
     }
 }
 

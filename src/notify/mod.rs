@@ -11,6 +11,7 @@
 //! unreachable receiver delays nobody else. A crash between a send and the cursor's move
 //! sends that event again, under the same id: at-least-once, duplicates recognisable.
 
+pub mod settings;
 pub mod syslog;
 pub mod webhook;
 
@@ -39,7 +40,15 @@ pub const SECRET_PURPOSE: &str = "destination-secret";
 pub const WEBHOOK: &str = "webhook";
 pub const SYSLOG_UDP: &str = "syslog-udp";
 pub const SYSLOG_TCP: &str = "syslog-tcp";
-pub const KINDS: &[&str] = &[WEBHOOK, SYSLOG_UDP, SYSLOG_TCP];
+/// Syslog over TLS (RFC 5425).
+pub const SYSLOG_TLS: &str = "syslog-tls";
+pub const KINDS: &[&str] = &[WEBHOOK, SYSLOG_UDP, SYSLOG_TCP, SYSLOG_TLS];
+
+/// A syslog message's formats: RFC 5424 with our structured data, or ArcSight's Common Event
+/// Format as the RFC 5424 message.
+pub const RFC5424: &str = "rfc5424";
+pub const CEF: &str = "cef";
+pub const FORMATS: &[&str] = &[RFC5424, CEF];
 
 /// What delivering needs: the database, the secrets' box and an HTTP client that follows no
 /// redirect (a receiver cannot bounce the signed body somewhere else).
@@ -112,7 +121,7 @@ impl Notifier {
                 };
                 webhook::post(&self.http, &d.url, &secret, e).await
             }
-            SYSLOG_UDP | SYSLOG_TCP => syslog::send(&d.kind, &d.url, e).await,
+            SYSLOG_UDP | SYSLOG_TCP | SYSLOG_TLS => syslog::send(d, e).await,
             other => Err(format!("unknown destination kind {other}")),
         }
     }
@@ -237,135 +246,4 @@ pub async fn supervise(notifier: Notifier) {
 /// A lease name per destination, so that instances split the work destination by destination.
 fn lease_name(id: i64) -> String {
     format!("{}-{id}", lease::DESTINATION)
-}
-
-/// What an admin sends to create or change a destination (the API's body; every field is
-/// optional on a change, where what is missing stays as stored).
-/// Not `Debug`: it may hold the secret, which must not reach a log line by accident.
-#[derive(Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationInput {
-    pub name: Option<String>,
-    pub kind: Option<String>,
-    pub url: Option<String>,
-    /// Write-only: never shown, logged or returned.
-    pub secret: Option<String>,
-    pub event_types: Option<Vec<String>>,
-    pub min_level: Option<String>,
-    pub enabled: Option<bool>,
-}
-
-/// A destination's settings, checked.
-pub struct Checked {
-    pub name: String,
-    pub kind: String,
-    pub url: String,
-    pub secret_ciphertext: Option<Vec<u8>>,
-    pub event_types: String,
-    pub min_level: i16,
-    pub enabled: bool,
-}
-
-impl Checked {
-    pub fn fields(&self) -> destinations::DestinationFields<'_> {
-        destinations::DestinationFields {
-            name: &self.name,
-            kind: &self.kind,
-            url: &self.url,
-            secret_ciphertext: self.secret_ciphertext.clone(),
-            event_types: &self.event_types,
-            min_level: self.min_level,
-            enabled: self.enabled,
-        }
-    }
-}
-
-fn plain(text: &str) -> bool {
-    !text.chars().any(char::is_control)
-}
-
-/// Checks the input over what is stored (`None` when creating); `Err` says what is wrong, for
-/// a 400. A webhook's secret is sealed bound to its URL, so a new URL needs the secret again.
-pub fn check(secrets: &SecretBox, input: DestinationInput, stored: Option<&Destination>) -> Result<Checked, String> {
-    let name = input.name.or(stored.map(|d| d.name.clone())).unwrap_or_default().trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 || !plain(&name) {
-        return Err("name: 1 to 100 characters, no control characters.".into());
-    }
-    let kind = input.kind.or(stored.map(|d| d.kind.clone())).unwrap_or_default();
-    if !KINDS.contains(&kind.as_str()) {
-        return Err(format!("kind: one of {}.", KINDS.join(", ")));
-    }
-    let url = input.url.or(stored.map(|d| d.url.clone())).unwrap_or_default().trim().to_owned();
-    if kind == WEBHOOK {
-        check_webhook_url(&url)?;
-    } else {
-        check_syslog_address(&url)?;
-    }
-    let secret_ciphertext = if kind == WEBHOOK {
-        let typed = input.secret.as_deref().filter(|s| !s.is_empty());
-        if let Some(s) = typed
-            && (s.chars().count() < 16 || s.chars().count() > 256 || !plain(s))
-        {
-            return Err("secret: 16 to 256 characters, no control characters.".into());
-        }
-        let kept = stored.filter(|d| d.url == url && d.kind == WEBHOOK).and_then(|d| d.secret_ciphertext.clone());
-        match (typed, kept) {
-            (Some(s), _) => Some(secrets.seal_for(SECRET_PURPOSE, &url, s).map_err(|_| "secret: cannot be sealed.")?),
-            (None, Some(sealed)) => Some(sealed),
-            (None, None) => return Err("secret: required for a webhook (and again when its URL changes).".into()),
-        }
-    } else {
-        None
-    };
-    let event_types = match input.event_types {
-        Some(list) => {
-            if let Some(bad) = list.iter().find(|k| !crate::db::models::events::kinds::ALL.contains(&k.as_str())) {
-                return Err(format!(
-                    "event_types: {bad:?} is not an event type; the types are {}.",
-                    crate::db::models::events::kinds::ALL.join(", ")
-                ));
-            }
-            list.join(",")
-        }
-        None => stored.map(|d| d.event_types.clone()).unwrap_or_default(),
-    };
-    let min_level = match input.min_level {
-        Some(l) => l
-            .parse::<crate::domain::risk::RiskLevel>()
-            .map_err(|_| "min_level: one of none, low, medium, high, critical.")?
-            .to_i16(),
-        None => stored.map_or(0, |d| d.min_level),
-    };
-    let enabled = input.enabled.or(stored.map(|d| d.enabled)).unwrap_or(true);
-    Ok(Checked { name, kind, url, secret_ciphertext, event_types, min_level, enabled })
-}
-
-/// A webhook URL: http or https with a host, no user name or password (they would be shown and
-/// logged with the URL; the signature is what authenticates). Private and loopback addresses
-/// are allowed on purpose: the receivers of a self-hosted product (a SIEM, a chat relay) are
-/// usually on the local network, and only an admin sets destinations. What such a URL can
-/// learn is limited: redirects are not followed and the answer's body is never read or shown.
-fn check_webhook_url(url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("url: not a URL ({e})."))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-        return Err("url: an http:// or https:// URL with a host.".into());
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("url: no user name or password in the URL; the signature authenticates the requests.".into());
-    }
-    if url.len() > 2048 {
-        return Err("url: at most 2048 characters.".into());
-    }
-    Ok(())
-}
-
-/// A syslog receiver: `host:port`.
-fn check_syslog_address(address: &str) -> Result<(), String> {
-    let ok = address.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty()
-            && host.len() <= 255
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
-            && port.parse::<u16>().is_ok_and(|p| p > 0)
-    });
-    if ok { Ok(()) } else { Err("url: a syslog receiver is host:port (for example siem.example.com:514).".into()) }
 }

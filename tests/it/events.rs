@@ -412,3 +412,100 @@ async fn a_level_that_falls_when_defender_is_disabled_names_defender_as_the_caus
     assert!(factor.contains(EXPOSURE_SOURCE) && factor.contains(ALERTS_SOURCE), "the cause is {factor:?}");
     assert!(!factor.contains("Test scanner"), "the remaining factor is named as the cause: {factor:?}");
 }
+
+/// A loopback syslog receiver over TLS (RFC 5425) whose certificate a private CA signed; that
+/// CA's certificate (PEM) for the destination.
+async fn tls_receiver() -> (tokio::net::TcpListener, tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)), ca.pem())
+}
+
+/// Syslog over TLS: the receiver's certificate is checked (against the destination's CA, and
+/// refused without it), and the CEF format arrives as the RFC 5424 message, one line.
+#[tokio::test]
+async fn syslog_over_tls_checks_the_receiver_and_carries_cef() {
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin).await;
+    let operator = app.token(Role::Operator).await;
+    let (listener, acceptor, ca_pem) = tls_receiver().await;
+    let addr = format!("localhost:{}", listener.local_addr().unwrap().port());
+    let create = |name: &str, ca: Option<&str>| {
+        let mut body = json!({"name": name, "kind": "syslog-tls", "url": addr, "format": "cef",
+            "event_types": ["endpoint.created"]});
+        if let Some(ca) = ca {
+            body["ca_pem"] = json!(ca);
+        }
+        call(&app.base, &admin, reqwest::Method::POST, "/api/v1/destinations", Some(body))
+    };
+    // A CA field must hold certificates; CEF is for syslog only.
+    assert_eq!(create("bad", Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----")).await.status(), 400);
+    let webhook_cef =
+        json!({"name": "w", "kind": "webhook", "url": "http://127.0.0.1:9/", "secret": SECRET, "format": "cef"});
+    assert_eq!(
+        call(&app.base, &admin, reqwest::Method::POST, "/api/v1/destinations", Some(webhook_cef)).await.status(),
+        400
+    );
+    let trusted = create("siem-tls", Some(&ca_pem)).await;
+    assert_eq!(trusted.status(), 201);
+    let trusted: Value = trusted.json().await.unwrap();
+    assert_eq!((trusted["ca_configured"].as_bool(), trusted["format"].as_str()), (Some(true), Some("cef")));
+    assert!(!trusted.to_string().contains("BEGIN CERTIFICATE"), "the CA is not echoed: {trusted}");
+    let untrusted = create("siem-public-roots", None).await;
+    assert_eq!(untrusted.status(), 201);
+    let untrusted: Value = untrusted.json().await.unwrap();
+
+    assert_eq!(app.ingest(&operator, &observations(2, "tls|cef=")).await.status(), 200);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (sock, _) =
+            tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("a connection").unwrap();
+        // The untrusting destination's handshake fails on its side; only complete ones count.
+        let Ok(mut tls) = acceptor.accept(sock).await else { continue };
+        let mut all = Vec::new();
+        let _ = tls.read_to_end(&mut all).await;
+        if all.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8(all).unwrap();
+        let (len, msg) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), msg.len(), "{text}");
+        got.push(msg.to_owned());
+    }
+    for line in &got {
+        assert!(well_formed_5424(line), "not RFC 5424: {line}");
+        let cef = line.split_once("] ").unwrap().1;
+        assert!(cef.starts_with("CEF:0|Endpoint Analytics|Endpoint Analytics|"), "{cef}");
+        assert!(cef.contains("|endpoint.created|") && cef.contains(" externalId="), "{cef}");
+    }
+    // The destination that trusts only the public roots refused the private certificate.
+    let path = format!("/api/v1/destinations/{}/deliveries", untrusted["id"]);
+    let mut failed = false;
+    for _ in 0..100 {
+        let log: Value = call(&app.base, &admin, reqwest::Method::GET, &path, None).await.json().await.unwrap();
+        if let Some(d) = log["items"].as_array().and_then(|a| a.first()) {
+            assert_eq!(d["status"], "failed", "{log}");
+            assert!(d["detail"].as_str().unwrap().starts_with("TLS failed"), "{log}");
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed, "no delivery attempt was logged for the untrusting destination");
+}

@@ -11,7 +11,7 @@ use crate::db::{AnyConnection, insert_returning_id, now};
 pub struct Destination {
     pub id: i64,
     pub name: String,
-    /// `webhook`, `syslog-udp` or `syslog-tcp`.
+    /// `webhook`, `syslog-udp`, `syslog-tcp` or `syslog-tls`.
     pub kind: String,
     /// The webhook's URL, or the syslog receiver's `host:port`.
     pub url: String,
@@ -26,17 +26,27 @@ pub struct Destination {
     pub updated_at: i64,
     pub cursor_txid: i64,
     pub cursor_id: i64,
+    /// Certificate authorities (PEM) a TLS syslog receiver is checked against besides the
+    /// public roots; empty: the public roots only.
+    pub ca_pem: String,
+    /// A syslog message's format: `rfc5424` or `cef` (CEF in the RFC 5424 message).
+    pub format: String,
 }
 
-/// What an admin sets of a destination.
-pub struct DestinationFields<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    pub url: &'a str,
+/// What an admin sets of a destination, checked (`notify::check`): the columns written on
+/// create and on update, listed once.
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = destinations, treat_none_as_null = true)]
+pub struct DestinationFields {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
     pub secret_ciphertext: Option<Vec<u8>>,
-    pub event_types: &'a str,
+    pub event_types: String,
     pub min_level: i16,
     pub enabled: bool,
+    pub ca_pem: String,
+    pub format: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -67,41 +77,19 @@ pub fn name_taken(conn: &mut AnyConnection, name: &str, other_than: Option<i64>)
     Ok(ids.into_iter().any(|id| Some(id) != other_than))
 }
 
-pub fn create(conn: &mut AnyConnection, f: &DestinationFields<'_>) -> QueryResult<i64> {
+pub fn create(conn: &mut AnyConnection, f: &DestinationFields) -> QueryResult<i64> {
     let t = now();
     insert_returning_id!(
         conn,
         destinations::table,
-        (
-            destinations::name.eq(f.name),
-            destinations::kind.eq(f.kind),
-            destinations::url.eq(f.url),
-            destinations::secret_ciphertext.eq(&f.secret_ciphertext),
-            destinations::event_types.eq(f.event_types),
-            destinations::min_level.eq(f.min_level),
-            destinations::enabled.eq(f.enabled),
-            destinations::created_at.eq(t),
-            destinations::updated_at.eq(t),
-        ),
+        (f, destinations::created_at.eq(t), destinations::updated_at.eq(t)),
         destinations::id
     )
 }
 
 /// Updates what an admin sets; the cursor stays (events already dealt with are not sent again).
-pub fn update(conn: &mut AnyConnection, id: i64, f: &DestinationFields<'_>) -> QueryResult<bool> {
-    Ok(diesel::update(destinations::table.find(id))
-        .set((
-            destinations::name.eq(f.name),
-            destinations::kind.eq(f.kind),
-            destinations::url.eq(f.url),
-            destinations::secret_ciphertext.eq(&f.secret_ciphertext),
-            destinations::event_types.eq(f.event_types),
-            destinations::min_level.eq(f.min_level),
-            destinations::enabled.eq(f.enabled),
-            destinations::updated_at.eq(now()),
-        ))
-        .execute(conn)?
-        > 0)
+pub fn update(conn: &mut AnyConnection, id: i64, f: &DestinationFields) -> QueryResult<bool> {
+    Ok(diesel::update(destinations::table.find(id)).set((f, destinations::updated_at.eq(now()))).execute(conn)? > 0)
 }
 
 pub fn delete(conn: &mut AnyConnection, id: i64) -> QueryResult<bool> {

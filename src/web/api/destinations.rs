@@ -7,11 +7,10 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::db::models::audit;
 use crate::db::models::destinations::{self, Delivery, Destination};
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
-use crate::notify::{self, DestinationInput};
+use crate::notify::settings::{self, DestinationInput};
 use crate::web::auth::ApiAdmin;
 use crate::web::filters::rfc3339;
 use crate::web::{AppState, Input, input};
@@ -27,6 +26,8 @@ struct DestinationJson {
     event_types: Vec<String>,
     min_level: &'static str,
     enabled: bool,
+    format: String,
+    ca_configured: bool,
     created_at: Option<String>,
     updated_at: Option<String>,
 }
@@ -42,6 +43,8 @@ impl From<Destination> for DestinationJson {
             event_types: d.event_types.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
             min_level: RiskLevel::label_of(d.min_level),
             enabled: d.enabled,
+            format: d.format,
+            ca_configured: !d.ca_pem.is_empty(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
         }
@@ -77,10 +80,6 @@ fn parse(body: &[u8]) -> Result<DestinationInput, AppError> {
     })
 }
 
-async fn find(state: &AppState, id: i64) -> Result<Destination, AppError> {
-    state.db.run(move |c| Ok(destinations::find(c, id)?)).await?.ok_or(AppError::NotFound)
-}
-
 pub async fn list(_caller: ApiAdmin, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let all = state.db.run(|c| Ok(destinations::list(c)?)).await?;
     let items: Vec<DestinationJson> = all.into_iter().map(Into::into).collect();
@@ -93,26 +92,9 @@ pub async fn create(
     body: Input<web::Bytes>,
 ) -> Result<HttpResponse, AppError> {
     let values = parse(&input(body)?)?;
-    let checked = notify::check(&state.secrets, values, None).map_err(AppError::bad_request)?;
-    let actor = caller.actor();
-    let id = state
-        .db
-        .run(move |c| {
-            c.write_transaction(|c| {
-                if destinations::name_taken(c, &checked.name, None)? {
-                    return Ok(Err(AppError::Conflict("Another destination has this name.".into())));
-                }
-                let id = destinations::create(c, &checked.fields())?;
-                audit::entry(&actor, "destination.create")
-                    .target(&checked.name)
-                    .outcome("success")
-                    .details(&format!("{} destination {id}", checked.kind))
-                    .record(c)?;
-                Ok::<_, anyhow::Error>(Ok(id))
-            })
-        })
-        .await??;
-    Ok(HttpResponse::Created().json(DestinationJson::from(find(&state, id).await?)))
+    let fields = settings::check(&state.secrets, values, None).map_err(AppError::bad_request)?;
+    let id = settings::create(&state.db, &caller.actor(), fields).await?;
+    Ok(HttpResponse::Created().json(DestinationJson::from(settings::find(&state.db, id).await?)))
 }
 
 pub async fn update(
@@ -123,29 +105,10 @@ pub async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let values = parse(&input(body)?)?;
-    let stored = find(&state, id).await?;
-    let checked = notify::check(&state.secrets, values, Some(&stored)).map_err(AppError::bad_request)?;
-    let actor = caller.actor();
-    state
-        .db
-        .run(move |c| {
-            c.write_transaction(|c| {
-                if destinations::name_taken(c, &checked.name, Some(id))? {
-                    return Ok(Err(AppError::Conflict("Another destination has this name.".into())));
-                }
-                if !destinations::update(c, id, &checked.fields())? {
-                    return Ok(Err(AppError::NotFound));
-                }
-                audit::entry(&actor, "destination.update")
-                    .target(&checked.name)
-                    .outcome("success")
-                    .details(&format!("{} destination {id}", checked.kind))
-                    .record(c)?;
-                Ok::<_, anyhow::Error>(Ok(()))
-            })
-        })
-        .await??;
-    Ok(HttpResponse::Ok().json(DestinationJson::from(find(&state, id).await?)))
+    let stored = settings::find(&state.db, id).await?;
+    let fields = settings::check(&state.secrets, values, Some(&stored)).map_err(AppError::bad_request)?;
+    settings::update(&state.db, &caller.actor(), id, fields).await?;
+    Ok(HttpResponse::Ok().json(DestinationJson::from(settings::find(&state.db, id).await?)))
 }
 
 pub async fn delete(
@@ -153,23 +116,8 @@ pub async fn delete(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let id = input(id)?.into_inner();
-    let stored = find(&state, id).await?;
-    let actor = caller.actor();
-    state
-        .db
-        .run(move |c| {
-            c.write_transaction(|c| {
-                destinations::delete(c, id)?;
-                audit::entry(&actor, "destination.delete")
-                    .target(&stored.name)
-                    .outcome("success")
-                    .details(&format!("{} destination {id}", stored.kind))
-                    .record(c)?;
-                Ok(())
-            })
-        })
-        .await?;
+    let stored = settings::find(&state.db, input(id)?.into_inner()).await?;
+    settings::delete(&state.db, &caller.actor(), stored).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -178,7 +126,7 @@ pub async fn test(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let d = find(&state, input(id)?.into_inner()).await?;
+    let d = settings::find(&state.db, input(id)?.into_inner()).await?;
     let outcome = state.notifier.send_test(&d).await?;
     Ok(HttpResponse::Ok().json(match outcome {
         Ok(detail) => json!({ "ok": true, "detail": detail }),
@@ -191,7 +139,7 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let id = find(&state, input(id)?.into_inner()).await?.id;
+    let id = settings::find(&state.db, input(id)?.into_inner()).await?.id;
     let log = state.db.run(move |c| Ok(destinations::deliveries_of(c, id, 200)?)).await?;
     let items: Vec<DeliveryJson> = log.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
