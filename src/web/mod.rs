@@ -163,6 +163,12 @@ route_table! {
     get "/tokens"                               => pages::tokens::list;
     post "/tokens"                              => pages::tokens::create;
     post "/tokens/{id}/revoke"                  => pages::tokens::revoke;
+    get "/notifications"                        => pages::notifications::list;
+    post "/notifications"                       => pages::notifications::create;
+    get "/notifications/{id}"                   => pages::notifications::show;
+    post "/notifications/{id}"                  => pages::notifications::update;
+    post "/notifications/{id}/test"             => pages::notifications::test;
+    post "/notifications/{id}/delete"           => pages::notifications::delete;
     get "/audit"                                => pages::audit::list;
     post "/api/v1/observations"                 => api::observations::ingest;
     put "/api/v1/integrations/defender"         => api::integrations::put;

@@ -23,7 +23,7 @@ const SECRET: &str = "a-webhook-secret-of-32-characters";
 
 /// One request the receiver got: headers (lower-case names) and body.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
 }
@@ -31,13 +31,13 @@ struct Received {
 /// A loopback webhook receiver: answers 500 to the first `fail_first` requests, then 200
 /// (after `delay`).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    async fn start(fail_first: usize, delay: Duration) -> Receiver {
+    pub(crate) async fn start(fail_first: usize, delay: Duration) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook?x=1", listener.local_addr().unwrap());
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -63,7 +63,7 @@ impl Receiver {
         Receiver { url, got }
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
@@ -105,7 +105,7 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
 }
 
 /// Checks the request's signature as a receiver would.
-fn signed(r: &Received, secret: &str) -> bool {
+pub(crate) fn signed(r: &Received, secret: &str) -> bool {
     let (Some(ts), Some(sig)) = (r.headers.get("x-ea-timestamp"), r.headers.get("x-ea-signature")) else {
         return false;
     };

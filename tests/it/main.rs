@@ -27,6 +27,7 @@ mod journeys;
 mod load;
 mod metrics;
 mod modeling;
+mod notifications;
 mod pages;
 mod platforms;
 mod red19;

@@ -113,6 +113,14 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("get", "/tokens") => e(p("/tokens"), Page(Role::Admin), 200, ""),
         ("post", "/tokens") => e(p("/tokens"), Page(Role::Admin), 400, "name="),
         ("post", "/tokens/{id}/revoke") => e(format!("/tokens/{MISSING}/revoke"), Page(Role::Admin), 404, ""),
+        ("get", "/notifications") => e(p("/notifications"), Page(Role::Admin), 200, ""),
+        ("post", "/notifications") => e(p("/notifications"), Page(Role::Admin), 400, "name="),
+        ("get", "/notifications/{id}") => e(format!("/notifications/{MISSING}"), Page(Role::Admin), 404, ""),
+        ("post", "/notifications/{id}") => e(format!("/notifications/{MISSING}"), Page(Role::Admin), 404, "name=x"),
+        ("post", "/notifications/{id}/test") => e(format!("/notifications/{MISSING}/test"), Page(Role::Admin), 404, ""),
+        ("post", "/notifications/{id}/delete") => {
+            e(format!("/notifications/{MISSING}/delete"), Page(Role::Admin), 404, "")
+        }
         ("get", "/audit") => e(p("/audit"), Page(Role::Admin), 200, ""),
         ("post", "/api/v1/observations") => e(p("/api/v1/observations"), Api(Role::Operator), 400, "{}"),
         ("get", "/api/v1/destinations") => e(p("/api/v1/destinations"), Api(Role::Admin), 200, ""),

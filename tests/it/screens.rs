@@ -47,6 +47,7 @@ fn signed_in_pages(endpoint: &str) -> Vec<Stop> {
         stop("sso", "/config/sso", false),
         stop("users", "/users", false),
         stop("tokens", "/tokens", false),
+        stop("notifications", "/notifications", false),
         stop("audit", "/audit", false),
     ]
 }

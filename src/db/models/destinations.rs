@@ -133,3 +133,14 @@ pub fn deliveries_of(conn: &mut AnyConnection, destination_id: i64, limit: i64) 
         .select(Delivery::as_select())
         .load(conn)
 }
+
+/// Each destination's latest attempt, by destination.
+pub fn latest_deliveries(conn: &mut AnyConnection) -> QueryResult<std::collections::HashMap<i64, Delivery>> {
+    let latest: Vec<Option<i64>> =
+        deliveries::table.group_by(deliveries::destination_id).select(diesel::dsl::max(deliveries::id)).load(conn)?;
+    let rows: Vec<Delivery> = deliveries::table
+        .filter(deliveries::id.eq_any(latest.into_iter().flatten().collect::<Vec<_>>()))
+        .select(Delivery::as_select())
+        .load(conn)?;
+    Ok(rows.into_iter().map(|d| (d.destination_id, d)).collect())
+}

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod defender;
 pub mod endpoints;
 pub mod login;
+pub mod notifications;
 pub mod sso;
 pub mod tokens;
 pub mod users;
