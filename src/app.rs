@@ -43,7 +43,7 @@ pub struct Application {
     db: Db,
     state: Data<AppState>,
     /// Days of risk history kept (the supervisor prunes the rest).
-    risk_history_days: i64,
+    retention: crate::jobs::Retention,
 }
 
 impl Application {
@@ -164,7 +164,11 @@ impl Application {
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(listener)?
         .run();
-        Ok(Self { server, addr, db, state: state_for_jobs, risk_history_days: settings.risk_history_days })
+        let retention = crate::jobs::Retention {
+            risk_history_days: settings.risk_history_days,
+            events_days: settings.events_retention_days,
+        };
+        Ok(Self { server, addr, db, state: state_for_jobs, retention })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -190,7 +194,7 @@ impl Application {
             self.db.clone(),
             self.state.modeler.clone(),
             self.state.background.clone(),
-            self.risk_history_days,
+            self.retention,
         ));
         let notifier = tokio::spawn(crate::notify::supervise(self.state.notifier.clone()));
         let (handle, background) = (self.server.handle(), self.state.background.clone());

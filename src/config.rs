@@ -65,6 +65,9 @@ pub struct Settings {
     pub coverage_risk_level: String,
     /// How many days of risk history are kept (each endpoint's state at the cutoff stays).
     pub risk_history_days: i64,
+    /// How many days sent events and the delivery log are kept (an event some enabled
+    /// destination has not dealt with yet is kept until it has).
+    pub events_retention_days: i64,
 }
 
 impl Default for Settings {
@@ -89,6 +92,7 @@ impl Default for Settings {
             coverage_blind_spot_days: 7,
             coverage_risk_level: "Medium".into(),
             risk_history_days: 400,
+            events_retention_days: 30,
         }
     }
 }
@@ -114,6 +118,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_COVERAGE_BLIND_SPOT_DAYS", "coverage_blind_spot_days"),
     ("EA_COVERAGE_RISK_LEVEL", "coverage_risk_level"),
     ("EA_RISK_HISTORY_DAYS", "risk_history_days"),
+    ("EA_EVENTS_RETENTION_DAYS", "events_retention_days"),
 ];
 
 /// Every environment variable and the setting it sets (for the man page).
@@ -191,6 +196,10 @@ impl Settings {
         anyhow::ensure!(
             (30..=3650).contains(&self.risk_history_days),
             "risk_history_days must be between 30 and 3650 (ten years)"
+        );
+        anyhow::ensure!(
+            (1..=3650).contains(&self.events_retention_days),
+            "events_retention_days must be between 1 and 3650 (ten years)"
         );
         Ok(())
     }
@@ -307,7 +316,8 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "db_pool_size"
         | "defender_stale_guard_percent"
         | "coverage_blind_spot_days"
-        | "risk_history_days" => int(value)?,
+        | "risk_history_days"
+        | "events_retention_days" => int(value)?,
         // A comma-separated list.
         "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),

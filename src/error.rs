@@ -53,6 +53,18 @@ impl AppError {
     }
 }
 
+/// A change of event destinations the admin can correct: 400, 409 or 404.
+impl From<crate::notify::settings::Refused> for AppError {
+    fn from(r: crate::notify::settings::Refused) -> Self {
+        use crate::notify::settings::Refused;
+        match r {
+            Refused::Invalid(why) => AppError::BadRequest(why),
+            Refused::NameTaken => AppError::Conflict(r.to_string()),
+            Refused::NotFound => AppError::NotFound,
+        }
+    }
+}
+
 impl From<crate::db::DbError> for AppError {
     fn from(e: crate::db::DbError) -> Self {
         AppError::Internal(e.into())

@@ -19,15 +19,24 @@ use crate::modeling::Modeler;
 const TICK: Duration = Duration::from_secs(15);
 /// How often the supervisor recomputes the EDR coverage gaps.
 const COVERAGE_EVERY: Duration = Duration::from_secs(300);
-/// How often the supervisor records the day's risk history (a sync also does, when it ends).
+/// How often the supervisor records the day's risk history (a sync also does, when it ends)
+/// and forgets what is past the retentions.
 const RISK_HISTORY_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long what piles up is kept, in days.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub risk_history_days: i64,
+    /// Sent events and the delivery log.
+    pub events_days: i64,
+}
 
 pub async fn supervise(
     defender: DefenderService,
     db: Db,
     modeler: Modeler,
     background: Background,
-    history_keep_days: i64,
+    retention: Retention,
 ) {
     let mut every = tokio::time::interval(TICK);
     let (mut coverage_at, mut history_at): (Option<Instant>, Option<Instant>) = (None, None);
@@ -35,7 +44,8 @@ pub async fn supervise(
         every.tick().await;
         if history_at.is_none_or(|t| t.elapsed() >= RISK_HISTORY_EVERY) {
             history_at = Some(Instant::now());
-            record_risk_history(&db, history_keep_days).await;
+            record_risk_history(&db, retention.risk_history_days).await;
+            prune_events(&db, retention.events_days).await;
         }
         // Coverage gaps also open with time alone (a machine Defender stops hearing from), and
         // with network observations: refreshed every few minutes by one instance.
@@ -100,5 +110,24 @@ async fn record_risk_history(db: &Db, keep_days: i64) {
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not take the risk-history lease"),
+    }
+}
+
+/// Forgets the events every enabled destination has dealt with and the delivery attempts,
+/// once older than the retention, unless another instance is doing it.
+async fn prune_events(db: &Db, keep_days: i64) {
+    match db.try_lease(lease::EVENTS_PRUNE).await {
+        Ok(Some(_lease)) => {
+            let cutoff = chrono::Utc::now().timestamp() - keep_days * 86_400;
+            match db.run(move |c| Ok(crate::notify::prune(c, cutoff)?)).await {
+                Ok((events, deliveries)) if events + deliveries > 0 => {
+                    tracing::info!(events, deliveries, "forgot sent events and delivery attempts past the retention");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not prune the sent events"),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not take the events-prune lease"),
     }
 }

@@ -510,6 +510,13 @@ macro_rules! insert_returning_id {
 }
 pub(crate) use insert_returning_id;
 
+/// Whether a failure is the database refusing a duplicate of a unique value (a race two
+/// writers ran past the same check).
+pub fn is_unique_violation(e: &anyhow::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(e.downcast_ref::<Error>(), Some(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
+}
+
 /// Drops the password from a PostgreSQL URL before it is shown in a message.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -85,38 +85,37 @@ pub async fn start(ctx: &DefenderService, trigger: &str, requested_by: &str) -> 
                 counts.api_calls,
                 if error.is_empty() { String::new() } else { format!("; {error}") }
             );
-            let failure = (status == "failed").then(|| error.clone());
+            // The run's end, its audit entry and (when it failed) its event commit together, so
+            // that a crash cannot keep the event from a failure on record. Should the event be
+            // refused, the end is recorded without it: how the run ended must never be lost.
+            let record = move |c: &mut crate::db::AnyConnection, with_event: bool| {
+                c.write_transaction(|c| {
+                    integration::finish_run(c, id, status, counts, &error)?;
+                    audit::entry(&by, "defender.sync")
+                        .target("Microsoft Defender")
+                        .outcome(status)
+                        .details(&details)
+                        .record(c)?;
+                    if with_event && status == "failed" {
+                        let data = serde_json::json!({ "run": id, "error": error });
+                        let message = format!("The Defender sync failed: {error}");
+                        events::record_with(c, events::kinds::SYNC_FAILED, &[(None, message, data)])?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            };
             let result = ctx
                 .db
                 .run(move |c| {
-                    c.write_transaction(|c| {
-                        integration::finish_run(c, id, status, counts, &error)?;
-                        audit::entry(&by, "defender.sync")
-                            .target("Microsoft Defender")
-                            .outcome(status)
-                            .details(&details)
-                            .record(c)?;
-                        Ok(())
-                    })
+                    if let Err(e) = record(c, true) {
+                        tracing::error!(error = %e, "could not record a Defender sync's end with its event; recording the end alone");
+                        record(c, false)?;
+                    }
+                    Ok(())
                 })
                 .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "could not record the end of a Defender sync");
-            }
-            // The event of a failure is written on its own: a database that refuses it must not
-            // undo the record of how the run ended.
-            if let Some(error) = failure {
-                let result = ctx
-                    .db
-                    .run(move |c| {
-                        let data = serde_json::json!({ "run": id, "error": error });
-                        let message = format!("The Defender sync failed: {error}");
-                        Ok(events::record_with(c, events::kinds::SYNC_FAILED, &[(None, message, data)])?)
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "could not record the event of a failed Defender sync");
-                }
             }
             tracing::info!(run = id, status, "Defender sync ended");
             // Given up only now that the run's end is recorded.

@@ -157,13 +157,13 @@ impl Notifier {
                 return;
             }
         };
-        if let Err(e) = self.deliver(id).await {
+        if let Err(e) = self.deliver(id, &lease).await {
             tracing::warn!(destination = id, error = %e, "event delivery stopped; it resumes shortly");
         }
         drop(lease);
     }
 
-    async fn deliver(&self, id: i64) -> anyhow::Result<()> {
+    async fn deliver(&self, id: i64, lease: &lease::Lease) -> anyhow::Result<()> {
         loop {
             let Some(d) = self.current(id).await? else { return Ok(()) };
             let (cursor, since) = ((d.cursor_txid, d.cursor_id), d.created_at);
@@ -177,9 +177,15 @@ impl Notifier {
                 if wanted(&d, &out) {
                     let mut attempt = 1;
                     loop {
-                        // Read again before each try: an edited URL or secret applies at once,
-                        // and a deleted or disabled destination stops here.
+                        // Read again before each try: an edited URL, secret or filter applies
+                        // at once, and a deleted or disabled destination stops here.
                         let Some(d) = self.current(id).await? else { return Ok(()) };
+                        if !wanted(&d, &out) {
+                            break;
+                        }
+                        // On PostgreSQL the lease dies with its session: once it is gone,
+                        // another instance may be delivering, and this one stops before sending.
+                        anyhow::ensure!(lease.still_held().await, "lost the lease of destination {id}");
                         let outcome = self.send(&d, &out).await;
                         let (status, detail) = status_of(&outcome);
                         let event_id = event.id;
@@ -246,4 +252,28 @@ pub async fn supervise(notifier: Notifier) {
 /// A lease name per destination, so that instances split the work destination by destination.
 fn lease_name(id: i64) -> String {
     format!("{}-{id}", lease::DESTINATION)
+}
+
+/// Forgets what is older than `cutoff` (Unix seconds): events that every enabled destination
+/// has dealt with (an event still owed to one is kept however old; a disabled destination
+/// holds nothing back), and delivery attempts. Slice by slice, each its own transaction, so
+/// that a large backlog never holds the write lock long. Returns (events, attempts) deleted.
+pub fn prune(conn: &mut crate::db::AnyConnection, cutoff: i64) -> crate::db::DbResult<(usize, usize)> {
+    const SLICE: i64 = 5_000;
+    let mut totals = (0, 0);
+    loop {
+        let n = conn.write_transaction(|c| crate::db::models::events::prune_delivered(c, cutoff, SLICE))?;
+        totals.0 += n;
+        if (n as i64) < SLICE {
+            break;
+        }
+    }
+    loop {
+        let n = conn.write_transaction(|c| destinations::prune_deliveries(c, cutoff, SLICE))?;
+        totals.1 += n;
+        if (n as i64) < SLICE {
+            break;
+        }
+    }
+    Ok(totals)
 }

@@ -5,10 +5,31 @@
 use crate::db::Db;
 use crate::db::models::audit;
 use crate::db::models::destinations::{self, Destination, DestinationFields};
-use crate::error::AppError;
 use crate::secrets::SecretBox;
 
 use super::{FORMATS, KINDS, RFC5424, SECRET_PURPOSE, SYSLOG_TLS, WEBHOOK};
+
+/// Why a change of destinations was not made: what the admin can correct.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The check's words (`field: what is wrong.`).
+    Invalid(String),
+    NameTaken,
+    NotFound,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Invalid(why) => f.write_str(why),
+            Refused::NameTaken => f.write_str("Another destination has this name."),
+            Refused::NotFound => f.write_str("There is no such destination."),
+        }
+    }
+}
+
+/// A change's outcome: done, refused (for the admin), or failed (`Err`, for the log).
+pub type Outcome<T> = anyhow::Result<Result<T, Refused>>;
 
 /// What an admin sends to create or change a destination (every field is optional on a change,
 /// where what is missing stays as stored).
@@ -106,15 +127,20 @@ pub fn check(
     Ok(DestinationFields { name, kind, url, secret_ciphertext, event_types, min_level, enabled, ca_pem, format })
 }
 
-/// A webhook URL: http or https with a host, no user name or password (they would be shown and
-/// logged with the URL; the signature is what authenticates). Private and loopback addresses
-/// are allowed on purpose: the receivers of a self-hosted product (a SIEM, a chat relay) are
+/// A webhook URL: https with a host (http only on the local network), no user name or password
+/// (they would be shown and logged with the URL; the signature is what authenticates). Private
+/// and loopback addresses are allowed on purpose: the receivers of a self-hosted product (a SIEM, a chat relay) are
 /// usually on the local network, and only an admin sets destinations. What such a URL can
 /// learn is limited: redirects are not followed and the answer's body is never read or shown.
 fn check_webhook_url(url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("url: not a URL ({e})."))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return Err("url: an http:// or https:// URL with a host.".into());
+    }
+    if parsed.scheme() == "http" && !local_host(&parsed) {
+        return Err("url: https:// for a receiver beyond the local network (events name hosts, addresses and users); \
+                    http:// only to a loopback or private address or a local name."
+            .into());
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("url: no user name or password in the URL; the signature authenticates the requests.".into());
@@ -123,6 +149,24 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
         return Err("url: at most 2048 characters.".into());
     }
     Ok(())
+}
+
+/// Whether a URL's host is on the local network: a loopback, private or link-local address,
+/// or a name without a dot or under a suffix kept for local use (.local, .internal, .lan,
+/// .home.arpa, localhost).
+fn local_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback() || a.is_private() || a.is_link_local(),
+        Some(url::Host::Ipv6(a)) => {
+            a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            !name.contains('.')
+                || [".local", ".internal", ".lan", ".home.arpa", ".localhost"].iter().any(|s| name.ends_with(s))
+        }
+        None => false,
+    }
 }
 
 /// A syslog receiver: `host:port`.
@@ -136,56 +180,86 @@ fn check_syslog_address(address: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err("url: a syslog receiver is host:port (for example siem.example.com:514).".into()) }
 }
 
-/// The stored destination, or 404.
-pub async fn find(db: &Db, id: i64) -> Result<Destination, AppError> {
-    db.run(move |c| Ok(destinations::find(c, id)?)).await?.ok_or(AppError::NotFound)
+/// The stored destination.
+pub async fn find(db: &Db, id: i64) -> Outcome<Destination> {
+    Ok(db.run(move |c| Ok(destinations::find(c, id)?)).await?.ok_or(Refused::NotFound))
 }
 
-/// Creates a checked destination and audits it; its id. 409 when the name is taken.
-pub async fn create(db: &Db, actor: &str, fields: DestinationFields) -> Result<i64, AppError> {
+/// Creates a checked destination and audits it; its id.
+pub async fn create(db: &Db, actor: &str, fields: DestinationFields) -> Outcome<i64> {
     let actor = actor.to_owned();
     db.run(move |c| {
         c.write_transaction(|c| {
             if destinations::name_taken(c, &fields.name, None)? {
-                return Ok(Err(AppError::Conflict("Another destination has this name.".into())));
+                return Ok(Err(Refused::NameTaken));
             }
             let id = destinations::create(c, &fields)?;
             audit::entry(&actor, "destination.create")
                 .target(&fields.name)
                 .outcome("success")
-                .details(&format!("{} destination {id}", fields.kind))
+                .details(&described(id, &fields))
                 .record(c)?;
             Ok::<_, anyhow::Error>(Ok(id))
         })
     })
-    .await?
+    .await
+    .or_else(name_race)
 }
 
-/// Changes a destination to checked settings and audits it (the outbox cursor stays: events
-/// already dealt with are not sent again). 404 when it is gone, 409 when the name is taken.
-pub async fn update(db: &Db, actor: &str, id: i64, fields: DestinationFields) -> Result<(), AppError> {
-    let actor = actor.to_owned();
+/// Two admins giving two destinations one name at the same moment: the database's unique name
+/// refuses the second (on PostgreSQL both may pass the check first), refused like the check's.
+fn name_race<T>(e: anyhow::Error) -> Outcome<T> {
+    if crate::db::is_unique_violation(&e) { Ok(Err(Refused::NameTaken)) } else { Err(e) }
+}
+
+/// Changes a destination: the input checked over what is stored, and written, in one
+/// transaction (two changes at once apply one after the other, neither undoing the other), and
+/// audited. The outbox cursor stays: events already dealt with are not sent again.
+pub async fn update(db: &Db, secrets: &SecretBox, actor: &str, id: i64, input: DestinationInput) -> Outcome<()> {
+    let (actor, secrets) = (actor.to_owned(), secrets.clone());
     db.run(move |c| {
         c.write_transaction(|c| {
+            let Some(stored) = destinations::find_for_update(c, id)? else { return Ok(Err(Refused::NotFound)) };
+            let fields = match check(&secrets, input, Some(&stored)) {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(Refused::Invalid(e))),
+            };
             if destinations::name_taken(c, &fields.name, Some(id))? {
-                return Ok(Err(AppError::Conflict("Another destination has this name.".into())));
+                return Ok(Err(Refused::NameTaken));
             }
-            if !destinations::update(c, id, &fields)? {
-                return Ok(Err(AppError::NotFound));
-            }
+            destinations::update(c, id, &fields)?;
             audit::entry(&actor, "destination.update")
                 .target(&fields.name)
                 .outcome("success")
-                .details(&format!("{} destination {id}", fields.kind))
+                .details(&described(id, &fields))
                 .record(c)?;
             Ok::<_, anyhow::Error>(Ok(()))
         })
     })
-    .await?
+    .await
+    .or_else(name_race)
+}
+
+/// What the audit log says of a destination's settings: its kind and where events go.
+fn described(id: i64, f: &DestinationFields) -> String {
+    let state = if f.enabled { "enabled" } else { "disabled" };
+    format!("{} destination {id} to {}, {state}", f.kind, target_of(&f.kind, &f.url))
+}
+
+/// Where a destination sends, for the audit log: a webhook URL's scheme, host and port only (a
+/// token in its path or query stays out of the log); a syslog receiver's host:port.
+fn target_of(kind: &str, url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) if kind == WEBHOOK => {
+            let port = u.port().map_or(String::new(), |p| format!(":{p}"));
+            format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or(""))
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Deletes a destination (its delivery log goes with it) and audits it.
-pub async fn delete(db: &Db, actor: &str, stored: Destination) -> Result<(), AppError> {
+pub async fn delete(db: &Db, actor: &str, stored: Destination) -> anyhow::Result<()> {
     let actor = actor.to_owned();
     db.run(move |c| {
         c.write_transaction(|c| {
@@ -193,7 +267,12 @@ pub async fn delete(db: &Db, actor: &str, stored: Destination) -> Result<(), App
             audit::entry(&actor, "destination.delete")
                 .target(&stored.name)
                 .outcome("success")
-                .details(&format!("{} destination {}", stored.kind, stored.id))
+                .details(&format!(
+                    "{} destination {} to {}",
+                    stored.kind,
+                    stored.id,
+                    target_of(&stored.kind, &stored.url)
+                ))
                 .record(c)?;
             Ok(())
         })

@@ -21,6 +21,9 @@ const FACILITY: u8 = 16;
 const SD_ID: &str = "ea@32473";
 /// What a CA field may hold: a few certificates, not a megabyte of anything.
 const MAX_CA_PEM: usize = 64 * 1024;
+/// The largest UDP message sent: every receiver should take 2048 octets (RFC 5426 §3.2); a
+/// longer one is cut there, on a character boundary (events' texts are bounded already).
+const MAX_UDP: usize = 2048;
 
 /// The severity of an event: from its risk level when it carries one, else informational.
 fn severity(e: &Outgoing) -> u8 {
@@ -155,9 +158,16 @@ pub async fn send(d: &Destination, e: &Outgoing) -> Result<String, String> {
     let timeout = std::time::Duration::from_secs(10);
     let sent = tokio::time::timeout(timeout, async {
         if d.kind == SYSLOG_UDP {
-            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.map_err(io)?;
-            socket.connect(address).await.map_err(io)?;
-            socket.send(message.as_bytes()).await.map(|_| ()).map_err(io)
+            // A socket of the receiver's address family (an IPv6 receiver needs an IPv6 one).
+            let target = tokio::net::lookup_host(address)
+                .await
+                .map_err(io)?
+                .next()
+                .ok_or_else(|| format!("{address} has no address"))?;
+            let local = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let socket = tokio::net::UdpSocket::bind(local).await.map_err(io)?;
+            socket.connect(target).await.map_err(io)?;
+            socket.send(cut(&message, MAX_UDP).as_bytes()).await.map(|_| ()).map_err(io)
         } else if d.kind == SYSLOG_TLS {
             let host = address.rsplit_once(':').map_or(address, |(h, _)| h).trim_matches(['[', ']']);
             let name = ServerName::try_from(host.to_owned()).map_err(|_| format!("{host} is not a host name"))?;
@@ -179,6 +189,15 @@ pub async fn send(d: &Destination, e: &Outgoing) -> Result<String, String> {
         Ok(Err(why)) => Err(why),
         Err(_) => Err("timed out".into()),
     }
+}
+
+/// The longest start of `text` within `max` bytes that ends on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn io(e: std::io::Error) -> String {
@@ -211,7 +230,7 @@ mod tests {
         let line = cef(&event("Risk rose | a=b \\ c\nforged"));
         assert!(line.starts_with("CEF:0|Endpoint Analytics|Endpoint Analytics|"), "{line}");
         assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
-        let fields: Vec<&str> = line.splitn(8, |c| c == '|').collect();
+        let fields: Vec<&str> = line.splitn(8, '|').collect();
         // The pipe inside the name is escaped, so the header keeps its seven separators.
         assert_eq!(fields[4], "risk.level_changed");
         assert_eq!(fields[5], "Risk rose \\");

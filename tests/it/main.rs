@@ -31,6 +31,7 @@ mod notifications;
 mod pages;
 mod platforms;
 mod red19;
+mod red21;
 mod risk_history;
 mod routes;
 mod scaleout;

@@ -181,3 +181,65 @@ async fn an_admin_adds_a_webhook_and_sends_a_test_event_in_the_browser() {
     })
     .await;
 }
+
+/// Sent events and the delivery log do not pile up: past the retention, an event every
+/// enabled destination has dealt with is forgotten, one still owed to an enabled destination
+/// (a receiver that keeps failing) is kept, and delivery attempts go.
+#[tokio::test]
+async fn past_the_retention_only_what_every_enabled_destination_has_dealt_with_is_forgotten() {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::{deliveries, events};
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin).await;
+    let operator = app.token(Role::Operator).await;
+    let good = Receiver::start(0, Duration::ZERO).await;
+    let failing = Receiver::start(usize::MAX, Duration::ZERO).await;
+    let create = |name: &str, url: &str| {
+        let body = serde_json::json!({"name": name, "kind": "webhook", "url": url, "secret": SECRET});
+        reqwest::Client::new().post(app.url("/api/v1/destinations")).bearer_auth(&admin).json(&body).send()
+    };
+    assert_eq!(create("good", &good.url).await.unwrap().status(), 201);
+    let stuck = create("stuck", &failing.url).await.unwrap();
+    assert_eq!(stuck.status(), 201);
+    let stuck: serde_json::Value = stuck.json().await.unwrap();
+    let obs = serde_json::json!([
+        {"mac": "02:00:00:03:00:01", "ip": "10.3.0.1", "hostname": "a.corp.example", "seen_at": "2026-11-01T10:00:00Z"},
+        {"mac": "02:00:00:03:00:02", "ip": "10.3.0.2", "hostname": "b.corp.example", "seen_at": "2026-11-01T10:00:00Z"},
+    ]);
+    assert_eq!(app.ingest(&operator, &obs).await.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while good.got().len() < 2 || failing.got().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the events were not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let count = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(|c| {
+                Ok((events::table.count().get_result::<i64>(c)?, deliveries::table.count().get_result::<i64>(c)?))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (events_before, deliveries_before) = count(&app).await;
+    assert!(events_before >= 2 && deliveries_before >= 3, "{events_before} {deliveries_before}");
+    // Everything is past a retention that ends now; the failing receiver still owes both.
+    let cutoff = chrono::Utc::now().timestamp() + 1;
+    let pruned = app.db.run(move |c| Ok(endpoint_analytics::notify::prune(c, cutoff)?)).await.unwrap();
+    assert_eq!(pruned.0, 0, "events still owed to an enabled destination were forgotten");
+    assert!(pruned.1 >= 3, "{pruned:?}");
+    // Disabled, it holds nothing back.
+    let path = format!("/api/v1/destinations/{}", stuck["id"]);
+    let off = reqwest::Client::new()
+        .patch(app.url(&path))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 200);
+    let pruned = app.db.run(move |c| Ok(endpoint_analytics::notify::prune(c, cutoff)?)).await.unwrap();
+    assert_eq!(pruned.0 as i64, events_before, "{pruned:?}");
+    assert_eq!(count(&app).await.0, 0);
+}

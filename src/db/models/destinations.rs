@@ -72,6 +72,17 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Destination
     destinations::table.find(id).select(Destination::as_select()).first(conn).optional()
 }
 
+/// [`find`], locking the row until the transaction ends, for a change computed from what is
+/// stored (PostgreSQL; on SQLite the writing transaction already excludes other writers).
+pub fn find_for_update(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Destination>> {
+    match conn {
+        AnyConnection::Sqlite(_) => find(conn, id),
+        AnyConnection::Postgresql(c) => {
+            destinations::table.find(id).select(Destination::as_select()).for_update().first(c).optional()
+        }
+    }
+}
+
 pub fn name_taken(conn: &mut AnyConnection, name: &str, other_than: Option<i64>) -> QueryResult<bool> {
     let ids: Vec<i64> = destinations::table.filter(destinations::name.eq(name)).select(destinations::id).load(conn)?;
     Ok(ids.into_iter().any(|id| Some(id) != other_than))
@@ -96,10 +107,15 @@ pub fn delete(conn: &mut AnyConnection, id: i64) -> QueryResult<bool> {
     Ok(diesel::delete(destinations::table.find(id)).execute(conn)? > 0)
 }
 
-/// Moves the destination's cursor past an event it dealt with (delivered or filtered out).
+/// Moves the destination's cursor past an event it dealt with (delivered or filtered out);
+/// forward only, so that a worker that lost its lease and lags behind cannot move it back.
 pub fn advance(conn: &mut AnyConnection, id: i64, cursor: (i64, i64)) -> QueryResult<usize> {
-    diesel::update(destinations::table.find(id))
-        .set((destinations::cursor_txid.eq(cursor.0), destinations::cursor_id.eq(cursor.1)))
+    let (txid, event) = cursor;
+    let behind = destinations::cursor_txid
+        .lt(txid)
+        .or(destinations::cursor_txid.eq(txid).and(destinations::cursor_id.lt(event)));
+    diesel::update(destinations::table.find(id).filter(behind))
+        .set((destinations::cursor_txid.eq(txid), destinations::cursor_id.eq(event)))
         .execute(conn)
 }
 
@@ -143,4 +159,15 @@ pub fn latest_deliveries(conn: &mut AnyConnection) -> QueryResult<std::collectio
         .select(Delivery::as_select())
         .load(conn)?;
     Ok(rows.into_iter().map(|d| (d.destination_id, d)).collect())
+}
+
+/// Deletes up to `limit` delivery attempts made before `cutoff`.
+pub fn prune_deliveries(conn: &mut AnyConnection, cutoff: i64, limit: i64) -> QueryResult<usize> {
+    let old: Vec<i64> = deliveries::table
+        .filter(deliveries::at.lt(cutoff))
+        .order(deliveries::id)
+        .limit(limit)
+        .select(deliveries::id)
+        .load(conn)?;
+    diesel::delete(deliveries::table.filter(deliveries::id.eq_any(old))).execute(conn)
 }

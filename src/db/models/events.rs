@@ -63,6 +63,28 @@ pub struct Event {
     pub txid: i64,
 }
 
+/// The longest text an event keeps, in characters (its message, and each text in its data):
+/// events leave the product as one syslog datagram or one webhook body, and a text from
+/// outside (Defender's error, a machine's name) must not make one too large to deliver.
+pub const MAX_TEXT: usize = 1_000;
+
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+fn bounded_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(bounded(s)),
+        Value::Array(items) => Value::Array(items.iter().map(bounded_json).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (bounded(k), bounded_json(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 /// An event to record: endpoint, message, data (a JSON object).
 pub type NewEvent = (Option<i64>, String, serde_json::Value);
 
@@ -80,9 +102,13 @@ pub fn record_many(conn: &mut AnyConnection, kind: &str, events: &[(Option<i64>,
 /// transaction's id on PostgreSQL (see the module's doc), 0 on SQLite.
 pub fn record_with(conn: &mut AnyConnection, kind: &str, events: &[NewEvent]) -> QueryResult<usize> {
     let at = now();
-    let data: Vec<String> = events.iter().map(|e| e.2.to_string()).collect();
-    let rows: Vec<_> =
-        events.iter().zip(&data).map(|((id, message, _), data)| row![at, *id, kind, message, data]).collect();
+    let data: Vec<String> = events.iter().map(|e| bounded_json(&e.2).to_string()).collect();
+    let messages: Vec<String> = events.iter().map(|e| bounded(&e.1)).collect();
+    let rows: Vec<_> = events
+        .iter()
+        .zip(messages.iter().zip(&data))
+        .map(|((id, _, _), (message, data))| row![at, *id, kind, message, data])
+        .collect();
     execute_values(conn, "INSERT INTO events (at, endpoint_id, kind, message, data)", "", &rows)
 }
 
@@ -117,4 +143,17 @@ pub fn pending(conn: &mut AnyConnection, after: (i64, i64), since: i64, limit: i
             .select(Event::as_select())
             .load(c),
     }
+}
+
+/// Deletes up to `limit` events recorded before `cutoff` that no enabled destination still
+/// owes: each such destination's cursor is past the event, or the destination was created
+/// after it (it never sends older events; see [`pending`]).
+pub fn prune_delivered(conn: &mut AnyConnection, cutoff: i64, limit: i64) -> QueryResult<usize> {
+    diesel::sql_query(format!(
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.at < {cutoff} AND NOT EXISTS ( \
+           SELECT 1 FROM destinations d WHERE d.enabled AND d.created_at <= e.at \
+           AND (e.txid > d.cursor_txid OR (e.txid = d.cursor_txid AND e.id > d.cursor_id))) \
+         ORDER BY e.id LIMIT {limit})"
+    ))
+    .execute(conn)
 }

@@ -97,7 +97,9 @@ impl DefenderClient {
             return Try::Done(Answer { status, body: bytes });
         }
         let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
-        let code = env.as_ref().and_then(|e| e.error.code.clone()).unwrap_or_default();
+        // Both cut short: they travel into the run's error, the audit log and a sync-failed
+        // event, and the answer is whoever's is on the line (a proxy, too).
+        let code = self.scrub(&excerpt(env.as_ref().and_then(|e| e.error.code.as_deref()).unwrap_or_default(), 100));
         let message =
             self.scrub(&excerpt(env.as_ref().and_then(|e| e.error.message.as_deref()).unwrap_or_default(), 300));
         if let Some(t) = env.as_ref().and_then(|e| e.error.target.as_deref()) {

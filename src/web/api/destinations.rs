@@ -93,8 +93,8 @@ pub async fn create(
 ) -> Result<HttpResponse, AppError> {
     let values = parse(&input(body)?)?;
     let fields = settings::check(&state.secrets, values, None).map_err(AppError::bad_request)?;
-    let id = settings::create(&state.db, &caller.actor(), fields).await?;
-    Ok(HttpResponse::Created().json(DestinationJson::from(settings::find(&state.db, id).await?)))
+    let id = settings::create(&state.db, &caller.actor(), fields).await??;
+    Ok(HttpResponse::Created().json(DestinationJson::from(settings::find(&state.db, id).await??)))
 }
 
 pub async fn update(
@@ -105,10 +105,8 @@ pub async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let values = parse(&input(body)?)?;
-    let stored = settings::find(&state.db, id).await?;
-    let fields = settings::check(&state.secrets, values, Some(&stored)).map_err(AppError::bad_request)?;
-    settings::update(&state.db, &caller.actor(), id, fields).await?;
-    Ok(HttpResponse::Ok().json(DestinationJson::from(settings::find(&state.db, id).await?)))
+    settings::update(&state.db, &state.secrets, &caller.actor(), id, values).await??;
+    Ok(HttpResponse::Ok().json(DestinationJson::from(settings::find(&state.db, id).await??)))
 }
 
 pub async fn delete(
@@ -116,7 +114,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let stored = settings::find(&state.db, input(id)?.into_inner()).await?;
+    let stored = settings::find(&state.db, input(id)?.into_inner()).await??;
     settings::delete(&state.db, &caller.actor(), stored).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -126,7 +124,7 @@ pub async fn test(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let d = settings::find(&state.db, input(id)?.into_inner()).await?;
+    let d = settings::find(&state.db, input(id)?.into_inner()).await??;
     let outcome = state.notifier.send_test(&d).await?;
     Ok(HttpResponse::Ok().json(match outcome {
         Ok(detail) => json!({ "ok": true, "detail": detail }),
@@ -139,7 +137,7 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let id = settings::find(&state.db, input(id)?.into_inner()).await?.id;
+    let id = settings::find(&state.db, input(id)?.into_inner()).await??.id;
     let log = state.db.run(move |c| Ok(destinations::deliveries_of(c, id, 200)?)).await?;
     let items: Vec<DeliveryJson> = log.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))

@@ -10,7 +10,7 @@ use crate::db::models::destinations::{self, Delivery, Destination};
 use crate::db::models::events::kinds;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
-use crate::notify::settings::{self, DestinationInput};
+use crate::notify::settings::{self, DestinationInput, Refused};
 use crate::notify::{FORMATS, KINDS};
 use crate::web::auth::AdminUser;
 use crate::web::filters;
@@ -185,7 +185,7 @@ async fn render_edit(
     error: Option<String>,
     saved: bool,
 ) -> Result<HttpResponse, AppError> {
-    let stored = settings::find(&state.db, id).await?;
+    let stored = settings::find(&state.db, id).await??;
     let log = state.db.run(move |c| Ok(destinations::deliveries_of(c, id, LOG_ROWS)?)).await?;
     let mut form = form.unwrap_or_else(|| FormValues::of(&stored));
     form.secret_configured = stored.secret_ciphertext.is_some();
@@ -204,15 +204,6 @@ async fn render_edit(
     Ok(with_status(html(&page)?, &page.error))
 }
 
-/// What a refusal says on the form: the checks' words, a taken name; anything else is an
-/// error of its own.
-fn refusal(e: AppError) -> Result<String, AppError> {
-    match e {
-        AppError::Conflict(message) | AppError::BadRequest(message) => Ok(message),
-        other => Err(other),
-    }
-}
-
 pub async fn list(user: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     render_list(&user, &state, FormValues::new(), None).await
 }
@@ -227,9 +218,9 @@ pub async fn create(
         Ok(f) => f,
         Err(e) => return render_list(&user, &state, values, Some(e)).await,
     };
-    match settings::create(&state.db, &user.username, fields).await {
+    match settings::create(&state.db, &user.username, fields).await? {
         Ok(id) => Ok(HttpResponse::SeeOther().insert_header(("Location", format!("/notifications/{id}"))).finish()),
-        Err(e) => render_list(&user, &state, values, Some(refusal(e)?)).await,
+        Err(refused) => render_list(&user, &state, values, Some(refused.to_string())).await,
     }
 }
 
@@ -249,14 +240,10 @@ pub async fn update(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let (typed, values) = input_of(input(form)?.into_inner());
-    let stored = settings::find(&state.db, id).await?;
-    let fields = match settings::check(&state.secrets, typed, Some(&stored)) {
-        Ok(f) => f,
-        Err(e) => return render_edit(&user, &state, id, Some(values), Some(e), false).await,
-    };
-    match settings::update(&state.db, &user.username, id, fields).await {
+    match settings::update(&state.db, &state.secrets, &user.username, id, typed).await? {
         Ok(()) => render_edit(&user, &state, id, None, None, true).await,
-        Err(e) => render_edit(&user, &state, id, Some(values), Some(refusal(e)?), false).await,
+        Err(Refused::NotFound) => Err(AppError::NotFound),
+        Err(refused) => render_edit(&user, &state, id, Some(values), Some(refused.to_string()), false).await,
     }
 }
 
@@ -265,7 +252,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     id: Input<web::Path<i64>>,
 ) -> Result<HttpResponse, AppError> {
-    let stored = settings::find(&state.db, input(id)?.into_inner()).await?;
+    let stored = settings::find(&state.db, input(id)?.into_inner()).await??;
     settings::delete(&state.db, &user.username, stored).await?;
     Ok(HttpResponse::SeeOther().insert_header(("Location", "/notifications")).finish())
 }
@@ -278,7 +265,7 @@ pub async fn test(
     id: Input<web::Path<i64>>,
     htmx: Htmx,
 ) -> Result<HttpResponse, AppError> {
-    let d = settings::find(&state.db, input(id)?.into_inner()).await?;
+    let d = settings::find(&state.db, input(id)?.into_inner()).await??;
     let outcome = state.notifier.send_test(&d).await?;
     if htmx.wants_fragment() {
         return html(&TestResult { outcome });
