@@ -197,11 +197,61 @@ impl Drop for SimProcess {
     }
 }
 
+/// A loopback webhook receiver that answers every request 200 at once; counts them.
+async fn webhook_receiver() -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/events", listener.local_addr()?);
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let (mut all, mut buf) = (Vec::new(), [0u8; 16384]);
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&all);
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        let _ =
+                            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((url, count))
+}
+
 /// A full Defender sync of a simulated tenant of `machines` (see [`SimProcess`]). Prints wall
 /// time, API calls, 429s and peak RSS, then (unless `full_only`) the same for an unchanged
-/// second sync. The last line, `peak_rss_mib=…`, is what `bench all --memory-series` reads.
-pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bool) -> anyhow::Result<()> {
+/// second sync. With `with_webhook`, a webhook destination (a loopback receiver) takes every
+/// event while the syncs run, and each round also prints the events written and how long after
+/// the sync the last one was delivered. The last line, `peak_rss_mib=…`, is what
+/// `bench all --memory-series` reads.
+pub async fn sync(
+    db: &Db,
+    machines: usize,
+    sim_port: Option<u16>,
+    full_only: bool,
+    with_webhook: bool,
+) -> anyhow::Result<()> {
     use endpoint_analytics::defender::service::DefenderService;
+    use endpoint_analytics::notify::settings::{self, DestinationInput};
 
     let sim = SimProcess::start(machines, sim_port).await?;
     let tenant = sim.tenant().await?;
@@ -209,14 +259,28 @@ pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bo
     let m = modeler.clone();
     db.run(move |c| Ok(m.sync_standard_profiles(c)?)).await?;
     let master = endpoint_analytics::config::MasterKey::generate();
-    let defender = DefenderService::new(
-        db.clone(),
-        modeler,
-        endpoint_analytics::secrets::SecretBox::new(&master),
-        Default::default(),
-        Default::default(),
-    );
+    let secrets = endpoint_analytics::secrets::SecretBox::new(&master);
+    let defender = DefenderService::new(db.clone(), modeler, secrets.clone(), Default::default(), Default::default());
     defender.save(sim.settings(), "bench").await?;
+    let received = if with_webhook {
+        let (url, received) = webhook_receiver().await?;
+        let input = DestinationInput {
+            name: Some("bench".into()),
+            kind: Some("webhook".into()),
+            url: Some(url),
+            secret: Some("a-benchmark-secret-of-32-chars!!".into()),
+            ..Default::default()
+        };
+        let fields = settings::check(&secrets, input, None).map_err(|e| anyhow::anyhow!(e))?;
+        settings::create(db, "bench", fields).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let notifier = endpoint_analytics::notify::Notifier::new(db.clone(), secrets.clone())?;
+        tokio::spawn(endpoint_analytics::notify::supervise(notifier));
+        // Events recorded before the destination existed are not for it.
+        let before = db.run(|c| Ok(endpoint_analytics::db::models::events::count(c)?)).await? as usize;
+        Some((received, before))
+    } else {
+        None
+    };
     let rounds: &[&str] = if full_only { &["full import"] } else { &["full import", "unchanged re-sync"] };
     for round in rounds {
         let run = db
@@ -239,6 +303,20 @@ pub async fn sync(db: &Db, machines: usize, sim_port: Option<u16>, full_only: bo
             counts.api_calls,
             counts.throttled
         );
+        if let Some((received, before)) = &received {
+            let all = db.run(|c| Ok(endpoint_analytics::db::models::events::count(c)?)).await? as usize;
+            let written = all - before;
+            let deadline = Instant::now() + std::time::Duration::from_secs(1800);
+            while received.load(std::sync::atomic::Ordering::Relaxed) < written {
+                anyhow::ensure!(Instant::now() < deadline, "the events were not all delivered in 30 minutes");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let done = started.elapsed().as_secs_f64();
+            println!(
+                "{round}: {written} events so far, every one delivered to the webhook {:.1} s after the sync ended ({done:.1} s from its start)",
+                done - secs
+            );
+        }
     }
     println!("tenant: {tenant}");
     let mib = peak_rss_mib().ok_or_else(|| anyhow::anyhow!("cannot read the peak RSS (/proc/self/status)"))?;

@@ -37,6 +37,10 @@ enum Command {
         /// Only the full import (no unchanged re-sync).
         #[arg(long)]
         full_only: bool,
+        /// Deliver the events to a webhook (a loopback receiver in this process) while the sync
+        /// runs, and report how long until every event is delivered.
+        #[arg(long)]
+        with_webhook: bool,
     },
     /// Every performance figure beside its baseline, measured in one run; prints one table.
     /// Exits non-zero on errors (failed sync, 429s, page errors), never on timings.
@@ -98,8 +102,10 @@ fn main() -> ExitCode {
         Command::Remodel { endpoints, database_url } => {
             with_bench_db(database_url, |db| block_on(bench::remodel(db, endpoints)).map(|_| ()))
         }
-        Command::Sync { machines, database_url, simulator_port, full_only } => {
-            with_bench_db(database_url, |db| block_on(bench::sync(db, machines, simulator_port, full_only)))
+        Command::Sync { machines, database_url, simulator_port, full_only, with_webhook } => {
+            with_bench_db(database_url, |db| {
+                block_on(bench::sync(db, machines, simulator_port, full_only, with_webhook))
+            })
         }
         Command::All { smoke, machines, load_secs, memory_series, keep_data, postgres } => {
             let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };

@@ -157,3 +157,8 @@ pub fn prune_delivered(conn: &mut AnyConnection, cutoff: i64, limit: i64) -> Que
     ))
     .execute(conn)
 }
+
+/// How many events the outbox holds.
+pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    events::table.count().get_result(conn)
+}
