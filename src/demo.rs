@@ -111,6 +111,9 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
         })
         .await?;
 
+    // The event destination before anything happens, so that it gets the demo's first events.
+    let siem = demo_siem(&state).await?;
+
     // Network observations first (what the simulator's network would report), so that the first
     // sync merges machines into them.
     let observations: Vec<RawObservation> =
@@ -170,6 +173,9 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
     println!("  {observed} network observations were ingested; some of them are Defender machines and merge.");
     println!("  when the first sync ends, the tenant changes (new CVEs, fixes, alerts) and a second sync follows:");
     println!("  risk changes, coverage gaps and the risk history show what changed.");
+    println!(
+        "  events (risk Medium and up, coverage gaps, actions) go to a demo syslog receiver at {siem}: see Notifications."
+    );
     println!("  Ctrl-C stops both.");
     println!();
     tokio::spawn(second_sync(state.defender.clone(), sim.base_url.clone()));
@@ -198,4 +204,44 @@ async fn second_sync(defender: crate::defender::service::DefenderService, simula
     if let Err(e) = defender.start_sync("schedule", "demo").await {
         tracing::warn!(error = %e, "the demo could not start its second sync");
     }
+}
+
+/// The demo's event destination: a syslog receiver (UDP, on loopback) that this process holds
+/// and reads, so that the Notifications page shows real deliveries. The destination is created
+/// on the first start and pointed at the new receiver on later ones.
+async fn demo_siem(state: &crate::web::AppState) -> anyhow::Result<String> {
+    use crate::db::models::destinations;
+    use crate::db::models::events::kinds;
+    use crate::notify::settings::{self, DestinationInput};
+    const NAME: &str = "SIEM (demo)";
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let address = socket.local_addr()?.to_string();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while socket.recv(&mut buf).await.is_ok() {}
+    });
+    let wanted = [kinds::RISK_CHANGED, kinds::GAP_OPENED, kinds::GAP_CLOSED, kinds::SYNC_FAILED]
+        .into_iter()
+        .chain([kinds::ACTION_REQUESTED, kinds::ACTION_FINISHED])
+        .map(str::to_owned)
+        .collect();
+    let input = DestinationInput {
+        name: Some(NAME.into()),
+        kind: Some(crate::notify::SYSLOG_UDP.into()),
+        url: Some(address.clone()),
+        event_types: Some(wanted),
+        min_level: Some("Medium".into()),
+        enabled: Some(true),
+        ..Default::default()
+    };
+    let existing = state.db.run(|c| Ok(destinations::list(c)?)).await?.into_iter().find(|d| d.name == NAME);
+    let outcome = match existing {
+        Some(d) => settings::update(&state.db, &state.secrets, "demo", d.id, input).await?,
+        None => {
+            let fields = settings::check(&state.secrets, input, None).map_err(|e| anyhow::anyhow!(e))?;
+            settings::create(&state.db, "demo", fields).await?.map(|_| ())
+        }
+    };
+    outcome.map_err(|e| anyhow::anyhow!("the demo's event destination was refused: {e}"))?;
+    Ok(address)
 }
