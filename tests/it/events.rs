@@ -68,7 +68,7 @@ impl Receiver {
     }
 
     /// The bodies received, as JSON.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.got().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
     }
 }
@@ -116,7 +116,7 @@ pub(crate) fn signed(r: &Received, secret: &str) -> bool {
     mac.verify_slice(&hex::decode(hex_sig).unwrap_or_default()).is_ok()
 }
 
-fn observations(n: usize, prefix: &str) -> Value {
+pub(crate) fn observations(n: usize, prefix: &str) -> Value {
     Value::Array(
         (0..n)
             .map(|i| {

@@ -4,33 +4,17 @@
 //! applied late, plain http across the internet, an audit log that did not say where events
 //! go).
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
 use endpoint_analytics::db::models::{destinations, events};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::events::{Receiver, observations};
 use crate::helpers::*;
 
 const SECRET: &str = "a-webhook-secret-of-32-characters";
-
-fn observations(n: usize, prefix: &str) -> Value {
-    Value::Array(
-        (0..n)
-            .map(|i| {
-                json!({
-                    "mac": format!("02:00:00:01:{:02x}:{:02x}", i >> 8 & 0xff, i & 0xff),
-                    "ip": format!("10.1.{}.{}", i >> 8 & 0xff, i & 0xff),
-                    "hostname": format!("{prefix}-{i:04}.corp.example"),
-                    "seen_at": "2026-11-01T10:00:00Z",
-                })
-            })
-            .collect(),
-    )
-}
 
 async fn call(
     app: &TestApp,
@@ -57,47 +41,11 @@ async fn statuses(app: &TestApp, id: i64) -> Vec<String> {
     log.into_iter().map(|d| format!("{} {}", d.status, d.detail)).collect()
 }
 
-/// A webhook receiver that answers 200 after `delay`, keeping the JSON field `field` of each
-/// body.
-async fn receiver(delay: Duration, field: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/h", tcp.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = tcp.accept().await.unwrap();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut all = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    all.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&all).to_string();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        let v: Value = serde_json::from_str(body).unwrap();
-                        tokio::time::sleep(delay).await;
-                        seen.lock().unwrap().push(v[field].as_str().unwrap_or_default().to_owned());
-                        let _ =
-                            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, got)
+/// A webhook receiver that answers 200 after `delay`; what it got, as the `field` of each body.
+async fn receiver(delay: Duration, field: &'static str) -> (String, impl Fn() -> Vec<String>) {
+    let r = Receiver::start(0, delay).await;
+    let url = r.url.clone();
+    (url, move || r.events().iter().map(|e| e[field].as_str().unwrap_or_default().to_owned()).collect())
 }
 
 /// An event whose texts are far over a datagram (Defender's error code of a hostile answer)
@@ -201,16 +149,16 @@ async fn a_narrowed_filter_applies_to_the_waiting_events_at_once() {
     .await;
     assert_eq!(app.ingest(&operator, &observations(30, "narrow")).await.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.lock().unwrap().is_empty() {
+    while got().is_empty() {
         assert!(Instant::now() < deadline, "nothing delivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let body = json!({"event_types": ["defender.sync_failed"]});
     let r = call(&app, &admin, reqwest::Method::PATCH, &format!("/api/v1/destinations/{id}"), Some(body)).await;
     assert_eq!(r.status(), 200);
-    let at_change = got.lock().unwrap().len();
+    let at_change = got().len();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = got.lock().unwrap().len() - at_change;
+    let after = got().len() - at_change;
     assert!(after <= 1, "{after} events sent against the new filter");
 }
 
@@ -281,7 +229,7 @@ async fn a_lost_lease_stops_the_worker_before_it_sends_again() {
         "seen_at": "2026-11-01T10:00:00Z"}]);
     assert_eq!(app1.ingest(&operator, &warm).await.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.lock().unwrap().is_empty() {
+    while got().is_empty() {
         assert!(Instant::now() < deadline, "the first event was not delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -313,11 +261,11 @@ async fn a_lost_lease_stops_the_worker_before_it_sends_again() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    got.lock().unwrap().clear();
+    let already = got().len();
     assert_eq!(app1.ingest(&operator, &observations(20, "dup")).await.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut unique = got.lock().unwrap().clone();
+        let mut unique = got()[already..].to_vec();
         unique.sort();
         unique.dedup();
         if unique.len() >= 20 {
@@ -327,7 +275,7 @@ async fn a_lost_lease_stops_the_worker_before_it_sends_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let ids = got.lock().unwrap().clone();
+    let ids = got()[already..].to_vec();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();

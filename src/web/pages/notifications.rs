@@ -113,6 +113,16 @@ impl Row {
     }
 }
 
+/// What the form offers to choose from.
+pub struct Choices {
+    kinds: &'static [&'static str],
+    event_kinds: &'static [&'static str],
+    formats: &'static [&'static str],
+    levels: [RiskLevel; 5],
+}
+
+const CHOICES: Choices = Choices { kinds: KINDS, event_kinds: kinds::ALL, formats: FORMATS, levels: RiskLevel::ALL };
+
 #[derive(Template)]
 #[template(path = "notifications/list.html")]
 struct ListPage {
@@ -120,10 +130,7 @@ struct ListPage {
     rows: Vec<Row>,
     form: FormValues,
     error: Option<String>,
-    kinds: &'static [&'static str],
-    event_kinds: &'static [&'static str],
-    formats: &'static [&'static str],
-    levels: [RiskLevel; 5],
+    choices: Choices,
 }
 
 #[derive(Template)]
@@ -135,10 +142,7 @@ struct EditPage {
     error: Option<String>,
     saved: bool,
     log: Vec<Delivery>,
-    kinds: &'static [&'static str],
-    event_kinds: &'static [&'static str],
-    formats: &'static [&'static str],
-    levels: [RiskLevel; 5],
+    choices: Choices,
 }
 
 #[derive(Template)]
@@ -164,16 +168,7 @@ async fn render_list(
     let (list, last) = state.db.run(|c| Ok((destinations::list(c)?, destinations::latest_deliveries(c)?))).await?;
     let mut last = last;
     let rows = list.into_iter().map(|d| Row { last: last.remove(&d.id), d }).collect();
-    let page = ListPage {
-        layout: Layout::new(user, "notifications"),
-        rows,
-        form,
-        kinds: KINDS,
-        event_kinds: kinds::ALL,
-        formats: FORMATS,
-        levels: RiskLevel::ALL,
-        error,
-    };
+    let page = ListPage { layout: Layout::new(user, "notifications"), rows, form, choices: CHOICES, error };
     Ok(with_status(html(&page)?, &page.error))
 }
 
@@ -189,18 +184,7 @@ async fn render_edit(
     let log = state.db.run(move |c| Ok(destinations::deliveries_of(c, id, LOG_ROWS)?)).await?;
     let mut form = form.unwrap_or_else(|| FormValues::of(&stored));
     form.secret_configured = stored.secret_ciphertext.is_some();
-    let page = EditPage {
-        layout: Layout::new(user, "notifications"),
-        id,
-        form,
-        error,
-        saved,
-        log,
-        kinds: KINDS,
-        event_kinds: kinds::ALL,
-        formats: FORMATS,
-        levels: RiskLevel::ALL,
-    };
+    let page = EditPage { layout: Layout::new(user, "notifications"), id, form, error, saved, log, choices: CHOICES };
     Ok(with_status(html(&page)?, &page.error))
 }
 
