@@ -72,10 +72,23 @@ pub fn check(
         return Err(format!("kind: one of {}.", KINDS.join(", ")));
     }
     let url = input.url.or(stored.map(|d| d.url.clone())).unwrap_or_default().trim().to_owned();
+    // The URL parser drops or encodes control characters it meets, so the raw text must not
+    // hold any: it is what is stored (PostgreSQL refuses a NUL in text) and shown.
+    if !plain(&url) {
+        return Err("url: no control characters.".into());
+    }
     if kind == WEBHOOK {
         check_webhook_url(&url)?;
     } else {
         check_syslog_address(&url)?;
+        // Syslog over UDP or TCP is clear text, like http://: on the local network only. (Read
+        // as an http URL's host, so that addresses parse as addresses.)
+        let local = url::Url::parse(&format!("http://{url}")).is_ok_and(|u| local_host(&u));
+        if kind != SYSLOG_TLS && !local {
+            return Err("url: syslog over UDP or TCP (clear text) only to a loopback or private address or a \
+                        local name; use syslog-tls for a receiver beyond the local network."
+                .into());
+        }
     }
     let secret_ciphertext = if kind == WEBHOOK {
         let typed = input.secret.as_deref().filter(|s| !s.is_empty());
@@ -161,7 +174,8 @@ fn local_host(url: &url::Url) -> bool {
             a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80
         }
         Some(url::Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            // A fully qualified name (`com.`) is not a local one, however short.
+            let name = name.to_ascii_lowercase();
             !name.contains('.')
                 || [".local", ".internal", ".lan", ".home.arpa", ".localhost"].iter().any(|s| name.ends_with(s))
         }

@@ -92,11 +92,13 @@ pub fn cef(e: &Outgoing) -> String {
         5 => 3,
         _ => 1,
     };
-    let mut extension =
-        format!("rt={} externalId={} msg={}", e.at.saturating_mul(1000), value(&e.id), value(&printable(&e.message)));
+    // The identifiers first and the message last: a UDP datagram cut at its size limit loses
+    // the end of the message, never which event or endpoint it was.
+    let mut extension = format!("rt={} externalId={}", e.at.saturating_mul(1000), value(&e.id));
     if let Some(id) = e.endpoint_id {
         extension.push_str(&format!(" cs1Label=endpointId cs1={id}"));
     }
+    extension.push_str(&format!(" msg={}", value(&printable(&e.message))));
     format!(
         "CEF:0|Endpoint Analytics|Endpoint Analytics|{}|{}|{}|{severity}|{extension}",
         header(env!("CARGO_PKG_VERSION")),
@@ -116,6 +118,11 @@ fn hostname() -> String {
 pub fn check_ca_pem(pem: &str) -> Result<(), String> {
     if pem.len() > MAX_CA_PEM {
         return Err("ca_pem: at most 64 KiB of PEM certificates.".into());
+    }
+    // Certificates only: the reader skips other sections (a private key pasted by mistake would
+    // be stored and shown again on the form).
+    if pem.lines().any(|l| l.starts_with("-----BEGIN ") && l.trim_end() != "-----BEGIN CERTIFICATE-----") {
+        return Err("ca_pem: only certificates (-----BEGIN CERTIFICATE-----); never a private key.".into());
     }
     let mut roots = RootCertStore::empty();
     let mut count = 0;
@@ -236,14 +243,19 @@ mod tests {
         assert_eq!(fields[5], "Risk rose \\");
         assert!(
             line.contains(
-                "|10|rt=1800000000000 externalId=42 msg=Risk rose | a\\=b \\\\ c forged cs1Label=endpointId cs1=7"
+                "|10|rt=1800000000000 externalId=42 cs1Label=endpointId cs1=7 msg=Risk rose | a\\=b \\\\ c forged"
             ),
             "{line}"
         );
+        // Cut to a datagram, a long message keeps which event and endpoint it was.
+        let long = format(&event(&"é".repeat(700)), CEF);
+        assert!(cut(&long, MAX_UDP).contains("externalId=42 cs1Label=endpointId cs1=7"), "{long}");
     }
 
     #[test]
     fn a_ca_field_must_hold_certificates() {
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert!(check_ca_pem(key).unwrap_err().contains("never a private key"));
         assert!(check_ca_pem("not a certificate").is_err());
         assert!(check_ca_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
         assert!(check_ca_pem(&"x".repeat(MAX_CA_PEM + 1)).is_err());

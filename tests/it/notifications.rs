@@ -207,8 +207,23 @@ async fn past_the_retention_only_what_every_enabled_destination_has_dealt_with_i
         {"mac": "02:00:00:03:00:02", "ip": "10.3.0.2", "hostname": "b.corp.example", "seen_at": "2026-11-01T10:00:00Z"},
     ]);
     assert_eq!(app.ingest(&operator, &obs).await.status(), 200);
+    // The good destination is done when its cursor is past the last event (it moves just after
+    // the receiver answered).
+    let good_is_done = || {
+        let db = app.db.clone();
+        async move {
+            use endpoint_analytics::db::schema::destinations as d;
+            db.run(|c| {
+                let last: Option<i64> = events::table.select(diesel::dsl::max(events::id)).first(c)?;
+                let cursor: i64 = d::table.filter(d::name.eq("good")).select(d::cursor_id).first(c)?;
+                Ok(last.is_some_and(|l| cursor >= l))
+            })
+            .await
+            .unwrap()
+        }
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while good.got().len() < 2 || failing.got().is_empty() {
+    while good.got().len() < 2 || failing.got().is_empty() || !good_is_done().await {
         assert!(std::time::Instant::now() < deadline, "the events were not sent");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -176,6 +176,24 @@ async fn plain_http_stays_local_and_the_audit_log_says_where_events_go() {
     )
     .await;
     assert_eq!(refused.status(), 400);
+    // Second review: a fully qualified public name is not local; a NUL (which PostgreSQL cannot
+    // store) or a line break in the URL is refused, not a 500; a CA field holding a private key
+    // is refused (it would be stored and shown again).
+    for (url, kind, ca) in [
+        ("http://com./h", "webhook", None),
+        ("https://siem.example.com/\u{0}", "webhook", None),
+        ("https://siem.example.com/a\nb", "webhook", None),
+        ("siem.example.com:6514", "syslog-tls", Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")),
+        ("siem.example.com:514", "syslog-tcp", None),
+        ("203.0.113.7:514", "syslog-udp", None),
+    ] {
+        let mut body = json!({"name": "bad", "kind": kind, "url": url, "secret": SECRET});
+        if let Some(ca) = ca {
+            body["ca_pem"] = json!(ca);
+        }
+        let res = call(&app, &admin, reqwest::Method::POST, "/api/v1/destinations", Some(body)).await;
+        assert_eq!(res.status(), 400, "{url:?}: {}", res.text().await.unwrap());
+    }
     for url in
         ["http://10.1.2.3/h", "http://siem/h", "http://siem.corp.internal/h", "https://siem.example.com/h?token=abc"]
     {
