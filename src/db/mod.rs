@@ -17,6 +17,7 @@
 //! way it came in.
 
 pub mod batch;
+mod data_version;
 pub mod lease;
 pub mod models;
 pub mod schema;
@@ -28,6 +29,8 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use data_version::VersionObservers;
 
 /// What queries answer, for code above the database layer.
 pub type DbResult<T> = diesel::QueryResult<T>;
@@ -115,71 +118,6 @@ macro_rules! engine_query {
 }
 pub(crate) use engine_query;
 
-/// SQLite connections that do nothing but read the data version ([`Db::data_version`]): a few,
-/// so that the request threads seldom wait for one another's.
-///
-/// Each connection counts the commits it noticed on its own, so their numbers are not
-/// comparable. What they share is an epoch, moved on whenever one of them notices a change:
-/// every observer's first read after a commit notices it (its previous read came before the
-/// commit), so any epoch read after a commit is greater than every epoch read before it. A
-/// commit may move the epoch once per observer; that costs a reread, never a stale value.
-struct VersionObservers {
-    observers: Vec<std::sync::Mutex<(SqliteConnection, Option<i64>)>>,
-    epoch: std::sync::atomic::AtomicU64,
-}
-
-impl VersionObservers {
-    const COUNT: usize = 4;
-
-    fn open(first: SqliteConnection, url: &str) -> anyhow::Result<Self> {
-        let mut observers = vec![std::sync::Mutex::new((first, None))];
-        while observers.len() < Self::COUNT {
-            let mut c = SqliteConnection::establish(url).map_err(|e| anyhow::anyhow!("cannot open {url}: {e}"))?;
-            c.batch_execute("PRAGMA busy_timeout = 15000;")?;
-            observers.push(std::sync::Mutex::new((c, None)));
-        }
-        Ok(Self { observers, epoch: Default::default() })
-    }
-
-    fn read(&self) -> Option<u64> {
-        use diesel::RunQueryDsl;
-        use std::sync::atomic::Ordering::SeqCst;
-        let mut observer = match self.observers.iter().find_map(|o| o.try_lock().ok()) {
-            Some(free) => free,
-            None => self.observers[0].lock().unwrap_or_else(|e| e.into_inner()),
-        };
-        let (c, last_seen) = &mut *observer;
-        let seen = DataVersionPragma.get_result::<i64>(c).ok()?;
-        if *last_seen != Some(seen) {
-            *last_seen = Some(seen);
-            self.epoch.fetch_add(1, SeqCst);
-        }
-        Some(self.epoch.load(SeqCst))
-    }
-}
-
-/// `PRAGMA data_version` as a query of its own type, so that each connection prepares it once
-/// and keeps it (diesel re-prepares raw SQL text on every call: SQLite's parser was the largest
-/// part of reading the version that way).
-#[derive(diesel::query_builder::QueryId)]
-struct DataVersionPragma;
-
-impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for DataVersionPragma {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
-    ) -> diesel::QueryResult<()> {
-        out.push_sql("PRAGMA data_version");
-        Ok(())
-    }
-}
-
-impl diesel::query_builder::Query for DataVersionPragma {
-    type SqlType = diesel::sql_types::BigInt;
-}
-
-impl diesel::RunQueryDsl<SqliteConnection> for DataVersionPragma {}
-
 pub type DbPool = Pool<ConnectionManager<AnyConnection>>;
 pub type DbConn = PooledConnection<ConnectionManager<AnyConnection>>;
 
@@ -256,8 +194,8 @@ pub struct Db {
     /// Turns at SQLite's one write lock for the writers that queue here ([`Db::write`],
     /// [`Db::run_background`]), first come first served (see [`Db::write`]).
     write_turns: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// SQLite: connections of their own that only ever read the data version ([`Db::data_version`]).
-    version_observers: Option<std::sync::Arc<VersionObservers>>,
+    /// Connections of their own that only ever read the data version ([`Db::data_version`]).
+    version_observers: std::sync::Arc<VersionObservers>,
 }
 
 impl Db {
@@ -276,14 +214,14 @@ impl Db {
                 // WAL lets pages read while a sync writes.
                 c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL;")
                     .map_err(|e| anyhow::anyhow!("cannot use the SQLite database {}: {e}", path.display()))?;
-                Some(std::sync::Arc::new(VersionObservers::open(c, &target.diesel_url())?))
+                VersionObservers::sqlite(c, &target.diesel_url())?
             }
             DatabaseTarget::Postgres { url } => {
                 // The multi-connection's own establish hides the real error; ask PostgreSQL directly.
-                PgConnection::establish(url).map_err(|e| {
+                let c = PgConnection::establish(url).map_err(|e| {
                     anyhow::anyhow!("cannot connect to PostgreSQL at {}: {}", redact_url(url), e.to_string().trim())
                 })?;
-                None
+                VersionObservers::postgres(c, url)
             }
         };
         let pool = Pool::builder()
@@ -295,6 +233,7 @@ impl Db {
             .connection_customizer(Box::new(ConnectionSetup))
             .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
             .context("cannot build the database connection pool")?;
+        let version_observers = std::sync::Arc::new(version_observers);
         Ok(Self { pool, target: std::sync::Arc::new(target), write_turns: Default::default(), version_observers })
     }
 
@@ -304,12 +243,10 @@ impl Db {
 
     /// A number that changes whenever anything is committed to the database, by any connection
     /// of any process: what was read while it was `v` is still what the database holds while it
-    /// is `v` (read it before reading the data). SQLite's `data_version` as seen by a connection
-    /// that never writes (it changes with every commit of the other connections). `None` on
-    /// PostgreSQL, which offers no such cheap signal, or if it could not be read: then nothing
-    /// read may be reused.
+    /// is `v` (read it before reading the data). How each engine tells is in `src/db/data_version.rs`.
+    /// `None` if it could not be read: then nothing read may be reused.
     pub fn data_version(&self) -> Option<u64> {
-        self.version_observers.as_ref()?.read()
+        self.version_observers.read()
     }
 
     pub fn conn(&self) -> anyhow::Result<DbConn> {

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A small map whose entries are kept while the database is at the data version they were
-/// read at, and for [`ShortLived::TTL`] after they were read whatever changed since. (Without
-/// a data version, on PostgreSQL, only the second.) A sync commits several times a second: the
+/// read at, and for [`ShortLived::TTL`] after they were read whatever changed since. (When the
+/// data version could not be read, only the second.) A sync commits several times a second: the
 /// figures are then read again every few seconds, not after every commit.
 pub struct ShortLived<K, V> {
     entries: Mutex<HashMap<K, ShortLivedEntry<V>>>,

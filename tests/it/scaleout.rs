@@ -345,6 +345,68 @@ async fn instances_on_one_postgresql_database_share_sessions_settings_and_the_sy
     drop((b, c));
 }
 
+/// Pages reuse what they read until the next commit (`src/db/data_version.rs`): on PostgreSQL an
+/// instance must learn of another instance's commit before its next page, not from its own
+/// writes alone.
+#[tokio::test]
+async fn a_change_committed_through_one_instance_shows_on_the_others_pages_at_once() {
+    if backend() != "postgres" {
+        eprintln!("skipped: several instances need PostgreSQL (EA_TEST_BACKEND=postgres)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::new(dir.path());
+    let key = master_key();
+    let (a, b) = tokio::join!(
+        Instance::start("a", &database.url, &key, dir.path()),
+        Instance::start("b", &database.url, &key, dir.path()),
+    );
+    let db = Db::connect(&database.url, 2).unwrap();
+    let token = admin(&db).await;
+    let ingest = |hostname: &'static str| {
+        reqwest::Client::new()
+            .post(a.url("/api/v1/observations"))
+            .bearer_auth(&token)
+            .json(&json!([{"mac": "AA-BB-CC-00-00-07", "ip": "10.7.0.7", "hostname": hostname}]))
+            .send()
+    };
+    assert_eq!(ingest("before-a").await.unwrap().status(), 200);
+    let id: i64 = db
+        .run(|c| {
+            use endpoint_analytics::db::schema::endpoints;
+            Ok(endpoints::table.select(endpoints::id).first(c)?)
+        })
+        .await
+        .unwrap();
+
+    let http = crate::helpers::script_client();
+    let session = session_cookie(&sign_in(&http, &b, PASSWORD).await).expect("signed in on b");
+    let view = |path: String| {
+        let req = http.get(b.url(&path)).header("Cookie", &session);
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            res.text().await.unwrap()
+        }
+    };
+    let (summary, list) = (format!("/endpoints/{id}"), "/endpoints?search=10.7.0.7".to_owned());
+    // Each viewed twice on b: the second view is the kept one.
+    for _ in 0..2 {
+        assert!(view(summary.clone()).await.contains("before-a"));
+        assert!(view(list.clone()).await.contains("before-a"));
+    }
+
+    // Committed through a (its answer comes after the commit): b's very next views show it.
+    assert_eq!(ingest("after-a").await.unwrap().status(), 200);
+    let committed = Instant::now();
+    let (html_summary, html_list) = (view(summary).await, view(list).await);
+    let seen_within = committed.elapsed();
+    assert!(html_summary.contains("after-a") && !html_summary.contains("before-a"), "b's Summary shows a's commit");
+    assert!(html_list.contains("after-a") && !html_list.contains("before-a"), "b's list shows a's commit");
+    assert!(seen_within <= Duration::from_secs(1), "seen on b {seen_within:?} after the commit");
+    drop((a, b));
+}
+
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_and_ends_a_running_sync_as_interrupted() {
     let dir = tempfile::tempdir().unwrap();
