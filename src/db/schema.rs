@@ -381,6 +381,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    defender_machine_tags (machine_id, tag) {
+        machine_id -> Text,
+        tag -> Text,
+    }
+}
+
+diesel::table! {
     coverage_gaps (endpoint_id) {
         endpoint_id -> BigInt,
         kind -> Text,
@@ -443,6 +450,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_identities,
     login_failures,
     coverage_gaps,
+    defender_machine_tags,
     risk_history,
     risk_day_counts,
     destinations,

@@ -461,7 +461,7 @@ impl Writes {
             first_seen: r.first_seen,
             last_seen: r.last_seen,
             rbac_group: r.rbac_group.clone(),
-            tags: r.tags.join(", "),
+            tags: serde_json::to_string(&r.tags).unwrap_or_default(),
             vuln_count: r.vuln_count,
             top_vuln_cve: r.top_vuln.as_ref().map(|v| v.cve.clone()).unwrap_or_default(),
             top_vuln_severity: r.top_vuln.as_ref().map(|v| v.level.to_i16()).unwrap_or(0),

@@ -251,10 +251,27 @@ pub fn record_of(m: &dto::Machine) -> MachineRecord {
         first_seen: ts(m.first_seen),
         last_seen: ts(m.last_seen),
         rbac_group: m.rbac_group_name.clone().unwrap_or_default(),
-        tags: m.machine_tags.clone(),
+        tags: tags_of(&m.machine_tags),
         ..Default::default()
     }
 }
+
+/// Defender's tags as kept: trimmed, without empty ones or repeats (Defender's own tag rules are
+/// not checked), each at most [`MAX_TAG_CHARS`] characters and at most [`MAX_TAGS`] of them, so
+/// that a hostile tenant cannot make one machine's row or filter choices huge.
+fn tags_of(tags: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for tag in tags {
+        let tag: String = tag.trim().chars().take(MAX_TAG_CHARS).collect();
+        if !tag.is_empty() && !kept.contains(&tag) && kept.len() < MAX_TAGS {
+            kept.push(tag);
+        }
+    }
+    kept
+}
+
+pub const MAX_TAG_CHARS: usize = 200;
+pub const MAX_TAGS: usize = 50;
 
 /// One software version a machine has vulnerabilities on: (vendor, product, version), in lower
 /// case (the listings spell them so; a key must not split on case).

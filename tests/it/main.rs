@@ -38,4 +38,5 @@ mod scaleout;
 mod screens;
 mod secrets;
 mod sso;
+mod tags;
 mod tokens;

@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 
-use crate::db::schema::defender_machines;
+use crate::db::schema::{defender_machine_tags, defender_machines};
 use crate::db::{AnyConnection, engine_query, now};
 
 #[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
@@ -28,6 +28,7 @@ pub struct DefenderMachine {
     pub first_seen: i64,
     pub last_seen: i64,
     pub rbac_group: String,
+    /// Defender's machine tags, a JSON array (one row each in `defender_machine_tags` too).
     pub tags: String,
     pub vuln_count: i32,
     pub top_vuln_cve: String,
@@ -48,6 +49,18 @@ pub struct DefenderMachine {
     /// Beside `isolated`, what Defender's machine actions say of it, as JSON
     /// (`defender::machine::Isolation`): shown, never queried.
     pub isolation: String,
+}
+
+impl DefenderMachine {
+    /// Its Defender tags. (Rows stored before tags were JSON hold them comma-separated, until
+    /// the next sync writes them again.)
+    pub fn tag_list(&self) -> Vec<String> {
+        if self.tags.is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_str(&self.tags)
+            .unwrap_or_else(|_| self.tags.split(", ").map(str::to_owned).filter(|t| !t.is_empty()).collect())
+    }
 }
 
 pub fn find(conn: &mut AnyConnection, machine_id: &str) -> QueryResult<Option<DefenderMachine>> {
@@ -105,12 +118,39 @@ pub fn replace_many(conn: &mut AnyConnection, machines: &[DefenderMachine]) -> Q
     }
     let ids: Vec<&str> = machines.iter().map(|m| m.machine_id.as_str()).collect();
     diesel::delete(defender_machines::table.filter(defender_machines::machine_id.eq_any(&ids))).execute(conn)?;
+    diesel::delete(defender_machine_tags::table.filter(defender_machine_tags::machine_id.eq_any(&ids)))
+        .execute(conn)?;
     // 32 columns (also diesel's limit for a table without its 64-column feature): 1,000 rows stay
     // under SQLite's 32,766 bound values.
     for chunk in machines.chunks(1000) {
         engine_query!(conn, |c| diesel::insert_into(defender_machines::table).values(chunk).execute(c))?;
     }
+    let tags: Vec<_> = machines
+        .iter()
+        .flat_map(|m| {
+            m.tag_list().into_iter().map(|tag| {
+                (defender_machine_tags::machine_id.eq(m.machine_id.clone()), defender_machine_tags::tag.eq(tag))
+            })
+        })
+        .collect();
+    for chunk in tags.chunks(5000) {
+        engine_query!(conn, |c| diesel::insert_into(defender_machine_tags::table).values(chunk).execute(c))?;
+    }
     Ok(())
+}
+
+/// The tags Defender's machines carry, for the filter drop-downs (the most common first, at most
+/// `limit`).
+pub fn distinct_tags(conn: &mut AnyConnection, limit: i64) -> QueryResult<Vec<String>> {
+    use diesel::dsl::count_star;
+    let mut tags: Vec<(String, i64)> = defender_machine_tags::table
+        .group_by(defender_machine_tags::tag)
+        .select((defender_machine_tags::tag, count_star()))
+        .order((count_star().desc(), defender_machine_tags::tag.asc()))
+        .limit(limit)
+        .load(conn)?;
+    tags.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(tags.into_iter().map(|(t, _)| t).collect())
 }
 
 /// Marks every live machine that the sync just fetched did not report (it is not among the

@@ -111,6 +111,8 @@ pub struct EndpointQuery {
     pub defender_unmatched: bool,
     /// Only the endpoints with an EDR coverage gap (of one kind, or any).
     pub coverage: Option<CoverageFilter>,
+    /// Only the endpoints whose live Defender machine carries this tag (exactly).
+    pub tag: Option<String>,
     pub sort: SortKey,
     pub descending: bool,
     pub after: Option<Cursor>,
@@ -122,7 +124,16 @@ impl EndpointQuery {
     pub fn filter_key(&self) -> String {
         format!(
             "{:?}",
-            (&self.search, &self.source, &self.os, self.risk, &self.profile, self.defender_unmatched, self.coverage)
+            (
+                &self.search,
+                &self.source,
+                &self.os,
+                self.risk,
+                &self.profile,
+                self.defender_unmatched,
+                self.coverage,
+                &self.tag
+            )
         )
     }
 }
@@ -227,6 +238,17 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
                 q.filter(diesel::dsl::sql::<Bool>(gaps).sql(" AND g.kind = ").bind::<Text, _>(k.as_str()).sql(")"))
             }
         };
+    }
+    if let Some(tag) = &query.tag {
+        use diesel::sql_types::{Bool, Text};
+        q = q.filter(
+            diesel::dsl::sql::<Bool>(
+                "EXISTS (SELECT 1 FROM defender_machines d JOIN defender_machine_tags t ON t.machine_id = d.machine_id \
+                 WHERE d.endpoint_id = endpoints.id AND NOT d.stale AND t.tag = ",
+            )
+            .bind::<Text, _>(tag.clone())
+            .sql(")"),
+        );
     }
     if let Some(os) = &query.os {
         q = q.filter(endpoints::os_name.eq(os.clone()));

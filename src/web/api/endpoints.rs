@@ -98,6 +98,8 @@ struct DefenderJson {
     exposure: ExposureJson,
     alerts: AlertsJson,
     isolation: IsolationJson,
+    /// Defender's machine tags.
+    tags: Vec<String>,
     last_seen: Option<String>,
     stale: bool,
 }
@@ -142,7 +144,9 @@ impl DefenderJson {
         let i = view.isolation;
         let m = view.m;
         let text = |s: String| Some(s).filter(|s| !s.is_empty());
+        let tags = m.tag_list();
         DefenderJson {
+            tags,
             links: LinksJson { overview: view.overview, alerts: view.alerts, vulnerabilities: view.vulnerabilities },
             onboarding_status: m.onboarding_status,
             health_status: m.health_status,

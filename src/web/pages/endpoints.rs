@@ -34,6 +34,8 @@ pub struct Facets {
     sources: Vec<String>,
     oses: Vec<String>,
     profiles: Vec<String>,
+    /// Defender's machine tags (the most common, see `defender_machines::distinct_tags`).
+    tags: Vec<String>,
 }
 
 /// The list's figures that cost a scan of the inventory, kept while the database is unchanged
@@ -84,6 +86,7 @@ pub async fn list_view(
                     sources: endpoint_list::distinct_sources(c)?,
                     oses: endpoint_list::distinct_os(c)?,
                     profiles: endpoint_list::distinct_profiles(c)?,
+                    tags: crate::db::models::defender_machines::distinct_tags(c, 200)?,
                 }))
             } else {
                 None

@@ -26,6 +26,9 @@ pub struct ListParams {
     /// `any`, or a kind of EDR coverage gap (`not_onboarded`, `blind_spot`, `defender_flagged`).
     #[serde(default)]
     pub coverage: String,
+    /// A Defender machine tag, matched exactly.
+    #[serde(default)]
+    pub tag: String,
     #[serde(default)]
     pub sort: String,
     #[serde(default)]
@@ -45,7 +48,10 @@ impl ListParams {
         if self.q.len() > 256 || self.after.len() > 600 {
             return Err(AppError::bad_request("The search text is too long."));
         }
-        let texts = [&self.q, &self.source, &self.os, &self.profile, &self.after, &self.coverage];
+        if self.tag.chars().count() > crate::defender::machine::MAX_TAG_CHARS {
+            return Err(AppError::bad_request("The tag is too long."));
+        }
+        let texts = [&self.q, &self.source, &self.os, &self.profile, &self.after, &self.coverage, &self.tag];
         if texts.iter().any(|t| t.chars().any(char::is_control)) {
             return Err(AppError::bad_request("The search holds control characters."));
         }
@@ -105,6 +111,7 @@ impl ListParams {
             profile: opt(&self.profile),
             defender_unmatched,
             coverage,
+            tag: opt(&self.tag),
             sort,
             descending,
             after,
@@ -123,6 +130,7 @@ impl ListParams {
             ("profile", &self.profile),
             ("defender", &self.defender),
             ("coverage", &self.coverage),
+            ("tag", &self.tag),
             ("sort", &self.sort),
             ("dir", &self.dir),
         ] {

@@ -1,0 +1,1 @@
+DROP TABLE defender_machine_tags;
