@@ -87,20 +87,31 @@ impl Application {
         let defender_client = crate::defender::ClientOptions { metrics: Some(metrics.clone()), ..defender_client };
         let secrets = crate::secrets::SecretBox::new(&master);
         let background = crate::background::Background::default();
+        let defender = crate::defender::service::DefenderService::new(
+            db.clone(),
+            modeler.clone(),
+            secrets.clone(),
+            defender_client,
+            background.clone(),
+        )
+        .with_stale_guard(settings.defender_stale_guard_percent)
+        .with_coverage(settings.coverage_policy()?);
+        let rules = crate::rules::Runner {
+            db: db.clone(),
+            defender: defender.clone(),
+            policy: crate::rules::RulesPolicy {
+                actions_per_hour: settings.rules_actions_per_hour,
+                approval_hours: settings.rules_approval_hours,
+            },
+            background: background.clone(),
+        };
         let state = Data::new(AppState {
             db: db.clone(),
             modeler: modeler.clone(),
             secrets: secrets.clone(),
             notifier: crate::notify::Notifier::new(db.clone(), secrets.clone())?,
-            defender: crate::defender::service::DefenderService::new(
-                db.clone(),
-                modeler.clone(),
-                secrets.clone(),
-                defender_client,
-                background.clone(),
-            )
-            .with_stale_guard(settings.defender_stale_guard_percent)
-            .with_coverage(settings.coverage_policy()?),
+            defender,
+            rules,
             login_throttle: LoginThrottle::new(settings.login_max_failures, settings.login_lockout_minutes),
             password_checks: crate::web::login_guard::PasswordChecks::new(PASSWORD_CHECKS_AT_ONCE.get()),
             login_devices: crate::web::login_guard::LoginDevices::new(master.derive("login-device-v1"), secure),
@@ -191,6 +202,7 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
         let scheduler = tokio::spawn(crate::jobs::supervise(
             self.state.defender.clone(),
+            self.state.rules.clone(),
             self.db.clone(),
             self.state.modeler.clone(),
             self.state.background.clone(),

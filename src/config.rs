@@ -68,6 +68,11 @@ pub struct Settings {
     /// How many days sent events and the delivery log are kept (an event some enabled
     /// destination has not dealt with yet is kept until it has).
     pub events_retention_days: i64,
+    /// Device actions that response rules together may send in an hour (Defender allows 100
+    /// calls a minute and 1,500 an hour per action API).
+    pub rules_actions_per_hour: i64,
+    /// How long a response rule's decision waits for its approval before it expires.
+    pub rules_approval_hours: i64,
 }
 
 impl Default for Settings {
@@ -93,6 +98,8 @@ impl Default for Settings {
             coverage_risk_level: "Medium".into(),
             risk_history_days: 400,
             events_retention_days: 30,
+            rules_actions_per_hour: 30,
+            rules_approval_hours: 24,
         }
     }
 }
@@ -119,6 +126,8 @@ const ENV: &[(&str, &str)] = &[
     ("EA_COVERAGE_RISK_LEVEL", "coverage_risk_level"),
     ("EA_RISK_HISTORY_DAYS", "risk_history_days"),
     ("EA_EVENTS_RETENTION_DAYS", "events_retention_days"),
+    ("EA_RULES_ACTIONS_PER_HOUR", "rules_actions_per_hour"),
+    ("EA_RULES_APPROVAL_HOURS", "rules_approval_hours"),
 ];
 
 /// Every environment variable and the setting it sets (for the man page).
@@ -200,6 +209,14 @@ impl Settings {
         anyhow::ensure!(
             (1..=3650).contains(&self.events_retention_days),
             "events_retention_days must be between 1 and 3650 (ten years)"
+        );
+        anyhow::ensure!(
+            (1..=500).contains(&self.rules_actions_per_hour),
+            "rules_actions_per_hour must be between 1 and 500 (Defender allows 1,500 calls an hour per action)"
+        );
+        anyhow::ensure!(
+            (1..=168).contains(&self.rules_approval_hours),
+            "rules_approval_hours must be between 1 and 168 (a week)"
         );
         Ok(())
     }
@@ -317,7 +334,9 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "defender_stale_guard_percent"
         | "coverage_blind_spot_days"
         | "risk_history_days"
-        | "events_retention_days" => int(value)?,
+        | "events_retention_days"
+        | "rules_actions_per_hour"
+        | "rules_approval_hours" => int(value)?,
         // A comma-separated list.
         "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),

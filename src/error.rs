@@ -53,6 +53,20 @@ impl AppError {
     }
 }
 
+/// A response rule or decision refused for a reason the person can correct: 400, 409, 403 or 404.
+impl From<crate::rules::Refused> for AppError {
+    fn from(r: crate::rules::Refused) -> Self {
+        use crate::rules::Refused;
+        match r {
+            Refused::Invalid(why) => AppError::BadRequest(why),
+            Refused::NameTaken => AppError::Conflict(r.to_string()),
+            Refused::Conflict(why) => AppError::Conflict(why),
+            Refused::NotAllowed(why) => AppError::Refused(why),
+            Refused::NotFound => AppError::NotFound,
+        }
+    }
+}
+
 /// A change of event destinations the admin can correct: 400, 409 or 404.
 impl From<crate::notify::settings::Refused> for AppError {
     fn from(r: crate::notify::settings::Refused) -> Self {

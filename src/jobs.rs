@@ -3,7 +3,7 @@
 //! state when no page is watching. It logs and carries on; it never stops the app.
 //!
 //! Every instance runs it; database leases (`db::lease`) make sure that one instance at a time
-//! runs a sync, a re-model or the action poll, and that another takes over a sync or re-model
+//! runs a sync, a re-model, the response rules or the action poll, and that another takes over a sync or re-model
 //! left "running" by an instance that died.
 
 use std::time::Duration;
@@ -33,6 +33,7 @@ pub struct Retention {
 
 pub async fn supervise(
     defender: DefenderService,
+    rules: crate::rules::Runner,
     db: Db,
     modeler: Modeler,
     background: Background,
@@ -62,6 +63,9 @@ pub async fn supervise(
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "the scheduler could not read the integration state"),
         }
+        // Every round, so that a rule acts within a round of a sync or a change of risk, and
+        // approvals expire on time.
+        rules.run_once().await;
         if let Err(e) = crate::modeling::take_over_orphaned(&db, &modeler, &background).await {
             tracing::warn!(error = %e, "could not check for an interrupted re-model");
         }

@@ -24,6 +24,7 @@ pub mod notify;
 pub mod outbound;
 pub mod packaging;
 pub mod risk_history;
+pub mod rules;
 pub mod secrets;
 pub mod sso;
 pub mod web;

@@ -28,6 +28,8 @@ pub const ACTION_POLL: &str = "action-poll";
 pub const COVERAGE: &str = "coverage";
 pub const RISK_HISTORY: &str = "risk-history";
 pub const EVENTS_PRUNE: &str = "events-prune";
+/// Evaluating the response rules and sending what they decided (`crate::rules`).
+pub const RESPONSE_RULES: &str = "response-rules";
 /// Followed by a destination's id: who delivers that destination's events (`notify`).
 pub const DESTINATION: &str = "destination";
 /// Not a lease of background work: held while an instance migrates the database at start.

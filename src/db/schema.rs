@@ -388,6 +388,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    response_rules (id) {
+        id -> BigInt,
+        name -> Text,
+        condition -> Text,
+        action -> Text,
+        requires_approval -> Bool,
+        cooldown_minutes -> Integer,
+        enabled -> Bool,
+        author -> Text,
+        dry_run_at -> Nullable<BigInt>,
+        dry_run_count -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    rule_decisions (id) {
+        id -> BigInt,
+        rule_id -> BigInt,
+        endpoint_id -> BigInt,
+        state -> Text,
+        matched -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        decided_at -> Nullable<BigInt>,
+        decided_by -> Text,
+        reason -> Text,
+        sent_at -> Nullable<BigInt>,
+        action_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
     coverage_gaps (endpoint_id) {
         endpoint_id -> BigInt,
         kind -> Text,
@@ -451,6 +485,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     coverage_gaps,
     defender_machine_tags,
+    response_rules,
+    rule_decisions,
     risk_history,
     risk_day_counts,
     destinations,

@@ -11,4 +11,5 @@ pub mod observations;
 pub mod oui;
 pub mod profiles;
 pub mod risk;
+pub mod rules;
 pub mod text;

@@ -73,12 +73,20 @@ pub struct ApiCaller {
     pub token_id: i64,
     pub name: String,
     pub role: Role,
+    /// The user who made the token (none for one made on the command line).
+    pub creator: Option<String>,
 }
 
 impl ApiCaller {
     /// How the caller appears in the audit log.
     pub fn actor(&self) -> String {
         format!("token:{}", self.name)
+    }
+
+    /// The person behind the call: the token's creator, else the token. A response rule's author
+    /// and its approver are compared so, whichever way each came in.
+    pub fn person(&self) -> String {
+        self.creator.clone().unwrap_or_else(|| self.actor())
     }
 
     async fn from_request(req: HttpRequest) -> Result<Self, AppError> {
@@ -98,15 +106,15 @@ impl ApiCaller {
                 };
                 // A token acts for its creator: never above the creator's current role, and not
                 // at all once the creator is disabled (or gone).
-                let role = match t.creator_id {
-                    None => t.role(),
+                let (role, creator) = match t.creator_id {
+                    None => (t.role(), None),
                     Some(id) => match users::find(c, id)? {
-                        Some(u) if !u.disabled => t.role().min(u.role()),
+                        Some(u) if !u.disabled => (t.role().min(u.role()), Some(u.username)),
                         _ => return Ok(None),
                     },
                 };
                 api_tokens::mark_used(c, t.id)?;
-                Ok(Some(ApiCaller { token_id: t.id, role, name: t.name }))
+                Ok(Some(ApiCaller { token_id: t.id, role, name: t.name, creator }))
             })
             .await?;
         found.ok_or(AppError::LoginRequired)

@@ -38,6 +38,8 @@ pub struct AppState {
     pub defender: crate::defender::service::DefenderService,
     /// Delivers events to the destinations (webhooks, syslog); sends test events.
     pub notifier: crate::notify::Notifier,
+    /// Evaluates the response rules and sends what they decided (`crate::rules`).
+    pub rules: crate::rules::Runner,
     pub settings: Arc<Settings>,
     pub login_throttle: login_guard::LoginThrottle,
     /// Password checks that may run at once (each Argon2 check holds about 19 MiB).
@@ -169,6 +171,17 @@ route_table! {
     post "/notifications/{id}"                  => pages::notifications::update;
     post "/notifications/{id}/test"             => pages::notifications::test;
     post "/notifications/{id}/delete"           => pages::notifications::delete;
+    get "/rules"                                => pages::rules::list;
+    post "/rules"                               => pages::rules::create;
+    post "/rules/dry-run"                       => pages::rules::dry_run_unsaved;
+    post "/rules/pause"                         => pages::rules::pause;
+    post "/rules/{id}/dry-run"                  => pages::rules::dry_run;
+    post "/rules/{id}/enable"                   => pages::rules::enable;
+    post "/rules/{id}/disable"                  => pages::rules::disable;
+    post "/rules/{id}/delete"                   => pages::rules::delete;
+    get "/approvals"                            => pages::rules::approvals;
+    post "/approvals/{id}/approve"              => pages::rules::approve;
+    post "/approvals/{id}/decline"              => pages::rules::decline;
     get "/audit"                                => pages::audit::list;
     post "/api/v1/observations"                 => api::observations::ingest;
     put "/api/v1/integrations/defender"         => api::integrations::put;
@@ -191,6 +204,20 @@ route_table! {
     delete "/api/v1/destinations/{id}"          => api::destinations::delete;
     post "/api/v1/destinations/{id}/test"       => api::destinations::test;
     get "/api/v1/destinations/{id}/deliveries"  => api::destinations::deliveries;
+    get "/api/v1/rules"                         => api::rules::list;
+    post "/api/v1/rules"                        => api::rules::create;
+    post "/api/v1/rules/dry-run"                => api::rules::dry_run_unsaved;
+    get "/api/v1/rules/pause"                   => api::rules::pause_state;
+    put "/api/v1/rules/pause"                   => api::rules::set_pause;
+    get "/api/v1/rules/{id}"                    => api::rules::show;
+    put "/api/v1/rules/{id}"                    => api::rules::update;
+    delete "/api/v1/rules/{id}"                 => api::rules::delete;
+    post "/api/v1/rules/{id}/dry-run"           => api::rules::dry_run;
+    post "/api/v1/rules/{id}/enable"            => api::rules::enable;
+    post "/api/v1/rules/{id}/disable"           => api::rules::disable;
+    get "/api/v1/approvals"                     => api::rules::approvals;
+    post "/api/v1/approvals/{id}/approve"       => api::rules::approve;
+    post "/api/v1/approvals/{id}/decline"       => api::rules::decline;
     get "/api/v1/openapi.json"                  => api::openapi::document;
 }
 

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "outbound",
             "notify",
+            "rules",
         ],
     ),
     ("web", &["web", "error"]),

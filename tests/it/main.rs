@@ -34,6 +34,7 @@ mod red19;
 mod red21;
 mod risk_history;
 mod routes;
+mod rules;
 mod scaleout;
 mod screens;
 mod secrets;

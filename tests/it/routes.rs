@@ -123,6 +123,47 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         }
         ("get", "/audit") => e(p("/audit"), Page(Role::Admin), 200, ""),
         ("post", "/api/v1/observations") => e(p("/api/v1/observations"), Api(Role::Operator), 400, "{}"),
+        ("get", "/rules") => e(p("/rules"), Page(Role::Admin), 200, ""),
+        ("post", "/rules") => e(p("/rules"), Page(Role::Admin), 400, "name="),
+        // An empty condition: the fragment says what is missing.
+        ("post", "/rules/dry-run") => e(p("/rules/dry-run"), Page(Role::Admin), 200, ""),
+        // Resumes the rules (they are not paused): back to the page.
+        ("post", "/rules/pause") => e(p("/rules/pause"), Page(Role::Admin), 303, ""),
+        ("post", "/rules/{id}/dry-run") => e(format!("/rules/{MISSING}/dry-run"), Page(Role::Admin), 404, ""),
+        ("post", "/rules/{id}/enable") => e(format!("/rules/{MISSING}/enable"), Page(Role::Admin), 404, ""),
+        ("post", "/rules/{id}/disable") => e(format!("/rules/{MISSING}/disable"), Page(Role::Admin), 404, ""),
+        ("post", "/rules/{id}/delete") => e(format!("/rules/{MISSING}/delete"), Page(Role::Admin), 404, ""),
+        ("get", "/approvals") => e(p("/approvals"), Page(Role::Operator), 200, ""),
+        ("post", "/approvals/{id}/approve") => {
+            e(format!("/approvals/{MISSING}/approve"), Page(Role::Operator), 404, "")
+        }
+        ("post", "/approvals/{id}/decline") => {
+            e(format!("/approvals/{MISSING}/decline"), Page(Role::Operator), 404, "reason=x")
+        }
+        ("get", "/api/v1/rules") => e(p("/api/v1/rules"), Api(Role::Admin), 200, ""),
+        ("post", "/api/v1/rules") => e(p("/api/v1/rules"), Api(Role::Admin), 400, "{}"),
+        ("post", "/api/v1/rules/dry-run") => e(p("/api/v1/rules/dry-run"), Api(Role::Admin), 400, "{}"),
+        ("get", "/api/v1/rules/pause") => e(p("/api/v1/rules/pause"), Api(Role::Admin), 200, ""),
+        ("put", "/api/v1/rules/pause") => e(p("/api/v1/rules/pause"), Api(Role::Admin), 400, "{}"),
+        ("get", "/api/v1/rules/{id}") => e(format!("/api/v1/rules/{MISSING}"), Api(Role::Admin), 404, ""),
+        ("put", "/api/v1/rules/{id}") => e(format!("/api/v1/rules/{MISSING}"), Api(Role::Admin), 400, "{}"),
+        ("delete", "/api/v1/rules/{id}") => e(format!("/api/v1/rules/{MISSING}"), Api(Role::Admin), 404, ""),
+        ("post", "/api/v1/rules/{id}/dry-run") => {
+            e(format!("/api/v1/rules/{MISSING}/dry-run"), Api(Role::Admin), 404, "")
+        }
+        ("post", "/api/v1/rules/{id}/enable") => {
+            e(format!("/api/v1/rules/{MISSING}/enable"), Api(Role::Admin), 404, "")
+        }
+        ("post", "/api/v1/rules/{id}/disable") => {
+            e(format!("/api/v1/rules/{MISSING}/disable"), Api(Role::Admin), 404, "")
+        }
+        ("get", "/api/v1/approvals") => e(p("/api/v1/approvals"), Api(Role::Operator), 200, ""),
+        ("post", "/api/v1/approvals/{id}/approve") => {
+            e(format!("/api/v1/approvals/{MISSING}/approve"), Api(Role::Operator), 404, "")
+        }
+        ("post", "/api/v1/approvals/{id}/decline") => {
+            e(format!("/api/v1/approvals/{MISSING}/decline"), Api(Role::Operator), 404, r#"{"reason":"x"}"#)
+        }
         ("get", "/api/v1/destinations") => e(p("/api/v1/destinations"), Api(Role::Admin), 200, ""),
         // Settings missing: 400, nothing created.
         ("post", "/api/v1/destinations") => e(p("/api/v1/destinations"), Api(Role::Admin), 400, "{}"),

@@ -206,17 +206,7 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
         }
     }
     if let Some(source) = &query.source {
-        // A correlated EXISTS is one primary-key probe per candidate row, so the scan of the
-        // sort index stops after a page of matches; `id IN (SELECT ...)` built the set of every
-        // endpoint of the source (half the inventory for Defender) on each request first.
-        use diesel::sql_types::{Bool, Text};
-        q = q.filter(
-            diesel::dsl::sql::<Bool>(
-                "EXISTS (SELECT 1 FROM endpoint_sources s WHERE s.endpoint_id = endpoints.id AND s.source = ",
-            )
-            .bind::<Text, _>(source.clone())
-            .sql(")"),
-        );
+        q = with_source(q, source);
     }
     if query.defender_unmatched {
         use diesel::sql_types::{Bool, Text};
@@ -230,25 +220,16 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
         );
     }
     if let Some(coverage) = query.coverage {
-        use diesel::sql_types::{Bool, Text};
-        let gaps = "EXISTS (SELECT 1 FROM coverage_gaps g WHERE g.endpoint_id = endpoints.id";
-        q = match coverage {
-            CoverageFilter::AnyGap => q.filter(diesel::dsl::sql::<Bool>(gaps).sql(")")),
-            CoverageFilter::Kind(k) => {
-                q.filter(diesel::dsl::sql::<Bool>(gaps).sql(" AND g.kind = ").bind::<Text, _>(k.as_str()).sql(")"))
-            }
-        };
+        q = with_coverage_gap(
+            q,
+            match coverage {
+                CoverageFilter::AnyGap => None,
+                CoverageFilter::Kind(k) => Some(k),
+            },
+        );
     }
     if let Some(tag) = &query.tag {
-        use diesel::sql_types::{Bool, Text};
-        q = q.filter(
-            diesel::dsl::sql::<Bool>(
-                "EXISTS (SELECT 1 FROM defender_machines d JOIN defender_machine_tags t ON t.machine_id = d.machine_id \
-                 WHERE d.endpoint_id = endpoints.id AND NOT d.stale AND t.tag = ",
-            )
-            .bind::<Text, _>(tag.clone())
-            .sql(")"),
-        );
+        q = with_tag(q, tag);
     }
     if let Some(os) = &query.os {
         q = q.filter(endpoints::os_name.eq(os.clone()));
@@ -260,6 +241,44 @@ fn filtered(query: &EndpointQuery) -> BoxedEndpoints<'static> {
         q = q.filter(endpoints::profile.eq(profile.clone()));
     }
     q
+}
+
+/// Only the endpoints a source reported. A correlated EXISTS is one primary-key probe per
+/// candidate row, so the scan of the sort index stops after a page of matches; `id IN (SELECT
+/// ...)` built the set of every endpoint of the source (half the inventory for Defender) on each
+/// request first.
+pub(super) fn with_source(q: BoxedEndpoints<'static>, source: &str) -> BoxedEndpoints<'static> {
+    use diesel::sql_types::{Bool, Text};
+    q.filter(
+        diesel::dsl::sql::<Bool>(
+            "EXISTS (SELECT 1 FROM endpoint_sources s WHERE s.endpoint_id = endpoints.id AND s.source = ",
+        )
+        .bind::<Text, _>(source.to_owned())
+        .sql(")"),
+    )
+}
+
+/// Only the endpoints with an EDR coverage gap: of a kind, or (`None`) any.
+pub(super) fn with_coverage_gap(q: BoxedEndpoints<'static>, kind: Option<GapKind>) -> BoxedEndpoints<'static> {
+    use diesel::sql_types::{Bool, Text};
+    let gaps = "EXISTS (SELECT 1 FROM coverage_gaps g WHERE g.endpoint_id = endpoints.id";
+    match kind {
+        None => q.filter(diesel::dsl::sql::<Bool>(gaps).sql(")")),
+        Some(k) => q.filter(diesel::dsl::sql::<Bool>(gaps).sql(" AND g.kind = ").bind::<Text, _>(k.as_str()).sql(")")),
+    }
+}
+
+/// Only the endpoints whose live Defender machine carries the tag (exactly).
+pub(super) fn with_tag(q: BoxedEndpoints<'static>, tag: &str) -> BoxedEndpoints<'static> {
+    use diesel::sql_types::{Bool, Text};
+    q.filter(
+        diesel::dsl::sql::<Bool>(
+            "EXISTS (SELECT 1 FROM defender_machines d JOIN defender_machine_tags t ON t.machine_id = d.machine_id \
+             WHERE d.endpoint_id = endpoints.id AND NOT d.stale AND t.tag = ",
+        )
+        .bind::<Text, _>(tag.to_owned())
+        .sql(")"),
+    )
 }
 
 /// One page of the list, by keyset pagination so that deep pages cost what the first does.

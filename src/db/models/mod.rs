@@ -17,6 +17,7 @@ pub mod login_failures;
 pub mod profiles;
 pub mod risk;
 pub mod risk_history;
+pub mod rules;
 pub mod sessions;
 pub mod sso;
 pub mod users;

@@ -8,6 +8,7 @@ pub mod integrations;
 pub mod observations;
 pub mod openapi;
 pub mod risk;
+pub mod rules;
 
 /// Reads what `read` reads of the endpoint `id`, or fails with 404 when there is no such
 /// endpoint (the endpoint's sub-resources: its actions, its risk history).

@@ -130,7 +130,7 @@ struct ListPage {
 }
 
 /// The Endpoints list's coverage filter: any gap, or one kind (`domain::coverage`).
-fn coverage_choices() -> [(&'static str, &'static str); 4] {
+pub fn coverage_choices() -> [(&'static str, &'static str); 4] {
     let [a, b, c] = GapKind::ALL.map(|k| (k.as_str(), k.label()));
     [("any", "Any coverage gap"), a, b, c]
 }

@@ -9,6 +9,7 @@ pub mod defender;
 pub mod endpoints;
 pub mod login;
 pub mod notifications;
+pub mod rules;
 pub mod sso;
 pub mod tokens;
 pub mod users;

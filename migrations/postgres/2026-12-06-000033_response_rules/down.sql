@@ -1,0 +1,2 @@
+DROP TABLE rule_decisions;
+DROP TABLE response_rules;
