@@ -45,9 +45,40 @@ pub struct Lease {
 }
 
 enum Holder {
-    /// The connection whose session holds the advisory lock.
-    Postgres(Arc<Mutex<PgConnection>>),
+    /// The connection whose session holds the advisory lock, and that session's process id.
+    Postgres(Arc<Mutex<PgConnection>>, i32),
     Local(PathBuf),
+}
+
+/// What a write checks, in its own transaction, to be sure the lease is still its writer's
+/// ([`Lease::fence`], [`hold_fence`]): the advisory lock's key and the session that must hold it.
+/// A holder whose session died may not have noticed yet, while another instance has already
+/// taken the work over; its writes must then change nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    key: i64,
+    pid: i32,
+}
+
+/// Whether the fenced lease is still held by its session (always, without a fence: SQLite, where
+/// one process owns the file). Run it inside the write's transaction.
+pub fn hold_fence(conn: &mut super::AnyConnection, fence: Option<Fence>) -> diesel::QueryResult<bool> {
+    use diesel::sql_types::Integer;
+    let (Some(f), super::AnyConnection::Postgresql(c)) = (fence, conn) else { return Ok(true) };
+    // A one-key advisory lock is listed with the key's high half as classid, its low half as
+    // objid and objsubid 1 (PostgreSQL's pg_locks documentation).
+    diesel::select(
+        diesel::dsl::sql::<Bool>(
+            "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = ",
+        )
+        .bind::<Integer, _>(f.pid)
+        .sql(" AND classid::bigint = ")
+        .bind::<BigInt, _>((f.key >> 32) & 0xffff_ffff)
+        .sql(" AND objid::bigint = ")
+        .bind::<BigInt, _>(f.key & 0xffff_ffff)
+        .sql(")"),
+    )
+    .get_result(c)
 }
 
 /// The advisory-lock key of a lease name: stable across versions and instances.
@@ -68,12 +99,13 @@ impl Db {
                     // holding the lock, and holding it for a long run would take a pool slot.
                     let mut conn = PgConnection::establish(&url)
                         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(&url)))?;
-                    let got = diesel::select(
+                    let (got, pid) = diesel::select((
                         diesel::dsl::sql::<Bool>("pg_try_advisory_lock(").bind::<BigInt, _>(key(&name)).sql(")"),
-                    )
-                    .get_result::<bool>(&mut conn)
+                        diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"),
+                    ))
+                    .get_result::<(bool, i32)>(&mut conn)
                     .context("cannot ask PostgreSQL for an advisory lock")?;
-                    Ok(got.then(|| Lease { name, holder: Holder::Postgres(Arc::new(Mutex::new(conn))) }))
+                    Ok(got.then(|| Lease { name, holder: Holder::Postgres(Arc::new(Mutex::new(conn)), pid) }))
                 })
                 .await
                 .context("the lease task panicked")?
@@ -95,13 +127,21 @@ impl Lease {
         &self.name
     }
 
+    /// What a write checks to be sure this lease is still held ([`hold_fence`]); `None` on SQLite.
+    pub fn fence(&self) -> Option<Fence> {
+        match &self.holder {
+            Holder::Postgres(_, pid) => Some(Fence { key: key(&self.name), pid: *pid }),
+            Holder::Local(_) => None,
+        }
+    }
+
     /// Whether the lease is still ours. On PostgreSQL the lock lives as long as its session: if
     /// the connection broke, another instance may already have taken the work over, and the
     /// holder must stop.
     pub async fn still_held(&self) -> bool {
         match &self.holder {
             Holder::Local(_) => true,
-            Holder::Postgres(conn) => {
+            Holder::Postgres(conn, _) => {
                 let conn = conn.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());

@@ -75,6 +75,8 @@ pub async fn start(ctx: &DefenderService, trigger: &str, requested_by: &str) -> 
                 Err((counts, Stopped::Failed(e))) => ("failed", counts, e),
                 Err((counts, Stopped::Interrupted(e))) => ("interrupted", counts, e),
             };
+            // Whatever an error quotes from outside, the run's record keeps it as plain text.
+            let error = crate::domain::text::inert(&error, 2000);
             let details = format!(
                 "{} machines: {} created, {} updated, {} merged, {} stale; {} API calls{}",
                 counts.machines,
@@ -178,22 +180,39 @@ impl Running<'_> {
         if let Some(lease) = self.lease
             && !lease.still_held().await
         {
-            return Err(Stopped::Interrupted(
-                "This instance lost its database connection during the sync and stopped; another instance takes over."
-                    .into(),
-            ));
+            return Err(lost_lease());
         }
         Ok(())
+    }
+
+    /// A write of the sync to what a run owns only while it holds the lease (the staging
+    /// tables, the machines' stale marks), in one transaction that first checks the lease is
+    /// still this run's: between two [`Running::check`]s its session may have died and another
+    /// instance taken the sync over, whose staged machines this run must not empty or judge.
+    async fn fenced<T: Send + 'static>(
+        &self,
+        doing: &str,
+        background: bool,
+        write: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Stopped> {
+        let fence = self.lease.and_then(Lease::fence);
+        let fenced = move |c: &mut AnyConnection| {
+            c.write_transaction(|c| {
+                if !lease::hold_fence(c, fence)? {
+                    return Ok(Err(lost_lease()));
+                }
+                Ok(Ok(write(c)?))
+            })
+        };
+        let done = if background { self.ctx.db.run_background(fenced).await } else { self.ctx.db.run(fenced).await };
+        done.map_err(|e| Stopped::Failed(format!("{doing} failed: {e}")))?
     }
 
     /// Adds a page of fetched machines to the staging table (see [`Collected`]); how many were
     /// new.
     async fn stage(&self, machines: Vec<StagedMachine>) -> Result<usize, Stopped> {
-        self.ctx
-            .db
-            .run_background(move |c| c.write_transaction(|c| Ok(defender_sync_staging::insert(c, &machines)?)))
+        self.fenced("Keeping the fetched machines", true, move |c| Ok(defender_sync_staging::insert(c, &machines)?))
             .await
-            .map_err(|e| Stopped::Failed(format!("Keeping the fetched machines failed: {e}")))
     }
 
     /// Stages what a later page says of machines it names by id. Rows of a machine that was not
@@ -208,29 +227,25 @@ impl Running<'_> {
         if rows.is_empty() {
             return Ok(());
         }
-        self.ctx
-            .db
-            .run_background(move |c| {
-                c.write_transaction(|c| {
-                    let seqs = {
-                        let mut ids: Vec<&str> = rows.iter().map(|(m, _)| m.as_str()).collect();
-                        ids.sort_unstable();
-                        ids.dedup();
-                        defender_sync_staging::seqs_of(c, &ids)?
-                    };
-                    let placed: Vec<T> = rows
-                        .into_iter()
-                        .filter_map(|(machine, mut row)| {
-                            place(&mut row, *seqs.get(&machine)?);
-                            Some(row)
-                        })
-                        .collect();
-                    insert(c, &placed)?;
-                    Ok(())
+        let doing = format!("Keeping the fetched {what}");
+        self.fenced(&doing, true, move |c| {
+            let seqs = {
+                let mut ids: Vec<&str> = rows.iter().map(|(m, _)| m.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                defender_sync_staging::seqs_of(c, &ids)?
+            };
+            let placed: Vec<T> = rows
+                .into_iter()
+                .filter_map(|(machine, mut row)| {
+                    place(&mut row, *seqs.get(&machine)?);
+                    Some(row)
                 })
-            })
-            .await
-            .map_err(|e| Stopped::Failed(format!("Keeping the fetched {what} failed: {e}")))
+                .collect();
+            insert(c, &placed)?;
+            Ok(())
+        })
+        .await
     }
 
     /// The staged machines that are older records of another one (see [`duplicates_among`]),
@@ -283,12 +298,7 @@ impl Running<'_> {
     }
 
     async fn clear_staged(&self) -> Result<(), Stopped> {
-        self.ctx
-            .db
-            .run(|c| c.write_transaction(|c| Ok(defender_sync_staging::clear(c)?)))
-            .await
-            .map(|_| ())
-            .map_err(|e| Stopped::Failed(format!("Emptying what the sync staged failed: {e}")))
+        self.fenced("Emptying what the sync staged", false, |c| Ok(defender_sync_staging::clear(c)?)).await.map(|_| ())
     }
 
     /// Waits for one Defender API page, unless the application starts shutting down meanwhile
@@ -299,6 +309,12 @@ impl Running<'_> {
             _ = self.ctx.background.stopped() => Err(shutdown()),
         }
     }
+}
+
+fn lost_lease() -> Stopped {
+    Stopped::Interrupted(
+        "This instance lost its database connection during the sync and stopped; another instance takes over.".into(),
+    )
 }
 
 fn shutdown() -> Stopped {
@@ -407,11 +423,10 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
     counts = imported_so_far(counts, &imported);
     // Machines that left Defender are marked stale only after a complete import.
     run.check().await.map_err(|e| (counts, e))?;
-    let gone = ctx
-        .db
-        .run(move |c| Ok(defender_machines::mark_missing_stale(c)?))
+    let gone = run
+        .fenced("Marking machines that left Defender", false, |c| Ok(defender_machines::mark_missing_stale(c)?))
         .await
-        .map_err(|e| fail(counts, format!("Marking machines that left Defender failed: {e}")))?;
+        .map_err(|e| (counts, e))?;
     counts.stale = duplicates + gone;
     // Every machine's CVE list is now current as of the start of this fetch: the next sync
     // asks Defender for the changes since then.

@@ -32,6 +32,7 @@ mod pages;
 mod platforms;
 mod red19;
 mod red21;
+mod red_door;
 mod risk_history;
 mod routes;
 mod rules;

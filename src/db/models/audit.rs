@@ -58,10 +58,7 @@ const MAX_FIELD: usize = 2_000;
 /// would fake entries in an export — and layout controls (bidirectional overrides, Unicode line
 /// separators) become U+FFFD, and each field is capped.
 fn clean(s: &str) -> String {
-    s.chars()
-        .take(MAX_FIELD)
-        .map(|c| if c.is_control() || crate::domain::text::is_layout_control(c) { '\u{fffd}' } else { c })
-        .collect()
+    crate::domain::text::inert(s, MAX_FIELD)
 }
 
 fn record(conn: &mut AnyConnection, e: Entry<'_>) -> QueryResult<usize> {

@@ -23,6 +23,12 @@ pub enum Api {
 }
 
 impl Api {
+    /// Whether a 404 `ResourceNotFound` as the first answer means "nothing found" rather than
+    /// a failure (see the pager).
+    pub fn may_answer_none_with_404(self) -> bool {
+        matches!(self, Api::ListMachines | Api::ListMachineActions | Api::ListAlerts | Api::MachineVulnerabilities)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Api::Token => "Token",

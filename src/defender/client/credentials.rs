@@ -150,7 +150,8 @@ pub(crate) fn classify_token_error(status: u16, body: &TokenErrorBody) -> Option
         _ if status == 429 || status >= 500 => None,
         _ => Some(DefenderError::Api {
             status,
-            code: if error.is_empty() { "token_error".into() } else { super::excerpt(error, 100) },
+            // Scrubbed and cut by the caller (`tidy`), like every sign-in error.
+            code: if error.is_empty() { "token_error".into() } else { error.to_owned() },
             message: body.summary(),
         }),
     }

@@ -308,10 +308,21 @@ impl DefenderClient {
 
     /// Remove the secret and any cached token from text that came from the network.
     fn scrub(&self, s: &str) -> String {
+        self.scrub_with(s, None)
+    }
+
+    /// [`Self::scrub`], also of `sent` (the token a request carried: the cached one may have
+    /// changed since, or be locked by a refresh). The secret is looked for as sent in the
+    /// sign-in form too (URL-encoded), where an echoing host would quote it.
+    fn scrub_with(&self, s: &str, sent: Option<&str>) -> String {
         let mut out = s.to_string();
         let secret = self.inner.creds.client_secret.expose();
         if secret.len() >= 4 {
-            out = out.replace(secret, "***");
+            let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            out = out.replace(secret, "***").replace(&encoded, "***");
+        }
+        if let Some(t) = sent.filter(|t| t.len() >= 8) {
+            out = out.replace(t, "***");
         }
         if let Ok(guard) = self.inner.token.try_lock()
             && let Some(t) = guard.as_ref()
@@ -319,6 +330,18 @@ impl DefenderClient {
             out = out.replace(&t.value, "***");
         }
         out
+    }
+
+    /// A sign-in error as the client keeps it: its texts scrubbed, then cut, like an API error's.
+    fn tidy(&self, e: DefenderError) -> DefenderError {
+        match e {
+            DefenderError::Api { status, code, message } => DefenderError::Api {
+                status,
+                code: excerpt(&self.scrub(&code), 100),
+                message: excerpt(&self.scrub(&message), 300),
+            },
+            other => other,
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

@@ -305,8 +305,12 @@ impl<T: DeserializeOwned + HasId> Pager<T> {
         let answer = self.client.request(self.api, Method::GET, url, None, true).await;
         let answer = match answer {
             Ok(a) => a,
-            // Documented: list endpoints may answer 404 for "nothing found".
-            Err(DefenderError::NotFound) => {
+            // Documented for the machine listing ("404 Not Found if no machines were found",
+            // https://learn.microsoft.com/en-us/defender-endpoint/api/get-machines), and so taken
+            // for the listings of a machine's own records: as the whole answer only. A later
+            // page, or a vulnerability listing or export, answering 404 is a failure: taking it
+            // for the end emptied every machine's CVEs (and moved the delta cursor past them).
+            Err(DefenderError::NotFound) if self.pages == 0 && self.api.may_answer_none_with_404() => {
                 self.done = true;
                 return Ok(None);
             }

@@ -94,16 +94,23 @@ impl DefenderClient {
             }
         };
         if status.is_success() {
-            return Try::Done(Answer { status, body: bytes });
+            return Try::Done(Answer { status, body: without_nul(bytes) });
         }
         let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
-        // Both cut short: they travel into the run's error, the audit log and a sync-failed
-        // event, and the answer is whoever's is on the line (a proxy, too).
-        let code = self.scrub(&excerpt(env.as_ref().and_then(|e| e.error.code.as_deref()).unwrap_or_default(), 100));
-        let message =
-            self.scrub(&excerpt(env.as_ref().and_then(|e| e.error.message.as_deref()).unwrap_or_default(), 300));
+        // Scrubbed, then cut short (a cut would leave a secret's head unmatched): they travel
+        // into the run's error, the audit log and a sync-failed event, and the answer is
+        // whoever's is on the line (a proxy, too).
+        let text = |s: Option<&str>, max| excerpt(&self.scrub_with(s.unwrap_or_default(), Some(&token.value)), max);
+        let code = text(env.as_ref().and_then(|e| e.error.code.as_deref()), 100);
+        let message = text(env.as_ref().and_then(|e| e.error.message.as_deref()), 300);
         if let Some(t) = env.as_ref().and_then(|e| e.error.target.as_deref()) {
-            tracing::debug!(api = api.as_str(), status = status.as_u16(), code, target = t, "API error");
+            tracing::debug!(
+                api = api.as_str(),
+                status = status.as_u16(),
+                code,
+                target = text(Some(t), 200),
+                "API error"
+            );
         }
         match status.as_u16() {
             401 => Try::NewToken { generation: token.generation },
@@ -166,5 +173,51 @@ impl DefenderClient {
     pub(super) async fn get_json<T: DeserializeOwned>(&self, api: Api, url: Url) -> Result<T, DefenderError> {
         let a = self.request(api, Method::GET, url, None, true).await?;
         decode_entity(api, &a.body)
+    }
+}
+
+/// A JSON answer with every escaped NUL (`\u0000`) turned into U+FFFD (`\ufffd`): JSON can
+/// only carry a NUL escaped, and PostgreSQL refuses one in text, so a single NUL in a machine's
+/// name would fail every sync for as long as Defender lists it. An escape is one only after an
+/// even number of backslashes (`\\u0000` is a backslash and the text `u0000`).
+fn without_nul(body: Vec<u8>) -> Vec<u8> {
+    const NUL: &[u8] = b"\\u0000";
+    let Some(first) = body.windows(NUL.len()).position(|w| w == NUL) else { return body };
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&body[..first]);
+    let mut i = first;
+    while i < body.len() {
+        if body[i..].starts_with(NUL) {
+            let backslashes = out.iter().rev().take_while(|b| **b == b'\\').count();
+            if backslashes % 2 == 0 {
+                out.extend_from_slice(b"\\ufffd");
+                i += NUL.len();
+                continue;
+            }
+        }
+        out.push(body[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_nul;
+
+    #[test]
+    fn an_escaped_nul_becomes_a_replacement_character_and_nothing_else_changes() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            (br#"{"n":"a\u0000b"}"#, br#"{"n":"a\ufffdb"}"#),
+            (br#"{"n":"a\\u0000b"}"#, br#"{"n":"a\\u0000b"}"#),
+            (br#"{"n":"a\\\u0000"}"#, br#"{"n":"a\\\ufffd"}"#),
+            (br#"{"n":"plain"}"#, br#"{"n":"plain"}"#),
+        ];
+        for (input, expected) in cases {
+            let out = without_nul(input.to_vec());
+            assert_eq!(&out[..], expected, "{}", String::from_utf8_lossy(input));
+            let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert!(!parsed["n"].as_str().unwrap().contains('\0'));
+        }
     }
 }

@@ -82,14 +82,14 @@ impl DefenderClient {
         match serde_json::from_slice::<TokenErrorBody>(&body) {
             Ok(b) if b.error.is_some() || !b.error_codes.is_empty() => {
                 match classify_token_error(status.as_u16(), &b) {
-                    Some(e) => Try::Fail(e),
+                    Some(e) => Try::Fail(self.tidy(e)),
                     None => Try::Again {
                         wait,
-                        last: DefenderError::Api {
+                        last: self.tidy(DefenderError::Api {
                             status: status.as_u16(),
                             code: b.error.clone().unwrap_or_default(),
-                            message: self.scrub(&b.summary()),
-                        },
+                            message: b.summary(),
+                        }),
                     },
                 }
             }
