@@ -447,3 +447,109 @@ async fn people_sign_in_with_microsoft_and_land_with_their_mapped_role() {
     })
     .await;
 }
+
+/// Journey 7: a response rule from its writing to the isolation it causes. An admin writes
+/// "isolate any Defender machine whose alert level is High, after approval" on the Response
+/// rules page, dry-runs it (the count and the machines, in place), saves and enables it (the
+/// count again); the rules run; an operator approves the first decision on the Approvals page,
+/// and the endpoint's page shows the isolation Defender carried out.
+#[tokio::test]
+async fn a_response_rule_isolates_after_a_second_person_approves() {
+    journey("response_rule_isolates", |c| async move {
+        let sim = defender_sim::start(SimConfig {
+            machines: 60,
+            action_pending_ms: 500,
+            action_inprogress_ms: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("the simulator starts");
+        let app = synced_app(&sim).await;
+        app.add_user("ada", Role::Admin).await;
+        app.add_user("olga", Role::Operator).await;
+        let high: i64 = app
+            .db
+            .run(|c| {
+                Ok(dm::table
+                    .filter(dm::stale.eq(false))
+                    .filter(dm::endpoint_id.is_not_null())
+                    .filter(dm::top_alert_severity.ge(3))
+                    .count()
+                    .get_result(c)?)
+            })
+            .await
+            .unwrap();
+        assert!(high > 0, "machines with High alerts");
+
+        sign_in(&c, &app, "ada").await;
+        click(&c, "nav a[href='/rules']").await;
+        wait_for(&c, "#new-rule").await;
+        type_into(&c, "#new-rule input[name=name]", "Isolate High alerts").await;
+        c.find(Locator::Css("#new-rule select[name=min_alert] option[value=High]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("#new-rule select[name=source] option[value=defender]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("#new-rule select[name=action] option[value=isolate_full]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        click(&c, "#new-rule input[name=requires_approval]").await;
+        mark_document(&c).await;
+        click(&c, "#dry-run-unsaved").await;
+        let count = wait_for(&c, "#dry-run-new .dry-run-count").await;
+        assert_eq!(count.text().await.unwrap(), high.to_string(), "the dry run counts the machines with High alerts");
+        assert_same_document(&c, "the dry run is shown in place").await;
+        click(&c, "#new-rule button[type=submit]").await;
+        let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
+        assert!(notice.contains("dry-run it"), "{notice}");
+        // Not enabled before its own dry run.
+        click(&c, "#rules button.toggle").await;
+        let refused = wait_for(&c, "#form-error").await.text().await.unwrap();
+        assert!(refused.contains("Dry-run the rule first"), "{refused}");
+        click(&c, "#rules button.dry-run").await;
+        wait_for(&c, "#rules .dry-run-result .dry-run-count").await;
+        click(&c, "#rules button.toggle").await;
+        let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
+        assert!(notice.contains(&format!("{high} endpoints meet it now")), "{notice}");
+
+        // The supervisor's round (every 15 s), now.
+        app.state.rules.run_once().await;
+        assert_eq!(sim.counters().api("Isolate").calls, 0, "nothing is sent before the approval");
+
+        c.delete_all_cookies().await.unwrap();
+        sign_in(&c, &app, "olga").await;
+        click(&c, "nav a[href='/approvals']").await;
+        let first = wait_for(&c, "#awaiting tbody tr[data-id]").await;
+        let endpoint_link = first.find(Locator::Css("td a")).await.unwrap().attr("href").await.unwrap().unwrap();
+        type_into(&c, "#awaiting tbody tr[data-id] form.approve input[name=reason]", "Confirmed with the SOC").await;
+        click(&c, "#awaiting tbody tr[data-id] form.approve button").await;
+        wait_for(&c, "#decisions").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sim.counters().api("Isolate").calls == 0 {
+            assert!(std::time::Instant::now() < deadline, "the approved isolation was not sent");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The endpoint's Actions tab follows the rule's isolation to Defender's final status.
+        c.goto(&app.url(&format!("{endpoint_link}?tab=actions"))).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !exists(&c, "#product-actions tr[data-status=Succeeded]").await {
+            assert!(std::time::Instant::now() < deadline, "the rule's isolation did not succeed in time");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.refresh().await.unwrap();
+        }
+        let row = text(&c, "#product-actions tr[data-status=Succeeded]").await;
+        assert!(row.contains("Isolate Full") && row.contains("Isolate High alerts") && row.contains("olga"), "{row}");
+        assert_eq!(sim.counters().api("Isolate").calls, 1, "one decision, one isolate request");
+    })
+    .await;
+}

@@ -48,6 +48,8 @@ fn signed_in_pages(endpoint: &str) -> Vec<Stop> {
         stop("users", "/users", false),
         stop("tokens", "/tokens", false),
         stop("notifications", "/notifications", false),
+        stop("rules", "/rules", false),
+        stop("approvals", "/approvals", false),
         stop("audit", "/audit", false),
     ]
 }
