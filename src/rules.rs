@@ -313,6 +313,17 @@ pub fn decisions(c: &mut AnyConnection, in_state: Option<&str>, limit: i64) -> a
         Some(s) => store::in_state(c, s, limit)?,
         None => store::recent(c, None, limit)?,
     };
+    views(c, found)
+}
+
+/// A decision as the approvals list shows it.
+pub fn decision(c: &mut AnyConnection, id: i64) -> anyhow::Result<Option<DecisionView>> {
+    let found = store::find_decision(c, id)?.into_iter().collect();
+    Ok(views(c, found)?.pop())
+}
+
+/// Decisions with their rules' and endpoints' names.
+fn views(c: &mut AnyConnection, found: Vec<Decision>) -> anyhow::Result<Vec<DecisionView>> {
     let rules: std::collections::HashMap<i64, RuleView> = list(c)?.into_iter().map(|r| (r.rule.id, r)).collect();
     let ids: Vec<i64> = found.iter().map(|d| d.endpoint_id).collect();
     let hosts: std::collections::HashMap<i64, String> =
@@ -580,18 +591,4 @@ impl Runner {
         let runner = self.clone();
         self.background.spawn(async move { runner.run_once().await });
     }
-}
-
-/// A decision as the approvals list shows it.
-pub fn decision(c: &mut AnyConnection, id: i64) -> anyhow::Result<Option<DecisionView>> {
-    let Some(d) = store::find_decision(c, id)? else { return Ok(None) };
-    let rule = find(c, d.rule_id)?;
-    let hostname = endpoints::find(c, d.endpoint_id)?.map(|e| e.hostname).unwrap_or_default();
-    Ok(Some(DecisionView {
-        rule_name: rule.as_ref().map(|r| r.rule.name.clone()).unwrap_or_default(),
-        rule_author: rule.as_ref().map(|r| r.rule.author.clone()).unwrap_or_default(),
-        action: rule.as_ref().map(|r| r.action.describe()).unwrap_or_default(),
-        hostname,
-        decision: d,
-    }))
 }

@@ -274,3 +274,35 @@ impl TestApp {
         }
     }
 }
+
+/// Ends the PostgreSQL sessions holding this app's leases (as a dead connection would) and
+/// starts a second instance on the same database, which may then take the work over.
+pub async fn lose_leases_to_another_instance(app: &TestApp) -> TestApp {
+    use diesel::prelude::*;
+    let url = app.state.settings.database_url.clone();
+    let killer = url.clone();
+    let killed = tokio::task::spawn_blocking(move || {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&killer).unwrap();
+        diesel::sql_query(
+            "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .get_result::<N>(&mut c)
+        .unwrap()
+        .n
+    })
+    .await
+    .unwrap();
+    assert!(killed >= 1, "no lease session to end");
+    let key = app.state.settings.master_key.clone();
+    spawn_app_with(move |s| {
+        s.database_url = url;
+        s.master_key = key;
+    })
+    .await
+}

@@ -252,32 +252,7 @@ async fn a_lost_lease_stops_the_worker_before_it_sends_again() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The lease's session dies; a second instance starts on the same database.
-    let url = app1.state.settings.database_url.clone();
-    let killer = url.clone();
-    let killed = tokio::task::spawn_blocking(move || {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut c = diesel::PgConnection::establish(&killer).unwrap();
-        diesel::sql_query(
-            "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_locks WHERE locktype = 'advisory' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .get_result::<N>(&mut c)
-        .unwrap()
-        .n
-    })
-    .await
-    .unwrap();
-    assert!(killed >= 1, "no lease session to end");
-    let key = app1.state.settings.master_key.clone();
-    let _app2 = spawn_app_with(move |s| {
-        s.database_url = url;
-        s.master_key = key;
-    })
-    .await;
+    let _app2 = lose_leases_to_another_instance(&app1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let already = got().len();
     assert_eq!(app1.ingest(&operator, &observations(20, "dup")).await.status(), 200);

@@ -422,32 +422,7 @@ async fn red_door_an_instance_that_lost_its_lease_leaves_the_new_runs_staging_al
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Its lease's session dies; a second instance starts on the same database and syncs.
-    let url = app1.state.settings.database_url.clone();
-    let killer = url.clone();
-    let killed = tokio::task::spawn_blocking(move || {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut c = diesel::PgConnection::establish(&killer).unwrap();
-        diesel::sql_query(
-            "SELECT count(pg_terminate_backend(pid))::bigint AS n FROM pg_locks WHERE locktype = 'advisory' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .get_result::<N>(&mut c)
-        .unwrap()
-        .n
-    })
-    .await
-    .unwrap();
-    assert!(killed >= 1, "no lease session to end");
-    let key = app1.state.settings.master_key.clone();
-    let app2 = spawn_app_with(move |s| {
-        s.database_url = url;
-        s.master_key = key;
-    })
-    .await;
+    let app2 = lose_leases_to_another_instance(&app1).await;
     let token2 = app2.token(Role::Admin).await;
     let res = reqwest::Client::new()
         .post(app2.url("/api/v1/integrations/defender/sync"))

@@ -65,20 +65,25 @@ pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult
         return Ok(Recorded::Busy(open));
     }
     let t = now();
-    let inserted = diesel::insert_into(machine_actions::table)
-        .values((
-            machine_actions::idempotency_key.eq(a.idempotency_key),
-            machine_actions::endpoint_id.eq(a.endpoint_id),
-            machine_actions::machine_id.eq(a.machine_id),
-            machine_actions::action_type.eq(a.action_type),
-            machine_actions::scope.eq(a.scope),
-            machine_actions::comment.eq(a.comment),
-            machine_actions::requested_by.eq(a.requested_by),
-            machine_actions::status.eq(ActionStatus::Requested.as_str()),
-            machine_actions::created_at.eq(t),
-            machine_actions::updated_at.eq(t),
-        ))
-        .execute(conn);
+    // In a savepoint of its own: inside the caller's transaction, PostgreSQL refuses every
+    // statement after a failed one, so the race below could not be looked at (a double click
+    // answered 500 for one of its two requests).
+    let inserted = conn.write_transaction(|conn| {
+        diesel::insert_into(machine_actions::table)
+            .values((
+                machine_actions::idempotency_key.eq(a.idempotency_key),
+                machine_actions::endpoint_id.eq(a.endpoint_id),
+                machine_actions::machine_id.eq(a.machine_id),
+                machine_actions::action_type.eq(a.action_type),
+                machine_actions::scope.eq(a.scope),
+                machine_actions::comment.eq(a.comment),
+                machine_actions::requested_by.eq(a.requested_by),
+                machine_actions::status.eq(ActionStatus::Requested.as_str()),
+                machine_actions::created_at.eq(t),
+                machine_actions::updated_at.eq(t),
+            ))
+            .execute(conn)
+    });
     match inserted {
         Ok(_) => by_key(conn, a.idempotency_key)?.map(Recorded::New).ok_or(diesel::result::Error::NotFound),
         // A concurrent request won the race (same key, or another action for the machine).
