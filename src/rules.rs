@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::lease::Fence;
 use crate::db::models::rules::{self as store, Decision, Rule, RuleFields, state};
 use crate::db::models::{audit, defender_machines, endpoints, events, jobs};
 use crate::db::{AnyConnection, Db, is_unique_violation, now};
@@ -86,7 +87,26 @@ impl std::fmt::Display for Refused {
 /// What a change answers: done, refused for a reason the person can correct, or failed.
 pub type Outcome<T> = anyhow::Result<Result<T, Refused>>;
 
+/// Whether `who` (a user name, or `token:NAME` for a token no user made) is a person: only
+/// people approve, and a rule that waits for a second person has a person as its author, so
+/// that "second" means something.
+fn is_person(who: &str) -> bool {
+    !who.starts_with("token:")
+}
+
 impl RuleInput {
+    fn fields_by(&self, who: &str) -> Result<RuleFields, Refused> {
+        let fields = self.fields()?;
+        if self.requires_approval && !is_person(who) {
+            return Err(Refused::Invalid(
+                "A rule that waits for a second person's approval is written by a person: use a token a user made, \
+                 or the Response rules page."
+                    .into(),
+            ));
+        }
+        Ok(fields)
+    }
+
     fn fields(&self) -> Result<RuleFields, Refused> {
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -139,7 +159,7 @@ pub fn find(c: &mut AnyConnection, id: i64) -> anyhow::Result<Option<RuleView>> 
 }
 
 pub fn create(c: &mut AnyConnection, input: &RuleInput, author: &str) -> Outcome<RuleView> {
-    let fields = match input.fields() {
+    let fields = match input.fields_by(author) {
         Ok(f) => f,
         Err(r) => return Ok(Err(r)),
     };
@@ -167,12 +187,12 @@ fn summary_of(input: &RuleInput) -> String {
 
 /// Changes a rule: it is disabled until dry-run and enabled again.
 pub fn update(c: &mut AnyConnection, id: i64, input: &RuleInput, by: &str) -> Outcome<RuleView> {
-    let fields = match input.fields() {
+    let fields = match input.fields_by(by) {
         Ok(f) => f,
         Err(r) => return Ok(Err(r)),
     };
     let changed = c.write_transaction(|c| {
-        if store::update(c, id, &fields)? == 0 {
+        if store::update(c, id, &fields, by)? == 0 {
             return Ok(None);
         }
         audit::entry(by, "rule.update").target(&fields.name).details(&summary_of(input)).record(c)?;
@@ -275,7 +295,7 @@ pub fn set_enabled(c: &mut AnyConnection, id: i64, enabled: bool, by: &str) -> O
         }
         let checked = rule.condition.check().map_err(anyhow::Error::msg)?;
         let (_, total) = store::matching(c, &checked, 0)?;
-        store::set_enabled(c, id, enabled)?;
+        store::set_enabled(c, id, enabled, by)?;
         audit::entry(by, if enabled { "rule.enable" } else { "rule.disable" })
             .target(&rule.rule.name)
             .details(&format!("{} endpoints meet it now", total))
@@ -356,8 +376,15 @@ pub fn decide(c: &mut AnyConnection, id: i64, approve: bool, by: &str, reason: &
     c.write_transaction(|c| {
         let Some(d) = store::find_decision(c, id)? else { return Ok(Err(Refused::NotFound)) };
         let Some(rule) = find(c, d.rule_id)? else { return Ok(Err(Refused::NotFound)) };
-        if rule.rule.author == by {
-            return Ok(Err(Refused::NotAllowed("A second person approves or declines: not the rule's author.".into())));
+        if !is_person(by) {
+            return Ok(Err(Refused::NotAllowed(
+                "Approvals are a person's: sign in, or use an API token a user made.".into(),
+            )));
+        }
+        if rule.rule.edited_by(by) {
+            return Ok(Err(Refused::NotAllowed(
+                "A second person approves or declines: not someone who wrote or enabled the rule.".into(),
+            )));
         }
         if d.state == state::AWAITING_APPROVAL && d.expires_at.is_some_and(|at| at < now()) {
             store::expire(c, now())?;
@@ -393,8 +420,13 @@ pub struct Evaluation {
 
 /// Evaluates every enabled rule and sends what is approved (unless paused). Run by one
 /// instance at a time (`crate::jobs`).
-pub async fn evaluate(db: &Db, defender: &DefenderService, policy: RulesPolicy) -> anyhow::Result<Evaluation> {
-    let decided = db.run(move |c| decide_all(c, policy)).await?;
+pub async fn evaluate(
+    db: &Db,
+    defender: &DefenderService,
+    policy: RulesPolicy,
+    fence: Option<Fence>,
+) -> anyhow::Result<Evaluation> {
+    let decided = db.run(move |c| decide_all(c, policy, fence)).await?;
     let Some(mut evaluation) = decided else { return Ok(Evaluation::default()) };
     let sent = send_approved(db, defender, policy).await?;
     evaluation.sent = sent.sent;
@@ -405,14 +437,23 @@ pub async fn evaluate(db: &Db, defender: &DefenderService, policy: RulesPolicy) 
 
 /// Expires what waited too long, and records a decision for each endpoint an enabled rule meets
 /// and may act on. `None` when paused.
-fn decide_all(c: &mut AnyConnection, policy: RulesPolicy) -> anyhow::Result<Option<Evaluation>> {
+fn decide_all(c: &mut AnyConnection, policy: RulesPolicy, fence: Option<Fence>) -> anyhow::Result<Option<Evaluation>> {
     if paused(c)? {
         return Ok(None);
     }
     let mut evaluation = Evaluation::default();
     c.write_transaction(|c| {
+        // Decided only while this instance still holds the rules' lease (its session may have
+        // died since it was taken, and another instance be deciding now).
+        if !crate::db::lease::hold_fence(c, fence)? {
+            return Ok(());
+        }
         for d in store::expire(c, now())? {
-            audit::entry("system", "rule.expire").target(&format!("decision {}", d.id)).record(c)?;
+            let rule = store::find(c, d.rule_id)?.map(|r| r.name).unwrap_or_default();
+            audit::entry("system", "rule.expire")
+                .target(&rule)
+                .details(&format!("decision {} for endpoint {}: nobody approved it in time", d.id, d.endpoint_id))
+                .record(c)?;
             evaluation.expired += 1;
         }
         for rule in store::enabled(c)? {
@@ -441,7 +482,7 @@ fn decide_for_rule(c: &mut AnyConnection, rule: RuleView, policy: RulesPolicy) -
         } else {
             (state::APPROVED, None)
         };
-        let d = store::insert(c, rule.rule.id, m.endpoint_id, first_state, &values, expires)?;
+        let d = store::insert(c, &rule.rule, m.endpoint_id, first_state, &values, expires)?;
         audit::entry("system", "rule.matched")
             .target(&rule.rule.name)
             .details(&format!(
@@ -463,23 +504,48 @@ fn decide_for_rule(c: &mut AnyConnection, rule: RuleView, policy: RulesPolicy) -
     Ok(seen.len())
 }
 
-/// Sends the approved decisions' device actions, oldest first, within the hourly cap.
+/// Whether a decision may still act, read just before it is sent: rules not paused, its rule
+/// unchanged and enabled since it decided, the endpoint still meeting the condition.
+enum Standing {
+    Paused,
+    Stands(Box<RuleView>),
+    No(&'static str),
+}
+
+fn standing(c: &mut AnyConnection, d: &Decision) -> anyhow::Result<Standing> {
+    if paused(c)? {
+        return Ok(Standing::Paused);
+    }
+    let Some(rule) = find(c, d.rule_id)? else { return Ok(Standing::No("The rule was deleted after it decided.")) };
+    if !rule.rule.enabled || rule.rule.version != d.rule_version {
+        return Ok(Standing::No("The rule was disabled or changed after it decided."));
+    }
+    let Ok(checked) = rule.condition.check() else { return Ok(Standing::No("The rule's condition is not valid.")) };
+    if !store::still_matches(c, &checked, d.endpoint_id)? {
+        return Ok(Standing::No("The endpoint no longer meets the rule."));
+    }
+    Ok(Standing::Stands(Box::new(rule)))
+}
+
+/// Sends the approved decisions' device actions, oldest first, within the hourly cap; each one
+/// checked again just before it goes ([`standing`]), so that the kill switch stops a round on
+/// its way and nothing acts for a rule or a match that no longer holds.
 async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy) -> anyhow::Result<Evaluation> {
     let mut done = Evaluation::default();
-    let (approved, rules, sent) = db
-        .run(|c| Ok((store::in_state(c, state::APPROVED, 200)?, list(c)?, store::sent_since(c, now() - 3600)?)))
-        .await?;
-    let rules: std::collections::HashMap<i64, RuleView> = rules.into_iter().map(|r| (r.rule.id, r)).collect();
-    let mut room = (policy.actions_per_hour - sent).max(0);
+    let approved = db.run(|c| Ok(store::in_state(c, state::APPROVED, 200)?)).await?;
     for d in approved {
-        let rule = rules.get(&d.rule_id);
-        // A rule disabled or changed since it decided no longer stands behind the decision.
-        let Some(rule) = rule.filter(|r| r.rule.enabled && r.rule.updated_at <= d.created_at) else {
-            finish(db, &d, state::REFUSED, None, "The rule was disabled or changed after it decided.").await?;
-            done.refused += 1;
-            continue;
+        let check = d.clone();
+        let (standing, sent) = db.run(move |c| Ok((standing(c, &check)?, store::sent_since(c, now() - 3600)?))).await?;
+        let rule = match standing {
+            Standing::Paused => break,
+            Standing::No(why) => {
+                finish(db, &d, None, state::REFUSED, None, why).await?;
+                done.refused += 1;
+                continue;
+            }
+            Standing::Stands(rule) => rule,
         };
-        if room == 0 {
+        if sent >= policy.actions_per_hour {
             done.capped += 1;
             continue;
         }
@@ -507,12 +573,16 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
         };
         // The caller names the rule and stays the same for every attempt at this decision, so
         // that the idempotency key finds an earlier attempt's intent.
-        let caller = format!("rule {}", rule.rule.id);
+        let caller = format!("{}{}", store::RULE_CALLER, rule.rule.id);
         match device_actions::submit(defender, d.endpoint_id, request, &caller).await? {
+            Ok(action) if action.status == crate::domain::action::ActionStatus::Failed => {
+                done.refused += 1;
+                let why = format!("Defender refused the action: {}", action.error);
+                finish(db, &d, Some(&rule), state::REFUSED, Some(action.id), &why).await?;
+            }
             Ok(action) => {
-                room -= 1;
                 done.sent += 1;
-                finish(db, &d, state::SENT, Some(action.id), &approver).await?;
+                finish(db, &d, Some(&rule), state::SENT, Some(action.id), &approver).await?;
             }
             Err(refusal) => {
                 let why = match refusal {
@@ -521,7 +591,7 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
                     device_actions::Refusal::Busy(_) => device_actions::Refusal::ANOTHER_OPEN.to_owned(),
                 };
                 done.refused += 1;
-                finish(db, &d, state::REFUSED, None, &why).await?;
+                finish(db, &d, Some(&rule), state::REFUSED, None, &why).await?;
             }
         }
     }
@@ -535,19 +605,30 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
     Ok(done)
 }
 
-async fn finish(db: &Db, d: &Decision, to: &'static str, action_id: Option<i64>, why: &str) -> anyhow::Result<()> {
+/// Records how acting on a decision ended, with its audit entry: the rule, the endpoint, what
+/// matched, the approver and the machine action.
+async fn finish(
+    db: &Db,
+    d: &Decision,
+    rule: Option<&RuleView>,
+    to: &'static str,
+    action_id: Option<i64>,
+    why: &str,
+) -> anyhow::Result<()> {
     let (id, why) = (d.id, why.to_owned());
+    let target = rule.map(|r| r.rule.name.clone()).unwrap_or_else(|| format!("rule {}", d.rule_id));
+    let details = format!(
+        "decision {id} for endpoint {}: {}{}; matched {}; {}",
+        d.endpoint_id,
+        rule.map(|r| r.action.describe()).unwrap_or_default(),
+        action_id.map(|a| format!(" (machine action {a})")).unwrap_or_default(),
+        d.matched,
+        why
+    );
     db.run(move |c| {
         c.write_transaction(|c| {
             if store::mark_done(c, id, to, action_id, &why)? > 0 {
-                audit::entry("system", "rule.act")
-                    .target(&format!("decision {id}"))
-                    .outcome(to)
-                    .details(&match action_id {
-                        Some(a) => format!("machine action {a}; {why}"),
-                        None => why.clone(),
-                    })
-                    .record(c)?;
+                audit::entry("system", "rule.act").target(&target).outcome(to).details(&details).record(c)?;
             }
             Ok(())
         })
@@ -569,7 +650,7 @@ impl Runner {
     /// One evaluation, unless another instance is running one (it then sends what was approved).
     pub async fn run_once(&self) {
         match self.db.try_lease(crate::db::lease::RESPONSE_RULES).await {
-            Ok(Some(_lease)) => match evaluate(&self.db, &self.defender, self.policy).await {
+            Ok(Some(lease)) => match evaluate(&self.db, &self.defender, self.policy, lease.fence()).await {
                 Ok(e) if e != Evaluation::default() => tracing::info!(
                     decided = e.decided,
                     sent = e.sent,

@@ -397,6 +397,8 @@ diesel::table! {
         cooldown_minutes -> Integer,
         enabled -> Bool,
         author -> Text,
+        editors -> Text,
+        version -> Integer,
         dry_run_at -> Nullable<BigInt>,
         dry_run_count -> Nullable<BigInt>,
         created_at -> BigInt,
@@ -408,6 +410,7 @@ diesel::table! {
     rule_decisions (id) {
         id -> BigInt,
         rule_id -> BigInt,
+        rule_version -> Integer,
         endpoint_id -> BigInt,
         state -> Text,
         matched -> Text,

@@ -75,6 +75,10 @@ fn text(field: &str, value: &Option<String>) -> Result<Option<String>, String> {
 impl Condition {
     /// Checks what was typed; the message names the field at fault.
     pub fn check(&self) -> Result<Checked, String> {
+        // Counted before anything else is done with them: a huge list is refused at once.
+        if self.profiles.len() > MAX_PROFILES {
+            return Err(format!("At most {MAX_PROFILES} profiles."));
+        }
         let mut profiles = Vec::new();
         for p in &self.profiles {
             if let Some(p) = text("A profile", &Some(p.clone()))?
@@ -82,9 +86,6 @@ impl Condition {
             {
                 profiles.push(p);
             }
-        }
-        if profiles.len() > MAX_PROFILES {
-            return Err(format!("At most {MAX_PROFILES} profiles."));
         }
         let coverage = match self.coverage.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
             None => None,

@@ -325,21 +325,25 @@ async fn the_cooldown_the_hourly_cap_and_the_kill_switch_hold() {
         json!({"name": "Scan on alerts", "condition": {"min_alert": "Medium"}, "action": {"type": "run_scan", "scope": "Quick"}}),
     )
     .await;
-    // Fill the hour up to 2 below the cap with earlier sends.
+    // Fill the hour up to 2 below the cap with a rule's earlier actions (finished, so that none
+    // is open on a machine).
     let cap = endpoint_analytics::config::Settings::default().rules_actions_per_hour;
     app.db
         .run(move |c| {
             let now = chrono::Utc::now().timestamp();
-            for _ in 0..cap - 2 {
-                diesel::insert_into(rule_decisions::table)
+            for i in 0..cap - 2 {
+                diesel::insert_into(machine_actions::table)
                     .values((
-                        rule_decisions::rule_id.eq(events_rule),
-                        rule_decisions::endpoint_id.eq(targets[0]),
-                        rule_decisions::state.eq("sent"),
-                        rule_decisions::matched.eq("{}"),
-                        rule_decisions::created_at.eq(now - 7200),
-                        rule_decisions::sent_at.eq(now - 60),
-                        rule_decisions::action_id.eq(0i64),
+                        machine_actions::idempotency_key.eq(format!("earlier-{i}")),
+                        machine_actions::endpoint_id.eq(targets[0]),
+                        machine_actions::machine_id.eq("earlier"),
+                        machine_actions::action_type.eq("RunAntiVirusScan"),
+                        machine_actions::scope.eq("Quick"),
+                        machine_actions::comment.eq("earlier"),
+                        machine_actions::requested_by.eq(format!("rule {events_rule}")),
+                        machine_actions::status.eq("Succeeded"),
+                        machine_actions::created_at.eq(now - 600),
+                        machine_actions::updated_at.eq(now - 600),
                     ))
                     .execute(c)?;
             }

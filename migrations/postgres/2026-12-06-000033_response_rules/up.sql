@@ -10,6 +10,11 @@ CREATE TABLE response_rules (
     cooldown_minutes INTEGER NOT NULL,
     enabled BOOLEAN NOT NULL DEFAULT FALSE,
     author TEXT NOT NULL,
+    -- Everyone who wrote a version of the rule or enabled it, one per line: none of them may
+    -- approve its decisions.
+    editors TEXT NOT NULL DEFAULT '',
+    -- Moved on by every change and every enabling: a decision acts only for the version that made it.
+    version INTEGER NOT NULL DEFAULT 1,
     -- The last dry run of the rule as it is now (reset by every change): enabling needs one.
     dry_run_at BIGINT,
     dry_run_count BIGINT,
@@ -19,6 +24,7 @@ CREATE TABLE response_rules (
 CREATE TABLE rule_decisions (
     id BIGSERIAL PRIMARY KEY,
     rule_id BIGINT NOT NULL REFERENCES response_rules (id) ON DELETE CASCADE,
+    rule_version INTEGER NOT NULL,
     endpoint_id BIGINT NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
     -- awaiting_approval, approved, declined, expired, sent, refused
     state TEXT NOT NULL,

@@ -24,6 +24,10 @@ pub struct Rule {
     pub cooldown_minutes: i32,
     pub enabled: bool,
     pub author: String,
+    /// Who wrote a version of it or enabled it, one per line (see [`Rule::edited_by`]).
+    pub editors: String,
+    /// Moved on by every change and every enabling.
+    pub version: i32,
     pub dry_run_at: Option<i64>,
     pub dry_run_count: Option<i64>,
     pub created_at: i64,
@@ -41,12 +45,31 @@ pub struct RuleFields {
     pub cooldown_minutes: i32,
 }
 
+impl Rule {
+    /// Whether `person` wrote a version of the rule or enabled it.
+    pub fn edited_by(&self, person: &str) -> bool {
+        self.author == person || self.editors.lines().any(|e| e == person)
+    }
+}
+
+/// `editors` with `person` added.
+fn with_editor(editors: &str, person: &str) -> String {
+    if editors.lines().any(|e| e == person) {
+        editors.to_owned()
+    } else if editors.is_empty() {
+        person.to_owned()
+    } else {
+        format!("{editors}\n{person}")
+    }
+}
+
 pub fn create(conn: &mut AnyConnection, fields: &RuleFields, author: &str) -> QueryResult<Rule> {
     let at = now();
     diesel::insert_into(response_rules::table)
         .values((
             fields,
             response_rules::author.eq(author),
+            response_rules::editors.eq(author),
             response_rules::enabled.eq(false),
             response_rules::created_at.eq(at),
             response_rules::updated_at.eq(at),
@@ -71,12 +94,15 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> QueryResult<Option<Rule>> {
     response_rules::table.find(id).select(Rule::as_select()).first(conn).optional()
 }
 
-/// Changes a rule. A changed rule is disabled and its dry run forgotten: it meets other
+/// Changes a rule, as `by`. A changed rule is disabled and its dry run forgotten: it meets other
 /// endpoints now, which its admin sees again before enabling it.
-pub fn update(conn: &mut AnyConnection, id: i64, fields: &RuleFields) -> QueryResult<usize> {
+pub fn update(conn: &mut AnyConnection, id: i64, fields: &RuleFields, by: &str) -> QueryResult<usize> {
+    let Some(rule) = find(conn, id)? else { return Ok(0) };
     diesel::update(response_rules::table.find(id))
         .set((
             fields,
+            response_rules::editors.eq(with_editor(&rule.editors, by)),
+            response_rules::version.eq(rule.version + 1),
             response_rules::enabled.eq(false),
             response_rules::dry_run_at.eq(None::<i64>),
             response_rules::dry_run_count.eq(None::<i64>),
@@ -89,8 +115,18 @@ pub fn delete(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
     diesel::delete(response_rules::table.find(id)).execute(conn)
 }
 
-pub fn set_enabled(conn: &mut AnyConnection, id: i64, enabled: bool) -> QueryResult<usize> {
-    diesel::update(response_rules::table.find(id)).set(response_rules::enabled.eq(enabled)).execute(conn)
+/// Enables or disables a rule, as `by`; either moves its version on (a decision made before
+/// acts no more), and whoever enables it becomes one of its editors.
+pub fn set_enabled(conn: &mut AnyConnection, id: i64, enabled: bool, by: &str) -> QueryResult<usize> {
+    let Some(rule) = find(conn, id)? else { return Ok(0) };
+    let editors = if enabled { with_editor(&rule.editors, by) } else { rule.editors };
+    diesel::update(response_rules::table.find(id))
+        .set((
+            response_rules::enabled.eq(enabled),
+            response_rules::editors.eq(editors),
+            response_rules::version.eq(rule.version + 1),
+        ))
+        .execute(conn)
 }
 
 pub fn record_dry_run(conn: &mut AnyConnection, id: i64, count: i64) -> QueryResult<usize> {
@@ -136,6 +172,12 @@ fn matching_query(c: &Checked, at: i64) -> endpoints::BoxedQuery<'static, Backen
     q
 }
 
+/// Whether the condition meets this endpoint now (checked again before a decision acts).
+pub fn still_matches(conn: &mut AnyConnection, c: &Checked, endpoint_id: i64) -> QueryResult<bool> {
+    let n: i64 = matching_query(c, now()).filter(endpoints::id.eq(endpoint_id)).count().get_result(conn)?;
+    Ok(n > 0)
+}
+
 /// The ids of the endpoints a condition meets now, at most `limit` (the most at risk first),
 /// and how many there are in all.
 pub fn matching(conn: &mut AnyConnection, c: &Checked, limit: i64) -> QueryResult<(Vec<i64>, i64)> {
@@ -168,6 +210,8 @@ pub mod state {
 pub struct Decision {
     pub id: i64,
     pub rule_id: i64,
+    /// The rule's version that decided.
+    pub rule_version: i32,
     pub endpoint_id: i64,
     pub state: String,
     /// What the rule saw when it matched, JSON.
@@ -195,7 +239,7 @@ pub fn held_back(conn: &mut AnyConnection, rule_id: i64, endpoint_ids: &[i64], s
 
 pub fn insert(
     conn: &mut AnyConnection,
-    rule_id: i64,
+    rule: &Rule,
     endpoint_id: i64,
     state: &str,
     matched: &str,
@@ -203,7 +247,8 @@ pub fn insert(
 ) -> QueryResult<Decision> {
     diesel::insert_into(rule_decisions::table)
         .values((
-            rule_decisions::rule_id.eq(rule_id),
+            rule_decisions::rule_id.eq(rule.id),
+            rule_decisions::rule_version.eq(rule.version),
             rule_decisions::endpoint_id.eq(endpoint_id),
             rule_decisions::state.eq(state),
             rule_decisions::matched.eq(matched),
@@ -212,7 +257,7 @@ pub fn insert(
         ))
         .execute(conn)?;
     rule_decisions::table
-        .filter(rule_decisions::rule_id.eq(rule_id))
+        .filter(rule_decisions::rule_id.eq(rule.id))
         .filter(rule_decisions::endpoint_id.eq(endpoint_id))
         .order(rule_decisions::id.desc())
         .select(Decision::as_select())
@@ -288,11 +333,18 @@ pub fn expire(conn: &mut AnyConnection, at: i64) -> QueryResult<Vec<Decision>> {
     Ok(due)
 }
 
-/// Device actions rules sent since `since` (the hourly cap).
+/// Device actions rules asked Defender for since `since` (the hourly cap): counted among the
+/// machine actions, which outlive a deleted rule and its decisions; those Defender refused
+/// outright do not count.
 pub fn sent_since(conn: &mut AnyConnection, since: i64) -> QueryResult<i64> {
-    rule_decisions::table
-        .filter(rule_decisions::sent_at.ge(since))
-        .filter(rule_decisions::action_id.is_not_null())
+    use crate::db::schema::machine_actions;
+    machine_actions::table
+        .filter(machine_actions::requested_by.like(format!("{RULE_CALLER}%")))
+        .filter(machine_actions::created_at.ge(since))
+        .filter(machine_actions::status.ne("Failed"))
         .count()
         .get_result(conn)
 }
+
+/// How a rule's machine actions name who asked for them: `rule {id}`.
+pub const RULE_CALLER: &str = "rule ";
