@@ -35,6 +35,12 @@ impl ActionRow {
     pub fn is_open(&self) -> bool {
         self.status.is_open()
     }
+
+    /// A collection of an investigation package that succeeded: Defender has a package to download.
+    pub fn has_package(&self) -> bool {
+        self.action_type == crate::domain::action::COLLECT_INVESTIGATION_PACKAGE
+            && self.status == ActionStatus::Succeeded
+    }
 }
 
 /// A new intent, before anything is sent.
