@@ -33,6 +33,7 @@ mod platforms;
 mod red19;
 mod red21;
 mod red_door;
+mod response_actions;
 mod risk_history;
 mod routes;
 mod rules;
