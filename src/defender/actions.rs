@@ -324,7 +324,7 @@ fn action_finished(c: &mut AnyConnection, row: &ActionRow, status: ActionStatus)
         "action": row.id, "type": row.action_type, "scope": row.scope,
         "requested_by": row.requested_by, "status": status.as_str(),
     });
-    let message = format!("{} {} ended {status}", row.action_type, row.scope);
+    let message = format!("{} ended {status}", row.described());
     events::record_with(c, events::kinds::ACTION_FINISHED, &[(Some(row.endpoint_id), message, data)])
 }
 
@@ -347,7 +347,7 @@ async fn record_outcome(
     sent: Sent,
     user: &str,
 ) -> anyhow::Result<Result<ActionRow, Refusal>> {
-    let (id, user, label) = (row.id, user.to_owned(), format!("{} {}", row.action_type, row.scope));
+    let (id, user, label) = (row.id, user.to_owned(), row.described());
     let machine = row.machine_id.clone();
     let finished = row.clone();
     let updated = ctx
@@ -429,8 +429,8 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                             }
                             action_finished(c, &db_row, status)?;
                             audit::entry(&db_row.requested_by, "defender.action").target(&db_row.machine_id).outcome(status.as_str()).details(&format!(
-                                        "{} {} (action {id}) ended {status}",
-                                        db_row.action_type, db_row.scope
+                                        "{} (action {id}) ended {status}",
+                                        db_row.described()
                                     )).record(c)?;
                         }
                     } else {

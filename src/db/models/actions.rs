@@ -36,6 +36,11 @@ impl ActionRow {
         self.status.is_open()
     }
 
+    /// Its type and scope as the audit log and events name it (`Isolate Full`, `Unisolate`).
+    pub fn described(&self) -> String {
+        if self.scope.is_empty() { self.action_type.clone() } else { format!("{} {}", self.action_type, self.scope) }
+    }
+
     /// A collection of an investigation package that succeeded: Defender has a package to download.
     pub fn has_package(&self) -> bool {
         self.action_type == crate::domain::action::COLLECT_INVESTIGATION_PACKAGE
