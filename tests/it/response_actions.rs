@@ -280,3 +280,31 @@ async fn a_collection_already_running_in_defender_is_followed_not_sent_twice() {
     assert_eq!(calls(&sim, "UnrestrictCodeExecution"), 0);
     assert_eq!(wait_final(&app, &operator, &action_id(&open.text().await.unwrap())).await, "Succeeded");
 }
+
+/// Clicks arriving together with the same form are one action and one request, on PostgreSQL
+/// too, where the losing insert's unique violation used to abort its transaction (a 500).
+#[tokio::test]
+async fn simultaneous_clicks_are_one_collection() {
+    let (app, sim, _) = synced().await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "collect"), ("comment", "forensics"), ("key", "collect-clicks-0123456789")];
+    let csrf = app.csrf(&operator, &format!("/endpoints/{endpoint}")).await;
+    let clicks = (0..6).map(|_| {
+        operator
+            .post(app.url(&format!("/endpoints/{endpoint}/actions")))
+            .header("x-csrf-token", &csrf)
+            .header("hx-request", "true")
+            .form(&form)
+            .send()
+    });
+    let mut ids = Vec::new();
+    for res in futures_util::future::join_all(clicks).await {
+        let res = res.unwrap();
+        assert_eq!(res.status(), 200);
+        ids.push(action_id(&res.text().await.unwrap()));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(calls(&sim, "CollectInvestigationPackage"), 1);
+}

@@ -73,7 +73,10 @@ pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult
         return Ok(Recorded::Repeat(existing));
     }
     if let Some(open) = open_for_machine(conn, a.machine_id)? {
-        return Ok(Recorded::Busy(open));
+        // On PostgreSQL each statement sees what was committed before it: the same form,
+        // submitted at the same moment, may have committed between the two reads.
+        let same = open.idempotency_key == a.idempotency_key;
+        return Ok(if same { Recorded::Repeat(open) } else { Recorded::Busy(open) });
     }
     let t = now();
     // In a savepoint of its own: inside the caller's transaction, PostgreSQL refuses every
