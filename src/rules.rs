@@ -554,6 +554,7 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
             RuleAction::Isolate { scope } => {
                 ActionKind::Isolate(IsolationType::parse(scope).unwrap_or(IsolationType::Full))
             }
+            RuleAction::RestrictAppExecution => ActionKind::RestrictAppExecution,
             RuleAction::SendEvent => continue,
         };
         let approver = if d.decided_by.is_empty() {

@@ -1,4 +1,5 @@
-//! Machine actions: Run Scan (Quick/Full), Isolate (Full/Selective), Unisolate. The server checks
+//! Machine actions: Run Scan (Quick/Full), Isolate (Full/Selective), Unisolate, Restrict app
+//! execution and Remove app restriction, Collect investigation package. The server checks
 //! support again (onboarding, OS, isolation state), records the intent before sending (so a
 //! double submit sends one request and a crash never sends twice), sends exactly one request,
 //! then follows the action to a final state — on demand for a watching page, and in the
@@ -29,6 +30,9 @@ pub enum ActionKind {
     Scan(ScanType),
     Isolate(IsolationType),
     Unisolate,
+    RestrictAppExecution,
+    RemoveAppRestriction,
+    CollectInvestigationPackage,
 }
 
 impl ActionKind {
@@ -38,6 +42,9 @@ impl ActionKind {
             ActionKind::Scan(_) => "RunAntiVirusScan",
             ActionKind::Isolate(_) => "Isolate",
             ActionKind::Unisolate => "Unisolate",
+            ActionKind::RestrictAppExecution => "RestrictCodeExecution",
+            ActionKind::RemoveAppRestriction => "UnrestrictCodeExecution",
+            ActionKind::CollectInvestigationPackage => crate::domain::action::COLLECT_INVESTIGATION_PACKAGE,
         }
     }
 
@@ -45,7 +52,10 @@ impl ActionKind {
         match self {
             ActionKind::Scan(s) => s.as_str(),
             ActionKind::Isolate(i) => i.as_str(),
-            ActionKind::Unisolate => "",
+            ActionKind::Unisolate
+            | ActionKind::RestrictAppExecution
+            | ActionKind::RemoveAppRestriction
+            | ActionKind::CollectInvestigationPackage => "",
         }
     }
 
@@ -54,6 +64,9 @@ impl ActionKind {
             ActionKind::Scan(s) => format!("{} antivirus scan", s.as_str()),
             ActionKind::Isolate(i) => format!("{} isolation", i.as_str()),
             ActionKind::Unisolate => "Release from isolation".into(),
+            ActionKind::RestrictAppExecution => "Restrict app execution".into(),
+            ActionKind::RemoveAppRestriction => "Remove app restriction".into(),
+            ActionKind::CollectInvestigationPackage => "Collect investigation package".into(),
         }
     }
 }
@@ -66,7 +79,8 @@ pub struct ActionRequest {
     pub idempotency_key: String,
 }
 
-/// Reads the form: `action` (scan, isolate, unisolate), `scope`, `comment`, `confirm`, `key`.
+/// Reads the form: `action` (scan, isolate, unisolate, restrict, unrestrict, collect), `scope`,
+/// `comment`, `confirm`, `key`.
 pub fn parse(action: &str, scope: &str, comment: &str, confirm: bool, key: &str) -> Result<ActionRequest, String> {
     let kind = match action {
         "scan" => ActionKind::Scan(ScanType::parse(scope).ok_or("Choose a Quick or Full scan.")?),
@@ -75,6 +89,9 @@ pub fn parse(action: &str, scope: &str, comment: &str, confirm: bool, key: &str)
             _ => return Err("Choose Full or Selective isolation.".into()),
         },
         "unisolate" => ActionKind::Unisolate,
+        "restrict" => ActionKind::RestrictAppExecution,
+        "unrestrict" => ActionKind::RemoveAppRestriction,
+        "collect" => ActionKind::CollectInvestigationPackage,
         _ => return Err("Unknown action.".into()),
     };
     let comment = comment.trim();
@@ -86,6 +103,11 @@ pub fn parse(action: &str, scope: &str, comment: &str, confirm: bool, key: &str)
     }
     if matches!(kind, ActionKind::Isolate(_)) && !confirm {
         return Err("Confirm the isolation: the device loses its network connectivity until it is released.".into());
+    }
+    if kind == ActionKind::RestrictAppExecution && !confirm {
+        return Err("Confirm the restriction: only applications signed by Microsoft run on the device until the \
+                    restriction is removed."
+            .into());
     }
     let key = key.trim();
     if key.len() < 16 || key.len() > 64 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -122,6 +144,9 @@ fn check_with(m: &DefenderMachine, state: &Isolation, kind: ActionKind) -> Resul
         ActionKind::Isolate(IsolationType::Selective) => Need::SelectiveIsolation,
         ActionKind::Isolate(_) => Need::FullIsolation,
         ActionKind::Unisolate => Need::Release,
+        ActionKind::RestrictAppExecution => Need::RestrictAppExecution,
+        ActionKind::RemoveAppRestriction => Need::RemoveAppRestriction,
+        ActionKind::CollectInvestigationPackage => Need::InvestigationPackage,
     };
     platforms::check(&m.os_platform, &m.os_version, &m.agent_version, need)?;
     // The state as Defender's machine actions tell it (read by every sync), wherever it was
@@ -157,6 +182,17 @@ pub fn offered(m: &DefenderMachine) -> Vec<(&'static str, Vec<&'static str>)> {
     }
     if check_supported(m, ActionKind::Unisolate).is_ok() {
         out.push(("unisolate", vec![]));
+    }
+    // Defender's Machine entity says nothing of a restriction, so both are offered where
+    // documented (the portal's button says which one applies).
+    for (name, kind) in [
+        ("restrict", ActionKind::RestrictAppExecution),
+        ("unrestrict", ActionKind::RemoveAppRestriction),
+        ("collect", ActionKind::CollectInvestigationPackage),
+    ] {
+        if check_supported(m, kind).is_ok() {
+            out.push((name, vec![]));
+        }
     }
     out
 }
@@ -251,6 +287,13 @@ pub async fn submit(
                 ActionKind::Scan(t) => client.run_av_scan(&row.machine_id, &req.comment, t).await,
                 ActionKind::Isolate(t) => client.isolate(&row.machine_id, &req.comment, t).await,
                 ActionKind::Unisolate => client.unisolate(&row.machine_id, &req.comment).await,
+                ActionKind::RestrictAppExecution => client.restrict_code_execution(&row.machine_id, &req.comment).await,
+                ActionKind::RemoveAppRestriction => {
+                    client.unrestrict_code_execution(&row.machine_id, &req.comment).await
+                }
+                ActionKind::CollectInvestigationPackage => {
+                    client.collect_investigation_package(&row.machine_id, &req.comment).await
+                }
             };
             match answer {
                 Ok(action) => Sent::Accepted(Box::new(action)),
@@ -281,7 +324,7 @@ fn action_finished(c: &mut AnyConnection, row: &ActionRow, status: ActionStatus)
         "action": row.id, "type": row.action_type, "scope": row.scope,
         "requested_by": row.requested_by, "status": status.as_str(),
     });
-    let message = format!("{} {} ended {status}", row.action_type, row.scope);
+    let message = format!("{} ended {status}", row.described());
     events::record_with(c, events::kinds::ACTION_FINISHED, &[(Some(row.endpoint_id), message, data)])
 }
 
@@ -304,7 +347,7 @@ async fn record_outcome(
     sent: Sent,
     user: &str,
 ) -> anyhow::Result<Result<ActionRow, Refusal>> {
-    let (id, user, label) = (row.id, user.to_owned(), format!("{} {}", row.action_type, row.scope));
+    let (id, user, label) = (row.id, user.to_owned(), row.described());
     let machine = row.machine_id.clone();
     let finished = row.clone();
     let updated = ctx
@@ -386,8 +429,8 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                             }
                             action_finished(c, &db_row, status)?;
                             audit::entry(&db_row.requested_by, "defender.action").target(&db_row.machine_id).outcome(status.as_str()).details(&format!(
-                                        "{} {} (action {id}) ended {status}",
-                                        db_row.action_type, db_row.scope
+                                        "{} (action {id}) ended {status}",
+                                        db_row.described()
                                     )).record(c)?;
                         }
                     } else {
@@ -478,24 +521,44 @@ mod tests {
 
     #[test]
     fn support_follows_the_documentation() {
-        let all = vec![("scan", vec!["Quick", "Full"]), ("isolate", vec!["Full", "Selective"])];
-        for platform in ["Windows11", "Windows10", "WindowsServer2012R2", "WindowsServer2022", "WindowsServer2025"] {
+        let scan = ("scan", vec!["Quick", "Full"]);
+        let both = ("isolate", vec!["Full", "Selective"]);
+        let restriction = [("restrict", vec![]), ("unrestrict", vec![])];
+        let collect = ("collect", vec![]);
+        let all: Vec<_> =
+            [scan.clone(), both.clone()].into_iter().chain(restriction.clone()).chain([collect.clone()]).collect();
+        for platform in ["Windows11", "Windows10", "WindowsServer2019", "WindowsServer2022", "WindowsServer2025"] {
             assert_eq!(offered(&machine(platform, "Onboarded", false)), all, "{platform}");
         }
+        for platform in ["WindowsServer2012R2", "WindowsServer2016"] {
+            let got = offered(&machine(platform, "Onboarded", false));
+            assert_eq!(
+                got,
+                vec![scan.clone(), both.clone(), collect.clone()],
+                "no restriction before 2019: {platform}"
+            );
+        }
         let linux = machine("Linux", "Onboarded", false);
-        assert_eq!(offered(&linux), vec![("scan", vec!["Quick", "Full"]), ("isolate", vec!["Full"])]);
-        assert_eq!(offered(&machine("macOS", "Onboarded", false)), all, "unknown client version: Defender decides");
+        assert_eq!(offered(&linux), vec![scan.clone(), ("isolate", vec!["Full"]), collect.clone()]);
+        let mac = vec![scan.clone(), both.clone(), collect.clone()];
+        assert_eq!(offered(&machine("macOS", "Onboarded", false)), mac, "unknown client version: Defender decides");
         let old_mac = DefenderMachine { agent_version: "101.98.30".into(), ..machine("macOS", "Onboarded", false) };
-        assert!(offered(&old_mac).is_empty(), "below client 101.98.84");
+        assert_eq!(offered(&old_mac), vec![collect.clone()], "below client 101.98.84: no scan, no isolation");
         let old_mac_isolated = DefenderMachine { isolated: true, ..old_mac };
-        assert_eq!(offered(&old_mac_isolated), vec![("unisolate", vec![])], "a release is never held back");
+        assert_eq!(
+            offered(&old_mac_isolated),
+            vec![("unisolate", vec![]), collect.clone()],
+            "a release is never held back"
+        );
         assert!(offered(&machine("iOS", "Onboarded", false)).is_empty());
         for status in ["CanBeOnboarded", "Unsupported", "InsufficientInfo", "canbeonboarded"] {
             assert!(offered(&machine("Windows10", status, false)).is_empty(), "{status}");
         }
         assert_eq!(offered(&machine("Windows10", "", false)), all, "no onboardingStatus: Defender decides");
         let isolated = machine("Windows10", "onboarded", true);
-        assert_eq!(offered(&isolated), vec![("scan", vec!["Quick", "Full"]), ("unisolate", vec![])]);
+        let expected: Vec<_> =
+            [scan.clone(), ("unisolate", vec![])].into_iter().chain(restriction).chain([collect]).collect();
+        assert_eq!(offered(&isolated), expected);
     }
 
     #[test]
@@ -506,6 +569,14 @@ mod tests {
         assert!(parse("isolate", "Full", "infected", true, &key).is_ok());
         assert!(parse("isolate", "UnManagedDevice", "x", true, &key).is_err());
         assert!(parse("reboot", "", "x", false, &key).is_err());
+        assert!(parse("restrict", "", "malware", false, &key).unwrap_err().contains("signed by Microsoft"));
+        assert_eq!(parse("restrict", "", "malware", true, &key).unwrap().kind, ActionKind::RestrictAppExecution);
+        assert_eq!(parse("unrestrict", "", "clean", false, &key).unwrap().kind, ActionKind::RemoveAppRestriction);
+        assert_eq!(
+            parse("collect", "", "forensics", false, &key).unwrap().kind,
+            ActionKind::CollectInvestigationPackage
+        );
+        assert!(parse("collect", "", "", false, &key).unwrap_err().contains("comment is required"));
         assert!(parse("scan", "Quick", "x", false, "short").is_err());
     }
 }

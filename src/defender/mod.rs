@@ -16,6 +16,7 @@ pub mod client;
 pub mod import;
 pub mod links;
 pub mod machine;
+pub mod package;
 pub mod platforms;
 pub mod review;
 pub mod service;

@@ -13,6 +13,20 @@
 //!   (Linux full isolation, no version), <https://learn.microsoft.com/en-us/defender-endpoint/api/unisolate-machine>
 //!   and <https://learn.microsoft.com/en-us/defender-endpoint/api/run-av-scan> ("Windows 10,
 //!   version 1709 or later, and on Windows 11", "Linux Servers", "macOS").
+//! * Restrict app execution: "available for devices on Windows 10, version 1709 or later, Windows
+//!   11, and Windows Server 2019 or later" (respond-machine-alerts; the API page
+//!   <https://learn.microsoft.com/en-us/defender-endpoint/api/restrict-code-execution> names only
+//!   Windows 10 1709+ and Windows 11), with Microsoft Defender Antivirus. Removing it
+//!   (<https://learn.microsoft.com/en-us/defender-endpoint/api/unrestrict-code-execution>) is
+//!   offered wherever the restriction is, without the Windows 10 minimum, like a release.
+//! * Collect investigation package: no OS section on
+//!   <https://learn.microsoft.com/en-us/defender-endpoint/api/collect-investigation-package>;
+//!   respond-machine-alerts lists the package's contents for Windows devices and for "Mac and
+//!   Linux devices" (no client version), and
+//!   <https://learn.microsoft.com/en-us/defender-endpoint/api/get-package-sas-uri> says "Windows 10,
+//!   version 1703 or later, and … Windows 11": offered on Windows 11, Windows 10 1703+, the Windows
+//!   servers, macOS and Linux. Downloading a package is offered for every succeeded collection
+//!   (Defender answers for the link).
 //!
 //! Windows servers and the antivirus scan: the API page names only Windows 10 1709+/11 among
 //! Windows versions, but it also names "Linux Servers", and the portal page's "Run antivirus scan"
@@ -34,6 +48,9 @@ pub enum Need {
     SelectiveIsolation,
     Release,
     AntivirusScan,
+    RestrictAppExecution,
+    RemoveAppRestriction,
+    InvestigationPackage,
 }
 
 impl Need {
@@ -43,6 +60,9 @@ impl Need {
             Need::SelectiveIsolation => "Selective isolation",
             Need::Release => "Release from isolation",
             Need::AntivirusScan => "An antivirus scan",
+            Need::RestrictAppExecution => "Restricting app execution",
+            Need::RemoveAppRestriction => "Removing an app restriction",
+            Need::InvestigationPackage => "Collecting an investigation package",
         }
     }
 }
@@ -64,19 +84,27 @@ pub const MIN_MAC_LINUX_CLIENT: &str = "101.98.84";
 use Support::*;
 
 /// `osPlatform` (compared case-insensitively) → (full isolation, selective isolation, antivirus
-/// scan). Release follows full isolation's platforms. Platforms not listed (iOS, Android, Windows
+/// scan, restrict app execution, investigation package). Release follows full isolation's
+/// platforms, removing an app restriction the restriction's. Platforms not listed (iOS, Android, Windows
 /// 7/8.1, Windows Server 2008 R2/2012, …) get no action. Azure Stack HCI OS 23H2+ is documented
 /// too, but Microsoft names no `osPlatform` value for it, so it is not listed.
-const TABLE: &[(&str, Support, Support, Support)] = &[
-    ("Windows11", Yes, Yes, Yes),
-    ("Windows10", FromWindows10(1703), FromWindows10(1703), FromWindows10(1709)),
-    ("WindowsServer2012R2", Yes, Yes, Yes),
-    ("WindowsServer2016", Yes, Yes, Yes),
-    ("WindowsServer2019", Yes, Yes, Yes),
-    ("WindowsServer2022", Yes, Yes, Yes),
-    ("WindowsServer2025", Yes, Yes, Yes),
-    ("macOS", FromClient, FromClient, FromClient),
-    ("Linux", Yes, No, FromClient),
+const TABLE: &[(&str, Support, Support, Support, Support, Support)] = &[
+    ("Windows11", Yes, Yes, Yes, Yes, Yes),
+    (
+        "Windows10",
+        FromWindows10(1703),
+        FromWindows10(1703),
+        FromWindows10(1709),
+        FromWindows10(1709),
+        FromWindows10(1703),
+    ),
+    ("WindowsServer2012R2", Yes, Yes, Yes, No, Yes),
+    ("WindowsServer2016", Yes, Yes, Yes, No, Yes),
+    ("WindowsServer2019", Yes, Yes, Yes, Yes, Yes),
+    ("WindowsServer2022", Yes, Yes, Yes, Yes, Yes),
+    ("WindowsServer2025", Yes, Yes, Yes, Yes, Yes),
+    ("macOS", FromClient, FromClient, FromClient, No, Yes),
+    ("Linux", Yes, No, FromClient, No, Yes),
 ];
 
 /// Linux devices are reported as `Linux`, and in real tenants also under their distribution's
@@ -98,15 +126,17 @@ pub fn check(platform: &str, os_version: &str, agent_version: &str, need: Need) 
     let p = platform.trim();
     let linux = LINUX_NAMES.iter().any(|n| n.eq_ignore_ascii_case(p));
     let row = TABLE.iter().find(|(name, ..)| name.eq_ignore_ascii_case(p) || (linux && *name == "Linux"));
+    // A release and a removal are never held back by a version: what was done can be undone.
+    let undo = |s: Support| if s == No { No } else { Yes };
     let support = match (row, need) {
         (None, _) => No,
-        (Some(&(_, full, _, _)), Need::FullIsolation) => full,
-        (Some(&(_, _, selective, _)), Need::SelectiveIsolation) => selective,
-        (Some(&(_, full, _, _)), Need::Release) => match full {
-            No => No,
-            _ => Yes,
-        },
-        (Some(&(_, _, _, scan)), Need::AntivirusScan) => scan,
+        (Some(&(_, full, ..)), Need::FullIsolation) => full,
+        (Some(&(_, _, selective, ..)), Need::SelectiveIsolation) => selective,
+        (Some(&(_, full, ..)), Need::Release) => undo(full),
+        (Some(&(_, _, _, scan, ..)), Need::AntivirusScan) => scan,
+        (Some(&(_, _, _, _, restrict, _)), Need::RestrictAppExecution) => restrict,
+        (Some(&(_, _, _, _, restrict, _)), Need::RemoveAppRestriction) => undo(restrict),
+        (Some(&(.., package)), Need::InvestigationPackage) => package,
     };
     let shown = if p.is_empty() { "unknown" } else { p };
     match support {
@@ -164,6 +194,40 @@ fn client_version(v: &str) -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Restriction and investigation package, per platform: what the pages cited at the top say.
+    #[test]
+    fn restriction_and_package() {
+        // (platform, version, agent, restrict, remove restriction, package)
+        let rows: &[(&str, &str, &str, bool, bool, bool)] = &[
+            ("Windows11", "23H2", "", true, true, true),
+            ("Windows10", "22H2", "", true, true, true),
+            ("Windows10", "1709", "", true, true, true),
+            ("Windows10", "1703", "", false, true, true),
+            ("Windows10", "1607", "", false, true, false),
+            ("WindowsServer2012R2", "", "", false, false, true),
+            ("WindowsServer2016", "1607", "", false, false, true),
+            ("WindowsServer2019", "1809", "", true, true, true),
+            ("WindowsServer2022", "21H2", "", true, true, true),
+            ("WindowsServer2025", "24H2", "", true, true, true),
+            ("macOS", "14.4", "101.98.30", false, false, true),
+            ("Linux", "Ubuntu 22.04", "101.98.30", false, false, true),
+            ("Ubuntu", "22.04", "", false, false, true),
+            ("iOS", "17.4", "", false, false, false),
+            ("Android", "14", "", false, false, false),
+            ("", "", "", false, false, false),
+        ];
+        for &(platform, version, agent, restrict, remove, package) in rows {
+            let got = |n| check(platform, version, agent, n).is_ok();
+            assert_eq!(
+                (got(Need::RestrictAppExecution), got(Need::RemoveAppRestriction), got(Need::InvestigationPackage)),
+                (restrict, remove, package),
+                "{platform} {version} {agent}"
+            );
+        }
+        let mac = check("macOS", "14.4", "101.24022.0005", Need::RestrictAppExecution).unwrap_err();
+        assert!(mac.starts_with("Restricting app execution is not supported on macOS"), "{mac}");
+    }
 
     /// Each row is what the pages cited at the top of this file say, per platform and action.
     #[test]

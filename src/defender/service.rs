@@ -405,6 +405,12 @@ impl DefenderService {
         super::actions::find_refreshed(self, id).await
     }
 
+    /// The short-lived link to the investigation package of the product's action `id`, asked of
+    /// Defender now (never stored).
+    pub async fn package_link(&self, id: i64, by: &str) -> anyhow::Result<Result<url::Url, super::package::NoPackage>> {
+        super::package::link(self, id, by).await
+    }
+
     /// Follows the open actions nobody watches, and settles intents never sent (the scheduler).
     pub async fn follow_open_actions(&self) -> anyhow::Result<()> {
         super::actions::follow_open(self).await

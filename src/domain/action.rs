@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+/// Defender's type of the action that collects an investigation package (the MachineAction
+/// entity's `type`), the one action whose success leaves something to download.
+pub const COLLECT_INVESTIGATION_PACKAGE: &str = "CollectInvestigationPackage";
+
 /// Where a machine action stands. `Requested` is the product's own: the intent is recorded,
 /// the request to Defender not yet answered; the others are Defender's (machine action
 /// entity, `status`).

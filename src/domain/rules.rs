@@ -161,6 +161,8 @@ pub enum RuleAction {
     RunScan { scope: String },
     /// Defender's Isolate, `Full` or `Selective`.
     Isolate { scope: String },
+    /// Defender's Restrict app execution.
+    RestrictAppExecution,
 }
 
 impl RuleAction {
@@ -177,6 +179,7 @@ impl RuleAction {
             RuleAction::RunScan { .. } => Err("A scan is Quick or Full.".into()),
             RuleAction::Isolate { scope } if ["Full", "Selective"].contains(&scope.as_str()) => Ok(()),
             RuleAction::Isolate { .. } => Err("An isolation is Full or Selective.".into()),
+            RuleAction::RestrictAppExecution => Ok(()),
         }
     }
 
@@ -185,6 +188,7 @@ impl RuleAction {
             RuleAction::SendEvent => "send a rule.matched event".into(),
             RuleAction::RunScan { scope } => format!("run a {scope} antivirus scan"),
             RuleAction::Isolate { scope } => format!("isolate ({scope})"),
+            RuleAction::RestrictAppExecution => "restrict app execution".into(),
         }
     }
 }

@@ -143,6 +143,7 @@ route_table! {
     get "/endpoints/{id}/tabs/{tab}"            => pages::endpoints::tab;
     post "/endpoints/{id}/actions"              => pages::actions::submit;
     get "/actions/{id}"                         => pages::actions::status;
+    get "/actions/{id}/package"                 => pages::actions::package;
     get "/config/integrations"                  => pages::config::integrations;
     get "/config/integrations/defender"         => pages::defender::show;
     post "/config/integrations/defender"        => pages::defender::save;
@@ -197,6 +198,7 @@ route_table! {
     get "/api/v1/endpoints/{id}/actions"        => api::actions::list;
     post "/api/v1/endpoints/{id}/actions"       => api::actions::submit;
     get "/api/v1/actions/{id}"                  => api::actions::status;
+    get "/api/v1/actions/{id}/package"          => api::actions::package;
     get "/api/v1/destinations"                  => api::destinations::list;
     post "/api/v1/destinations"                 => api::destinations::create;
     put "/api/v1/destinations/{id}"             => api::destinations::update;

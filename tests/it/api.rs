@@ -200,7 +200,9 @@ async fn the_openapi_document_is_sound_and_lists_exactly_the_api_routes() {
             assert!(operation_ids.insert(id.to_owned()), "operationId {id} is used twice");
             let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: responses"));
             assert!(!responses.is_empty(), "{method} {path} documents its responses");
-            assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path} documents a success");
+            // A success, or the redirect that is one (303 to an investigation package's link).
+            let success = |s: &String| s.starts_with('2') || s == "303";
+            assert!(responses.keys().any(success), "{method} {path} documents a success");
             for (status, r) in responses {
                 assert!(r["description"].is_string(), "{method} {path} {status}: description");
             }
@@ -512,4 +514,70 @@ async fn endpoints_carry_no_json_in_strings_and_link_their_next_page() {
                 .contains(&detail["defender"]["isolation"]["state"].as_str().unwrap())
         );
     }
+}
+
+#[tokio::test]
+async fn automation_restricts_collects_and_is_sent_to_the_package() {
+    let (app, sim, _) = crate::actions::synced().await;
+    let doc = openapi(&app).await;
+    let (operator, analyst) = (app.token(Role::Operator).await, app.token(Role::Analyst).await);
+    let (endpoint, _) = crate::actions::endpoint_of(&app, &["Windows11"], true).await;
+    let path = "/api/v1/endpoints/{id}/actions";
+    let package = "/api/v1/actions/{id}/package";
+    let get = |token: &str, id: i64| {
+        script_client().get(app.url(&format!("/api/v1/actions/{id}/package"))).bearer_auth(token).send()
+    };
+
+    // Restricting needs the confirmation isolating needs; an analyst may not.
+    let restrict = json!({"action": "restrict", "comment": "alert 1234"});
+    let res = start_action(&app, &operator, endpoint, &restrict).await;
+    assert_eq!(res.status(), 400);
+    assert!(conforms(&doc, "post", path, res).await["detail"].as_str().unwrap().contains("signed by Microsoft"));
+    let confirmed = json!({"action": "restrict", "comment": "alert 1234", "confirm": true});
+    let res = start_action(&app, &analyst, endpoint, &confirmed).await;
+    assert_eq!(res.status(), 403);
+    conforms(&doc, "post", path, res).await;
+    assert_eq!(sim.counters().api("RestrictCodeExecution").calls, 0);
+    let res = start_action(&app, &operator, endpoint, &confirmed).await;
+    assert_eq!(res.status(), 202);
+    let restricted = conforms(&doc, "post", path, res).await;
+    assert_eq!(restricted["action_type"], "RestrictCodeExecution");
+    let wait = |id: i64| {
+        let (app, analyst) = (&app, analyst.clone());
+        async move {
+            for _ in 0..100 {
+                let a = app.api_get(&analyst, &format!("/api/v1/actions/{id}")).await;
+                if a["open"] == false {
+                    return a["status"].as_str().unwrap().to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!("action {id} stayed open");
+        }
+    };
+    assert_eq!(wait(restricted["id"].as_i64().unwrap()).await, "Succeeded");
+
+    // Collect, then the package: 409 while the collection runs, 403 for an analyst, then 303.
+    let res = start_action(&app, &operator, endpoint, &json!({"action": "collect", "comment": "forensics"})).await;
+    assert_eq!(res.status(), 202);
+    let collected = conforms(&doc, "post", path, res).await;
+    assert_eq!(collected["action_type"], "CollectInvestigationPackage");
+    let id = collected["id"].as_i64().unwrap();
+    let res = get(&operator, id).await.unwrap();
+    assert_eq!(res.status(), 409);
+    conforms(&doc, "get", package, res).await;
+    let res = get(&analyst, id).await.unwrap();
+    assert_eq!(res.status(), 403);
+    conforms(&doc, "get", package, res).await;
+    assert_eq!(wait(id).await, "Succeeded");
+    let res = get(&operator, id).await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(doc["paths"][package]["get"]["responses"]["303"]["headers"]["Location"].is_object());
+    let link = res.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(&reqwest::get(&link).await.unwrap().bytes().await.unwrap()[..4], b"PK\x03\x04");
+    // A restriction collected nothing: 404.
+    let res = get(&operator, restricted["id"].as_i64().unwrap()).await.unwrap();
+    assert_eq!(res.status(), 404);
+    conforms(&doc, "get", package, res).await;
+    assert_eq!(sim.counters().api("GetPackageUri").calls, 1, "Defender was asked once, for the one download");
 }

@@ -91,7 +91,7 @@ async fn test_connection_with_all_permissions() {
     let r = c.test_connection().await.unwrap();
     assert_eq!(r.roles.len(), defender_sim::ALL_ROLES.len(), "{:?}", r.roles);
     assert!(r.missing.is_empty(), "{:?}", r.missing);
-    assert_eq!(r.permissions.len(), 8);
+    assert_eq!(r.permissions.len(), 10);
     assert!(r.permissions.iter().all(|p| p.granted()));
     assert_eq!(r.api_call, Ok(1));
     assert_eq!(r.token_tenant.as_deref(), Some(sim.tenant_id.as_str()));
@@ -115,7 +115,16 @@ async fn test_connection_reports_missing_permissions() {
     let c = client(&sim);
     let r = c.test_connection().await.unwrap();
     assert_eq!(r.roles, vec!["Machine.ReadWrite.All", "Alert.Read.All"]);
-    assert_eq!(r.missing, vec!["Machine.Isolate", "Machine.Scan", "Vulnerability.Read.All"]);
+    assert_eq!(
+        r.missing,
+        vec![
+            "Machine.Isolate",
+            "Machine.Scan",
+            "Machine.RestrictExecution",
+            "Machine.CollectForensics",
+            "Vulnerability.Read.All"
+        ]
+    );
     assert_eq!(r.optional_missing, vec!["AdvancedQuery.Read.All", "Software.Read.All"]);
     assert_eq!(r.permissions[0].granted_by.as_deref(), Some("Machine.ReadWrite.All"));
     assert_eq!(r.api_call, Ok(1));

@@ -336,7 +336,7 @@ async fn test_connection_reports_permissions_and_failures_in_plain_words() {
     assert_eq!(put_settings(&app, &admin, &settings_for(&sim, false)).await.status(), 200);
     let r = test(operator.clone()).await;
     assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["permissions"].as_array().unwrap().len(), 8);
+    assert_eq!(r["permissions"].as_array().unwrap().len(), 10);
     assert!(r["permissions"].as_array().unwrap().iter().all(|p| p["granted"] == true));
     assert_eq!(r["api_call"]["ok"], true);
 

@@ -34,6 +34,7 @@ mod red19;
 mod red21;
 mod red_door;
 mod red_rules;
+mod response_actions;
 mod risk_history;
 mod routes;
 mod rules;

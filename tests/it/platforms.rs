@@ -92,20 +92,39 @@ async fn servers_macs_and_linux_are_offered_what_microsoft_documents() {
         machines.iter().filter(|m| m.onboarding_status == "Onboarded" && p(m)).cloned().collect::<Vec<_>>()
     };
     let both = vec!["Full".to_string(), "Selective".to_string()];
-    let scan_and_isolate = vec!["scan".to_string(), "isolate".to_string()];
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let scan_isolate_collect = names(&["scan", "isolate", "collect"]);
 
-    // Windows servers: scan, full and selective isolation (2012 R2 and later).
+    // Windows servers: scan, full and selective isolation (2012 R2 and later), investigation
+    // packages; restricting app execution from Windows Server 2019.
     let servers = onboarded(&|m| m.os_platform.starts_with("WindowsServer"));
     let platforms: std::collections::BTreeSet<&str> = servers.iter().map(|m| m.os_platform.as_str()).collect();
     assert!(platforms.len() >= 4, "the tenant has servers of several versions: {platforms:?}");
     for s in &servers {
+        let restriction = !matches!(s.os_platform.as_str(), "WindowsServer2012R2" | "WindowsServer2016");
+        let expected = if restriction {
+            names(&["scan", "isolate", "restrict", "unrestrict", "collect"])
+        } else {
+            scan_isolate_collect.clone()
+        };
         assert_eq!(
             offered(&page(&app, &operator, s.endpoint_id.unwrap()).await),
-            (scan_and_isolate.clone(), both.clone()),
+            (expected, both.clone()),
             "{}",
             s.os_platform
         );
     }
+    // Restricting an older server is refused without a request.
+    let old_server = servers
+        .iter()
+        .find(|s| matches!(s.os_platform.as_str(), "WindowsServer2012R2" | "WindowsServer2016"))
+        .expect("a Windows Server 2012 R2 or 2016");
+    let form = [("action", "restrict"), ("comment", "x"), ("confirm", "on"), ("key", "old-server-restrict-0123456789")];
+    let res = act(&app, &operator, old_server.endpoint_id.unwrap(), &form).await;
+    assert_eq!(res.status(), 400);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("Restricting app execution is not supported on WindowsServer20"), "{text}");
+    assert_eq!(calls(&sim, "RestrictCodeExecution"), 0);
     // Selective isolation of a server goes through to Defender and succeeds.
     let server = &servers[0];
     let key = format!("server-selective-{}", &server.machine_id[..12]);
@@ -126,23 +145,28 @@ async fn servers_macs_and_linux_are_offered_what_microsoft_documents() {
     assert!(mac.agent_version.starts_with("101."), "the client version is kept: {}", mac.agent_version);
     assert_eq!(
         offered(&page(&app, &operator, mac.endpoint_id.unwrap()).await),
-        (scan_and_isolate.clone(), both.clone())
+        (scan_isolate_collect.clone(), both.clone())
     );
     let form = [("action", "scan"), ("scope", "Quick"), ("comment", "check"), ("key", "mac-scan-0123456789")];
     let res = act(&app, &operator, mac.endpoint_id.unwrap(), &form).await;
     assert_eq!(wait_final(&app, &operator, &action_id(&res.text().await.unwrap())).await, "Succeeded");
 
-    // Linux with a current client: scan and full isolation only.
+    // Linux with a current client: scan and full isolation only, and investigation packages,
+    // which Defender collects.
     let linux = onboarded(&|m| m.os_platform == "Linux" && !old_client(m)).into_iter().next().expect("a current Linux");
     assert_eq!(
         offered(&page(&app, &operator, linux.endpoint_id.unwrap()).await),
-        (scan_and_isolate.clone(), vec!["Full".to_string()])
+        (scan_isolate_collect.clone(), vec!["Full".to_string()])
     );
+    let form = [("action", "collect"), ("comment", "forensics"), ("key", "linux-collect-0123456789")];
+    let res = act(&app, &operator, linux.endpoint_id.unwrap(), &form).await;
+    assert_eq!(wait_final(&app, &operator, &action_id(&res.text().await.unwrap())).await, "Succeeded");
 
     // A client below 101.98.84: no scan (and no isolation on macOS); refused without a request.
+    // Packages name no client version.
     let old = onboarded(&|m| m.os_platform == "macOS" && old_client(m));
     let old = old.first().expect("a Mac with an old client");
-    assert_eq!(offered(&page(&app, &operator, old.endpoint_id.unwrap()).await), (vec![], vec![]));
+    assert_eq!(offered(&page(&app, &operator, old.endpoint_id.unwrap()).await), (names(&["collect"]), vec![]));
     let before = calls(&sim, "RunAntiVirusScan");
     let form = [("action", "scan"), ("scope", "Quick"), ("comment", "x"), ("key", "old-mac-scan-0123456789")];
     let res = act(&app, &operator, old.endpoint_id.unwrap(), &form).await;
@@ -171,7 +195,11 @@ async fn when_the_machine_does_not_say_defender_decides_and_its_refusals_are_in_
         .find(|m| m.os_platform == "Windows11" && in_defender(m).is_onboarded())
         .expect("an onboarded Windows 11 machine");
     let page_now = page(&app, &operator, win.endpoint_id.unwrap()).await;
-    assert_eq!(offered(&page_now).0, vec!["scan", "isolate"], "not refused for a missing onboardingStatus");
+    assert_eq!(
+        offered(&page_now).0,
+        vec!["scan", "isolate", "restrict", "unrestrict", "collect"],
+        "not refused for a missing onboardingStatus"
+    );
     let form = [("action", "scan"), ("scope", "Quick"), ("comment", "check"), ("key", "win-scan-0123456789")];
     let res = act(&app, &operator, win.endpoint_id.unwrap(), &form).await;
     assert_eq!(wait_final(&app, &operator, &action_id(&res.text().await.unwrap())).await, "Succeeded");

@@ -70,6 +70,8 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
             e(format!("/endpoints/{endpoint}/actions"), Page(Role::Operator), 400, "action=isolate")
         }
         ("get", "/actions/{id}") => e(format!("/actions/{MISSING}"), Page(Role::Analyst), 404, ""),
+        // No such action: 404, Defender is not asked.
+        ("get", "/actions/{id}/package") => e(format!("/actions/{MISSING}/package"), Page(Role::Operator), 404, ""),
         ("get", "/config/integrations") => e(p("/config/integrations"), Page(Role::Analyst), 200, ""),
         ("get", "/config/integrations/defender") => {
             e(p("/config/integrations/defender"), Page(Role::Operator), 200, "")
@@ -211,6 +213,9 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
             e(format!("/api/v1/endpoints/{endpoint}/actions"), Api(Role::Operator), 400, "{\"action\": \"reboot\"}")
         }
         ("get", "/api/v1/actions/{id}") => e(format!("/api/v1/actions/{MISSING}"), Api(Role::Analyst), 404, ""),
+        ("get", "/api/v1/actions/{id}/package") => {
+            e(format!("/api/v1/actions/{MISSING}/package"), Api(Role::Operator), 404, "")
+        }
         ("get", "/api/v1/openapi.json") => e(p("/api/v1/openapi.json"), Public, 200, ""),
         // No scraper address is allowed here: only an Admin API token reads the metrics.
         ("get", "/metrics") => e(p("/metrics"), Api(Role::Admin), 200, ""),

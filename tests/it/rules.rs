@@ -378,6 +378,27 @@ async fn token_of(app: &TestApp, name: &'static str, role: Role) -> String {
     token
 }
 
+#[tokio::test]
+async fn a_rule_restricts_app_execution_where_defender_offers_it() {
+    let (app, sim, admin, _) = synced(120).await;
+    let before = sim.counters().api("RestrictCodeExecution").calls;
+    let (rule, run) = enabled_rule(
+        &app,
+        &admin,
+        json!({"name": "Restrict on Critical", "condition": {"min_alert": "High", "source": "defender"},
+               "action": {"type": "restrict_app_execution"}}),
+    )
+    .await;
+    assert!(run["matching"].as_i64().unwrap() > 0, "{run}");
+    app.state.rules.run_once().await;
+    let states = decisions(&app, rule).await;
+    let sent = states.iter().filter(|(_, s)| s == "sent").count() as u64;
+    assert!(sent > 0, "{states:?}");
+    assert_eq!(sim.counters().api("RestrictCodeExecution").calls - before, sent, "one request per decision sent");
+    // Where Defender does not offer it (the platforms Microsoft documents), the decision says so.
+    assert!(states.iter().all(|(_, s)| s == "sent" || s == "refused"), "{states:?}");
+}
+
 /// Polls `probe` until it answers, at most 30 s.
 async fn wait_for<T, F, Fut>(probe: F) -> T
 where

@@ -1,4 +1,5 @@
-//! Machine actions (isolate, unisolate, antivirus scan) and the isolation state they leave.
+//! Machine actions (isolate, unisolate, antivirus scan, restrict and unrestrict app execution,
+//! collect investigation package) and the isolation state they leave.
 //!
 //! Statuses are not advanced by a timer: an action stores its creation time and the
 //! durations that were configured then, and its status is computed from the clock whenever it
@@ -19,14 +20,25 @@ pub enum ActionType {
     Isolate,
     Unisolate,
     RunAntiVirusScan,
+    /// <https://learn.microsoft.com/en-us/defender-endpoint/api/restrict-code-execution>
+    RestrictCodeExecution,
+    /// <https://learn.microsoft.com/en-us/defender-endpoint/api/unrestrict-code-execution>
+    UnrestrictCodeExecution,
+    /// <https://learn.microsoft.com/en-us/defender-endpoint/api/collect-investigation-package>
+    CollectInvestigationPackage,
 }
 
 impl ActionType {
+    /// The `type` values of the MachineAction entity
+    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/machineaction>).
     pub fn as_str(self) -> &'static str {
         match self {
             ActionType::Isolate => "Isolate",
             ActionType::Unisolate => "Unisolate",
             ActionType::RunAntiVirusScan => "RunAntiVirusScan",
+            ActionType::RestrictCodeExecution => "RestrictCodeExecution",
+            ActionType::UnrestrictCodeExecution => "UnrestrictCodeExecution",
+            ActionType::CollectInvestigationPackage => "CollectInvestigationPackage",
         }
     }
 }

@@ -50,6 +50,12 @@ pub enum Api {
     Isolate,
     Unisolate,
     RunAntiVirusScan,
+    RestrictCodeExecution,
+    UnrestrictCodeExecution,
+    CollectInvestigationPackage,
+    GetPackageUri,
+    /// The investigation package a GetPackageUri link points to (signed, no token).
+    PackageFile,
     ListAlerts,
     GetAlert,
     MachineAlerts,
@@ -78,6 +84,11 @@ impl Api {
             Api::Isolate => "Isolate",
             Api::Unisolate => "Unisolate",
             Api::RunAntiVirusScan => "RunAntiVirusScan",
+            Api::RestrictCodeExecution => "RestrictCodeExecution",
+            Api::UnrestrictCodeExecution => "UnrestrictCodeExecution",
+            Api::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Api::GetPackageUri => "GetPackageUri",
+            Api::PackageFile => "PackageFile",
             Api::ListAlerts => "ListAlerts",
             Api::GetAlert => "GetAlert",
             Api::MachineAlerts => "MachineAlerts",
@@ -102,6 +113,11 @@ impl Api {
             Api::ListMachines | Api::GetMachine | Api::ListMachineActions | Api::GetMachineAction => MACHINE_READ,
             Api::Isolate | Api::Unisolate => &["Machine.Isolate"],
             Api::RunAntiVirusScan => &["Machine.Scan"],
+            // The permission tables of restrict-code-execution, unrestrict-code-execution,
+            // collect-investigation-package and get-package-sas-uri (application permissions).
+            Api::RestrictCodeExecution | Api::UnrestrictCodeExecution => &["Machine.RestrictExecution"],
+            Api::CollectInvestigationPackage => &["Machine.CollectForensics"],
+            Api::GetPackageUri => MACHINE_READ,
             Api::ListAlerts | Api::GetAlert | Api::MachineAlerts => ALERT_READ,
             Api::ListVulnerabilities
             | Api::GetVulnerability
@@ -113,7 +129,7 @@ impl Api {
             | Api::ExportAssessmentDelta => VULN_READ,
             Api::ListSoftware | Api::GetSoftware | Api::SoftwareMachineReferences => SOFTWARE_READ,
             Api::AdvancedQuery => &["AdvancedQuery.Read.All"],
-            Api::ExportFile => &[],
+            Api::ExportFile | Api::PackageFile => &[],
         }
     }
 
@@ -124,6 +140,8 @@ impl Api {
             Api::AdvancedQuery => (Some(45), Some(1500)),
             Api::ExportAssessmentJson | Api::ExportAssessmentDelta => (Some(30), Some(1000)),
             Api::ExportAssessmentFiles => (Some(5), Some(20)),
+            // "2 calls per minute and 120 calls per hour" (get-package-sas-uri).
+            Api::GetPackageUri => (Some(2), Some(120)),
             Api::ListVulnerabilities
             | Api::GetVulnerability
             | Api::VulnerabilityMachineReferences
@@ -131,7 +149,8 @@ impl Api {
             | Api::ListSoftware
             | Api::GetSoftware
             | Api::SoftwareMachineReferences
-            | Api::ExportFile => (None, None),
+            | Api::ExportFile
+            | Api::PackageFile => (None, None),
             _ => (Some(100), Some(1500)),
         }
     }
@@ -438,7 +457,7 @@ where
     F: FnOnce(&Ctx) -> Reply,
 {
     lock(&st.counters).record_call(api.name());
-    let caller = if api == Api::ExportFile {
+    let caller = if matches!(api, Api::ExportFile | Api::PackageFile) {
         Caller { client_id: String::new(), roles: Vec::new() }
     } else {
         match authenticate(st, req) {
@@ -458,7 +477,7 @@ where
         );
         return finish(st, api, r, &Fired::default()).await;
     }
-    if st.config.rate_limits && api != Api::ExportFile {
+    if st.config.rate_limits && !matches!(api, Api::ExportFile | Api::PackageFile) {
         let (m, h) = api.limits();
         if let Verdict::Limited { retry_after_secs, period, limit } =
             st.limiter.check(&caller.client_id, api.name(), m, h)
@@ -577,8 +596,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post_resource("/machines/{id}/isolate", isolate))
         .service(post_resource("/machines/{id}/unisolate", unisolate))
         .service(post_resource("/machines/{id}/runAntiVirusScan", run_av_scan))
+        .service(post_resource("/machines/{id}/restrictCodeExecution", restrict))
+        .service(post_resource("/machines/{id}/unrestrictCodeExecution", unrestrict))
+        .service(post_resource("/machines/{id}/collectInvestigationPackage", collect_package))
         .service(get_resource("/machineactions", list_actions))
         .service(get_resource("/machineactions/{id}", get_action))
+        // The page's HTTP request writes `getPackageUri`, its example `GetPackageUri`.
+        .service(get_resource("/machineactions/{id}/getPackageUri", super::package::get_package_uri))
+        .service(get_resource("/machineactions/{id}/GetPackageUri", super::package::get_package_uri))
         .service(get_resource("/alerts", list_alerts))
         .service(get_resource("/alerts/$count", count_alerts))
         .service(get_resource("/alerts/{id}", get_alert))
@@ -795,7 +820,11 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
                 return Reply::bad_request("MissingRequiredParameter", "Parameter 'ScanType' is missing");
             }
         },
-        ActionType::Unisolate => None,
+        // Their bodies carry only `Comment`.
+        ActionType::Unisolate
+        | ActionType::RestrictCodeExecution
+        | ActionType::UnrestrictCodeExecution
+        | ActionType::CollectInvestigationPackage => None,
     };
     let t = ctx.tenant();
     let Some(m) = t.machine_by_id_or_name(id) else {
@@ -806,6 +835,9 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         return Reply::bad_request(code, message);
     }
     let mut store = lock(&ctx.st.actions);
+    // Restrict and unrestrict: "HTTP 400 with the message \"Action is already in progress\""
+    // (restrict-code-execution, unrestrict-code-execution); collect: "If a collection is already
+    // running, this returns 400 Bad Request" (collect-investigation-package).
     if store.active(m.index, kind, ctx.now).is_some() {
         return Reply::bad_request("ActiveRequestAlreadyExists", "Action is already in progress");
     }
@@ -836,6 +868,43 @@ async fn isolate(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String
 
 async fn unisolate(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> HttpResponse {
     serve(&st, &req, Api::Unisolate, |ctx| machine_action(ctx, &id, &body, ActionType::Unisolate)).await
+}
+
+/// `POST /api/machines/{id}/restrictCodeExecution` `{"Comment"}` → 201 + MachineAction
+/// (<https://learn.microsoft.com/en-us/defender-endpoint/api/restrict-code-execution>).
+async fn restrict(st: web::Data<SimState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    serve(&st, &req, Api::RestrictCodeExecution, |ctx| {
+        machine_action(ctx, &id, &body, ActionType::RestrictCodeExecution)
+    })
+    .await
+}
+
+/// `POST /api/machines/{id}/unrestrictCodeExecution` `{"Comment"}` → 201 + MachineAction
+/// (<https://learn.microsoft.com/en-us/defender-endpoint/api/unrestrict-code-execution>).
+async fn unrestrict(
+    st: web::Data<SimState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    serve(&st, &req, Api::UnrestrictCodeExecution, |ctx| {
+        machine_action(ctx, &id, &body, ActionType::UnrestrictCodeExecution)
+    })
+    .await
+}
+
+/// `POST /api/machines/{id}/collectInvestigationPackage` `{"Comment"}` → 201 + MachineAction
+/// (<https://learn.microsoft.com/en-us/defender-endpoint/api/collect-investigation-package>).
+async fn collect_package(
+    st: web::Data<SimState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    serve(&st, &req, Api::CollectInvestigationPackage, |ctx| {
+        machine_action(ctx, &id, &body, ActionType::CollectInvestigationPackage)
+    })
+    .await
 }
 
 async fn run_av_scan(

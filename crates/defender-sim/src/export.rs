@@ -199,6 +199,30 @@ fn sign(key: &[u8], path: &str, expiry: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// A link to `path` on the simulator, signed like an Azure Storage SAS URL and valid until
+/// `expiry` (`%Y-%m-%dT%H:%M:%SZ`): the export files, and the investigation packages.
+pub(crate) fn signed_link(ctx: &Ctx, path: &str, expiry: &str) -> String {
+    let sig = sign(&ctx.st.key, path, expiry);
+    format!("{}{path}?sv=2020-08-04&sr=b&sp=r&se={}&sig={sig}", ctx.base, expiry.replace(':', "%3A"))
+}
+
+/// Whether the query of a request for `path` carries a valid signature that has not expired;
+/// otherwise the storage service's 403.
+pub(crate) fn check_signed(ctx: &Ctx, path: &str) -> Result<(), Reply> {
+    let params = decode_query(ctx.query());
+    let (Some(expiry), Some(sig)) = (param(&params, "se"), param(&params, "sig")) else {
+        return Err(blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature fields not well formed."));
+    };
+    let expected = sign(&ctx.st.key, path, expiry);
+    if expected.len() != sig.len() || expected.bytes().zip(sig.bytes()).fold(0, |a, (x, y)| a | (x ^ y)) != 0 {
+        return Err(blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature did not match."));
+    }
+    match parse_date_literal(expiry) {
+        Some(e) if e > ctx.now => Ok(()),
+        _ => Err(blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signed expiry time has expired.")),
+    }
+}
+
 pub async fn export_files(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse {
     serve(&st, &req, Api::ExportAssessmentFiles, |ctx| {
         let params = decode_query(ctx.query());
@@ -221,8 +245,7 @@ pub async fn export_files(st: web::Data<SimState>, req: HttpRequest) -> HttpResp
         let files: Vec<String> = (0..count)
             .map(|k| {
                 let path = format!("/_sim/blob/tvm-export/{stamp}/part-{k:05}-of-{count:05}.json.gz");
-                let sig = sign(&ctx.st.key, &path, &expiry);
-                format!("{}{path}?sv=2020-08-04&sr=b&sp=r&se={}&sig={sig}", ctx.base, expiry.replace(':', "%3A"))
+                signed_link(ctx, &path, &expiry)
             })
             .collect();
         let body = serde_json::json!({
@@ -235,7 +258,7 @@ pub async fn export_files(st: web::Data<SimState>, req: HttpRequest) -> HttpResp
     .await
 }
 
-fn blob_error(status: StatusCode, code: &str, message: &str) -> Reply {
+pub(crate) fn blob_error(status: StatusCode, code: &str, message: &str) -> Reply {
     Reply {
         status,
         content_type: "application/xml",
@@ -250,20 +273,8 @@ fn blob_error(status: StatusCode, code: &str, message: &str) -> Reply {
 async fn download(st: web::Data<SimState>, req: HttpRequest, path: web::Path<(String, String)>) -> HttpResponse {
     serve(&st, &req, Api::ExportFile, |ctx| {
         let (stamp, file) = path.into_inner();
-        let params = decode_query(ctx.query());
-        let (Some(expiry), Some(sig)) = (param(&params, "se"), param(&params, "sig")) else {
-            return blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature fields not well formed.");
-        };
-        let p = format!("/_sim/blob/tvm-export/{stamp}/{file}");
-        let expected = sign(&ctx.st.key, &p, expiry);
-        if expected.len() != sig.len() || expected.bytes().zip(sig.bytes()).fold(0, |a, (x, y)| a | (x ^ y)) != 0 {
-            return blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signature did not match.");
-        }
-        match parse_date_literal(expiry) {
-            Some(e) if e > ctx.now => {}
-            _ => {
-                return blob_error(StatusCode::FORBIDDEN, "AuthenticationFailed", "Signed expiry time has expired.");
-            }
+        if let Err(refused) = check_signed(ctx, &format!("/_sim/blob/tvm-export/{stamp}/{file}")) {
+            return refused;
         }
         // part-KKKKK-of-NNNNN.json.gz
         let parsed = file

@@ -37,6 +37,7 @@ pub mod jwt;
 pub mod limits;
 pub mod odata;
 pub mod oidc;
+mod package;
 pub mod rng;
 mod support;
 pub mod tenant;
@@ -78,6 +79,8 @@ pub const ALL_ROLES: &[&str] = &[
     "Alert.ReadWrite.All",
     "Machine.Isolate",
     "Machine.Scan",
+    "Machine.RestrictExecution",
+    "Machine.CollectForensics",
     "Vulnerability.Read.All",
     "AdvancedQuery.Read.All",
     "Software.Read.All",
@@ -125,6 +128,9 @@ pub struct SimulateArgs {
     /// How long a machine action stays InProgress before its final status.
     #[arg(long, default_value_t = 7000)]
     pub action_inprogress_ms: u64,
+    /// How long a link from GetPackageUri stays valid (Microsoft: "a short time").
+    #[arg(long, default_value_t = 600)]
+    pub package_link_secs: u64,
     /// Write the network observations matching this tenant to PATH as a JSON array.
     #[arg(long)]
     pub emit_observations: Option<PathBuf>,
@@ -211,6 +217,8 @@ pub struct SimConfig {
     pub hostile: bool,
     pub action_pending_ms: u64,
     pub action_inprogress_ms: u64,
+    /// How long a link from GetPackageUri stays valid.
+    pub package_link_secs: u64,
     pub token_lifetime_secs: u64,
     pub rate_limits: bool,
     /// Accept tokens whose audience is https://api.security.microsoft.com.
@@ -238,6 +246,7 @@ impl Default for SimConfig {
             hostile: false,
             action_pending_ms: 3000,
             action_inprogress_ms: 7000,
+            package_link_secs: 600,
             token_lifetime_secs: 3599,
             rate_limits: true,
             accept_xdr_audience: true,
@@ -268,6 +277,7 @@ impl From<&SimulateArgs> for SimConfig {
             hostile: a.hostile,
             action_pending_ms: a.action_pending_ms,
             action_inprogress_ms: a.action_inprogress_ms,
+            package_link_secs: a.package_link_secs,
             token_lifetime_secs: a.token_lifetime_secs,
             rate_limits: !a.no_rate_limits,
             accept_xdr_audience: !a.reject_xdr_audience,
@@ -415,6 +425,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
     oidc::configure(cfg);
     // Before the admin scope, which would otherwise claim every `/_sim/...` path.
     export::configure_files(cfg);
+    package::configure_files(cfg);
     admin::configure(cfg);
     // The versioned prefix first: the `/api` scope would otherwise claim `/api/v1.0/...`.
     cfg.service(web::scope("/api/v1.0").configure(api::configure));

@@ -13,6 +13,18 @@
 //!   for Endpoint onboards).
 //! * <https://learn.microsoft.com/en-us/defender-endpoint/api/isolate-machine>: `UnManagedDevice`
 //!   "targets unmanaged devices only".
+//! * Restrict app execution: "available for devices on Windows 10, version 1709 or later,
+//!   Windows 11, and Windows Server 2019 or later" (respond-machine-alerts; the API page
+//!   <https://learn.microsoft.com/en-us/defender-endpoint/api/restrict-code-execution> names only
+//!   Windows 10 1709+ and Windows 11). Removing the restriction
+//!   (<https://learn.microsoft.com/en-us/defender-endpoint/api/unrestrict-code-execution>, whose OS
+//!   section repeats the isolation page's text by mistake) is taken on the same devices.
+//! * Collect investigation package: the API page
+//!   (<https://learn.microsoft.com/en-us/defender-endpoint/api/collect-investigation-package>) has no
+//!   OS section; respond-machine-alerts documents the package's contents "for Windows devices" and
+//!   "for Mac and Linux devices", and <https://learn.microsoft.com/en-us/defender-endpoint/api/get-package-sas-uri>
+//!   "Windows 10, version 1703 or later, and … Windows 11". The simulator collects on Windows 11,
+//!   Windows 10 1703+, the Windows servers Defender onboards, macOS and Linux, with no client version.
 //! * <https://learn.microsoft.com/en-us/defender-endpoint/api/common-errors>: the answers,
 //!   400 `OsPlatformNotSupported` "OS Platform {the client OS Platform} isn't supported for this
 //!   action." and 400 `ClientVersionNotSupported` "{The requested action} is supported on client
@@ -44,21 +56,19 @@ pub fn check(m: &Machine, kind: ActionType, scope: Option<&str>) -> Result<(), R
         return Err(os_refused());
     }
     let selective = kind == ActionType::Isolate && scope == Some("Selective");
+    let restriction = matches!(kind, ActionType::RestrictCodeExecution | ActionType::UnrestrictCodeExecution);
     // (Windows 10 release from which it is documented, needs client 101.98.84 on macOS/Linux)
     let (win10_from, client_gated) = match kind {
         ActionType::RunAntiVirusScan => (1709, true),
         ActionType::Isolate | ActionType::Unisolate => (1703, platform == "macOS"),
+        ActionType::RestrictCodeExecution | ActionType::UnrestrictCodeExecution => (1709, false),
+        ActionType::CollectInvestigationPackage => (1703, false),
     };
     let platform_ok = match platform {
-        "Windows11"
-        | "WindowsServer2012R2"
-        | "WindowsServer2016"
-        | "WindowsServer2019"
-        | "WindowsServer2022"
-        | "WindowsServer2025"
-        | "macOS" => true,
+        "Windows11" | "WindowsServer2019" | "WindowsServer2022" | "WindowsServer2025" => true,
+        "WindowsServer2012R2" | "WindowsServer2016" | "macOS" => !restriction,
         "Windows10" => windows10_release(m.version).is_some_and(|r| r >= win10_from),
-        "Linux" => !selective,
+        "Linux" => !selective && !restriction,
         _ => false,
     };
     if !platform_ok {
@@ -98,6 +108,39 @@ fn client_version(v: &str) -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restriction_and_package_follow_the_documentation() {
+        let t =
+            crate::tenant::Tenant::generate(crate::SimConfig { machines: 400, ..Default::default() }.tenant_params());
+        let ok = |m, k| check(m, k, None).is_ok();
+        use ActionType::*;
+        let mut seen = std::collections::BTreeSet::new();
+        for m in t.machines().iter().filter(|m| m.is_onboarded()) {
+            let p = m.os_platform;
+            let win10 = windows10_release(m.version);
+            let restrict = matches!(p, "Windows11" | "WindowsServer2019" | "WindowsServer2022" | "WindowsServer2025")
+                || (p == "Windows10" && win10.is_some_and(|r| r >= 1709));
+            assert_eq!(ok(m, RestrictCodeExecution), restrict, "{p} {}", m.version);
+            assert_eq!(ok(m, UnrestrictCodeExecution), restrict, "{p} {}", m.version);
+            if !restrict {
+                assert_eq!(check(m, RestrictCodeExecution, None).unwrap_err().0, "OsPlatformNotSupported");
+            }
+            let collect = matches!(p, "Windows11" | "macOS" | "Linux")
+                || p.starts_with("WindowsServer20")
+                || (p == "Windows10" && win10.is_some_and(|r| r >= 1703));
+            assert_eq!(
+                ok(m, CollectInvestigationPackage),
+                collect,
+                "{p} {}: no client version is documented",
+                m.version
+            );
+            seen.insert(p);
+        }
+        for p in ["Windows11", "Windows10", "macOS", "Linux", "iOS"] {
+            assert!(seen.contains(p), "the tenant has {p} machines: {seen:?}");
+        }
+    }
 
     #[test]
     fn releases_and_versions() {

@@ -199,6 +199,9 @@ impl<'a> ActionView<'a> {
             title: match a.kind.as_str() {
                 "Isolate" => format!("Isolate device {}", a.computer_dns_name),
                 "Unisolate" => format!("Release device {} from isolation", a.computer_dns_name),
+                "RestrictCodeExecution" => format!("Restrict app execution on {}", a.computer_dns_name),
+                "UnrestrictCodeExecution" => format!("Remove app restriction on {}", a.computer_dns_name),
+                "CollectInvestigationPackage" => format!("Collect investigation package from {}", a.computer_dns_name),
                 _ => format!("Run antivirus scan on {}", a.computer_dns_name),
             },
             requestor: &a.requestor,

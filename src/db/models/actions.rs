@@ -35,6 +35,17 @@ impl ActionRow {
     pub fn is_open(&self) -> bool {
         self.status.is_open()
     }
+
+    /// Its type and scope as the audit log and events name it (`Isolate Full`, `Unisolate`).
+    pub fn described(&self) -> String {
+        if self.scope.is_empty() { self.action_type.clone() } else { format!("{} {}", self.action_type, self.scope) }
+    }
+
+    /// A collection of an investigation package that succeeded: Defender has a package to download.
+    pub fn has_package(&self) -> bool {
+        self.action_type == crate::domain::action::COLLECT_INVESTIGATION_PACKAGE
+            && self.status == ActionStatus::Succeeded
+    }
 }
 
 /// A new intent, before anything is sent.
@@ -62,7 +73,10 @@ pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult
         return Ok(Recorded::Repeat(existing));
     }
     if let Some(open) = open_for_machine(conn, a.machine_id)? {
-        return Ok(Recorded::Busy(open));
+        // On PostgreSQL each statement sees what was committed before it: the same form,
+        // submitted at the same moment, may have committed between the two reads.
+        let same = open.idempotency_key == a.idempotency_key;
+        return Ok(if same { Recorded::Repeat(open) } else { Recorded::Busy(open) });
     }
     let t = now();
     // In a savepoint of its own: inside the caller's transaction, PostgreSQL refuses every

@@ -13,6 +13,10 @@ pub enum Api {
     Isolate,
     Unisolate,
     RunAntiVirusScan,
+    RestrictCodeExecution,
+    UnrestrictCodeExecution,
+    CollectInvestigationPackage,
+    GetPackageUri,
     ListAlerts,
     ListVulnerabilities,
     MachineVulnerabilities,
@@ -38,6 +42,10 @@ impl Api {
             Api::Isolate => "Isolate",
             Api::Unisolate => "Unisolate",
             Api::RunAntiVirusScan => "RunAntiVirusScan",
+            Api::RestrictCodeExecution => "RestrictCodeExecution",
+            Api::UnrestrictCodeExecution => "UnrestrictCodeExecution",
+            Api::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Api::GetPackageUri => "GetPackageUri",
             Api::ListAlerts => "ListAlerts",
             Api::ListVulnerabilities => "ListVulnerabilities",
             Api::MachineVulnerabilities => "MachineVulnerabilities",
@@ -52,12 +60,20 @@ impl Api {
     pub fn roles(self) -> &'static [&'static str] {
         match self {
             Api::Token => &[],
-            Api::ListMachines | Api::GetMachineAction => &["Machine.Read.All", "Machine.ReadWrite.All"],
+            // GetPackageUri: the application permissions of
+            // https://learn.microsoft.com/en-us/defender-endpoint/api/get-package-sas-uri.
+            Api::ListMachines | Api::GetMachineAction | Api::GetPackageUri => {
+                &["Machine.Read.All", "Machine.ReadWrite.All"]
+            }
             // Microsoft's current page for the listing names only this one
             // (https://learn.microsoft.com/en-us/defender-endpoint/api/get-machineactions-collection).
             Api::ListMachineActions => &["Machine.ReadWrite.All"],
             Api::Isolate | Api::Unisolate => &["Machine.Isolate"],
             Api::RunAntiVirusScan => &["Machine.Scan"],
+            // https://learn.microsoft.com/en-us/defender-endpoint/api/restrict-code-execution,
+            // .../unrestrict-code-execution and .../collect-investigation-package.
+            Api::RestrictCodeExecution | Api::UnrestrictCodeExecution => &["Machine.RestrictExecution"],
+            Api::CollectInvestigationPackage => &["Machine.CollectForensics"],
             Api::ListAlerts => &["Alert.Read.All", "Alert.ReadWrite.All"],
             Api::ListVulnerabilities
             | Api::MachineVulnerabilities

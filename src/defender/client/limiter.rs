@@ -37,6 +37,9 @@ pub fn documented_limit(api: Api) -> RateLimit {
         Api::MachineVulnerabilities => RateLimit::new(50, 1500),
         Api::AdvancedQuery => RateLimit::new(45, 1500),
         Api::ExportAssessmentJson | Api::ExportAssessmentDelta => RateLimit::new(30, 1000),
+        // "2 calls per minute and 120 calls per hour"
+        // (https://learn.microsoft.com/en-us/defender-endpoint/api/get-package-sas-uri).
+        Api::GetPackageUri => RateLimit::new(2, 120),
         // Not an API call budget: Entra's token endpoint has no documented per-app limit,
         // but we never need more than a handful of tokens.
         Api::Token => RateLimit::new(60, 1500),

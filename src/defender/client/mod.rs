@@ -433,6 +433,48 @@ mod tests {
         ));
     }
 
+    /// GetPackageUri's `value` as Microsoft's example writes it (in escaped quotes), and what is
+    /// never sent to a browser: another scheme, credentials, http from an https API.
+    #[test]
+    fn package_links_are_unquoted_and_checked() {
+        let client = |api: &str| {
+            let creds = Credentials {
+                tenant_id: "contoso.onmicrosoft.com".into(),
+                client_id: "c".into(),
+                client_secret: "s".into(),
+            };
+            DefenderClient::new(
+                creds,
+                Target::custom("https://login.example.net", api, None).unwrap(),
+                ClientOptions::default(),
+            )
+            .unwrap()
+        };
+        let c = client("https://api.example.net");
+        let quoted = "\"https://userrequests-us.securitycenter.windows.com:443/safedownload/WDATP_Investigation_Package.zip?token=a%2fb\"";
+        assert_eq!(
+            c.package_link(quoted).unwrap().as_str(),
+            "https://userrequests-us.securitycenter.windows.com/safedownload/WDATP_Investigation_Package.zip?token=a%2fb"
+        );
+        assert!(c.package_link("https://blob.example.net/p.zip").is_ok(), "without quotes too");
+        for bad in [
+            "javascript:alert(1)",
+            "\"http://blob.example.net/p.zip\"",
+            "https://u:p@blob.example.net/p",
+            "",
+            "\"\"",
+            "/relative",
+        ] {
+            match c.package_link(bad) {
+                Err(DefenderError::BadResponse(m)) => {
+                    assert!(!m.contains("blob.example"), "the link is never echoed: {m}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(client("http://127.0.0.1:9090").package_link("http://127.0.0.1:9090/_sim/blob/x.zip").is_ok());
+    }
+
     #[test]
     fn options_and_enums() {
         assert_eq!(IsolationType::parse("selective"), Some(IsolationType::Selective));

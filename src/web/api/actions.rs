@@ -2,7 +2,8 @@
 //! through the same checks, intent record and single Defender request as the Endpoint Summary's
 //! form; `GET /api/v1/actions/{id}` (any role) follows it, asking Defender while it is open;
 //! `GET /api/v1/endpoints/{id}/actions` (any role) lists an endpoint's latest actions, whoever
-//! started them.
+//! started them; `GET /api/v1/actions/{id}/package` (operator) answers 303 to the short-lived
+//! link of a succeeded collection's investigation package, asked of Defender then.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -109,6 +110,15 @@ pub async fn status(
     let id = input(id)?.into_inner();
     let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok().json(ActionJson::from(a)))
+}
+
+/// `GET /api/v1/actions/{id}/package`: 303 to Defender's link to the package (never stored).
+pub async fn package(
+    caller: ApiOperator,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    crate::web::pages::actions::package_redirect(&state, input(id)?.into_inner(), &caller.actor()).await
 }
 
 /// How many of an endpoint's actions the list shows, newest first.

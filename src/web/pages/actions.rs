@@ -1,5 +1,6 @@
-//! Machine actions from the Endpoint Summary (htmx): submit, and the live status fragment that
-//! polls itself until the action reaches a final state.
+//! Machine actions from the Endpoint Summary and the Microsoft Defender subtab (htmx): submit,
+//! the live status fragment that polls itself until the action reaches a final state, and the
+//! download of a collected investigation package.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -17,6 +18,8 @@ use crate::web::{AppState, Input, html, input};
 pub struct ActionFragment {
     pub a: ActionRow,
     pub note: Option<String>,
+    /// Whether the person may download an investigation package (Operator and Admin).
+    pub can_download: bool,
     /// When the action has just ended: the endpoint's buttons for the machine's new state, sent
     /// out of band (the page then offers Unisolate after an isolation, with empty comments).
     pub ended_buttons: Option<ActionButtons>,
@@ -77,12 +80,13 @@ pub async fn submit(
         // trying again is a new request, not a repeat of this one.
         Ok(a) => {
             let ended_buttons = buttons_after(&state, true, &a).await?;
-            html(&ActionFragment { a, note: None, ended_buttons })
+            html(&ActionFragment { a, note: None, can_download: true, ended_buttons })
         }
         Err(Refusal::NotFound) => Err(AppError::BadRequest(Refusal::NOT_A_MACHINE.into())),
         Err(Refusal::Invalid(why)) => Err(AppError::BadRequest(why)),
         Err(Refusal::Busy(open)) => {
-            Ok(html(&ActionFragment { a: *open, note: Some(Refusal::ANOTHER_OPEN.into()), ended_buttons: None })?
+            let note = Some(Refusal::ANOTHER_OPEN.into());
+            Ok(html(&ActionFragment { a: *open, note, can_download: true, ended_buttons: None })?
                 .customize_status(actix_web::http::StatusCode::CONFLICT))
         }
     }
@@ -97,8 +101,34 @@ pub async fn status(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
     let a = state.defender.action(id).await?.ok_or(AppError::NotFound)?;
-    let ended_buttons = buttons_after(&state, user.can(crate::auth::Role::Operator), &a).await?;
-    html(&ActionFragment { a, note: None, ended_buttons })
+    let can_act = user.can(crate::auth::Role::Operator);
+    let ended_buttons = buttons_after(&state, can_act, &a).await?;
+    html(&ActionFragment { a, note: None, can_download: can_act, ended_buttons })
+}
+
+/// `GET /actions/{id}/package` (Operator, Admin): asks Defender for the link to the investigation
+/// package this action collected, now, and sends the browser there (303). The link is Defender's
+/// short-lived one; the product neither keeps nor logs it. A GET, since it changes nothing.
+pub async fn package(
+    user: OperatorUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    package_redirect(&state, input(id)?.into_inner(), &user.username).await
+}
+
+/// The page's and the API's answer alike: 303 to the package's link, or why there is none.
+pub async fn package_redirect(state: &AppState, id: i64, by: &str) -> Result<HttpResponse, AppError> {
+    use crate::defender::package::NoPackage;
+    match state.defender.package_link(id, by).await? {
+        Ok(url) => Ok(HttpResponse::SeeOther()
+            .insert_header((actix_web::http::header::LOCATION, url.as_str()))
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .finish()),
+        Err(NoPackage::NotFound) => Err(AppError::NotFound),
+        Err(NoPackage::NotReady(why) | NoPackage::Failed(why)) => Err(AppError::Conflict(why)),
+        Err(NoPackage::Throttled(why)) => Err(AppError::TooManyRequests(why)),
+    }
 }
 
 /// Once an action has ended: the endpoint's buttons for the machine's new state, to be sent out

@@ -331,6 +331,10 @@ impl DetailPage {
     fn open_action(&self) -> Option<&crate::db::models::actions::ActionRow> {
         self.actions.iter().find(|a| a.is_open())
     }
+    /// Investigation packages were collected from here (the Microsoft Defender subtab lists them).
+    fn has_packages(&self) -> bool {
+        self.actions.iter().any(|a| a.has_package())
+    }
     fn score(&self) -> &'static str {
         crate::domain::profiles::MatchScore::from_i16(self.e.match_score).map(|s| s.as_str()).unwrap_or("")
     }

@@ -32,12 +32,13 @@ pub struct FormValues {
 }
 
 /// The form's action choices: (value, label).
-const ACTIONS: [(&str, &str); 5] = [
+const ACTIONS: [(&str, &str); 6] = [
     ("send_event", "Send a rule.matched event to the destinations that take it"),
     ("scan_quick", "Run a Quick antivirus scan"),
     ("scan_full", "Run a Full antivirus scan"),
     ("isolate_full", "Isolate (Full)"),
     ("isolate_selective", "Isolate (Selective)"),
+    ("restrict_app_execution", "Restrict app execution"),
 ];
 
 /// The levels a condition may ask for (at least Low).
@@ -95,6 +96,7 @@ impl FormValues {
             "scan_full" => RuleAction::RunScan { scope: "Full".into() },
             "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
             "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
+            "restrict_app_execution" => RuleAction::RestrictAppExecution,
             other => return Err(format!("Unknown action {other:?}.")),
         };
         let cooldown_minutes =
@@ -118,7 +120,7 @@ struct ListPage {
     form: FormValues,
     error: Option<String>,
     notice: Option<String>,
-    actions: [(&'static str, &'static str); 5],
+    actions: [(&'static str, &'static str); 6],
     levels: [&'static str; 4],
     coverages: [(&'static str, &'static str); 4],
 }
