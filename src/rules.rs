@@ -1,5 +1,9 @@
-//! Response rules (issue 22): the product acting on policy. An admin writes a rule (a condition
-//! over the endpoint, an action), sees which endpoints it meets now (dry run) and enables it;
+//! Response rules (issue 22): the product acting on policy. Long because a rule's whole life is
+//! here, each step with the guard rail that belongs to it: writing and checking, dry run and
+//! enabling, approvals, evaluation, and sending with its checks just before each action.
+//!
+//! An admin writes a rule (a condition over the endpoint, an action), sees which endpoints it
+//! meets now (dry run) and enables it;
 //! the background supervisor evaluates the enabled rules after each sync and each risk change
 //! (`crate::jobs`), one instance at a time.
 //!

@@ -472,18 +472,26 @@ async fn syslog_over_tls_checks_the_receiver_and_carries_cef() {
     let untrusted: Value = untrusted.json().await.unwrap();
 
     assert_eq!(app.ingest(&operator, &observations(2, "tls|cef=")).await.status(), 200);
+    // The receiver answers every connection for the rest of the test, so that the untrusting
+    // destination, whenever it comes, gets a handshake to refuse (not a silent socket).
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (acceptor, sender) = (acceptor.clone(), sender.clone());
+            tokio::spawn(async move {
+                // The untrusting destination's handshake fails on its side; only complete ones count.
+                let Ok(mut tls) = acceptor.accept(sock).await else { return };
+                let mut all = Vec::new();
+                let _ = tls.read_to_end(&mut all).await;
+                if !all.is_empty() {
+                    let _ = sender.send(String::from_utf8(all).unwrap());
+                }
+            });
+        }
+    });
     let mut got = Vec::new();
     while got.len() < 2 {
-        let (sock, _) =
-            tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("a connection").unwrap();
-        // The untrusting destination's handshake fails on its side; only complete ones count.
-        let Ok(mut tls) = acceptor.accept(sock).await else { continue };
-        let mut all = Vec::new();
-        let _ = tls.read_to_end(&mut all).await;
-        if all.is_empty() {
-            continue;
-        }
-        let text = String::from_utf8(all).unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(30), received.recv()).await.expect("a message").unwrap();
         let (len, msg) = text.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), msg.len(), "{text}");
         got.push(msg.to_owned());

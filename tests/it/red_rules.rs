@@ -15,21 +15,7 @@ use serde_json::{Value, json};
 
 use crate::defender_sync::{ingest_network, put_settings, settings_for, synced, wait_for_sync};
 use crate::helpers::*;
-
-async fn api(app: &TestApp, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, app.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
-    api(app, token, reqwest::Method::POST, path, Some(body)).await
-}
+use crate::rules::{api, post, token_of};
 
 /// (id, endpoint, state) of a rule's decisions, oldest first.
 async fn decisions(app: &TestApp, rule: i64) -> Vec<(i64, i64, String)> {
@@ -63,23 +49,6 @@ async fn enable(app: &TestApp, admin: &str, id: i64) {
     assert_eq!(status, 200, "{run}");
     let (status, on) = post(app, admin, &format!("/api/v1/rules/{id}/enable"), json!({})).await;
     assert_eq!(status, 200, "{on}");
-}
-
-/// A new user and an API token of theirs (the token acts for them).
-async fn token_of(app: &TestApp, name: &'static str, role: Role) -> String {
-    use endpoint_analytics::auth::{hash_api_token, new_api_token};
-    use endpoint_analytics::db::models::{api_tokens, users};
-    app.add_user(name, role).await;
-    let token = new_api_token();
-    let hash = hash_api_token(&token);
-    app.db
-        .run(move |c| {
-            let id = users::find_by_name(c, name)?.expect("the user").id;
-            Ok(api_tokens::create(c, name, &hash, role, api_tokens::Creator::User { id, name }, None)?)
-        })
-        .await
-        .unwrap();
-    token
 }
 
 /// Runs the rules until `probe` answers (the supervisor may hold the lease for a round).

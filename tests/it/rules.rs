@@ -12,7 +12,13 @@ use serde_json::{Value, json};
 use crate::defender_sync::synced;
 use crate::helpers::*;
 
-async fn api(app: &TestApp, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn api(
+    app: &TestApp,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, app.url(path)).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
@@ -23,7 +29,7 @@ async fn api(app: &TestApp, token: &str, method: reqwest::Method, path: &str, bo
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
     api(app, token, reqwest::Method::POST, path, Some(body)).await
 }
 
@@ -362,7 +368,7 @@ async fn the_cooldown_the_hourly_cap_and_the_kill_switch_hold() {
 type AuditRow = (String, String, String, String);
 
 /// A new user and an API token of theirs.
-async fn token_of(app: &TestApp, name: &'static str, role: Role) -> String {
+pub(crate) async fn token_of(app: &TestApp, name: &'static str, role: Role) -> String {
     use endpoint_analytics::auth::{hash_api_token, new_api_token};
     use endpoint_analytics::db::models::{api_tokens, users};
     app.add_user(name, role).await;

@@ -341,7 +341,7 @@ pub fn sent_since(conn: &mut AnyConnection, since: i64) -> QueryResult<i64> {
     machine_actions::table
         .filter(machine_actions::requested_by.like(format!("{RULE_CALLER}%")))
         .filter(machine_actions::created_at.ge(since))
-        .filter(machine_actions::status.ne("Failed"))
+        .filter(machine_actions::status.ne(crate::domain::action::ActionStatus::Failed.as_str()))
         .count()
         .get_result(conn)
 }
