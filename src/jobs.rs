@@ -66,6 +66,8 @@ pub async fn supervise(
         // Every round, so that a rule acts within a round of a sync or a change of risk, and
         // approvals expire on time.
         rules.run_once().await;
+        // The profiles' Defender tags, within their own hourly budget (one instance).
+        rules.tags().run_once().await;
         if let Err(e) = crate::modeling::take_over_orphaned(&db, &modeler, &background).await {
             tracing::warn!(error = %e, "could not check for an interrupted re-model");
         }

@@ -419,3 +419,56 @@ where
     }
     panic!("not within 30 s");
 }
+
+#[tokio::test]
+async fn a_rule_adds_a_defender_tag_through_the_tag_api_and_the_profiles_writer_leaves_it() {
+    let (app, sim, admin, _) = synced(120).await;
+    // Refused: an empty tag, one too long, control characters.
+    for tag in ["", &"x".repeat(201), "a\nb"] {
+        let (status, body) = post(
+            &app,
+            &admin,
+            "/api/v1/rules",
+            json!({"name": "Bad tag", "condition": {"min_alert": "High"}, "action": {"type": "add_tag", "tag": tag}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{tag:?}: {body}");
+    }
+    let (rule, run) = enabled_rule(
+        &app,
+        &admin,
+        json!({"name": "Tag the alerted", "condition": {"min_alert": "High", "source": "defender"},
+               "action": {"type": "add_tag", "tag": "EA:Alerted"}}),
+    )
+    .await;
+    let matching = run["matching"].as_i64().unwrap();
+    assert!(matching > 0, "{run}");
+    app.state.rules.run_once().await;
+    let states = decisions(&app, rule).await;
+    assert!(states.iter().all(|(_, s)| s == "sent"), "{states:?}");
+    assert_eq!(states.len() as i64, matching);
+    assert_eq!(sim.counters().api("MachineTags").calls, matching as u64, "one call per decision");
+    let tenant = sim.tenant();
+    for id in alerted(&app, 3).await {
+        let machine: Option<String> = app
+            .db
+            .run(move |c| {
+                Ok(defender_machines::table
+                    .filter(defender_machines::endpoint_id.eq(id))
+                    .filter(defender_machines::stale.eq(false))
+                    .select(defender_machines::machine_id)
+                    .first(c)
+                    .optional()?)
+            })
+            .await
+            .unwrap();
+        let m = tenant.machine_by_id(&machine.unwrap()).expect("the machine");
+        assert!(m.machine_tags.iter().any(|t| t == "EA:Alerted"), "{:?}", m.machine_tags);
+    }
+    // The profiles' writer does not take back a rule's tag, and the rule's audit names it.
+    let round = app.state.rules.tags().run_once().await.unwrap();
+    assert_eq!(round, Default::default());
+    let (_, listed) = api(&app, &admin, reqwest::Method::GET, &format!("/api/v1/rules/{rule}"), None).await;
+    assert_eq!(listed["action"], json!({"type": "add_tag", "tag": "EA:Alerted"}));
+    assert!(listed["summary"].as_str().unwrap().contains("add the Defender tag EA:Alerted"), "{listed}");
+}

@@ -27,18 +27,21 @@ pub struct FormValues {
     not_seen_days: String,
     tag: String,
     action: String,
+    /// The tag the `add_tag` action adds.
+    add_tag: String,
     requires_approval: bool,
     cooldown_minutes: String,
 }
 
 /// The form's action choices: (value, label).
-const ACTIONS: [(&str, &str); 6] = [
+const ACTIONS: [(&str, &str); 7] = [
     ("send_event", "Send a rule.matched event to the destinations that take it"),
     ("scan_quick", "Run a Quick antivirus scan"),
     ("scan_full", "Run a Full antivirus scan"),
     ("isolate_full", "Isolate (Full)"),
     ("isolate_selective", "Isolate (Selective)"),
     ("restrict_app_execution", "Restrict app execution"),
+    ("add_tag", "Add a Defender tag (below)"),
 ];
 
 /// The levels a condition may ask for (at least Low).
@@ -63,6 +66,7 @@ impl FormValues {
                 "not_seen_days" => v.not_seen_days = value,
                 "tag" => v.tag = value,
                 "action" => v.action = value,
+                "add_tag" => v.add_tag = value,
                 "requires_approval" => v.requires_approval = true,
                 "cooldown_minutes" => v.cooldown_minutes = value,
                 _ => {}
@@ -97,6 +101,7 @@ impl FormValues {
             "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
             "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
             "restrict_app_execution" => RuleAction::RestrictAppExecution,
+            "add_tag" => RuleAction::AddTag { tag: self.add_tag.trim().to_owned() },
             other => return Err(format!("Unknown action {other:?}.")),
         };
         let cooldown_minutes =
@@ -120,7 +125,7 @@ struct ListPage {
     form: FormValues,
     error: Option<String>,
     notice: Option<String>,
-    actions: [(&'static str, &'static str); 6],
+    actions: [(&'static str, &'static str); 7],
     levels: [&'static str; 4],
     coverages: [(&'static str, &'static str); 4],
 }
