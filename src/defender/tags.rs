@@ -198,13 +198,18 @@ pub async fn write_round(
     per_hour: i64,
     fence: Option<Fence>,
 ) -> anyhow::Result<Round> {
-    let (writes, left) = db
+    let planned = db
         .run(move |c| {
+            // Planned only while the lease is this instance's: one that lost it calls nothing.
+            if !crate::db::lease::hold_fence(c, fence)? {
+                return Ok(None);
+            }
             store::prune_calls(c, now() - 2 * 3600)?;
-            Ok((plan(c)?, budget(c, per_hour)?))
+            Ok(Some((plan(c)?, budget(c, per_hour)?)))
         })
         .await?;
     let mut round = Round::default();
+    let Some((writes, left)) = planned else { return Ok(round) };
     if writes.is_empty() {
         return Ok(round);
     }

@@ -164,6 +164,29 @@ async fn tagged_by_a_person(app: &TestApp, sim: &defender_sim::RunningSimulator,
         .unwrap();
 }
 
+/// Takes the tag writer's lease for the test, so that the supervisor's rounds (every 15 s) stay
+/// out of the way and each round below is the test's own.
+async fn writer_lease(app: &TestApp) -> endpoint_analytics::db::lease::Lease {
+    for _ in 0..200 {
+        if let Some(l) = app.db.try_lease(endpoint_analytics::db::lease::DEFENDER_TAGS).await.unwrap() {
+            return l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the defender-tags lease stays taken");
+}
+
+/// One round of the profiles' tag writer under `lease`, with `per_hour` calls an hour.
+async fn round(
+    app: &TestApp,
+    lease: &endpoint_analytics::db::lease::Lease,
+    per_hour: i64,
+) -> endpoint_analytics::defender::tags::Round {
+    endpoint_analytics::defender::tags::write_round(&app.db, &app.state.defender, per_hour, lease.fence())
+        .await
+        .unwrap()
+}
+
 async fn audit_count(app: &TestApp, action: &'static str) -> i64 {
     use diesel::prelude::*;
     use endpoint_analytics::db::schema::audit_log;
@@ -172,8 +195,8 @@ async fn audit_count(app: &TestApp, action: &'static str) -> i64 {
 
 #[tokio::test]
 async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_we_wrote_is_taken_back() {
-    use endpoint_analytics::defender::tags::Writer;
     let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
     let (profile_id, profile, machines) = profile_with_machines(&app).await;
     assert!(machines.len() >= 4, "{profile}: {machines:?}");
     const TAG: &str = "EA:<Camera> é";
@@ -207,12 +230,11 @@ async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_
     assert_eq!(listed["items"][0]["tag"], TAG);
 
     // A budget of 2 calls an hour: two machines now, the rest wait (nothing lost).
-    let small = Writer { db: app.db.clone(), defender: app.state.defender.clone(), per_hour: 2 };
-    let round = small.run_once().await.expect("the lease is free");
-    assert_eq!((round.added, round.waiting), (2, machines.len() - 3), "{round:?}");
+    let r = round(&app, &lease, 2).await;
+    assert_eq!((r.added, r.waiting), (2, machines.len() - 3), "{r:?}");
     assert_eq!(sim.counters().api("MachineTags").calls, 3, "the person's call and two of ours");
-    let round = small.run_once().await.unwrap();
-    assert_eq!(round.added, 0, "the hour's budget is spent: {round:?}");
+    let r = round(&app, &lease, 2).await;
+    assert_eq!(r.added, 0, "the hour's budget is spent: {r:?}");
 
     // Defender failing: the calls count, nothing is recorded as written, the next round redoes it.
     sim.set_faults(defender_sim::Faults {
@@ -225,18 +247,17 @@ async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_
         }],
         ..Default::default()
     });
-    let writer = app.state.rules.tags();
-    let round = writer.run_once().await.unwrap();
-    assert!(round.failed > 0 && round.added == 0, "{round:?}");
+    let r = round(&app, &lease, 300).await;
+    assert!(r.failed > 0 && r.added == 0, "{r:?}");
     sim.set_faults(defender_sim::Faults::default());
     let mut rounds = 0;
     loop {
-        let round = writer.run_once().await.unwrap();
+        let r = round(&app, &lease, 300).await;
         rounds += 1;
-        if round == Default::default() {
+        if r == Default::default() {
             break;
         }
-        assert!(rounds < 10 && round.failed == 0, "{round:?}");
+        assert!(rounds < 10 && r.failed == 0, "{r:?}");
     }
     for m in &machines {
         let tags = sim_tags(&sim, m).await;
@@ -264,14 +285,14 @@ async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_
     let res = app.post_form(&browser, &format!("/config/profiles/{profile_id}/defender-tag"), &[("tag", "")]).await;
     assert_eq!(res.status(), 303);
     let before = sim.counters().api("MachineTags").calls;
-    let round = writer.run_once().await.unwrap();
-    assert_eq!(round.removed, machines.len() - 1, "{round:?}");
+    let r = round(&app, &lease, 300).await;
+    assert_eq!(r.removed, machines.len() - 1, "{r:?}");
     assert_eq!(sim.counters().api("MachineTags").calls - before, machines.len() as u64 - 1, "one call per tag");
     assert!(sim_tags(&sim, &machines[0]).await.contains(&TAG.to_string()), "the person's tag stays");
     for m in &machines[1..] {
         assert!(!sim_tags(&sim, m).await.contains(&TAG.to_string()), "{m}");
     }
-    assert_eq!(writer.run_once().await.unwrap(), Default::default(), "nothing left to do");
+    assert_eq!(round(&app, &lease, 300).await, Default::default(), "nothing left to do");
     assert_eq!(audit_count(&app, "defender.tag.remove").await as usize, machines.len() - 1);
     assert_eq!(audit_count(&app, "profile.defender_tag").await, 2, "set, then cleared");
 }
@@ -290,4 +311,31 @@ async fn round_failures(app: &TestApp) -> usize {
         })
         .await
         .unwrap() as usize
+}
+
+/// PostgreSQL: the session holding the tag writer's lease dies and a second instance takes the
+/// work over; the first, fenced out, calls Defender for nothing and records nothing.
+#[tokio::test]
+async fn a_tag_writer_that_lost_its_lease_writes_nothing() {
+    if backend() != "postgres" {
+        return;
+    }
+    let (app, sim, admin, _) = crate::defender_sync::synced(40).await;
+    let (profile_id, _, machines) = profile_with_machines(&app).await;
+    let lease = writer_lease(&app).await;
+    let path = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, _) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &path, Some(json!({"tag": "EA:Fenced"}))).await;
+    assert_eq!(status, 200);
+    let app2 = lose_leases_to_another_instance(&app).await;
+    let before = sim.counters().api("MachineTags").calls;
+    assert_eq!(round(&app, &lease, 300).await, Default::default(), "fenced out");
+    assert_eq!(sim.counters().api("MachineTags").calls, before, "no call to Defender");
+    // The second instance (its supervisor's round, or this one) writes them all, once each.
+    let lease2 = writer_lease(&app2).await;
+    while round(&app2, &lease2, 300).await != Default::default() {}
+    for m in &machines {
+        let tags = sim_tags(&sim, m).await;
+        assert_eq!(tags.iter().filter(|t| *t == "EA:Fenced").count(), 1, "{m}: {tags:?}");
+    }
 }
