@@ -3,8 +3,8 @@
 //! state when no page is watching. It logs and carries on; it never stops the app.
 //!
 //! Every instance runs it; database leases (`db::lease`) make sure that one instance at a time
-//! runs a sync, a re-model, the response rules or the action poll, and that another takes over a sync or re-model
-//! left "running" by an instance that died.
+//! runs a sync, a re-model, the response rules, the profiles' Defender tags or the action poll,
+//! and that another takes over a sync or re-model left "running" by an instance that died.
 
 use std::time::Duration;
 
