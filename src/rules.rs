@@ -540,6 +540,8 @@ fn standing(c: &mut AnyConnection, d: &Decision) -> anyhow::Result<Standing> {
 /// its way and nothing acts for a rule or a match that no longer holds.
 async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy) -> anyhow::Result<Evaluation> {
     let mut done = Evaluation::default();
+    // Tags added this round: at most as many as the profiles' writer makes in a round.
+    let mut tagged = 0;
     let approved = db.run(|c| Ok(store::in_state(c, state::APPROVED, 200)?)).await?;
     for d in approved {
         let check = d.clone();
@@ -555,6 +557,11 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
         };
         // A tag is not a device action: it has its own hourly budget, not the actions' cap.
         if let RuleAction::AddTag { tag } = &rule.action {
+            if tagged >= tags::PER_ROUND {
+                done.capped += 1;
+                continue;
+            }
+            tagged += 1;
             let caller = format!("{}{}", store::RULE_CALLER, rule.rule.id);
             let added =
                 tags::add_for_rule(db, defender, d.endpoint_id, tag, &caller, policy.tag_writes_per_hour).await?;

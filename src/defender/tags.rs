@@ -383,7 +383,7 @@ impl Writer {
         match self.db.try_lease(crate::db::lease::DEFENDER_TAGS).await {
             Ok(Some(lease)) => match write_round(&self.db, &self.defender, self.per_hour, lease.fence()).await {
                 Ok(r) => {
-                    if r != Round::default() {
+                    if r.added + r.removed + r.failed > 0 {
                         tracing::info!(
                             added = r.added,
                             removed = r.removed,
@@ -391,6 +391,8 @@ impl Writer {
                             waiting = r.waiting,
                             "Defender tags written"
                         );
+                    } else if r.waiting > 0 {
+                        tracing::debug!(waiting = r.waiting, "Defender tags wait for room or for the integration");
                     }
                     Some(r)
                 }

@@ -18,7 +18,8 @@
 //! * `api.rs` – request pipeline (auth, roles, rate limits, faults, counters), envelopes,
 //!   paging, and the machine/action/alert/vulnerability/software routes; `views.rs` – JSON
 //!   shapes of the entities; `actions.rs` – machine action lifecycle and isolation state;
-//!   `export.rs` – the export-assessment endpoints and files; `hunting.rs` – advanced hunting.
+//!   `export.rs` – the export-assessment endpoints and files; `hunting.rs` – advanced hunting;
+//!   `tags.rs` – adding and removing one machine tag.
 //! * `odata.rs` – `$filter`/`$top`/`$skip`; `limits.rs` – rate limiter; `faults.rs` – fault
 //!   knobs and counters; `admin.rs` – the `/_sim/*` admin endpoints.
 //!
