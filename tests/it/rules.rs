@@ -443,7 +443,26 @@ async fn a_rule_adds_a_defender_tag_through_the_tag_api_and_the_profiles_writer_
     .await;
     let matching = run["matching"].as_i64().unwrap();
     assert!(matching > 0, "{run}");
+    // The hour's budget of tag calls is spent (300 by default): the decisions wait, approved.
+    use endpoint_analytics::db::models::defender_tags;
+    use endpoint_analytics::db::schema::defender_tag_calls;
+    app.db
+        .run(|c| {
+            for i in 0..300 {
+                defender_tags::record_call(c, &format!("m{i}"), "earlier", "Add", "done")?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
     app.state.rules.run_once().await;
+    assert!(decisions(&app, rule).await.iter().all(|(_, s)| s == "approved"), "they wait for room");
+    assert_eq!(sim.counters().api("MachineTags").calls, 0);
+    app.db.run(|c| Ok(diesel::delete(defender_tag_calls::table).execute(c)?)).await.unwrap();
+    // With room again (20 a round), every decision is sent in the next rounds.
+    for _ in 0..(matching / 20 + 1) {
+        app.state.rules.run_once().await;
+    }
     let states = decisions(&app, rule).await;
     assert!(states.iter().all(|(_, s)| s == "sent"), "{states:?}");
     assert_eq!(states.len() as i64, matching);
