@@ -208,6 +208,43 @@ async fn red_door_a_sign_in_error_echoing_the_secret_is_scrubbed() {
     assert!(!texts.contains(SECRET), "the audit log or an event carries the client secret");
 }
 
+/// A sign-in error's description was cut to 300 characters (`TokenErrorBody::summary`) before
+/// `tidy` scrubbed it, so a secret echoed across the cut left its head in the run's error; and
+/// only the upper-case percent-encoding of the secret (`%7E`) was scrubbed, not `%7e`. Each of
+/// the final (400) and retried (503) paths, with the secret echoed as-is and lower-case
+/// encoded, keeps no piece of it.
+#[tokio::test]
+async fn red_door_a_secret_echoed_across_the_cut_or_lower_case_encoded_is_scrubbed() {
+    for (status, error) in [(400, "invalid_request"), (503, "temporarily_unavailable")] {
+        for lower_case_encoded in [false, true] {
+            let login = scripted(move |_, _, body| {
+                let sent = body.split('&').find_map(|kv| kv.strip_prefix("client_secret=")).unwrap_or_default();
+                let echoed = if lower_case_encoded { sent.replace("%7E", "%7e") } else { sent.replace("%7E", "~") };
+                let answer = serde_json::json!({
+                    "error": error,
+                    "error_description": format!("AADSTS900144: {}{echoed}", "x".repeat(276)),
+                    "error_codes": [900144],
+                });
+                (status, JSON, answer.to_string().into_bytes())
+            })
+            .await;
+            let api = scripted(|_, _, _| (200, JSON, br#"{"value":[]}"#.to_vec())).await;
+            let app = spawn_app_with_client(|_| {}, fast()).await;
+            enable_scripted(&app, &login, &api).await;
+            let run = ended_run(&app, Duration::from_secs(30)).await.expect("the run ended");
+            assert_eq!(run.status, "failed", "{}", run.error);
+            let texts = format!("{} {}", run.error, texts_of_audit_and_events(&app).await);
+            for piece in ["Zx8Q", "red-door-client"] {
+                assert!(
+                    !texts.contains(piece),
+                    "HTTP {status}, lower-case encoded {lower_case_encoded}: a piece of the secret ({piece}) was kept: {}",
+                    run.error
+                );
+            }
+        }
+    }
+}
+
 /// A NUL in the sign-in host's error description reaches the run's error unfiltered (the
 /// description's first line, `TokenErrorBody::summary`, skips `excerpt`'s control-character
 /// filter). PostgreSQL refuses NUL in text, so the run's end cannot be recorded, with the event
