@@ -522,17 +522,52 @@ async fn a_response_rule_isolates_after_a_second_person_approves() {
         let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
         assert!(notice.contains(&format!("{high} endpoints meet it now")), "{notice}");
 
-        // The supervisor's round (every 15 s), now.
+        // The supervisor's round (every 15 s), now: the machines already at High wait for approval.
+        app.state.rules.run_once().await;
+        assert_eq!(sim.counters().api("Isolate").calls, 0, "nothing is sent before the approval");
+
+        // Between two syncs, one more workstation's alert rises to High (the simulated tenant
+        // changes as a real one would); the next sync and round ask to isolate it too.
+        let before = sim.tenant();
+        sim.advance();
+        let after = sim.tenant();
+        let risen: Vec<String> = after
+            .machines()
+            .iter()
+            .zip(before.machines())
+            .filter(|(a, b)| a.risk_score == "High" && b.risk_score != "High")
+            .map(|(a, _)| a.id.clone())
+            .collect();
+        assert_eq!(risen.len(), 1, "one machine's alert rose to High");
+        let risen_id = risen[0].clone();
+        app.state.defender.start_sync("schedule", "test").await.expect("the second sync starts");
+        let run = app.wait_for_sync(SYNC_TIMEOUT).await;
+        assert_eq!(run.status, "succeeded", "the second sync: {}", run.error);
+        let endpoint = app
+            .db
+            .run(move |c| {
+                Ok(dm::table
+                    .filter(dm::machine_id.eq(risen_id))
+                    .filter(dm::top_alert_severity.ge(3))
+                    .select(dm::endpoint_id)
+                    .first::<Option<i64>>(c)?)
+            })
+            .await
+            .unwrap()
+            .expect("the risen machine is an endpoint at alert level High after the second sync");
         app.state.rules.run_once().await;
         assert_eq!(sim.counters().api("Isolate").calls, 0, "nothing is sent before the approval");
 
         c.delete_all_cookies().await.unwrap();
         sign_in(&c, &app, "olga").await;
         click(&c, "nav a[href='/approvals']").await;
-        let first = wait_for(&c, "#awaiting tbody tr[data-id]").await;
-        let endpoint_link = first.find(Locator::Css("td a")).await.unwrap().attr("href").await.unwrap().unwrap();
-        type_into(&c, "#awaiting tbody tr[data-id] form.approve input[name=reason]", "Confirmed with the SOC").await;
-        click(&c, "#awaiting tbody tr[data-id] form.approve button").await;
+        let row = format!("#awaiting tbody tr[data-endpoint='{endpoint}']");
+        wait_for(&c, &row).await;
+        let waiting = c.find_all(Locator::Css("#awaiting tbody tr[data-id]")).await.unwrap().len() as i64;
+        assert_eq!(waiting, high + 1, "the machines at High before, and the one that rose since");
+        let endpoint_link = format!("/endpoints/{endpoint}");
+        type_into(&c, &format!("{row} form.approve input[name=reason]"), "Confirmed with the SOC").await;
+        click(&c, &format!("{row} form.approve button")).await;
         wait_for(&c, "#decisions").await;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while sim.counters().api("Isolate").calls == 0 {
