@@ -483,35 +483,48 @@ async fn a_response_rule_isolates_after_a_second_person_approves() {
 
         sign_in(&c, &app, "ada").await;
         click(&c, "nav a[href='/rules']").await;
-        wait_for(&c, "#new-rule").await;
-        type_into(&c, "#new-rule input[name=name]", "Isolate High alerts").await;
-        c.find(Locator::Css("#new-rule select[name=min_alert] option[value=High]"))
+        wait_for(&c, "#rule-form").await;
+        type_into(&c, "#rule-form input[name=name]", "Isolate High alerts").await;
+        c.find(Locator::Css("#rule-form select[name=min_alert] option[value=High]"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        c.find(Locator::Css("#new-rule select[name=source] option[value=defender]"))
+        c.find(Locator::Css("#rule-form select[name=source] option[value=defender]"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        c.find(Locator::Css("#new-rule select[name=action] option[value=isolate_full]"))
+        c.find(Locator::Css("#rule-form select[name=action] option[value=isolate_full]"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        click(&c, "#new-rule input[name=requires_approval]").await;
+        click(&c, "#rule-form input[name=requires_approval]").await;
         mark_document(&c).await;
         click(&c, "#dry-run-unsaved").await;
         let count = wait_for(&c, "#dry-run-new .dry-run-count").await;
         assert_eq!(count.text().await.unwrap(), high.to_string(), "the dry run counts the machines with High alerts");
         assert_same_document(&c, "the dry run is shown in place").await;
-        click(&c, "#new-rule button[type=submit]").await;
+        click(&c, "#rule-form button[type=submit]").await;
         let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
         assert!(notice.contains("dry-run it"), "{notice}");
+        // Changed in the same form, filled with it.
+        click(&c, "#rules a.edit").await;
+        let heading = wait_for(&c, "#rule-form h2").await.text().await.unwrap();
+        assert_eq!(heading, "Change the rule");
+        let name = c.find(Locator::Css("#rule-form input[name=name]")).await.unwrap();
+        assert_eq!(name.prop("value").await.unwrap().as_deref(), Some("Isolate High alerts"));
+        let cooldown = c.find(Locator::Css("#rule-form input[name=cooldown_minutes]")).await.unwrap();
+        cooldown.clear().await.unwrap();
+        cooldown.send_keys("720").await.unwrap();
+        click(&c, "#rule-form button[type=submit]").await;
+        let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
+        assert!(notice.contains("changed, and disabled"), "{notice}");
+        assert!(text(&c, "#rules tbody tr[data-id]").await.contains("720 min"));
         // Not enabled before its own dry run.
         click(&c, "#rules button.toggle").await;
         let refused = wait_for(&c, "#form-error").await.text().await.unwrap();

@@ -1,7 +1,8 @@
 //! Response rules (admins) and their approvals (operators): the pages over `crate::rules`, with
 //! the same checks and writes as `/api/v1/rules` and `/api/v1/approvals`. A rule is dry-run
 //! before it can be enabled (an htmx fragment lists what it meets now), enabling says again how
-//! many endpoints it meets, and the kill switch pauses every rule.
+//! many endpoints it meets, and the kill switch pauses every rule. A rule is changed in the same
+//! form, filled with it (`/rules/{id}/edit`); a change disables it until it is dry-run again.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -14,9 +15,11 @@ use crate::web::auth::{AdminUser, OperatorUser};
 use crate::web::filters;
 use crate::web::{AppState, Input, Layout, html, input};
 
-/// What the new-rule form holds: as typed, so that a refused form keeps it.
+/// What the rule form holds: as typed, so that a refused form keeps it.
 #[derive(Debug, Clone, Default)]
 pub struct FormValues {
+    /// The rule being changed; `None` for a new one.
+    editing: Option<i64>,
     name: String,
     min_risk: String,
     min_exposure: String,
@@ -40,6 +43,19 @@ const ACTIONS: [(&str, &str); 6] = [
     ("isolate_selective", "Isolate (Selective)"),
     ("restrict_app_execution", "Restrict app execution"),
 ];
+
+/// The action a choice of the form stands for.
+fn action_of(value: &str) -> Option<RuleAction> {
+    Some(match value {
+        "send_event" => RuleAction::SendEvent,
+        "scan_quick" => RuleAction::RunScan { scope: "Quick".into() },
+        "scan_full" => RuleAction::RunScan { scope: "Full".into() },
+        "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
+        "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
+        "restrict_app_execution" => RuleAction::RestrictAppExecution,
+        _ => return None,
+    })
+}
 
 /// The levels a condition may ask for (at least Low).
 const LEVELS: [&str; 4] = ["Low", "Medium", "High", "Critical"];
@@ -89,16 +105,34 @@ impl FormValues {
         })
     }
 
+    /// The form filled with a saved rule, to change it.
+    fn of_rule(r: &RuleView) -> Self {
+        let c = &r.condition;
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        FormValues {
+            editing: Some(r.rule.id),
+            name: r.rule.name.clone(),
+            min_risk: text(&c.min_risk),
+            min_exposure: text(&c.min_exposure),
+            min_alert: text(&c.min_alert),
+            profiles: c.profiles.join(", "),
+            source: text(&c.source),
+            coverage: text(&c.coverage),
+            not_seen_days: c.not_seen_days.map(|d| d.to_string()).unwrap_or_default(),
+            tag: text(&c.tag),
+            action: ACTIONS
+                .iter()
+                .map(|(v, _)| *v)
+                .find(|v| action_of(v).as_ref() == Some(&r.action))
+                .unwrap_or_default()
+                .to_owned(),
+            requires_approval: r.rule.requires_approval,
+            cooldown_minutes: r.rule.cooldown_minutes.to_string(),
+        }
+    }
+
     fn input(&self) -> Result<RuleInput, String> {
-        let action = match self.action.as_str() {
-            "send_event" => RuleAction::SendEvent,
-            "scan_quick" => RuleAction::RunScan { scope: "Quick".into() },
-            "scan_full" => RuleAction::RunScan { scope: "Full".into() },
-            "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
-            "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
-            "restrict_app_execution" => RuleAction::RestrictAppExecution,
-            other => return Err(format!("Unknown action {other:?}.")),
-        };
+        let action = action_of(&self.action).ok_or_else(|| format!("Unknown action {:?}.", self.action))?;
         let cooldown_minutes =
             self.cooldown_minutes.trim().parse().map_err(|_| "Cooldown: a number of minutes.".to_owned())?;
         Ok(RuleInput {
@@ -191,6 +225,41 @@ pub async fn create(
             let notice = format!("Rule {} saved, disabled: dry-run it, then enable it.", rule.rule.name);
             render_list(&user, &state, FormValues::new(), None, Some(notice)).await
         }
+        Err(refused) => render_list(&user, &state, values, Some(refused.to_string()), None).await,
+    }
+}
+
+/// The form filled with rule `id`, to change it.
+pub async fn edit(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let rule = state.db.run(move |c| rules::find(c, id)).await?.ok_or(AppError::NotFound)?;
+    render_list(&user, &state, FormValues::of_rule(&rule), None, None).await
+}
+
+/// Saves a change to rule `id`; the rule is disabled until it is dry-run and enabled again.
+pub async fn update(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<Vec<(String, String)>>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let values = FormValues { editing: Some(id), ..FormValues::of(input(form)?.into_inner()) };
+    let typed = match values.input() {
+        Ok(typed) => typed,
+        Err(why) => return render_list(&user, &state, values, Some(why), None).await,
+    };
+    let by = user.username.clone();
+    match state.db.run(move |c| rules::update(c, id, &typed, &by)).await? {
+        Ok(rule) => {
+            let notice = format!("Rule {} changed, and disabled: dry-run it, then enable it.", rule.rule.name);
+            render_list(&user, &state, FormValues::new(), None, Some(notice)).await
+        }
+        Err(Refused::NotFound) => Err(AppError::NotFound),
         Err(refused) => render_list(&user, &state, values, Some(refused.to_string()), None).await,
     }
 }
