@@ -1,5 +1,8 @@
 //! Journeys through the product in a real browser (see `browser.rs`): each one against its own
 //! application and its own Defender simulator, on the suite's database backend.
+//!
+//! Long because each journey is one story from a person's first click to the outcome they
+//! wanted, told in the browser step by step.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

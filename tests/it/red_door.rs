@@ -307,6 +307,30 @@ async fn red_door_a_nul_in_a_machine_name_does_not_fail_every_sync() {
     assert_eq!(run.status, "succeeded", "{}", run.error);
 }
 
+/// Second review, suspicion made a test: a UTF-16 surrogate escape that is not half of a pair
+/// (`\ud800` alone: .NET strings may hold one, and a tag is free text) made serde_json refuse
+/// the whole page, so every sync failed for as long as Defender listed the machine. It is now
+/// read as U+FFFD, like an escaped NUL; a proper pair stays the character it encodes.
+#[tokio::test]
+async fn red_door_a_lone_surrogate_in_a_machine_tag_does_not_fail_every_sync() {
+    let login = scripted(|_, _, _| token_answer()).await;
+    let api = scripted(|_, path, _| {
+        if path.starts_with("/api/machines?") {
+            let m = r#"{"value":[{"id":"a1b2c3d4e5f60718293a4b5c6d7e8f9012345678","computerDnsName":"pc-one.corp.example","lastSeen":"2026-12-06T10:00:00Z","firstSeen":"2026-01-01T10:00:00Z","healthStatus":"Active","onboardingStatus":"Onboarded","osPlatform":"Windows11","machineTags":["half \ud800 a pair","smile \ud83d\ude00"]}]}"#;
+            return (200, JSON, m.as_bytes().to_vec());
+        }
+        (200, JSON, br#"{"value":[]}"#.to_vec())
+    })
+    .await;
+    let app = spawn_app_with_client(|_| {}, fast()).await;
+    enable_scripted(&app, &login, &api).await;
+    let run = ended_run(&app, Duration::from_secs(30)).await.expect("the run ended");
+    assert_eq!(run.status, "succeeded", "{}", run.error);
+    let tags: String =
+        app.db.run(|c| Ok(defender_machines::table.select(defender_machines::tags).first(c)?)).await.unwrap();
+    assert!(tags.contains("half \u{fffd} a pair") && tags.contains("smile \u{1f600}"), "{tags}");
+}
+
 // ------------------------------------------------------------------ 404 = empty, and the cursor
 
 async fn cve_total(app: &TestApp) -> i64 {
@@ -351,6 +375,56 @@ fn once(api: &str, effect: FaultEffect) -> Faults {
         rules: vec![FaultRule { api: Some(api.into()), nth: Some(1), fraction: None, times: Some(1), effect }],
         ..Faults::default()
     }
+}
+
+async fn machines_where(app: &TestApp, alerted: bool) -> i64 {
+    app.db
+        .run(move |c| {
+            let q = defender_machines::table.filter(defender_machines::stale.eq(false));
+            Ok(if alerted {
+                q.filter(defender_machines::top_alert_severity.gt(0)).count().get_result(c)?
+            } else {
+                q.filter(defender_machines::isolated.eq(true)).count().get_result(c)?
+            })
+        })
+        .await
+        .unwrap()
+}
+
+/// Second review. One 404 `ResourceNotFound` as the alert listing's first answer was taken for
+/// "no alerts": every machine's alert level was cleared (risk fell, risk-change events went
+/// out, rules on the alert level stopped matching). Microsoft documents only 200 with a
+/// collection for that listing (get-alerts); the stored alert levels now stay.
+#[tokio::test]
+async fn red_door_one_404_on_the_alert_listing_does_not_clear_every_alert_level() {
+    let (app, sim, token, _) = synced(80).await;
+    let before = machines_where(&app, true).await;
+    assert!(before > 0, "the tenant has machines with active alerts");
+    sim.set_faults(once("ListAlerts", FaultEffect::Status { status: 404 }));
+    let run = sync_now(&app, &token).await;
+    sim.set_faults(Faults::default());
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(machines_where(&app, true).await, before, "alert levels stay as stored");
+    // And the next sync reads them again.
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(machines_where(&app, true).await, before);
+}
+
+/// Second review. The same for the Isolate listing: one 404 released every isolated machine
+/// on the product's pages (Release no longer offered, Isolate offered again) during an
+/// incident. Microsoft documents only 200 for it (get-machineactions-collection); a 404 is now
+/// taken like a refusal: the stored isolation stays, marked unread.
+#[tokio::test]
+async fn red_door_one_404_on_the_isolation_listing_does_not_release_every_isolated_machine() {
+    let (app, sim, token, _) = synced(120).await;
+    let before = machines_where(&app, false).await;
+    assert!(before > 0, "the tenant has isolated machines");
+    sim.set_faults(once("ListMachineActions", FaultEffect::Status { status: 404 }));
+    let run = sync_now(&app, &token).await;
+    sim.set_faults(Faults::default());
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(machines_where(&app, false).await, before, "isolation stays as stored");
 }
 
 /// One `ResourceNotFound` on the machine × vulnerability listing (Microsoft documents 404 as

@@ -384,7 +384,7 @@ impl DefenderClient {
         } else {
             "request failed"
         };
-        DefenderError::Unreachable(self.scrub(&excerpt(&format!("{what}: {cause}"), 300)))
+        DefenderError::Unreachable(excerpt(&self.scrub(&format!("{what}: {cause}")), 300))
     }
 }
 

@@ -107,7 +107,8 @@ impl FormValues {
 
     /// The form filled with a saved rule, to change it.
     fn of_rule(r: &RuleView) -> Self {
-        let c = &r.condition;
+        // Rules stored before conditions were kept canonical may differ in case or spaces.
+        let c = &r.condition.check().map(|c| c.canonical()).unwrap_or_else(|_| r.condition.clone());
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         FormValues {
             editing: Some(r.rule.id),
