@@ -397,14 +397,7 @@ async fn machines_where(app: &TestApp, alerted: bool) -> i64 {
 /// collection for that listing (get-alerts); the stored alert levels now stay.
 #[tokio::test]
 async fn red_door_one_404_on_the_alert_listing_does_not_clear_every_alert_level() {
-    let (app, sim, token, _) = synced(80).await;
-    let before = machines_where(&app, true).await;
-    assert!(before > 0, "the tenant has machines with active alerts");
-    sim.set_faults(once("ListAlerts", FaultEffect::Status { status: 404 }));
-    let run = sync_now(&app, &token).await;
-    sim.set_faults(Faults::default());
-    assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(machines_where(&app, true).await, before, "alert levels stay as stored");
+    let (app, token, before) = one_404_keeps("ListAlerts", true).await;
     // And the next sync reads them again.
     let run = sync_now(&app, &token).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -417,14 +410,22 @@ async fn red_door_one_404_on_the_alert_listing_does_not_clear_every_alert_level(
 /// taken like a refusal: the stored isolation stays, marked unread.
 #[tokio::test]
 async fn red_door_one_404_on_the_isolation_listing_does_not_release_every_isolated_machine() {
+    one_404_keeps("ListMachineActions", false).await;
+}
+
+/// A synced tenant syncs again with `api`'s first answer a 404: the run succeeds and the
+/// machines alerted (`alerted`) or isolated are those stored before. Answers the app, its token
+/// and that count.
+async fn one_404_keeps(api: &str, alerted: bool) -> (TestApp, String, i64) {
     let (app, sim, token, _) = synced(120).await;
-    let before = machines_where(&app, false).await;
-    assert!(before > 0, "the tenant has isolated machines");
-    sim.set_faults(once("ListMachineActions", FaultEffect::Status { status: 404 }));
+    let before = machines_where(&app, alerted).await;
+    assert!(before > 0, "the tenant has such machines (alerted: {alerted})");
+    sim.set_faults(once(api, FaultEffect::Status { status: 404 }));
     let run = sync_now(&app, &token).await;
     sim.set_faults(Faults::default());
     assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(machines_where(&app, false).await, before, "isolation stays as stored");
+    assert_eq!(machines_where(&app, alerted).await, before, "{api}: what was stored stays");
+    (app, token, before)
 }
 
 /// One `ResourceNotFound` on the machine × vulnerability listing (Microsoft documents 404 as

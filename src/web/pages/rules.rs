@@ -215,18 +215,32 @@ pub async fn create(
     state: web::Data<AppState>,
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
-    let values = FormValues::of(input(form)?.into_inner());
+    save(user, &state, FormValues::of(input(form)?.into_inner())).await
+}
+
+/// Saves the form: a new rule, or a change to the one it edits; both leave the rule disabled
+/// until it is dry-run and enabled.
+async fn save(user: AdminUser, state: &AppState, values: FormValues) -> Result<HttpResponse, AppError> {
     let typed = match values.input() {
         Ok(typed) => typed,
-        Err(why) => return render_list(&user, &state, values, Some(why), None).await,
+        Err(why) => return render_list(&user, state, values, Some(why), None).await,
     };
-    let author = user.username.clone();
-    match state.db.run(move |c| rules::create(c, &typed, &author)).await? {
+    let (by, editing) = (user.username.clone(), values.editing);
+    let saved = state
+        .db
+        .run(move |c| match editing {
+            Some(id) => rules::update(c, id, &typed, &by),
+            None => rules::create(c, &typed, &by),
+        })
+        .await?;
+    match saved {
         Ok(rule) => {
-            let notice = format!("Rule {} saved, disabled: dry-run it, then enable it.", rule.rule.name);
-            render_list(&user, &state, FormValues::new(), None, Some(notice)).await
+            let done = if editing.is_some() { "changed, and disabled" } else { "saved, disabled" };
+            let notice = format!("Rule {} {done}: dry-run it, then enable it.", rule.rule.name);
+            render_list(&user, state, FormValues::new(), None, Some(notice)).await
         }
-        Err(refused) => render_list(&user, &state, values, Some(refused.to_string()), None).await,
+        Err(Refused::NotFound) => Err(AppError::NotFound),
+        Err(refused) => render_list(&user, state, values, Some(refused.to_string()), None).await,
     }
 }
 
@@ -249,20 +263,7 @@ pub async fn update(
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?.into_inner();
-    let values = FormValues { editing: Some(id), ..FormValues::of(input(form)?.into_inner()) };
-    let typed = match values.input() {
-        Ok(typed) => typed,
-        Err(why) => return render_list(&user, &state, values, Some(why), None).await,
-    };
-    let by = user.username.clone();
-    match state.db.run(move |c| rules::update(c, id, &typed, &by)).await? {
-        Ok(rule) => {
-            let notice = format!("Rule {} changed, and disabled: dry-run it, then enable it.", rule.rule.name);
-            render_list(&user, &state, FormValues::new(), None, Some(notice)).await
-        }
-        Err(Refused::NotFound) => Err(AppError::NotFound),
-        Err(refused) => render_list(&user, &state, values, Some(refused.to_string()), None).await,
-    }
+    save(user, &state, FormValues { editing: Some(id), ..FormValues::of(input(form)?.into_inner()) }).await
 }
 
 /// The dry run of the form's condition, unsaved (an htmx fragment).
