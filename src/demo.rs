@@ -113,6 +113,7 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
 
     // The event destination before anything happens, so that it gets the demo's first events.
     let siem = demo_siem(&state).await?;
+    demo_rule(&state).await?;
 
     // Network observations first (what the simulator's network would report), so that the first
     // sync merges machines into them.
@@ -176,6 +177,9 @@ pub async fn run(settings: Settings, machines: usize, simulator_bind: String) ->
     println!(
         "  events (risk Medium and up, coverage gaps, actions) go to a demo syslog receiver at {siem}: see Notifications."
     );
+    println!("  the response rule \"{RULE}\" (Response rules) asks to isolate each endpoint whose Defender alert");
+    println!("  level is High; a second person decides on Approvals. Between the two syncs one more workstation's");
+    println!("  alert rises to High: approve its isolation and follow it on the endpoint's Actions tab.");
     println!("  Ctrl-C stops both.");
     println!();
     tokio::spawn(second_sync(state.defender.clone(), sim.base_url.clone()));
@@ -204,6 +208,41 @@ async fn second_sync(defender: crate::defender::service::DefenderService, simula
     if let Err(e) = defender.start_sync("schedule", "demo").await {
         tracing::warn!(error = %e, "the demo could not start its second sync");
     }
+}
+
+const RULE: &str = "Isolate on a High alert (demo)";
+
+/// The demo's response rule: isolate (Full) every Defender endpoint whose alert level is High,
+/// once a second person approves; written, dry-run and enabled by "demo", so that the demo's
+/// admin (another person) may approve. Left as it is when it exists (an admin may have changed
+/// or disabled it).
+async fn demo_rule(state: &crate::web::AppState) -> anyhow::Result<()> {
+    use crate::domain::rules::{Condition, RuleAction};
+    use crate::rules::{self, RuleInput};
+    state
+        .db
+        .run(|c| {
+            if rules::list(c)?.iter().any(|r| r.rule.name == RULE) {
+                return Ok(());
+            }
+            let input = RuleInput {
+                name: RULE.into(),
+                condition: Condition {
+                    min_alert: Some("High".into()),
+                    source: Some("defender".into()),
+                    ..Default::default()
+                },
+                action: RuleAction::Isolate { scope: "Full".into() },
+                requires_approval: true,
+                cooldown_minutes: 1440,
+            };
+            let refused = |r: rules::Refused| anyhow::anyhow!("the demo's response rule was refused: {r}");
+            let rule = rules::create(c, &input, "demo")?.map_err(refused)?;
+            rules::dry_run(c, rule.rule.id)?.map_err(refused)?;
+            rules::set_enabled(c, rule.rule.id, true, "demo")?.map_err(refused)?;
+            Ok(())
+        })
+        .await
 }
 
 /// The demo's event destination: a syslog receiver (UDP, on loopback) that this process holds

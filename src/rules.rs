@@ -120,7 +120,7 @@ impl RuleInput {
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(Refused::Invalid("Name: 1 to 100 characters of text.".into()));
         }
-        self.condition.check().map_err(Refused::Invalid)?;
+        let checked = self.condition.check().map_err(Refused::Invalid)?;
         self.action.check().map_err(Refused::Invalid)?;
         if !(1..=525_600).contains(&self.cooldown_minutes) {
             return Err(Refused::Invalid("Cooldown: between 1 minute and 365 days.".into()));
@@ -130,7 +130,7 @@ impl RuleInput {
         }
         Ok(RuleFields {
             name: name.to_owned(),
-            condition: serde_json::to_string(&self.condition).unwrap_or_default(),
+            condition: serde_json::to_string(&checked.canonical()).unwrap_or_default(),
             action: serde_json::to_string(&self.action).unwrap_or_default(),
             requires_approval: self.requires_approval,
             cooldown_minutes: self.cooldown_minutes,
@@ -203,6 +203,7 @@ pub fn update(c: &mut AnyConnection, id: i64, input: &RuleInput, by: &str) -> Ou
         if store::update(c, id, &fields, by)? == 0 {
             return Ok(None);
         }
+        supersede_decisions(c, id)?;
         audit::entry(by, "rule.update").target(&fields.name).details(&summary_of(input)).record(c)?;
         Ok::<_, anyhow::Error>(store::find(c, id)?)
     });
@@ -304,12 +305,23 @@ pub fn set_enabled(c: &mut AnyConnection, id: i64, enabled: bool, by: &str) -> O
         let checked = rule.condition.check().map_err(anyhow::Error::msg)?;
         let (_, total) = store::matching(c, &checked, 0)?;
         store::set_enabled(c, id, enabled, by)?;
+        supersede_decisions(c, id)?;
         audit::entry(by, if enabled { "rule.enable" } else { "rule.disable" })
             .target(&rule.rule.name)
             .details(&format!("{} endpoints meet it now", total))
             .record(c)?;
         Ok(Ok((find(c, id)?.ok_or_else(|| anyhow::anyhow!("rule {id} vanished"))?, total)))
     })
+}
+
+/// After a rule's version moved on: its decisions not yet acted on are superseded (each is
+/// checked again before it acts anyway; closing them lets the new version decide at once and
+/// takes them off the approvals list).
+fn supersede_decisions(c: &mut AnyConnection, id: i64) -> anyhow::Result<()> {
+    if let Some(rule) = store::find(c, id)? {
+        store::supersede_open(c, id, rule.version, now())?;
+    }
+    Ok(())
 }
 
 pub fn paused(c: &mut AnyConnection) -> anyhow::Result<bool> {
@@ -393,6 +405,9 @@ pub fn decide(c: &mut AnyConnection, id: i64, approve: bool, by: &str, reason: &
             return Ok(Err(Refused::NotAllowed(
                 "A second person approves or declines: not someone who wrote or enabled the rule.".into(),
             )));
+        }
+        if d.state == state::AWAITING_APPROVAL && d.rule_version != rule.rule.version {
+            return Ok(Err(Refused::Conflict("The rule changed since this decision; it decides again.".into())));
         }
         if d.state == state::AWAITING_APPROVAL && d.expires_at.is_some_and(|at| at < now()) {
             store::expire(c, now())?;

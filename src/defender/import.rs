@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
-use super::machine::{Isolation, MachineRecord, profile_name};
+use super::machine::{Isolation, MachineRecord, TopAlert, profile_name};
 use crate::db::DbResult as QueryResult;
 use crate::db::models::defender_machines::{self, AMBIGUOUS, DefenderMachine, UNMATCHED};
 use crate::db::models::endpoints::{self, Change, Endpoint};
@@ -67,6 +67,24 @@ pub fn import_batch(
     let machine_ids: Vec<&str> = records.iter().map(|r| r.machine_id.as_str()).collect();
     let existing: HashMap<String, DefenderMachine> =
         defender_machines::find_many(conn, &machine_ids)?.into_iter().map(|m| (m.machine_id.clone(), m)).collect();
+    // When the alerts could not be read, each machine keeps the top alert stored for it.
+    let with_stored_alerts: Vec<MachineRecord>;
+    let records = if records.iter().any(|r| r.alerts_unread) {
+        with_stored_alerts = records
+            .iter()
+            .map(|r| MachineRecord {
+                top_alert: if r.alerts_unread {
+                    existing.get(&r.machine_id).and_then(TopAlert::stored)
+                } else {
+                    r.top_alert.clone()
+                },
+                ..r.clone()
+            })
+            .collect();
+        &with_stored_alerts[..]
+    } else {
+        records
+    };
     let linked_ids: Vec<i64> = existing.values().filter_map(|m| m.endpoint_id).collect();
     let mut inventory = Inventory::default();
     inventory.add_stored(endpoints::find_many(conn, &linked_ids)?);

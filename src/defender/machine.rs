@@ -47,6 +47,9 @@ pub struct MachineRecord {
     pub top_vuln: Option<TopVulnerability>,
     #[serde(skip)]
     pub top_alert: Option<TopAlert>,
+    /// The alert listing could not be read this sync: the stored top alert stays.
+    #[serde(skip)]
+    pub alerts_unread: bool,
     /// Set when this record is an older duplicate of another machine (re-imaged, re-onboarded).
     #[serde(skip)]
     pub duplicate_of: Option<String>,
@@ -159,6 +162,14 @@ pub struct TopAlert {
     pub id: String,
     pub level: RiskLevel,
     pub title: String,
+}
+
+impl TopAlert {
+    /// What the last sync that read the alerts stored for the machine.
+    pub fn stored(m: &crate::db::models::defender_machines::DefenderMachine) -> Option<TopAlert> {
+        let level = RiskLevel::from_i16(m.top_alert_severity).filter(|_| m.top_alert_severity > 0)?;
+        Some(TopAlert { id: m.top_alert_id.clone(), level, title: m.top_alert_title.clone() })
+    }
 }
 
 /// The dynamic profile name for Defender's OS details: `OS_VERSION` when a version is known,

@@ -198,6 +198,7 @@ impl Running<'_> {
         let fence = self.lease.and_then(Lease::fence);
         let fenced = move |c: &mut AnyConnection| {
             c.write_transaction(|c| {
+                defender_sync_staging::hold_against_clearing(c)?;
                 if !lease::hold_fence(c, fence)? {
                     return Ok(Err(lost_lease()));
                 }

@@ -72,6 +72,25 @@ fn text(field: &str, value: &Option<String>) -> Result<Option<String>, String> {
     Ok(Some(v.to_owned()))
 }
 
+impl Checked {
+    /// The condition written the one way the product writes it (levels and coverage kinds by
+    /// their names, text trimmed, profiles once each): what is stored, so that the form that
+    /// changes a rule shows every part of it as chosen, whatever case or spaces it was sent with.
+    pub fn canonical(&self) -> Condition {
+        let level = |l: Option<i16>| l.and_then(RiskLevel::from_i16).map(|l| l.as_str().to_owned());
+        Condition {
+            min_risk: level(self.min_risk),
+            min_exposure: level(self.min_exposure),
+            min_alert: level(self.min_alert),
+            profiles: self.profiles.clone(),
+            source: self.source.clone(),
+            coverage: self.coverage.map(|k| k.map_or("any", GapKind::as_str).to_owned()),
+            not_seen_days: self.not_seen_days,
+            tag: self.tag.clone(),
+        }
+    }
+}
+
 impl Condition {
     /// Checks what was typed; the message names the field at fault.
     pub fn check(&self) -> Result<Checked, String> {
@@ -207,6 +226,25 @@ mod tests {
         assert!(Condition::default().check().unwrap_err().contains("at least one part"));
         let c = Condition { min_alert: Some("high".into()), ..Default::default() };
         assert_eq!(c.check().unwrap().min_alert, Some(3));
+        let sent = Condition {
+            min_alert: Some(" high".into()),
+            source: Some(" defender ".into()),
+            coverage: Some("any ".into()),
+            profiles: vec![" Printers".into(), "Printers".into()],
+            ..Default::default()
+        };
+        let canonical = sent.check().unwrap().canonical();
+        assert_eq!(
+            canonical,
+            Condition {
+                min_alert: Some("High".into()),
+                source: Some("defender".into()),
+                coverage: Some("any".into()),
+                profiles: vec!["Printers".into()],
+                ..Default::default()
+            }
+        );
+        assert_eq!(canonical.check(), sent.check(), "the canonical form means the same");
         let none = Condition { min_risk: Some("None".into()), ..Default::default() };
         assert!(none.check().is_err(), "at least None would match everything");
         let bad = Condition { coverage: Some("blind".into()), ..Default::default() };

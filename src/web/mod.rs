@@ -181,6 +181,8 @@ route_table! {
     post "/rules/{id}/enable"                   => pages::rules::enable;
     post "/rules/{id}/disable"                  => pages::rules::disable;
     post "/rules/{id}/delete"                   => pages::rules::delete;
+    get "/rules/{id}/edit"                      => pages::rules::edit;
+    post "/rules/{id}"                          => pages::rules::update;
     get "/approvals"                            => pages::rules::approvals;
     post "/approvals/{id}/approve"              => pages::rules::approve;
     post "/approvals/{id}/decline"              => pages::rules::decline;

@@ -1,5 +1,8 @@
 //! Journeys through the product in a real browser (see `browser.rs`): each one against its own
 //! application and its own Defender simulator, on the suite's database backend.
+//!
+//! Long because each journey is one story from a person's first click to the outcome they
+//! wanted, told in the browser step by step.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -483,35 +486,48 @@ async fn a_response_rule_isolates_after_a_second_person_approves() {
 
         sign_in(&c, &app, "ada").await;
         click(&c, "nav a[href='/rules']").await;
-        wait_for(&c, "#new-rule").await;
-        type_into(&c, "#new-rule input[name=name]", "Isolate High alerts").await;
-        c.find(Locator::Css("#new-rule select[name=min_alert] option[value=High]"))
+        wait_for(&c, "#rule-form").await;
+        type_into(&c, "#rule-form input[name=name]", "Isolate High alerts").await;
+        c.find(Locator::Css("#rule-form select[name=min_alert] option[value=High]"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        c.find(Locator::Css("#new-rule select[name=source] option[value=defender]"))
+        c.find(Locator::Css("#rule-form select[name=source] option[value=defender]"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        c.find(Locator::Css("#new-rule select[name=action] option[value=isolate_full]"))
+        c.find(Locator::Css("#rule-form select[name=action] option[value=isolate_full]"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        click(&c, "#new-rule input[name=requires_approval]").await;
+        click(&c, "#rule-form input[name=requires_approval]").await;
         mark_document(&c).await;
         click(&c, "#dry-run-unsaved").await;
         let count = wait_for(&c, "#dry-run-new .dry-run-count").await;
         assert_eq!(count.text().await.unwrap(), high.to_string(), "the dry run counts the machines with High alerts");
         assert_same_document(&c, "the dry run is shown in place").await;
-        click(&c, "#new-rule button[type=submit]").await;
+        click(&c, "#rule-form button[type=submit]").await;
         let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
         assert!(notice.contains("dry-run it"), "{notice}");
+        // Changed in the same form, filled with it.
+        click(&c, "#rules a.edit").await;
+        let heading = wait_for(&c, "#rule-form h2").await.text().await.unwrap();
+        assert_eq!(heading, "Change the rule");
+        let name = c.find(Locator::Css("#rule-form input[name=name]")).await.unwrap();
+        assert_eq!(name.prop("value").await.unwrap().as_deref(), Some("Isolate High alerts"));
+        let cooldown = c.find(Locator::Css("#rule-form input[name=cooldown_minutes]")).await.unwrap();
+        cooldown.clear().await.unwrap();
+        cooldown.send_keys("720").await.unwrap();
+        click(&c, "#rule-form button[type=submit]").await;
+        let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
+        assert!(notice.contains("changed, and disabled"), "{notice}");
+        assert!(text(&c, "#rules tbody tr[data-id]").await.contains("720 min"));
         // Not enabled before its own dry run.
         click(&c, "#rules button.toggle").await;
         let refused = wait_for(&c, "#form-error").await.text().await.unwrap();
@@ -522,17 +538,52 @@ async fn a_response_rule_isolates_after_a_second_person_approves() {
         let notice = wait_for(&c, "#rules-notice").await.text().await.unwrap();
         assert!(notice.contains(&format!("{high} endpoints meet it now")), "{notice}");
 
-        // The supervisor's round (every 15 s), now.
+        // The supervisor's round (every 15 s), now: the machines already at High wait for approval.
+        app.state.rules.run_once().await;
+        assert_eq!(sim.counters().api("Isolate").calls, 0, "nothing is sent before the approval");
+
+        // Between two syncs, one more workstation's alert rises to High (the simulated tenant
+        // changes as a real one would); the next sync and round ask to isolate it too.
+        let before = sim.tenant();
+        sim.advance();
+        let after = sim.tenant();
+        let risen: Vec<String> = after
+            .machines()
+            .iter()
+            .zip(before.machines())
+            .filter(|(a, b)| a.risk_score == "High" && b.risk_score != "High")
+            .map(|(a, _)| a.id.clone())
+            .collect();
+        assert_eq!(risen.len(), 1, "one machine's alert rose to High");
+        let risen_id = risen[0].clone();
+        app.state.defender.start_sync("schedule", "test").await.expect("the second sync starts");
+        let run = app.wait_for_sync(SYNC_TIMEOUT).await;
+        assert_eq!(run.status, "succeeded", "the second sync: {}", run.error);
+        let endpoint = app
+            .db
+            .run(move |c| {
+                Ok(dm::table
+                    .filter(dm::machine_id.eq(risen_id))
+                    .filter(dm::top_alert_severity.ge(3))
+                    .select(dm::endpoint_id)
+                    .first::<Option<i64>>(c)?)
+            })
+            .await
+            .unwrap()
+            .expect("the risen machine is an endpoint at alert level High after the second sync");
         app.state.rules.run_once().await;
         assert_eq!(sim.counters().api("Isolate").calls, 0, "nothing is sent before the approval");
 
         c.delete_all_cookies().await.unwrap();
         sign_in(&c, &app, "olga").await;
         click(&c, "nav a[href='/approvals']").await;
-        let first = wait_for(&c, "#awaiting tbody tr[data-id]").await;
-        let endpoint_link = first.find(Locator::Css("td a")).await.unwrap().attr("href").await.unwrap().unwrap();
-        type_into(&c, "#awaiting tbody tr[data-id] form.approve input[name=reason]", "Confirmed with the SOC").await;
-        click(&c, "#awaiting tbody tr[data-id] form.approve button").await;
+        let row = format!("#awaiting tbody tr[data-endpoint='{endpoint}']");
+        wait_for(&c, &row).await;
+        let waiting = c.find_all(Locator::Css("#awaiting tbody tr[data-id]")).await.unwrap().len() as i64;
+        assert_eq!(waiting, high + 1, "the machines at High before, and the one that rose since");
+        let endpoint_link = format!("/endpoints/{endpoint}");
+        type_into(&c, &format!("{row} form.approve input[name=reason]"), "Confirmed with the SOC").await;
+        click(&c, &format!("{row} form.approve button")).await;
         wait_for(&c, "#decisions").await;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while sim.counters().api("Isolate").calls == 0 {

@@ -208,6 +208,43 @@ async fn red_door_a_sign_in_error_echoing_the_secret_is_scrubbed() {
     assert!(!texts.contains(SECRET), "the audit log or an event carries the client secret");
 }
 
+/// A sign-in error's description was cut to 300 characters (`TokenErrorBody::summary`) before
+/// `tidy` scrubbed it, so a secret echoed across the cut left its head in the run's error; and
+/// only the upper-case percent-encoding of the secret (`%7E`) was scrubbed, not `%7e`. Each of
+/// the final (400) and retried (503) paths, with the secret echoed as-is and lower-case
+/// encoded, keeps no piece of it.
+#[tokio::test]
+async fn red_door_a_secret_echoed_across_the_cut_or_lower_case_encoded_is_scrubbed() {
+    for (status, error) in [(400, "invalid_request"), (503, "temporarily_unavailable")] {
+        for lower_case_encoded in [false, true] {
+            let login = scripted(move |_, _, body| {
+                let sent = body.split('&').find_map(|kv| kv.strip_prefix("client_secret=")).unwrap_or_default();
+                let echoed = if lower_case_encoded { sent.replace("%7E", "%7e") } else { sent.replace("%7E", "~") };
+                let answer = serde_json::json!({
+                    "error": error,
+                    "error_description": format!("AADSTS900144: {}{echoed}", "x".repeat(276)),
+                    "error_codes": [900144],
+                });
+                (status, JSON, answer.to_string().into_bytes())
+            })
+            .await;
+            let api = scripted(|_, _, _| (200, JSON, br#"{"value":[]}"#.to_vec())).await;
+            let app = spawn_app_with_client(|_| {}, fast()).await;
+            enable_scripted(&app, &login, &api).await;
+            let run = ended_run(&app, Duration::from_secs(30)).await.expect("the run ended");
+            assert_eq!(run.status, "failed", "{}", run.error);
+            let texts = format!("{} {}", run.error, texts_of_audit_and_events(&app).await);
+            for piece in ["Zx8Q", "red-door-client"] {
+                assert!(
+                    !texts.contains(piece),
+                    "HTTP {status}, lower-case encoded {lower_case_encoded}: a piece of the secret ({piece}) was kept: {}",
+                    run.error
+                );
+            }
+        }
+    }
+}
+
 /// A NUL in the sign-in host's error description reaches the run's error unfiltered (the
 /// description's first line, `TokenErrorBody::summary`, skips `excerpt`'s control-character
 /// filter). PostgreSQL refuses NUL in text, so the run's end cannot be recorded, with the event
@@ -270,6 +307,30 @@ async fn red_door_a_nul_in_a_machine_name_does_not_fail_every_sync() {
     assert_eq!(run.status, "succeeded", "{}", run.error);
 }
 
+/// Second review, suspicion made a test: a UTF-16 surrogate escape that is not half of a pair
+/// (`\ud800` alone: .NET strings may hold one, and a tag is free text) made serde_json refuse
+/// the whole page, so every sync failed for as long as Defender listed the machine. It is now
+/// read as U+FFFD, like an escaped NUL; a proper pair stays the character it encodes.
+#[tokio::test]
+async fn red_door_a_lone_surrogate_in_a_machine_tag_does_not_fail_every_sync() {
+    let login = scripted(|_, _, _| token_answer()).await;
+    let api = scripted(|_, path, _| {
+        if path.starts_with("/api/machines?") {
+            let m = r#"{"value":[{"id":"a1b2c3d4e5f60718293a4b5c6d7e8f9012345678","computerDnsName":"pc-one.corp.example","lastSeen":"2026-12-06T10:00:00Z","firstSeen":"2026-01-01T10:00:00Z","healthStatus":"Active","onboardingStatus":"Onboarded","osPlatform":"Windows11","machineTags":["half \ud800 a pair","smile \ud83d\ude00"]}]}"#;
+            return (200, JSON, m.as_bytes().to_vec());
+        }
+        (200, JSON, br#"{"value":[]}"#.to_vec())
+    })
+    .await;
+    let app = spawn_app_with_client(|_| {}, fast()).await;
+    enable_scripted(&app, &login, &api).await;
+    let run = ended_run(&app, Duration::from_secs(30)).await.expect("the run ended");
+    assert_eq!(run.status, "succeeded", "{}", run.error);
+    let tags: String =
+        app.db.run(|c| Ok(defender_machines::table.select(defender_machines::tags).first(c)?)).await.unwrap();
+    assert!(tags.contains("half \u{fffd} a pair") && tags.contains("smile \u{1f600}"), "{tags}");
+}
+
 // ------------------------------------------------------------------ 404 = empty, and the cursor
 
 async fn cve_total(app: &TestApp) -> i64 {
@@ -314,6 +375,57 @@ fn once(api: &str, effect: FaultEffect) -> Faults {
         rules: vec![FaultRule { api: Some(api.into()), nth: Some(1), fraction: None, times: Some(1), effect }],
         ..Faults::default()
     }
+}
+
+async fn machines_where(app: &TestApp, alerted: bool) -> i64 {
+    app.db
+        .run(move |c| {
+            let q = defender_machines::table.filter(defender_machines::stale.eq(false));
+            Ok(if alerted {
+                q.filter(defender_machines::top_alert_severity.gt(0)).count().get_result(c)?
+            } else {
+                q.filter(defender_machines::isolated.eq(true)).count().get_result(c)?
+            })
+        })
+        .await
+        .unwrap()
+}
+
+/// Second review. One 404 `ResourceNotFound` as the alert listing's first answer was taken for
+/// "no alerts": every machine's alert level was cleared (risk fell, risk-change events went
+/// out, rules on the alert level stopped matching). Microsoft documents only 200 with a
+/// collection for that listing (get-alerts); the stored alert levels now stay.
+#[tokio::test]
+async fn red_door_one_404_on_the_alert_listing_does_not_clear_every_alert_level() {
+    let (app, token, before) = one_404_keeps("ListAlerts", true).await;
+    // And the next sync reads them again.
+    let run = sync_now(&app, &token).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(machines_where(&app, true).await, before);
+}
+
+/// Second review. The same for the Isolate listing: one 404 released every isolated machine
+/// on the product's pages (Release no longer offered, Isolate offered again) during an
+/// incident. Microsoft documents only 200 for it (get-machineactions-collection); a 404 is now
+/// taken like a refusal: the stored isolation stays, marked unread.
+#[tokio::test]
+async fn red_door_one_404_on_the_isolation_listing_does_not_release_every_isolated_machine() {
+    one_404_keeps("ListMachineActions", false).await;
+}
+
+/// A synced tenant syncs again with `api`'s first answer a 404: the run succeeds and the
+/// machines alerted (`alerted`) or isolated are those stored before. Answers the app, its token
+/// and that count.
+async fn one_404_keeps(api: &str, alerted: bool) -> (TestApp, String, i64) {
+    let (app, sim, token, _) = synced(120).await;
+    let before = machines_where(&app, alerted).await;
+    assert!(before > 0, "the tenant has such machines (alerted: {alerted})");
+    sim.set_faults(once(api, FaultEffect::Status { status: 404 }));
+    let run = sync_now(&app, &token).await;
+    sim.set_faults(Faults::default());
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(machines_where(&app, alerted).await, before, "{api}: what was stored stays");
+    (app, token, before)
 }
 
 /// One `ResourceNotFound` on the machine × vulnerability listing (Microsoft documents 404 as

@@ -298,11 +298,83 @@ async fn a_decision_made_before_the_rule_was_disabled_acts_after_it_is_enabled_a
     let (status, _) = post(&app, &author, &format!("/api/v1/rules/{id}/enable"), json!({})).await;
     assert_eq!(status, 200);
     let before = sim.counters().api("Isolate").calls;
+    // Since the second review: the decision was superseded when the rule changed, so it is no
+    // longer there to approve (see the next test).
     let (status, _) = post(&app, &approver, &format!("/api/v1/approvals/{decision}/approve"), json!({})).await;
-    assert_eq!(status, 200);
-    let state = settled(&app, decision).await;
+    assert_eq!(status, 409);
+    app.state.rules.run_once().await;
+    let state = state_of(&app, decision).await;
     let isolations = sim.counters().api("Isolate").calls - before;
-    assert_eq!((state.as_str(), isolations), ("refused", 0), "the rule was disabled after it decided");
+    assert_eq!((state.as_str(), isolations), ("superseded", 0), "the rule was disabled after it decided");
+}
+
+/// Second review, LOW–MEDIUM. A decision of a version the rule no longer has could still be
+/// approved (it then acted not, refused at sending), and while it stayed open it held the new
+/// version back from deciding for that endpoint until it expired. Now a change of the rule
+/// supersedes its open decisions, an approval of one is refused, and the new version decides.
+#[tokio::test]
+async fn a_decision_of_an_older_version_is_not_approved_and_does_not_hold_the_new_one_back() {
+    let (app, _sim, _, _) = synced(120).await;
+    let author = token_of(&app, "author", Role::Admin).await;
+    let approver = token_of(&app, "approver", Role::Operator).await;
+    let id = enabled_rule(&app, &author, isolate_on_high("Isolate on High")).await;
+    let (old, endpoint) = awaiting(&app, id).await;
+    let mut changed = isolate_on_high("Isolate on High");
+    changed["cooldown_minutes"] = json!(30);
+    let (status, answer) =
+        api(&app, &author, reqwest::Method::PUT, &format!("/api/v1/rules/{id}"), Some(changed)).await;
+    assert_eq!(status, 200, "{answer}");
+    enable(&app, &author, id).await;
+    let (status, answer) = post(&app, &approver, &format!("/api/v1/approvals/{old}/approve"), json!({})).await;
+    assert_eq!(status, 409, "an approval of the older version's decision: {answer}");
+    assert_eq!(state_of(&app, old).await, "superseded");
+    let new = evaluate_until(&app, || async {
+        decisions(&app, id).await.into_iter().find(|d| d.0 != old && d.1 == endpoint && d.2 == "awaiting_approval")
+    })
+    .await;
+    assert!(new.0 > old, "the new version decided for the endpoint again");
+}
+
+/// Second review, MEDIUM. The API kept a condition as it was sent ("high", " defender"); the
+/// form that changes the rule marks a choice only when it is written exactly so, showed
+/// "(any)", and saving it unchanged dropped that part of the condition: the rule widened to
+/// every Defender endpoint. Now the condition is stored canonical, and read so.
+#[tokio::test]
+async fn changing_a_rule_on_the_page_keeps_a_condition_sent_in_another_case() {
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin).await;
+    let (status, made) = post(
+        &app,
+        &admin,
+        "/api/v1/rules",
+        json!({"name": "Iso", "condition": {"min_alert": "high", "source": " defender"},
+               "action": {"type": "isolate", "scope": "Full"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_i64().unwrap();
+    let ada = app.login_as("ada", Role::Admin).await;
+    let page = ada.get(app.url(&format!("/rules/{id}/edit"))).send().await.unwrap().text().await.unwrap();
+    let form = &page[page.find("id=\"rule-form\"").expect("the form")..];
+    assert!(form.contains("<option value=\"High\" selected>"), "the alert level is shown as chosen");
+    assert!(form.contains("<option value=\"defender\" selected>"), "the source is shown as chosen");
+    // What a browser sends back when only the cooldown is changed.
+    let saved = app
+        .post_form(
+            &ada,
+            &format!("/rules/{id}"),
+            &[
+                ("name", "Iso"),
+                ("min_alert", "High"),
+                ("source", "defender"),
+                ("action", "isolate_full"),
+                ("cooldown_minutes", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status(), 200);
+    let (_, rule) = api(&app, &admin, reqwest::Method::GET, &format!("/api/v1/rules/{id}"), None).await;
+    assert_eq!(rule["condition"], json!({"min_alert": "High", "source": "defender"}), "{rule}");
 }
 
 /// LOW. A device action that failed (Defender refused it) is recorded as the decision "sent",

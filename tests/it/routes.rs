@@ -139,6 +139,14 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("post", "/rules/{id}/enable") => e(format!("/rules/{MISSING}/enable"), Page(Role::Admin), 404, ""),
         ("post", "/rules/{id}/disable") => e(format!("/rules/{MISSING}/disable"), Page(Role::Admin), 404, ""),
         ("post", "/rules/{id}/delete") => e(format!("/rules/{MISSING}/delete"), Page(Role::Admin), 404, ""),
+        ("get", "/rules/{id}/edit") => e(format!("/rules/{MISSING}/edit"), Page(Role::Admin), 404, ""),
+        // A valid change of a rule that is not there.
+        ("post", "/rules/{id}") => e(
+            format!("/rules/{MISSING}"),
+            Page(Role::Admin),
+            404,
+            "name=x&min_alert=High&action=send_event&cooldown_minutes=60",
+        ),
         ("get", "/approvals") => e(p("/approvals"), Page(Role::Operator), 200, ""),
         ("post", "/approvals/{id}/approve") => {
             e(format!("/approvals/{MISSING}/approve"), Page(Role::Operator), 404, "")

@@ -493,4 +493,80 @@ async fn a_rule_adds_a_defender_tag_through_the_tag_api_and_the_profiles_writer_
     let (_, listed) = api(&app, &admin, reqwest::Method::GET, &format!("/api/v1/rules/{rule}"), None).await;
     assert_eq!(listed["action"], json!({"type": "add_tag", "tag": "EA:Alerted"}));
     assert!(listed["summary"].as_str().unwrap().contains("add the Defender tag EA:Alerted"), "{listed}");
+    // The page's form, filled with the rule to change it, carries the action and its tag.
+    let ada = app.login_as("ada", Role::Admin).await;
+    let html = ada.get(app.url(&format!("/rules/{rule}/edit"))).send().await.unwrap().text().await.unwrap();
+    assert_eq!(attr(&doc(&html), "input[name=add_tag]", "value").as_deref(), Some("EA:Alerted"));
+    assert_eq!(attr(&doc(&html), "select[name=action] option[selected]", "value").as_deref(), Some("add_tag"));
+}
+
+/// The rules page changes a rule in the form filled with it: the change is saved as a new
+/// version by its editor and disables the rule; a refused change keeps what was typed and
+/// changes nothing; only admins reach the form.
+#[tokio::test]
+async fn a_rule_is_changed_on_the_page_and_the_change_disables_it() {
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin).await;
+    let (id, _) = enabled_rule(
+        &app,
+        &admin,
+        json!({"name": "Scan exposed", "condition": {"min_exposure": "High"}, "action": {"type": "run_scan", "scope": "Quick"}}),
+    )
+    .await;
+    let ada = app.login_as("ada", Role::Admin).await;
+    let form = ada.get(app.url(&format!("/rules/{id}/edit"))).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let page = form.text().await.unwrap();
+    assert!(page.contains(&format!("action=\"/rules/{id}\"")), "the form saves to the rule");
+    assert!(page.contains("value=\"Scan exposed\""), "the form is filled with the rule");
+    assert!(page.contains("<option value=\"High\" selected>"), "its condition too");
+    assert!(page.contains("<option value=\"scan_quick\" selected>"), "and its action");
+
+    let refused = app
+        .post_form(
+            &ada,
+            &format!("/rules/{id}"),
+            &[("name", "Scan exposed"), ("action", "scan_quick"), ("cooldown_minutes", "soon")],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("Cooldown: a number of minutes."), "the reason is shown");
+    assert!(page.contains("value=\"soon\""), "what was typed is kept");
+    let (_, rule) = api(&app, &admin, reqwest::Method::GET, &format!("/api/v1/rules/{id}"), None).await;
+    assert_eq!(rule["enabled"], true, "a refused change changes nothing: {rule}");
+
+    let saved = app
+        .post_form(
+            &ada,
+            &format!("/rules/{id}"),
+            &[
+                ("name", "Scan critical"),
+                ("min_exposure", "Critical"),
+                ("action", "scan_full"),
+                ("cooldown_minutes", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status(), 200);
+    assert!(saved.text().await.unwrap().contains("Rule Scan critical changed, and disabled"));
+    let (_, rule) = api(&app, &admin, reqwest::Method::GET, &format!("/api/v1/rules/{id}"), None).await;
+    assert_eq!(rule["enabled"], false, "{rule}");
+    assert_eq!(rule["condition"]["min_exposure"], "Critical");
+    assert_eq!(rule["action"], json!({"type": "run_scan", "scope": "Full"}));
+    assert_eq!(rule["cooldown_minutes"], 60);
+    let editors = app
+        .db
+        .run(move |c| {
+            use endpoint_analytics::db::schema::response_rules;
+            Ok(response_rules::table.find(id).select(response_rules::editors).first::<String>(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(editors.contains("ada"), "whoever changed it is one of its editors: {editors}");
+
+    let olga = app.login_as("olga", Role::Operator).await;
+    assert_eq!(olga.get(app.url(&format!("/rules/{id}/edit"))).send().await.unwrap().status(), 403);
+    let tried = app.post_form(&olga, &format!("/rules/{id}"), &[("name", "x"), ("action", "send_event")]).await;
+    assert_eq!(tried.status(), 403);
 }

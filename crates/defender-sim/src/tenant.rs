@@ -1279,6 +1279,47 @@ fn build_catalog(params: &TenantParams) -> (Vec<Vulnerability>, Vec<Software>) {
     (vulns, software)
 }
 
+/// An alert id as Defender writes them: `da` and the creation time in .NET ticks, then a number.
+fn alert_id(r: &mut Rng, created: DateTime<Utc>) -> String {
+    let ticks =
+        (created.timestamp() + 62_135_596_800) as i128 * 10_000_000 + (created.timestamp_subsec_nanos() / 100) as i128;
+    format!("da{ticks}_{}", (r.next_u64() as u32 as i32))
+}
+
+/// A new alert raised at `at` by a tenant change (see `evolution`): High, New, not yet
+/// investigated or assigned, its template drawn like the generated ones'.
+fn raised_alert(r: &mut Rng, index: u32, machine: u32, at: DateTime<Utc>, incident: i64) -> Alert {
+    let t = &catalog::ALERTS[r.below(catalog::ALERTS.len() as u64) as usize];
+    let template_no = catalog::ALERTS.iter().position(|x| std::ptr::eq(x, t)).unwrap_or(0);
+    let first_event = at - seconds(r, 60, 600);
+    Alert {
+        index,
+        id: alert_id(r, at),
+        machine_index: machine,
+        title: t.title.to_string(),
+        description: t.description.to_string(),
+        severity: "High",
+        status: "New",
+        category: t.category,
+        detection_source: t.detection_source,
+        mitre_techniques: t.mitre,
+        threat_family_name: t.threat_family,
+        alert_creation_time: at,
+        first_event_time: first_event,
+        last_event_time: at,
+        last_update_time: at,
+        resolved_time: None,
+        incident_id: incident,
+        investigation_id: None,
+        investigation_state: "UnsupportedAlertType",
+        assigned_to: None,
+        classification: None,
+        determination: None,
+        detector_id: Rng::for_item(0xDE7EC7, template_no as u64, 0).guid(),
+        related_user: None,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn make_alert(
     r: &mut Rng,
@@ -1325,8 +1366,7 @@ fn make_alert(
     let last = *r.pick(catalog::LAST_NAMES);
     let assigned_to = (status != "New").then(|| format!("secops-{first}@{ad_domain}"));
     let related_user = r.chance(0.6).then(|| (format!("{first}.{last}"), "CONTOSO".to_string()));
-    let ticks =
-        (created.timestamp() + 62_135_596_800) as i128 * 10_000_000 + (created.timestamp_subsec_nanos() / 100) as i128;
+    let id = alert_id(r, created);
     let mut title = t.title.to_string();
     let mut description = t.description.to_string();
     if hostile && (index as usize) < catalog::HOSTILE.len() {
@@ -1335,7 +1375,6 @@ fn make_alert(
         description.push('\n');
         description.push_str(catalog::HOSTILE[(index as usize + 2) % catalog::HOSTILE.len()]);
     }
-    let id = format!("da{ticks}_{}", (r.next_u64() as u32 as i32));
     Alert {
         index,
         id,

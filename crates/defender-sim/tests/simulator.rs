@@ -1581,6 +1581,52 @@ async fn hostile_tenant_contains_markup() {
     sim.stop().await;
 }
 
+/// A tenant change raises one new High alert on a Windows workstation that was below High: its
+/// `riskScore` and alert level rise between two syncs, and the alert is listed and found over
+/// the API like the generated ones, with its machine's alerts.
+#[tokio::test]
+async fn a_tenant_change_raises_a_high_alert_on_one_workstation() {
+    let sim = start(300).await;
+    let tok = token(&sim).await;
+    let before = sim.tenant();
+    let asked = chrono::Utc::now();
+    let advanced = http().post(format!("{}/_sim/tenant/advance", sim.base_url)).json(&json!({})).send().await.unwrap();
+    assert_eq!(advanced.status(), 200);
+    let after = sim.tenant();
+    assert_eq!(after.alerts().len(), before.alerts().len() + 1);
+    let risen: Vec<_> = after
+        .machines()
+        .iter()
+        .zip(before.machines())
+        .filter(|(a, b)| a.risk_score == "High" && b.risk_score != "High")
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(risen.len(), 1, "one machine's riskScore rose to High");
+    let m = risen[0];
+    assert!(matches!(m.os_platform, "Windows10" | "Windows11"), "{}", m.os_platform);
+    let raised: Vec<_> = after.alerts_for(&m.id).iter().filter(|a| a.alert_creation_time >= asked).collect();
+    assert_eq!(raised.len(), 1);
+    let a = raised[0];
+    assert_eq!((a.severity, a.status), ("High", "New"));
+    assert_eq!(after.alert(&a.id).map(|x| x.machine_index), Some(m.index));
+    // Every other machine keeps its alerts.
+    for (x, y) in after.machines().iter().zip(before.machines()) {
+        if x.index != m.index {
+            let ids = |t: &Tenant| t.alerts_of(x.index as usize).iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(&after), ids(&before), "machine {}", y.id);
+        }
+    }
+    let r = get(&sim, &tok, &format!("/api/alerts/{}", a.id)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["machineId"], m.id.as_str());
+    assert_eq!(r.body["severity"], "High");
+    let listed = get(&sim, &tok, "/api/alerts").await;
+    assert!(listed.body["value"].as_array().unwrap().iter().any(|x| x["id"] == a.id.as_str()));
+    let machine = get(&sim, &tok, &format!("/api/machines/{}", m.id)).await;
+    assert_eq!(machine.body["riskScore"], "High");
+    sim.stop().await;
+}
+
 /// Generation speed and volume at 100,000 machines (times printed, not asserted tightly).
 #[tokio::test]
 async fn large_tenant_generates_quickly() {

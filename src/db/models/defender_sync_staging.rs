@@ -93,6 +93,23 @@ pub fn clear(conn: &mut AnyConnection) -> QueryResult<()> {
     Ok(())
 }
 
+/// Holds the staging tables against [`clear`] until the transaction ends (PostgreSQL; SQLite's
+/// writers take turns anyway): a fenced write takes this before it checks its fence, so that a
+/// new holder of the sync cannot empty the tables between that check and the write — the old
+/// holder's write then either finds the fence gone or finishes before the emptying. A mode that
+/// conflicts with itself, so that two of them never hold it together and then both wait to
+/// empty the tables (`clear` runs fenced too); the same table order as `clear`.
+pub fn hold_against_clearing(conn: &mut AnyConnection) -> QueryResult<()> {
+    if let AnyConnection::Postgresql(c) = conn {
+        diesel::sql_query(
+            "LOCK TABLE defender_sync_vulnerabilities, defender_sync_alerts, defender_sync_staging \
+             IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .execute(c)?;
+    }
+    Ok(())
+}
+
 /// Multi-row INSERTs of `$rows` into `$table`, skipping rows already there (a machine or an
 /// alert that a shifting listing showed twice keeps its first arrival); how many were added.
 /// The multi-engine connection has no multi-row INSERT of its own, so each engine's runs it.

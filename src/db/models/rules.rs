@@ -201,6 +201,9 @@ pub mod state {
     /// Defender or the product refused to act (unsupported, another action open, no longer a
     /// Defender machine).
     pub const REFUSED: &str = "refused";
+    /// The rule changed (a new version, enabled or disabled) before it was acted on: the new
+    /// version decides for itself.
+    pub const SUPERSEDED: &str = "superseded";
     /// Still to be acted on: a rule does not decide again for the endpoint meanwhile.
     pub const OPEN: [&str; 2] = [AWAITING_APPROVAL, APPROVED];
 }
@@ -226,12 +229,18 @@ pub struct Decision {
 }
 
 /// Of `endpoint_ids`, those the rule must leave alone now: an open decision, or one made within
-/// the cooldown (`since`).
+/// the cooldown (`since`) and not superseded (an older version of the rule decided it, and it
+/// never acted).
 pub fn held_back(conn: &mut AnyConnection, rule_id: i64, endpoint_ids: &[i64], since: i64) -> QueryResult<Vec<i64>> {
     rule_decisions::table
         .filter(rule_decisions::rule_id.eq(rule_id))
         .filter(rule_decisions::endpoint_id.eq_any(endpoint_ids))
-        .filter(rule_decisions::created_at.ge(since).or(rule_decisions::state.eq_any(state::OPEN)))
+        .filter(
+            rule_decisions::created_at
+                .ge(since)
+                .and(rule_decisions::state.ne(state::SUPERSEDED))
+                .or(rule_decisions::state.eq_any(state::OPEN)),
+        )
         .select(rule_decisions::endpoint_id)
         .distinct()
         .load(conn)
@@ -319,6 +328,21 @@ pub fn mark_done(
 }
 
 /// Approvals nobody gave in time: expired. Returns them.
+/// Closes the rule's decisions still to be acted on, as superseded by its version `version`:
+/// a decision of an older version acts no more, and must not hold the new one back.
+pub fn supersede_open(conn: &mut AnyConnection, rule_id: i64, version: i32, at: i64) -> QueryResult<usize> {
+    diesel::update(rule_decisions::table)
+        .filter(rule_decisions::rule_id.eq(rule_id))
+        .filter(rule_decisions::rule_version.lt(version))
+        .filter(rule_decisions::state.eq_any(state::OPEN))
+        .set((
+            rule_decisions::state.eq(state::SUPERSEDED),
+            rule_decisions::decided_at.eq(at),
+            rule_decisions::reason.eq(format!("the rule changed (version {version}) before this was acted on")),
+        ))
+        .execute(conn)
+}
+
 pub fn expire(conn: &mut AnyConnection, at: i64) -> QueryResult<Vec<Decision>> {
     let due: Vec<Decision> = rule_decisions::table
         .filter(rule_decisions::state.eq(state::AWAITING_APPROVAL))

@@ -113,18 +113,11 @@ impl TokenErrorBody {
         digits.parse().ok()
     }
 
-    /// First line of the description (drops trace/correlation ids and timestamps).
+    /// First line of the description (drops trace/correlation ids and timestamps), whole: the
+    /// client's `tidy` scrubs it before cutting it, so that a secret echoed across the cut
+    /// cannot leave its head behind.
     pub fn summary(&self) -> String {
-        self.error_description
-            .as_deref()
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .chars()
-            .take(300)
-            .collect()
+        self.error_description.as_deref().unwrap_or_default().lines().next().unwrap_or_default().trim().to_owned()
     }
 }
 

@@ -213,6 +213,17 @@ fn check_comment(comment: &str) -> Result<&str, DefenderError> {
 pub const MAX_API_ANSWER: usize = 64 << 20;
 
 /// Short, printable excerpt of untrusted text.
+/// `encoded` with the hex digits of its percent-escapes in lower case (`%7E` → `%7e`).
+fn lower_case_escapes(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut escape_left = 0u8;
+    for c in encoded.chars() {
+        out.push(if escape_left > 0 { c.to_ascii_lowercase() } else { c });
+        escape_left = if c == '%' { 2 } else { escape_left.saturating_sub(1) };
+    }
+    out
+}
+
 fn excerpt(s: &str, max: usize) -> String {
     let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
     if s.chars().count() > max {
@@ -313,13 +324,14 @@ impl DefenderClient {
 
     /// [`Self::scrub`], also of `sent` (the token a request carried: the cached one may have
     /// changed since, or be locked by a refresh). The secret is looked for as sent in the
-    /// sign-in form too (URL-encoded), where an echoing host would quote it.
+    /// sign-in form too (URL-encoded, with upper- or lower-case hex digits: RFC 3986 §2.1 makes
+    /// them equivalent), where an echoing host would quote it.
     fn scrub_with(&self, s: &str, sent: Option<&str>) -> String {
         let mut out = s.to_string();
         let secret = self.inner.creds.client_secret.expose();
         if secret.len() >= 4 {
             let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-            out = out.replace(secret, "***").replace(&encoded, "***");
+            out = out.replace(secret, "***").replace(&encoded, "***").replace(&lower_case_escapes(&encoded), "***");
         }
         if let Some(t) = sent.filter(|t| t.len() >= 8) {
             out = out.replace(t, "***");
@@ -372,7 +384,7 @@ impl DefenderClient {
         } else {
             "request failed"
         };
-        DefenderError::Unreachable(self.scrub(&excerpt(&format!("{what}: {cause}"), 300)))
+        DefenderError::Unreachable(excerpt(&self.scrub(&format!("{what}: {cause}")), 300))
     }
 }
 
@@ -382,6 +394,11 @@ mod tests {
 
     fn target() -> Target {
         Target::custom("https://login.example.net", "https://api.example.net:8443/prefix", None).unwrap()
+    }
+
+    #[test]
+    fn lower_case_escapes_change_only_the_escapes_hex() {
+        assert_eq!(lower_case_escapes("Ab%7E~C%2Fd%3DE"), "Ab%7e~C%2fd%3dE");
     }
 
     #[test]

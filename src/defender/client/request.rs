@@ -176,27 +176,51 @@ impl DefenderClient {
     }
 }
 
-/// A JSON answer with every escaped NUL (`\u0000`) turned into U+FFFD (`\ufffd`): JSON can
-/// only carry a NUL escaped, and PostgreSQL refuses one in text, so a single NUL in a machine's
-/// name would fail every sync for as long as Defender lists it. An escape is one only after an
-/// even number of backslashes (`\\u0000` is a backslash and the text `u0000`).
+/// A JSON answer with the escapes that would fail it turned into U+FFFD (`\ufffd`), all else
+/// byte for byte: an escaped NUL (`\u0000`: JSON can only carry a NUL escaped, and PostgreSQL
+/// refuses one in text), and a UTF-16 surrogate escape that is not half of a pair (`\ud800`
+/// alone: serde_json refuses to decode it into a string). Either, in one machine's name or tag,
+/// would fail every sync for as long as Defender lists it. An escape is one only after an even
+/// number of backslashes before its own (`\\u0000` is a backslash and the text `u0000`).
 fn without_nul(body: Vec<u8>) -> Vec<u8> {
-    const NUL: &[u8] = b"\\u0000";
-    let Some(first) = body.windows(NUL.len()).position(|w| w == NUL) else { return body };
+    let suspect = |w: &[u8]| w[0] == b'\\' && w[1] == b'u' && (w[2] == b'0' || w[2] == b'd' || w[2] == b'D');
+    let Some(first) = body.windows(3).position(suspect) else { return body };
+    let hex = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(body.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let escape_at = |at: usize| -> Option<u16> { (body.get(at..at + 2)? == b"\\u").then(|| hex(at + 2)).flatten() };
     let mut out = Vec::with_capacity(body.len());
     out.extend_from_slice(&body[..first]);
     let mut i = first;
     while i < body.len() {
-        if body[i..].starts_with(NUL) {
-            let backslashes = out.iter().rev().take_while(|b| **b == b'\\').count();
-            if backslashes % 2 == 0 {
+        if body[i] != b'\\' {
+            out.push(body[i]);
+            i += 1;
+            continue;
+        }
+        // A backslash escaped by the one before it starts nothing.
+        let escaped = out.iter().rev().take_while(|b| **b == b'\\').count() % 2 == 1;
+        match (escaped, escape_at(i)) {
+            (false, Some(0)) | (false, Some(0xDC00..=0xDFFF)) => {
                 out.extend_from_slice(b"\\ufffd");
-                i += NUL.len();
-                continue;
+                i += 6;
+            }
+            (false, Some(0xD800..=0xDBFF)) => match escape_at(i + 6) {
+                Some(0xDC00..=0xDFFF) => {
+                    out.extend_from_slice(&body[i..i + 12]);
+                    i += 12;
+                }
+                _ => {
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 6;
+                }
+            },
+            _ => {
+                out.push(b'\\');
+                i += 1;
             }
         }
-        out.push(body[i]);
-        i += 1;
     }
     out
 }
@@ -206,18 +230,26 @@ mod tests {
     use super::without_nul;
 
     #[test]
-    fn an_escaped_nul_becomes_a_replacement_character_and_nothing_else_changes() {
-        let cases: [(&[u8], &[u8]); 4] = [
+    fn an_escaped_nul_or_lone_surrogate_becomes_a_replacement_character_and_nothing_else_changes() {
+        let cases: [(&[u8], &[u8]); 10] = [
             (br#"{"n":"a\u0000b"}"#, br#"{"n":"a\ufffdb"}"#),
             (br#"{"n":"a\\u0000b"}"#, br#"{"n":"a\\u0000b"}"#),
             (br#"{"n":"a\\\u0000"}"#, br#"{"n":"a\\\ufffd"}"#),
             (br#"{"n":"plain"}"#, br#"{"n":"plain"}"#),
+            // Surrogates: a pair is kept, either half alone is replaced.
+            (br#"{"n":"\ud83d\ude00"}"#, br#"{"n":"\ud83d\ude00"}"#),
+            (br#"{"n":"a\uD800b"}"#, br#"{"n":"a\ufffdb"}"#),
+            (br#"{"n":"a\udc00"}"#, br#"{"n":"a\ufffd"}"#),
+            (br#"{"n":"\ud800\ud800\udc00"}"#, br#"{"n":"\ufffd\ud800\udc00"}"#),
+            (br#"{"n":"\\ud800 \u00e9 \u0041"}"#, br#"{"n":"\\ud800 \u00e9 \u0041"}"#),
+            (br#"{"n":"end\ud800"}"#, br#"{"n":"end\ufffd"}"#),
         ];
         for (input, expected) in cases {
             let out = without_nul(input.to_vec());
             assert_eq!(&out[..], expected, "{}", String::from_utf8_lossy(input));
             let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert!(!parsed["n"].as_str().unwrap().contains('\0'));
+            let _: std::collections::HashMap<String, String> = serde_json::from_slice(&out).unwrap();
         }
     }
 }

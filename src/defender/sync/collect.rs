@@ -146,6 +146,8 @@ pub(super) struct Collected {
     isolation: Option<HashMap<String, Isolation>>,
     /// A delta sync: the staged vulnerabilities are changes to the machines' stored lists.
     pub(super) delta: bool,
+    /// Whether the alerts were read (else each machine keeps its stored top alert).
+    alerts_read: bool,
     /// Older records of a device: the staged machine and the machine it duplicates.
     pub(super) duplicates: HashMap<i64, String>,
 }
@@ -204,6 +206,7 @@ impl Collected {
                     level: RiskLevel::from_i16(a.level).unwrap_or(RiskLevel::Low),
                     title: a.title.clone(),
                 });
+            r.alerts_unread = !self.alerts_read;
             r.duplicate_of = self.duplicates.remove(&staged.seq);
             records.push(r);
         }
@@ -341,10 +344,31 @@ pub(super) async fn collect(
         }
     }
 
-    // Active alerts (the import keeps the most severe of each machine).
+    // Active alerts (the import keeps the most severe of each machine). Microsoft documents
+    // only 200 with a collection for the listing
+    // (https://learn.microsoft.com/en-us/defender-endpoint/api/get-alerts): a 404 as its first
+    // answer is not taken for "no alerts" (that cleared every machine's alert level), nor fails
+    // every sync of a tenant that might answer so: the stored alert levels stay, with a warning.
     let mut seen_alerts = 0i64;
+    let mut alerts_read = true;
     let mut pages = client.alerts();
-    while let Some(page) = run.page(pages.next_page()).await? {
+    let mut first = true;
+    loop {
+        let page = run
+            .page(async {
+                match pages.next_page().await {
+                    Err(DefenderError::NotFound) if first => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        let Some(page) = page else {
+            tracing::warn!("Defender answered 404 to the alert listing: alert levels stay as stored");
+            alerts_read = false;
+            break;
+        };
+        first = false;
+        let Some(page) = page else { break };
         seen_alerts += page.len() as i64;
         let staged: Vec<_> = page
             .into_iter()
@@ -367,7 +391,7 @@ pub(super) async fn collect(
         run.progress("alerts", seen_alerts, 0).await?;
     }
     let isolation = isolation_actions(run, client).await?.map(|actions| isolation_by_machine(&actions));
-    Ok(Collected { machines, seq_end, catalog, software, isolation, delta: delta.is_some(), duplicates })
+    Ok(Collected { machines, seq_end, catalog, software, isolation, delta: delta.is_some(), alerts_read, duplicates })
 }
 
 /// Every Isolate and Unisolate action in the tenant, two listings whatever the tenant's size
@@ -385,9 +409,14 @@ async fn isolation_actions(
             let page = run
                 .page(async {
                     match pages.next_page().await {
-                        Err(e @ (DefenderError::MissingPermission { .. } | DefenderError::Api { status: 403, .. })) => {
-                            Ok(Err(e))
-                        }
+                        // A 404 too: Microsoft documents only 200 with a collection for this
+                        // listing (get-machineactions-collection), and taking it for "none"
+                        // released every isolated machine on the product's pages.
+                        Err(
+                            e @ (DefenderError::MissingPermission { .. }
+                            | DefenderError::Api { status: 403, .. }
+                            | DefenderError::NotFound),
+                        ) => Ok(Err(e)),
                         other => other.map(Ok),
                     }
                 })

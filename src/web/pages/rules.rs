@@ -1,7 +1,8 @@
 //! Response rules (admins) and their approvals (operators): the pages over `crate::rules`, with
 //! the same checks and writes as `/api/v1/rules` and `/api/v1/approvals`. A rule is dry-run
 //! before it can be enabled (an htmx fragment lists what it meets now), enabling says again how
-//! many endpoints it meets, and the kill switch pauses every rule.
+//! many endpoints it meets, and the kill switch pauses every rule. A rule is changed in the same
+//! form, filled with it (`/rules/{id}/edit`); a change disables it until it is dry-run again.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -14,9 +15,11 @@ use crate::web::auth::{AdminUser, OperatorUser};
 use crate::web::filters;
 use crate::web::{AppState, Input, Layout, html, input};
 
-/// What the new-rule form holds: as typed, so that a refused form keeps it.
+/// What the rule form holds: as typed, so that a refused form keeps it.
 #[derive(Debug, Clone, Default)]
 pub struct FormValues {
+    /// The rule being changed; `None` for a new one.
+    editing: Option<i64>,
     name: String,
     min_risk: String,
     min_exposure: String,
@@ -43,6 +46,20 @@ const ACTIONS: [(&str, &str); 7] = [
     ("restrict_app_execution", "Restrict app execution"),
     ("add_tag", "Add a Defender tag (below)"),
 ];
+
+/// The action a choice of the form stands for.
+fn action_of(value: &str, add_tag: &str) -> Option<RuleAction> {
+    Some(match value {
+        "send_event" => RuleAction::SendEvent,
+        "scan_quick" => RuleAction::RunScan { scope: "Quick".into() },
+        "scan_full" => RuleAction::RunScan { scope: "Full".into() },
+        "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
+        "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
+        "restrict_app_execution" => RuleAction::RestrictAppExecution,
+        "add_tag" => RuleAction::AddTag { tag: add_tag.trim().to_owned() },
+        _ => return None,
+    })
+}
 
 /// The levels a condition may ask for (at least Low).
 const LEVELS: [&str; 4] = ["Low", "Medium", "High", "Critical"];
@@ -93,17 +110,41 @@ impl FormValues {
         })
     }
 
-    fn input(&self) -> Result<RuleInput, String> {
-        let action = match self.action.as_str() {
-            "send_event" => RuleAction::SendEvent,
-            "scan_quick" => RuleAction::RunScan { scope: "Quick".into() },
-            "scan_full" => RuleAction::RunScan { scope: "Full".into() },
-            "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
-            "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
-            "restrict_app_execution" => RuleAction::RestrictAppExecution,
-            "add_tag" => RuleAction::AddTag { tag: self.add_tag.trim().to_owned() },
-            other => return Err(format!("Unknown action {other:?}.")),
+    /// The form filled with a saved rule, to change it.
+    fn of_rule(r: &RuleView) -> Self {
+        // Rules stored before conditions were kept canonical may differ in case or spaces.
+        let c = &r.condition.check().map(|c| c.canonical()).unwrap_or_else(|_| r.condition.clone());
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let add_tag = match &r.action {
+            RuleAction::AddTag { tag } => tag.clone(),
+            _ => String::new(),
         };
+        FormValues {
+            editing: Some(r.rule.id),
+            name: r.rule.name.clone(),
+            min_risk: text(&c.min_risk),
+            min_exposure: text(&c.min_exposure),
+            min_alert: text(&c.min_alert),
+            profiles: c.profiles.join(", "),
+            source: text(&c.source),
+            coverage: text(&c.coverage),
+            not_seen_days: c.not_seen_days.map(|d| d.to_string()).unwrap_or_default(),
+            tag: text(&c.tag),
+            action: ACTIONS
+                .iter()
+                .map(|(v, _)| *v)
+                .find(|v| action_of(v, &add_tag).as_ref() == Some(&r.action))
+                .unwrap_or_default()
+                .to_owned(),
+            add_tag,
+            requires_approval: r.rule.requires_approval,
+            cooldown_minutes: r.rule.cooldown_minutes.to_string(),
+        }
+    }
+
+    fn input(&self) -> Result<RuleInput, String> {
+        let action =
+            action_of(&self.action, &self.add_tag).ok_or_else(|| format!("Unknown action {:?}.", self.action))?;
         let cooldown_minutes =
             self.cooldown_minutes.trim().parse().map_err(|_| "Cooldown: a number of minutes.".to_owned())?;
         Ok(RuleInput {
@@ -185,19 +226,55 @@ pub async fn create(
     state: web::Data<AppState>,
     form: Input<web::Form<Vec<(String, String)>>>,
 ) -> Result<HttpResponse, AppError> {
-    let values = FormValues::of(input(form)?.into_inner());
+    save(user, &state, FormValues::of(input(form)?.into_inner())).await
+}
+
+/// Saves the form: a new rule, or a change to the one it edits; both leave the rule disabled
+/// until it is dry-run and enabled.
+async fn save(user: AdminUser, state: &AppState, values: FormValues) -> Result<HttpResponse, AppError> {
     let typed = match values.input() {
         Ok(typed) => typed,
-        Err(why) => return render_list(&user, &state, values, Some(why), None).await,
+        Err(why) => return render_list(&user, state, values, Some(why), None).await,
     };
-    let author = user.username.clone();
-    match state.db.run(move |c| rules::create(c, &typed, &author)).await? {
+    let (by, editing) = (user.username.clone(), values.editing);
+    let saved = state
+        .db
+        .run(move |c| match editing {
+            Some(id) => rules::update(c, id, &typed, &by),
+            None => rules::create(c, &typed, &by),
+        })
+        .await?;
+    match saved {
         Ok(rule) => {
-            let notice = format!("Rule {} saved, disabled: dry-run it, then enable it.", rule.rule.name);
-            render_list(&user, &state, FormValues::new(), None, Some(notice)).await
+            let done = if editing.is_some() { "changed, and disabled" } else { "saved, disabled" };
+            let notice = format!("Rule {} {done}: dry-run it, then enable it.", rule.rule.name);
+            render_list(&user, state, FormValues::new(), None, Some(notice)).await
         }
-        Err(refused) => render_list(&user, &state, values, Some(refused.to_string()), None).await,
+        Err(Refused::NotFound) => Err(AppError::NotFound),
+        Err(refused) => render_list(&user, state, values, Some(refused.to_string()), None).await,
     }
+}
+
+/// The form filled with rule `id`, to change it.
+pub async fn edit(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let rule = state.db.run(move |c| rules::find(c, id)).await?.ok_or(AppError::NotFound)?;
+    render_list(&user, &state, FormValues::of_rule(&rule), None, None).await
+}
+
+/// Saves a change to rule `id`; the rule is disabled until it is dry-run and enabled again.
+pub async fn update(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<Vec<(String, String)>>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    save(user, &state, FormValues { editing: Some(id), ..FormValues::of(input(form)?.into_inner()) }).await
 }
 
 /// The dry run of the form's condition, unsaved (an htmx fragment).

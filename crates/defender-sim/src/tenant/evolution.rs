@@ -15,6 +15,10 @@
 //! * the page documents no order between records, so the export serves each machine's events in
 //!   a shuffled order (see `Tenant::delta_events`).
 //!
+//! Each change also raises a new High-severity alert on one Windows workstation that had no
+//! active High alert (`raise_alert`): the machine's alert level, and Defender's `riskScore` for
+//! it, rise to High between two syncs, as when an attack starts — what response rules act on.
+//!
 //! A change is a pure function of (seed, its number, its time): the same history gives the same
 //! tenant.
 
@@ -25,6 +29,7 @@ use chrono::{DateTime, Utc};
 use super::{Rng, Tenant, catalog};
 
 const STREAM_CHANGES: u64 = 11;
+const STREAM_RAISED_ALERTS: u64 = 15;
 /// The share of live onboarded machines that one change touches.
 const TOUCHED: f64 = 0.3;
 
@@ -64,6 +69,10 @@ impl Tenant {
         let changes = self.params.changes.clone();
         for (g, at) in changes.iter().enumerate() {
             self.change(g as u64, *at);
+            self.raise_alert(g as u64, *at);
+        }
+        if !changes.is_empty() {
+            self.index_alerts();
         }
         if self.evolution.rows.is_empty() {
             return;
@@ -138,6 +147,51 @@ impl Tenant {
             }
             self.evolution.rows.insert(mi as u32, rows);
             self.evolution.events.entry(mi as u32).or_default().extend(events);
+        }
+    }
+
+    /// Change number `g`'s new alert: High, New, created at `at`, on a Windows 10/11 machine
+    /// (every device action is offered there) that is live, onboarded and not yet at High.
+    fn raise_alert(&mut self, g: u64, at: DateTime<Utc>) {
+        let mut rng = Rng::for_item(self.params.seed, STREAM_RAISED_ALERTS, g);
+        let candidates: Vec<usize> = (0..self.machines.len())
+            .filter(|&mi| {
+                let m = &self.machines[mi];
+                m.is_onboarded()
+                    && m.duplicate_of.is_none()
+                    && matches!(m.os_platform, "Windows10" | "Windows11")
+                    && m.risk_score != "High"
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let mi = candidates[rng.below(candidates.len() as u64) as usize];
+        let incident = self.alerts.iter().map(|a| a.incident_id).max().unwrap_or(0) + 1;
+        let alert = super::raised_alert(&mut rng, self.alerts.len() as u32, mi as u32, at, incident);
+        self.alerts.push(alert);
+        let m = &mut self.machines[mi];
+        m.risk_score = "High";
+        m.last_seen = m.last_seen.max(at);
+    }
+
+    /// Orders the alerts by machine again after changes added some, and rebuilds what finds
+    /// them (`alerts_of`, `alert`).
+    fn index_alerts(&mut self) {
+        self.alerts.sort_by_key(|a| a.machine_index);
+        let mut start = Vec::with_capacity(self.machines.len() + 1);
+        let mut next = 0usize;
+        for mi in 0..=self.machines.len() {
+            while next < self.alerts.len() && (self.alerts[next].machine_index as usize) < mi {
+                next += 1;
+            }
+            start.push(next as u32);
+        }
+        self.alert_start = start;
+        self.alert_ids.clear();
+        for (i, a) in self.alerts.iter_mut().enumerate() {
+            a.index = i as u32;
+            self.alert_ids.insert(a.id.clone(), a.index);
         }
     }
 
