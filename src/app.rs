@@ -102,6 +102,7 @@ impl Application {
             policy: crate::rules::RulesPolicy {
                 actions_per_hour: settings.rules_actions_per_hour,
                 approval_hours: settings.rules_approval_hours,
+                tag_writes_per_hour: settings.defender_tag_writes_per_hour,
             },
             background: background.clone(),
         };

@@ -73,6 +73,9 @@ pub struct Settings {
     pub rules_actions_per_hour: i64,
     /// How long a response rule's decision waits for its approval before it expires.
     pub rules_approval_hours: i64,
+    /// Calls to Defender's tag API (profile tags and response rules' tags) the product makes in
+    /// an hour at most (Defender allows 100 calls a minute and 1,500 an hour).
+    pub defender_tag_writes_per_hour: i64,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             events_retention_days: 30,
             rules_actions_per_hour: 30,
             rules_approval_hours: 24,
+            defender_tag_writes_per_hour: 300,
         }
     }
 }
@@ -128,6 +132,7 @@ const ENV: &[(&str, &str)] = &[
     ("EA_EVENTS_RETENTION_DAYS", "events_retention_days"),
     ("EA_RULES_ACTIONS_PER_HOUR", "rules_actions_per_hour"),
     ("EA_RULES_APPROVAL_HOURS", "rules_approval_hours"),
+    ("EA_DEFENDER_TAG_WRITES_PER_HOUR", "defender_tag_writes_per_hour"),
 ];
 
 /// Every environment variable and the setting it sets (for the man page).
@@ -217,6 +222,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=168).contains(&self.rules_approval_hours),
             "rules_approval_hours must be between 1 and 168 (a week)"
+        );
+        anyhow::ensure!(
+            (1..=750).contains(&self.defender_tag_writes_per_hour),
+            "defender_tag_writes_per_hour must be between 1 and 750 (Defender allows 1,500 tag calls an hour)"
         );
         Ok(())
     }
@@ -336,7 +345,8 @@ fn env_value(key: &str, value: &str) -> anyhow::Result<toml::Value> {
         | "risk_history_days"
         | "events_retention_days"
         | "rules_actions_per_hour"
-        | "rules_approval_hours" => int(value)?,
+        | "rules_approval_hours"
+        | "defender_tag_writes_per_hour" => int(value)?,
         // A comma-separated list.
         "metrics_allow" | "trusted_proxies" => toml::Value::Array(
             value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| toml::Value::String(v.into())).collect(),

@@ -67,6 +67,17 @@ impl From<crate::rules::Refused> for AppError {
     }
 }
 
+/// A profile's Defender tag the admin can correct: 400 or 404.
+impl From<crate::defender::tags::Refused> for AppError {
+    fn from(r: crate::defender::tags::Refused) -> Self {
+        use crate::defender::tags::Refused;
+        match r {
+            Refused::Invalid(why) => AppError::BadRequest(why),
+            Refused::NoSuchProfile => AppError::NotFound,
+        }
+    }
+}
+
 /// A change of event destinations the admin can correct: 400, 409 or 404.
 impl From<crate::notify::settings::Refused> for AppError {
     fn from(r: crate::notify::settings::Refused) -> Self {

@@ -3,8 +3,8 @@
 //! state when no page is watching. It logs and carries on; it never stops the app.
 //!
 //! Every instance runs it; database leases (`db::lease`) make sure that one instance at a time
-//! runs a sync, a re-model, the response rules or the action poll, and that another takes over a sync or re-model
-//! left "running" by an instance that died.
+//! runs a sync, a re-model, the response rules, the profiles' Defender tags or the action poll,
+//! and that another takes over a sync or re-model left "running" by an instance that died.
 
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub async fn supervise(
         // Every round, so that a rule acts within a round of a sync or a change of risk, and
         // approvals expire on time.
         rules.run_once().await;
+        // The profiles' Defender tags, within their own hourly budget (one instance).
+        rules.tags().run_once().await;
         if let Err(e) = crate::modeling::take_over_orphaned(&db, &modeler, &background).await {
             tracing::warn!(error = %e, "could not check for an interrupted re-model");
         }

@@ -25,6 +25,7 @@ use crate::db::models::{audit, defender_machines, endpoints, events, jobs};
 use crate::db::{AnyConnection, Db, is_unique_violation, now};
 use crate::defender::actions::{self as device_actions, ActionKind, ActionRequest};
 use crate::defender::service::DefenderService;
+use crate::defender::tags;
 use crate::defender::{IsolationType, ScanType};
 use crate::domain::risk::RiskLevel;
 use crate::domain::rules::{Condition, RuleAction};
@@ -46,6 +47,9 @@ pub struct RulesPolicy {
     pub actions_per_hour: i64,
     /// How long a decision waits for its approval before it expires.
     pub approval_hours: i64,
+    /// Calls to Defender's tag API in an hour, profiles' tags and rules' together
+    /// (`crate::defender::tags`).
+    pub tag_writes_per_hour: i64,
 }
 
 /// A rule as an admin writes it (the form and the API).
@@ -551,6 +555,8 @@ fn standing(c: &mut AnyConnection, d: &Decision) -> anyhow::Result<Standing> {
 /// its way and nothing acts for a rule or a match that no longer holds.
 async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy) -> anyhow::Result<Evaluation> {
     let mut done = Evaluation::default();
+    // Tags added this round: at most as many as the profiles' writer makes in a round.
+    let mut tagged = 0;
     let approved = db.run(|c| Ok(store::in_state(c, state::APPROVED, 200)?)).await?;
     for d in approved {
         let check = d.clone();
@@ -564,6 +570,30 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
             }
             Standing::Stands(rule) => rule,
         };
+        // A tag is not a device action: it has its own hourly budget, not the actions' cap.
+        if let RuleAction::AddTag { tag } = &rule.action {
+            if tagged >= tags::PER_ROUND {
+                done.capped += 1;
+                continue;
+            }
+            tagged += 1;
+            let caller = format!("{}{}", store::RULE_CALLER, rule.rule.id);
+            let added =
+                tags::add_for_rule(db, defender, d.endpoint_id, tag, &caller, policy.tag_writes_per_hour).await?;
+            match added {
+                tags::RuleTag::Done(how) => {
+                    done.sent += 1;
+                    finish(db, &d, Some(&rule), state::SENT, None, &how).await?;
+                }
+                tags::RuleTag::Refused(why) => {
+                    done.refused += 1;
+                    finish(db, &d, Some(&rule), state::REFUSED, None, &why).await?;
+                }
+                // Stays approved: the next round tries again.
+                tags::RuleTag::Later | tags::RuleTag::Retry(_) => done.capped += 1,
+            }
+            continue;
+        }
         if sent >= policy.actions_per_hour {
             done.capped += 1;
             continue;
@@ -574,7 +604,7 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
                 ActionKind::Isolate(IsolationType::parse(scope).unwrap_or(IsolationType::Full))
             }
             RuleAction::RestrictAppExecution => ActionKind::RestrictAppExecution,
-            RuleAction::SendEvent => continue,
+            RuleAction::SendEvent | RuleAction::AddTag { .. } => continue,
         };
         let approver = if d.decided_by.is_empty() {
             "no approval needed".to_owned()
@@ -685,6 +715,11 @@ impl Runner {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not take the response-rules lease"),
         }
+    }
+
+    /// The profiles' tag writer, under the same policy (`crate::jobs` runs it every round).
+    pub fn tags(&self) -> tags::Writer {
+        tags::Writer { db: self.db.clone(), defender: self.defender.clone(), per_hour: self.policy.tag_writes_per_hour }
     }
 
     /// [`Runner::run_once`] in the background, now.

@@ -30,6 +30,8 @@ pub const RISK_HISTORY: &str = "risk-history";
 pub const EVENTS_PRUNE: &str = "events-prune";
 /// Evaluating the response rules and sending what they decided (`crate::rules`).
 pub const RESPONSE_RULES: &str = "response-rules";
+/// Writing the profiles' tags to Defender (`crate::defender::tags`).
+pub const DEFENDER_TAGS: &str = "defender-tags";
 /// Followed by a destination's id: who delivers that destination's events (`notify`).
 pub const DESTINATION: &str = "destination";
 /// Not a lease of background work: held while an instance migrates the database at start.

@@ -461,6 +461,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    profile_defender_tags (profile) {
+        profile -> Text,
+        tag -> Text,
+        updated_by -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    defender_tags_written (machine_id, tag) {
+        machine_id -> Text,
+        tag -> Text,
+        source -> Text,
+        written_by -> Text,
+        written_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    defender_tag_calls (id) {
+        id -> BigInt,
+        machine_id -> Text,
+        tag -> Text,
+        action -> Text,
+        outcome -> Text,
+        at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -494,4 +524,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     risk_day_counts,
     destinations,
     deliveries,
+    profile_defender_tags,
+    defender_tags_written,
+    defender_tag_calls,
 );

@@ -281,7 +281,7 @@ fn tags_of(tags: &[String]) -> Vec<String> {
     kept
 }
 
-pub const MAX_TAG_CHARS: usize = 200;
+pub const MAX_TAG_CHARS: usize = crate::domain::tag::MAX_CHARS;
 pub const MAX_TAGS: usize = 50;
 
 /// One software version a machine has vulnerabilities on: (vendor, product, version), in lower

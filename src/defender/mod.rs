@@ -22,6 +22,7 @@ pub mod review;
 pub mod service;
 pub mod settings;
 pub mod sync;
+pub mod tags;
 
 pub use client::cloud::Cloud;
 pub use client::credentials::{Credentials, Secret};

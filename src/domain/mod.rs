@@ -12,4 +12,5 @@ pub mod oui;
 pub mod profiles;
 pub mod risk;
 pub mod rules;
+pub mod tag;
 pub mod text;

@@ -182,6 +182,9 @@ pub enum RuleAction {
     Isolate { scope: String },
     /// Defender's Restrict app execution.
     RestrictAppExecution,
+    /// Adds a tag to the machine in Defender (one tag, the machine's others untouched; see
+    /// `crate::defender::tags`).
+    AddTag { tag: String },
 }
 
 impl RuleAction {
@@ -199,6 +202,7 @@ impl RuleAction {
             RuleAction::Isolate { scope } if ["Full", "Selective"].contains(&scope.as_str()) => Ok(()),
             RuleAction::Isolate { .. } => Err("An isolation is Full or Selective.".into()),
             RuleAction::RestrictAppExecution => Ok(()),
+            RuleAction::AddTag { tag } => crate::domain::tag::check(tag).map(|_| ()),
         }
     }
 
@@ -208,6 +212,7 @@ impl RuleAction {
             RuleAction::RunScan { scope } => format!("run a {scope} antivirus scan"),
             RuleAction::Isolate { scope } => format!("isolate ({scope})"),
             RuleAction::RestrictAppExecution => "restrict app execution".into(),
+            RuleAction::AddTag { tag } => format!("add the Defender tag {tag}"),
         }
     }
 }
@@ -262,5 +267,10 @@ mod tests {
         assert!(RuleAction::RunScan { scope: "Quick".into() }.changes_the_machine());
         let json = serde_json::to_string(&RuleAction::Isolate { scope: "Full".into() }).unwrap();
         assert_eq!(json, r#"{"type":"isolate","scope":"Full"}"#);
+        let tag = RuleAction::AddTag { tag: "EA:Watch".into() };
+        assert!(tag.check().is_ok() && tag.changes_the_machine());
+        assert_eq!(serde_json::to_string(&tag).unwrap(), r#"{"type":"add_tag","tag":"EA:Watch"}"#);
+        assert!(RuleAction::AddTag { tag: " ".into() }.check().is_err());
+        assert!(RuleAction::AddTag { tag: "x".repeat(201) }.check().is_err());
     }
 }

@@ -158,6 +158,7 @@ route_table! {
     get "/config/profiles/remodel"              => pages::config::remodel_progress;
     post "/config/profiles/remodel"             => pages::config::start_remodel;
     post "/config/profiles/{id}/enabled"        => pages::config::set_enabled;
+    post "/config/profiles/{id}/defender-tag"   => pages::config::set_defender_tag;
     get "/users"                                => pages::users::list;
     post "/users"                               => pages::users::create;
     post "/users/{id}/role"                     => pages::users::set_role;
@@ -222,6 +223,9 @@ route_table! {
     get "/api/v1/approvals"                     => api::rules::approvals;
     post "/api/v1/approvals/{id}/approve"       => api::rules::approve;
     post "/api/v1/approvals/{id}/decline"       => api::rules::decline;
+    get "/api/v1/profiles/defender-tags"        => api::profiles::list;
+    put "/api/v1/profiles/{id}/defender-tag"    => api::profiles::put;
+    delete "/api/v1/profiles/{id}/defender-tag" => api::profiles::delete;
     get "/api/v1/openapi.json"                  => api::openapi::document;
 }
 

@@ -104,6 +104,10 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
         ("post", "/config/profiles/{id}/enabled") => {
             e(format!("/config/profiles/{MISSING}/enabled"), Page(Role::Admin), 400, "")
         }
+        // An empty tag clears the mapping of a profile that does not exist.
+        ("post", "/config/profiles/{id}/defender-tag") => {
+            e(format!("/config/profiles/{MISSING}/defender-tag"), Page(Role::Admin), 404, "")
+        }
         ("get", "/config/sso") => e(p("/config/sso"), Page(Role::Admin), 200, ""),
         // Invalid settings: the form comes back with its messages, nothing saved.
         ("post", "/config/sso") => e(p("/config/sso"), Page(Role::Admin), 400, "tenant_id=x"),
@@ -151,6 +155,13 @@ fn expectation(method: &str, pattern: &str, endpoint: i64) -> Option<Expect> {
             e(format!("/approvals/{MISSING}/decline"), Page(Role::Operator), 404, "reason=x")
         }
         ("get", "/api/v1/rules") => e(p("/api/v1/rules"), Api(Role::Admin), 200, ""),
+        ("get", "/api/v1/profiles/defender-tags") => e(p("/api/v1/profiles/defender-tags"), Api(Role::Admin), 200, ""),
+        ("put", "/api/v1/profiles/{id}/defender-tag") => {
+            e(format!("/api/v1/profiles/{MISSING}/defender-tag"), Api(Role::Admin), 400, "{}")
+        }
+        ("delete", "/api/v1/profiles/{id}/defender-tag") => {
+            e(format!("/api/v1/profiles/{MISSING}/defender-tag"), Api(Role::Admin), 404, "")
+        }
         ("post", "/api/v1/rules") => e(p("/api/v1/rules"), Api(Role::Admin), 400, "{}"),
         ("post", "/api/v1/rules/dry-run") => e(p("/api/v1/rules/dry-run"), Api(Role::Admin), 400, "{}"),
         ("get", "/api/v1/rules/pause") => e(p("/api/v1/rules/pause"), Api(Role::Admin), 200, ""),

@@ -420,6 +420,86 @@ where
     panic!("not within 30 s");
 }
 
+#[tokio::test]
+async fn a_rule_adds_a_defender_tag_through_the_tag_api_and_the_profiles_writer_leaves_it() {
+    let (app, sim, admin, _) = synced(120).await;
+    // Refused: an empty tag, one too long, control characters.
+    for tag in ["", &"x".repeat(201), "a\nb"] {
+        let (status, body) = post(
+            &app,
+            &admin,
+            "/api/v1/rules",
+            json!({"name": "Bad tag", "condition": {"min_alert": "High"}, "action": {"type": "add_tag", "tag": tag}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{tag:?}: {body}");
+    }
+    let (rule, run) = enabled_rule(
+        &app,
+        &admin,
+        json!({"name": "Tag the alerted", "condition": {"min_alert": "High", "source": "defender"},
+               "action": {"type": "add_tag", "tag": "EA:Alerted"}}),
+    )
+    .await;
+    let matching = run["matching"].as_i64().unwrap();
+    assert!(matching > 0, "{run}");
+    // The hour's budget of tag calls is spent (300 by default): the decisions wait, approved.
+    use endpoint_analytics::db::models::defender_tags;
+    use endpoint_analytics::db::schema::defender_tag_calls;
+    app.db
+        .run(|c| {
+            for i in 0..300 {
+                defender_tags::record_call(c, &format!("m{i}"), "earlier", "Add", "done")?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    app.state.rules.run_once().await;
+    assert!(decisions(&app, rule).await.iter().all(|(_, s)| s == "approved"), "they wait for room");
+    assert_eq!(sim.counters().api("MachineTags").calls, 0);
+    app.db.run(|c| Ok(diesel::delete(defender_tag_calls::table).execute(c)?)).await.unwrap();
+    // With room again (20 a round), every decision is sent in the next rounds.
+    for _ in 0..(matching / 20 + 1) {
+        app.state.rules.run_once().await;
+    }
+    let states = decisions(&app, rule).await;
+    assert!(states.iter().all(|(_, s)| s == "sent"), "{states:?}");
+    assert_eq!(states.len() as i64, matching);
+    assert_eq!(sim.counters().api("MachineTags").calls, matching as u64, "one call per decision");
+    let tenant = sim.tenant();
+    for id in alerted(&app, 3).await {
+        let machine: Option<String> = app
+            .db
+            .run(move |c| {
+                Ok(defender_machines::table
+                    .filter(defender_machines::endpoint_id.eq(id))
+                    .filter(defender_machines::stale.eq(false))
+                    .select(defender_machines::machine_id)
+                    .first(c)
+                    .optional()?)
+            })
+            .await
+            .unwrap();
+        let m = tenant.machine_by_id(&machine.unwrap()).expect("the machine");
+        assert!(m.machine_tags.iter().any(|t| t == "EA:Alerted"), "{:?}", m.machine_tags);
+    }
+    // The profiles' writer does not take back a rule's tag (unless the supervisor's round has
+    // the writer's lease just now: then it did the same).
+    let round = app.state.rules.tags().run_once().await;
+    assert!(round.is_none_or(|r| r == Default::default()), "{round:?}");
+    let before = sim.counters().api("MachineTags").calls;
+    assert_eq!(before, matching as u64, "no removal");
+    let (_, listed) = api(&app, &admin, reqwest::Method::GET, &format!("/api/v1/rules/{rule}"), None).await;
+    assert_eq!(listed["action"], json!({"type": "add_tag", "tag": "EA:Alerted"}));
+    assert!(listed["summary"].as_str().unwrap().contains("add the Defender tag EA:Alerted"), "{listed}");
+    // The page's form, filled with the rule to change it, carries the action and its tag.
+    let ada = app.login_as("ada", Role::Admin).await;
+    let html = ada.get(app.url(&format!("/rules/{rule}/edit"))).send().await.unwrap().text().await.unwrap();
+    assert_eq!(attr(&doc(&html), "input[name=add_tag]", "value").as_deref(), Some("EA:Alerted"));
+    assert_eq!(attr(&doc(&html), "select[name=action] option[selected]", "value").as_deref(), Some("add_tag"));
+}
+
 /// The rules page changes a rule in the form filled with it: the change is saved as a new
 /// version by its editor and disables the rule; a refused change keeps what was typed and
 /// changes nothing; only admins reach the form.

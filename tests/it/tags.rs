@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use defender_sim::SimConfig;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::defender_sync::synced_with;
 use crate::helpers::*;
@@ -90,4 +90,252 @@ async fn machine_tags_are_imported_shown_and_filter_the_list_the_csv_and_the_api
     let shown = select_all(&doc(&risk), "#defender-tags a");
     assert_eq!(shown, hostile.machine_tags, "every tag, as text");
     assert!(!risk.contains("<script>alert(1)</script>") && !risk.contains("<img src=x"), "markup stays text");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags written to Defender: a profile mapped to a tag, over real HTTP against the simulator.
+
+/// The profile with the most live Defender machines: (its id, its name, its machines).
+async fn profile_with_machines(app: &TestApp) -> (i64, String, Vec<String>) {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::{defender_machines, endpoints, profiles};
+    app.db
+        .run(|c| {
+            let rows: Vec<(String, String)> = defender_machines::table
+                .inner_join(endpoints::table)
+                .filter(defender_machines::stale.eq(false))
+                .filter(endpoints::profile.ne(""))
+                .select((endpoints::profile, defender_machines::machine_id))
+                .load(c)?;
+            let mut by: HashMap<String, Vec<String>> = HashMap::new();
+            for (p, m) in rows {
+                by.entry(p).or_default().push(m);
+            }
+            let (name, mut machines) = by.into_iter().max_by_key(|(p, m)| (m.len(), p.clone())).expect("a profile");
+            machines.sort();
+            let id: i64 = profiles::table.filter(profiles::name.eq(&name)).select(profiles::id).first(c)?;
+            Ok((id, name, machines))
+        })
+        .await
+        .unwrap()
+}
+
+/// The machine's tags in the simulator now (over HTTP, as Defender lists them).
+async fn sim_tags(sim: &defender_sim::RunningSimulator, machine_id: &str) -> Vec<String> {
+    let t = sim.tenant();
+    t.machine_by_id(machine_id).map(|m| m.machine_tags.clone()).unwrap_or_default()
+}
+
+/// Adds a tag as a person would in the portal, and records it as the last sync saw it.
+async fn tagged_by_a_person(app: &TestApp, sim: &defender_sim::RunningSimulator, machine_id: &str, tag: &str) {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::defender_machine_tags;
+    let token: Value = reqwest::Client::new()
+        .post(sim.token_url())
+        .form(&[
+            ("client_id", sim.client_id.as_str()),
+            ("client_secret", sim.client_secret.as_str()),
+            ("scope", "https://api.securitycenter.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/machines/{machine_id}/tags", sim.base_url))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"Value": tag, "Action": "Add"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (m, t) = (machine_id.to_owned(), tag.to_owned());
+    app.db
+        .run(move |c| {
+            diesel::insert_into(defender_machine_tags::table)
+                .values((defender_machine_tags::machine_id.eq(m), defender_machine_tags::tag.eq(t)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// Takes the tag writer's lease for the test, so that the supervisor's rounds (every 15 s) stay
+/// out of the way and each round below is the test's own.
+async fn writer_lease(app: &TestApp) -> endpoint_analytics::db::lease::Lease {
+    for _ in 0..200 {
+        if let Some(l) = app.db.try_lease(endpoint_analytics::db::lease::DEFENDER_TAGS).await.unwrap() {
+            return l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the defender-tags lease stays taken");
+}
+
+/// One round of the profiles' tag writer under `lease`, with `per_hour` calls an hour.
+async fn round(
+    app: &TestApp,
+    lease: &endpoint_analytics::db::lease::Lease,
+    per_hour: i64,
+) -> endpoint_analytics::defender::tags::Round {
+    endpoint_analytics::defender::tags::write_round(&app.db, &app.state.defender, per_hour, lease.fence())
+        .await
+        .unwrap()
+}
+
+async fn audit_count(app: &TestApp, action: &'static str) -> i64 {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::audit_log;
+    app.db.run(move |c| Ok(audit_log::table.filter(audit_log::action.eq(action)).count().get_result(c)?)).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_we_wrote_is_taken_back() {
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, profile, machines) = profile_with_machines(&app).await;
+    assert!(machines.len() >= 4, "{profile}: {machines:?}");
+    const TAG: &str = "EA:<Camera> é";
+    // A person tagged one of them already: the product must neither add it there nor remove it.
+    tagged_by_a_person(&app, &sim, &machines[0], TAG).await;
+
+    // Refused input: a 400 with the reason, nothing saved.
+    let path = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    for bad in [json!({"tag": "a\u{1}b"}), json!({"tag": "x".repeat(201)}), json!({"tag": " "}), json!({"tags": "x"})] {
+        let (status, body) = crate::rules::api(&app, &admin, reqwest::Method::PUT, &path, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = crate::rules::api(
+        &app,
+        &admin,
+        reqwest::Method::PUT,
+        "/api/v1/profiles/987654/defender-tag",
+        Some(json!({"tag": "x"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let operator = app.token(endpoint_analytics::auth::Role::Operator).await;
+    let (status, _) = crate::rules::api(&app, &operator, reqwest::Method::PUT, &path, Some(json!({"tag": TAG}))).await;
+    assert_eq!(status, 403, "admins only");
+    assert_eq!(app.api_get(&admin, "/api/v1/profiles/defender-tags").await["items"], json!([]));
+
+    let (status, set) = crate::rules::api(&app, &admin, reqwest::Method::PUT, &path, Some(json!({"tag": TAG}))).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!((set["profile"].as_str(), set["tag"].as_str()), (Some(profile.as_str()), Some(TAG)));
+    let listed = app.api_get(&admin, "/api/v1/profiles/defender-tags").await;
+    assert_eq!(listed["items"][0]["tag"], TAG);
+
+    // A budget of 2 calls an hour: two machines now, the rest wait (nothing lost).
+    let r = round(&app, &lease, 2).await;
+    assert_eq!((r.added, r.waiting), (2, machines.len() - 3), "{r:?}");
+    assert_eq!(sim.counters().api("MachineTags").calls, 3, "the person's call and two of ours");
+    let r = round(&app, &lease, 2).await;
+    assert_eq!(r.added, 0, "the hour's budget is spent: {r:?}");
+
+    // Defender failing: the calls count, nothing is recorded as written, the next round redoes it.
+    sim.set_faults(defender_sim::Faults {
+        rules: vec![defender_sim::FaultRule {
+            api: Some("MachineTags".into()),
+            nth: None,
+            fraction: Some(1.0),
+            times: None,
+            effect: defender_sim::FaultEffect::Status { status: 400 },
+        }],
+        ..Default::default()
+    });
+    let r = round(&app, &lease, 300).await;
+    assert!(r.failed > 0 && r.added == 0, "{r:?}");
+    sim.set_faults(defender_sim::Faults::default());
+    let mut rounds = 0;
+    loop {
+        let r = round(&app, &lease, 300).await;
+        rounds += 1;
+        if r == Default::default() {
+            break;
+        }
+        assert!(rounds < 10 && r.failed == 0, "{r:?}");
+    }
+    for m in &machines {
+        let tags = sim_tags(&sim, m).await;
+        assert_eq!(tags.iter().filter(|t| *t == TAG).count(), 1, "{m}: {tags:?}");
+    }
+    assert_eq!(audit_count(&app, "defender.tag.add").await as usize, machines.len() - 1 + round_failures(&app).await);
+
+    // The page shows the tag as text, in the admin's field.
+    let browser = app.login_as("ada", endpoint_analytics::auth::Role::Admin).await;
+    let html = browser.get(app.url("/config/profiles")).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("<Camera>"), "markup stays text");
+    let field = attr(
+        &doc(&html),
+        &format!("form[action='/config/profiles/{profile_id}/defender-tag'] input[name=tag]"),
+        "value",
+    );
+    assert_eq!(field.as_deref(), Some(TAG));
+    // A bad tag through the page: 422 with the reason beside the profile, nothing changed.
+    let res =
+        app.post_form(&browser, &format!("/config/profiles/{profile_id}/defender-tag"), &[("tag", "a\u{7}b")]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("control characters"));
+
+    // Clearing the mapping (through the page) takes back the tags the product wrote, and only those.
+    let res = app.post_form(&browser, &format!("/config/profiles/{profile_id}/defender-tag"), &[("tag", "")]).await;
+    assert_eq!(res.status(), 303);
+    let before = sim.counters().api("MachineTags").calls;
+    let r = round(&app, &lease, 300).await;
+    assert_eq!(r.removed, machines.len() - 1, "{r:?}");
+    assert_eq!(sim.counters().api("MachineTags").calls - before, machines.len() as u64 - 1, "one call per tag");
+    assert!(sim_tags(&sim, &machines[0]).await.contains(&TAG.to_string()), "the person's tag stays");
+    for m in &machines[1..] {
+        assert!(!sim_tags(&sim, m).await.contains(&TAG.to_string()), "{m}");
+    }
+    assert_eq!(round(&app, &lease, 300).await, Default::default(), "nothing left to do");
+    assert_eq!(audit_count(&app, "defender.tag.remove").await as usize, machines.len() - 1);
+    assert_eq!(audit_count(&app, "profile.defender_tag").await, 2, "set, then cleared");
+}
+
+/// Failed calls audited (the 400 round above).
+async fn round_failures(app: &TestApp) -> usize {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::audit_log;
+    app.db
+        .run(|c| {
+            Ok(audit_log::table
+                .filter(audit_log::action.eq("defender.tag.add"))
+                .filter(audit_log::outcome.eq("failed"))
+                .count()
+                .get_result::<i64>(c)?)
+        })
+        .await
+        .unwrap() as usize
+}
+
+/// PostgreSQL: the session holding the tag writer's lease dies and a second instance takes the
+/// work over; the first, fenced out, calls Defender for nothing and records nothing.
+#[tokio::test]
+async fn a_tag_writer_that_lost_its_lease_writes_nothing() {
+    if backend() != "postgres" {
+        return;
+    }
+    let (app, sim, admin, _) = crate::defender_sync::synced(40).await;
+    let (profile_id, _, machines) = profile_with_machines(&app).await;
+    let lease = writer_lease(&app).await;
+    let path = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, _) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &path, Some(json!({"tag": "EA:Fenced"}))).await;
+    assert_eq!(status, 200);
+    let app2 = lose_leases_to_another_instance(&app).await;
+    let before = sim.counters().api("MachineTags").calls;
+    assert_eq!(round(&app, &lease, 300).await, Default::default(), "fenced out");
+    assert_eq!(sim.counters().api("MachineTags").calls, before, "no call to Defender");
+    // The second instance (its supervisor's round, or this one) writes them all, once each.
+    let lease2 = writer_lease(&app2).await;
+    while round(&app2, &lease2, 300).await != Default::default() {}
+    for m in &machines {
+        let tags = sim_tags(&sim, m).await;
+        assert_eq!(tags.iter().filter(|t| *t == "EA:Fenced").count(), 1, "{m}: {tags:?}");
+    }
 }

@@ -53,6 +53,8 @@ pub enum Api {
     RestrictCodeExecution,
     UnrestrictCodeExecution,
     CollectInvestigationPackage,
+    /// Add or Remove Tag for Machine (`tags.rs`).
+    MachineTags,
     GetPackageUri,
     /// The investigation package a GetPackageUri link points to (signed, no token).
     PackageFile,
@@ -87,6 +89,7 @@ impl Api {
             Api::RestrictCodeExecution => "RestrictCodeExecution",
             Api::UnrestrictCodeExecution => "UnrestrictCodeExecution",
             Api::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Api::MachineTags => "MachineTags",
             Api::GetPackageUri => "GetPackageUri",
             Api::PackageFile => "PackageFile",
             Api::ListAlerts => "ListAlerts",
@@ -117,6 +120,8 @@ impl Api {
             // collect-investigation-package and get-package-sas-uri (application permissions).
             Api::RestrictCodeExecution | Api::UnrestrictCodeExecution => &["Machine.RestrictExecution"],
             Api::CollectInvestigationPackage => &["Machine.CollectForensics"],
+            // The permission table of add-or-remove-machine-tags (application permission).
+            Api::MachineTags => &["Machine.ReadWrite.All"],
             Api::GetPackageUri => MACHINE_READ,
             Api::ListAlerts | Api::GetAlert | Api::MachineAlerts => ALERT_READ,
             Api::ListVulnerabilities
@@ -151,6 +156,8 @@ impl Api {
             | Api::SoftwareMachineReferences
             | Api::ExportFile
             | Api::PackageFile => (None, None),
+            // Everything else, Api::MachineTags included: "100 calls per minute and 1500 calls
+            // per hour" (add-or-remove-machine-tags and each of the others' pages).
             _ => (Some(100), Some(1500)),
         }
     }
@@ -599,6 +606,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post_resource("/machines/{id}/restrictCodeExecution", restrict))
         .service(post_resource("/machines/{id}/unrestrictCodeExecution", unrestrict))
         .service(post_resource("/machines/{id}/collectInvestigationPackage", collect_package))
+        .service(post_resource("/machines/{id}/tags", super::tags::machine_tags))
         .service(get_resource("/machineactions", list_actions))
         .service(get_resource("/machineactions/{id}", get_action))
         // The page's HTTP request writes `getPackageUri`, its example `GetPackageUri`.

@@ -18,7 +18,8 @@
 //! * `api.rs` – request pipeline (auth, roles, rate limits, faults, counters), envelopes,
 //!   paging, and the machine/action/alert/vulnerability/software routes; `views.rs` – JSON
 //!   shapes of the entities; `actions.rs` – machine action lifecycle and isolation state;
-//!   `export.rs` – the export-assessment endpoints and files; `hunting.rs` – advanced hunting.
+//!   `export.rs` – the export-assessment endpoints and files; `hunting.rs` – advanced hunting;
+//!   `tags.rs` – adding and removing one machine tag.
 //! * `odata.rs` – `$filter`/`$top`/`$skip`; `limits.rs` – rate limiter; `faults.rs` – fault
 //!   knobs and counters; `admin.rs` – the `/_sim/*` admin endpoints.
 //!
@@ -40,6 +41,7 @@ pub mod oidc;
 mod package;
 pub mod rng;
 mod support;
+mod tags;
 pub mod tenant;
 mod token;
 mod views;
@@ -326,6 +328,9 @@ pub(crate) struct SimState {
     pub users: RwLock<Vec<SimUser>>,
     /// Authorization codes not yet redeemed.
     pub codes: Mutex<HashMap<String, oidc::AuthCode>>,
+    /// Tags added (`true`) and removed through the API, in order, by machine index: applied
+    /// again to the tenant each change makes, so that a write outlives `advance`.
+    pub tag_writes: Mutex<Vec<(u32, String, bool)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,6 +347,7 @@ impl SimState {
         SimState {
             users: RwLock::new(users),
             codes: Mutex::new(HashMap::new()),
+            tag_writes: Mutex::new(Vec::new()),
             faults: Mutex::new(faults::FaultState::new(config.faults.clone())),
             config,
             tenant: RwLock::new(tenant),
@@ -366,9 +372,26 @@ impl SimState {
         let mut params = self.tenant().params.clone();
         params.changes.push(Utc::now());
         let n = params.changes.len();
-        let next = Arc::new(Tenant::generate(params));
-        *self.tenant.write().unwrap_or_else(|e| e.into_inner()) = next;
+        let mut next = Tenant::generate(params);
+        let writes = lock(&self.tag_writes);
+        for (index, tag, add) in writes.iter() {
+            next.apply_tag(*index, tag, *add);
+        }
+        *self.tenant.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         n
+    }
+    /// Adds or removes one tag of machine `index` (`tags.rs`): the tenant is replaced by a copy
+    /// with the change, so that requests already reading the tenant see it whole. Answers the
+    /// machine as it is now.
+    pub fn write_tag(&self, index: u32, tag: &str, add: bool) -> Option<tenant::Machine> {
+        let mut writes = lock(&self.tag_writes);
+        let mut current = self.tenant.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = current.copy();
+        if next.apply_tag(index, tag, add) {
+            writes.push((index, tag.to_owned(), add));
+            *current = Arc::new(next);
+        }
+        current.machines().get(index as usize).cloned()
     }
     pub fn set_faults(&self, f: Faults) {
         *lock(&self.faults) = faults::FaultState::new(f);

@@ -717,6 +717,44 @@ impl Tenant {
         tenant
     }
 
+    /// Adds or removes one tag of one machine, as "Add or Remove Tag for Machine" does
+    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/add-or-remove-machine-tags>):
+    /// one tag, never the whole list. Adding a tag the machine has, or removing one it has not,
+    /// changes nothing. Returns whether the list changed.
+    pub fn apply_tag(&mut self, index: u32, tag: &str, add: bool) -> bool {
+        let Some(m) = self.machines.get_mut(index as usize) else { return false };
+        let has = m.machine_tags.iter().position(|t| t == tag);
+        match (add, has) {
+            (true, None) => m.machine_tags.push(tag.to_owned()),
+            (false, Some(i)) => {
+                m.machine_tags.remove(i);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A copy to change (a tag write): what is derived lazily is derived again when asked.
+    pub fn copy(&self) -> Tenant {
+        Tenant {
+            params: self.params.clone(),
+            machines: self.machines.clone(),
+            vulnerabilities: self.vulnerabilities.clone(),
+            software: self.software.clone(),
+            alerts: self.alerts.clone(),
+            vuln_prefix: self.vuln_prefix.clone(),
+            alert_start: self.alert_start.clone(),
+            group_lists: self.group_lists.clone(),
+            group_bounds: self.group_bounds.clone(),
+            perm: self.perm,
+            names: self.names.clone(),
+            alert_ids: self.alert_ids.clone(),
+            vuln_ids: self.vuln_ids.clone(),
+            reverse: OnceLock::new(),
+            evolution: self.evolution.clone(),
+        }
+    }
+
     pub fn tenant_id(&self) -> &str {
         &self.params.tenant_id
     }

@@ -1654,3 +1654,74 @@ async fn large_tenant_generates_quickly() {
     println!("1,000 random row lookups in {:.2?}", t1.elapsed());
     assert!(took < Duration::from_secs(60));
 }
+
+/// "Add or Remove Tag for Machine"
+/// (<https://learn.microsoft.com/en-us/defender-endpoint/api/add-or-remove-machine-tags>): one tag
+/// per call, 200 with the updated Machine, later listings and `advance` keep it; 404 for an
+/// unknown machine, 400 for a bad body, 403 without `Machine.ReadWrite.All`, 429 after 100 calls
+/// in a minute.
+#[tokio::test]
+async fn machine_tags_are_added_and_removed_one_at_a_time() {
+    let sim = start(12).await;
+    let tok = token(&sim).await;
+    let m = sim.tenant().machines()[0].clone();
+    let path = format!("/api/machines/{}/tags", m.id);
+
+    let r = post(&sim, &tok, &path, json!({"Value": "EA:IP-Camera", "Action": "Add"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["id"], m.id.as_str());
+    assert!(r.body["@odata.context"].as_str().unwrap().ends_with("#Machines/$entity"), "{}", r.text);
+    let tags: Vec<String> = serde_json::from_value(r.body["machineTags"].clone()).unwrap();
+    let mut expected = m.machine_tags.clone();
+    expected.push("EA:IP-Camera".into());
+    assert_eq!(tags, expected, "added to the list, nothing else changed");
+    // Adding it again changes nothing.
+    let again = post(&sim, &tok, &path, json!({"Value": "EA:IP-Camera", "Action": "Add"})).await;
+    assert_eq!(again.body["machineTags"], r.body["machineTags"]);
+    // Later listings carry it, filters find it, and it outlives a change of the tenant.
+    let listed = get(&sim, &tok, &format!("/api/machines/{}", m.id)).await;
+    assert_eq!(listed.body["machineTags"], r.body["machineTags"]);
+    let filtered = get(&sim, &tok, "/api/machines?$filter=machineTags/any(t:%20t%20eq%20'EA:IP-Camera')").await;
+    assert_eq!(filtered.status, 200, "{}", filtered.text);
+    let ids: Vec<&str> = filtered.body["value"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [m.id.as_str()]);
+    sim.advance();
+    let after = get(&sim, &tok, &format!("/api/machines/{}", m.id)).await;
+    assert!(after.body["machineTags"].as_array().unwrap().iter().any(|t| t == "EA:IP-Camera"), "{}", after.text);
+
+    // Remove takes away that one tag only.
+    let r = post(&sim, &tok, &path, json!({"Value": "EA:IP-Camera", "Action": "Remove"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let tags: Vec<String> = serde_json::from_value(r.body["machineTags"].clone()).unwrap();
+    assert!(!tags.contains(&"EA:IP-Camera".to_string()));
+    for t in &m.machine_tags {
+        assert!(tags.contains(t), "{t} was not touched");
+    }
+
+    // Errors: unknown machine, bad bodies (keys are case-sensitive), wrong role.
+    let unknown = format!("/api/machines/{}/tags", "0".repeat(40));
+    assert_error(&post(&sim, &tok, &unknown, json!({"Value": "x", "Action": "Add"})).await, 404, "ResourceNotFound");
+    assert_error(&post(&sim, &tok, &path, json!({"Value": "x", "Action": "Replace"})).await, 400, "InvalidRequestBody");
+    assert_error(
+        &post(&sim, &tok, &path, json!({"value": "x", "action": "Add"})).await,
+        400,
+        "MissingRequiredParameter",
+    );
+    assert_error(&post(&sim, &tok, &path, json!({"Value": " ", "Action": "Add"})).await, 400, "InvalidRequestBody");
+    assert_error(&post(&sim, &tok, &path, json!(["EA"])).await, 400, "InvalidRequestBody");
+    sim.add_client(ClientSpec::new("bbbbbbbb-0000-0000-0000-000000000077", "x").with_roles(&["Machine.Read.All"]));
+    let r = token_for(&sim, "bbbbbbbb-0000-0000-0000-000000000077", "x", MDE_SCOPE).await;
+    let read_only = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    assert_error(&post(&sim, &read_only, &path, json!({"Value": "x", "Action": "Add"})).await, 403, "Forbidden");
+
+    // 100 calls a minute (the calls above count too), then 429 with Retry-After.
+    sim.reset();
+    for i in 0..100 {
+        let r = post(&sim, &tok, &path, json!({"Value": format!("t{i}"), "Action": "Add"})).await;
+        assert_eq!(r.status, 200, "call {i}: {}", r.text);
+    }
+    let r = post(&sim, &tok, &path, json!({"Value": "one-too-many", "Action": "Add"})).await;
+    assert_error(&r, 429, "TooManyRequests");
+    assert!(r.headers.contains_key("retry-after"));
+    sim.stop().await;
+}

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod coverage;
 pub mod defender_machines;
 pub mod defender_sync_staging;
+pub mod defender_tags;
 pub mod destinations;
 pub mod endpoint_list;
 pub mod endpoints;

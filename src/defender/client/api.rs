@@ -16,6 +16,8 @@ pub enum Api {
     RestrictCodeExecution,
     UnrestrictCodeExecution,
     CollectInvestigationPackage,
+    /// Add or Remove Tag for Machine.
+    MachineTags,
     GetPackageUri,
     ListAlerts,
     ListVulnerabilities,
@@ -47,6 +49,7 @@ impl Api {
             Api::RestrictCodeExecution => "RestrictCodeExecution",
             Api::UnrestrictCodeExecution => "UnrestrictCodeExecution",
             Api::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Api::MachineTags => "MachineTags",
             Api::GetPackageUri => "GetPackageUri",
             Api::ListAlerts => "ListAlerts",
             Api::ListVulnerabilities => "ListVulnerabilities",
@@ -76,6 +79,9 @@ impl Api {
             // .../unrestrict-code-execution and .../collect-investigation-package.
             Api::RestrictCodeExecution | Api::UnrestrictCodeExecution => &["Machine.RestrictExecution"],
             Api::CollectInvestigationPackage => &["Machine.CollectForensics"],
+            // https://learn.microsoft.com/en-us/defender-endpoint/api/add-or-remove-machine-tags
+            // (application permission).
+            Api::MachineTags => &["Machine.ReadWrite.All"],
             Api::ListAlerts => &["Alert.Read.All", "Alert.ReadWrite.All"],
             Api::ListVulnerabilities
             | Api::MachineVulnerabilities

@@ -92,7 +92,8 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         label: "Machine.ReadWrite.All",
         accepted: &["Machine.ReadWrite.All"],
-        used_for: "isolation state (sync: Microsoft's page for the machine-actions listing names only this permission)",
+        used_for: "isolation state (sync: Microsoft's page for the machine-actions listing names only this permission), \
+                   and the tags the product writes (profiles' tags, rules' tags)",
         required: true,
     },
     Permission {

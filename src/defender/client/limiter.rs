@@ -43,6 +43,8 @@ pub fn documented_limit(api: Api) -> RateLimit {
         // Not an API call budget: Entra's token endpoint has no documented per-app limit,
         // but we never need more than a handful of tokens.
         Api::Token => RateLimit::new(60, 1500),
+        // Api::MachineTags: "100 calls per minute and 1500 calls per hour"
+        // (https://learn.microsoft.com/en-us/defender-endpoint/api/add-or-remove-machine-tags).
         _ => RateLimit::new(100, 1500),
     }
 }

@@ -1,5 +1,6 @@
 //! Machine actions: isolate, release, scan, restrict and unrestrict app execution, collect an
-//! investigation package and get its download link, and reading actions back.
+//! investigation package and get its download link, reading actions back, and adding or
+//! removing one machine tag.
 
 use super::*;
 
@@ -184,6 +185,30 @@ impl DefenderClient {
             return Err(bad());
         }
         Ok(link)
+    }
+
+    /// `POST /api/machines/{id}/tags` `{Value, Action: "Add"}`: adds one tag, leaving the
+    /// machine's other tags as they are
+    /// (<https://learn.microsoft.com/en-us/defender-endpoint/api/add-or-remove-machine-tags>).
+    /// Answers the machine's tags after the call. Adding a tag twice changes nothing, so the call
+    /// is retried like a read (5xx, timeouts, 429).
+    pub async fn add_machine_tag(&self, machine_id: &str, tag: &str) -> Result<Vec<String>, DefenderError> {
+        self.machine_tag(machine_id, tag, "Add").await
+    }
+
+    /// `POST /api/machines/{id}/tags` `{Value, Action: "Remove"}`: removes that one tag.
+    pub async fn remove_machine_tag(&self, machine_id: &str, tag: &str) -> Result<Vec<String>, DefenderError> {
+        self.machine_tag(machine_id, tag, "Remove").await
+    }
+
+    async fn machine_tag(&self, machine_id: &str, tag: &str, action: &str) -> Result<Vec<String>, DefenderError> {
+        let id = check_machine_id(machine_id)?;
+        let tag = crate::domain::tag::check(tag).map_err(DefenderError::InvalidArgument)?;
+        let url = self.inner.target.api_url(&format!("/api/machines/{id}/tags"), "")?;
+        let body = serde_json::json!({"Value": tag, "Action": action});
+        let a = self.request(Api::MachineTags, Method::POST, url, Some(&body), true).await?;
+        let machine: Machine = decode_entity(Api::MachineTags, &a.body)?;
+        Ok(machine.machine_tags)
     }
 
     /// `GET /api/machineactions/{id}` (the id must be a GUID).

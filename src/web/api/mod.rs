@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod integrations;
 pub mod observations;
 pub mod openapi;
+pub mod profiles;
 pub mod risk;
 pub mod rules;
 

@@ -1,4 +1,5 @@
-//! Configuration pages: integrations, and profiles (enable/disable, rules, full re-model).
+//! Configuration pages: integrations, and profiles (enable/disable, rules, full re-model, the
+//! Defender tag each profile's machines get).
 
 use std::collections::HashMap;
 
@@ -43,6 +44,11 @@ pub struct ProfileView {
     pub endpoints: i64,
     pub risky: Option<String>,
     pub rules: Vec<String>,
+    /// The Defender tag the product writes to the profile's machines (`defender::tags`).
+    pub defender_tag: Option<String>,
+    /// What the tag field holds: the tag, or what was typed when it was refused, and why.
+    pub tag_value: String,
+    pub tag_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -62,6 +68,16 @@ struct RemodelProgress {
 }
 
 pub async fn profiles(user: AnyUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    profiles_page(user, &state, None).await
+}
+
+async fn profiles_page(
+    user: AnyUser,
+    state: &AppState,
+    tag_error: Option<(i64, String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let tags: HashMap<String, String> =
+        crate::defender::tags::mappings(&state.db).await?.into_iter().map(|m| (m.profile, m.tag)).collect();
     let (rows, counts, stale, job) = state
         .db
         .run(|c| {
@@ -83,10 +99,19 @@ pub async fn profiles(user: AnyUser, state: web::Data<AppState>) -> Result<HttpR
                 endpoints: counts.get(&row.name).copied().unwrap_or(0),
                 risky: def.and_then(|d| d.risky.clone()),
                 rules: def.map(|d| d.rules.iter().map(|r| r.description.clone()).collect()).unwrap_or_default(),
+                defender_tag: tags.get(&row.name).cloned(),
+                tag_value: tags.get(&row.name).cloned().unwrap_or_default(),
+                tag_error: None,
                 row,
             }
         })
         .collect();
+    if let Some((id, typed, why)) = tag_error
+        && let Some(v) = views.iter_mut().find(|v| v.row.id == id)
+    {
+        v.tag_value = typed;
+        v.tag_error = Some(why);
+    }
     views.sort_by(|a, b| {
         (&a.row.owner, &a.row.category, &a.row.name).cmp(&(&b.row.owner, &b.row.category, &b.row.name))
     });
@@ -97,6 +122,34 @@ pub async fn profiles(user: AnyUser, state: web::Data<AppState>) -> Result<HttpR
         stale,
         job,
     })
+}
+
+#[derive(Deserialize)]
+pub struct DefenderTagForm {
+    /// The tag; empty removes the mapping.
+    #[serde(default)]
+    tag: String,
+}
+
+/// Maps a profile to the Defender tag its machines get (admins), or removes the mapping (an
+/// empty tag); a refused tag shows the page again with the reason beside the profile.
+pub async fn set_defender_tag(
+    user: AdminUser,
+    state: web::Data<AppState>,
+    id: Input<web::Path<i64>>,
+    form: Input<web::Form<DefenderTagForm>>,
+) -> Result<HttpResponse, AppError> {
+    let id = input(id)?.into_inner();
+    let tag = input(form)?.into_inner().tag;
+    match crate::defender::tags::set_mapping(&state.db, id, Some(&tag), &user.username).await? {
+        Ok(_) => Ok(HttpResponse::SeeOther().insert_header(("Location", "/config/profiles")).finish()),
+        Err(crate::defender::tags::Refused::NoSuchProfile) => Err(AppError::NotFound),
+        Err(why) => {
+            let mut page = profiles_page(AnyUser(user.0.clone()), &state, Some((id, tag, why.to_string()))).await?;
+            *page.status_mut() = actix_web::http::StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(page)
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -30,22 +30,25 @@ pub struct FormValues {
     not_seen_days: String,
     tag: String,
     action: String,
+    /// The tag the `add_tag` action adds.
+    add_tag: String,
     requires_approval: bool,
     cooldown_minutes: String,
 }
 
 /// The form's action choices: (value, label).
-const ACTIONS: [(&str, &str); 6] = [
+const ACTIONS: [(&str, &str); 7] = [
     ("send_event", "Send a rule.matched event to the destinations that take it"),
     ("scan_quick", "Run a Quick antivirus scan"),
     ("scan_full", "Run a Full antivirus scan"),
     ("isolate_full", "Isolate (Full)"),
     ("isolate_selective", "Isolate (Selective)"),
     ("restrict_app_execution", "Restrict app execution"),
+    ("add_tag", "Add a Defender tag (below)"),
 ];
 
 /// The action a choice of the form stands for.
-fn action_of(value: &str) -> Option<RuleAction> {
+fn action_of(value: &str, add_tag: &str) -> Option<RuleAction> {
     Some(match value {
         "send_event" => RuleAction::SendEvent,
         "scan_quick" => RuleAction::RunScan { scope: "Quick".into() },
@@ -53,6 +56,7 @@ fn action_of(value: &str) -> Option<RuleAction> {
         "isolate_full" => RuleAction::Isolate { scope: "Full".into() },
         "isolate_selective" => RuleAction::Isolate { scope: "Selective".into() },
         "restrict_app_execution" => RuleAction::RestrictAppExecution,
+        "add_tag" => RuleAction::AddTag { tag: add_tag.trim().to_owned() },
         _ => return None,
     })
 }
@@ -79,6 +83,7 @@ impl FormValues {
                 "not_seen_days" => v.not_seen_days = value,
                 "tag" => v.tag = value,
                 "action" => v.action = value,
+                "add_tag" => v.add_tag = value,
                 "requires_approval" => v.requires_approval = true,
                 "cooldown_minutes" => v.cooldown_minutes = value,
                 _ => {}
@@ -110,6 +115,10 @@ impl FormValues {
         // Rules stored before conditions were kept canonical may differ in case or spaces.
         let c = &r.condition.check().map(|c| c.canonical()).unwrap_or_else(|_| r.condition.clone());
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let add_tag = match &r.action {
+            RuleAction::AddTag { tag } => tag.clone(),
+            _ => String::new(),
+        };
         FormValues {
             editing: Some(r.rule.id),
             name: r.rule.name.clone(),
@@ -124,16 +133,18 @@ impl FormValues {
             action: ACTIONS
                 .iter()
                 .map(|(v, _)| *v)
-                .find(|v| action_of(v).as_ref() == Some(&r.action))
+                .find(|v| action_of(v, &add_tag).as_ref() == Some(&r.action))
                 .unwrap_or_default()
                 .to_owned(),
+            add_tag,
             requires_approval: r.rule.requires_approval,
             cooldown_minutes: r.rule.cooldown_minutes.to_string(),
         }
     }
 
     fn input(&self) -> Result<RuleInput, String> {
-        let action = action_of(&self.action).ok_or_else(|| format!("Unknown action {:?}.", self.action))?;
+        let action =
+            action_of(&self.action, &self.add_tag).ok_or_else(|| format!("Unknown action {:?}.", self.action))?;
         let cooldown_minutes =
             self.cooldown_minutes.trim().parse().map_err(|_| "Cooldown: a number of minutes.".to_owned())?;
         Ok(RuleInput {
@@ -155,7 +166,7 @@ struct ListPage {
     form: FormValues,
     error: Option<String>,
     notice: Option<String>,
-    actions: [(&'static str, &'static str); 6],
+    actions: [(&'static str, &'static str); 7],
     levels: [&'static str; 4],
     coverages: [(&'static str, &'static str); 4],
 }

@@ -54,7 +54,7 @@ pub struct RowEvent {
 }
 
 /// What the changes so far did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Evolution {
     /// The rows, as they stand now, of the machines whose rows a change touched (by vuln).
     pub rows: HashMap<u32, Vec<Row>>,

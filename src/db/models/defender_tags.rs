@@ -1,0 +1,158 @@
+//! Tags the product writes to Defender (issue 22, tags both ways): which profile maps to which
+//! tag, which tags the product added to which machine (only those it ever removes), and each
+//! call to Defender's tag API (the hourly budget).
+
+use std::collections::HashSet;
+
+use diesel::prelude::*;
+
+use crate::db::schema::{
+    defender_machine_tags, defender_machines, defender_tag_calls, defender_tags_written, endpoints,
+    profile_defender_tags,
+};
+use crate::db::{AnyConnection, now};
+
+/// Where a written tag came from.
+pub mod source {
+    /// A profile's mapping: removed again when the endpoint leaves the profile or the mapping goes.
+    pub const PROFILE: &str = "profile";
+    /// A response rule's "add a Defender tag": kept.
+    pub const RULE: &str = "rule";
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = profile_defender_tags)]
+pub struct Mapping {
+    pub profile: String,
+    pub tag: String,
+    pub updated_by: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = defender_tags_written)]
+pub struct Written {
+    pub machine_id: String,
+    pub tag: String,
+    pub source: String,
+    pub written_by: String,
+    pub written_at: i64,
+}
+
+pub fn mappings(conn: &mut AnyConnection) -> QueryResult<Vec<Mapping>> {
+    profile_defender_tags::table.order(profile_defender_tags::profile).select(Mapping::as_select()).load(conn)
+}
+
+pub fn mapping(conn: &mut AnyConnection, profile: &str) -> QueryResult<Option<Mapping>> {
+    profile_defender_tags::table.find(profile).select(Mapping::as_select()).first(conn).optional()
+}
+
+/// Maps `profile` to `tag` (replacing its earlier tag). Run in the caller's transaction.
+pub fn set_mapping(conn: &mut AnyConnection, profile: &str, tag: &str, by: &str) -> QueryResult<()> {
+    diesel::delete(profile_defender_tags::table.find(profile)).execute(conn)?;
+    diesel::insert_into(profile_defender_tags::table)
+        .values((
+            profile_defender_tags::profile.eq(profile),
+            profile_defender_tags::tag.eq(tag),
+            profile_defender_tags::updated_by.eq(by),
+            profile_defender_tags::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Removes `profile`'s mapping; how many there were (0 or 1).
+pub fn remove_mapping(conn: &mut AnyConnection, profile: &str) -> QueryResult<usize> {
+    diesel::delete(profile_defender_tags::table.find(profile)).execute(conn)
+}
+
+/// The live (not stale) Defender machines of the endpoints that have `profile`.
+pub fn machines_of_profile(conn: &mut AnyConnection, profile: &str) -> QueryResult<Vec<String>> {
+    defender_machines::table
+        .inner_join(endpoints::table)
+        .filter(endpoints::profile.eq(profile))
+        .filter(defender_machines::stale.eq(false))
+        .select(defender_machines::machine_id)
+        .order(defender_machines::machine_id)
+        .load(conn)
+}
+
+/// The machines that carried `tag` at the last sync.
+pub fn synced_with_tag(conn: &mut AnyConnection, tag: &str) -> QueryResult<HashSet<String>> {
+    let ids: Vec<String> = defender_machine_tags::table
+        .filter(defender_machine_tags::tag.eq(tag))
+        .select(defender_machine_tags::machine_id)
+        .load(conn)?;
+    Ok(ids.into_iter().collect())
+}
+
+/// Whether `machine_id` carried `tag` at the last sync.
+pub fn synced_has(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(defender_machine_tags::table.find((machine_id, tag)))).get_result(conn)
+}
+
+/// What the product wrote, oldest first (`source` one of [`source`], or all).
+pub fn written(conn: &mut AnyConnection, from: Option<&str>) -> QueryResult<Vec<Written>> {
+    let mut q = defender_tags_written::table.select(Written::as_select()).into_boxed();
+    if let Some(s) = from {
+        q = q.filter(defender_tags_written::source.eq(s.to_owned()));
+    }
+    q.order((defender_tags_written::written_at, defender_tags_written::machine_id, defender_tags_written::tag))
+        .load(conn)
+}
+
+pub fn find_written(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> QueryResult<Option<Written>> {
+    defender_tags_written::table.find((machine_id, tag)).select(Written::as_select()).first(conn).optional()
+}
+
+/// Records that the product added `tag` to `machine_id` (kept as first recorded when it was
+/// already).
+pub fn record_written(conn: &mut AnyConnection, machine_id: &str, tag: &str, from: &str, by: &str) -> QueryResult<()> {
+    if find_written(conn, machine_id, tag)?.is_some() {
+        return Ok(());
+    }
+    diesel::insert_into(defender_tags_written::table)
+        .values((
+            defender_tags_written::machine_id.eq(machine_id),
+            defender_tags_written::tag.eq(tag),
+            defender_tags_written::source.eq(from),
+            defender_tags_written::written_by.eq(by),
+            defender_tags_written::written_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn forget_written(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> QueryResult<usize> {
+    diesel::delete(defender_tags_written::table.find((machine_id, tag))).execute(conn)
+}
+
+/// Records one call to Defender's tag API (`action` Add or Remove) and how it ended.
+pub fn record_call(
+    conn: &mut AnyConnection,
+    machine_id: &str,
+    tag: &str,
+    action: &str,
+    outcome: &str,
+) -> QueryResult<()> {
+    diesel::insert_into(defender_tag_calls::table)
+        .values((
+            defender_tag_calls::machine_id.eq(machine_id),
+            defender_tag_calls::tag.eq(tag),
+            defender_tag_calls::action.eq(action),
+            defender_tag_calls::outcome.eq(outcome),
+            defender_tag_calls::at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Calls made since `since` (Unix seconds).
+pub fn calls_since(conn: &mut AnyConnection, since: i64) -> QueryResult<i64> {
+    defender_tag_calls::table.filter(defender_tag_calls::at.ge(since)).count().get_result(conn)
+}
+
+/// Forgets the calls before `before`: only the last hour's count.
+pub fn prune_calls(conn: &mut AnyConnection, before: i64) -> QueryResult<usize> {
+    diesel::delete(defender_tag_calls::table.filter(defender_tag_calls::at.lt(before))).execute(conn)
+}

@@ -1,0 +1,411 @@
+//! Tags the product writes to Defender (issue 22, tags both ways): an admin maps a profile to a
+//! tag (every live Defender machine whose endpoint has the profile gets it), and a response rule
+//! can add a tag to the machine it met. Both go through Microsoft's "Add or Remove Tag for
+//! Machine" (<https://learn.microsoft.com/en-us/defender-endpoint/api/add-or-remove-machine-tags>):
+//! one tag per call, never the whole list, so a machine's other tags are never touched.
+//!
+//! * **What is there** is what the last sync imported (`defender_machine_tags`) and what the
+//!   product wrote since (`defender_tags_written`). A tag already there is not added, and not
+//!   recorded, so it is never removed: the product removes only tags it wrote itself, from a
+//!   profile's mapping, when the endpoint left the profile or the mapping went. Tags a rule added
+//!   stay.
+//! * **Budget:** Defender allows 100 calls a minute and 1,500 an hour; the product makes at most
+//!   `defender_tag_writes_per_hour` (300 by default) and [`PER_ROUND`] per supervisor round
+//!   (15 s: 80 a minute at most), counting every call, answered or not.
+//! * **Nothing is lost:** what a round could not do (budget, Defender failing) the next round
+//!   computes again; adding a tag twice or removing one that is gone changes nothing at
+//!   Defender, so a repeat after a crash is harmless.
+//! * One instance at a time (lease `defender-tags`): each call is recorded, with its audit
+//!   entry, only while the lease is still this instance's (fenced on PostgreSQL).
+
+use std::collections::HashSet;
+
+use super::service::DefenderService;
+use crate::db::Db;
+use crate::db::lease::Fence;
+use crate::db::models::defender_tags::{self as store, source};
+use crate::db::models::{audit, defender_machines, profiles};
+use crate::db::now;
+
+/// Calls one round makes at most.
+pub const PER_ROUND: i64 = 20;
+
+/// Why a mapping was not changed: what the admin can correct.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Invalid(String),
+    NoSuchProfile,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Invalid(why) => f.write_str(why),
+            Refused::NoSuchProfile => f.write_str("There is no such profile."),
+        }
+    }
+}
+
+/// A profile's mapping as pages and the API show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProfileTag {
+    pub profile_id: i64,
+    pub profile: String,
+    pub tag: String,
+    pub updated_by: String,
+    pub updated_at: i64,
+}
+
+/// Every mapping, by profile name.
+pub async fn mappings(db: &Db) -> anyhow::Result<Vec<ProfileTag>> {
+    db.run(|c| {
+        let ids: std::collections::HashMap<String, i64> =
+            profiles::all(c)?.into_iter().map(|p| (p.name, p.id)).collect();
+        Ok(store::mappings(c)?
+            .into_iter()
+            .map(|m| ProfileTag {
+                profile_id: ids.get(&m.profile).copied().unwrap_or(0),
+                profile: m.profile,
+                tag: m.tag,
+                updated_by: m.updated_by,
+                updated_at: m.updated_at,
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Maps profile `profile_id` to `tag`, or removes its mapping (`tag` empty or `None`), as `by`
+/// (an admin), with its audit entry. The writer does the rest in the background.
+pub async fn set_mapping(
+    db: &Db,
+    profile_id: i64,
+    tag: Option<&str>,
+    by: &str,
+) -> anyhow::Result<Result<Option<ProfileTag>, Refused>> {
+    let tag = match tag.map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => match crate::domain::tag::check(t) {
+            Ok(t) => Some(t),
+            Err(why) => return Ok(Err(Refused::Invalid(why))),
+        },
+    };
+    let by = by.to_owned();
+    db.run(move |c| {
+        c.write_transaction(|c| {
+            let Some(profile) = profiles::find(c, profile_id)? else { return Ok(Err(Refused::NoSuchProfile)) };
+            let before = store::mapping(c, &profile.name)?.map(|m| m.tag);
+            match &tag {
+                Some(t) => {
+                    store::set_mapping(c, &profile.name, t, &by)?;
+                    audit::entry(&by, "profile.defender_tag")
+                        .target(&profile.name)
+                        .details(&match &before {
+                            Some(b) if b != t => format!("Defender tag {t} (was {b})"),
+                            _ => format!("Defender tag {t}"),
+                        })
+                        .record(c)?;
+                }
+                None => {
+                    if store::remove_mapping(c, &profile.name)? > 0 {
+                        audit::entry(&by, "profile.defender_tag")
+                            .target(&profile.name)
+                            .details(&format!(
+                                "no Defender tag (was {}): the tags it wrote are removed",
+                                before.unwrap_or_default()
+                            ))
+                            .record(c)?;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(Ok(store::mapping(c, &profile.name)?.map(|m| ProfileTag {
+                profile_id,
+                profile: m.profile,
+                tag: m.tag,
+                updated_by: m.updated_by,
+                updated_at: m.updated_at,
+            })))
+        })
+    })
+    .await
+}
+
+/// One call to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Write {
+    machine_id: String,
+    tag: String,
+    add: bool,
+    /// For the audit: the profile the tag is for (adds).
+    why: String,
+}
+
+/// What the mappings want that is not there, and what the product wrote that they no longer
+/// want, adds first.
+fn plan(c: &mut crate::db::AnyConnection) -> anyhow::Result<Vec<Write>> {
+    let mut writes = Vec::new();
+    let mut wanted: HashSet<(String, String)> = HashSet::new();
+    let written: HashSet<(String, String)> =
+        store::written(c, None)?.into_iter().map(|w| (w.machine_id, w.tag)).collect();
+    for m in store::mappings(c)? {
+        let synced = store::synced_with_tag(c, &m.tag)?;
+        for machine_id in store::machines_of_profile(c, &m.profile)? {
+            let key = (machine_id, m.tag.clone());
+            if !synced.contains(&key.0) && !written.contains(&key) && !wanted.contains(&key) {
+                writes.push(Write {
+                    machine_id: key.0.clone(),
+                    tag: key.1.clone(),
+                    add: true,
+                    why: format!("profile {}", m.profile),
+                });
+            }
+            wanted.insert(key);
+        }
+    }
+    for w in store::written(c, Some(source::PROFILE))? {
+        if !wanted.contains(&(w.machine_id.clone(), w.tag.clone())) {
+            writes.push(Write {
+                machine_id: w.machine_id,
+                tag: w.tag,
+                add: false,
+                why: "its endpoint left the profile, or the profile's mapping changed".into(),
+            });
+        }
+    }
+    Ok(writes)
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub added: usize,
+    pub removed: usize,
+    pub failed: usize,
+    /// Left for a later round by the budget.
+    pub waiting: usize,
+}
+
+/// Calls left in the hour.
+fn budget(c: &mut crate::db::AnyConnection, per_hour: i64) -> anyhow::Result<i64> {
+    Ok((per_hour - store::calls_since(c, now() - 3600)?).max(0))
+}
+
+/// Brings Defender's tags in line with the mappings, within the budget. Run by one instance at
+/// a time ([`Writer::run_once`]).
+pub async fn write_round(
+    db: &Db,
+    defender: &DefenderService,
+    per_hour: i64,
+    fence: Option<Fence>,
+) -> anyhow::Result<Round> {
+    let planned = db
+        .run(move |c| {
+            // Planned only while the lease is this instance's: one that lost it calls nothing.
+            if !crate::db::lease::hold_fence(c, fence)? {
+                return Ok(None);
+            }
+            store::prune_calls(c, now() - 2 * 3600)?;
+            Ok(Some((plan(c)?, budget(c, per_hour)?)))
+        })
+        .await?;
+    let mut round = Round::default();
+    let Some((writes, left)) = planned else { return Ok(round) };
+    if writes.is_empty() {
+        return Ok(round);
+    }
+    let allowed = left.clamp(0, PER_ROUND) as usize;
+    round.waiting = writes.len().saturating_sub(allowed);
+    let client = match defender.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "Defender tags wait: no client");
+            round.waiting = writes.len();
+            return Ok(round);
+        }
+    };
+    for w in writes.into_iter().take(allowed) {
+        let answer = if w.add {
+            client.add_machine_tag(&w.machine_id, &w.tag).await
+        } else {
+            client.remove_machine_tag(&w.machine_id, &w.tag).await
+        };
+        let ok = match &answer {
+            Ok(_) => true,
+            // The machine is gone from Defender: nothing to remove there any more.
+            Err(super::DefenderError::NotFound) => !w.add,
+            Err(_) => false,
+        };
+        let outcome = match &answer {
+            Ok(_) => "done".to_owned(),
+            Err(e) => format!("failed: {}", e.plain_words()),
+        };
+        let w2 = w.clone();
+        let recorded = db
+            .run(move |c| {
+                c.write_transaction(|c| {
+                    if !crate::db::lease::hold_fence(c, fence)? {
+                        return Ok(false);
+                    }
+                    let action = if w2.add { "Add" } else { "Remove" };
+                    store::record_call(c, &w2.machine_id, &w2.tag, action, &outcome)?;
+                    if ok {
+                        if w2.add {
+                            store::record_written(c, &w2.machine_id, &w2.tag, source::PROFILE, "system")?;
+                        } else {
+                            store::forget_written(c, &w2.machine_id, &w2.tag)?;
+                        }
+                    }
+                    let host = defender_machines::find(c, &w2.machine_id)?
+                        .map(|m| m.computer_dns_name)
+                        .unwrap_or_else(|| w2.machine_id.clone());
+                    audit::entry("system", if w2.add { "defender.tag.add" } else { "defender.tag.remove" })
+                        .target(&host)
+                        .outcome(if ok { "success" } else { "failed" })
+                        .details(&format!("tag {} ({}): {outcome}", w2.tag, w2.why))
+                        .record(c)?;
+                    Ok::<_, anyhow::Error>(true)
+                })
+            })
+            .await?;
+        if !recorded {
+            // Another instance holds the work now; it will find what is left.
+            break;
+        }
+        match (ok, w.add) {
+            (true, true) => round.added += 1,
+            (true, false) => round.removed += 1,
+            (false, _) => round.failed += 1,
+        }
+    }
+    Ok(round)
+}
+
+/// How adding a rule's tag ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleTag {
+    /// Added now, or the machine carried it already.
+    Done(String),
+    /// The hour's budget is spent: try again later.
+    Later,
+    /// Defender failed in a way that may pass (throttled, unreachable, 5xx): try again later.
+    Retry(String),
+    /// Will not work as it is (no live Defender machine, refused by Defender).
+    Refused(String),
+}
+
+/// Adds `tag` to the live Defender machine of `endpoint_id` for a response rule (`caller`),
+/// within the same budget as the profiles' tags, with its audit entry. The tag is recorded as
+/// written by a rule: the profiles' writer never removes it.
+pub async fn add_for_rule(
+    db: &Db,
+    defender: &DefenderService,
+    endpoint_id: i64,
+    tag: &str,
+    caller: &str,
+    per_hour: i64,
+) -> anyhow::Result<RuleTag> {
+    let tag = match crate::domain::tag::check(tag) {
+        Ok(t) => t,
+        Err(why) => return Ok(RuleTag::Refused(why)),
+    };
+    let t = tag.clone();
+    let (machine, there, left) = db
+        .run(move |c| {
+            let m = defender_machines::of_endpoint(c, endpoint_id)?.filter(|m| !m.stale);
+            let there = match &m {
+                Some(m) => {
+                    store::synced_has(c, &m.machine_id, &t)? || store::find_written(c, &m.machine_id, &t)?.is_some()
+                }
+                None => false,
+            };
+            Ok((m, there, budget(c, per_hour)?))
+        })
+        .await?;
+    let Some(machine) = machine else {
+        return Ok(RuleTag::Refused("The endpoint is not a live Microsoft Defender machine.".into()));
+    };
+    if there {
+        return Ok(RuleTag::Done(format!("{} already carries the tag {tag}", machine.computer_dns_name)));
+    }
+    if left <= 0 {
+        return Ok(RuleTag::Later);
+    }
+    let client = match defender.client().await {
+        Ok(c) => c,
+        Err(e) => return Ok(RuleTag::Retry(e.to_string())),
+    };
+    let answer = client.add_machine_tag(&machine.machine_id, &tag).await;
+    let outcome = match &answer {
+        Ok(_) => "done".to_owned(),
+        Err(e) => format!("failed: {}", e.plain_words()),
+    };
+    let (id, host, t, who, o, ok) = (
+        machine.machine_id.clone(),
+        machine.computer_dns_name.clone(),
+        tag.clone(),
+        caller.to_owned(),
+        outcome.clone(),
+        answer.is_ok(),
+    );
+    db.run(move |c| {
+        c.write_transaction(|c| {
+            store::record_call(c, &id, &t, "Add", &o)?;
+            if ok {
+                store::record_written(c, &id, &t, source::RULE, &who)?;
+            }
+            audit::entry(&who, "defender.tag.add")
+                .target(&host)
+                .outcome(if ok { "success" } else { "failed" })
+                .details(&format!("tag {t}: {o}"))
+                .record(c)?;
+            Ok::<_, anyhow::Error>(())
+        })
+    })
+    .await?;
+    Ok(match answer {
+        Ok(_) => RuleTag::Done(format!("tag {tag} added to {}", machine.computer_dns_name)),
+        Err(e) if e.is_transient() => RuleTag::Retry(e.plain_words()),
+        Err(e) => RuleTag::Refused(format!("Defender refused the tag: {}", e.plain_words())),
+    })
+}
+
+/// Runs the profiles' tag writing every supervisor round (`crate::jobs`), one instance at a
+/// time (lease `defender-tags`).
+#[derive(Clone)]
+pub struct Writer {
+    pub db: Db,
+    pub defender: DefenderService,
+    pub per_hour: i64,
+}
+
+impl Writer {
+    pub async fn run_once(&self) -> Option<Round> {
+        match self.db.try_lease(crate::db::lease::DEFENDER_TAGS).await {
+            Ok(Some(lease)) => match write_round(&self.db, &self.defender, self.per_hour, lease.fence()).await {
+                Ok(r) => {
+                    if r.added + r.removed + r.failed > 0 {
+                        tracing::info!(
+                            added = r.added,
+                            removed = r.removed,
+                            failed = r.failed,
+                            waiting = r.waiting,
+                            "Defender tags written"
+                        );
+                    } else if r.waiting > 0 {
+                        tracing::debug!(waiting = r.waiting, "Defender tags wait for room or for the integration");
+                    }
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not write the profiles' Defender tags");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the defender-tags lease");
+                None
+            }
+        }
+    }
+}
