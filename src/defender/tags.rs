@@ -12,9 +12,15 @@
 //! * **Budget:** Defender allows 100 calls a minute and 1,500 an hour; the product makes at most
 //!   `defender_tag_writes_per_hour` (300 by default) and [`PER_ROUND`] per supervisor round
 //!   (15 s: 80 a minute at most), counting every call, answered or not.
-//! * **Nothing is lost:** what a round could not do (budget, Defender failing) the next round
+//! * **Nothing is lost:** what a round could not do (budget, Defender failing) a later round
 //!   computes again; adding a tag twice or removing one that is gone changes nothing at
 //!   Defender, so a repeat after a crash is harmless.
+//! * **Failing calls back off**, so that one machine Defender keeps refusing (gone since the
+//!   last sync, past its retention, a device that cannot be tagged) does not spend the budget
+//!   of every other write: a (machine, tag, action) that failed waits [`BACKOFF_FIRST`], doubled
+//!   at each failure up to [`BACKOFF_MAX`]. A failure that every call would meet (sign-in,
+//!   permission, throttling, Defender down) stops the round, and no round starts for
+//!   [`AFTER_STOP`].
 //! * One instance at a time (lease `defender-tags`): each call is recorded, with its audit
 //!   entry, only while the lease is still this instance's (fenced on PostgreSQL).
 
@@ -29,6 +35,27 @@ use crate::db::now;
 
 /// Calls one round makes at most.
 pub const PER_ROUND: i64 = 20;
+/// How long a write that failed waits before it is tried again; doubled at each failure.
+pub const BACKOFF_FIRST: i64 = 15 * 60;
+pub const BACKOFF_MAX: i64 = 6 * 3600;
+/// How long the writer waits after a failure that stopped a round.
+pub const AFTER_STOP: i64 = 5 * 60;
+
+/// Whether a failure is the machine's own (it would not happen to another machine's call).
+fn machine_specific(e: &super::DefenderError) -> bool {
+    use super::DefenderError as E;
+    match e {
+        E::NotFound | E::ForeignNotFound(_) | E::InvalidArgument(_) => true,
+        E::Api { status, .. } => (400..500).contains(status) && ![401, 403, 408, 429].contains(status),
+        _ => false,
+    }
+}
+
+/// Whether a write that failed `failures` times, the last at `last`, may be tried again now.
+fn backed_off(failures: u32, last: i64, at: i64) -> bool {
+    let wait = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX);
+    at < last + wait
+}
 
 /// Why a mapping was not changed: what the admin can correct.
 #[derive(Debug, PartialEq, Eq)]
@@ -140,6 +167,13 @@ struct Write {
     why: String,
 }
 
+impl Write {
+    /// The call's `Action`, as Defender's body and our record name it.
+    fn action(&self) -> &'static str {
+        if self.add { "Add" } else { "Remove" }
+    }
+}
+
 /// What the mappings want that is not there, and what the product wrote that they no longer
 /// want, adds first.
 fn plan(c: &mut crate::db::AnyConnection) -> anyhow::Result<Vec<Write>> {
@@ -204,26 +238,37 @@ pub async fn write_round(
             if !crate::db::lease::hold_fence(c, fence)? {
                 return Ok(None);
             }
-            store::prune_calls(c, now() - 2 * 3600)?;
-            Ok(Some((plan(c)?, budget(c, per_hour)?)))
+            let at = now();
+            store::prune_calls(c, at - BACKOFF_MAX - 3600)?;
+            if store::last_stop(c)?.is_some_and(|stopped| at < stopped + AFTER_STOP) {
+                return Ok(Some((Vec::new(), 0, 0)));
+            }
+            let failing = store::failing(c, at - BACKOFF_MAX - 3600)?;
+            let (ready, waiting): (Vec<Write>, Vec<Write>) = plan(c)?.into_iter().partition(|w| {
+                let key = (w.machine_id.clone(), w.tag.clone(), w.action().to_owned());
+                !failing.get(&key).is_some_and(|&(n, last)| backed_off(n, last, at))
+            });
+            Ok(Some((ready, waiting.len(), budget(c, per_hour)?)))
         })
         .await?;
     let mut round = Round::default();
-    let Some((writes, left)) = planned else { return Ok(round) };
+    let Some((writes, backing_off, left)) = planned else { return Ok(round) };
+    round.waiting = backing_off;
     if writes.is_empty() {
         return Ok(round);
     }
     let allowed = left.clamp(0, PER_ROUND) as usize;
-    round.waiting = writes.len().saturating_sub(allowed);
+    round.waiting += writes.len().saturating_sub(allowed);
     let client = match defender.client().await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "Defender tags wait: no client");
-            round.waiting = writes.len();
+            round.waiting += writes.len();
             return Ok(round);
         }
     };
-    for w in writes.into_iter().take(allowed) {
+    let mut writes = writes.into_iter().take(allowed);
+    while let Some(w) = writes.next() {
         let answer = if w.add {
             client.add_machine_tag(&w.machine_id, &w.tag).await
         } else {
@@ -235,8 +280,11 @@ pub async fn write_round(
             Err(super::DefenderError::NotFound) => !w.add,
             Err(_) => false,
         };
+        let stop = answer.as_ref().is_err_and(|e| !machine_specific(e));
         let outcome = match &answer {
-            Ok(_) => "done".to_owned(),
+            Ok(_) => store::DONE.to_owned(),
+            Err(super::DefenderError::NotFound) if ok => store::DONE.to_owned(),
+            Err(e) if stop => format!("{}{}", store::STOPPED, e.plain_words()),
             Err(e) => format!("failed: {}", e.plain_words()),
         };
         let w2 = w.clone();
@@ -246,8 +294,7 @@ pub async fn write_round(
                     if !crate::db::lease::hold_fence(c, fence)? {
                         return Ok(false);
                     }
-                    let action = if w2.add { "Add" } else { "Remove" };
-                    store::record_call(c, &w2.machine_id, &w2.tag, action, &outcome)?;
+                    store::record_call(c, &w2.machine_id, &w2.tag, w2.action(), &outcome)?;
                     if ok {
                         if w2.add {
                             store::record_written(c, &w2.machine_id, &w2.tag, source::PROFILE, "system")?;
@@ -275,6 +322,11 @@ pub async fn write_round(
             (true, true) => round.added += 1,
             (true, false) => round.removed += 1,
             (false, _) => round.failed += 1,
+        }
+        if stop {
+            // Every other call would fail the same way: they wait for a later round.
+            round.waiting += writes.count();
+            break;
         }
     }
     Ok(round)
@@ -308,12 +360,15 @@ pub async fn add_for_rule(
         Ok(t) => t,
         Err(why) => return Ok(RuleTag::Refused(why)),
     };
-    let t = tag.clone();
+    let (t, who) = (tag.clone(), caller.to_owned());
     let (machine, there, left) = db
         .run(move |c| {
             let m = defender_machines::of_endpoint(c, endpoint_id)?.filter(|m| !m.stale);
             let there = match &m {
                 Some(m) => {
+                    // A tag the profiles' writer added is the rule's now too: it stays when the
+                    // endpoint leaves the profile.
+                    store::claim_for_rule(c, &m.machine_id, &t, &who)?;
                     store::synced_has(c, &m.machine_id, &t)? || store::find_written(c, &m.machine_id, &t)?.is_some()
                 }
                 None => false,
@@ -336,7 +391,7 @@ pub async fn add_for_rule(
     };
     let answer = client.add_machine_tag(&machine.machine_id, &tag).await;
     let outcome = match &answer {
-        Ok(_) => "done".to_owned(),
+        Ok(_) => store::DONE.to_owned(),
         Err(e) => format!("failed: {}", e.plain_words()),
     };
     let (id, host, t, who, o, ok) = (

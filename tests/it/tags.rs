@@ -250,6 +250,12 @@ async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_
     let r = round(&app, &lease, 300).await;
     assert!(r.failed > 0 && r.added == 0, "{r:?}");
     sim.set_faults(defender_sim::Faults::default());
+    // What failed backs off (a machine Defender keeps refusing must not spend the budget of
+    // every other write): the next round leaves it alone, and once the back-off has passed it
+    // is tried again.
+    let r = round(&app, &lease, 300).await;
+    assert!(r.added < machines.len() - 1, "{r:?}");
+    calls_made_earlier(&app, endpoint_analytics::defender::tags::BACKOFF_FIRST).await;
     let mut rounds = 0;
     loop {
         let r = round(&app, &lease, 300).await;
@@ -298,6 +304,128 @@ async fn a_profile_tag_is_added_to_its_machines_within_the_budget_and_only_what_
 }
 
 /// Failed calls audited (the 400 round above).
+/// Moves every recorded tag call `secs` into the past, as if that time had gone by.
+async fn calls_made_earlier(app: &TestApp, secs: i64) {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::defender_tag_calls as calls;
+    app.db
+        .run(move |c| {
+            diesel::update(calls::table).set(calls::at.eq(calls::at - secs)).execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// Calls to Defender's tag API recorded for `machine_id`.
+async fn calls_for(app: &TestApp, machine_id: &str) -> i64 {
+    use diesel::prelude::*;
+    use endpoint_analytics::db::schema::defender_tag_calls as calls;
+    let m = machine_id.to_owned();
+    app.db.run(move |c| Ok(calls::table.filter(calls::machine_id.eq(m)).count().get_result(c)?)).await.unwrap()
+}
+
+/// Red-team review (HIGH): a write Defender keeps refusing was tried again every round (every
+/// 15 s: about 240 calls an hour for one machine, most of the default budget of 300), so one
+/// or two such machines starved every other write. Here a machine our last sync still lists
+/// is unknown to Defender (404, as after a merge or a deletion): it is tried, backs off, and
+/// the other machines' tags still get done.
+#[tokio::test]
+async fn a_machine_defender_keeps_refusing_backs_off_and_does_not_starve_the_others() {
+    use diesel::prelude::*;
+    const TAG: &str = "EA:Watch";
+    use endpoint_analytics::db::schema::defender_machines;
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, _, machines) = profile_with_machines(&app).await;
+    // A copy of one of the profile's machines under an id Defender does not know.
+    let ghost = format!("{:040x}", 1u8);
+    let (from, id) = (machines[0].clone(), ghost.clone());
+    app.db
+        .run(move |c| {
+            let mut m: endpoint_analytics::db::models::defender_machines::DefenderMachine = defender_machines::table
+                .find(from)
+                .select(endpoint_analytics::db::models::defender_machines::DefenderMachine::as_select())
+                .first(c)?;
+            m.machine_id = id;
+            endpoint_analytics::db::models::defender_machines::replace_many(c, &[m])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, body) = crate::rules::api(
+        &app,
+        &admin,
+        reqwest::Method::PUT,
+        &format!("/api/v1/profiles/{profile_id}/defender-tag"),
+        Some(json!({"tag": TAG})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..16 {
+        round(&app, &lease, 300).await;
+    }
+    assert_eq!(calls_for(&app, &ghost).await, 1, "tried once, then backing off for 15 minutes");
+    for m in &machines {
+        assert!(sim_tags(&sim, m).await.contains(&TAG.to_owned()), "{m} was tagged all the same");
+    }
+    // Still refused after the back-off: tried again, then it waits twice as long.
+    calls_made_earlier(&app, endpoint_analytics::defender::tags::BACKOFF_FIRST).await;
+    for _ in 0..4 {
+        round(&app, &lease, 300).await;
+    }
+    assert_eq!(calls_for(&app, &ghost).await, 2);
+}
+
+/// Red-team review (LOW–MEDIUM): a rule asked for a tag the profiles' writer had added; the
+/// rule's decision was "already carries it" and recorded nothing, so clearing the profile's
+/// mapping took the rule's tag back. Now the rule claims it, and it stays.
+#[tokio::test]
+async fn a_tag_a_rule_wants_stays_when_the_profile_that_added_it_lets_go() {
+    const TAG: &str = "EA:Watch";
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, profile, machines) = profile_with_machines(&app).await;
+    let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, body) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": TAG}))).await;
+    assert_eq!(status, 200, "{body}");
+    until_quiet(&app, &lease).await;
+    assert!(sim_tags(&sim, &machines[0]).await.contains(&TAG.to_owned()));
+
+    let (status, made) = crate::rules::post(
+        &app,
+        &admin,
+        "/api/v1/rules",
+        json!({"name": "Watch them", "condition": {"profiles": [profile]}, "action": {"type": "add_tag", "tag": TAG}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let rule = made["id"].as_i64().unwrap();
+    assert_eq!(crate::rules::post(&app, &admin, &format!("/api/v1/rules/{rule}/dry-run"), json!({})).await.0, 200);
+    assert_eq!(crate::rules::post(&app, &admin, &format!("/api/v1/rules/{rule}/enable"), json!({})).await.0, 200);
+    for _ in 0..(machines.len() / 20 + 2) {
+        app.state.rules.run_once().await;
+    }
+
+    let (status, body) = crate::rules::api(&app, &admin, reqwest::Method::DELETE, &mapping, None).await;
+    assert!(status < 300, "{status}: {body}");
+    until_quiet(&app, &lease).await;
+    for m in &machines {
+        assert!(sim_tags(&sim, m).await.contains(&TAG.to_owned()), "{m}: the rule's tag was taken back");
+    }
+}
+
+/// Runs the tag writer until a round has nothing to do.
+async fn until_quiet(app: &TestApp, lease: &endpoint_analytics::db::lease::Lease) {
+    for _ in 0..20 {
+        if round(app, lease, 300).await == Default::default() {
+            return;
+        }
+    }
+    panic!("the tag writer still has work after 20 rounds");
+}
+
 async fn round_failures(app: &TestApp) -> usize {
     use diesel::prelude::*;
     use endpoint_analytics::db::schema::audit_log;

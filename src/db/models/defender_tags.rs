@@ -2,7 +2,7 @@
 //! tag, which tags the product added to which machine (only those it ever removes), and each
 //! call to Defender's tag API (the hourly budget).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
@@ -152,7 +152,59 @@ pub fn calls_since(conn: &mut AnyConnection, since: i64) -> QueryResult<i64> {
     defender_tag_calls::table.filter(defender_tag_calls::at.ge(since)).count().get_result(conn)
 }
 
-/// Forgets the calls before `before`: only the last hour's count.
+/// Outcomes of calls: how a call that did its work is recorded, and the prefix of one that
+/// failed for every call (the round stopped: sign-in, permission, throttling, Defender down).
+pub const DONE: &str = "done";
+pub const STOPPED: &str = "failed, round stopped: ";
+
+/// A call's (machine, tag, action).
+pub type CallKey = (String, String, String);
+
+/// Per (machine, tag, action), the failures since its last call that worked, and when the last
+/// one was: what the writer backs off from (calls since `since`).
+pub fn failing(conn: &mut AnyConnection, since: i64) -> QueryResult<HashMap<CallKey, (u32, i64)>> {
+    let calls: Vec<(String, String, String, String, i64)> = defender_tag_calls::table
+        .filter(defender_tag_calls::at.ge(since))
+        .order((defender_tag_calls::at, defender_tag_calls::id))
+        .select((
+            defender_tag_calls::machine_id,
+            defender_tag_calls::tag,
+            defender_tag_calls::action,
+            defender_tag_calls::outcome,
+            defender_tag_calls::at,
+        ))
+        .load(conn)?;
+    let mut out: HashMap<CallKey, (u32, i64)> = HashMap::new();
+    for (machine_id, tag, action, outcome, at) in calls {
+        let key = (machine_id, tag, action);
+        if outcome == DONE {
+            out.remove(&key);
+        } else {
+            let e = out.entry(key).or_insert((0, at));
+            *e = (e.0 + 1, at);
+        }
+    }
+    Ok(out)
+}
+
+/// When the last call that stopped a round was made, if the latest call is one.
+pub fn last_stop(conn: &mut AnyConnection) -> QueryResult<Option<i64>> {
+    let last: Option<(String, i64)> = defender_tag_calls::table
+        .order((defender_tag_calls::at.desc(), defender_tag_calls::id.desc()))
+        .select((defender_tag_calls::outcome, defender_tag_calls::at))
+        .first(conn)
+        .optional()?;
+    Ok(last.filter(|(o, _)| o.starts_with(STOPPED)).map(|(_, at)| at))
+}
+
+/// Makes a tag the profiles' writer added one a rule wants too: it then stays.
+pub fn claim_for_rule(conn: &mut AnyConnection, machine_id: &str, tag: &str, by: &str) -> QueryResult<usize> {
+    diesel::update(defender_tags_written::table.find((machine_id, tag)))
+        .set((defender_tags_written::source.eq(source::RULE), defender_tags_written::written_by.eq(by)))
+        .execute(conn)
+}
+
+/// Forgets the calls before `before`: the hour's count and the back-off need no more.
 pub fn prune_calls(conn: &mut AnyConnection, before: i64) -> QueryResult<usize> {
     diesel::delete(defender_tag_calls::table.filter(defender_tag_calls::at.lt(before))).execute(conn)
 }
