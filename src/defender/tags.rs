@@ -269,11 +269,13 @@ pub async fn write_round(
     };
     let mut writes = writes.into_iter().take(allowed);
     while let Some(w) = writes.next() {
+        // `Ok(None)`: the machine carries the tag already (put there since the last sync).
         let answer = if w.add {
-            client.add_machine_tag(&w.machine_id, &w.tag).await
+            add_unless_there(&client, &w.machine_id, &w.tag).await
         } else {
-            client.remove_machine_tag(&w.machine_id, &w.tag).await
+            client.remove_machine_tag(&w.machine_id, &w.tag).await.map(Some)
         };
+        let found_there = matches!(answer, Ok(None));
         let ok = match &answer {
             Ok(_) => true,
             // The machine is gone from Defender: nothing to remove there any more.
@@ -282,7 +284,8 @@ pub async fn write_round(
         };
         let stop = answer.as_ref().is_err_and(|e| !machine_specific(e));
         let outcome = match &answer {
-            Ok(_) => store::DONE.to_owned(),
+            Ok(None) => format!("{}: it carried the tag already, left as someone else's", store::DONE),
+            Ok(Some(_)) => store::DONE.to_owned(),
             Err(super::DefenderError::NotFound) if ok => store::DONE.to_owned(),
             Err(e) if stop => format!("{}{}", store::STOPPED, e.plain_words()),
             Err(e) => format!("failed: {}", e.plain_words()),
@@ -295,7 +298,9 @@ pub async fn write_round(
                         return Ok(false);
                     }
                     store::record_call(c, &w2.machine_id, &w2.tag, w2.action(), &outcome)?;
-                    if ok {
+                    if found_there {
+                        store::observed(c, &w2.machine_id, &w2.tag)?;
+                    } else if ok {
                         if w2.add {
                             store::record_written(c, &w2.machine_id, &w2.tag, source::PROFILE, "system")?;
                         } else {
@@ -319,6 +324,7 @@ pub async fn write_round(
             break;
         }
         match (ok, w.add) {
+            (true, true) if found_there => {}
             (true, true) => round.added += 1,
             (true, false) => round.removed += 1,
             (false, _) => round.failed += 1,
@@ -330,6 +336,23 @@ pub async fn write_round(
         }
     }
     Ok(round)
+}
+
+/// Adds `tag` to the machine unless Defender shows it there already (in any case: Microsoft
+/// documents no rule for comparing tags, so a person's `ea:watch` counts as `EA:Watch`), read
+/// just before: "already there" is otherwise what the last sync saw, which misses a tag put
+/// there since (or beyond the 50 a machine's import keeps), and a tag we did not add must never
+/// be recorded as ours, for we remove what we recorded. `Ok(None)` when it was there.
+async fn add_unless_there(
+    client: &super::DefenderClient,
+    machine_id: &str,
+    tag: &str,
+) -> Result<Option<Vec<String>>, super::DefenderError> {
+    let now = client.machine_tags_now(machine_id).await?;
+    if now.iter().any(|t| t.trim().to_lowercase() == tag.to_lowercase()) {
+        return Ok(None);
+    }
+    client.add_machine_tag(machine_id, tag).await.map(Some)
 }
 
 /// How adding a rule's tag ended.
@@ -389,9 +412,11 @@ pub async fn add_for_rule(
         Ok(c) => c,
         Err(e) => return Ok(RuleTag::Retry(e.to_string())),
     };
-    let answer = client.add_machine_tag(&machine.machine_id, &tag).await;
+    let answer = add_unless_there(&client, &machine.machine_id, &tag).await;
+    let found_there = matches!(answer, Ok(None));
     let outcome = match &answer {
-        Ok(_) => store::DONE.to_owned(),
+        Ok(None) => format!("{}: it carried the tag already", store::DONE),
+        Ok(Some(_)) => store::DONE.to_owned(),
         Err(e) => format!("failed: {}", e.plain_words()),
     };
     let (id, host, t, who, o, ok) = (
@@ -405,7 +430,9 @@ pub async fn add_for_rule(
     db.run(move |c| {
         c.write_transaction(|c| {
             store::record_call(c, &id, &t, "Add", &o)?;
-            if ok {
+            if found_there {
+                store::observed(c, &id, &t)?;
+            } else if ok {
                 store::record_written(c, &id, &t, source::RULE, &who)?;
             }
             audit::entry(&who, "defender.tag.add")

@@ -130,28 +130,7 @@ async fn sim_tags(sim: &defender_sim::RunningSimulator, machine_id: &str) -> Vec
 async fn tagged_by_a_person(app: &TestApp, sim: &defender_sim::RunningSimulator, machine_id: &str, tag: &str) {
     use diesel::prelude::*;
     use endpoint_analytics::db::schema::defender_machine_tags;
-    let token: Value = reqwest::Client::new()
-        .post(sim.token_url())
-        .form(&[
-            ("client_id", sim.client_id.as_str()),
-            ("client_secret", sim.client_secret.as_str()),
-            ("scope", "https://api.securitycenter.microsoft.com/.default"),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/machines/{machine_id}/tags", sim.base_url))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .json(&serde_json::json!({"Value": tag, "Action": "Add"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    person_tags_in_defender(sim, machine_id, tag).await;
     let (m, t) = (machine_id.to_owned(), tag.to_owned());
     app.db
         .run(move |c| {
@@ -414,6 +393,59 @@ async fn a_tag_a_rule_wants_stays_when_the_profile_that_added_it_lets_go() {
     for m in &machines {
         assert!(sim_tags(&sim, m).await.contains(&TAG.to_owned()), "{m}: the rule's tag was taken back");
     }
+}
+
+/// Red-team review (MEDIUM): "already there" was what the last sync saw, so a tag a person put
+/// on a machine since (or beyond the 50 a machine's import keeps) was "added" by us, recorded as
+/// ours, and removed when the profile let go. Now the machine is read just before the add: a
+/// tag it carries, in any case, is someone else's and stays.
+#[tokio::test]
+async fn a_tag_a_person_added_since_the_last_sync_is_never_taken_for_ours() {
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, _, machines) = profile_with_machines(&app).await;
+    // A person tags two machines in the portal after the sync: one exactly, one in other case.
+    person_tags_in_defender(&sim, &machines[0], "EA:Cam").await;
+    person_tags_in_defender(&sim, &machines[1], "ea:cam").await;
+    let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, body) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": "EA:Cam"}))).await;
+    assert_eq!(status, 200, "{body}");
+    until_quiet(&app, &lease).await;
+    assert!(sim_tags(&sim, &machines[2]).await.contains(&"EA:Cam".to_owned()), "the others are tagged");
+    let (status, _) = crate::rules::api(&app, &admin, reqwest::Method::DELETE, &mapping, None).await;
+    assert!(status < 300);
+    until_quiet(&app, &lease).await;
+    assert!(!sim_tags(&sim, &machines[2]).await.contains(&"EA:Cam".to_owned()), "ours are taken back");
+    assert_eq!(sim_tags(&sim, &machines[0]).await.iter().filter(|t| *t == "EA:Cam").count(), 1, "the person's stays");
+    assert!(sim_tags(&sim, &machines[1]).await.contains(&"ea:cam".to_owned()), "the person's stays");
+    assert!(!sim_tags(&sim, &machines[1]).await.contains(&"EA:Cam".to_owned()), "and was not doubled");
+}
+
+/// Adds a tag as a person would in the portal, after the last sync (which has not seen it).
+async fn person_tags_in_defender(sim: &defender_sim::RunningSimulator, machine_id: &str, tag: &str) {
+    let token: Value = reqwest::Client::new()
+        .post(sim.token_url())
+        .form(&[
+            ("client_id", sim.client_id.as_str()),
+            ("client_secret", sim.client_secret.as_str()),
+            ("scope", "https://api.securitycenter.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/machines/{machine_id}/tags", sim.base_url))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"Value": tag, "Action": "Add"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 /// Runs the tag writer until a round has nothing to do.

@@ -91,6 +91,18 @@ pub fn synced_has(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> Quer
     diesel::select(diesel::dsl::exists(defender_machine_tags::table.find((machine_id, tag)))).get_result(conn)
 }
 
+/// Records that Defender showed `tag` on the machine just now (read before adding it): it is
+/// then someone else's, as if the last sync had seen it, and is neither added nor ever removed.
+/// The next sync replaces the machine's tags with what Defender lists.
+pub fn observed(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> QueryResult<()> {
+    if !synced_has(conn, machine_id, tag)? {
+        diesel::insert_into(defender_machine_tags::table)
+            .values((defender_machine_tags::machine_id.eq(machine_id), defender_machine_tags::tag.eq(tag)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// What the product wrote, oldest first (`source` one of [`source`], or all).
 pub fn written(conn: &mut AnyConnection, from: Option<&str>) -> QueryResult<Vec<Written>> {
     let mut q = defender_tags_written::table.select(Written::as_select()).into_boxed();
@@ -177,7 +189,7 @@ pub fn failing(conn: &mut AnyConnection, since: i64) -> QueryResult<HashMap<Call
     let mut out: HashMap<CallKey, (u32, i64)> = HashMap::new();
     for (machine_id, tag, action, outcome, at) in calls {
         let key = (machine_id, tag, action);
-        if outcome == DONE {
+        if outcome.starts_with(DONE) {
             out.remove(&key);
         } else {
             let e = out.entry(key).or_insert((0, at));

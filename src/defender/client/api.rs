@@ -8,6 +8,8 @@ use super::*;
 pub enum Api {
     Token,
     ListMachines,
+    /// One machine, `GET /api/machines/{id}`.
+    GetMachine,
     ListMachineActions,
     GetMachineAction,
     Isolate,
@@ -41,6 +43,7 @@ impl Api {
         match self {
             Api::Token => "Token",
             Api::ListMachines => "ListMachines",
+            Api::GetMachine => "GetMachine",
             Api::ListMachineActions => "ListMachineActions",
             Api::GetMachineAction => "GetMachineAction",
             Api::Isolate => "Isolate",
@@ -67,7 +70,8 @@ impl Api {
             Api::Token => &[],
             // GetPackageUri: the application permissions of
             // https://learn.microsoft.com/en-us/defender-endpoint/api/get-package-sas-uri.
-            Api::ListMachines | Api::GetMachineAction | Api::GetPackageUri => {
+            // https://learn.microsoft.com/en-us/defender-endpoint/api/get-machine-by-id
+            Api::ListMachines | Api::GetMachine | Api::GetMachineAction | Api::GetPackageUri => {
                 &["Machine.Read.All", "Machine.ReadWrite.All"]
             }
             // Microsoft's current page for the listing names only this one

@@ -211,6 +211,7 @@ mod tests {
     fn required_is_what_the_client_calls() {
         let used = [
             Api::ListMachines,
+            Api::GetMachine,
             Api::ListMachineActions,
             Api::GetMachineAction,
             Api::Isolate,
