@@ -268,16 +268,24 @@ async fn many_analysts_an_import_and_actions_at_once_without_errors_or_growth() 
     // Every click recorded, and sent once.
     let clicked = clicks.load(Ordering::SeqCst);
     assert!(clicked >= 5, "only {clicked} actions");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (recorded, sent): (i64, i64) = db
-        .run(|c| {
-            Ok((
-                machine_actions::table.count().get_result(c)?,
-                machine_actions::table.filter(machine_actions::defender_action_id.ne("")).count().get_result(c)?,
-            ))
-        })
-        .await
-        .unwrap();
+    // A click still on its way to Defender when the load stopped is sent within moments: wait
+    // for it (up to 10 s) rather than a fixed time, which a busy machine overran.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (recorded, sent) = loop {
+        let (recorded, sent): (i64, i64) = db
+            .run(|c| {
+                Ok((
+                    machine_actions::table.count().get_result(c)?,
+                    machine_actions::table.filter(machine_actions::defender_action_id.ne("")).count().get_result(c)?,
+                ))
+            })
+            .await
+            .unwrap();
+        if sent as u64 >= clicked || std::time::Instant::now() > deadline {
+            break (recorded, sent);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(recorded as u64, clicked, "every action was recorded");
     assert_eq!(sent as u64, clicked, "every action was sent");
     assert_eq!(sim.counters().api("RunAntiVirusScan").calls, clicked, "and reached Defender once");
