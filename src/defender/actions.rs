@@ -59,6 +59,22 @@ impl ActionKind {
         }
     }
 
+    /// An open Defender action of this type with Defender's scope, as [`ActionKind::label`]
+    /// names it ("a Quick antivirus scan"); a scope the product does not know is shown as sent.
+    fn running_label(self, scope: Option<&str>) -> String {
+        let scope = scope.unwrap_or_default();
+        let same_type = match self {
+            ActionKind::Scan(_) => ScanType::parse(scope).map(ActionKind::Scan),
+            ActionKind::Isolate(_) => IsolationType::parse(scope).map(ActionKind::Isolate),
+            other => Some(other),
+        };
+        match same_type {
+            Some(kind) => format!("a {}", kind.label()),
+            None if scope.is_empty() => format!("another {}", self.type_name()),
+            None => format!("another {} ({scope})", self.type_name()),
+        }
+    }
+
     pub fn label(self) -> String {
         match self {
             ActionKind::Scan(s) => format!("{} antivirus scan", s.as_str()),
@@ -297,13 +313,24 @@ pub async fn submit(
             };
             match answer {
                 Ok(action) => Sent::Accepted(Box::new(action)),
-                // Defender has an open action of this type already: follow that one.
+                // Defender has an open action of this type already: follow that one when it
+                // is what was asked for; one of another scope (a Quick scan for a Full one,
+                // Selective isolation for Full) is named instead, never shown as this one.
                 Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(&row.machine_id).await {
                     Ok(list) => match list
                         .into_iter()
                         .find(|a| a.kind.as_deref() == Some(req.kind.type_name()) && !a.is_final())
                     {
-                        Some(a) => Sent::Accepted(Box::new(a)),
+                        Some(a) if req.kind.scope().eq_ignore_ascii_case(a.scope.as_deref().unwrap_or_default()) => {
+                            Sent::Accepted(Box::new(a))
+                        }
+                        Some(a) => Sent::Failed(format!(
+                            "Defender is already carrying out {} on this device{}; this {} was not started. \
+                             Ask again when it has finished.",
+                            req.kind.running_label(a.scope.as_deref()),
+                            a.requestor.as_deref().map(|r| format!(" (asked for by {r})")).unwrap_or_default(),
+                            req.kind.label(),
+                        )),
                         None => Sent::Failed(
                             "Defender says an action of this type is already in progress for the machine.".into(),
                         ),

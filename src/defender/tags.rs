@@ -32,6 +32,7 @@ use crate::db::lease::Fence;
 use crate::db::models::defender_tags::{self as store, source};
 use crate::db::models::{audit, defender_machines, profiles};
 use crate::db::now;
+use crate::domain::tag;
 
 /// Calls one round makes at most.
 pub const PER_ROUND: i64 = 20;
@@ -177,18 +178,20 @@ impl Write {
 /// What the mappings want that is not there, and what the product wrote that they no longer
 /// want, adds first.
 fn plan(c: &mut crate::db::AnyConnection) -> anyhow::Result<Vec<Write>> {
+    // Tags are compared as Defender's reader would see them (`tag::same`): a spelling the
+    // machine already carries is not added again, nor one of ours removed for a re-cased mapping.
     let mut writes = Vec::new();
     let mut wanted: HashSet<(String, String)> = HashSet::new();
     let written: HashSet<(String, String)> =
-        store::written(c, None)?.into_iter().map(|w| (w.machine_id, w.tag)).collect();
+        store::written(c, None)?.into_iter().map(|w| (w.machine_id, tag::folded(&w.tag))).collect();
     for m in store::mappings(c)? {
         let synced = store::synced_with_tag(c, &m.tag)?;
         for machine_id in store::machines_of_profile(c, &m.profile)? {
-            let key = (machine_id, m.tag.clone());
+            let key = (machine_id, tag::folded(&m.tag));
             if !synced.contains(&key.0) && !written.contains(&key) && !wanted.contains(&key) {
                 writes.push(Write {
                     machine_id: key.0.clone(),
-                    tag: key.1.clone(),
+                    tag: m.tag.clone(),
                     add: true,
                     why: format!("profile {}", m.profile),
                 });
@@ -197,7 +200,7 @@ fn plan(c: &mut crate::db::AnyConnection) -> anyhow::Result<Vec<Write>> {
         }
     }
     for w in store::written(c, Some(source::PROFILE))? {
-        if !wanted.contains(&(w.machine_id.clone(), w.tag.clone())) {
+        if !wanted.contains(&(w.machine_id.clone(), tag::folded(&w.tag))) {
             writes.push(Write {
                 machine_id: w.machine_id,
                 tag: w.tag,
@@ -349,7 +352,7 @@ async fn add_unless_there(
     tag: &str,
 ) -> Result<Option<Vec<String>>, super::DefenderError> {
     let now = client.machine_tags_now(machine_id).await?;
-    if now.iter().any(|t| t.trim().to_lowercase() == tag.to_lowercase()) {
+    if now.iter().any(|t| tag::same(t, tag)) {
         return Ok(None);
     }
     client.add_machine_tag(machine_id, tag).await.map(Some)

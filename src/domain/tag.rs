@@ -23,6 +23,18 @@ pub fn check(tag: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
+/// Whether two tags are one. Microsoft documents no rule for comparing tags; the product takes
+/// a person's `ea:watch` for its `EA:Watch` (case of ASCII letters only, as SQL's `lower()`
+/// folds it on both backends), so that it neither adds a second spelling nor keeps trying to.
+pub fn same(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// The key under which [`same`] tags are one.
+pub fn folded(tag: &str) -> String {
+    tag.trim().to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +48,8 @@ mod tests {
         assert!(check("a\nb").is_err());
         assert!(check("a\u{7f}b").is_err());
         assert_eq!(check("<b>é</b>").unwrap(), "<b>é</b>", "markup is text, escaped where shown");
+        assert!(same("ea:watch", " EA:Watch"));
+        assert!(!same("EA:Watch", "EA:Watch2"));
+        assert_eq!(folded("EA:Watch"), folded("ea:WATCH"));
     }
 }

@@ -13,15 +13,14 @@ use crate::helpers::*;
 
 /// An app synced with a small simulated tenant whose actions move on quickly.
 pub async fn synced() -> (TestApp, RunningSimulator, String) {
+    synced_with(SimConfig { machines: 80, action_pending_ms: 200, action_inprogress_ms: 200, ..SimConfig::default() })
+        .await
+}
+
+/// [`synced`] with a simulated tenant of this configuration.
+pub async fn synced_with(config: SimConfig) -> (TestApp, RunningSimulator, String) {
     let app = spawn_app().await;
-    let sim = defender_sim::start(SimConfig {
-        machines: 80,
-        action_pending_ms: 200,
-        action_inprogress_ms: 200,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = defender_sim::start(config).await.unwrap();
     let token = app.token(Role::Admin).await;
     let body = json!({
         "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
@@ -250,4 +249,36 @@ async fn failed_and_timed_out_actions_are_shown_as_such() {
         assert_eq!(res.status(), 200);
         assert_eq!(wait_final(&app, &operator, &action_id(&res.text().await.unwrap())).await, outcome.as_str());
     }
+}
+
+/// Defender refuses a second scan while one runs on the machine, whatever its scope
+/// ("ActiveRequestAlreadyExists"). A Quick scan someone else started is not the Full scan the
+/// operator asked for: the product says so instead of showing that scan as theirs.
+#[tokio::test]
+async fn a_running_scan_of_another_scope_is_not_taken_for_the_one_asked_for() {
+    let (app, sim, _) = synced_with(SimConfig {
+        machines: 80,
+        action_pending_ms: 20_000,
+        action_inprogress_ms: 20_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let elsewhere = crate::response_actions::client(&sim)
+        .run_av_scan(&machine, "from the portal", endpoint_analytics::defender::ScanType::Quick)
+        .await
+        .unwrap();
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "scan"), ("scope", "Full"), ("comment", "deep"), ("key", "full-scan-over-quick-0123")];
+    let res = act(&app, &operator, endpoint, &form).await;
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 2, "the portal's and ours, refused");
+    let html = res.text().await.unwrap();
+    assert!(!html.contains(&elsewhere.id), "a Quick scan is not shown as the Full scan asked for: {html}");
+    assert_eq!(attr(&doc(&html), ".action-status", "data-status").as_deref(), Some("Failed"), "{html}");
+    assert!(html.contains("Quick antivirus scan"), "the page names what runs instead: {html}");
+
+    // The same scope is Defender's running action, followed as the one asked for.
+    let form = [("action", "scan"), ("scope", "Quick"), ("comment", "quick"), ("key", "quick-scan-over-quick-01")];
+    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
+    assert!(html.contains(&elsewhere.id), "{html}");
 }

@@ -27,7 +27,7 @@ async fn sim(package_link_secs: u64) -> RunningSimulator {
     .expect("simulator starts")
 }
 
-fn client(sim: &RunningSimulator) -> DefenderClient {
+pub fn client(sim: &RunningSimulator) -> DefenderClient {
     let creds = Credentials {
         tenant_id: sim.tenant_id.clone(),
         client_id: sim.client_id.clone(),

@@ -422,6 +422,34 @@ async fn a_tag_a_person_added_since_the_last_sync_is_never_taken_for_ours() {
     assert!(!sim_tags(&sim, &machines[1]).await.contains(&"EA:Cam".to_owned()), "and was not doubled");
 }
 
+/// Red-team review (LOW–MEDIUM): the plan compared the last sync's tags exactly while the add
+/// compares in any case, so a person's `ea:watch` under a mapping to `EA:Watch` cost a machine
+/// read, a budgeted call and an audit entry after every sync, for ever. Now both compare alike.
+#[tokio::test]
+async fn a_persons_tag_in_other_case_costs_no_call_sync_after_sync() {
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, _, machines) = profile_with_machines(&app).await;
+    person_tags_in_defender(&sim, &machines[0], "ea:watch").await;
+    crate::defender_sync::sync_now(&app, &admin).await;
+    let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, body) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": "EA:Watch"}))).await;
+    assert_eq!(status, 200, "{body}");
+    until_quiet(&app, &lease).await;
+    assert!(sim_tags(&sim, &machines[1]).await.contains(&"EA:Watch".to_owned()), "the others are tagged");
+    let reads = sim.counters().api("GetMachine").calls;
+    for _ in 0..2 {
+        crate::defender_sync::sync_now(&app, &admin).await;
+        until_quiet(&app, &lease).await;
+    }
+    assert_eq!(calls_for(&app, &machines[0]).await, 0, "no call for a tag the machine carries");
+    assert_eq!(sim.counters().api("GetMachine").calls, reads, "nor a read of it after each sync");
+    let watch: Vec<String> =
+        sim_tags(&sim, &machines[0]).await.into_iter().filter(|t| t.eq_ignore_ascii_case("ea:watch")).collect();
+    assert_eq!(watch, ["ea:watch"], "one spelling, the person's");
+}
+
 /// Adds a tag as a person would in the portal, after the last sync (which has not seen it).
 async fn person_tags_in_defender(sim: &defender_sim::RunningSimulator, machine_id: &str, tag: &str) {
     let token: Value = reqwest::Client::new()

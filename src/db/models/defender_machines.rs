@@ -233,7 +233,7 @@ pub const AMBIGUOUS: &str = "ambiguous:";
 /// machines of a large tenant do).
 pub const UNMATCHED: &str = "unmatched:";
 
-diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+use super::lower;
 
 /// A LIKE pattern for values that start with `search`, in lower case (`%` alone when empty).
 fn starts_with(search: &str) -> String {

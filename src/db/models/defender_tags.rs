@@ -6,11 +6,13 @@ use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
+use super::lower;
 use crate::db::schema::{
     defender_machine_tags, defender_machines, defender_tag_calls, defender_tags_written, endpoints,
     profile_defender_tags,
 };
 use crate::db::{AnyConnection, now};
+use crate::domain::tag;
 
 /// Where a written tag came from.
 pub mod source {
@@ -77,18 +79,23 @@ pub fn machines_of_profile(conn: &mut AnyConnection, profile: &str) -> QueryResu
         .load(conn)
 }
 
-/// The machines that carried `tag` at the last sync.
+/// The machines that carried `tag` at the last sync, in any case: a person's `ea:watch` is the
+/// mapping's `EA:Watch` (as [`crate::domain::tag::same`] compares them).
 pub fn synced_with_tag(conn: &mut AnyConnection, tag: &str) -> QueryResult<HashSet<String>> {
-    let ids: Vec<String> = defender_machine_tags::table
-        .filter(defender_machine_tags::tag.eq(tag))
-        .select(defender_machine_tags::machine_id)
+    let rows: Vec<(String, String)> = defender_machine_tags::table
+        .filter(lower(defender_machine_tags::tag).eq(tag::folded(tag)))
+        .select((defender_machine_tags::machine_id, defender_machine_tags::tag))
         .load(conn)?;
-    Ok(ids.into_iter().collect())
+    Ok(rows.into_iter().filter(|(_, t)| tag::same(t, tag)).map(|(m, _)| m).collect())
 }
 
-/// Whether `machine_id` carried `tag` at the last sync.
+/// Whether `machine_id` carried `tag` (in any case) at the last sync.
 pub fn synced_has(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(defender_machine_tags::table.find((machine_id, tag)))).get_result(conn)
+    let tags: Vec<String> = defender_machine_tags::table
+        .filter(defender_machine_tags::machine_id.eq(machine_id))
+        .select(defender_machine_tags::tag)
+        .load(conn)?;
+    Ok(tags.iter().any(|t| tag::same(t, tag)))
 }
 
 /// Records that Defender showed `tag` on the machine just now (read before adding it): it is

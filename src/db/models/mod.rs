@@ -22,3 +22,7 @@ pub mod rules;
 pub mod sessions;
 pub mod sso;
 pub mod users;
+
+// SQL's `lower()`: ASCII letters on SQLite (without ICU) and at least those on PostgreSQL, so
+// queries that compare with it check the answer with `eq_ignore_ascii_case`.
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);

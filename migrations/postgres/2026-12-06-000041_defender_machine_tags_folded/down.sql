@@ -1,0 +1,1 @@
+DROP INDEX defender_machine_tags_folded;
