@@ -527,3 +527,95 @@ async fn a_tag_writer_that_lost_its_lease_writes_nothing() {
         assert_eq!(tags.iter().filter(|t| *t == "EA:Fenced").count(), 1, "{m}: {tags:?}");
     }
 }
+
+/// Red-team review (fresh eyes, PostgreSQL): the plan's prefilter compares `lower(tag)` with
+/// `tag::folded` (ASCII only). PostgreSQL's `lower()` folds every letter under a UTF-8 locale
+/// (`lower('É') = 'é'`), so a mapping to a tag with an upper-case non-ASCII letter never finds
+/// the machines the last sync saw carrying it, even in the very same spelling: each such machine
+/// is planned as an add every round (every 15 s, sync or no sync), and costs a machine read, a
+/// budgeted call and an audit entry each time.
+#[tokio::test]
+async fn a_persons_non_ascii_tag_costs_no_call_round_after_round() {
+    const TAG: &str = "Équipe:Paris";
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, _, machines) = profile_with_machines(&app).await;
+    // A person tags one machine in the portal, exactly as the mapping will; a sync sees it.
+    person_tags_in_defender(&sim, &machines[0], TAG).await;
+    crate::defender_sync::sync_now(&app, &admin).await;
+    let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, body) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": TAG}))).await;
+    assert_eq!(status, 200, "{body}");
+    until_quiet(&app, &lease).await;
+    assert!(sim_tags(&sim, &machines[1]).await.contains(&TAG.to_owned()), "the others are tagged");
+    let (reads, calls) = (sim.counters().api("GetMachine").calls, calls_for(&app, &machines[0]).await);
+    for _ in 0..4 {
+        round(&app, &lease, 300).await;
+    }
+    assert_eq!(
+        (sim.counters().api("GetMachine").calls, calls_for(&app, &machines[0]).await),
+        (reads, calls),
+        "(machine reads, budgeted calls): none for a machine the last sync saw with the tag, round after round"
+    );
+}
+
+/// Red-team review (fresh eyes): tags are one in any ASCII case now (`tag::same`), but a rule's
+/// claim on a tag the profiles' writer added is still looked up in the exact case
+/// (`claim_for_rule`, `find_written`). A rule that adds `ea:watch` where the profile's writer
+/// added `EA:Watch` is told "already carries it", claims nothing, and the tag it wants is taken
+/// back when the profile lets go (as in
+/// `a_tag_a_rule_wants_stays_when_the_profile_that_added_it_lets_go`, in another case).
+#[tokio::test]
+async fn a_tag_a_rule_wants_in_other_case_stays_when_the_profile_that_added_it_lets_go() {
+    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
+    let lease = writer_lease(&app).await;
+    let (profile_id, profile, machines) = profile_with_machines(&app).await;
+    let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
+    let (status, body) =
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": "EA:Watch"}))).await;
+    assert_eq!(status, 200, "{body}");
+    until_quiet(&app, &lease).await;
+    assert!(sim_tags(&sim, &machines[0]).await.contains(&"EA:Watch".to_owned()));
+
+    let (status, made) = crate::rules::post(
+        &app,
+        &admin,
+        "/api/v1/rules",
+        json!({"name": "Watch them", "condition": {"profiles": [profile]}, "action": {"type": "add_tag", "tag": "ea:watch"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let rule = made["id"].as_i64().unwrap();
+    assert_eq!(crate::rules::post(&app, &admin, &format!("/api/v1/rules/{rule}/dry-run"), json!({})).await.0, 200);
+    assert_eq!(crate::rules::post(&app, &admin, &format!("/api/v1/rules/{rule}/enable"), json!({})).await.0, 200);
+    for _ in 0..(machines.len() / 20 + 2) {
+        app.state.rules.run_once().await;
+    }
+    let sent = {
+        use diesel::prelude::*;
+        use endpoint_analytics::db::schema::audit_log;
+        app.db
+            .run(|c| {
+                Ok(audit_log::table
+                    .filter(audit_log::action.eq("rule.act"))
+                    .filter(audit_log::outcome.eq("sent"))
+                    .count()
+                    .get_result::<i64>(c)?)
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(sent as usize, machines.len(), "the rule acted on every machine of the profile");
+
+    let (status, body) = crate::rules::api(&app, &admin, reqwest::Method::DELETE, &mapping, None).await;
+    assert!(status < 300, "{status}: {body}");
+    until_quiet(&app, &lease).await;
+    for m in &machines {
+        let tags = sim_tags(&sim, m).await;
+        assert!(
+            tags.iter().any(|t| t.eq_ignore_ascii_case("ea:watch")),
+            "{m}: the rule's tag was taken back: {tags:?}"
+        );
+    }
+}

@@ -83,7 +83,9 @@ pub fn machines_of_profile(conn: &mut AnyConnection, profile: &str) -> QueryResu
 /// mapping's `EA:Watch` (as [`crate::domain::tag::same`] compares them).
 pub fn synced_with_tag(conn: &mut AnyConnection, tag: &str) -> QueryResult<HashSet<String>> {
     let rows: Vec<(String, String)> = defender_machine_tags::table
-        .filter(lower(defender_machine_tags::tag).eq(tag::folded(tag)))
+        // Both sides through the same `lower()`: PostgreSQL's folds more than ASCII, so an
+        // ASCII-only fold of the argument would miss a tag like `Équipe` in its own spelling.
+        .filter(lower(defender_machine_tags::tag).eq(lower(tag)))
         .select((defender_machine_tags::machine_id, defender_machine_tags::tag))
         .load(conn)?;
     Ok(rows.into_iter().filter(|(_, t)| tag::same(t, tag)).map(|(m, _)| m).collect())
@@ -120,8 +122,13 @@ pub fn written(conn: &mut AnyConnection, from: Option<&str>) -> QueryResult<Vec<
         .load(conn)
 }
 
+/// What the product wrote to `machine_id` that is `tag` in any case ([`tag::same`]).
 pub fn find_written(conn: &mut AnyConnection, machine_id: &str, tag: &str) -> QueryResult<Option<Written>> {
-    defender_tags_written::table.find((machine_id, tag)).select(Written::as_select()).first(conn).optional()
+    let mine: Vec<Written> = defender_tags_written::table
+        .filter(defender_tags_written::machine_id.eq(machine_id))
+        .select(Written::as_select())
+        .load(conn)?;
+    Ok(mine.into_iter().find(|w| tag::same(&w.tag, tag)))
 }
 
 /// Records that the product added `tag` to `machine_id` (kept as first recorded when it was
@@ -218,7 +225,8 @@ pub fn last_stop(conn: &mut AnyConnection) -> QueryResult<Option<i64>> {
 
 /// Makes a tag the profiles' writer added one a rule wants too: it then stays.
 pub fn claim_for_rule(conn: &mut AnyConnection, machine_id: &str, tag: &str, by: &str) -> QueryResult<usize> {
-    diesel::update(defender_tags_written::table.find((machine_id, tag)))
+    let Some(written) = find_written(conn, machine_id, tag)? else { return Ok(0) };
+    diesel::update(defender_tags_written::table.find((machine_id, written.tag)))
         .set((defender_tags_written::source.eq(source::RULE), defender_tags_written::written_by.eq(by)))
         .execute(conn)
 }
