@@ -18,8 +18,11 @@ use crate::domain::action::ActionStatus;
 
 /// Seconds between two polls of one action by a watching page.
 const POLL_EVERY: i64 = 2;
-/// An intent older than this that was never marked sent: the process stopped in between.
+/// An intent not marked sent whose sender has not beaten for this long: the process stopped in
+/// between.
 const SEND_GRACE: i64 = 60;
+/// How often a sender says its intent is still on its way (well within [`SEND_GRACE`]).
+const SEND_BEAT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How far this host's clock may be ahead of Defender's when an unsent intent is looked for
 /// among Defender's actions.
 const CLOCK_SKEW: i64 = 300;
@@ -296,52 +299,79 @@ pub async fn submit(
         Ok(Recorded::Busy(open)) => return Ok(Err(Refusal::Busy(Box::new(open)))),
         Ok(Recorded::New(row)) => row,
     };
-    let outcome = match ctx.client().await {
-        Err(why) => Sent::Failed(why.to_string()),
-        Ok(client) => {
-            let answer = match req.kind {
-                ActionKind::Scan(t) => client.run_av_scan(&row.machine_id, &req.comment, t).await,
-                ActionKind::Isolate(t) => client.isolate(&row.machine_id, &req.comment, t).await,
-                ActionKind::Unisolate => client.unisolate(&row.machine_id, &req.comment).await,
-                ActionKind::RestrictAppExecution => client.restrict_code_execution(&row.machine_id, &req.comment).await,
-                ActionKind::RemoveAppRestriction => {
-                    client.unrestrict_code_execution(&row.machine_id, &req.comment).await
-                }
-                ActionKind::CollectInvestigationPackage => {
-                    client.collect_investigation_package(&row.machine_id, &req.comment).await
-                }
-            };
-            match answer {
-                Ok(action) => Sent::Accepted(Box::new(action)),
-                // Defender has an open action of this type already: follow that one when it
-                // is what was asked for; one of another scope (a Quick scan for a Full one,
-                // Selective isolation for Full) is named instead, never shown as this one.
-                Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(&row.machine_id).await {
-                    Ok(list) => match list
-                        .into_iter()
-                        .find(|a| a.kind.as_deref() == Some(req.kind.type_name()) && !a.is_final())
-                    {
-                        Some(a) if req.kind.scope().eq_ignore_ascii_case(a.scope.as_deref().unwrap_or_default()) => {
-                            Sent::Accepted(Box::new(a))
-                        }
-                        Some(a) => Sent::Failed(format!(
-                            "Defender is already carrying out {} on this device{}; this {} was not started. \
+    let sending = async {
+        match ctx.client().await {
+            Err(why) => Sent::Failed(why.to_string()),
+            Ok(client) => {
+                let answer = match req.kind {
+                    ActionKind::Scan(t) => client.run_av_scan(&row.machine_id, &req.comment, t).await,
+                    ActionKind::Isolate(t) => client.isolate(&row.machine_id, &req.comment, t).await,
+                    ActionKind::Unisolate => client.unisolate(&row.machine_id, &req.comment).await,
+                    ActionKind::RestrictAppExecution => {
+                        client.restrict_code_execution(&row.machine_id, &req.comment).await
+                    }
+                    ActionKind::RemoveAppRestriction => {
+                        client.unrestrict_code_execution(&row.machine_id, &req.comment).await
+                    }
+                    ActionKind::CollectInvestigationPackage => {
+                        client.collect_investigation_package(&row.machine_id, &req.comment).await
+                    }
+                };
+                match answer {
+                    Ok(action) => Sent::Accepted(Box::new(action)),
+                    // Defender has an open action of this type already: follow that one when it
+                    // is what was asked for; one of another scope (a Quick scan for a Full one,
+                    // Selective isolation for Full) is named instead, never shown as this one.
+                    Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(&row.machine_id).await {
+                        Ok(list) => match list
+                            .into_iter()
+                            .find(|a| a.kind.as_deref() == Some(req.kind.type_name()) && !a.is_final())
+                        {
+                            Some(a)
+                                if req.kind.scope().eq_ignore_ascii_case(a.scope.as_deref().unwrap_or_default()) =>
+                            {
+                                Sent::Accepted(Box::new(a))
+                            }
+                            Some(a) => Sent::Failed(format!(
+                                "Defender is already carrying out {} on this device{}; this {} was not started. \
                              Ask again when it has finished.",
-                            req.kind.running_label(a.scope.as_deref()),
-                            a.requestor.as_deref().map(|r| format!(" (asked for by {r})")).unwrap_or_default(),
-                            req.kind.label(),
-                        )),
-                        None => Sent::Failed(
-                            "Defender says an action of this type is already in progress for the machine.".into(),
-                        ),
+                                req.kind.running_label(a.scope.as_deref()),
+                                a.requestor.as_deref().map(|r| format!(" (asked for by {r})")).unwrap_or_default(),
+                                req.kind.label(),
+                            )),
+                            None => Sent::Failed(
+                                "Defender says an action of this type is already in progress for the machine.".into(),
+                            ),
+                        },
+                        Err(e) => Sent::Failed(e.plain_words()),
                     },
                     Err(e) => Sent::Failed(e.plain_words()),
-                },
-                Err(e) => Sent::Failed(e.plain_words()),
+                }
             }
         }
     };
+    let outcome = while_sending(ctx, row.id, sending).await;
     record_outcome(ctx, &row, outcome, user).await
+}
+
+/// Runs `send`, telling the background follower every [`SEND_BEAT`] that the intent is still on
+/// its way: waiting out Defender's throttling may take minutes, and only an intent whose beat
+/// stopped for [`SEND_GRACE`] is one a stopped process left unsent.
+async fn while_sending<T>(ctx: &DefenderService, id: i64, send: impl std::future::Future<Output = T>) -> T {
+    let beat = async {
+        let mut every = tokio::time::interval(SEND_BEAT);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = ctx.db.run(move |c| Ok(actions::still_sending(c, id)?)).await {
+                tracing::warn!(action = id, error = %e, "could not record that an action is still being sent");
+            }
+        }
+    };
+    tokio::select! {
+        sent = send => sent,
+        () = beat => unreachable!("the beat never ends"),
+    }
 }
 
 /// Records the `action.finished` event of an action that reached a final status (in the
@@ -384,15 +414,20 @@ async fn record_outcome(
             c.write_transaction(|c| {
                 match &sent {
                     Sent::Accepted(a) => {
-                        actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
+                        let status = a.status().unwrap_or(ActionStatus::Pending);
+                        // Settled meanwhile (declared never sent after its beat stopped): the
+                        // record stays as it ended, and the audit says what Defender did.
+                        let late = actions::mark_sent(c, id, &a.id, status)? == 0;
                         audit::entry(&user, "defender.action")
                             .target(&machine)
-                            .outcome("sent")
+                            .outcome(if late { "sent late" } else { "sent" })
                             .details(&format!("{label} (action {id}); Defender action {}", a.id))
                             .record(c)?;
                     }
                     Sent::Failed(why) => {
-                        actions::set_status(c, id, ActionStatus::Failed, why)?;
+                        if actions::change_status(c, id, ActionStatus::Requested, ActionStatus::Failed, why)? == 0 {
+                            return Ok(actions::find(c, id)?);
+                        }
                         action_finished(c, &finished, ActionStatus::Failed)?;
                         audit::entry(&user, "defender.action")
                             .target(&machine)
@@ -440,8 +475,11 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                         }
                         db_row.status
                     });
-                    if status != db_row.status {
-                        actions::set_status(c, id, status, "")?;
+                    // Only the refresh that moves the stored status records the change: two at
+                    // once (a page polling and the follower) must not both record its end.
+                    if status != db_row.status
+                        && actions::change_status(c, id, db_row.status, status, "")? == 1
+                    {
                         if status.is_final() {
                             if status == ActionStatus::Succeeded {
                                 let isolated = match db_row.action_type.as_str() {
@@ -460,7 +498,7 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                                         db_row.described()
                                     )).record(c)?;
                         }
-                    } else {
+                    } else if status == db_row.status {
                         actions::touch_polled(c, id)?;
                     }
                 }
@@ -481,7 +519,8 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
     let open = ctx.db.run(|c| Ok(actions::open_actions(c)?)).await?;
     for row in open {
         if row.defender_action_id.is_empty() {
-            if now() - row.created_at < SEND_GRACE {
+            // Still on its way (its sender beats, see `while_sending`), or too recent to tell.
+            if now() - row.created_at.max(row.updated_at) < SEND_GRACE {
                 continue;
             }
             // Only a listing Defender answered can tell that the intent was never sent: when it
@@ -514,8 +553,11 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                             actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
                         }
                         None => {
+                            let why = "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.";
+                            if actions::change_status(c, id, ActionStatus::Requested, ActionStatus::Failed, why)? == 0 {
+                                return Ok(());
+                            }
                             action_finished(c, &unsent, ActionStatus::Failed)?;
-                            actions::set_status(c, id, ActionStatus::Failed, "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.")?;
                             audit::entry(&user, "defender.action").outcome("failure").details(&format!("action {id} was never sent")).record(c)?;
                         }
                     }

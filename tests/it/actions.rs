@@ -282,3 +282,125 @@ async fn a_running_scan_of_another_scope_is_not_taken_for_the_one_asked_for() {
     let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
     assert!(html.contains(&elsewhere.id), "{html}");
 }
+
+/// Red-team review (fresh eyes, low): `refresh` reads the action, asks Defender, then writes the
+/// new status unconditionally (`actions::set_status` by id) with an `action.finished` event and
+/// an audit entry when it is final. Two refreshes of one open action at the same time (a page
+/// polling it every 2 s and the background follower, two operators watching it, two instances)
+/// both see it open and both record its end: the outbox delivers "ended Succeeded" twice.
+#[tokio::test]
+async fn an_action_that_ends_is_recorded_as_ended_once_when_refreshed_twice_at_once() {
+    use endpoint_analytics::db::schema::events;
+    let (app, _sim, _) = synced().await;
+    // The two refreshes below are the test's own.
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "scan"), ("scope", "Quick"), ("comment", "twice"), ("key", "refreshed-twice-at-once-01")];
+    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
+    let id: i64 = action_id(&html).parse().unwrap();
+    let finished = || async {
+        app.db
+            .run(move |c| {
+                Ok(events::table
+                    .filter(events::endpoint_id.eq(endpoint))
+                    .filter(events::kind.eq("action.finished"))
+                    .count()
+                    .get_result::<i64>(c)?)
+            })
+            .await
+            .unwrap()
+    };
+    // Defender has finished it (200 ms pending, 200 ms in progress); nobody polled it for 2 s.
+    let mut ends = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let (a, b) = tokio::join!(
+            endpoint_analytics::defender::actions::find_refreshed(&app.state.defender, id),
+            endpoint_analytics::defender::actions::find_refreshed(&app.state.defender, id),
+        );
+        ends.push((a.unwrap().unwrap().status, b.unwrap().unwrap().status));
+        if finished().await > 0 {
+            break;
+        }
+    }
+    assert_eq!(finished().await, 1, "one action.finished event for one action: {ends:?}");
+}
+
+/// Red-team review (fresh eyes, low–medium): the follower takes an intent older than
+/// `SEND_GRACE` (60 s) that has no Defender id for one whose process stopped before sending, and
+/// marks it Failed ("Nothing was sent") when Defender lists no such action. But a request still
+/// on its way is such an intent too: Defender's 429 with `Retry-After` (`L:common-errors`,
+/// retried up to 5 times, each wait up to 300 s) or the client's own rate limiter can hold a
+/// click longer than 60 s. The operator and the outbox are then told nothing was sent, the
+/// machine is free for another action, and when the retry goes through `mark_sent` overwrites
+/// the final Failed with Pending (the page below shows Pending; its end will be a second
+/// `action.finished`, not asserted here). Here the 60 s are aged into the intent while
+/// Defender's Retry-After holds it. Now the sender beats every 5 s while its request is on its way.
+#[tokio::test]
+async fn a_request_still_on_its_way_is_not_declared_never_sent() {
+    use defender_sim::{FaultEffect, FaultRule};
+    use endpoint_analytics::db::schema::{audit_log, machine_actions};
+    let (app, sim, _) = synced().await;
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("RunAntiVirusScan".into()),
+            nth: None,
+            fraction: None,
+            times: Some(1),
+            effect: FaultEffect::Throttle { retry_after: Some(8) },
+        }],
+        ..Default::default()
+    });
+    let form = [("action", "scan"), ("scope", "Quick"), ("comment", "throttled"), ("key", "still-on-its-way-0001")];
+    let click = act(&app, &operator, endpoint, &form);
+    let follower = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // As if Defender's Retry-After (or the limiter) had held the click for over a minute.
+        app.db
+            .run(move |c| {
+                diesel::update(machine_actions::table.filter(machine_actions::endpoint_id.eq(endpoint)))
+                    .set((
+                        machine_actions::created_at.eq(machine_actions::created_at - 61),
+                        machine_actions::updated_at.eq(machine_actions::updated_at - 61),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // The sender says every 5 s that its click is still on its way: the follower, after one
+        // such beat and while Defender still holds the click, must leave it alone.
+        tokio::time::sleep(Duration::from_millis(6000)).await;
+        endpoint_analytics::defender::actions::follow_open(&app.state.defender).await.unwrap();
+    };
+    let (res, ()) = tokio::join!(click, follower);
+    let html = res.text().await.unwrap();
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 2, "refused once (429), then created");
+    let never_sent: i64 = app
+        .db
+        .run(|c| {
+            Ok(audit_log::table
+                .filter(audit_log::action.eq("defender.action"))
+                .filter(audit_log::details.like("%was never sent%"))
+                .count()
+                .get_result(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(never_sent, 0, "a scan Defender accepted is not recorded as never sent; the page: {html}");
+}
+
+/// Takes the background follower's lease for the test, so that what follows is the test's own.
+async fn hold_action_poll(app: &TestApp) -> endpoint_analytics::db::lease::Lease {
+    for _ in 0..400 {
+        if let Some(lease) = app.db.try_lease(endpoint_analytics::db::lease::ACTION_POLL).await.unwrap() {
+            return lease;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the action-poll lease stays taken");
+}

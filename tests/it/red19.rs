@@ -271,7 +271,10 @@ async fn red19_an_unsent_intent_is_settled_only_by_an_answered_listing() {
                 _ => unreachable!("a fresh key on an idle machine"),
             };
             diesel::update(machine_actions::table.find(row.id))
-                .set(machine_actions::created_at.eq(row.created_at - 120))
+                .set((
+                    machine_actions::created_at.eq(row.created_at - 120),
+                    machine_actions::updated_at.eq(row.updated_at - 120),
+                ))
                 .execute(c)?;
             Ok(row.id)
         })

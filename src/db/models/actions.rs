@@ -147,29 +147,56 @@ pub fn open_actions(conn: &mut AnyConnection) -> QueryResult<Vec<ActionRow>> {
     machine_actions::table.filter(machine_actions::status.eq_any(OPEN)).select(ActionRow::as_select()).load(conn)
 }
 
+/// Records that Defender accepted the intent `id` (still unsent: 0 when it was settled
+/// meanwhile, e.g. declared never sent).
 pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: ActionStatus) -> QueryResult<usize> {
     let t = now();
-    diesel::update(machine_actions::table.find(id))
+    diesel::update(
+        machine_actions::table
+            .find(id)
+            .filter(machine_actions::status.eq(ActionStatus::Requested.as_str()))
+            .filter(machine_actions::defender_action_id.eq("")),
+    )
+    .set((
+        machine_actions::defender_action_id.eq(defender_id),
+        machine_actions::status.eq(status.as_str()),
+        machine_actions::sent_at.eq(Some(t)),
+        machine_actions::updated_at.eq(t),
+        machine_actions::polled_at.eq(t),
+    ))
+    .execute(conn)
+}
+
+/// Moves action `id` from `from` to `to`: 1 when it did, 0 when something else moved it first
+/// (two refreshes at once, an instance beside this one), so that only one records the change.
+pub fn change_status(
+    conn: &mut AnyConnection,
+    id: i64,
+    from: ActionStatus,
+    to: ActionStatus,
+    error: &str,
+) -> QueryResult<usize> {
+    let t = now();
+    diesel::update(machine_actions::table.find(id).filter(machine_actions::status.eq(from.as_str())))
         .set((
-            machine_actions::defender_action_id.eq(defender_id),
-            machine_actions::status.eq(status.as_str()),
-            machine_actions::sent_at.eq(Some(t)),
+            machine_actions::status.eq(to.as_str()),
+            machine_actions::error.eq(error),
             machine_actions::updated_at.eq(t),
             machine_actions::polled_at.eq(t),
         ))
         .execute(conn)
 }
 
-pub fn set_status(conn: &mut AnyConnection, id: i64, status: ActionStatus, error: &str) -> QueryResult<usize> {
-    let t = now();
-    diesel::update(machine_actions::table.find(id))
-        .set((
-            machine_actions::status.eq(status.as_str()),
-            machine_actions::error.eq(error),
-            machine_actions::updated_at.eq(t),
-            machine_actions::polled_at.eq(t),
-        ))
-        .execute(conn)
+/// Tells the background follower that the intent `id` is still on its way to Defender.
+pub fn still_sending(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
+    diesel::update(
+        machine_actions::table
+            .find(id)
+            .filter(machine_actions::status.eq(ActionStatus::Requested.as_str()))
+            .filter(machine_actions::defender_action_id.eq("")),
+    )
+    .set(machine_actions::updated_at.eq(now()))
+    .execute(conn)
 }
 
 pub fn touch_polled(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
