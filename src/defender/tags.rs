@@ -169,10 +169,14 @@ struct Write {
 }
 
 impl Write {
-    /// The call's `Action`, as Defender's body and our record name it.
     fn action(&self) -> &'static str {
-        if self.add { "Add" } else { "Remove" }
+        action_name(self.add)
     }
+}
+
+/// A tag call's `Action`, as Defender's body and our record name it.
+fn action_name(add: bool) -> &'static str {
+    if add { "Add" } else { "Remove" }
 }
 
 /// What the mappings want that is not there, and what the product wrote that they no longer
@@ -293,31 +297,24 @@ pub async fn write_round(
             Err(e) if stop => format!("{}{}", store::STOPPED, e.plain_words()),
             Err(e) => format!("failed: {}", e.plain_words()),
         };
-        let w2 = w.clone();
+        let call = Call {
+            machine_id: w.machine_id.clone(),
+            tag: w.tag.clone(),
+            add: w.add,
+            found_there,
+            ok,
+            source: source::PROFILE,
+            by: "system".into(),
+            details: format!("tag {} ({}): {outcome}", w.tag, w.why),
+            outcome,
+        };
         let recorded = db
             .run(move |c| {
                 c.write_transaction(|c| {
                     if !crate::db::lease::hold_fence(c, fence)? {
                         return Ok(false);
                     }
-                    store::record_call(c, &w2.machine_id, &w2.tag, w2.action(), &outcome)?;
-                    if found_there {
-                        store::observed(c, &w2.machine_id, &w2.tag)?;
-                    } else if ok {
-                        if w2.add {
-                            store::record_written(c, &w2.machine_id, &w2.tag, source::PROFILE, "system")?;
-                        } else {
-                            store::forget_written(c, &w2.machine_id, &w2.tag)?;
-                        }
-                    }
-                    let host = defender_machines::find(c, &w2.machine_id)?
-                        .map(|m| m.computer_dns_name)
-                        .unwrap_or_else(|| w2.machine_id.clone());
-                    audit::entry("system", if w2.add { "defender.tag.add" } else { "defender.tag.remove" })
-                        .target(&host)
-                        .outcome(if ok { "success" } else { "failed" })
-                        .details(&format!("tag {} ({}): {outcome}", w2.tag, w2.why))
-                        .record(c)?;
+                    call.record(c)?;
                     Ok::<_, anyhow::Error>(true)
                 })
             })
@@ -339,6 +336,46 @@ pub async fn write_round(
         }
     }
     Ok(round)
+}
+
+/// One answered call to Defender's tag API, as it is recorded.
+struct Call {
+    machine_id: String,
+    tag: String,
+    add: bool,
+    /// An add found the machine carrying the tag already (someone else's).
+    found_there: bool,
+    /// The machine carries (an add) or no longer carries (a removal) the tag.
+    ok: bool,
+    /// What asked for it ([`source`]) and who, for the record and the audit.
+    source: &'static str,
+    by: String,
+    outcome: String,
+    details: String,
+}
+
+impl Call {
+    /// The call (counted against the hour's budget, and its failures backed off), what it
+    /// means for the tags the product wrote, and its audit entry: in the caller's transaction.
+    fn record(&self, c: &mut crate::db::AnyConnection) -> anyhow::Result<()> {
+        store::record_call(c, &self.machine_id, &self.tag, action_name(self.add), &self.outcome)?;
+        if self.found_there {
+            store::observed(c, &self.machine_id, &self.tag)?;
+        } else if self.ok && self.add {
+            store::record_written(c, &self.machine_id, &self.tag, self.source, &self.by)?;
+        } else if self.ok {
+            store::forget_written(c, &self.machine_id, &self.tag)?;
+        }
+        let host = defender_machines::find(c, &self.machine_id)?
+            .map(|m| m.computer_dns_name)
+            .unwrap_or_else(|| self.machine_id.clone());
+        audit::entry(&self.by, if self.add { "defender.tag.add" } else { "defender.tag.remove" })
+            .target(&host)
+            .outcome(if self.ok { "success" } else { "failed" })
+            .details(&self.details)
+            .record(c)?;
+        Ok(())
+    }
 }
 
 /// Adds `tag` to the machine unless Defender shows it there already (in any case: Microsoft
@@ -422,31 +459,18 @@ pub async fn add_for_rule(
         Ok(Some(_)) => store::DONE.to_owned(),
         Err(e) => format!("failed: {}", e.plain_words()),
     };
-    let (id, host, t, who, o, ok) = (
-        machine.machine_id.clone(),
-        machine.computer_dns_name.clone(),
-        tag.clone(),
-        caller.to_owned(),
-        outcome.clone(),
-        answer.is_ok(),
-    );
-    db.run(move |c| {
-        c.write_transaction(|c| {
-            store::record_call(c, &id, &t, "Add", &o)?;
-            if found_there {
-                store::observed(c, &id, &t)?;
-            } else if ok {
-                store::record_written(c, &id, &t, source::RULE, &who)?;
-            }
-            audit::entry(&who, "defender.tag.add")
-                .target(&host)
-                .outcome(if ok { "success" } else { "failed" })
-                .details(&format!("tag {t}: {o}"))
-                .record(c)?;
-            Ok::<_, anyhow::Error>(())
-        })
-    })
-    .await?;
+    let call = Call {
+        machine_id: machine.machine_id.clone(),
+        tag: tag.clone(),
+        add: true,
+        found_there,
+        ok: answer.is_ok(),
+        source: source::RULE,
+        by: caller.to_owned(),
+        details: format!("tag {tag}: {outcome}"),
+        outcome,
+    };
+    db.run(move |c| c.write_transaction(|c| call.record(c))).await?;
     Ok(match answer {
         Ok(_) => RuleTag::Done(format!("tag {tag} added to {}", machine.computer_dns_name)),
         Err(e) if e.is_transient() => RuleTag::Retry(e.plain_words()),
