@@ -11,11 +11,12 @@
 //!   committed in between, by this process, another instance, or a `psql` session. (A commit to
 //!   another database of the same server changes it too: a needless re-read, never a stale
 //!   page.) Each read is a trip to the server, so the requests that arrive while one is on its
-//!   way share the next one (see [`Shared`]).
+//!   way share the next one (see [`Shared`]), and wait for it without holding their worker
+//!   thread: the read runs on a blocking thread, and a worker serves other requests meanwhile.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -33,7 +34,7 @@ pub(super) struct VersionObservers {
     observers: Vec<Mutex<Observer>>,
     epoch: AtomicU64,
     /// PostgreSQL: one read at a time, shared by the requests waiting for it.
-    shared: Option<Shared>,
+    shared: Option<Arc<Shared>>,
 }
 
 struct Observer {
@@ -73,15 +74,19 @@ impl VersionObservers {
         Self {
             observers: vec![Mutex::new(Observer::new(conn))],
             epoch: AtomicU64::new(0),
-            shared: Some(Shared::default()),
+            shared: Some(Arc::default()),
         }
     }
 
     /// The current data version, or `None` if it could not be read (then nothing kept may be
     /// reused).
-    pub(super) fn read(&self) -> Option<u64> {
+    pub(super) async fn read(self: &Arc<Self>) -> Option<u64> {
         match &self.shared {
-            Some(shared) => shared.read(|| self.read_now()),
+            Some(shared) => {
+                let observers = self.clone();
+                shared.read(move || observers.read_now()).await
+            }
+            // A read inside the process: quicker than handing it to another thread.
             None => self.read_now(),
         }
     }
@@ -141,10 +146,13 @@ impl ObserverConnection {
 /// waits for the read on its way, if any, and then for the next one, which it starts itself
 /// unless another waiter did. Under load one read serves every request that arrived during
 /// the previous one, instead of each making its own trip.
+///
+/// The read runs on a blocking thread and records its own result, so that a request dropped
+/// while waiting (its client went away) never leaves the others waiting for a read no one ends.
 #[derive(Default)]
 struct Shared {
     state: Mutex<SharedState>,
-    done: Condvar,
+    done: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -159,26 +167,42 @@ struct SharedState {
 }
 
 impl Shared {
-    fn read(&self, read_now: impl FnOnce() -> Option<u64>) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let arrived_after = state.begun;
+    async fn read(self: &Arc<Self>, read_now: impl FnOnce() -> Option<u64> + Send + 'static) -> Option<u64> {
+        let arrived_after = self.lock().begun;
+        let mut read_now = Some(read_now);
         loop {
-            if state.finished > arrived_after {
-                return state.version;
+            // Registered before the state is looked at, so that a read ending in between wakes it.
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.finished > arrived_after {
+                    return state.version;
+                }
+                if !state.reading
+                    && let Some(read_now) = read_now.take()
+                {
+                    state.reading = true;
+                    state.begun += 1;
+                    let mine = state.begun;
+                    let shared = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        // A read that panicked counts as one that failed: nothing is reused.
+                        let version = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read_now)).ok().flatten();
+                        let mut state = shared.lock();
+                        (state.reading, state.finished, state.version) = (false, mine, version);
+                        drop(state);
+                        shared.done.notify_waiters();
+                    });
+                }
             }
-            if !state.reading {
-                state.reading = true;
-                state.begun += 1;
-                let mine = state.begun;
-                drop(state);
-                let version = read_now();
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                (state.reading, state.finished, state.version) = (false, mine, version);
-                self.done.notify_all();
-                return version;
-            }
-            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            done.await;
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -223,8 +247,8 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
-    #[test]
-    fn a_request_never_uses_a_read_that_began_before_it_arrived() {
+    #[tokio::test]
+    async fn a_request_never_uses_a_read_that_began_before_it_arrived() {
         let shared = Arc::new(Shared::default());
         let reads = Arc::new(AtomicUsize::new(0));
         let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -232,30 +256,57 @@ mod tests {
         // A read on its way, answering version 1 once released.
         let first = {
             let (shared, reads) = (shared.clone(), reads.clone());
-            std::thread::spawn(move || {
-                shared.read(|| {
-                    reads.fetch_add(1, SeqCst);
-                    started_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    Some(1)
-                })
+            tokio::spawn(async move {
+                shared
+                    .read(move || {
+                        reads.fetch_add(1, SeqCst);
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        Some(1)
+                    })
+                    .await
             })
         };
-        started_rx.recv().unwrap();
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap()).await.unwrap();
         // Arriving now, it must not take the 1 of the read already on its way.
         let second = {
             let (shared, reads) = (shared.clone(), reads.clone());
-            std::thread::spawn(move || {
-                shared.read(|| {
-                    reads.fetch_add(1, SeqCst);
-                    Some(2)
-                })
+            tokio::spawn(async move {
+                shared
+                    .read(move || {
+                        reads.fetch_add(1, SeqCst);
+                        Some(2)
+                    })
+                    .await
             })
         };
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
         release_tx.send(()).unwrap();
-        assert_eq!(first.join().unwrap(), Some(1));
-        assert_eq!(second.join().unwrap(), Some(2), "a read of its own, begun after it arrived");
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(second.await.unwrap(), Some(2), "a read of its own, begun after it arrived");
         assert_eq!(reads.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_leaves_the_read_to_end_for_the_others() {
+        let shared = Arc::new(Shared::default());
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        // The request that starts the read is dropped before the read ends.
+        let gone = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                shared
+                    .read(move || {
+                        release_rx.recv().unwrap();
+                        Some(7)
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gone.abort();
+        release_tx.send(()).unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), shared.read(|| Some(8))).await;
+        assert_eq!(next.expect("the next request is answered"), Some(8));
     }
 }

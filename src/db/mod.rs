@@ -245,8 +245,8 @@ impl Db {
     /// of any process: what was read while it was `v` is still what the database holds while it
     /// is `v` (read it before reading the data). How each engine tells is in `src/db/data_version.rs`.
     /// `None` if it could not be read: then nothing read may be reused.
-    pub fn data_version(&self) -> Option<u64> {
-        self.version_observers.read()
+    pub async fn data_version(&self) -> Option<u64> {
+        self.version_observers.read().await
     }
 
     pub fn conn(&self) -> anyhow::Result<DbConn> {

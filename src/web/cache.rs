@@ -65,8 +65,16 @@ tokio::task_local! {
 /// reused by the later ones: such a request writes nothing before its reads, so that version is
 /// current for all of them (the session and the page), and reading it once spares a trip per
 /// request. Elsewhere it is read now.
-pub fn data_version(db: &crate::db::Db) -> Option<u64> {
-    REQUEST_DATA_VERSION.try_with(|v| *v.get_or_init(|| db.data_version())).unwrap_or_else(|_| db.data_version())
+pub async fn data_version(db: &crate::db::Db) -> Option<u64> {
+    match REQUEST_DATA_VERSION.try_with(|v| v.get().copied()) {
+        Ok(Some(read)) => read,
+        Ok(None) => {
+            let version = db.data_version().await;
+            // Another use within the request may have read it meanwhile: the first read stands.
+            REQUEST_DATA_VERSION.with(|v| *v.get_or_init(|| version))
+        }
+        Err(_) => db.data_version().await,
+    }
 }
 
 /// Middleware: lets a page request read the data version once (outside the session

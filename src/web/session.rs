@@ -55,7 +55,7 @@ impl SessionStore for DbSessionStore {
     /// user (see [`SessionAccount`]).
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = storage_id(key);
-        let version = crate::web::cache::data_version(&self.db);
+        let version = crate::web::cache::data_version(&self.db).await;
         if let Some((state, expires)) = version.and_then(|v| self.loaded.get(&id, v)) {
             // Unchanged since it was read; it may have expired meanwhile.
             return Ok((expires > now()).then_some(state));

@@ -66,7 +66,7 @@ pub async fn list_view(
     with_facets: bool,
 ) -> Result<(Arc<EndpointPage>, i64, Option<Arc<Facets>>), AppError> {
     let cache = &state.list_cache;
-    let version = crate::web::cache::data_version(&state.db);
+    let version = crate::web::cache::data_version(&state.db).await;
     let page_key = format!("{query:?}");
     let known_page = version.and_then(|v| cache.pages.get(&page_key, v));
     let known_facets = if with_facets { cache.facets.get(&(), version) } else { None };
@@ -202,7 +202,7 @@ pub const ENDPOINT_PAGES_KEPT: usize = 512;
 /// The endpoint's data as the database holds it now: kept from an earlier view when nothing
 /// was committed since, else read (and kept).
 async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, AppError> {
-    let version = crate::web::cache::data_version(&state.db);
+    let version = crate::web::cache::data_version(&state.db).await;
     if let Some(kept) = version.and_then(|v| state.endpoint_pages.get(&id, v)) {
         return Ok(kept);
     }
