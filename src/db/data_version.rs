@@ -4,7 +4,14 @@
 //!
 //! - **SQLite**: `PRAGMA data_version`, which a connection sees change with every commit of the
 //!   other connections. A few observers, so that request threads seldom wait for one another.
-//! - **PostgreSQL**: the server's current snapshot (`pg_current_snapshot()`: the oldest running
+//! - **PostgreSQL**, while listening: every table tells `ea_data_changed` of its commits
+//!   (statement triggers, migration 000042), and a thread of this process listens
+//!   ([`VersionObservers::listen`]) and moves the epoch on each notification; this process's own
+//!   commits move it at once, as they return ([`count_commits`]), so a person's next page shows
+//!   their change and a request costs no trip to the server. Another instance's commit shows
+//!   within the listener's poll (milliseconds; issue 23's Q3 allows a second).
+//! - **PostgreSQL**, when not listening (the listener's connection failed, and until it listens
+//!   again): the server's current snapshot (`pg_current_snapshot()`: the oldest running
 //!   transaction, the next transaction id, the ones in progress). A transaction that writes gets
 //!   an id; while it runs it is in the list, and its commit takes it out; one that began and
 //!   committed between two reads moved the next id on. So two equal snapshots mean nothing was
@@ -15,12 +22,15 @@
 //!   thread: the read runs on a blocking thread, and a worker serves other requests meanwhile.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+
+/// The PostgreSQL channel that every table's changes are told on (migration 000042).
+const CHANNEL: &str = "ea_data_changed";
 
 /// Reads the data version on connections of their own.
 ///
@@ -35,6 +45,12 @@ pub(super) struct VersionObservers {
     epoch: AtomicU64,
     /// PostgreSQL: one read at a time, shared by the requests waiting for it.
     shared: Option<Arc<Shared>>,
+    /// PostgreSQL: the commits of this handle's pooled connections ([`count_commits`]), in
+    /// every version it reads: a commit moves it on as soon as it returns.
+    local_commits: Arc<AtomicU64>,
+    /// PostgreSQL: the listener hears every commit (see [`VersionObservers::listen`]); the
+    /// snapshot is read only while it does not.
+    listening: AtomicBool,
 }
 
 struct Observer {
@@ -50,6 +66,10 @@ enum ObserverConnection {
         url: String,
         conn: Option<PgConnection>,
         failed_at: Option<Instant>,
+        /// `LISTEN` was run on `conn`.
+        listening: bool,
+        /// When `conn` was last proved alive by a query.
+        checked_at: Instant,
     },
 }
 
@@ -65,16 +85,109 @@ impl VersionObservers {
         }
         let observers =
             observers.into_iter().map(|c| Mutex::new(Observer::new(ObserverConnection::Sqlite(c)))).collect();
-        Ok(Self { observers, epoch: AtomicU64::new(0), shared: None })
+        Ok(Self {
+            observers,
+            epoch: AtomicU64::new(0),
+            shared: None,
+            local_commits: Arc::default(),
+            listening: AtomicBool::new(false),
+        })
     }
 
-    /// One PostgreSQL observer: the reads are shared, so one is never in use twice at once.
+    /// One PostgreSQL observer, which also listens: the reads are shared, so one is never in
+    /// use twice at once. Listening starts with [`VersionObservers::listen`].
     pub(super) fn postgres(conn: PgConnection, url: &str) -> Self {
-        let conn = ObserverConnection::Postgres { url: url.to_owned(), conn: Some(conn), failed_at: None };
+        let conn = ObserverConnection::Postgres {
+            url: url.to_owned(),
+            conn: Some(conn),
+            failed_at: None,
+            listening: false,
+            checked_at: Instant::now(),
+        };
         Self {
             observers: vec![Mutex::new(Observer::new(conn))],
             epoch: AtomicU64::new(0),
             shared: Some(Arc::default()),
+            local_commits: Arc::default(),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    /// The counter the pool's connections count their commits in ([`count_commits`]).
+    pub(super) fn local_commits(&self) -> Arc<AtomicU64> {
+        self.local_commits.clone()
+    }
+
+    /// How often the listener looks for notifications (and so how late another instance's
+    /// commit may show), and how often it proves its connection alive with a query.
+    const LISTEN_POLL: Duration = Duration::from_millis(5);
+    const LISTEN_CHECK: Duration = Duration::from_secs(1);
+
+    /// PostgreSQL: a thread that listens on [`CHANNEL`] for as long as these observers live.
+    pub(super) fn listen(self: &Arc<Self>) -> anyhow::Result<()> {
+        let observers = Arc::downgrade(self);
+        std::thread::Builder::new().name("ea-data-listener".into()).spawn(move || Self::listener(observers))?;
+        Ok(())
+    }
+
+    fn listener(observers: Weak<Self>) {
+        while let Some(o) = observers.upgrade() {
+            o.hear();
+            drop(o);
+            std::thread::sleep(Self::LISTEN_POLL);
+        }
+    }
+
+    /// One look at the listener's connection: (re)opens it and runs `LISTEN` when needed, and
+    /// moves the epoch on for the notifications that arrived. While it cannot listen, requests
+    /// read the snapshot instead; any change of state moves the epoch, so that nothing kept
+    /// across it is reused.
+    fn hear(&self) {
+        let mut observer = self.observers[0].lock().unwrap_or_else(|e| e.into_inner());
+        let ObserverConnection::Postgres { url, conn, failed_at, listening, checked_at } = &mut observer.conn else {
+            return;
+        };
+        if conn.is_none() && failed_at.is_none_or(|at| at.elapsed() >= ObserverConnection::REOPEN_AFTER) {
+            *conn = PgConnection::establish(url).ok();
+            *failed_at = conn.is_none().then(Instant::now);
+            *listening = false;
+        }
+        let Some(c) = conn.as_mut() else { return };
+        let mut heard = false;
+        let mut ok = true;
+        if !*listening {
+            // Named, so that an administrator looking at `pg_stat_activity` knows it.
+            ok = c.batch_execute(&format!("SET application_name = 'ea-data-listener'; LISTEN {CHANNEL}")).is_ok();
+            // What was committed before it listened is in every read from now on: nothing kept
+            // from before may be reused.
+            heard = ok;
+            *listening = ok;
+            *checked_at = Instant::now();
+        }
+        if ok && checked_at.elapsed() >= Self::LISTEN_CHECK {
+            ok = c.batch_execute("SELECT 1").is_ok();
+            *checked_at = Instant::now();
+        }
+        if ok {
+            for notification in c.notifications_iter() {
+                match notification {
+                    Ok(_) => heard = true,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if !ok {
+            (*conn, *failed_at, *listening) = (None, Some(Instant::now()), false);
+            heard = true;
+        }
+        // Stop answering from the epoch alone before moving it, so that a request never pairs
+        // a listener's epoch with a connection that is gone.
+        self.listening.store(*listening, SeqCst);
+        if heard {
+            self.epoch.fetch_add(1, SeqCst);
         }
     }
 
@@ -82,9 +195,10 @@ impl VersionObservers {
     /// reused).
     pub(super) async fn read(self: &Arc<Self>) -> Option<u64> {
         match &self.shared {
+            Some(_) if self.listening.load(SeqCst) => Some(self.epoch.load(SeqCst) + self.local_commits.load(SeqCst)),
             Some(shared) => {
                 let observers = self.clone();
-                shared.read(move || observers.read_now()).await
+                shared.read(move || observers.read_now()).await.map(|epoch| epoch + self.local_commits.load(SeqCst))
             }
             // A read inside the process: quicker than handing it to another thread.
             None => self.read_now(),
@@ -118,10 +232,11 @@ impl ObserverConnection {
     fn read(&mut self) -> Option<u64> {
         match self {
             ObserverConnection::Sqlite(c) => SqliteDataVersion.get_result::<i64>(c).ok().map(|v| v as u64),
-            ObserverConnection::Postgres { url, conn, failed_at } => {
+            ObserverConnection::Postgres { url, conn, failed_at, listening, .. } => {
                 if conn.is_none() && failed_at.is_none_or(|at| at.elapsed() >= Self::REOPEN_AFTER) {
                     *conn = PgConnection::establish(url).ok();
                     *failed_at = conn.is_none().then(Instant::now);
+                    *listening = false;
                 }
                 let snapshot = PgSnapshot.get_result::<String>(conn.as_mut()?);
                 match snapshot {
@@ -131,14 +246,90 @@ impl ObserverConnection {
                         Some(digest.finish())
                     }
                     Err(_) => {
-                        *conn = None;
-                        *failed_at = Some(Instant::now());
+                        (*conn, *failed_at, *listening) = (None, Some(Instant::now()), false);
                         None
                     }
                 }
             }
         }
     }
+}
+
+/// Counts the commits of a pooled PostgreSQL connection in `commits` when they return:
+/// a top-level `COMMIT`, and a statement outside a transaction that may write (anything but a
+/// read, a setting or transaction control; a `WITH` counts, to be safe). Reads on PostgreSQL run
+/// outside transactions, so a transaction's commit is a write's.
+pub(super) fn count_commits(conn: &mut PgConnection, commits: Arc<AtomicU64>) {
+    conn.set_instrumentation(CommitCounter { commits, depth: 0, writing: false });
+}
+
+struct CommitCounter {
+    commits: Arc<AtomicU64>,
+    depth: u32,
+    /// The statement running outside a transaction may write.
+    writing: bool,
+}
+
+impl Instrumentation for CommitCounter {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::BeginTransaction { depth, .. } => self.depth = depth.get(),
+            // Told before the `COMMIT` (or `RELEASE`, `ROLLBACK`) runs, which then runs at the
+            // depth it leaves.
+            InstrumentationEvent::CommitTransaction { depth, .. }
+            | InstrumentationEvent::RollbackTransaction { depth, .. } => self.depth = depth.get() - 1,
+            InstrumentationEvent::StartQuery { query, .. } if self.depth == 0 => {
+                self.writing = may_write(&statement_head(query));
+            }
+            InstrumentationEvent::FinishQuery { .. } if self.writing => {
+                self.writing = false;
+                self.commits.fetch_add(1, SeqCst);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The first word of a statement, upper case: only so much of it is written out (a query's
+/// text is followed by its binds, which may be thousands).
+fn statement_head(query: &dyn std::fmt::Display) -> String {
+    struct Head(String);
+    impl std::fmt::Write for Head {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for ch in s.chars() {
+                if ch.is_ascii_alphabetic() {
+                    self.0.push(ch.to_ascii_uppercase());
+                } else if !self.0.is_empty() || !ch.is_whitespace() && ch != '(' {
+                    return Err(std::fmt::Error);
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut head = Head(String::new());
+    let _ = std::fmt::write(&mut head, format_args!("{query}"));
+    head.0
+}
+
+fn may_write(head: &str) -> bool {
+    const READS: &[&str] = &[
+        "SELECT",
+        "SHOW",
+        "SET",
+        "RESET",
+        "BEGIN",
+        "START",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "LISTEN",
+        "UNLISTEN",
+        "EXPLAIN",
+        "VALUES",
+        "TABLE",
+        "FETCH",
+    ];
+    !READS.contains(&head)
 }
 
 /// Reads that waiting requests share. A request may only use a read that *began after it
@@ -285,6 +476,16 @@ mod tests {
         assert_eq!(first.await.unwrap(), Some(1));
         assert_eq!(second.await.unwrap(), Some(2), "a read of its own, begun after it arrived");
         assert_eq!(reads.load(SeqCst), 2);
+    }
+
+    #[test]
+    fn a_statement_counts_as_a_write_unless_it_only_reads() {
+        let head = |sql: &str| statement_head(&sql);
+        assert_eq!(head("  select * from x"), "SELECT");
+        assert_eq!(head("(SELECT 1) UNION (SELECT 2)"), "SELECT");
+        assert_eq!(head("INSERT INTO x VALUES ($1) -- binds: [1]"), "INSERT");
+        assert!(may_write("COMMIT") && may_write("INSERT") && may_write("WITH") && may_write(""));
+        assert!(!may_write("SELECT") && !may_write("ROLLBACK") && !may_write("SET"));
     }
 
     #[tokio::test]

@@ -166,7 +166,10 @@ impl DatabaseTarget {
 /// timeout so a writer waits instead of failing with "database is locked", and foreign keys
 /// (off by default in SQLite).
 #[derive(Debug)]
-struct ConnectionSetup;
+struct ConnectionSetup {
+    /// PostgreSQL: where the pool's commits are counted ([`data_version::count_commits`]).
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
@@ -177,6 +180,8 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
                 .map_err(diesel::r2d2::Error::QueryError)?;
         }
         if let AnyConnection::Postgresql(c) = conn {
+            // Its commits move this process's data version on as they return.
+            data_version::count_commits(c, self.commits.clone());
             // Every statement here is short. PostgreSQL compiles a statement it estimates costly
             // to machine code first, which took 20 ms of an import batch's 1 ms statement when
             // the statistics of a growing table were behind.
@@ -230,10 +235,13 @@ impl Db {
             // query before every use cost a statement per trip. PostgreSQL's are checked.
             .test_on_check_out(matches!(target, DatabaseTarget::Postgres { .. }))
             .connection_timeout(Duration::from_secs(10))
-            .connection_customizer(Box::new(ConnectionSetup))
+            .connection_customizer(Box::new(ConnectionSetup { commits: version_observers.local_commits() }))
             .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
             .context("cannot build the database connection pool")?;
         let version_observers = std::sync::Arc::new(version_observers);
+        if matches!(target, DatabaseTarget::Postgres { .. }) {
+            version_observers.listen().context("cannot start listening for the database's changes")?;
+        }
         Ok(Self { pool, target: std::sync::Arc::new(target), write_turns: Default::default(), version_observers })
     }
 

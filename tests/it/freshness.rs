@@ -1,7 +1,9 @@
 //! Pages reuse what they read while the database is unchanged (`web::cache::UntilChanged`,
 //! `Db::data_version`): what they show must still be what the database holds, whoever changed
 //! it. Here the changes come through a connection pool of their own, as from another process
-//! (the command line, another instance), right after the pages were viewed.
+//! (the command line, another instance), right after the pages were viewed. On SQLite the very
+//! next page shows them; on PostgreSQL another process's commit reaches this one's listener
+//! in milliseconds (issue 23's Q3: within a second), so the page is asked again until then.
 
 use diesel::prelude::*;
 use endpoint_analytics::auth::Role;
@@ -52,11 +54,10 @@ async fn pages_show_what_another_process_just_committed() {
         })
         .await
         .unwrap();
-    let (status, html) = page(summary.clone()).await;
-    assert_eq!(status, 200);
-    assert!(html.contains("after-2") && !html.contains("before-1"), "the Summary shows the committed name");
-    let (_, html) = page(list).await;
-    assert!(html.contains("after-2") && !html.contains("before-1"), "the list shows the committed name");
+    let renamed =
+        |(status, html): (u16, String)| status == 200 && html.contains("after-2") && !html.contains("before-1");
+    shown_soon(|| page(summary.clone()), renamed, "the Summary shows the committed name").await;
+    shown_soon(|| page(list.clone()), renamed, "the list shows the committed name").await;
 
     // A user disabled elsewhere is signed out at the next request, however recently seen.
     other
@@ -66,6 +67,18 @@ async fn pages_show_what_another_process_just_committed() {
         })
         .await
         .unwrap();
-    let (status, _) = page(summary).await;
-    assert_eq!(status, 303, "back to the sign-in page");
+    shown_soon(|| page(summary.clone()), |(status, _)| status == 303, "back to the sign-in page").await;
+}
+
+/// Asks for a page until `shown` holds: at once on SQLite, within Q3's second on PostgreSQL.
+async fn shown_soon<F, T>(mut ask: impl FnMut() -> F, shown: impl Fn(T) -> bool, what: &str)
+where
+    F: std::future::Future<Output = T>,
+{
+    let within = if backend() == "postgres" { std::time::Duration::from_secs(1) } else { Default::default() };
+    let committed = std::time::Instant::now();
+    while !shown(ask().await) {
+        assert!(committed.elapsed() <= within, "{what}: not after {:?}", committed.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
