@@ -361,22 +361,27 @@ async fn a_machine_defender_keeps_refusing_backs_off_and_does_not_starve_the_oth
 /// mapping took the rule's tag back. Now the rule claims it, and it stays.
 #[tokio::test]
 async fn a_tag_a_rule_wants_stays_when_the_profile_that_added_it_lets_go() {
-    const TAG: &str = "EA:Watch";
+    a_rule_keeps_its_tag_when_the_profile_lets_go("EA:Watch", "EA:Watch").await;
+}
+
+/// The profile maps to `profile_tag` and its writer adds it; then a rule adds `rule_tag` to the
+/// same machines, and the mapping goes: every machine keeps the tag.
+async fn a_rule_keeps_its_tag_when_the_profile_lets_go(profile_tag: &str, rule_tag: &str) {
     let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
     let lease = writer_lease(&app).await;
     let (profile_id, profile, machines) = profile_with_machines(&app).await;
     let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
     let (status, body) =
-        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": TAG}))).await;
+        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": profile_tag}))).await;
     assert_eq!(status, 200, "{body}");
     until_quiet(&app, &lease).await;
-    assert!(sim_tags(&sim, &machines[0]).await.contains(&TAG.to_owned()));
+    assert!(sim_tags(&sim, &machines[0]).await.contains(&profile_tag.to_owned()));
 
     let (status, made) = crate::rules::post(
         &app,
         &admin,
         "/api/v1/rules",
-        json!({"name": "Watch them", "condition": {"profiles": [profile]}, "action": {"type": "add_tag", "tag": TAG}}),
+        json!({"name": "Watch them", "condition": {"profiles": [profile]}, "action": {"type": "add_tag", "tag": rule_tag}}),
     )
     .await;
     assert_eq!(status, 201, "{made}");
@@ -386,12 +391,15 @@ async fn a_tag_a_rule_wants_stays_when_the_profile_that_added_it_lets_go() {
     for _ in 0..(machines.len() / 20 + 2) {
         app.state.rules.run_once().await;
     }
+    let sent = audit_outcomes(&app, "rule.act", "sent").await;
+    assert_eq!(sent as usize, machines.len(), "the rule acted on every machine of the profile");
 
     let (status, body) = crate::rules::api(&app, &admin, reqwest::Method::DELETE, &mapping, None).await;
     assert!(status < 300, "{status}: {body}");
     until_quiet(&app, &lease).await;
     for m in &machines {
-        assert!(sim_tags(&sim, m).await.contains(&TAG.to_owned()), "{m}: the rule's tag was taken back");
+        let tags = sim_tags(&sim, m).await;
+        assert!(tags.iter().any(|t| t.eq_ignore_ascii_case(rule_tag)), "{m}: the rule's tag was taken back: {tags:?}");
     }
 }
 
@@ -487,18 +495,23 @@ async fn until_quiet(app: &TestApp, lease: &endpoint_analytics::db::lease::Lease
 }
 
 async fn round_failures(app: &TestApp) -> usize {
+    audit_outcomes(app, "defender.tag.add", "failed").await as usize
+}
+
+/// Audit entries of `action` with `outcome`.
+async fn audit_outcomes(app: &TestApp, action: &'static str, outcome: &'static str) -> i64 {
     use diesel::prelude::*;
     use endpoint_analytics::db::schema::audit_log;
     app.db
-        .run(|c| {
+        .run(move |c| {
             Ok(audit_log::table
-                .filter(audit_log::action.eq("defender.tag.add"))
-                .filter(audit_log::outcome.eq("failed"))
+                .filter(audit_log::action.eq(action))
+                .filter(audit_log::outcome.eq(outcome))
                 .count()
                 .get_result::<i64>(c)?)
         })
         .await
-        .unwrap() as usize
+        .unwrap()
 }
 
 /// PostgreSQL: the session holding the tag writer's lease dies and a second instance takes the
@@ -568,54 +581,5 @@ async fn a_persons_non_ascii_tag_costs_no_call_round_after_round() {
 /// `a_tag_a_rule_wants_stays_when_the_profile_that_added_it_lets_go`, in another case).
 #[tokio::test]
 async fn a_tag_a_rule_wants_in_other_case_stays_when_the_profile_that_added_it_lets_go() {
-    let (app, sim, admin, _) = crate::defender_sync::synced(80).await;
-    let lease = writer_lease(&app).await;
-    let (profile_id, profile, machines) = profile_with_machines(&app).await;
-    let mapping = format!("/api/v1/profiles/{profile_id}/defender-tag");
-    let (status, body) =
-        crate::rules::api(&app, &admin, reqwest::Method::PUT, &mapping, Some(json!({"tag": "EA:Watch"}))).await;
-    assert_eq!(status, 200, "{body}");
-    until_quiet(&app, &lease).await;
-    assert!(sim_tags(&sim, &machines[0]).await.contains(&"EA:Watch".to_owned()));
-
-    let (status, made) = crate::rules::post(
-        &app,
-        &admin,
-        "/api/v1/rules",
-        json!({"name": "Watch them", "condition": {"profiles": [profile]}, "action": {"type": "add_tag", "tag": "ea:watch"}}),
-    )
-    .await;
-    assert_eq!(status, 201, "{made}");
-    let rule = made["id"].as_i64().unwrap();
-    assert_eq!(crate::rules::post(&app, &admin, &format!("/api/v1/rules/{rule}/dry-run"), json!({})).await.0, 200);
-    assert_eq!(crate::rules::post(&app, &admin, &format!("/api/v1/rules/{rule}/enable"), json!({})).await.0, 200);
-    for _ in 0..(machines.len() / 20 + 2) {
-        app.state.rules.run_once().await;
-    }
-    let sent = {
-        use diesel::prelude::*;
-        use endpoint_analytics::db::schema::audit_log;
-        app.db
-            .run(|c| {
-                Ok(audit_log::table
-                    .filter(audit_log::action.eq("rule.act"))
-                    .filter(audit_log::outcome.eq("sent"))
-                    .count()
-                    .get_result::<i64>(c)?)
-            })
-            .await
-            .unwrap()
-    };
-    assert_eq!(sent as usize, machines.len(), "the rule acted on every machine of the profile");
-
-    let (status, body) = crate::rules::api(&app, &admin, reqwest::Method::DELETE, &mapping, None).await;
-    assert!(status < 300, "{status}: {body}");
-    until_quiet(&app, &lease).await;
-    for m in &machines {
-        let tags = sim_tags(&sim, m).await;
-        assert!(
-            tags.iter().any(|t| t.eq_ignore_ascii_case("ea:watch")),
-            "{m}: the rule's tag was taken back: {tags:?}"
-        );
-    }
+    a_rule_keeps_its_tag_when_the_profile_lets_go("EA:Watch", "ea:watch").await;
 }
