@@ -9,7 +9,9 @@
 //!   ([`VersionObservers::listen`]) and moves the epoch on each notification; this process's own
 //!   commits move it at once, as they return ([`count_commits`]), so a person's next page shows
 //!   their change and a request costs no trip to the server. Another instance's commit shows
-//!   within the listener's poll (milliseconds; issue 23's Q3 allows a second).
+//!   within the listener's poll (milliseconds; issue 23's Q3 allows a second). The listener is
+//!   trusted only while its connection answered a query within the last second: a silent one
+//!   (a firewall that lost the flow) never blocks the requests, which read the snapshot then.
 //! - **PostgreSQL**, when not listening (the listener's connection failed, and until it listens
 //!   again): the server's current snapshot (`pg_current_snapshot()`: the oldest running
 //!   transaction, the next transaction id, the ones in progress). A transaction that writes gets
@@ -23,7 +25,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
@@ -49,8 +51,81 @@ pub(super) struct VersionObservers {
     /// every version it reads: a commit moves it on as soon as it returns.
     local_commits: Arc<AtomicU64>,
     /// PostgreSQL: the listener hears every commit (see [`VersionObservers::listen`]); the
-    /// snapshot is read only while it does not.
+    /// snapshot is read only while it does not, or has not proved itself alive lately.
     listening: AtomicBool,
+    started: Instant,
+    /// When the listener last proved its connection alive, in ms since `started`.
+    alive_at_ms: AtomicU64,
+}
+
+/// The listener's connection, owned by its thread.
+struct Listener {
+    url: String,
+    conn: Option<PgConnection>,
+    failed_at: Option<Instant>,
+    /// `LISTEN` was run on `conn`.
+    listening: bool,
+    checked_at: Instant,
+}
+
+/// What one look at the listener's connection found.
+struct Heard {
+    /// Something may have been committed that nothing kept has seen.
+    changed: bool,
+    listening: bool,
+    /// The connection answered a query just now.
+    alive: bool,
+}
+
+impl Listener {
+    /// How often the listener proves its connection alive with a query, and how long requests
+    /// trust it after the last proof.
+    const CHECK_EVERY: Duration = Duration::from_millis(250);
+    const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+    fn new(url: &str) -> Self {
+        Listener { url: url.to_owned(), conn: None, failed_at: None, listening: false, checked_at: Instant::now() }
+    }
+
+    /// (Re)opens the connection and runs `LISTEN` when needed, proves it alive now and then,
+    /// and takes the notifications that arrived. Any change of state counts as a change: what
+    /// was committed before it listened, or while it was cut off, is in no notification.
+    fn hear(&mut self) -> Heard {
+        if self.conn.is_none() && self.failed_at.is_none_or(|at| at.elapsed() >= ObserverConnection::REOPEN_AFTER) {
+            self.conn = PgConnection::establish(&self.url).ok();
+            self.failed_at = self.conn.is_none().then(Instant::now);
+            self.listening = false;
+        }
+        let Some(c) = self.conn.as_mut() else { return Heard { changed: false, listening: false, alive: false } };
+        let (mut changed, mut alive, mut ok) = (false, false, true);
+        if !self.listening {
+            // Named, so that an administrator looking at `pg_stat_activity` knows it.
+            ok = c.batch_execute(&format!("SET application_name = 'ea-data-listener'; LISTEN {CHANNEL}")).is_ok();
+            (self.listening, changed, alive) = (ok, ok, ok);
+            self.checked_at = Instant::now();
+        }
+        if ok && self.checked_at.elapsed() >= Self::CHECK_EVERY {
+            ok = c.batch_execute("SELECT 1").is_ok();
+            alive = ok;
+            self.checked_at = Instant::now();
+        }
+        if ok {
+            for notification in c.notifications_iter() {
+                match notification {
+                    Ok(_) => changed = true,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if !ok {
+            (self.conn, self.failed_at, self.listening, changed, alive) =
+                (None, Some(Instant::now()), false, true, false);
+        }
+        Heard { changed, listening: self.listening, alive }
+    }
 }
 
 struct Observer {
@@ -66,10 +141,6 @@ enum ObserverConnection {
         url: String,
         conn: Option<PgConnection>,
         failed_at: Option<Instant>,
-        /// `LISTEN` was run on `conn`.
-        listening: bool,
-        /// When `conn` was last proved alive by a query.
-        checked_at: Instant,
     },
 }
 
@@ -91,25 +162,23 @@ impl VersionObservers {
             shared: None,
             local_commits: Arc::default(),
             listening: AtomicBool::new(false),
+            started: Instant::now(),
+            alive_at_ms: AtomicU64::new(0),
         })
     }
 
-    /// One PostgreSQL observer, which also listens: the reads are shared, so one is never in
-    /// use twice at once. Listening starts with [`VersionObservers::listen`].
+    /// One PostgreSQL observer: the reads are shared, so one is never in use twice at once.
+    /// Listening (on a connection of its own) starts with [`VersionObservers::listen`].
     pub(super) fn postgres(conn: PgConnection, url: &str) -> Self {
-        let conn = ObserverConnection::Postgres {
-            url: url.to_owned(),
-            conn: Some(conn),
-            failed_at: None,
-            listening: false,
-            checked_at: Instant::now(),
-        };
+        let conn = ObserverConnection::Postgres { url: url.to_owned(), conn: Some(conn), failed_at: None };
         Self {
             observers: vec![Mutex::new(Observer::new(conn))],
             epoch: AtomicU64::new(0),
             shared: Some(Arc::default()),
             local_commits: Arc::default(),
             listening: AtomicBool::new(false),
+            started: Instant::now(),
+            alive_at_ms: AtomicU64::new(0),
         }
     }
 
@@ -119,83 +188,60 @@ impl VersionObservers {
     }
 
     /// How often the listener looks for notifications (and so how late another instance's
-    /// commit may show), and how often it proves its connection alive with a query.
+    /// commit may show).
     const LISTEN_POLL: Duration = Duration::from_millis(5);
-    const LISTEN_CHECK: Duration = Duration::from_secs(1);
 
-    /// PostgreSQL: a thread that listens on [`CHANNEL`] for as long as these observers live.
-    pub(super) fn listen(self: &Arc<Self>) -> anyhow::Result<()> {
+    /// PostgreSQL: a thread that listens on [`CHANNEL`], on a connection of its own, for as
+    /// long as these observers live.
+    pub(super) fn listen(self: &Arc<Self>, url: &str) -> anyhow::Result<()> {
         let observers = Arc::downgrade(self);
-        std::thread::Builder::new().name("ea-data-listener".into()).spawn(move || Self::listener(observers))?;
+        let mut listener = Listener::new(url);
+        std::thread::Builder::new().name("ea-data-listener".into()).spawn(move || {
+            loop {
+                // The trip to the server is made holding nothing of the observers: a listener
+                // stuck on a silent connection keeps neither them nor any request waiting.
+                let heard = listener.hear();
+                let Some(o) = observers.upgrade() else { return };
+                o.take(heard);
+                drop(o);
+                std::thread::sleep(Self::LISTEN_POLL);
+            }
+        })?;
         Ok(())
     }
 
-    fn listener(observers: Weak<Self>) {
-        while let Some(o) = observers.upgrade() {
-            o.hear();
-            drop(o);
-            std::thread::sleep(Self::LISTEN_POLL);
+    /// What the listener heard. Leaving the listening state comes before the epoch moves, and
+    /// entering it after, so that no request pairs an epoch with a listener that missed a commit.
+    fn take(&self, heard: Heard) {
+        if !heard.listening {
+            self.listening.store(false, SeqCst);
+        }
+        if heard.alive {
+            self.alive_at_ms.store(self.started.elapsed().as_millis() as u64, SeqCst);
+        }
+        if heard.changed {
+            self.epoch.fetch_add(1, SeqCst);
+        }
+        if heard.listening {
+            self.listening.store(true, SeqCst);
         }
     }
 
-    /// One look at the listener's connection: (re)opens it and runs `LISTEN` when needed, and
-    /// moves the epoch on for the notifications that arrived. While it cannot listen, requests
-    /// read the snapshot instead; any change of state moves the epoch, so that nothing kept
-    /// across it is reused.
-    fn hear(&self) {
-        let mut observer = self.observers[0].lock().unwrap_or_else(|e| e.into_inner());
-        let ObserverConnection::Postgres { url, conn, failed_at, listening, checked_at } = &mut observer.conn else {
-            return;
-        };
-        if conn.is_none() && failed_at.is_none_or(|at| at.elapsed() >= ObserverConnection::REOPEN_AFTER) {
-            *conn = PgConnection::establish(url).ok();
-            *failed_at = conn.is_none().then(Instant::now);
-            *listening = false;
-        }
-        let Some(c) = conn.as_mut() else { return };
-        let mut heard = false;
-        let mut ok = true;
-        if !*listening {
-            // Named, so that an administrator looking at `pg_stat_activity` knows it.
-            ok = c.batch_execute(&format!("SET application_name = 'ea-data-listener'; LISTEN {CHANNEL}")).is_ok();
-            // What was committed before it listened is in every read from now on: nothing kept
-            // from before may be reused.
-            heard = ok;
-            *listening = ok;
-            *checked_at = Instant::now();
-        }
-        if ok && checked_at.elapsed() >= Self::LISTEN_CHECK {
-            ok = c.batch_execute("SELECT 1").is_ok();
-            *checked_at = Instant::now();
-        }
-        if ok {
-            for notification in c.notifications_iter() {
-                match notification {
-                    Ok(_) => heard = true,
-                    Err(_) => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-        }
-        if !ok {
-            (*conn, *failed_at, *listening) = (None, Some(Instant::now()), false);
-            heard = true;
-        }
-        // Stop answering from the epoch alone before moving it, so that a request never pairs
-        // a listener's epoch with a connection that is gone.
-        self.listening.store(*listening, SeqCst);
-        if heard {
-            self.epoch.fetch_add(1, SeqCst);
-        }
+    /// Whether requests may answer from the epoch alone: the listener listens and proved its
+    /// connection alive within [`Listener::TRUSTED_FOR`]. A silent connection (a firewall that
+    /// dropped the flow, a frozen server) ends that within a second, and requests read the
+    /// snapshot on the observer's own connection until the listener is heard again.
+    fn trusting_listener(&self) -> bool {
+        self.listening.load(SeqCst)
+            && (self.started.elapsed().as_millis() as u64).saturating_sub(self.alive_at_ms.load(SeqCst))
+                <= Listener::TRUSTED_FOR.as_millis() as u64
     }
 
     /// The current data version, or `None` if it could not be read (then nothing kept may be
     /// reused).
     pub(super) async fn read(self: &Arc<Self>) -> Option<u64> {
         match &self.shared {
-            Some(_) if self.listening.load(SeqCst) => Some(self.epoch.load(SeqCst) + self.local_commits.load(SeqCst)),
+            Some(_) if self.trusting_listener() => Some(self.epoch.load(SeqCst) + self.local_commits.load(SeqCst)),
             Some(shared) => {
                 let observers = self.clone();
                 shared.read(move || observers.read_now()).await.map(|epoch| epoch + self.local_commits.load(SeqCst))
@@ -232,11 +278,10 @@ impl ObserverConnection {
     fn read(&mut self) -> Option<u64> {
         match self {
             ObserverConnection::Sqlite(c) => SqliteDataVersion.get_result::<i64>(c).ok().map(|v| v as u64),
-            ObserverConnection::Postgres { url, conn, failed_at, listening, .. } => {
+            ObserverConnection::Postgres { url, conn, failed_at } => {
                 if conn.is_none() && failed_at.is_none_or(|at| at.elapsed() >= Self::REOPEN_AFTER) {
                     *conn = PgConnection::establish(url).ok();
                     *failed_at = conn.is_none().then(Instant::now);
-                    *listening = false;
                 }
                 let snapshot = PgSnapshot.get_result::<String>(conn.as_mut()?);
                 match snapshot {
@@ -246,7 +291,7 @@ impl ObserverConnection {
                         Some(digest.finish())
                     }
                     Err(_) => {
-                        (*conn, *failed_at, *listening) = (None, Some(Instant::now()), false);
+                        (*conn, *failed_at) = (None, Some(Instant::now()));
                         None
                     }
                 }

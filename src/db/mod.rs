@@ -239,8 +239,8 @@ impl Db {
             .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
             .context("cannot build the database connection pool")?;
         let version_observers = std::sync::Arc::new(version_observers);
-        if matches!(target, DatabaseTarget::Postgres { .. }) {
-            version_observers.listen().context("cannot start listening for the database's changes")?;
+        if let DatabaseTarget::Postgres { url } = &target {
+            version_observers.listen(url).context("cannot start listening for the database's changes")?;
         }
         Ok(Self { pool, target: std::sync::Arc::new(target), write_turns: Default::default(), version_observers })
     }

@@ -3,7 +3,9 @@
 //! support again (onboarding, OS, isolation state), records the intent before sending (so a
 //! double submit sends one request and a crash never sends twice), sends exactly one request,
 //! then follows the action to a final state — on demand for a watching page, and in the
-//! background for everyone else.
+//! background for everyone else. Long because an action's one life is told here, from the
+//! support check to its end, with each of the races it must lose gracefully (a double click, a
+//! crash before sending, Defender's own pending action, two refreshes at once).
 
 use super::machine::Isolation;
 use super::platforms::{self, Need};

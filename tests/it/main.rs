@@ -32,6 +32,7 @@ mod pages;
 mod platforms;
 mod red19;
 mod red21;
+mod red23;
 mod red_door;
 mod red_rules;
 mod response_actions;

@@ -1,0 +1,278 @@
+//! Red-team tests for issue 23's data version on PostgreSQL (commits 49f1cd6, a4cb762): the
+//! listener that moves the epoch on `ea_data_changed` notifications.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use endpoint_analytics::auth::Role;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A TCP relay in front of PostgreSQL that can make the listener's connection go silent, as a
+/// dropped flow does (a NAT or firewall that lost its state, a load balancer whose backend
+/// vanished, a partition): bytes on it are no longer carried either way, and neither end is
+/// told. Every other connection (the pool's) keeps working.
+struct SilencingRelay {
+    port: u16,
+    silence: Arc<AtomicBool>,
+    listeners_seen: Arc<AtomicUsize>,
+    /// Bytes the listener sent after it went silent (its liveness query), swallowed.
+    swallowed_upward: Arc<AtomicUsize>,
+}
+
+fn silencing_relay(upstream: String) -> SilencingRelay {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let silence = Arc::new(AtomicBool::new(false));
+    let listeners_seen = Arc::new(AtomicUsize::new(0));
+    let swallowed_upward = Arc::new(AtomicUsize::new(0));
+    let (s, seen, swallowed) = (silence.clone(), listeners_seen.clone(), swallowed_upward.clone());
+    std::thread::spawn(move || {
+        for client in socket.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let is_listener = Arc::new(AtomicBool::new(false));
+            let pairs = [(client.try_clone().unwrap(), server.try_clone().unwrap(), true), (server, client, false)];
+            for (mut from, mut to, upward) in pairs {
+                let (silence, is_listener, seen, swallowed) =
+                    (s.clone(), is_listener.clone(), seen.clone(), swallowed.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if upward
+                            && buf[..n].windows(22).any(|w| w == b"LISTEN ea_data_changed")
+                            && !is_listener.swap(true, SeqCst)
+                        {
+                            seen.fetch_add(1, SeqCst);
+                        }
+                        if silence.load(SeqCst) && is_listener.load(SeqCst) {
+                            if upward {
+                                swallowed.fetch_add(n, SeqCst);
+                            }
+                            continue; // lost on the way
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    SilencingRelay { port, silence, listeners_seen, swallowed_upward }
+}
+
+/// Red-team review (HIGH): the listener's connection goes silent (no FIN, no RST). Its liveness
+/// check was a blocking `SELECT 1` with no timeout, so the listener thread waited on it forever
+/// while `listening` stayed true: requests kept answering from the epoch alone, and no other
+/// instance's commit was ever seen again — a disabled user kept her session, a renamed endpoint
+/// its old name. Now the listener has a connection of its own and is trusted only for a second
+/// after its last answered query; then requests read the snapshot on the observer's connection.
+#[tokio::test]
+async fn a_silent_listener_connection_hands_over_to_the_snapshot_within_a_second_or_so() {
+    another_instance_disables_a_user_behind_the_relay(true).await;
+}
+
+/// The control: the same steps through the same relay with the listener's flow left alone pass.
+#[tokio::test]
+async fn control_the_same_through_a_relay_that_stays_open() {
+    another_instance_disables_a_user_behind_the_relay(false).await;
+}
+
+async fn another_instance_disables_a_user_behind_the_relay(silent: bool) {
+    if backend() != "postgres" {
+        eprintln!("skipped: PostgreSQL only (EA_TEST_BACKEND=postgres)");
+        return;
+    }
+    let mut real_url = String::new();
+    let mut relay = None;
+    let app = spawn_app_with(|s| {
+        real_url = s.database_url.clone();
+        let mut url = url::Url::parse(&s.database_url).unwrap();
+        let r = silencing_relay(format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)));
+        url.set_port(Some(r.port)).unwrap();
+        s.database_url = url.to_string();
+        relay = Some(r);
+    })
+    .await;
+    let relay = relay.unwrap();
+
+    let token = app.token(Role::Admin).await;
+    let body = json!([{"mac": "AA-BB-CC-00-23-01", "ip": "10.23.0.1", "hostname": "before-silence"}]);
+    assert_eq!(app.ingest(&token, &body).await.status(), 200);
+    let viewer = app.login_as("vera", Role::Analyst).await;
+    let list = || async {
+        let res = viewer.get(app.url("/endpoints?search=10.23.0.1")).send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    for _ in 0..2 {
+        let (status, html) = list().await;
+        assert!(status == 200 && html.contains("before-silence"));
+    }
+    assert_eq!(relay.listeners_seen.load(SeqCst), 1, "the relay found the listener's connection");
+
+    // The listener's flow goes silent; the pool's connections still work. The page is viewed
+    // until this instance's data version holds still (its own writes, such as the session's,
+    // are behind it), so that what the page shows next is what this instance kept.
+    relay.silence.store(silent, SeqCst);
+    let mut settled = None;
+    for _ in 0..50 {
+        let before = app.db.data_version().await;
+        let (status, html) = list().await;
+        assert!(status == 200 && html.contains("before-silence"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if before.is_some() && app.db.data_version().await == before {
+            settled = before;
+            break;
+        }
+    }
+    assert!(settled.is_some(), "the data version settles");
+
+    // Another instance (a connection of its own, straight to the server) disables vera and
+    // renames the endpoint.
+    let url = real_url.clone();
+    tokio::task::spawn_blocking(move || {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        diesel::sql_query("UPDATE users SET disabled = true WHERE username = 'vera'").execute(&mut c).unwrap();
+        diesel::sql_query("UPDATE endpoints SET hostname = 'after-silence' WHERE hostname = 'before-silence'")
+            .execute(&mut c)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let committed = Instant::now();
+
+    // Trust ends a second after the listener's last answered query (made every 250 ms).
+    loop {
+        let (status, html) = list().await;
+        if status == 303 {
+            break;
+        }
+        assert!(
+            committed.elapsed() <= Duration::from_secs(2),
+            "{:?} after another instance disabled vera and renamed the endpoint, this instance still serves \
+             her the page (status {status}, shows before-silence: {}, shows after-silence: {}; the listener's \
+             swallowed bytes since it went silent: {})",
+            committed.elapsed(),
+            html.contains("before-silence"),
+            html.contains("after-silence"),
+            relay.swallowed_upward.load(SeqCst),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A dropped `Db` takes its listener thread and connection with it (tests open many).
+#[tokio::test]
+async fn a_dropped_db_closes_its_listener() {
+    if backend() != "postgres" {
+        eprintln!("skipped: PostgreSQL only (EA_TEST_BACKEND=postgres)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::new(dir.path());
+    let url = database.url.clone();
+    let listeners = move || {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            use diesel::{Connection, RunQueryDsl};
+            #[derive(diesel::QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let mut c = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'ea-data-listener'",
+            )
+            .get_result::<N>(&mut c)
+            .unwrap()
+            .n
+        })
+    };
+    let dbs: Vec<_> = (0..5).map(|_| endpoint_analytics::db::Db::connect(&database.url, 1).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(listeners().await.unwrap(), 5);
+    drop(dbs);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(listeners().await.unwrap(), 0, "listeners left behind by dropped handles");
+}
+
+/// This process's own writes move the data version as they return, whatever the listener
+/// hears: checked with the listener's flow silenced, so that only the commit counter can move it.
+#[tokio::test]
+async fn own_writes_move_the_version_without_the_listener() {
+    if backend() != "postgres" {
+        eprintln!("skipped: PostgreSQL only (EA_TEST_BACKEND=postgres)");
+        return;
+    }
+    let mut relay = None;
+    let app = spawn_app_with(|s| {
+        let mut url = url::Url::parse(&s.database_url).unwrap();
+        let r = silencing_relay(format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)));
+        url.set_port(Some(r.port)).unwrap();
+        s.database_url = url.to_string();
+        relay = Some(r);
+    })
+    .await;
+    let relay = relay.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.silence.store(true, SeqCst);
+    type Write = fn(&mut endpoint_analytics::db::AnyConnection) -> anyhow::Result<()>;
+    let writes: Vec<(&str, Write)> = vec![
+        ("sql_query with a leading comment", |c| {
+            diesel::RunQueryDsl::execute(diesel::sql_query("/* x */ UPDATE users SET disabled = false"), c)?;
+            Ok(())
+        }),
+        ("lower-case statement after blank lines", |c| {
+            diesel::RunQueryDsl::execute(diesel::sql_query("\n\n  update users set disabled = false"), c)?;
+            Ok(())
+        }),
+        ("transaction", |c| {
+            diesel::Connection::transaction::<_, diesel::result::Error, _>(c, |c| {
+                diesel::RunQueryDsl::execute(diesel::sql_query("UPDATE users SET disabled = false"), c)?;
+                Ok(())
+            })?;
+            Ok(())
+        }),
+        ("savepoint rolled back, outer committed", |c| {
+            diesel::Connection::transaction::<_, diesel::result::Error, _>(c, |c| {
+                diesel::RunQueryDsl::execute(diesel::sql_query("UPDATE users SET disabled = false"), c)?;
+                let _ = diesel::Connection::transaction::<(), _, _>(c, |c| {
+                    diesel::RunQueryDsl::execute(diesel::sql_query("UPDATE users SET disabled = false"), c)?;
+                    Err(diesel::result::Error::RollbackTransaction)
+                });
+                Ok(())
+            })?;
+            Ok(())
+        }),
+        ("transaction after a failed one on the same connection", |c| {
+            let _ = diesel::Connection::transaction::<(), diesel::result::Error, _>(c, |c| {
+                diesel::RunQueryDsl::execute(diesel::sql_query("SELECT 1/0"), c)?;
+                Ok(())
+            });
+            diesel::Connection::transaction::<_, diesel::result::Error, _>(c, |c| {
+                diesel::RunQueryDsl::execute(diesel::sql_query("UPDATE users SET disabled = false"), c)?;
+                Ok(())
+            })?;
+            Ok(())
+        }),
+    ];
+    for (what, write) in writes {
+        let before = app.db.data_version().await;
+        app.db.run(write).await.unwrap();
+        let after = app.db.data_version().await;
+        assert!(before.is_some() && after != before, "{what}: version {before:?} -> {after:?}");
+    }
+}
