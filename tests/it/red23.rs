@@ -71,6 +71,23 @@ fn silencing_relay(upstream: String) -> SilencingRelay {
     SilencingRelay { port, silence, listeners_seen, swallowed_upward }
 }
 
+/// An app whose database connections all go through a [`SilencingRelay`], and the database's
+/// own URL.
+async fn app_behind_a_relay() -> (TestApp, SilencingRelay, String) {
+    let mut real_url = String::new();
+    let mut relay = None;
+    let app = spawn_app_with(|s| {
+        real_url = s.database_url.clone();
+        let mut url = url::Url::parse(&s.database_url).unwrap();
+        let r = silencing_relay(format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)));
+        url.set_port(Some(r.port)).unwrap();
+        s.database_url = url.to_string();
+        relay = Some(r);
+    })
+    .await;
+    (app, relay.expect("the relay is set up with the app"), real_url)
+}
+
 /// Red-team review (HIGH): the listener's connection goes silent (no FIN, no RST). Its liveness
 /// check was a blocking `SELECT 1` with no timeout, so the listener thread waited on it forever
 /// while `listening` stayed true: requests kept answering from the epoch alone, and no other
@@ -93,18 +110,7 @@ async fn another_instance_disables_a_user_behind_the_relay(silent: bool) {
         eprintln!("skipped: PostgreSQL only (EA_TEST_BACKEND=postgres)");
         return;
     }
-    let mut real_url = String::new();
-    let mut relay = None;
-    let app = spawn_app_with(|s| {
-        real_url = s.database_url.clone();
-        let mut url = url::Url::parse(&s.database_url).unwrap();
-        let r = silencing_relay(format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)));
-        url.set_port(Some(r.port)).unwrap();
-        s.database_url = url.to_string();
-        relay = Some(r);
-    })
-    .await;
-    let relay = relay.unwrap();
+    let (app, relay, real_url) = app_behind_a_relay().await;
 
     let token = app.token(Role::Admin).await;
     let body = json!([{"mac": "AA-BB-CC-00-23-01", "ip": "10.23.0.1", "hostname": "before-silence"}]);
@@ -217,16 +223,7 @@ async fn own_writes_move_the_version_without_the_listener() {
         eprintln!("skipped: PostgreSQL only (EA_TEST_BACKEND=postgres)");
         return;
     }
-    let mut relay = None;
-    let app = spawn_app_with(|s| {
-        let mut url = url::Url::parse(&s.database_url).unwrap();
-        let r = silencing_relay(format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)));
-        url.set_port(Some(r.port)).unwrap();
-        s.database_url = url.to_string();
-        relay = Some(r);
-    })
-    .await;
-    let relay = relay.unwrap();
+    let (app, relay, _) = app_behind_a_relay().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     relay.silence.store(true, SeqCst);
     type Write = fn(&mut endpoint_analytics::db::AnyConnection) -> anyhow::Result<()>;
