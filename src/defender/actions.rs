@@ -301,59 +301,52 @@ pub async fn submit(
         Ok(Recorded::Busy(open)) => return Ok(Err(Refusal::Busy(Box::new(open)))),
         Ok(Recorded::New(row)) => row,
     };
-    let sending = async {
-        match ctx.client().await {
-            Err(why) => Sent::Failed(why.to_string()),
-            Ok(client) => {
-                let answer = match req.kind {
-                    ActionKind::Scan(t) => client.run_av_scan(&row.machine_id, &req.comment, t).await,
-                    ActionKind::Isolate(t) => client.isolate(&row.machine_id, &req.comment, t).await,
-                    ActionKind::Unisolate => client.unisolate(&row.machine_id, &req.comment).await,
-                    ActionKind::RestrictAppExecution => {
-                        client.restrict_code_execution(&row.machine_id, &req.comment).await
-                    }
-                    ActionKind::RemoveAppRestriction => {
-                        client.unrestrict_code_execution(&row.machine_id, &req.comment).await
-                    }
-                    ActionKind::CollectInvestigationPackage => {
-                        client.collect_investigation_package(&row.machine_id, &req.comment).await
-                    }
-                };
-                match answer {
-                    Ok(action) => Sent::Accepted(Box::new(action)),
-                    // Defender has an open action of this type already: follow that one when it
-                    // is what was asked for; one of another scope (a Quick scan for a Full one,
-                    // Selective isolation for Full) is named instead, never shown as this one.
-                    Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(&row.machine_id).await {
-                        Ok(list) => match list
-                            .into_iter()
-                            .find(|a| a.kind.as_deref() == Some(req.kind.type_name()) && !a.is_final())
-                        {
-                            Some(a)
-                                if req.kind.scope().eq_ignore_ascii_case(a.scope.as_deref().unwrap_or_default()) =>
-                            {
-                                Sent::Accepted(Box::new(a))
-                            }
-                            Some(a) => Sent::Failed(format!(
-                                "Defender is already carrying out {} on this device{}; this {} was not started. \
-                             Ask again when it has finished.",
-                                req.kind.running_label(a.scope.as_deref()),
-                                a.requestor.as_deref().map(|r| format!(" (asked for by {r})")).unwrap_or_default(),
-                                req.kind.label(),
-                            )),
-                            None => Sent::Failed(
-                                "Defender says an action of this type is already in progress for the machine.".into(),
-                            ),
-                        },
-                        Err(e) => Sent::Failed(e.plain_words()),
-                    },
-                    Err(e) => Sent::Failed(e.plain_words()),
-                }
-            }
-        }
-    };
-    let outcome = while_sending(ctx, row.id, sending).await;
+    let outcome = while_sending(ctx, row.id, send(ctx, &row, &req)).await;
     record_outcome(ctx, &row, outcome, user).await
+}
+
+/// Sends the recorded intent `row` to Defender once.
+async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Sent {
+    let client = match ctx.client().await {
+        Ok(client) => client,
+        Err(why) => return Sent::Failed(why.to_string()),
+    };
+    let (machine, comment) = (row.machine_id.as_str(), req.comment.as_str());
+    let answer = match req.kind {
+        ActionKind::Scan(t) => client.run_av_scan(machine, comment, t).await,
+        ActionKind::Isolate(t) => client.isolate(machine, comment, t).await,
+        ActionKind::Unisolate => client.unisolate(machine, comment).await,
+        ActionKind::RestrictAppExecution => client.restrict_code_execution(machine, comment).await,
+        ActionKind::RemoveAppRestriction => client.unrestrict_code_execution(machine, comment).await,
+        ActionKind::CollectInvestigationPackage => client.collect_investigation_package(machine, comment).await,
+    };
+    match answer {
+        Ok(action) => Sent::Accepted(Box::new(action)),
+        Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(machine).await {
+            Ok(list) => already_running(req.kind, list),
+            Err(e) => Sent::Failed(e.plain_words()),
+        },
+        Err(e) => Sent::Failed(e.plain_words()),
+    }
+}
+
+/// Defender refused the action because one of its type is open on the machine: that one is
+/// followed when it is what was asked for; one of another scope (a Quick scan for a Full one,
+/// Selective isolation for Full) is named instead, never shown as this one.
+fn already_running(kind: ActionKind, listed: Vec<MachineAction>) -> Sent {
+    let Some(open) = listed.into_iter().find(|a| a.kind.as_deref() == Some(kind.type_name()) && !a.is_final()) else {
+        return Sent::Failed("Defender says an action of this type is already in progress for the machine.".into());
+    };
+    if kind.scope().eq_ignore_ascii_case(open.scope.as_deref().unwrap_or_default()) {
+        return Sent::Accepted(Box::new(open));
+    }
+    Sent::Failed(format!(
+        "Defender is already carrying out {} on this device{}; this {} was not started. Ask again when it has \
+         finished.",
+        kind.running_label(open.scope.as_deref()),
+        open.requestor.as_deref().map(|r| format!(" (asked for by {r})")).unwrap_or_default(),
+        kind.label(),
+    ))
 }
 
 /// Runs `send`, telling the background follower every [`SEND_BEAT`] that the intent is still on

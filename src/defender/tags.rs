@@ -168,12 +168,6 @@ struct Write {
     why: String,
 }
 
-impl Write {
-    fn action(&self) -> &'static str {
-        action_name(self.add)
-    }
-}
-
 /// A tag call's `Action`, as Defender's body and our record name it.
 fn action_name(add: bool) -> &'static str {
     if add { "Add" } else { "Remove" }
@@ -252,7 +246,7 @@ pub async fn write_round(
             }
             let failing = store::failing(c, at - BACKOFF_MAX - 3600)?;
             let (ready, waiting): (Vec<Write>, Vec<Write>) = plan(c)?.into_iter().partition(|w| {
-                let key = (w.machine_id.clone(), w.tag.clone(), w.action().to_owned());
+                let key = (w.machine_id.clone(), w.tag.clone(), action_name(w.add).to_owned());
                 !failing.get(&key).is_some_and(|&(n, last)| backed_off(n, last, at))
             });
             Ok(Some((ready, waiting.len(), budget(c, per_hour)?)))
