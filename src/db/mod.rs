@@ -478,6 +478,20 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// [`now`] by the database server's clock: what instances on several hosts compare times by
+/// when one of them must tell that another stopped (their clocks may disagree). On SQLite the
+/// database is on this host, and its clock is this one.
+pub fn database_now(conn: &mut AnyConnection) -> diesel::QueryResult<i64> {
+    use diesel::RunQueryDsl;
+    match conn {
+        AnyConnection::Sqlite(_) => Ok(now()),
+        AnyConnection::Postgresql(c) => diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "CAST(floor(extract(epoch FROM clock_timestamp())) AS BIGINT)",
+        ))
+        .get_result(c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

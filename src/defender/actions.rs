@@ -321,7 +321,12 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
         ActionKind::CollectInvestigationPackage => client.collect_investigation_package(machine, comment).await,
     };
     match answer {
-        Ok(action) => Sent::Accepted(Box::new(action)),
+        // Defender may answer a repeat with the action already pending rather than a new one
+        // ("returns either the already pending machine action or HTTP 400", run-av-scan,
+        // unisolate-machine): only an action of the scope asked for is this one. A new action
+        // may come back without its scope, and is this one.
+        Ok(action) if action.scope.as_deref().is_none_or(str::is_empty) => Sent::Accepted(Box::new(action)),
+        Ok(action) => taken_if_asked_for(req.kind, action),
         Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(machine).await {
             Ok(list) => already_running(req.kind, list),
             Err(e) => Sent::Failed(e.plain_words()),
@@ -331,13 +336,20 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
 }
 
 /// Defender refused the action because one of its type is open on the machine: that one is
-/// followed when it is what was asked for; one of another scope (a Quick scan for a Full one,
-/// Selective isolation for Full) is named instead, never shown as this one.
+/// followed when it is what was asked for (see [`taken_if_asked_for`]).
 fn already_running(kind: ActionKind, listed: Vec<MachineAction>) -> Sent {
-    let Some(open) = listed.into_iter().find(|a| a.kind.as_deref() == Some(kind.type_name()) && !a.is_final()) else {
-        return Sent::Failed("Defender says an action of this type is already in progress for the machine.".into());
-    };
-    if kind.scope().eq_ignore_ascii_case(open.scope.as_deref().unwrap_or_default()) {
+    match listed.into_iter().find(|a| a.kind.as_deref() == Some(kind.type_name()) && !a.is_final()) {
+        Some(open) => taken_if_asked_for(kind, open),
+        None => Sent::Failed("Defender says an action of this type is already in progress for the machine.".into()),
+    }
+}
+
+/// Defender's open action `open` stands for the one asked for only when its type and scope
+/// are those asked for; one of another scope (a Quick scan for a Full one, Selective isolation
+/// for Full) is named instead, never shown as this one.
+fn taken_if_asked_for(kind: ActionKind, open: MachineAction) -> Sent {
+    let same_type = open.kind.as_deref().is_none_or(|t| t == kind.type_name());
+    if same_type && same_scope(kind.scope(), open.scope.as_deref()) {
         return Sent::Accepted(Box::new(open));
     }
     Sent::Failed(format!(
@@ -347,6 +359,12 @@ fn already_running(kind: ActionKind, listed: Vec<MachineAction>) -> Sent {
         open.requestor.as_deref().map(|r| format!(" (asked for by {r})")).unwrap_or_default(),
         kind.label(),
     ))
+}
+
+/// Whether Defender's `scope` is the one asked for; actions without a scope of their own
+/// (release, restrict, collect) match whatever Defender reports.
+fn same_scope(asked: &str, reported: Option<&str>) -> bool {
+    asked.is_empty() || reported.is_some_and(|r| r.eq_ignore_ascii_case(asked))
 }
 
 /// Runs `send`, telling the background follower every [`SEND_BEAT`] that the intent is still on
@@ -511,11 +529,13 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
 /// recorded but never sent (the process stopped in between): if Defender has no such action,
 /// it was not sent — it is marked failed, never sent again.
 pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
-    let open = ctx.db.run(|c| Ok(actions::open_actions(c)?)).await?;
+    // Senders beat by the database's clock, and are judged by it (see `while_sending`).
+    let (open, quiet_since) =
+        ctx.db.run(|c| Ok((actions::open_actions(c)?, crate::db::database_now(c)? - SEND_GRACE))).await?;
     for row in open {
         if row.defender_action_id.is_empty() {
-            // Still on its way (its sender beats, see `while_sending`), or too recent to tell.
-            if now() - row.created_at.max(row.updated_at) < SEND_GRACE {
+            // Still on its way (its sender beats), or too recent to tell.
+            if row.updated_at > quiet_since {
                 continue;
             }
             // Only a listing Defender answered can tell that the intent was never sent: when it
@@ -535,8 +555,11 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                     continue;
                 }
             };
+            // Ours is the one of its type, scope and comment created since; the portal's Quick
+            // scan with the same comment is not the Full scan this intent asked for.
             let found = list.into_iter().find(|a| {
                 a.kind.as_deref() == Some(row.action_type.as_str())
+                    && (a.scope.as_deref().is_none_or(str::is_empty) || same_scope(&row.scope, a.scope.as_deref()))
                     && a.requestor_comment.as_deref() == Some(row.comment.as_str())
                     && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
             });
@@ -549,7 +572,8 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                         }
                         None => {
                             let why = "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.";
-                            if actions::change_status(c, id, ActionStatus::Requested, ActionStatus::Failed, why)? == 0 {
+                            // Not if it was sent, or its sender beat, while Defender was asked.
+                            if actions::settle_unsent(c, id, quiet_since, why)? == 0 {
                                 return Ok(());
                             }
                             action_finished(c, &unsent, ActionStatus::Failed)?;

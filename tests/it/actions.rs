@@ -256,6 +256,21 @@ async fn failed_and_timed_out_actions_are_shown_as_such() {
 /// operator asked for: the product says so instead of showing that scan as theirs.
 #[tokio::test]
 async fn a_running_scan_of_another_scope_is_not_taken_for_the_one_asked_for() {
+    scan_over_a_running_scan(Faults::default()).await;
+}
+
+/// Red-team review (fresh eyes, medium): Defender may also answer a repeated scan with the
+/// action already pending, 201 ("returns either the already pending machine action or HTTP
+/// 400", L:run-av-scan; defender-api.md §5.9). That answer was taken as the action asked for
+/// whatever its scope: a Quick scan was shown as the operator's Full one.
+#[tokio::test]
+async fn a_pending_scan_of_another_scope_in_defenders_answer_is_not_taken_for_the_one_asked_for() {
+    scan_over_a_running_scan(Faults { repeat_returns_pending: true, ..Faults::default() }).await;
+}
+
+/// A Quick scan runs on a machine (from the portal); the operator asks for a Full scan, then a
+/// Quick one, Defender answering repeats as `faults` says.
+async fn scan_over_a_running_scan(faults: Faults) {
     let (app, sim, _) = synced_with(SimConfig {
         machines: 80,
         action_pending_ms: 20_000,
@@ -263,6 +278,7 @@ async fn a_running_scan_of_another_scope_is_not_taken_for_the_one_asked_for() {
         ..SimConfig::default()
     })
     .await;
+    sim.set_faults(faults);
     let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
     let elsewhere = crate::response_actions::client(&sim)
         .run_av_scan(&machine, "from the portal", endpoint_analytics::defender::ScanType::Quick)
@@ -281,6 +297,183 @@ async fn a_running_scan_of_another_scope_is_not_taken_for_the_one_asked_for() {
     let form = [("action", "scan"), ("scope", "Quick"), ("comment", "quick"), ("key", "quick-scan-over-quick-01")];
     let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
     assert!(html.contains(&elsewhere.id), "{html}");
+}
+
+/// The isolation side of the review's finding: Defender answers a Full isolation with the
+/// Selective isolation already pending (201). Taken as the operator's, it would have been shown
+/// as a Full isolation and, once it succeeded, recorded as one until the next sync.
+#[tokio::test]
+async fn a_pending_selective_isolation_in_defenders_answer_is_not_taken_for_a_full_one() {
+    let (app, sim, _) = synced_with(SimConfig {
+        machines: 80,
+        action_pending_ms: 300,
+        action_inprogress_ms: 300,
+        ..SimConfig::default()
+    })
+    .await;
+    let _poll_lease = hold_action_poll(&app).await;
+    sim.set_faults(Faults { repeat_returns_pending: true, ..Faults::default() });
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let elsewhere = crate::response_actions::client(&sim)
+        .isolate(&machine, "from the portal", endpoint_analytics::defender::IsolationType::Selective)
+        .await
+        .unwrap();
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [
+        ("action", "isolate"),
+        ("scope", "Full"),
+        ("comment", "contain"),
+        ("confirm", "on"),
+        ("key", "full-over-selective-01"),
+    ];
+    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
+    assert_eq!(calls(&sim, "Isolate"), 2, "the portal's and ours, answered with the portal's");
+    assert!(!html.contains(&elsewhere.id), "a Selective isolation is not shown as the Full one asked for: {html}");
+    assert_eq!(attr(&doc(&html), ".action-status", "data-status").as_deref(), Some("Failed"), "{html}");
+    assert!(html.contains("Selective isolation"), "the page names what runs instead: {html}");
+
+    // The portal's isolation ends; following everything open records no Full isolation of ours.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.state.defender.follow_open_actions().await.unwrap();
+    let details: String = app
+        .db
+        .run(move |c| {
+            Ok(defender_machines::table
+                .filter(defender_machines::machine_id.eq(&machine))
+                .select(defender_machines::isolation)
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(!details.contains("\"Full\""), "no Full isolation was recorded: {details}");
+}
+
+/// An intent recorded two minutes ago and never marked sent: the process stopped in between.
+pub async fn intent_left_unsent(
+    app: &TestApp,
+    endpoint: i64,
+    machine: &str,
+    (action_type, scope): (&'static str, &'static str),
+    comment: &'static str,
+) -> i64 {
+    use endpoint_analytics::db::models::actions::{self, NewAction};
+    use endpoint_analytics::db::schema::machine_actions;
+    let machine = machine.to_owned();
+    app.db
+        .run(move |c| {
+            let new = NewAction {
+                idempotency_key: "crashed-before-mark-sent",
+                endpoint_id: endpoint,
+                machine_id: &machine,
+                action_type,
+                scope,
+                comment,
+                requested_by: "olga",
+            };
+            let row = match actions::record_intent(c, &new)? {
+                actions::Recorded::New(row) => row,
+                _ => unreachable!("a fresh key on an idle machine"),
+            };
+            diesel::update(machine_actions::table.find(row.id))
+                .set((
+                    machine_actions::created_at.eq(row.created_at - 120),
+                    machine_actions::updated_at.eq(row.updated_at - 120),
+                ))
+                .execute(c)?;
+            Ok(row.id)
+        })
+        .await
+        .unwrap()
+}
+
+/// Red-team review (fresh eyes, low–medium): an intent left unsent was matched with Defender's
+/// actions by type, comment and time alone, so a Quick scan someone started from the portal
+/// with the same comment was taken for the Full scan the product never sent.
+#[tokio::test]
+async fn an_unsent_intent_is_not_taken_for_a_portal_action_of_another_scope() {
+    use endpoint_analytics::db::schema::machine_actions;
+    let (app, sim, _) = synced().await;
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let id = intent_left_unsent(&app, endpoint, &machine, ("RunAntiVirusScan", "Full"), "weekly").await;
+    crate::response_actions::client(&sim)
+        .run_av_scan(&machine, "weekly", endpoint_analytics::defender::ScanType::Quick)
+        .await
+        .unwrap();
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, sent_as): (String, String) = app
+        .db
+        .run(move |c| {
+            Ok(machine_actions::table
+                .find(id)
+                .select((machine_actions::status, machine_actions::defender_action_id))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), sent_as.as_str()), ("Failed", ""), "the portal's Quick scan is not our Full one");
+}
+
+/// Red-team review (fresh eyes, low): the follower decides that an intent's sender stopped
+/// beating, then asks Defender, then settles it; a beat that came in meanwhile (a sender alive
+/// after all, its database write late) was not looked at again, and the intent was declared
+/// never sent while it was on its way.
+#[tokio::test]
+async fn an_intent_that_beats_while_the_follower_asks_defender_is_not_declared_unsent() {
+    use endpoint_analytics::db::models::actions;
+    use endpoint_analytics::db::schema::machine_actions;
+    let (app, sim, _) = synced().await;
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let id = intent_left_unsent(&app, endpoint, &machine, ("RunAntiVirusScan", "Quick"), "slow").await;
+    sim.set_faults(Faults::every("ListMachineActions", defender_sim::FaultEffect::Delay { ms: 1500 }));
+    let follower = app.state.defender.clone();
+    let following = tokio::spawn(async move { follower.follow_open_actions().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.db.run(move |c| Ok(actions::still_sending(c, id)?)).await.unwrap();
+    following.await.unwrap().unwrap();
+    let status: String = app
+        .db
+        .run(move |c| Ok(machine_actions::table.find(id).select(machine_actions::status).first(c)?))
+        .await
+        .unwrap();
+    assert_eq!(status, "Requested", "its sender beat again: it is still on its way");
+}
+
+/// Red-team review (fresh eyes, low): the request went out inside the page's request; a person
+/// who closed the page while Defender was slow to answer could take the send and its outcome
+/// with it, leaving a request that reached Defender unrecorded until the follower found it.
+#[tokio::test]
+async fn an_action_is_sent_and_recorded_when_the_person_leaves_before_the_answer() {
+    use endpoint_analytics::db::schema::machine_actions;
+    let (app, sim, _) = synced().await;
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    sim.set_faults(Faults::every("RunAntiVirusScan", defender_sim::FaultEffect::Delay { ms: 1500 }));
+    let operator = app.login_as("olga", Role::Operator).await;
+    let csrf = app.csrf(&operator, &format!("/endpoints/{endpoint}")).await;
+    let gone = operator
+        .post(app.url(&format!("/endpoints/{endpoint}/actions")))
+        .header("x-csrf-token", csrf)
+        .header("hx-request", "true")
+        .form(&[("action", "scan"), ("scope", "Quick"), ("comment", "left"), ("key", "left-before-the-answer-01")])
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the person left before Defender answered");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let (status, sent_as): (String, String) = app
+        .db
+        .run(move |c| {
+            Ok(machine_actions::table
+                .filter(machine_actions::endpoint_id.eq(endpoint))
+                .select((machine_actions::status, machine_actions::defender_action_id))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 1);
+    assert!(status != "Requested" && !sent_as.is_empty(), "Defender's answer is recorded: {status} {sent_as:?}");
 }
 
 /// Red-team review (fresh eyes, low): `refresh` reads the action, asks Defender, then writes the
@@ -375,7 +568,7 @@ async fn a_request_still_on_its_way_is_not_declared_never_sent() {
         // The sender says every 5 s that its click is still on its way: the follower, after one
         // such beat and while Defender still holds the click, must leave it alone.
         tokio::time::sleep(Duration::from_millis(6000)).await;
-        endpoint_analytics::defender::actions::follow_open(&app.state.defender).await.unwrap();
+        app.state.defender.follow_open_actions().await.unwrap();
     };
     let (res, ()) = tokio::join!(click, follower);
     let html = res.text().await.unwrap();

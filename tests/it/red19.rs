@@ -238,7 +238,6 @@ async fn red19_an_unsent_intent_is_settled_only_by_an_answered_listing() {
     use crate::defender_sync::synced;
     use defender_sim::{FaultEffect, Faults};
     use diesel::prelude::*;
-    use endpoint_analytics::db::models::actions::{self, NewAction};
     use endpoint_analytics::db::schema::{defender_machines, machine_actions};
 
     let (app, sim, _, _) = synced(40).await;
@@ -253,33 +252,9 @@ async fn red19_an_unsent_intent_is_settled_only_by_an_answered_listing() {
         })
         .await
         .unwrap();
-    // Recorded two minutes ago, never marked sent (the process stopped in between).
-    let id: i64 = app
-        .db
-        .run(move |c| {
-            let new = NewAction {
-                idempotency_key: "crashed-before-mark-sent",
-                endpoint_id: endpoint,
-                machine_id: &machine,
-                action_type: "RunAntiVirusScan",
-                scope: "Quick",
-                comment: "scan after crash",
-                requested_by: "olga",
-            };
-            let row = match actions::record_intent(c, &new)? {
-                actions::Recorded::New(row) => row,
-                _ => unreachable!("a fresh key on an idle machine"),
-            };
-            diesel::update(machine_actions::table.find(row.id))
-                .set((
-                    machine_actions::created_at.eq(row.created_at - 120),
-                    machine_actions::updated_at.eq(row.updated_at - 120),
-                ))
-                .execute(c)?;
-            Ok(row.id)
-        })
-        .await
-        .unwrap();
+    let id =
+        crate::actions::intent_left_unsent(&app, endpoint, &machine, ("RunAntiVirusScan", "Quick"), "scan after crash")
+            .await;
     let status = |app: &crate::helpers::TestApp| {
         let db = app.db.clone();
         async move {

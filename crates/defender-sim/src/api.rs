@@ -846,10 +846,20 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     // Restrict and unrestrict: "HTTP 400 with the message \"Action is already in progress\""
     // (restrict-code-execution, unrestrict-code-execution); collect: "If a collection is already
     // running, this returns 400 Bad Request" (collect-investigation-package).
-    if store.active(m.index, kind, ctx.now).is_some() {
+    let (repeat_returns_pending, outcome) = {
+        let f = &lock(&ctx.st.faults).faults;
+        (f.repeat_returns_pending, f.action_outcome.unwrap_or_default())
+    };
+    if let Some(open) = store.active(m.index, kind, ctx.now) {
+        // Isolate, unisolate and scan: "returns either the already pending machine action or
+        // HTTP 400" (run-av-scan, unisolate-machine); the 201 answer is opt-in.
+        let documented_either =
+            matches!(kind, ActionType::Isolate | ActionType::Unisolate | ActionType::RunAntiVirusScan);
+        if documented_either && repeat_returns_pending {
+            return entity(ctx, "MachineActions/$entity", StatusCode::CREATED, &ActionView::new(open, ctx.now));
+        }
         return Reply::bad_request("ActiveRequestAlreadyExists", "Action is already in progress");
     }
-    let outcome = lock(&ctx.st.faults).faults.action_outcome.unwrap_or_default();
     let action = Action {
         id: random_guid(),
         kind,

@@ -46,6 +46,12 @@ pub struct Faults {
     /// Spoil the ID tokens the sign-in (authorization code) grant issues from now on, as a
     /// broken or hostile identity provider would, so the product's checks can be shown to hold.
     pub id_token: Option<IdTokenFault>,
+    /// Answer a repeated Run Scan, Isolate or Unisolate, while one of its type is still open on
+    /// the machine, with 201 and that open action instead of 400 ActiveRequestAlreadyExists:
+    /// Microsoft documents both answers ("returns either the already pending machine action or
+    /// HTTP 400", L:run-av-scan, L:unisolate-machine; defender-api.md §5.9).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat_returns_pending: bool,
 }
 
 impl Faults {

@@ -869,6 +869,20 @@ async fn machine_action_lifecycle_and_errors() {
     let dup = post(&sim, &tok, &format!("/api/machines/{win}/isolate"), json!({"Comment": "again"})).await;
     assert_error(&dup, 400, "ActiveRequestAlreadyExists");
     assert_eq!(dup.body["error"]["message"], "Action is already in progress");
+    // The other documented answer, opt-in: 201 with the action already pending (L:unisolate-machine).
+    sim.set_faults(Faults { repeat_returns_pending: true, ..Faults::default() });
+    let dup = post(
+        &sim,
+        &tok,
+        &format!("/api/machines/{win}/isolate"),
+        json!({"Comment": "again", "IsolationType": "Selective"}),
+    )
+    .await;
+    assert_eq!(
+        (dup.status.as_u16(), dup.body["id"].as_str(), dup.body["scope"].as_str()),
+        (201, Some(action.as_str()), Some("Full"))
+    );
+    sim.set_faults(Faults::default());
     assert_eq!(sim.isolation_state(&win), Some(IsolationState::NotIsolated));
     let seen = wait_status(&sim, &tok, &action, "Succeeded").await;
     assert_eq!(seen.first().map(String::as_str), Some("Pending"));

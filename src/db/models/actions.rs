@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::machine_actions;
-use crate::db::{AnyConnection, engine_query, now};
+use crate::db::{AnyConnection, database_now, engine_query, now};
 pub use crate::domain::action::ActionStatus;
 
 /// The open statuses as stored.
@@ -78,7 +78,8 @@ pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult
         let same = open.idempotency_key == a.idempotency_key;
         return Ok(if same { Recorded::Repeat(open) } else { Recorded::Busy(open) });
     }
-    let t = now();
+    // `updated_at` by the database's clock, as the sender's beats (see [`still_sending`]).
+    let (t, beat) = (now(), database_now(conn)?);
     // In a savepoint of its own: inside the caller's transaction, PostgreSQL refuses every
     // statement after a failed one, so the race below could not be looked at (a double click
     // answered 500 for one of its two requests).
@@ -94,7 +95,7 @@ pub fn record_intent(conn: &mut AnyConnection, a: &NewAction<'_>) -> QueryResult
                 machine_actions::requested_by.eq(a.requested_by),
                 machine_actions::status.eq(ActionStatus::Requested.as_str()),
                 machine_actions::created_at.eq(t),
-                machine_actions::updated_at.eq(t),
+                machine_actions::updated_at.eq(beat),
             ))
             .execute(conn)
     });
@@ -151,20 +152,15 @@ pub fn open_actions(conn: &mut AnyConnection) -> QueryResult<Vec<ActionRow>> {
 /// meanwhile, e.g. declared never sent).
 pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: ActionStatus) -> QueryResult<usize> {
     let t = now();
-    diesel::update(
-        machine_actions::table
-            .find(id)
-            .filter(machine_actions::status.eq(ActionStatus::Requested.as_str()))
-            .filter(machine_actions::defender_action_id.eq("")),
-    )
-    .set((
-        machine_actions::defender_action_id.eq(defender_id),
-        machine_actions::status.eq(status.as_str()),
-        machine_actions::sent_at.eq(Some(t)),
-        machine_actions::updated_at.eq(t),
-        machine_actions::polled_at.eq(t),
-    ))
-    .execute(conn)
+    diesel::update(unsent(id))
+        .set((
+            machine_actions::defender_action_id.eq(defender_id),
+            machine_actions::status.eq(status.as_str()),
+            machine_actions::sent_at.eq(Some(t)),
+            machine_actions::updated_at.eq(t),
+            machine_actions::polled_at.eq(t),
+        ))
+        .execute(conn)
 }
 
 /// Moves action `id` from `from` to `to`: 1 when it did, 0 when something else moved it first
@@ -187,16 +183,42 @@ pub fn change_status(
         .execute(conn)
 }
 
-/// Tells the background follower that the intent `id` is still on its way to Defender.
+/// Tells the background follower that the intent `id` is still on its way to Defender: its
+/// `updated_at` by the database's clock, the one the follower reads it by (the two may run on
+/// different hosts).
 pub fn still_sending(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
-    diesel::update(
-        machine_actions::table
-            .find(id)
-            .filter(machine_actions::status.eq(ActionStatus::Requested.as_str()))
-            .filter(machine_actions::defender_action_id.eq("")),
-    )
-    .set(machine_actions::updated_at.eq(now()))
-    .execute(conn)
+    let t = database_now(conn)?;
+    diesel::update(unsent(id)).set(machine_actions::updated_at.eq(t)).execute(conn)
+}
+
+/// Declares the intent `id` never sent, when it is still unsent and its sender has not said
+/// otherwise since `quiet_since` (database clock): 0 when it was sent or beat meanwhile.
+pub fn settle_unsent(conn: &mut AnyConnection, id: i64, quiet_since: i64, why: &str) -> QueryResult<usize> {
+    let t = now();
+    diesel::update(unsent(id).filter(machine_actions::updated_at.le(quiet_since)))
+        .set((
+            machine_actions::status.eq(ActionStatus::Failed.as_str()),
+            machine_actions::error.eq(why),
+            machine_actions::updated_at.eq(t),
+            machine_actions::polled_at.eq(t),
+        ))
+        .execute(conn)
+}
+
+/// Action `id` while it is an intent not yet sent.
+type Unsent = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        diesel::dsl::Find<machine_actions::table, i64>,
+        diesel::dsl::Eq<machine_actions::status, &'static str>,
+    >,
+    diesel::dsl::Eq<machine_actions::defender_action_id, &'static str>,
+>;
+
+fn unsent(id: i64) -> Unsent {
+    machine_actions::table
+        .find(id)
+        .filter(machine_actions::status.eq(ActionStatus::Requested.as_str()))
+        .filter(machine_actions::defender_action_id.eq(""))
 }
 
 pub fn touch_polled(conn: &mut AnyConnection, id: i64) -> QueryResult<usize> {
