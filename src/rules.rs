@@ -613,12 +613,12 @@ async fn send_approved(db: &Db, defender: &DefenderService, policy: RulesPolicy)
         };
         let request = ActionRequest {
             kind,
-            comment: format!(
+            comment: device_actions::within_comment_limit(format!(
                 "Response rule \"{}\" (decision {}): {}; {approver}",
                 rule.rule.name,
                 d.id,
                 rule.condition.describe()
-            ),
+            )),
             idempotency_key: format!("response-rule-decision-{:012}", d.id),
         };
         // The caller names the rule and stays the same for every attempt at this decision, so

@@ -75,7 +75,11 @@ impl ActionKind {
         };
         match same_type {
             Some(kind) => format!("a {}", kind.label()),
-            None if scope.is_empty() => format!("another {}", self.type_name()),
+            None if scope.is_empty() => match self {
+                ActionKind::Scan(_) => "another antivirus scan".into(),
+                ActionKind::Isolate(_) => "another isolation".into(),
+                other => format!("another {}", other.type_name()),
+            },
             None => format!("another {} ({scope})", self.type_name()),
         }
     }
@@ -98,6 +102,18 @@ pub struct ActionRequest {
     pub kind: ActionKind,
     pub comment: String,
     pub idempotency_key: String,
+}
+
+/// A comment the product writes itself (a response rule's), cut to the length Defender takes
+/// and the form allows ([`MAX_COMMENT`] characters), so that a long condition never has its
+/// action refused before it is sent.
+pub fn within_comment_limit(comment: String) -> String {
+    if comment.chars().count() <= MAX_COMMENT {
+        return comment;
+    }
+    let mut cut: String = comment.chars().take(MAX_COMMENT - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Reads the form: `action` (scan, isolate, unisolate, restrict, unrestrict, collect), `scope`,
@@ -323,33 +339,32 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
     match answer {
         // Defender may answer a repeat with the action already pending rather than a new one
         // ("returns either the already pending machine action or HTTP 400", run-av-scan,
-        // unisolate-machine): only an action of the scope asked for is this one. A new action
-        // may come back without its scope, and is this one.
-        Ok(action) if action.scope.as_deref().is_none_or(str::is_empty) => Sent::Accepted(Box::new(action)),
-        Ok(action) => taken_if_asked_for(req.kind, action),
+        // unisolate-machine): only one that stands for this intent is this one.
+        Ok(action) => taken_if_asked_for(row, req.kind, action),
         Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(machine).await {
-            Ok(list) => already_running(req.kind, list),
+            Ok(list) => already_running(row, req.kind, list),
             Err(e) => Sent::Failed(e.plain_words()),
         },
+        // The request went out and its answer was lost: the follower asks Defender's listing.
+        Err(e) if e.may_have_acted() => Sent::Unconfirmed(e.plain_words()),
         Err(e) => Sent::Failed(e.plain_words()),
     }
 }
 
 /// Defender refused the action because one of its type is open on the machine: that one is
 /// followed when it is what was asked for (see [`taken_if_asked_for`]).
-fn already_running(kind: ActionKind, listed: Vec<MachineAction>) -> Sent {
+fn already_running(row: &ActionRow, kind: ActionKind, listed: Vec<MachineAction>) -> Sent {
     match listed.into_iter().find(|a| a.kind.as_deref() == Some(kind.type_name()) && !a.is_final()) {
-        Some(open) => taken_if_asked_for(kind, open),
+        Some(open) => taken_if_asked_for(row, kind, open),
         None => Sent::Failed("Defender says an action of this type is already in progress for the machine.".into()),
     }
 }
 
-/// Defender's open action `open` stands for the one asked for only when its type and scope
-/// are those asked for; one of another scope (a Quick scan for a Full one, Selective isolation
-/// for Full) is named instead, never shown as this one.
-fn taken_if_asked_for(kind: ActionKind, open: MachineAction) -> Sent {
-    let same_type = open.kind.as_deref().is_none_or(|t| t == kind.type_name());
-    if same_type && same_scope(kind.scope(), open.scope.as_deref()) {
+/// Defender's action `open` is followed as the intent `row` when it stands for it (see
+/// [`stands_for`]); one of another scope (a Quick scan for a Full one, Selective isolation for
+/// Full) is named instead, never shown as this one.
+fn taken_if_asked_for(row: &ActionRow, kind: ActionKind, open: MachineAction) -> Sent {
+    if stands_for(row, &open) {
         return Sent::Accepted(Box::new(open));
     }
     Sent::Failed(format!(
@@ -361,10 +376,27 @@ fn taken_if_asked_for(kind: ActionKind, open: MachineAction) -> Sent {
     ))
 }
 
-/// Whether Defender's `scope` is the one asked for; actions without a scope of their own
-/// (release, restrict, collect) match whatever Defender reports.
-fn same_scope(asked: &str, reported: Option<&str>) -> bool {
-    asked.is_empty() || reported.is_some_and(|r| r.eq_ignore_ascii_case(asked))
+/// Whether Defender's action `a` stands for the intent `row`: the one rule for an answer to the
+/// request, Defender's pending action when it refused a second one, and an intent a stopped
+/// process left unsent. Its type and scope are those asked for. When Defender leaves the scope
+/// out (a nullable property), its comment and creation time must be this intent's instead: an
+/// action someone else started, or started earlier, does not stand for this one.
+fn stands_for(row: &ActionRow, a: &MachineAction) -> bool {
+    let same_type = a.kind.as_deref().is_none_or(|t| t == row.action_type);
+    // Actions without a scope of their own (release, restrict, collect) match whatever scope
+    // Defender reports.
+    same_type
+        && match a.scope.as_deref().filter(|s| !s.is_empty()) {
+            Some(scope) => row.scope.is_empty() || scope.eq_ignore_ascii_case(&row.scope),
+            None => row.scope.is_empty() || is_this_request(row, a),
+        }
+}
+
+/// Whether `a` carries this intent's comment (Defender echoes it as `requestorComment`) and was
+/// created after it (allowing for [`CLOCK_SKEW`]).
+fn is_this_request(row: &ActionRow, a: &MachineAction) -> bool {
+    a.requestor_comment.as_deref().map(str::trim) == Some(row.comment.trim())
+        && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
 }
 
 /// Runs `send`, telling the background follower every [`SEND_BEAT`] that the intent is still on
@@ -409,6 +441,9 @@ fn scoped_key(caller: &str, endpoint_id: i64, key: &str) -> String {
 enum Sent {
     Accepted(Box<MachineAction>),
     Failed(String),
+    /// The request went out and its answer was lost: Defender may have created the action. The
+    /// intent stays unsent, and the follower settles it from Defender's listing.
+    Unconfirmed(String),
 }
 
 async fn record_outcome(
@@ -424,8 +459,17 @@ async fn record_outcome(
         .db
         // One transaction: the new status and its event (the outbox) commit together.
         .run(move |c| {
-            c.write_transaction(|c| {
+            Ok(c.write_transaction(|c| {
                 match &sent {
+                    Sent::Accepted(a) if actions::recorded_elsewhere(c, &finished, &a.id)? => {
+                        // Defender answered with an action an earlier request of ours follows.
+                        let why = format!(
+                            "Defender is already carrying out this {label} for an earlier request (Defender action \
+                             {}); this one was not started.",
+                            a.id
+                        );
+                        return refused(c, &finished, &user, &why);
+                    }
                     Sent::Accepted(a) => {
                         let status = a.status().unwrap_or(ActionStatus::Pending);
                         // Settled meanwhile (declared never sent after its beat stopped): the
@@ -436,24 +480,61 @@ async fn record_outcome(
                             .outcome(if late { "sent late" } else { "sent" })
                             .details(&format!("{label} (action {id}); Defender action {}", a.id))
                             .record(c)?;
-                    }
-                    Sent::Failed(why) => {
-                        if actions::change_status(c, id, ActionStatus::Requested, ActionStatus::Failed, why)? == 0 {
-                            return Ok(actions::find(c, id)?);
+                        if !late && status.is_final() {
+                            record_end(c, &finished, status)?;
                         }
-                        action_finished(c, &finished, ActionStatus::Failed)?;
+                    }
+                    Sent::Unconfirmed(why) => {
+                        let note = format!("{why} Checking with Defender whether the action was created.");
+                        actions::note_unsent(c, id, &note)?;
                         audit::entry(&user, "defender.action")
                             .target(&machine)
-                            .outcome("failure")
+                            .outcome("unconfirmed")
                             .details(&format!("{label} (action {id}): {why}"))
                             .record(c)?;
                     }
+                    Sent::Failed(why) => return refused(c, &finished, &user, why),
                 }
-                Ok(actions::find(c, id)?)
-            })
+                actions::find(c, id)
+            })?)
         })
         .await?;
     Ok(updated.ok_or(Refusal::NotFound))
+}
+
+/// Records that Defender did not start the intent `row`, with its event and audit entry (unless
+/// something settled it meanwhile); the row as it now is.
+fn refused(c: &mut AnyConnection, row: &ActionRow, user: &str, why: &str) -> DbResult<Option<ActionRow>> {
+    if actions::change_status(c, row.id, ActionStatus::Requested, ActionStatus::Failed, why)? == 1 {
+        action_finished(c, row, ActionStatus::Failed)?;
+        audit::entry(user, "defender.action")
+            .target(&row.machine_id)
+            .outcome("failure")
+            .details(&format!("{} (action {}): {why}", row.described(), row.id))
+            .record(c)?;
+    }
+    actions::find(c, row.id)
+}
+
+/// Records that the action `row` ended with `status`, in the transaction that moved it there:
+/// the isolation a success implies, its `action.finished` event (the outbox), the audit entry.
+fn record_end(c: &mut AnyConnection, row: &ActionRow, status: ActionStatus) -> DbResult<()> {
+    let isolated = match row.action_type.as_str() {
+        "Isolate" => Some(true),
+        "Unisolate" => Some(false),
+        _ => None,
+    };
+    if let (ActionStatus::Succeeded, Some(isolated)) = (status, isolated) {
+        let state = Isolation::completed_now(isolated, &row.requested_by, &row.scope);
+        defender_machines::set_isolated(c, &row.machine_id, isolated, &state.details())?;
+    }
+    action_finished(c, row, status)?;
+    audit::entry(&row.requested_by, "defender.action")
+        .target(&row.machine_id)
+        .outcome(status.as_str())
+        .details(&format!("{} (action {}) ended {status}", row.described(), row.id))
+        .record(c)?;
+    Ok(())
 }
 
 /// Asks Defender for the action's status when it is open and was not asked recently; records
@@ -494,22 +575,7 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
                         && actions::change_status(c, id, db_row.status, status, "")? == 1
                     {
                         if status.is_final() {
-                            if status == ActionStatus::Succeeded {
-                                let isolated = match db_row.action_type.as_str() {
-                                    "Isolate" => Some(true),
-                                    "Unisolate" => Some(false),
-                                    _ => None,
-                                };
-                                if let Some(isolated) = isolated {
-                                    let state = Isolation::completed_now(isolated, &db_row.requested_by, &db_row.scope);
-                                    defender_machines::set_isolated(c, &db_row.machine_id, isolated, &state.details())?;
-                                }
-                            }
-                            action_finished(c, &db_row, status)?;
-                            audit::entry(&db_row.requested_by, "defender.action").target(&db_row.machine_id).outcome(status.as_str()).details(&format!(
-                                        "{} (action {id}) ended {status}",
-                                        db_row.described()
-                                    )).record(c)?;
+                            record_end(c, &db_row, status)?;
                         }
                     } else if status == db_row.status {
                         actions::touch_polled(c, id)?;
@@ -555,33 +621,50 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                     continue;
                 }
             };
-            // Ours is the one of its type, scope and comment created since; the portal's Quick
-            // scan with the same comment is not the Full scan this intent asked for.
-            let found = list.into_iter().find(|a| {
-                a.kind.as_deref() == Some(row.action_type.as_str())
-                    && (a.scope.as_deref().is_none_or(str::is_empty) || same_scope(&row.scope, a.scope.as_deref()))
-                    && a.requestor_comment.as_deref() == Some(row.comment.as_str())
-                    && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
-            });
-            let (id, user, unsent) = (row.id, row.requested_by.clone(), row.clone());
+            // Ours is one that stands for it, with its comment, created since, and not an earlier
+            // request's: the portal's Quick scan with the same comment is not the Full scan this
+            // intent asked for, nor is the isolation an operator asked for with the same words
+            // before releasing the machine.
+            let candidates: Vec<MachineAction> =
+                list.into_iter().filter(|a| stands_for(&row, a) && is_this_request(&row, a)).collect();
+            let unsent = row.clone();
             ctx.db
-                .run(move |c| c.write_transaction(|c| {
+                .run(move |c| {
+                    c.write_transaction(|c| {
+                    let mut found = None;
+                    for a in candidates {
+                        if !actions::recorded_elsewhere(c, &unsent, &a.id)? {
+                            found = Some(a);
+                            break;
+                        }
+                    }
                     match found {
                         Some(a) => {
-                            actions::mark_sent(c, id, &a.id, a.status().unwrap_or(ActionStatus::Pending))?;
+                            let status = a.status().unwrap_or(ActionStatus::Pending);
+                            // Ended meanwhile (the follower waits a minute at least): recorded as ended.
+                            if actions::mark_sent(c, unsent.id, &a.id, status)? == 1 && status.is_final() {
+                                record_end(c, &unsent, status)?;
+                            }
                         }
                         None => {
-                            let why = "Not sent: the application stopped before the request went out. Nothing was sent; request it again if still needed.";
+                            let why = "Not sent: Defender has no record of this request (the application stopped, or \
+                                       the request was lost, before it reached Defender). Nothing was changed; request \
+                                       it again if still needed.";
                             // Not if it was sent, or its sender beat, while Defender was asked.
-                            if actions::settle_unsent(c, id, quiet_since, why)? == 0 {
+                            if actions::settle_unsent(c, unsent.id, quiet_since, why)? == 0 {
                                 return Ok(());
                             }
                             action_finished(c, &unsent, ActionStatus::Failed)?;
-                            audit::entry(&user, "defender.action").outcome("failure").details(&format!("action {id} was never sent")).record(c)?;
+                            audit::entry(&unsent.requested_by, "defender.action")
+                                .target(&unsent.machine_id)
+                                .outcome("failure")
+                                .details(&format!("action {} was never sent", unsent.id))
+                                .record(c)?;
                         }
                     }
                     Ok(())
-                }))
+                })
+                })
                 .await?;
         } else {
             refresh(ctx, row).await?;
@@ -647,6 +730,16 @@ mod tests {
         let expected: Vec<_> =
             [scan.clone(), ("unisolate", vec![])].into_iter().chain(restriction).chain([collect]).collect();
         assert_eq!(offered(&isolated), expected);
+    }
+
+    #[test]
+    fn a_long_comment_of_the_products_own_is_cut_to_what_defender_takes() {
+        let long = "é".repeat(MAX_COMMENT + 50);
+        let cut = within_comment_limit(long);
+        assert_eq!(cut.chars().count(), MAX_COMMENT);
+        assert!(cut.ends_with('…'));
+        assert!(parse("scan", "Quick", &cut, false, &"k".repeat(20)).is_ok());
+        assert_eq!(within_comment_limit("short".into()), "short");
     }
 
     #[test]

@@ -846,9 +846,9 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     // Restrict and unrestrict: "HTTP 400 with the message \"Action is already in progress\""
     // (restrict-code-execution, unrestrict-code-execution); collect: "If a collection is already
     // running, this returns 400 Bad Request" (collect-investigation-package).
-    let (repeat_returns_pending, outcome) = {
+    let (repeat_returns_pending, outcome, no_scope) = {
         let f = &lock(&ctx.st.faults).faults;
-        (f.repeat_returns_pending, f.action_outcome.unwrap_or_default())
+        (f.repeat_returns_pending, f.action_outcome.unwrap_or_default(), f.action_scope_null)
     };
     if let Some(open) = store.active(m.index, kind, ctx.now) {
         // Isolate, unisolate and scan: "returns either the already pending machine action or
@@ -856,7 +856,12 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         let documented_either =
             matches!(kind, ActionType::Isolate | ActionType::Unisolate | ActionType::RunAntiVirusScan);
         if documented_either && repeat_returns_pending {
-            return entity(ctx, "MachineActions/$entity", StatusCode::CREATED, &ActionView::new(open, ctx.now));
+            return entity(
+                ctx,
+                "MachineActions/$entity",
+                StatusCode::CREATED,
+                &ActionView::shown(open, ctx.now, no_scope),
+            );
         }
         return Reply::bad_request("ActiveRequestAlreadyExists", "Action is already in progress");
     }
@@ -875,7 +880,8 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         in_progress: chrono::Duration::milliseconds(ctx.st.config.action_inprogress_ms as i64),
         outcome,
     };
-    let reply = entity(ctx, "MachineActions/$entity", StatusCode::CREATED, &ActionView::new(&action, ctx.now));
+    let view = ActionView::shown(&action, ctx.now, no_scope);
+    let reply = entity(ctx, "MachineActions/$entity", StatusCode::CREATED, &view);
     store.add(action);
     reply
 }
@@ -959,7 +965,8 @@ async fn list_actions(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse
         });
         let (items, next) = paginate(iter, &opts, 10_000, &ctx.fired);
         let next = next.map(|s| ctx.next_link(&opts, s));
-        collection(ctx, "MachineActions", items, next, |b, a| write_json(b, &ActionView::new(a, now)))
+        let no_scope = lock(&ctx.st.faults).faults.action_scope_null;
+        collection(ctx, "MachineActions", items, next, |b, a| write_json(b, &ActionView::shown(a, now, no_scope)))
     })
     .await
 }
@@ -974,9 +981,10 @@ async fn get_action(st: web::Data<SimState>, req: HttpRequest, id: web::Path<Str
                 ),
             );
         }
+        let no_scope = lock(&ctx.st.faults).faults.action_scope_null;
         let store = lock(&ctx.st.actions);
         match store.get(&id) {
-            Some(a) => entity(ctx, "MachineActions/$entity", StatusCode::OK, &ActionView::new(a, ctx.now)),
+            Some(a) => entity(ctx, "MachineActions/$entity", StatusCode::OK, &ActionView::shown(a, ctx.now, no_scope)),
             None => Reply::not_found(format!("Machine action {id} was not found")),
         }
     })

@@ -52,6 +52,10 @@ pub struct Faults {
     /// HTTP 400", L:run-av-scan, L:unisolate-machine; defender-api.md §5.9).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeat_returns_pending: bool,
+    /// Machine actions returned and listed with `scope` null: the MachineAction page documents
+    /// it as a nullable string (defender-api.md §5.5), and a client must not rely on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub action_scope_null: bool,
 }
 
 impl Faults {

@@ -191,6 +191,16 @@ pub struct ActionView<'a> {
 }
 
 impl<'a> ActionView<'a> {
+    /// The action as listed and returned; `scope` null when `scope_left_out` (the
+    /// `action_scope_null` knob).
+    pub fn shown(a: &'a Action, now: DateTime<Utc>, scope_left_out: bool) -> Self {
+        let mut view = ActionView::new(a, now);
+        if scope_left_out {
+            view.scope = None;
+        }
+        view
+    }
+
     pub fn new(a: &'a Action, now: DateTime<Utc>) -> Self {
         let (status, at) = a.status_at(now);
         ActionView {

@@ -205,6 +205,22 @@ pub fn settle_unsent(conn: &mut AnyConnection, id: i64, quiet_since: i64, why: &
         .execute(conn)
 }
 
+/// Notes on the intent `id`, still unsent, why its fate is not known yet.
+pub fn note_unsent(conn: &mut AnyConnection, id: i64, note: &str) -> QueryResult<usize> {
+    diesel::update(unsent(id)).set(machine_actions::error.eq(note)).execute(conn)
+}
+
+/// Whether Defender's action `defender_id` is already another of `row`'s endpoint's actions.
+pub fn recorded_elsewhere(conn: &mut AnyConnection, row: &ActionRow, defender_id: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        machine_actions::table
+            .filter(machine_actions::endpoint_id.eq(row.endpoint_id))
+            .filter(machine_actions::defender_action_id.eq(defender_id))
+            .filter(machine_actions::id.ne(row.id)),
+    ))
+    .get_result(conn)
+}
+
 /// Action `id` while it is an intent not yet sent.
 type Unsent = diesel::dsl::Filter<
     diesel::dsl::Filter<

@@ -33,6 +33,10 @@ pub enum DefenderError {
     /// Could not connect (DNS, refused, TLS, reset).
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The connection broke after the request went out, before its answer arrived whole: the
+    /// service may have acted on it.
+    #[error("answer lost: {0}")]
+    AnswerLost(String),
     /// A request did not complete within the configured time.
     #[error("timed out")]
     Timeout,
@@ -97,6 +101,7 @@ impl DefenderError {
                 None => "Defender is throttling this app (HTTP 429) and kept refusing after several retries. The next sync will continue.".into(),
             },
             DefenderError::Unreachable(why) => format!("Could not connect to Microsoft ({why}). Check the network, proxy and firewall, and the cloud/URL settings."),
+            DefenderError::AnswerLost(why) => format!("The request may have reached Microsoft, but the connection broke before its answer arrived ({why})."),
             DefenderError::Timeout => "Microsoft did not answer in time. Try again later; if it persists, check the network or raise the timeout.".into(),
             DefenderError::NotFound => "Defender does not know this item (HTTP 404); it may have been removed or merged.".into(),
             DefenderError::ForeignNotFound(kind) => format!("The API address answered 404 Not Found without Microsoft Defender's own error (a {kind} answer): the API base URL may be wrong, or a proxy in between answered. Nothing was changed; check the API address and the proxy."),
@@ -136,9 +141,24 @@ impl DefenderError {
         match self {
             DefenderError::Throttled { .. }
             | DefenderError::Unreachable(_)
+            | DefenderError::AnswerLost(_)
             | DefenderError::Timeout
             | DefenderError::BadResponse(_)
             | DefenderError::PagingLoop => true,
+            DefenderError::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// A request that changes something may have been carried out although this error came
+    /// back: the request went out and its answer was lost, late, cut or failed on the service's
+    /// side (`L:common-errors`: 5xx). Only a listing of what the service did can tell.
+    pub fn may_have_acted(&self) -> bool {
+        match self {
+            DefenderError::AnswerLost(_)
+            | DefenderError::Timeout
+            | DefenderError::BadResponse(_)
+            | DefenderError::TooLarge { .. } => true,
             DefenderError::Api { status, .. } => *status >= 500,
             _ => false,
         }

@@ -384,7 +384,9 @@ impl DefenderClient {
         } else {
             "request failed"
         };
-        DefenderError::Unreachable(excerpt(&self.scrub(&format!("{what}: {cause}")), 300))
+        let why = excerpt(&self.scrub(&format!("{what}: {cause}")), 300);
+        // Only a connection never made is certain not to have reached the service.
+        if e.is_connect() { DefenderError::Unreachable(why) } else { DefenderError::AnswerLost(why) }
     }
 }
 
