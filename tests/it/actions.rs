@@ -1,5 +1,8 @@
 //! Machine actions end to end against the simulator: roles, CSRF, one request per click,
-//! support checks, live status to a final state, the audit log.
+//! support checks, live status to a final state, the audit log. Long because each race an action
+//! must lose gracefully (Defender's pending action of another scope, a lost answer, a crash
+//! between intent and send, two refreshes at once) has its test here, beside the helpers they
+//! share.
 
 use std::time::Duration;
 
