@@ -40,18 +40,22 @@ pub async fn supervise(
     retention: Retention,
 ) {
     let mut every = tokio::time::interval(TICK);
-    let (mut coverage_at, mut history_at): (Option<Instant>, Option<Instant>) = (None, None);
+    // The day's risk history and the coverage gaps read the whole inventory: their first round
+    // comes at the second tick, so that a start (a million endpoints) serves its first pages
+    // before it does this bookkeeping.
+    let second_tick = Instant::now() + TICK / 2;
+    let (mut coverage_due, mut history_due) = (second_tick, second_tick);
     loop {
         every.tick().await;
-        if history_at.is_none_or(|t| t.elapsed() >= RISK_HISTORY_EVERY) {
-            history_at = Some(Instant::now());
+        if Instant::now() >= history_due {
+            history_due = Instant::now() + RISK_HISTORY_EVERY;
             record_risk_history(&db, retention.risk_history_days).await;
             prune_events(&db, retention.events_days).await;
         }
         // Coverage gaps also open with time alone (a machine Defender stops hearing from), and
         // with network observations: refreshed every few minutes by one instance.
-        if coverage_at.is_none_or(|t| t.elapsed() >= COVERAGE_EVERY) {
-            coverage_at = Some(Instant::now());
+        if Instant::now() >= coverage_due {
+            coverage_due = Instant::now() + COVERAGE_EVERY;
             refresh_coverage(&db, defender.coverage()).await;
         }
         match defender.sync_due().await {

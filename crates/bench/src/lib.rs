@@ -12,6 +12,7 @@ use endpoint_analytics::inventory;
 use endpoint_analytics::modeling::{self, Modeler};
 
 pub mod load;
+pub mod startup;
 pub mod suite;
 
 /// A spread of real device kinds: (OUI, host name prefix, DHCP vendor class, DHCP parameter list).

@@ -65,6 +65,9 @@ enum Command {
         /// unless --keep-data) instead of SQLite, e.g. postgres://postgres@127.0.0.1:5432/postgres.
         #[arg(long, value_name = "SERVER_URL")]
         postgres: Option<String>,
+        /// Endpoints in the database of the start-up figure (default 1,000,000; 5,000 with --smoke).
+        #[arg(long)]
+        startup_endpoints: Option<usize>,
     },
     /// The size of the risk history: endpoints recorded daily while some change level each day.
     History {
@@ -79,9 +82,21 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Start-up to the first served page with N endpoints in the database, beside an empty one.
+    Startup {
+        #[arg(long, default_value_t = 1_000_000)]
+        endpoints: usize,
+        /// Run on fresh databases created on this PostgreSQL server instead of SQLite files.
+        #[arg(long, value_name = "SERVER_URL")]
+        postgres: Option<String>,
+    },
     /// The Defender simulator, as the benchmarks start it in a process of its own.
     #[command(hide = true)]
     Simulate(Box<defender_sim::SimulateArgs>),
+    /// The product, as `startup` starts it in a process of its own (settings from the
+    /// environment, as `endpoint-analytics serve` reads them).
+    #[command(hide = true)]
+    Serve,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +111,11 @@ fn main() -> ExitCode {
     let _logs = endpoint_analytics::logging::init(&settings);
     let result = match cli.command {
         Command::Simulate(args) => block_on(defender_sim::run(*args)),
+        Command::Serve => block_on(async {
+            let app = endpoint_analytics::app::Application::build(settings).await?;
+            app.run_until_stopped().await
+        }),
+        Command::Startup { endpoints, postgres } => block_on(bench::startup::run(endpoints, postgres.as_deref())),
         Command::History { endpoints, days, percent, database_url } => {
             with_bench_db(database_url, |db| block_on(bench::history(db, endpoints, days, percent)))
         }
@@ -107,13 +127,14 @@ fn main() -> ExitCode {
                 block_on(bench::sync(db, machines, simulator_port, full_only, with_webhook))
             })
         }
-        Command::All { smoke, machines, load_secs, memory_series, keep_data, postgres } => {
+        Command::All { smoke, machines, load_secs, memory_series, keep_data, postgres, startup_endpoints } => {
             let mut opts = if smoke { SuiteOptions::smoke() } else { SuiteOptions::full() };
             opts.machines = machines.unwrap_or(opts.machines);
             opts.load_secs = load_secs.unwrap_or(opts.load_secs);
             opts.memory_series = memory_series;
             opts.keep_data = keep_data;
             opts.postgres = postgres;
+            opts.startup_endpoints = startup_endpoints.unwrap_or(opts.startup_endpoints);
             match block_on(bench::suite::run(opts)) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(anyhow::anyhow!("the benchmark saw errors (listed above)")),

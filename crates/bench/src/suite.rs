@@ -41,15 +41,31 @@ pub struct SuiteOptions {
     /// A PostgreSQL server to run on instead of SQLite: a database of its own is created there
     /// (and dropped afterwards unless `keep_data`), and the import rate's baseline is `COPY`.
     pub postgres: Option<String>,
+    /// Endpoints in the database of the start-up figure (9).
+    pub startup_endpoints: usize,
 }
 
 impl SuiteOptions {
     pub fn full() -> Self {
-        SuiteOptions { machines: 100_000, load_secs: 8, memory_series: Vec::new(), keep_data: false, postgres: None }
+        SuiteOptions {
+            machines: 100_000,
+            load_secs: 8,
+            memory_series: Vec::new(),
+            keep_data: false,
+            postgres: None,
+            startup_endpoints: 1_000_000,
+        }
     }
 
     pub fn smoke() -> Self {
-        SuiteOptions { machines: 5_000, load_secs: 2, memory_series: Vec::new(), keep_data: false, postgres: None }
+        SuiteOptions {
+            machines: 5_000,
+            load_secs: 2,
+            memory_series: Vec::new(),
+            keep_data: false,
+            postgres: None,
+            startup_endpoints: 5_000,
+        }
     }
 }
 
@@ -162,7 +178,7 @@ async fn timed_sync(
 }
 
 /// Signs in through the login form (CSRF token and all); returns the session's Cookie header.
-async fn sign_in(base: &str, user: &str, password: &str) -> anyhow::Result<String> {
+pub(crate) async fn sign_in(base: &str, user: &str, password: &str) -> anyhow::Result<String> {
     use reqwest::cookie::CookieStore;
     let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let client =
@@ -302,17 +318,18 @@ fn postgres_copy_baseline(database_url: &str, machines: usize) -> anyhow::Result
 
 /// A database of the benchmark's own on a PostgreSQL server, dropped when this is (unless
 /// kept).
-struct PostgresDatabase {
+pub(crate) struct PostgresDatabase {
     server: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
     keep: bool,
 }
 
 impl PostgresDatabase {
-    fn create(server: &str, keep: bool) -> anyhow::Result<Self> {
+    /// `ea_bench_<process id><suffix>`: one process may hold several.
+    pub(crate) fn create(server: &str, suffix: &str, keep: bool) -> anyhow::Result<Self> {
         use diesel::connection::SimpleConnection;
-        let name = format!("ea_bench_{}", std::process::id());
+        let name = format!("ea_bench_{}{suffix}", std::process::id());
         let mut c = PgConnection::establish(server).map_err(|e| {
             anyhow::anyhow!("cannot reach PostgreSQL at {}: {e}", endpoint_analytics::db::redact_url(server))
         })?;
@@ -342,10 +359,10 @@ impl Drop for PostgresDatabase {
     }
 }
 
-/// Runs `bench sync --machines N --full-only` in a fresh process; its peak RSS in MiB.
+/// Runs `ea-bench sync --machines N --full-only` in a fresh process; its peak RSS in MiB.
 fn memory_run(machines: usize) -> anyhow::Result<f64> {
     let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "sync", "--full-only", "--machines", &machines.to_string()])
+        .args(["sync", "--full-only", "--machines", &machines.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(out.status.success(), "ea-bench sync --machines {machines} failed: {text}");
@@ -365,7 +382,7 @@ pub async fn run(opts: SuiteOptions) -> anyhow::Result<bool> {
     let dir = std::env::temp_dir().join(format!("ea-bench-all-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let postgres =
-        opts.postgres.as_deref().map(|server| PostgresDatabase::create(server, opts.keep_data)).transpose()?;
+        opts.postgres.as_deref().map(|server| PostgresDatabase::create(server, "", opts.keep_data)).transpose()?;
     let result = measure(&opts, &dir, postgres.as_ref().map(|p| p.url.as_str())).await;
     drop(postgres);
     if opts.keep_data {
@@ -631,6 +648,20 @@ async fn measure(
             format!("{raw_what}: {raw_rate:.0} rows/s"),
         )
         .ratio(r, format!("≥ {target}"), r >= target),
+    );
+
+    // 9. Start-up to the first signed-in page, each start a process of its own, beside an empty
+    // database's.
+    step(&format!("start-up with {} endpoints", opts.startup_endpoints));
+    let empty = crate::startup::measure_fresh(0, opts.postgres.as_deref()).await?;
+    let loaded = crate::startup::measure_fresh(opts.startup_endpoints, opts.postgres.as_deref()).await?;
+    rows.push(
+        Row::new(
+            format!("9. start-up to the first signed-in page (dashboard), {} endpoints", opts.startup_endpoints),
+            format!("{:.2} s (listening after {:.2} s)", loaded.first_page, loaded.listening),
+            format!("empty database: {:.2} s", empty.first_page),
+        )
+        .target("≤ 2 s", loaded.first_page <= 2.0),
     );
 
     // 6. The memory series: full imports of other sizes, each in a fresh process (on SQLite).

@@ -217,11 +217,18 @@ pub fn level_counts_per_day(conn: &mut AnyConnection, from: i32, to: i32) -> Que
 /// name, level then, level now), the largest rise first. "Then" is the latest row on or before
 /// `since`, or for an endpoint first recorded after it, its first row.
 pub fn risers(conn: &mut AnyConnection, since: i32, limit: usize) -> QueryResult<Vec<(i64, String, i16, i16)>> {
-    let changed: Vec<i64> = risk_history::table
-        .filter(risk_history::day.gt(since))
-        .select(risk_history::endpoint_id)
-        .distinct()
-        .load(conn)?;
+    // Only an endpoint with an earlier row, or a second row this week, can have risen: one whose
+    // only row of the week is its first ever (a whole inventory, the week it arrived) is "then"
+    // and "now" at once, and is left in the database.
+    let changed: Vec<i64> = diesel::sql_query(format!(
+        "SELECT w.endpoint_id FROM (SELECT endpoint_id, COUNT(*) AS n FROM risk_history WHERE day > {since} \
+         GROUP BY endpoint_id) w WHERE w.n > 1 OR EXISTS (SELECT 1 FROM risk_history b \
+         WHERE b.endpoint_id = w.endpoint_id AND b.day <= {since})"
+    ))
+    .load::<EndpointId>(conn)?
+    .into_iter()
+    .map(|r| r.endpoint_id)
+    .collect();
     let mut out = Vec::new();
     for chunk in changed.chunks(5_000) {
         // The rows of the week, and each endpoint's latest row on or before `since` (not its
@@ -302,6 +309,12 @@ pub fn prune(conn: &mut AnyConnection, cutoff: i32) -> QueryResult<usize> {
 /// Rows stored (for the benchmark's size report).
 pub fn count(conn: &mut AnyConnection) -> QueryResult<i64> {
     risk_history::table.count().get_result(conn)
+}
+
+#[derive(QueryableByName)]
+struct EndpointId {
+    #[diesel(sql_type = BigInt)]
+    endpoint_id: i64,
 }
 
 #[derive(QueryableByName)]

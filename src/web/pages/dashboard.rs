@@ -147,7 +147,7 @@ pub async fn show(
                 risk::level_counts(c)?,
                 profiles::endpoint_counts(c)?,
                 endpoints::count_by_source(c)?,
-                endpoints::first_seen_since(c, since)?,
+                endpoints::first_seen_per_day(c, since, NEW_DAYS)?,
                 events::recent(c, crate::modeling::PROFILE_CHANGED, 10)?,
                 crate::web::pages::coverage::kind_counts(c)?,
                 risk_history::level_counts_per_day(c, day - trend_days + 1, day)?,
@@ -190,9 +190,9 @@ pub async fn show(
     );
     let new_per_day = bars(
         (0..NEW_DAYS)
-            .map(|d| {
+            .zip(new_days)
+            .map(|(d, n)| {
                 let day = today - NEW_DAYS + 1 + d;
-                let n = new_days.iter().filter(|t| **t / 86_400 == day).count() as i64;
                 let label = chrono::DateTime::from_timestamp(day * 86_400, 0)
                     .map(|t| t.format("%b %d").to_string())
                     .unwrap_or_default();

@@ -1,0 +1,1 @@
+DROP INDEX endpoints_first_seen;
