@@ -25,9 +25,12 @@ const POLL_EVERY: i64 = 2;
 const SEND_GRACE: i64 = 60;
 /// How often a sender says its intent is still on its way (well within [`SEND_GRACE`]).
 const SEND_BEAT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How far this host's clock may be ahead of Defender's when an unsent intent is looked for
-/// among Defender's actions.
-const CLOCK_SKEW: i64 = 300;
+/// How far this host's clock may be ahead of Defender's when an action is matched with an
+/// intent by its creation time. Generous: a host minutes ahead (no time service) must not take
+/// Defender's answer to its own request for someone else's action; what the allowance could let
+/// in (an action of the same type, scope and exact comment that no record of ours follows,
+/// created within the hour before) is far less likely than a clock minutes off.
+const CLOCK_SKEW: i64 = 3600;
 const MAX_COMMENT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -655,6 +658,7 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                                 return Ok(());
                             }
                             action_finished(c, &unsent, ActionStatus::Failed)?;
+                            crate::db::models::rules::action_never_sent(c, unsent.id, why)?;
                             audit::entry(&unsent.requested_by, "defender.action")
                                 .target(&unsent.machine_id)
                                 .outcome("failure")

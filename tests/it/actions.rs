@@ -790,3 +790,337 @@ async fn hold_action_poll(app: &TestApp) -> endpoint_analytics::db::lease::Lease
     }
     panic!("the action-poll lease stays taken");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Red-team review (second, fresh context, this session) of 3baf7bb: each test failed on it.
+// ---------------------------------------------------------------------------------------------
+
+/// Ages an intent as if its request went out `secs` ago and nobody has beaten since.
+async fn age_intent(app: &TestApp, id: i64, secs: i64) {
+    use endpoint_analytics::db::schema::machine_actions;
+    app.db
+        .run(move |c| {
+            diesel::update(machine_actions::table.find(id))
+                .set((
+                    machine_actions::created_at.eq(machine_actions::created_at - secs),
+                    machine_actions::updated_at.eq(machine_actions::updated_at - secs),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// Second review (medium): a connection that was never made is not "an answer lost". A
+/// firewall that drops SYNs (or a dead proxy) makes `connect_timeout` fire; reqwest reports it
+/// as a timeout, `transport_error` tests `is_timeout()` before `is_connect()` and returns
+/// `DefenderError::Timeout`, which `may_have_acted()`. The click that never reached Microsoft
+/// becomes `Sent::Unconfirmed`: the operator is told "Checking with Defender whether the action
+/// was created", the machine stays busy for every other action (an isolation during an
+/// incident is refused "Another action is still open"), a rule's decision is marked sent, and
+/// the follower cannot settle it while the network is down (its listing fails the same way).
+#[tokio::test]
+async fn a_request_whose_connection_was_never_made_is_recorded_failed_not_unconfirmed() {
+    let options = endpoint_analytics::defender::ClientOptions {
+        connect_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(5),
+        max_retries: 1,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let app = spawn_app_with_client(|_| {}, options).await;
+    let sim = defender_sim::start(SimConfig {
+        machines: 80,
+        action_pending_ms: 200,
+        action_inprogress_ms: 200,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let token = app.token(Role::Admin).await;
+    let configure = |api: String| {
+        json!({
+            "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
+            "login_base_url": sim.base_url, "api_base_url": api, "enabled": true,
+        })
+    };
+    let put = |body: serde_json::Value| {
+        reqwest::Client::new().put(app.url("/api/v1/integrations/defender")).bearer_auth(&token).json(&body).send()
+    };
+    assert_eq!(put(configure(sim.base_url.clone())).await.unwrap().status(), 200);
+    for _ in 0..300 {
+        let s = app.api_get(&token, "/api/v1/integrations/defender/status").await;
+        if s["running"].is_null() && s["last_run"]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    // An API address whose SYNs go unanswered: a listener whose accept queue (backlog 0) is full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = socket.listen(0).unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    let _fill = std::net::TcpStream::connect(addr).unwrap();
+    let _fill2 = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    assert_eq!(put(configure(format!("http://{addr}"))).await.unwrap().status(), 200);
+
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "scan"), ("scope", "Quick"), ("comment", "offline"), ("key", "never-connected-000001")];
+    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 0, "nothing reached Defender");
+    let (status, _, error) = stored(&app, action_id(&html).parse().unwrap()).await;
+    assert_eq!(status, "Failed", "a connection never made cannot have created an action; recorded: {status}: {error}");
+}
+
+/// Second review (low): the note of a lost answer ("The request may have reached Microsoft,
+/// but the connection broke … Checking with Defender whether the action was created.") is
+/// written by `note_unsent` and never cleared when the follower finds the action: `mark_sent`
+/// leaves `error` alone, and an adopted action that already ended is never refreshed again. The
+/// endpoint's Actions tab, the action's page (`#action-error`, styled as a form error) and the
+/// API show a Succeeded isolation with a connection error.
+#[tokio::test]
+async fn an_action_found_after_its_answer_was_lost_does_not_keep_the_lost_answer_note() {
+    use defender_sim::{FaultEffect, FaultRule};
+    let (app, sim, _) = synced().await;
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    sim.set_faults(Faults {
+        rules: vec![FaultRule {
+            api: Some("Isolate".into()),
+            nth: None,
+            fraction: None,
+            times: Some(1),
+            effect: FaultEffect::Truncate,
+        }],
+        ..Faults::default()
+    });
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [
+        ("action", "isolate"),
+        ("scope", "Full"),
+        ("comment", "contain"),
+        ("confirm", "on"),
+        ("key", "lost-note-000001"),
+    ];
+    let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
+    assert_eq!(stored(&app, id).await.0, "Requested", "unconfirmed");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    age_intent(&app, id, 61).await;
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, sent_as, error) = stored(&app, id).await;
+    assert_eq!(status, "Succeeded");
+    assert!(!sent_as.is_empty());
+    assert!(isolated_in_product(&app, &machine).await);
+    assert_eq!(finished_events(&app, endpoint).await, 1);
+    assert_eq!(error, "", "a Succeeded isolation carries the lost-answer note");
+}
+
+/// A proxy in front of the simulator whose Defender runs `behind` seconds behind this host: every
+/// `creationDateTimeUtc` and `lastUpdateDateTimeUtc` it answers is moved back by that much.
+async fn defender_behind(sim_base: String, behind: i64) -> String {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    fn shift(v: &mut serde_json::Value, behind: i64) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "creationDateTimeUtc" || k == "lastUpdateDateTimeUtc" {
+                        if let Some(t) = x.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+                            let t = t.with_timezone(&chrono::Utc) - chrono::Duration::seconds(behind);
+                            *x = serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                        }
+                    } else {
+                        shift(x, behind);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| shift(x, behind)),
+            _ => {}
+        }
+    }
+    async fn forward(req: HttpRequest, body: web::Bytes, to: web::Data<(String, i64)>) -> HttpResponse {
+        let url = format!("{}{}", to.0, req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+        let mut out = reqwest::Client::new().request(method, url).body(body.to_vec());
+        for (k, v) in req.headers() {
+            if k != "host" {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+        }
+        let res = out.send().await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap();
+        let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut v) => {
+                shift(&mut v, to.1);
+                serde_json::to_vec(&v).unwrap()
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .content_type("application/json")
+            .body(body)
+    }
+    let data = web::Data::new((sim_base, behind));
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(forward)))
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.addrs()[0];
+    tokio::spawn(server.run());
+    format!("http://{addr}")
+}
+
+/// Second review (low–medium): Defender's *fresh* 201 answer to this very request, without a
+/// scope (nullable; Microsoft's own examples leave it out), is taken for the request only if
+/// its `creationDateTimeUtc` (Defender's clock) is no more than CLOCK_SKEW (300 s) before
+/// `created_at` — written by `now()`, this host's clock, although `while_sending` is careful to
+/// judge beats by the database's clock because hosts disagree. On a host running 400 s ahead
+/// of Microsoft (a VM after resume, no NTP), every scan and isolation answered without a scope
+/// is recorded Failed ("Defender is already carrying out another antivirus scan … was not
+/// started") while Defender carries it out; the machine is freed and the operator is invited to
+/// ask again. Here Defender (behind a proxy) answers with its clock 400 s behind this host's.
+#[tokio::test]
+async fn a_fresh_answer_without_scope_is_not_refused_because_this_hosts_clock_runs_ahead() {
+    let app = spawn_app().await;
+    let sim = defender_sim::start(SimConfig {
+        machines: 80,
+        action_pending_ms: 200,
+        action_inprogress_ms: 200,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = defender_behind(sim.base_url.clone(), 400).await;
+    let token = app.token(Role::Admin).await;
+    let body = json!({
+        "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
+        "login_base_url": sim.base_url, "api_base_url": api, "enabled": true,
+    });
+    let res = reqwest::Client::new()
+        .put(app.url("/api/v1/integrations/defender"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for _ in 0..300 {
+        let s = app.api_get(&token, "/api/v1/integrations/defender/status").await;
+        if s["running"].is_null() && s["last_run"]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _poll_lease = hold_action_poll(&app).await;
+    sim.set_faults(Faults { action_scope_null: true, ..Faults::default() });
+    let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "scan"), ("scope", "Full"), ("comment", "skewed"), ("key", "host-clock-ahead-0001")];
+    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
+    assert_eq!(calls(&sim, "RunAntiVirusScan"), 1, "Defender created the scan");
+    let (status, sent_as, error) = stored(&app, action_id(&html).parse().unwrap()).await;
+    assert!(
+        status != "Failed" && !sent_as.is_empty(),
+        "Defender's own answer to this request was refused: {status} {sent_as:?} {error}"
+    );
+}
+
+/// Second review (medium): `recorded_elsewhere` only looks at the intent's endpoint, but a
+/// Defender machine can move between endpoints (an administrator links or splits it,
+/// `defender::review`), and its earlier actions stay recorded on the former endpoint. The
+/// eighth session's scenario then comes back: isolate ("contain"), release, the machine is
+/// linked to another endpoint, isolate again with the same words and stop before sending. The
+/// follower adopts the *first* isolation — ours, already recorded on the former endpoint,
+/// Succeeded — and records a Full isolation that succeeded, and the machine as isolated, while
+/// Defender has released it and nothing was sent.
+#[tokio::test]
+async fn an_unsent_intent_is_not_taken_for_an_action_recorded_on_the_machines_former_endpoint() {
+    let (app, sim, _) = synced().await;
+    let _poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let isolate = [
+        ("action", "isolate"),
+        ("scope", "Full"),
+        ("comment", "contain"),
+        ("confirm", "on"),
+        ("key", "moved-isolate-00001"),
+    ];
+    let first = action_id(&act(&app, &operator, endpoint, &isolate).await.text().await.unwrap());
+    assert_eq!(wait_final(&app, &operator, &first).await, "Succeeded");
+    let release = [("action", "unisolate"), ("comment", "clean"), ("key", "moved-release-00001")];
+    let released = action_id(&act(&app, &operator, endpoint, &release).await.text().await.unwrap());
+    assert_eq!(wait_final(&app, &operator, &released).await, "Succeeded");
+
+    // An administrator links the machine to another endpoint.
+    let other = app
+        .db
+        .run(move |c| {
+            use endpoint_analytics::db::schema::endpoints;
+            Ok(endpoints::table.filter(endpoints::id.ne(endpoint)).select(endpoints::id).first::<i64>(c)?)
+        })
+        .await
+        .unwrap();
+    let m = machine.clone();
+    app.db
+        .run(move |c| Ok(endpoint_analytics::db::models::defender_machines::link(c, &m, other, "split")?))
+        .await
+        .unwrap();
+
+    let id = intent_left_unsent(&app, other, &machine, ("Isolate", "Full"), "contain").await;
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, sent_as, _) = stored(&app, id).await;
+    assert_eq!(calls(&sim, "Isolate"), 1, "only the first isolation was ever sent");
+    assert_eq!(sim.isolation_state(&machine), Some(defender_sim::IsolationState::NotIsolated));
+    assert_eq!(
+        (status.as_str(), sent_as.as_str(), isolated_in_product(&app, &machine).await),
+        ("Failed", "", false),
+        "the never-sent isolation took the former endpoint's isolation and its end"
+    );
+}
+
+/// Second review (low–medium): the earlier finding "a failed device action is recorded as
+/// sent" (red_rules.rs) comes back through `Sent::Unconfirmed`. A rule's scan meets a 5xx (or a
+/// lost answer, or — see above — a connection never made): the intent stays Requested, so
+/// `send_approved` marks the decision `sent` at once (rules.rs:631-636) and counts it against
+/// the hourly cap. A minute later the follower finds that Defender has no such action and
+/// records it Failed ("Not sent … Nothing was changed"), but nothing goes back to the decision:
+/// it stays `sent`, and the rule never acts on it again although nothing was done.
+#[tokio::test]
+async fn a_rule_decision_whose_action_was_never_created_is_not_left_sent() {
+    use crate::red_rules::{decisions, enabled_rule, evaluate_until, state_of};
+    use endpoint_analytics::db::schema::rule_decisions;
+    let (app, sim, admin, _) = crate::defender_sync::synced(120).await;
+    sim.set_faults(Faults::every("RunAntiVirusScan", defender_sim::FaultEffect::Status { status: 500 }));
+    let rule = enabled_rule(
+        &app,
+        &admin,
+        json!({"name": "Scan on High", "condition": {"min_alert": "High"}, "action": {"type": "run_scan", "scope": "Quick"}}),
+    )
+    .await;
+    let (decision, action) = evaluate_until(&app, || async {
+        let id = decisions(&app, rule).await.into_iter().find(|d| d.2 != "approved")?.0;
+        let action: Option<i64> = app
+            .db
+            .run(move |c| Ok(rule_decisions::table.find(id).select(rule_decisions::action_id).first(c)?))
+            .await
+            .unwrap();
+        Some((id, action))
+    })
+    .await;
+    let action = action.expect("an action was recorded");
+    let _poll_lease = hold_action_poll(&app).await;
+    sim.set_faults(Faults::default());
+    age_intent(&app, action, 61).await;
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, _, error) = stored(&app, action).await;
+    let state = state_of(&app, decision).await;
+    assert!(
+        !(status == "Failed" && state == "sent"),
+        "machine action {action} {status} ({error}), yet decision {decision} says {state}"
+    );
+}

@@ -18,7 +18,7 @@ use crate::helpers::*;
 use crate::rules::{api, post, token_of};
 
 /// (id, endpoint, state) of a rule's decisions, oldest first.
-async fn decisions(app: &TestApp, rule: i64) -> Vec<(i64, i64, String)> {
+pub(crate) async fn decisions(app: &TestApp, rule: i64) -> Vec<(i64, i64, String)> {
     app.db
         .run(move |c| {
             Ok(rule_decisions::table
@@ -31,12 +31,12 @@ async fn decisions(app: &TestApp, rule: i64) -> Vec<(i64, i64, String)> {
         .unwrap()
 }
 
-async fn state_of(app: &TestApp, decision: i64) -> String {
+pub(crate) async fn state_of(app: &TestApp, decision: i64) -> String {
     app.db.run(move |c| Ok(rule_decisions::table.find(decision).select(rule_decisions::state).first(c)?)).await.unwrap()
 }
 
 /// Creates a rule, dry-runs and enables it (as `admin`); returns its id.
-async fn enabled_rule(app: &TestApp, admin: &str, rule: Value) -> i64 {
+pub(crate) async fn enabled_rule(app: &TestApp, admin: &str, rule: Value) -> i64 {
     let (status, made) = post(app, admin, "/api/v1/rules", rule).await;
     assert_eq!(status, 201, "{made}");
     let id = made["id"].as_i64().unwrap();
@@ -52,7 +52,7 @@ async fn enable(app: &TestApp, admin: &str, id: i64) {
 }
 
 /// Runs the rules until `probe` answers (the supervisor may hold the lease for a round).
-async fn evaluate_until<T, F, Fut>(app: &TestApp, probe: F) -> T
+pub(crate) async fn evaluate_until<T, F, Fut>(app: &TestApp, probe: F) -> T
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

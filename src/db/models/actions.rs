@@ -155,6 +155,8 @@ pub fn mark_sent(conn: &mut AnyConnection, id: i64, defender_id: &str, status: A
     diesel::update(unsent(id))
         .set((
             machine_actions::defender_action_id.eq(defender_id),
+            // A note that its answer was lost no longer holds.
+            machine_actions::error.eq(""),
             machine_actions::status.eq(status.as_str()),
             machine_actions::sent_at.eq(Some(t)),
             machine_actions::updated_at.eq(t),
@@ -210,11 +212,11 @@ pub fn note_unsent(conn: &mut AnyConnection, id: i64, note: &str) -> QueryResult
     diesel::update(unsent(id)).set(machine_actions::error.eq(note)).execute(conn)
 }
 
-/// Whether Defender's action `defender_id` is already another of `row`'s endpoint's actions.
+/// Whether Defender's action `defender_id` is already another of our records' (on any endpoint:
+/// a machine linked to another endpoint keeps its earlier actions where they were).
 pub fn recorded_elsewhere(conn: &mut AnyConnection, row: &ActionRow, defender_id: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         machine_actions::table
-            .filter(machine_actions::endpoint_id.eq(row.endpoint_id))
             .filter(machine_actions::defender_action_id.eq(defender_id))
             .filter(machine_actions::id.ne(row.id)),
     ))

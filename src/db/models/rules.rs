@@ -327,6 +327,19 @@ pub fn mark_done(
         .execute(conn)
 }
 
+/// A decision marked sent whose machine action `action_id` turned out never to have reached
+/// Defender (its answer was lost, then Defender's listing had no such action): refused, with
+/// `reason`, so that it counts as what it was.
+pub fn action_never_sent(conn: &mut AnyConnection, action_id: i64, reason: &str) -> QueryResult<usize> {
+    diesel::update(
+        rule_decisions::table
+            .filter(rule_decisions::action_id.eq(action_id))
+            .filter(rule_decisions::state.eq(state::SENT)),
+    )
+    .set((rule_decisions::state.eq(state::REFUSED), rule_decisions::reason.eq(reason)))
+    .execute(conn)
+}
+
 /// Approvals nobody gave in time: expired. Returns them.
 /// Closes the rule's decisions still to be acted on, as superseded by its version `version`:
 /// a decision of an older version acts no more, and must not hold the new one back.

@@ -364,7 +364,9 @@ impl DefenderClient {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> DefenderError {
-        if e.is_timeout() {
+        // A connection that timed out while being made never carried the request: it is
+        // `Unreachable`, not a `Timeout` after which the service may have acted.
+        if e.is_timeout() && !e.is_connect() {
             return DefenderError::Timeout;
         }
         // Walk the source chain for a useful cause, without the URL.

@@ -1,0 +1,1 @@
+DROP INDEX machine_actions_defender_id;
