@@ -26,11 +26,11 @@ const SEND_GRACE: i64 = 60;
 /// How often a sender says its intent is still on its way (well within [`SEND_GRACE`]).
 const SEND_BEAT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How far this host's clock may be ahead of Defender's when an action is matched with an
-/// intent by its creation time. Generous: a host minutes ahead (no time service) must not take
-/// Defender's answer to its own request for someone else's action; what the allowance could let
-/// in (an action of the same type, scope and exact comment that no record of ours follows,
-/// created within the hour before) is far less likely than a clock minutes off.
-const CLOCK_SKEW: i64 = 3600;
+/// intent by its creation time (in Defender's listing, for an intent whose answer never came).
+const CLOCK_SKEW: i64 = 300;
+/// An intent whose answer was lost waits this long before Defender's listing may declare it never
+/// created: an action created late, or a listing that lags, must not be recorded "not sent".
+const UNCONFIRMED_GRACE: i64 = 300;
 const MAX_COMMENT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,10 +340,7 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
         ActionKind::CollectInvestigationPackage => client.collect_investigation_package(machine, comment).await,
     };
     match answer {
-        // Defender may answer a repeat with the action already pending rather than a new one
-        // ("returns either the already pending machine action or HTTP 400", run-av-scan,
-        // unisolate-machine): only one that stands for this intent is this one.
-        Ok(action) => taken_if_asked_for(row, req.kind, action),
+        Ok(action) => answered(row, req.kind, action),
         Err(DefenderError::ActionAlreadyPending) => match client.machine_actions(machine).await {
             Ok(list) => already_running(row, req.kind, list),
             Err(e) => Sent::Failed(e.plain_words()),
@@ -352,6 +349,29 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
         Err(e) if e.may_have_acted() => Sent::Unconfirmed(e.plain_words()),
         Err(e) => Sent::Failed(e.plain_words()),
     }
+}
+
+/// Defender's answer to the request: a new action, or the one already pending ("returns either
+/// the already pending machine action or HTTP 400", run-av-scan, unisolate-machine). Without a
+/// scope (a nullable property Microsoft's own examples leave out), its comment tells: Defender
+/// echoes ours (its time is not compared: this host's clock may be off); another comment is
+/// someone else's pending action, named; an answer without either cannot tell, and Defender's
+/// listing settles it (the follower).
+fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
+    let scope_unsaid = !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty);
+    if scope_unsaid && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
+        match a.requestor_comment.as_deref() {
+            Some(c) if same_comment(c, &row.comment) => return Sent::Accepted(Box::new(a)),
+            None => {
+                return Sent::Unconfirmed(
+                    "Defender accepted the request, but its answer says neither the action's scope nor its comment."
+                        .into(),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    taken_if_asked_for(row, kind, a)
 }
 
 /// Defender refused the action because one of its type is open on the machine: that one is
@@ -398,8 +418,13 @@ fn stands_for(row: &ActionRow, a: &MachineAction) -> bool {
 /// Whether `a` carries this intent's comment (Defender echoes it as `requestorComment`) and was
 /// created after it (allowing for [`CLOCK_SKEW`]).
 fn is_this_request(row: &ActionRow, a: &MachineAction) -> bool {
-    a.requestor_comment.as_deref().map(str::trim) == Some(row.comment.trim())
+    a.requestor_comment.as_deref().is_some_and(|c| same_comment(c, &row.comment))
         && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
+}
+
+/// The same words, however the spaces and line ends between them came back.
+fn same_comment(echoed: &str, sent: &str) -> bool {
+    echoed.split_whitespace().eq(sent.split_whitespace())
 }
 
 /// Runs `send`, telling the background follower every [`SEND_BEAT`] that the intent is still on
@@ -599,11 +624,13 @@ pub async fn refresh(ctx: &DefenderService, row: ActionRow) -> anyhow::Result<Ac
 /// it was not sent — it is marked failed, never sent again.
 pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
     // Senders beat by the database's clock, and are judged by it (see `while_sending`).
-    let (open, quiet_since) =
-        ctx.db.run(|c| Ok((actions::open_actions(c)?, crate::db::database_now(c)? - SEND_GRACE))).await?;
+    let (open, database_now) = ctx.db.run(|c| Ok((actions::open_actions(c)?, crate::db::database_now(c)?))).await?;
     for row in open {
         if row.defender_action_id.is_empty() {
-            // Still on its way (its sender beats), or too recent to tell.
+            // Still on its way (its sender beats), or too recent to tell; an answer lost (the
+            // sender's note) waits longer.
+            let grace = if row.error.is_empty() { SEND_GRACE } else { UNCONFIRMED_GRACE };
+            let quiet_since = database_now - grace;
             if row.updated_at > quiet_since {
                 continue;
             }
@@ -734,6 +761,53 @@ mod tests {
         let expected: Vec<_> =
             [scan.clone(), ("unisolate", vec![])].into_iter().chain(restriction).chain([collect]).collect();
         assert_eq!(offered(&isolated), expected);
+    }
+
+    fn intent(scope: &str, comment: &str) -> ActionRow {
+        ActionRow {
+            id: 1,
+            idempotency_key: "k".into(),
+            endpoint_id: 1,
+            machine_id: "a".repeat(40),
+            action_type: "Isolate".into(),
+            scope: scope.into(),
+            comment: comment.into(),
+            requested_by: "olga".into(),
+            status: ActionStatus::Requested,
+            defender_action_id: String::new(),
+            error: String::new(),
+            created_at: now(),
+            sent_at: None,
+            updated_at: now(),
+            polled_at: 0,
+        }
+    }
+
+    fn defenders(answer: serde_json::Value) -> MachineAction {
+        serde_json::from_value(answer).unwrap()
+    }
+
+    /// Red-team review (third, fresh context): a 201 answer without a scope and without a
+    /// comment was recorded Failed ("already carrying out another isolation") while Defender
+    /// isolated the machine; a comment echoed with other line ends was not recognised.
+    #[test]
+    fn an_answer_without_scope_is_told_apart_by_its_comment_or_left_to_the_listing() {
+        let row = intent("Full", "contain\nnow");
+        let kind = ActionKind::Isolate(IsolationType::Full);
+        let a = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"id": "x", "type": "Isolate", "status": "Pending"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            defenders(v)
+        };
+        assert!(matches!(answered(&row, kind, a(serde_json::json!({}))), Sent::Unconfirmed(_)));
+        let ours = a(serde_json::json!({"requestorComment": "contain\r\nnow"}));
+        assert!(matches!(answered(&row, kind, ours), Sent::Accepted(_)));
+        let theirs = a(serde_json::json!({"requestorComment": "from the portal"}));
+        assert!(matches!(answered(&row, kind, theirs), Sent::Failed(_)));
+        let selective = a(serde_json::json!({"requestorComment": "contain now", "scope": "Selective"}));
+        assert!(matches!(answered(&row, kind, selective), Sent::Failed(_)));
+        let full = a(serde_json::json!({"scope": "full"}));
+        assert!(matches!(answered(&row, kind, full), Sent::Accepted(_)));
     }
 
     #[test]

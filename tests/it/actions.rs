@@ -909,7 +909,11 @@ async fn an_action_found_after_its_answer_was_lost_does_not_keep_the_lost_answer
     let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
     assert_eq!(stored(&app, id).await.0, "Requested", "unconfirmed");
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    // An answer lost waits five minutes for Defender's listing (an action created late), not one.
     age_intent(&app, id, 61).await;
+    app.state.defender.follow_open_actions().await.unwrap();
+    assert_eq!(stored(&app, id).await.0, "Requested", "a minute after its answer was lost");
+    age_intent(&app, id, 240).await;
     app.state.defender.follow_open_actions().await.unwrap();
     let (status, sent_as, error) = stored(&app, id).await;
     assert_eq!(status, "Succeeded");
@@ -1115,7 +1119,7 @@ async fn a_rule_decision_whose_action_was_never_created_is_not_left_sent() {
     let action = action.expect("an action was recorded");
     let _poll_lease = hold_action_poll(&app).await;
     sim.set_faults(Faults::default());
-    age_intent(&app, action, 61).await;
+    age_intent(&app, action, 301).await;
     app.state.defender.follow_open_actions().await.unwrap();
     let (status, _, error) = stored(&app, action).await;
     let state = state_of(&app, decision).await;

@@ -543,7 +543,10 @@ async fn red_door_an_instance_that_lost_its_lease_leaves_the_new_runs_staging_al
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    // Its supervisor may have taken the sync over first (a run is marked running, so a sync is
+    // due): either way the second instance syncs.
+    let status = res.status().as_u16();
+    assert!(status == 202 || status == 409, "{status} {}", res.text().await.unwrap());
     let run = crate::defender_sync::wait_for_sync(&app2, &token2).await;
     let runs = app2.db.run(|c| Ok(integration::recent(c, "defender", 5)?)).await.unwrap();
     let summary: Vec<String> =
