@@ -25,8 +25,10 @@ const POLL_EVERY: i64 = 2;
 const SEND_GRACE: i64 = 60;
 /// How often a sender says its intent is still on its way (well within [`SEND_GRACE`]).
 const SEND_BEAT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How far this host's clock may be ahead of Defender's when an action is matched with an
-/// intent by its creation time (in Defender's listing, for an intent whose answer never came).
+/// How long before its intent (both by Defender's clock) an action may have been created and
+/// still be the intent's: the `Date` header's second, and the time between recording the intent
+/// and reading the offset. Without a `Date` header, how far this host's clock may be off.
+const MATCH_MARGIN: i64 = 60;
 const CLOCK_SKEW: i64 = 300;
 /// An intent whose answer was lost waits this long before Defender's listing may declare it never
 /// created: an action created late, or a listing that lags, must not be recorded "not sent".
@@ -360,8 +362,11 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
 fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
     let scope_unsaid = !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty);
     if scope_unsaid && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
+        // Created before this request (by Defender's clock, when its answer says it): someone
+        // else's pending action with the same words, named below.
+        let not_older = a.clock_offset.is_none() || created_since(row, &a);
         match a.requestor_comment.as_deref() {
-            Some(c) if same_comment(c, &row.comment) => return Sent::Accepted(Box::new(a)),
+            Some(c) if same_comment(c, &row.comment) && not_older => return Sent::Accepted(Box::new(a)),
             None => {
                 return Sent::Unconfirmed(
                     "Defender accepted the request, but its answer says neither the action's scope nor its comment."
@@ -416,10 +421,20 @@ fn stands_for(row: &ActionRow, a: &MachineAction) -> bool {
 }
 
 /// Whether `a` carries this intent's comment (Defender echoes it as `requestorComment`) and was
-/// created after it (allowing for [`CLOCK_SKEW`]).
+/// created after it ([`created_since`]).
 fn is_this_request(row: &ActionRow, a: &MachineAction) -> bool {
-    a.requestor_comment.as_deref().is_some_and(|c| same_comment(c, &row.comment))
-        && a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= row.created_at - CLOCK_SKEW)
+    a.requestor_comment.as_deref().is_some_and(|c| same_comment(c, &row.comment)) && created_since(row, a)
+}
+
+/// Whether Defender created `a` after the intent `row` was recorded: compared by Defender's
+/// clock when its answer said what that was (a host minutes off must neither refuse its own
+/// action nor take an older one), else allowing [`CLOCK_SKEW`].
+fn created_since(row: &ActionRow, a: &MachineAction) -> bool {
+    let intent_by_defenders_clock = match a.clock_offset {
+        Some(offset) => row.created_at + offset - MATCH_MARGIN,
+        None => row.created_at - CLOCK_SKEW,
+    };
+    a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= intent_by_defenders_clock)
 }
 
 /// The same words, however the spaces and line ends between them came back.
@@ -808,6 +823,17 @@ mod tests {
         assert!(matches!(answered(&row, kind, selective), Sent::Failed(_)));
         let full = a(serde_json::json!({"scope": "full"}));
         assert!(matches!(answered(&row, kind, full), Sent::Accepted(_)));
+
+        // Fourth review: someone's pending Selective isolation with the same words, created two
+        // hours before (by Defender's clock, read from its answer's `Date`), is not this one.
+        let at = |secs_ago: i64| {
+            let t = chrono::DateTime::from_timestamp(now() - secs_ago, 0).unwrap();
+            let mut older = a(serde_json::json!({"requestorComment": "contain now", "creationDateTimeUtc": t}));
+            older.clock_offset = Some(0);
+            older
+        };
+        assert!(matches!(answered(&row, kind, at(7200)), Sent::Failed(_)));
+        assert!(matches!(answered(&row, kind, at(0)), Sent::Accepted(_)));
     }
 
     #[test]

@@ -599,6 +599,38 @@ async fn an_adopted_action_that_already_ended_is_recorded_as_ended() {
     );
 }
 
+/// An operator's Full isolation whose 201 answer Defender cuts (it isolates the machine all the
+/// same), the test holding the action poll: (app, simulator, lease, machine, action id).
+async fn isolation_whose_answer_is_lost(
+    key: &str,
+) -> (TestApp, RunningSimulator, endpoint_analytics::db::lease::Lease, String, i64) {
+    use defender_sim::{FaultEffect, FaultRule};
+    let (app, sim, _) = synced().await;
+    let poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let cut_once = FaultRule {
+        api: Some("Isolate".into()),
+        nth: None,
+        fraction: None,
+        times: Some(1),
+        effect: FaultEffect::Truncate,
+    };
+    sim.set_faults(Faults { rules: vec![cut_once], ..Faults::default() });
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "isolate"), ("scope", "Full"), ("comment", "contain"), ("confirm", "on"), ("key", key)];
+    let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
+    (app, sim, poll_lease, machine, id)
+}
+
+/// The endpoint of action `id`.
+async fn stored_endpoint(app: &TestApp, id: i64) -> i64 {
+    use endpoint_analytics::db::schema::machine_actions;
+    app.db
+        .run(move |c| Ok(machine_actions::table.find(id).select(machine_actions::endpoint_id).first(c)?))
+        .await
+        .unwrap()
+}
+
 /// Red-team review, eighth session (medium). Defender creates the isolation, but its 201 answer is cut (a reset
 /// connection, a proxy, a timeout after the request reached Defender: the client itself says
 /// "5xx and timeouts are not retried (the action may have been created)"). `send` turns every
@@ -608,30 +640,7 @@ async fn an_adopted_action_that_already_ended_is_recorded_as_ended() {
 /// and (a rule's decision) counts it as refused and not against the hourly cap.
 #[tokio::test]
 async fn an_isolation_defender_created_is_not_recorded_failed_when_its_answer_is_lost() {
-    use defender_sim::{FaultEffect, FaultRule};
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
-    sim.set_faults(Faults {
-        rules: vec![FaultRule {
-            api: Some("Isolate".into()),
-            nth: None,
-            fraction: None,
-            times: Some(1),
-            effect: FaultEffect::Truncate,
-        }],
-        ..Faults::default()
-    });
-    let operator = app.login_as("olga", Role::Operator).await;
-    let form = [
-        ("action", "isolate"),
-        ("scope", "Full"),
-        ("comment", "contain"),
-        ("confirm", "on"),
-        ("key", "cut-answer-000001"),
-    ];
-    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
-    let id: i64 = action_id(&html).parse().unwrap();
+    let (app, sim, _poll_lease, machine, id) = isolation_whose_answer_is_lost("cut-answer-000001").await;
     assert_eq!(calls(&sim, "Isolate"), 1);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
@@ -884,29 +893,8 @@ async fn a_request_whose_connection_was_never_made_is_recorded_failed_not_unconf
 /// API show a Succeeded isolation with a connection error.
 #[tokio::test]
 async fn an_action_found_after_its_answer_was_lost_does_not_keep_the_lost_answer_note() {
-    use defender_sim::{FaultEffect, FaultRule};
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
-    sim.set_faults(Faults {
-        rules: vec![FaultRule {
-            api: Some("Isolate".into()),
-            nth: None,
-            fraction: None,
-            times: Some(1),
-            effect: FaultEffect::Truncate,
-        }],
-        ..Faults::default()
-    });
-    let operator = app.login_as("olga", Role::Operator).await;
-    let form = [
-        ("action", "isolate"),
-        ("scope", "Full"),
-        ("comment", "contain"),
-        ("confirm", "on"),
-        ("key", "lost-note-000001"),
-    ];
-    let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
+    let (app, _sim, _poll_lease, machine, id) = isolation_whose_answer_is_lost("lost-note-000001").await;
+    let endpoint = stored_endpoint(&app, id).await;
     assert_eq!(stored(&app, id).await.0, "Requested", "unconfirmed");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // An answer lost waits five minutes for Defender's listing (an action created late), not one.
@@ -964,8 +952,11 @@ async fn defender_behind(sim_base: String, behind: i64) -> String {
             }
             Err(_) => bytes.to_vec(),
         };
+        // Its `Date` header is by the same clock (RFC 9110 §6.6.1).
+        let date = (chrono::Utc::now() - chrono::Duration::seconds(to.1)).format("%a, %d %b %Y %H:%M:%S GMT");
         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
             .content_type("application/json")
+            .insert_header((actix_web::http::header::DATE, date.to_string()))
             .body(body)
     }
     let data = web::Data::new((sim_base, behind));
@@ -1096,8 +1087,7 @@ async fn an_unsent_intent_is_not_taken_for_an_action_recorded_on_the_machines_fo
 /// it stays `sent`, and the rule never acts on it again although nothing was done.
 #[tokio::test]
 async fn a_rule_decision_whose_action_was_never_created_is_not_left_sent() {
-    use crate::red_rules::{decisions, enabled_rule, evaluate_until, state_of};
-    use endpoint_analytics::db::schema::rule_decisions;
+    use crate::red_rules::{enabled_rule, first_decision_acted_on, state_of};
     let (app, sim, admin, _) = crate::defender_sync::synced(120).await;
     sim.set_faults(Faults::every("RunAntiVirusScan", defender_sim::FaultEffect::Status { status: 500 }));
     let rule = enabled_rule(
@@ -1106,17 +1096,7 @@ async fn a_rule_decision_whose_action_was_never_created_is_not_left_sent() {
         json!({"name": "Scan on High", "condition": {"min_alert": "High"}, "action": {"type": "run_scan", "scope": "Quick"}}),
     )
     .await;
-    let (decision, action) = evaluate_until(&app, || async {
-        let id = decisions(&app, rule).await.into_iter().find(|d| d.2 != "approved")?.0;
-        let action: Option<i64> = app
-            .db
-            .run(move |c| Ok(rule_decisions::table.find(id).select(rule_decisions::action_id).first(c)?))
-            .await
-            .unwrap();
-        Some((id, action))
-    })
-    .await;
-    let action = action.expect("an action was recorded");
+    let (decision, action) = first_decision_acted_on(&app, rule).await;
     let _poll_lease = hold_action_poll(&app).await;
     sim.set_faults(Faults::default());
     age_intent(&app, action, 301).await;

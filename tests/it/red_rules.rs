@@ -51,6 +51,21 @@ async fn enable(app: &TestApp, admin: &str, id: i64) {
     assert_eq!(status, 200, "{on}");
 }
 
+/// The rule's first decision that was acted on, and its machine action: (decision, action).
+pub(crate) async fn first_decision_acted_on(app: &TestApp, rule: i64) -> (i64, i64) {
+    let (decision, action) = evaluate_until(app, || async {
+        let id = decisions(app, rule).await.into_iter().find(|d| d.2 != "approved")?.0;
+        let action: Option<i64> = app
+            .db
+            .run(move |c| Ok(rule_decisions::table.find(id).select(rule_decisions::action_id).first(c)?))
+            .await
+            .unwrap();
+        Some((id, action))
+    })
+    .await;
+    (decision, action.expect("an action was recorded"))
+}
+
 /// Runs the rules until `probe` answers (the supervisor may hold the lease for a round).
 pub(crate) async fn evaluate_until<T, F, Fut>(app: &TestApp, probe: F) -> T
 where
@@ -389,17 +404,7 @@ async fn a_failed_device_action_is_recorded_as_sent() {
         json!({"name": "Scan on High", "condition": {"min_alert": "High"}, "action": {"type": "run_scan", "scope": "Quick"}}),
     )
     .await;
-    let (decision, action) = evaluate_until(&app, || async {
-        let id = decisions(&app, id).await.into_iter().find(|d| d.2 != "approved")?.0;
-        let action: Option<i64> = app
-            .db
-            .run(move |c| Ok(rule_decisions::table.find(id).select(rule_decisions::action_id).first(c)?))
-            .await
-            .unwrap();
-        Some((id, action))
-    })
-    .await;
-    let action = action.expect("an action was recorded");
+    let (decision, action) = first_decision_acted_on(&app, id).await;
     let status: String = app
         .db
         .run(move |c| Ok(machine_actions::table.find(action).select(machine_actions::status).first(c)?))

@@ -352,6 +352,10 @@ pub struct MachineAction {
     #[serde(deserialize_with = "de_time")]
     pub cancellation_date_time_utc: Option<DateTime<Utc>>,
     pub error_h_result: Option<i64>,
+    /// Not Defender's: its clock less this host's (seconds) when the answer carrying this action
+    /// came, from the answer's `Date` header, so that its times can be compared with ours.
+    #[serde(skip)]
+    pub clock_offset: Option<i64>,
 }
 
 impl MachineAction {

@@ -60,7 +60,7 @@ impl DefenderClient {
         if a.status != StatusCode::CREATED && a.status != StatusCode::OK {
             tracing::debug!(status = a.status.as_u16(), "unexpected success status for an action");
         }
-        let action: MachineAction = decode_entity(api, &a.body)?;
+        let action = MachineAction { clock_offset: a.clock_offset, ..decode_entity(api, &a.body)? };
         if action.id.is_empty() {
             return Err(DefenderError::BadResponse(format!("{api}: the machine action has no id")));
         }
@@ -244,6 +244,9 @@ impl DefenderClient {
             Err(e) => return Err(e),
         };
         let mut items = decode_page::<MachineAction>(Api::ListMachineActions, &a.body)?.items;
+        for item in &mut items {
+            item.clock_offset = a.clock_offset;
+        }
         items.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
         Ok(items)
     }

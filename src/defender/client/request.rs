@@ -7,6 +7,9 @@ use super::*;
 pub(super) struct Answer {
     pub(super) status: StatusCode,
     pub(super) body: Vec<u8>,
+    /// The service's clock less this host's, in seconds, from the answer's `Date` header (RFC
+    /// 9110 §6.6.1: an origin server with a clock sends it); `None` without one.
+    pub(super) clock_offset: Option<i64>,
 }
 
 /// One API request as `attempt` sends it.
@@ -94,7 +97,12 @@ impl DefenderClient {
             }
         };
         if status.is_success() {
-            return Try::Done(Answer { status, body: without_nul(bytes) });
+            let clock_offset = headers
+                .get(header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                .map(|d| d.timestamp() - chrono::Utc::now().timestamp());
+            return Try::Done(Answer { status, body: without_nul(bytes), clock_offset });
         }
         let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
         // Scrubbed, then cut short (a cut would leave a secret's head unmatched): they travel
