@@ -22,12 +22,18 @@ pub async fn synced() -> (TestApp, RunningSimulator, String) {
 
 /// [`synced`] with a simulated tenant of this configuration.
 pub async fn synced_with(config: SimConfig) -> (TestApp, RunningSimulator, String) {
-    let app = spawn_app().await;
     let sim = defender_sim::start(config).await.unwrap();
+    let api = sim.base_url.clone();
+    synced_through(sim, api).await
+}
+
+/// [`synced_with`] reaching Defender's API at `api` (a proxy in front of `sim`).
+pub async fn synced_through(sim: RunningSimulator, api: String) -> (TestApp, RunningSimulator, String) {
+    let app = spawn_app().await;
     let token = app.token(Role::Admin).await;
     let body = json!({
         "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
-        "login_base_url": sim.base_url, "api_base_url": sim.base_url, "enabled": true,
+        "login_base_url": sim.base_url, "api_base_url": api, "enabled": true,
     });
     let res = reqwest::Client::new()
         .put(app.url("/api/v1/integrations/defender"))
@@ -354,6 +360,15 @@ async fn a_pending_selective_isolation_in_defenders_answer_is_not_taken_for_a_fu
     assert!(!details.contains("\"Full\""), "no Full isolation was recorded: {details}");
 }
 
+/// A synced app whose action poll the test holds, and an onboarded Windows machine: (app,
+/// simulator, lease, endpoint, machine).
+async fn held_windows_machine() -> (TestApp, RunningSimulator, endpoint_analytics::db::lease::Lease, i64, String) {
+    let (app, sim, _) = synced().await;
+    let poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    (app, sim, poll_lease, endpoint, machine)
+}
+
 /// An intent recorded two minutes ago and never marked sent: the process stopped in between.
 pub async fn intent_left_unsent(
     app: &TestApp,
@@ -398,9 +413,7 @@ pub async fn intent_left_unsent(
 #[tokio::test]
 async fn an_unsent_intent_is_not_taken_for_a_portal_action_of_another_scope() {
     use endpoint_analytics::db::schema::machine_actions;
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let (app, sim, _poll_lease, endpoint, machine) = held_windows_machine().await;
     let id = intent_left_unsent(&app, endpoint, &machine, ("RunAntiVirusScan", "Full"), "weekly").await;
     crate::response_actions::client(&sim)
         .run_av_scan(&machine, "weekly", endpoint_analytics::defender::ScanType::Quick)
@@ -428,9 +441,7 @@ async fn an_unsent_intent_is_not_taken_for_a_portal_action_of_another_scope() {
 async fn an_intent_that_beats_while_the_follower_asks_defender_is_not_declared_unsent() {
     use endpoint_analytics::db::models::actions;
     use endpoint_analytics::db::schema::machine_actions;
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let (app, sim, _poll_lease, endpoint, machine) = held_windows_machine().await;
     let id = intent_left_unsent(&app, endpoint, &machine, ("RunAntiVirusScan", "Quick"), "slow").await;
     sim.set_faults(Faults::every("ListMachineActions", defender_sim::FaultEffect::Delay { ms: 1500 }));
     let follower = app.state.defender.clone();
@@ -525,6 +536,23 @@ async fn isolated_in_product(app: &TestApp, machine: &str) -> bool {
         .unwrap()
 }
 
+/// An operator isolates a machine ("contain") and releases it, both to Succeeded, the test
+/// holding the action poll: (app, simulator, lease, endpoint, machine, the isolation's id).
+async fn isolated_then_released(
+    keys: [&str; 2],
+) -> (TestApp, RunningSimulator, endpoint_analytics::db::lease::Lease, i64, String, String) {
+    let (app, sim, poll_lease, endpoint, machine) = held_windows_machine().await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let isolate =
+        [("action", "isolate"), ("scope", "Full"), ("comment", "contain"), ("confirm", "on"), ("key", keys[0])];
+    let first = action_id(&act(&app, &operator, endpoint, &isolate).await.text().await.unwrap());
+    assert_eq!(wait_final(&app, &operator, &first).await, "Succeeded");
+    let release = [("action", "unisolate"), ("comment", "clean"), ("key", keys[1])];
+    let released = action_id(&act(&app, &operator, endpoint, &release).await.text().await.unwrap());
+    assert_eq!(wait_final(&app, &operator, &released).await, "Succeeded");
+    (app, sim, poll_lease, endpoint, machine, first)
+}
+
 /// Red-team review, eighth session (medium–high). Crash recovery matches Defender's actions by type, scope, comment and
 /// "created no earlier than 5 minutes (CLOCK_SKEW) before the intent", and never asks whether
 /// that Defender action is already another row's. An operator isolates a machine ("contain"),
@@ -535,22 +563,8 @@ async fn isolated_in_product(app: &TestApp, machine: &str) -> bool {
 /// has released; nothing was sent.
 #[tokio::test]
 async fn an_unsent_intent_is_not_taken_for_an_earlier_action_of_ours_with_the_same_comment() {
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
-    let operator = app.login_as("olga", Role::Operator).await;
-    let isolate = [
-        ("action", "isolate"),
-        ("scope", "Full"),
-        ("comment", "contain"),
-        ("confirm", "on"),
-        ("key", "first-isolation-0001"),
-    ];
-    let first = action_id(&act(&app, &operator, endpoint, &isolate).await.text().await.unwrap());
-    assert_eq!(wait_final(&app, &operator, &first).await, "Succeeded");
-    let release = [("action", "unisolate"), ("comment", "clean"), ("key", "first-release-00001")];
-    let released = action_id(&act(&app, &operator, endpoint, &release).await.text().await.unwrap());
-    assert_eq!(wait_final(&app, &operator, &released).await, "Succeeded");
+    let (app, sim, _poll_lease, endpoint, machine, first) =
+        isolated_then_released(["first-isolation-0001", "first-release-00001"]).await;
     let first_defender_id = stored(&app, first.parse().unwrap()).await.1;
 
     // Isolate again, same words; the process stops before the request goes out.
@@ -575,9 +589,7 @@ async fn an_unsent_intent_is_not_taken_for_an_earlier_action_of_ours_with_the_sa
 /// the release ("The machine is not isolated.") until the next sync.
 #[tokio::test]
 async fn an_adopted_action_that_already_ended_is_recorded_as_ended() {
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let (app, sim, _poll_lease, endpoint, machine) = held_windows_machine().await;
     let id = intent_left_unsent(&app, endpoint, &machine, ("Isolate", "Full"), "contain after crash").await;
     // The request went out just before the process stopped; Defender carries it out.
     crate::response_actions::client(&sim)
@@ -605,9 +617,7 @@ async fn isolation_whose_answer_is_lost(
     key: &str,
 ) -> (TestApp, RunningSimulator, endpoint_analytics::db::lease::Lease, String, i64) {
     use defender_sim::{FaultEffect, FaultRule};
-    let (app, sim, _) = synced().await;
-    let poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let (app, sim, poll_lease, endpoint, machine) = held_windows_machine().await;
     let cut_once = FaultRule {
         api: Some("Isolate".into()),
         nth: None,
@@ -685,7 +695,6 @@ async fn an_action_answered_without_its_scope_is_followed_as_the_one_asked_for()
 /// both see it open and both record its end: the outbox delivers "ended Succeeded" twice.
 #[tokio::test]
 async fn an_action_that_ends_is_recorded_as_ended_once_when_refreshed_twice_at_once() {
-    use endpoint_analytics::db::schema::events;
     let (app, _sim, _) = synced().await;
     // The two refreshes below are the test's own.
     let _poll_lease = hold_action_poll(&app).await;
@@ -694,18 +703,7 @@ async fn an_action_that_ends_is_recorded_as_ended_once_when_refreshed_twice_at_o
     let form = [("action", "scan"), ("scope", "Quick"), ("comment", "twice"), ("key", "refreshed-twice-at-once-01")];
     let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
     let id: i64 = action_id(&html).parse().unwrap();
-    let finished = || async {
-        app.db
-            .run(move |c| {
-                Ok(events::table
-                    .filter(events::endpoint_id.eq(endpoint))
-                    .filter(events::kind.eq("action.finished"))
-                    .count()
-                    .get_result::<i64>(c)?)
-            })
-            .await
-            .unwrap()
-    };
+    let finished = || finished_events(&app, endpoint);
     // Defender has finished it (200 ms pending, 200 ms in progress); nobody polled it for 2 s.
     let mut ends = Vec::new();
     for _ in 0..10 {
@@ -980,36 +978,10 @@ async fn defender_behind(sim_base: String, behind: i64) -> String {
 /// ask again. Here Defender (behind a proxy) answers with its clock 400 s behind this host's.
 #[tokio::test]
 async fn a_fresh_answer_without_scope_is_not_refused_because_this_hosts_clock_runs_ahead() {
-    let app = spawn_app().await;
-    let sim = defender_sim::start(SimConfig {
-        machines: 80,
-        action_pending_ms: 200,
-        action_inprogress_ms: 200,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let config = SimConfig { machines: 80, action_pending_ms: 200, action_inprogress_ms: 200, ..SimConfig::default() };
+    let sim = defender_sim::start(config).await.unwrap();
     let api = defender_behind(sim.base_url.clone(), 400).await;
-    let token = app.token(Role::Admin).await;
-    let body = json!({
-        "tenant_id": sim.tenant_id, "client_id": sim.client_id, "client_secret": sim.client_secret,
-        "login_base_url": sim.base_url, "api_base_url": api, "enabled": true,
-    });
-    let res = reqwest::Client::new()
-        .put(app.url("/api/v1/integrations/defender"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    for _ in 0..300 {
-        let s = app.api_get(&token, "/api/v1/integrations/defender/status").await;
-        if s["running"].is_null() && s["last_run"]["status"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (app, sim, _) = synced_through(sim, api).await;
     let _poll_lease = hold_action_poll(&app).await;
     sim.set_faults(Faults { action_scope_null: true, ..Faults::default() });
     let (endpoint, _) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
@@ -1034,22 +1006,8 @@ async fn a_fresh_answer_without_scope_is_not_refused_because_this_hosts_clock_ru
 /// Defender has released it and nothing was sent.
 #[tokio::test]
 async fn an_unsent_intent_is_not_taken_for_an_action_recorded_on_the_machines_former_endpoint() {
-    let (app, sim, _) = synced().await;
-    let _poll_lease = hold_action_poll(&app).await;
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
-    let operator = app.login_as("olga", Role::Operator).await;
-    let isolate = [
-        ("action", "isolate"),
-        ("scope", "Full"),
-        ("comment", "contain"),
-        ("confirm", "on"),
-        ("key", "moved-isolate-00001"),
-    ];
-    let first = action_id(&act(&app, &operator, endpoint, &isolate).await.text().await.unwrap());
-    assert_eq!(wait_final(&app, &operator, &first).await, "Succeeded");
-    let release = [("action", "unisolate"), ("comment", "clean"), ("key", "moved-release-00001")];
-    let released = action_id(&act(&app, &operator, endpoint, &release).await.text().await.unwrap());
-    assert_eq!(wait_final(&app, &operator, &released).await, "Succeeded");
+    let (app, sim, _poll_lease, endpoint, machine, _first) =
+        isolated_then_released(["moved-isolate-00001", "moved-release-00001"]).await;
 
     // An administrator links the machine to another endpoint.
     let other = app
