@@ -25,10 +25,10 @@ const POLL_EVERY: i64 = 2;
 const SEND_GRACE: i64 = 60;
 /// How often a sender says its intent is still on its way (well within [`SEND_GRACE`]).
 const SEND_BEAT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long before its intent (both by Defender's clock) an action may have been created and
-/// still be the intent's: the `Date` header's second, and the time between recording the intent
-/// and reading the offset. Without a `Date` header, how far this host's clock may be off.
-const MATCH_MARGIN: i64 = 60;
+/// How long before its intent an action may have been created (by Defender's clock) and still
+/// be the intent's: the intent's time comes from the host that recorded it, the offset to
+/// Defender's clock from the host that read the answer, and instances' clocks may differ by this
+/// much between them (and the `Date` header has whole seconds).
 const CLOCK_SKEW: i64 = 300;
 /// An intent whose answer was lost waits this long before Defender's listing may declare it never
 /// created: an action created late, or a listing that lags, must not be recorded "not sent".
@@ -362,9 +362,9 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
 fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
     let scope_unsaid = !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty);
     if scope_unsaid && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
-        // Created before this request (by Defender's clock, when its answer says it): someone
-        // else's pending action with the same words, named below.
-        let not_older = a.clock_offset.is_none() || created_since(row, &a);
+        // Created before this request: someone else's pending action with the same words, named
+        // below. Without a creation time, the words decide.
+        let not_older = a.creation_date_time_utc.is_none() || created_since(row, &a);
         match a.requestor_comment.as_deref() {
             Some(c) if same_comment(c, &row.comment) && not_older => return Sent::Accepted(Box::new(a)),
             None => {
@@ -426,15 +426,12 @@ fn is_this_request(row: &ActionRow, a: &MachineAction) -> bool {
     a.requestor_comment.as_deref().is_some_and(|c| same_comment(c, &row.comment)) && created_since(row, a)
 }
 
-/// Whether Defender created `a` after the intent `row` was recorded: compared by Defender's
-/// clock when its answer said what that was (a host minutes off must neither refuse its own
-/// action nor take an older one), else allowing [`CLOCK_SKEW`].
+/// Whether Defender created `a` after the intent `row` was recorded, allowing [`CLOCK_SKEW`]:
+/// compared by Defender's clock when its answer said what that was (a host minutes off must
+/// neither refuse its own action nor take an older one).
 fn created_since(row: &ActionRow, a: &MachineAction) -> bool {
-    let intent_by_defenders_clock = match a.clock_offset {
-        Some(offset) => row.created_at + offset - MATCH_MARGIN,
-        None => row.created_at - CLOCK_SKEW,
-    };
-    a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= intent_by_defenders_clock)
+    let intent_by_defenders_clock = row.created_at + a.clock_offset.unwrap_or(0);
+    a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= intent_by_defenders_clock - CLOCK_SKEW)
 }
 
 /// The same words, however the spaces and line ends between them came back.
@@ -834,6 +831,14 @@ mod tests {
         };
         assert!(matches!(answered(&row, kind, at(7200)), Sent::Failed(_)));
         assert!(matches!(answered(&row, kind, at(0)), Sent::Accepted(_)));
+        // Fifth review: without a `Date`, the age still counts; without a creation time, the
+        // words decide.
+        let mut undated = at(7200);
+        undated.clock_offset = None;
+        assert!(matches!(answered(&row, kind, undated), Sent::Failed(_)));
+        let mut timeless = at(0);
+        timeless.creation_date_time_utc = None;
+        assert!(matches!(answered(&row, kind, timeless), Sent::Accepted(_)));
     }
 
     #[test]

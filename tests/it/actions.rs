@@ -688,6 +688,31 @@ async fn an_action_answered_without_its_scope_is_followed_as_the_one_asked_for()
     let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
     assert_eq!(wait_final(&app, &operator, &action_id(&html)).await, "Succeeded");
 }
+/// Fifth review (high): the intent's time comes from the host that recorded it, Defender's clock
+/// offset from the host whose follower reads the listing; instances' clocks differ. An intent
+/// recorded on a host two minutes ahead of the follower's, whose request went out just before
+/// that host stopped, was declared "not sent" while Defender carried it out.
+#[tokio::test]
+async fn an_intent_recorded_on_a_host_ahead_of_the_followers_is_found_in_defenders_listing() {
+    use endpoint_analytics::db::schema::machine_actions;
+    let (app, sim, _poll_lease, endpoint, machine) = held_windows_machine().await;
+    let id = intent_left_unsent(&app, endpoint, &machine, ("RunAntiVirusScan", "Quick"), "from the fast host").await;
+    let ahead = endpoint_analytics::db::now() + 120;
+    app.db
+        .run(move |c| {
+            Ok(diesel::update(machine_actions::table.find(id)).set(machine_actions::created_at.eq(ahead)).execute(c)?)
+        })
+        .await
+        .unwrap();
+    crate::response_actions::client(&sim)
+        .run_av_scan(&machine, "from the fast host", endpoint_analytics::defender::ScanType::Quick)
+        .await
+        .unwrap();
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, sent_as, error) = stored(&app, id).await;
+    assert!(!sent_as.is_empty(), "Defender carried it out; the product records: {status} {error}");
+}
+
 /// Red-team review (fresh eyes, low): `refresh` reads the action, asks Defender, then writes the
 /// new status unconditionally (`actions::set_status` by id) with an `action.finished` event and
 /// an audit entry when it is final. Two refreshes of one open action at the same time (a page
