@@ -356,9 +356,9 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
 /// Defender's answer to the request: a new action, or the one already pending ("returns either
 /// the already pending machine action or HTTP 400", run-av-scan, unisolate-machine). Without a
 /// scope (a nullable property Microsoft's own examples leave out), its comment tells: Defender
-/// echoes ours (its time is not compared: this host's clock may be off); another comment is
-/// someone else's pending action, named; an answer without either cannot tell, and Defender's
-/// listing settles it (the follower).
+/// echoes ours, on an action created since the request ([`created_since`]); another comment, or
+/// an older action, is someone else's pending action, named; an answer without either cannot
+/// tell, and Defender's listing settles it (the follower).
 fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
     let scope_unsaid = !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty);
     if scope_unsaid && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
@@ -501,7 +501,7 @@ async fn record_outcome(
         .run(move |c| {
             Ok(c.write_transaction(|c| {
                 match &sent {
-                    Sent::Accepted(a) if actions::recorded_elsewhere(c, &finished, &a.id)? => {
+                    Sent::Accepted(a) if actions::recorded_elsewhere(c, id, &a.id)? => {
                         // Defender answered with an action an earlier request of ours follows.
                         let why = format!(
                             "Defender is already carrying out this {label} for an earlier request (Defender action \
@@ -675,7 +675,7 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
                     c.write_transaction(|c| {
                     let mut found = None;
                     for a in candidates {
-                        if !actions::recorded_elsewhere(c, &unsent, &a.id)? {
+                        if !actions::recorded_elsewhere(c, unsent.id, &a.id)? {
                             found = Some(a);
                             break;
                         }

@@ -212,13 +212,13 @@ pub fn note_unsent(conn: &mut AnyConnection, id: i64, note: &str) -> QueryResult
     diesel::update(unsent(id)).set(machine_actions::error.eq(note)).execute(conn)
 }
 
-/// Whether Defender's action `defender_id` is already another of our records' (on any endpoint:
-/// a machine linked to another endpoint keeps its earlier actions where they were).
-pub fn recorded_elsewhere(conn: &mut AnyConnection, row: &ActionRow, defender_id: &str) -> QueryResult<bool> {
+/// Whether Defender's action `defender_id` is already one of our records' other than `id` (on
+/// any endpoint: a machine linked to another endpoint keeps its earlier actions where they were).
+pub fn recorded_elsewhere(conn: &mut AnyConnection, id: i64, defender_id: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         machine_actions::table
             .filter(machine_actions::defender_action_id.eq(defender_id))
-            .filter(machine_actions::id.ne(row.id)),
+            .filter(machine_actions::id.ne(id)),
     ))
     .get_result(conn)
 }
