@@ -330,6 +330,7 @@ diesel::table! {
         sent_at -> Nullable<BigInt>,
         updated_at -> BigInt,
         polled_at -> BigInt,
+        answered_action_id -> Text,
     }
 }
 

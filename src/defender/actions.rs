@@ -348,7 +348,7 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
             Err(e) => Sent::Failed(e.plain_words()),
         },
         // The request went out and its answer was lost: the follower asks Defender's listing.
-        Err(e) if e.may_have_acted() => Sent::Unconfirmed(e.plain_words()),
+        Err(e) if e.may_have_acted() => Sent::Unconfirmed { why: e.plain_words(), answered_id: String::new() },
         Err(e) => Sent::Failed(e.plain_words()),
     }
 }
@@ -368,10 +368,12 @@ fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
         match a.requestor_comment.as_deref() {
             Some(c) if same_comment(c, &row.comment) && not_older => return Sent::Accepted(Box::new(a)),
             None => {
-                return Sent::Unconfirmed(
-                    "Defender accepted the request, but its answer says neither the action's scope nor its comment."
+                return Sent::Unconfirmed {
+                    why: "Defender accepted the request, but its answer says neither the action's scope nor its \
+                          comment."
                         .into(),
-                );
+                    answered_id: a.id,
+                };
             }
             Some(_) => {}
         }
@@ -434,6 +436,21 @@ fn created_since(row: &ActionRow, a: &MachineAction) -> bool {
     a.creation_date_time_utc.is_some_and(|t| t.timestamp() >= intent_by_defenders_clock - CLOCK_SKEW)
 }
 
+/// Whether `a` is the action Defender answered the intent `row` with when that answer could not
+/// tell whose it was ([`answered`]), and nothing Defender lists contradicts it being this one:
+/// not another type or scope, not another comment, not created before the intent.
+fn is_the_answered(row: &ActionRow, a: &MachineAction) -> bool {
+    let unsaid_or = |said: Option<&str>, ours: &str, same: fn(&str, &str) -> bool| {
+        said.filter(|s| !s.is_empty()).is_none_or(|s| ours.is_empty() || same(s, ours))
+    };
+    !row.answered_action_id.is_empty()
+        && a.id == row.answered_action_id
+        && unsaid_or(a.kind.as_deref(), &row.action_type, |s, o| s == o)
+        && unsaid_or(a.scope.as_deref(), &row.scope, str::eq_ignore_ascii_case)
+        && a.requestor_comment.as_deref().is_none_or(|c| same_comment(c, &row.comment))
+        && (a.creation_date_time_utc.is_none() || created_since(row, a))
+}
+
 /// The same words, however the spaces and line ends between them came back.
 fn same_comment(echoed: &str, sent: &str) -> bool {
     echoed.split_whitespace().eq(sent.split_whitespace())
@@ -481,9 +498,14 @@ fn scoped_key(caller: &str, endpoint_id: i64, key: &str) -> String {
 enum Sent {
     Accepted(Box<MachineAction>),
     Failed(String),
-    /// The request went out and its answer was lost: Defender may have created the action. The
-    /// intent stays unsent, and the follower settles it from Defender's listing.
-    Unconfirmed(String),
+    /// The request went out and its answer was lost, or said too little to tell whose action it
+    /// was: Defender may have created the action. The intent stays unsent with `why` noted, and
+    /// the follower settles it from Defender's listing, where the action Defender answered with
+    /// (`answered_id`, empty when no answer came) is taken unless the listing says it is another.
+    Unconfirmed {
+        why: String,
+        answered_id: String,
+    },
 }
 
 async fn record_outcome(
@@ -524,9 +546,9 @@ async fn record_outcome(
                             record_end(c, &finished, status)?;
                         }
                     }
-                    Sent::Unconfirmed(why) => {
+                    Sent::Unconfirmed { why, answered_id } => {
                         let note = format!("{why} Checking with Defender whether the action was created.");
-                        actions::note_unsent(c, id, &note)?;
+                        actions::note_unsent(c, id, &note, answered_id)?;
                         audit::entry(&user, "defender.action")
                             .target(&machine)
                             .outcome("unconfirmed")
@@ -666,9 +688,12 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
             // Ours is one that stands for it, with its comment, created since, and not an earlier
             // request's: the portal's Quick scan with the same comment is not the Full scan this
             // intent asked for, nor is the isolation an operator asked for with the same words
-            // before releasing the machine.
-            let candidates: Vec<MachineAction> =
-                list.into_iter().filter(|a| stands_for(&row, a) && is_this_request(&row, a)).collect();
+            // before releasing the machine. Or the one Defender answered with, unless listed as
+            // another's.
+            let candidates: Vec<MachineAction> = list
+                .into_iter()
+                .filter(|a| (stands_for(&row, a) && is_this_request(&row, a)) || is_the_answered(&row, a))
+                .collect();
             let unsent = row.clone();
             ctx.db
                 .run(move |c| {
@@ -792,6 +817,7 @@ mod tests {
             sent_at: None,
             updated_at: now(),
             polled_at: 0,
+            answered_action_id: String::new(),
         }
     }
 
@@ -811,7 +837,11 @@ mod tests {
             v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             defenders(v)
         };
-        assert!(matches!(answered(&row, kind, a(serde_json::json!({}))), Sent::Unconfirmed(_)));
+        // Fifth review's last finding: the id of such an answer is kept for the follower.
+        match answered(&row, kind, a(serde_json::json!({}))) {
+            Sent::Unconfirmed { answered_id, .. } => assert_eq!(answered_id, "x"),
+            _ => panic!("an answer without scope or comment is left to the listing"),
+        }
         let ours = a(serde_json::json!({"requestorComment": "contain\r\nnow"}));
         assert!(matches!(answered(&row, kind, ours), Sent::Accepted(_)));
         let theirs = a(serde_json::json!({"requestorComment": "from the portal"}));
@@ -839,6 +869,34 @@ mod tests {
         let mut timeless = at(0);
         timeless.creation_date_time_utc = None;
         assert!(matches!(answered(&row, kind, timeless), Sent::Accepted(_)));
+    }
+
+    /// The fifth review's last finding: an answer with an id but neither scope nor comment, and a
+    /// listing that leaves the comment out too, made the follower record "not sent" while
+    /// Defender acted. The answered action is taken unless the listing says it is another's.
+    #[test]
+    fn the_action_defender_answered_with_is_taken_from_the_listing_unless_it_is_anothers() {
+        let row = ActionRow { answered_action_id: "x".into(), ..intent("Full", "contain now") };
+        let listed = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"id": "x", "type": "Isolate", "status": "Pending"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let mut a = defenders(v);
+            a.clock_offset = Some(0);
+            a
+        };
+        assert!(is_the_answered(&row, &listed(serde_json::json!({}))));
+        assert!(is_the_answered(
+            &row,
+            &listed(serde_json::json!({"scope": "Full", "requestorComment": "contain  now"}))
+        ));
+        assert!(!is_the_answered(&row, &listed(serde_json::json!({"id": "y"}))), "another id");
+        assert!(!is_the_answered(&row, &listed(serde_json::json!({"requestorComment": "from the portal"}))));
+        assert!(!is_the_answered(&row, &listed(serde_json::json!({"scope": "Selective"}))));
+        assert!(!is_the_answered(&row, &listed(serde_json::json!({"type": "Unisolate"}))));
+        let hours_ago = chrono::DateTime::from_timestamp(now() - 7200, 0).unwrap();
+        assert!(!is_the_answered(&row, &listed(serde_json::json!({"creationDateTimeUtc": hours_ago}))));
+        let never_answered = intent("Full", "contain now");
+        assert!(!is_the_answered(&never_answered, &listed(serde_json::json!({}))));
     }
 
     #[test]

@@ -1091,3 +1091,35 @@ async fn a_rule_decision_whose_action_was_never_created_is_not_left_sent() {
         "machine action {action} {status} ({error}), yet decision {decision} says {state}"
     );
 }
+
+/// Fifth review's last finding (low): Defender's 201 answer carried the action's `id` but
+/// neither `scope` nor `requestorComment`, and its listing left the comment out too. The intent
+/// was left to the listing without the id, and the follower, finding no action with this
+/// request's words, recorded "not sent" while Defender isolated the machine. The answered id is
+/// kept, and the follower takes that action unless the listing says it is another's.
+#[tokio::test]
+async fn an_action_answered_and_listed_without_scope_or_comment_is_not_declared_unsent() {
+    let (app, sim, _poll_lease, endpoint, _) = held_windows_machine().await;
+    sim.set_faults(Faults { action_scope_null: true, action_comment_null: true, ..Faults::default() });
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [
+        ("action", "isolate"),
+        ("scope", "Full"),
+        ("comment", "contain"),
+        ("confirm", "on"),
+        ("key", "unsaid-answer-00001"),
+    ];
+    let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
+    assert_eq!(calls(&sim, "Isolate"), 1, "Defender created the isolation");
+    let (status, sent_as, _) = stored(&app, id).await;
+    assert_eq!((status.as_str(), sent_as.as_str()), ("Requested", ""), "the answer could not tell whose it was");
+
+    // Past the grace a lost or unclear answer waits before the listing settles it.
+    age_intent(&app, id, 600).await;
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, sent_as, error) = stored(&app, id).await;
+    assert!(
+        status != "Failed" && !sent_as.is_empty(),
+        "Defender is isolating the machine; the product records: {status} {sent_as:?} {error}"
+    );
+}

@@ -29,7 +29,8 @@ use super::odata::{self, Field, QueryOptions};
 use super::rng::random_guid;
 use super::tenant::{Alert, Machine, Tenant, Vulnerability};
 use super::views::{
-    ActionView, AlertView, AssetVulnerabilityView, MachineReferenceView, MachineView, SoftwareView, VulnerabilityView,
+    ActionView, AlertView, AssetVulnerabilityView, LeftOut, MachineReferenceView, MachineView, SoftwareView,
+    VulnerabilityView,
 };
 use super::{MDE_AUDIENCE, SimState, XDR_AUDIENCE, jwt, lock};
 
@@ -846,9 +847,9 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
     // Restrict and unrestrict: "HTTP 400 with the message \"Action is already in progress\""
     // (restrict-code-execution, unrestrict-code-execution); collect: "If a collection is already
     // running, this returns 400 Bad Request" (collect-investigation-package).
-    let (repeat_returns_pending, outcome, no_scope) = {
+    let (repeat_returns_pending, outcome, left_out) = {
         let f = &lock(&ctx.st.faults).faults;
-        (f.repeat_returns_pending, f.action_outcome.unwrap_or_default(), f.action_scope_null)
+        (f.repeat_returns_pending, f.action_outcome.unwrap_or_default(), LeftOut::by(f))
     };
     if let Some(open) = store.active(m.index, kind, ctx.now) {
         // Isolate, unisolate and scan: "returns either the already pending machine action or
@@ -860,7 +861,7 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
                 ctx,
                 "MachineActions/$entity",
                 StatusCode::CREATED,
-                &ActionView::shown(open, ctx.now, no_scope),
+                &ActionView::shown(open, ctx.now, left_out),
             );
         }
         return Reply::bad_request("ActiveRequestAlreadyExists", "Action is already in progress");
@@ -880,7 +881,7 @@ fn machine_action(ctx: &Ctx, id: &str, body: &[u8], kind: ActionType) -> Reply {
         in_progress: chrono::Duration::milliseconds(ctx.st.config.action_inprogress_ms as i64),
         outcome,
     };
-    let view = ActionView::shown(&action, ctx.now, no_scope);
+    let view = ActionView::shown(&action, ctx.now, left_out);
     let reply = entity(ctx, "MachineActions/$entity", StatusCode::CREATED, &view);
     store.add(action);
     reply
@@ -965,8 +966,8 @@ async fn list_actions(st: web::Data<SimState>, req: HttpRequest) -> HttpResponse
         });
         let (items, next) = paginate(iter, &opts, 10_000, &ctx.fired);
         let next = next.map(|s| ctx.next_link(&opts, s));
-        let no_scope = lock(&ctx.st.faults).faults.action_scope_null;
-        collection(ctx, "MachineActions", items, next, |b, a| write_json(b, &ActionView::shown(a, now, no_scope)))
+        let left_out = LeftOut::by(&lock(&ctx.st.faults).faults);
+        collection(ctx, "MachineActions", items, next, |b, a| write_json(b, &ActionView::shown(a, now, left_out)))
     })
     .await
 }
@@ -981,10 +982,10 @@ async fn get_action(st: web::Data<SimState>, req: HttpRequest, id: web::Path<Str
                 ),
             );
         }
-        let no_scope = lock(&ctx.st.faults).faults.action_scope_null;
+        let left_out = LeftOut::by(&lock(&ctx.st.faults).faults);
         let store = lock(&ctx.st.actions);
         match store.get(&id) {
-            Some(a) => entity(ctx, "MachineActions/$entity", StatusCode::OK, &ActionView::shown(a, ctx.now, no_scope)),
+            Some(a) => entity(ctx, "MachineActions/$entity", StatusCode::OK, &ActionView::shown(a, ctx.now, left_out)),
             None => Reply::not_found(format!("Machine action {id} was not found")),
         }
     })

@@ -56,6 +56,12 @@ pub struct Faults {
     /// it as a nullable string (defender-api.md §5.5), and a client must not rely on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub action_scope_null: bool,
+    /// Machine actions returned and listed with `requestorComment` null. The MachineAction page
+    /// documents it as a string (defender-api.md §5.5); this knob is beyond the documentation,
+    /// to show that an action Defender created is not lost when its answer and listing say
+    /// neither scope nor comment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub action_comment_null: bool,
 }
 
 impl Faults {

@@ -164,6 +164,19 @@ impl<'a> MachineView<'a> {
     }
 }
 
+/// The properties of a machine action the faults make Defender leave out.
+#[derive(Clone, Copy)]
+pub struct LeftOut {
+    pub scope: bool,
+    pub comment: bool,
+}
+
+impl LeftOut {
+    pub fn by(faults: &crate::faults::Faults) -> Self {
+        LeftOut { scope: faults.action_scope_null, comment: faults.action_comment_null }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionView<'a> {
@@ -172,7 +185,7 @@ pub struct ActionView<'a> {
     kind: &'a str,
     title: String,
     requestor: &'a str,
-    requestor_comment: &'a str,
+    requestor_comment: Option<&'a str>,
     status: &'a str,
     machine_id: &'a str,
     computer_dns_name: &'a str,
@@ -191,12 +204,15 @@ pub struct ActionView<'a> {
 }
 
 impl<'a> ActionView<'a> {
-    /// The action as listed and returned; `scope` null when `scope_left_out` (the
-    /// `action_scope_null` knob).
-    pub fn shown(a: &'a Action, now: DateTime<Utc>, scope_left_out: bool) -> Self {
+    /// The action as listed and returned, with what the faults leave out (the
+    /// `action_scope_null` and `action_comment_null` knobs) null.
+    pub fn shown(a: &'a Action, now: DateTime<Utc>, left_out: LeftOut) -> Self {
         let mut view = ActionView::new(a, now);
-        if scope_left_out {
+        if left_out.scope {
             view.scope = None;
+        }
+        if left_out.comment {
+            view.requestor_comment = None;
         }
         view
     }
@@ -215,7 +231,7 @@ impl<'a> ActionView<'a> {
                 _ => format!("Run antivirus scan on {}", a.computer_dns_name),
             },
             requestor: &a.requestor,
-            requestor_comment: &a.comment,
+            requestor_comment: Some(&a.comment),
             status,
             machine_id: &a.machine_id,
             computer_dns_name: &a.computer_dns_name,

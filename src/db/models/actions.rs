@@ -29,6 +29,9 @@ pub struct ActionRow {
     pub sent_at: Option<i64>,
     pub updated_at: i64,
     pub polled_at: i64,
+    /// Defender's id in an answer that could not tell whose action it was (see
+    /// `note_unsent`); empty otherwise.
+    pub answered_action_id: String,
 }
 
 impl ActionRow {
@@ -207,9 +210,12 @@ pub fn settle_unsent(conn: &mut AnyConnection, id: i64, quiet_since: i64, why: &
         .execute(conn)
 }
 
-/// Notes on the intent `id`, still unsent, why its fate is not known yet.
-pub fn note_unsent(conn: &mut AnyConnection, id: i64, note: &str) -> QueryResult<usize> {
-    diesel::update(unsent(id)).set(machine_actions::error.eq(note)).execute(conn)
+/// Notes on the intent `id`, still unsent, why its fate is not known yet, and the id of the
+/// action Defender answered with when it gave one (empty when its answer was lost).
+pub fn note_unsent(conn: &mut AnyConnection, id: i64, note: &str, answered_id: &str) -> QueryResult<usize> {
+    diesel::update(unsent(id))
+        .set((machine_actions::error.eq(note), machine_actions::answered_action_id.eq(answered_id)))
+        .execute(conn)
 }
 
 /// Whether Defender's action `defender_id` is already one of our records' other than `id` (on

@@ -1,0 +1,1 @@
+ALTER TABLE machine_actions DROP COLUMN answered_action_id;
