@@ -33,6 +33,10 @@ const CLOCK_SKEW: i64 = 300;
 /// An intent whose answer was lost waits this long before Defender's listing may declare it never
 /// created: an action created late, or a listing that lags, must not be recorded "not sent".
 const UNCONFIRMED_GRACE: i64 = 300;
+/// How long before its intent the action in Defender's answer to that intent's own request may
+/// have been created (by Defender's clock, through that answer's `Date`): the host that recorded
+/// the intent reads the answer, so only whole seconds and the trip separate the two clocks.
+const ANSWER_MARGIN: i64 = 10;
 const MAX_COMMENT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,12 +366,12 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
 fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
     let scope_unsaid = !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty);
     if scope_unsaid && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
-        // Created before this request: someone else's pending action with the same words, named
-        // below. Without a creation time, the words decide.
-        let not_older = a.creation_date_time_utc.is_none() || created_since(row, &a);
-        match a.requestor_comment.as_deref() {
+        // Created before this request: someone else's pending action, named below. Without a
+        // creation time, the words decide.
+        let not_older = a.creation_date_time_utc.is_none() || created_for_this_request(row, &a);
+        match a.requestor_comment.as_deref().filter(|c| !c.trim().is_empty()) {
             Some(c) if same_comment(c, &row.comment) && not_older => return Sent::Accepted(Box::new(a)),
-            None => {
+            None if not_older => {
                 return Sent::Unconfirmed {
                     why: "Defender accepted the request, but its answer says neither the action's scope nor its \
                           comment."
@@ -375,7 +379,7 @@ fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
                     answered_id: a.id,
                 };
             }
-            Some(_) => {}
+            _ => {}
         }
     }
     taken_if_asked_for(row, kind, a)
@@ -447,8 +451,18 @@ fn is_the_answered(row: &ActionRow, a: &MachineAction) -> bool {
         && a.id == row.answered_action_id
         && unsaid_or(a.kind.as_deref(), &row.action_type, |s, o| s == o)
         && unsaid_or(a.scope.as_deref(), &row.scope, str::eq_ignore_ascii_case)
-        && a.requestor_comment.as_deref().is_none_or(|c| same_comment(c, &row.comment))
+        && a.requestor_comment.as_deref().filter(|c| !c.trim().is_empty()).is_none_or(|c| same_comment(c, &row.comment))
         && (a.creation_date_time_utc.is_none() || created_since(row, a))
+}
+
+/// Whether `a`, in Defender's answer to the request of intent `row` (sent from the host that
+/// recorded it), was created since that request: within [`ANSWER_MARGIN`] when the answer said
+/// Defender's time, else as [`created_since`] allows.
+fn created_for_this_request(row: &ActionRow, a: &MachineAction) -> bool {
+    match (a.clock_offset, a.creation_date_time_utc) {
+        (Some(offset), Some(t)) => t.timestamp() >= row.created_at + offset - ANSWER_MARGIN,
+        _ => created_since(row, a),
+    }
 }
 
 /// The same words, however the spaces and line ends between them came back.
@@ -698,25 +712,47 @@ pub async fn follow_open(ctx: &DefenderService) -> anyhow::Result<()> {
             ctx.db
                 .run(move |c| {
                     c.write_transaction(|c| {
-                    let mut found = None;
+                    let (mut found, mut earlier) = (None, None);
                     for a in candidates {
                         if !actions::recorded_elsewhere(c, unsent.id, &a.id)? {
                             found = Some(a);
                             break;
                         }
+                        earlier.get_or_insert(a.id);
                     }
                     match found {
                         Some(a) => {
                             let status = a.status().unwrap_or(ActionStatus::Pending);
                             // Ended meanwhile (the follower waits a minute at least): recorded as ended.
-                            if actions::mark_sent(c, unsent.id, &a.id, status)? == 1 && status.is_final() {
-                                record_end(c, &unsent, status)?;
+                            if actions::mark_sent(c, unsent.id, &a.id, status)? == 1 {
+                                audit::entry(&unsent.requested_by, "defender.action")
+                                    .target(&unsent.machine_id)
+                                    .outcome("sent")
+                                    .details(&format!(
+                                        "action {} found in Defender's listing as Defender action {}{}",
+                                        unsent.id,
+                                        a.id,
+                                        if a.id == unsent.answered_action_id { " (the one it answered with)" } else { "" }
+                                    ))
+                                    .record(c)?;
+                                if status.is_final() {
+                                    record_end(c, &unsent, status)?;
+                                }
                             }
                         }
                         None => {
-                            let why = "Not sent: Defender has no record of this request (the application stopped, or \
-                                       the request was lost, before it reached Defender). Nothing was changed; request \
-                                       it again if still needed.";
+                            let why = match earlier {
+                                None => "Not sent: Defender has no record of this request (the application stopped, or \
+                                         the request was lost, before it reached Defender). Nothing was changed; \
+                                         request it again if still needed."
+                                    .to_owned(),
+                                Some(theirs) => format!(
+                                    "Not started: the only such action Defender lists (Defender action {theirs}) is an \
+                                     earlier request's, already recorded. Nothing new was changed; request it again if \
+                                     still needed."
+                                ),
+                            };
+                            let why = why.as_str();
                             // Not if it was sent, or its sender beat, while Defender was asked.
                             if actions::settle_unsent(c, unsent.id, quiet_since, why)? == 0 {
                                 return Ok(());
@@ -869,6 +905,22 @@ mod tests {
         let mut timeless = at(0);
         timeless.creation_date_time_utc = None;
         assert!(matches!(answered(&row, kind, timeless), Sent::Accepted(_)));
+
+        // Review of the kept id (medium): an answer without scope or comment created three
+        // minutes before the request, by the clock this host read from that answer, is
+        // someone's pending action: refused and named, its id not kept for the follower.
+        let unsaid = |secs_ago: i64, comment: &str| {
+            let t = chrono::DateTime::from_timestamp(now() - secs_ago, 0).unwrap();
+            let mut v = a(serde_json::json!({"creationDateTimeUtc": t, "requestorComment": comment}));
+            v.clock_offset = Some(0);
+            v
+        };
+        assert!(matches!(answered(&row, kind, unsaid(180, "")), Sent::Failed(_)));
+        assert!(matches!(answered(&row, kind, unsaid(0, "")), Sent::Unconfirmed { .. }));
+        // An empty comment says nothing, as a null one (the same review, low).
+        let mut blank = unsaid(0, " ");
+        blank.creation_date_time_utc = None;
+        assert!(matches!(answered(&row, kind, blank), Sent::Unconfirmed { .. }));
     }
 
     /// The fifth review's last finding: an answer with an id but neither scope nor comment, and a
@@ -885,6 +937,7 @@ mod tests {
             a
         };
         assert!(is_the_answered(&row, &listed(serde_json::json!({}))));
+        assert!(is_the_answered(&row, &listed(serde_json::json!({"requestorComment": ""}))), "an empty comment");
         assert!(is_the_answered(
             &row,
             &listed(serde_json::json!({"scope": "Full", "requestorComment": "contain  now"}))

@@ -1123,3 +1123,44 @@ async fn an_action_answered_and_listed_without_scope_or_comment_is_not_declared_
         "Defender is isolating the machine; the product records: {status} {sent_as:?} {error}"
     );
 }
+
+/// Review of the kept answered id (medium): Defender answers a Full scan with the Quick scan
+/// someone started twelve seconds before, without scope or comment ("returns either the already
+/// pending machine action or HTTP 400", run-av-scan). Keeping its id, the follower would have
+/// taken it from the listing as the operator's Full scan. Its creation time, by the clock this
+/// host read from that very answer, shows it is older than the request: refused and named.
+#[tokio::test]
+async fn a_pending_scan_answered_without_scope_or_comment_is_not_taken_for_the_one_asked_for() {
+    let (app, sim, _) = synced_with(SimConfig {
+        machines: 80,
+        action_pending_ms: 120_000,
+        action_inprogress_ms: 120_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let _poll_lease = hold_action_poll(&app).await;
+    sim.set_faults(Faults {
+        repeat_returns_pending: true,
+        action_scope_null: true,
+        action_comment_null: true,
+        ..Faults::default()
+    });
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let elsewhere = crate::response_actions::client(&sim)
+        .run_av_scan(&machine, "from the portal", endpoint_analytics::defender::ScanType::Quick)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let operator = app.login_as("olga", Role::Operator).await;
+    let form = [("action", "scan"), ("scope", "Full"), ("comment", "deep"), ("key", "full-over-unsaid-quick-01")];
+    let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
+    let id: i64 = action_id(&html).parse().unwrap();
+    app.state.defender.follow_open_actions().await.unwrap();
+    let (status, sent_as, error) = stored(&app, id).await;
+    assert_eq!(
+        (status.as_str(), sent_as.as_str()),
+        ("Failed", ""),
+        "someone's Quick scan ({}) was taken for the Full scan asked for: {error}",
+        elsewhere.id
+    );
+}
