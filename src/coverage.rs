@@ -5,6 +5,7 @@
 //! own, so that coverage gaps sort and alert like any other risk.
 
 use crate::db::models::coverage::{self, GapRow};
+use crate::db::models::endpoints;
 use crate::db::models::events::{self, kinds};
 use crate::db::models::risk::{self, FactorValue};
 use crate::db::{AnyConnection, DbResult as QueryResult};
@@ -41,16 +42,17 @@ pub struct Refreshed {
 /// limits).
 const FACTOR_CHUNK: usize = 5_000;
 
-/// Recomputes every endpoint's coverage gap at `now`, in one transaction: new gaps open (since
-/// now), gaps that changed kind reopen, resolved gaps close, and the risk factors follow,
-/// including a new `level` for every open gap. Writes nothing when nothing changed.
+/// Recomputes every endpoint's coverage gap at `now`, a slice of the inventory per transaction
+/// (`endpoints::in_slices`): new gaps open (since now), gaps that changed kind reopen, resolved
+/// gaps close, and the risk factors follow, including a new `level` for every open gap. Writes
+/// nothing when nothing changed.
 pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> QueryResult<Refreshed> {
-    conn.write_transaction(|c| {
-        let facts = coverage::facts(c)?;
-        let known = coverage::all(c)?;
-        let levels = risk::levels_of_source(c, COVERAGE_SOURCE)?;
-        let level = policy.level.to_i16();
-        let mut done = Refreshed::default();
+    let level = policy.level.to_i16();
+    let mut done = Refreshed::default();
+    endpoints::in_slices(conn, |c, slice| {
+        let facts = coverage::facts(c, slice)?;
+        let known = coverage::all(c, slice)?;
+        let levels = risk::levels_of_source(c, COVERAGE_SOURCE, slice)?;
         let (mut upserts, mut closed, mut factors) = (Vec::new(), Vec::new(), Vec::new());
         let (mut opened_events, mut closed_events) = (Vec::new(), Vec::new());
         for f in &facts {
@@ -108,8 +110,9 @@ pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> Qu
                 chunk.iter().map(|(id, f)| (*id, COVERAGE_SOURCE, f.clone())).collect();
             risk::set_many(c, &rows)?;
         }
-        Ok(done)
-    })
+        Ok::<_, diesel::result::Error>(())
+    })?;
+    Ok(done)
 }
 
 /// The risk factor of a gap: level, summary, details.

@@ -5,6 +5,7 @@
 //! until the day ends), and rows older than the retention are pruned down to the state at the
 //! cutoff.
 
+use crate::db::models::endpoints;
 use crate::db::models::risk_history::{self, HistoryRow};
 use crate::db::{AnyConnection, DbResult as QueryResult};
 use crate::defender::import::{ALERTS_SOURCE, EXPOSURE_SOURCE};
@@ -14,14 +15,15 @@ pub fn day_of(t: i64) -> i32 {
     t.div_euclid(86_400) as i32
 }
 
-/// Records every endpoint's values for the day of `now` where they differ from its latest row;
-/// returns how many rows were written.
+/// Records every endpoint's values for the day of `now` where they differ from its latest row,
+/// a slice of the inventory at a time (`endpoints::in_slices`); returns how many rows were
+/// written.
 pub fn snapshot(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
     let day = day_of(now);
-    conn.write_transaction(|c| {
-        let latest = risk_history::latest(c)?;
-        let current = risk_history::current(c, day, EXPOSURE_SOURCE, ALERTS_SOURCE)?;
-        let mut counts = [0i64; 5];
+    let (mut counts, mut written) = ([0i64; 5], 0);
+    endpoints::in_slices(conn, |c, slice| {
+        let latest = risk_history::latest(c, slice)?;
+        let current = risk_history::current(c, day, EXPOSURE_SOURCE, ALERTS_SOURCE, slice)?;
         for row in &current {
             counts[row.risk.clamp(0, 4) as usize] += 1;
         }
@@ -29,13 +31,13 @@ pub fn snapshot(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
             .into_iter()
             .filter(|row| latest.get(&row.endpoint_id).is_none_or(|last| !last.same_values(row)))
             .collect();
-        let mut written = 0;
         for chunk in changed.chunks(2_000) {
             written += risk_history::upsert(c, chunk)?;
         }
-        risk_history::record_day_counts(c, day, counts)?;
-        Ok(written)
-    })
+        Ok::<_, diesel::result::Error>(())
+    })?;
+    risk_history::record_day_counts(conn, day, counts)?;
+    Ok(written)
 }
 
 /// Forgets what is older than `keep_days`, keeping what each endpoint was at the cutoff.

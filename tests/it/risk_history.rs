@@ -140,3 +140,75 @@ async fn the_dashboard_lists_the_endpoints_whose_risk_rose_this_week() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].contains("riser-1") && rows[0].contains("High"), "{rows:?}");
 }
+
+/// The whole-inventory passes (the day's snapshot, the coverage refresh) go through the
+/// inventory a slice of endpoints at a time (`endpoints::in_slices`, 20,000 each), so that a
+/// million endpoints are never all in memory at once. Over 45,000 endpoints (three slices, the
+/// last a short one), each endpoint is recorded exactly once, a second pass finds nothing to
+/// change, and a change at the very end of the last slice is seen.
+#[tokio::test]
+async fn the_whole_inventory_passes_go_slice_by_slice_and_miss_nothing() {
+    use endpoint_analytics::coverage::{CoveragePolicy, refresh};
+    use endpoint_analytics::db::schema::{coverage_gaps, risk_day_counts};
+    const N: i64 = 45_000;
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().timestamp();
+    app.db
+        .run(move |c| {
+            diesel::sql_query(format!(
+                "INSERT INTO profiles (name, owner, category, created_at) VALUES ('Slice PC', 'test', 'Workstation', {now})"
+            ))
+            .execute(c)?;
+            diesel::sql_query(format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N}) \
+                 INSERT INTO endpoints (hostname, os_name, profile, risk_level, first_seen, last_seen, created_at, \
+                 updated_at) SELECT 'slice-' || i, 'Windows 11', 'Slice PC', i % 5, {now}, {now}, {now}, {now} FROM n"
+            ))
+            .execute(c)?;
+            diesel::sql_query(format!(
+                "INSERT INTO endpoint_sources (endpoint_id, source, first_seen, last_seen) \
+                 SELECT id, 'network', {now}, {now} FROM endpoints"
+            ))
+            .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    let policy = CoveragePolicy::default();
+    let first = app.db.run(move |c| Ok(refresh(c, policy, now)?)).await.unwrap();
+    assert_eq!(first.opened as i64, N, "every endpoint's gap, once");
+    let again = app.db.run(move |c| Ok(refresh(c, policy, now)?)).await.unwrap();
+    assert_eq!((again.opened, again.closed, again.changed), (0, 0, 0), "the second pass finds its gaps");
+    let gaps: i64 = app.db.run(|c| Ok(coverage_gaps::table.count().get_result(c)?)).await.unwrap();
+    assert_eq!(gaps, N);
+
+    let written = app.db.run(move |c| Ok(snapshot(c, now)?)).await.unwrap();
+    assert_eq!(written as i64, N, "one row per endpoint");
+    assert_eq!(rows(&app).await, N);
+    let counts: (i64, i64, i64, i64, i64) = app
+        .db
+        .run(|c| {
+            use risk_day_counts as d;
+            Ok(d::table
+                .select((d::none_count, d::low_count, d::medium_count, d::high_count, d::critical_count))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    // Every level has a fifth of the endpoints (`i % 5`), the coverage factor (Medium) raising
+    // None and Low to Medium.
+    assert_eq!(counts.0 + counts.1 + counts.2 + counts.3 + counts.4, N, "{counts:?}");
+    assert_eq!(app.db.run(move |c| Ok(snapshot(c, now)?)).await.unwrap(), 0, "nothing changed");
+
+    // The last endpoint of the last slice changes.
+    app.db
+        .run(|c| {
+            let last: i64 = endpoints::table.select(diesel::dsl::max(endpoints::id)).first::<Option<i64>>(c)?.unwrap();
+            risk::set_many(c, &[(last, "Slice scanner", Some((4, "critical".to_owned(), String::new())))])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(app.db.run(move |c| Ok(snapshot(c, now)?)).await.unwrap(), 1);
+}

@@ -127,6 +127,51 @@ pub async fn history(db: &Db, n: usize, days: i32, percent: f64) -> anyhow::Resu
     Ok(())
 }
 
+/// The whole-inventory passes the supervisor and every sync run (the day's risk history
+/// snapshot, the coverage refresh) on `n` endpoints, each timed with the memory it took beyond
+/// what the process held before (`VmHWM` reset before each). A database that already holds
+/// endpoints (`--database-url` of an earlier run) is used as it is.
+pub async fn passes(db: &Db, n: usize) -> anyhow::Result<()> {
+    let held: i64 = db.run(|c| Ok(endpoint_analytics::db::models::endpoints::count_all(c)?)).await?;
+    if held == 0 {
+        let secs = fill(db, &Modeler::standard()?, n).await?;
+        println!("ingested and modeled {n} endpoints in {secs:.1} s");
+    }
+    let held: i64 = db.run(|c| Ok(endpoint_analytics::db::models::endpoints::count_all(c)?)).await?;
+    let now = chrono::Utc::now().timestamp();
+    let policy = endpoint_analytics::coverage::CoveragePolicy::default();
+    for (what, day) in [("risk history snapshot", 0), ("coverage refresh", 0), ("risk history snapshot, next day", 1)] {
+        let before = current_rss_mib().unwrap_or(0.0);
+        let measured = reset_peak_rss();
+        let t = Instant::now();
+        let done = match what {
+            "coverage refresh" => {
+                let r = db.run(move |c| Ok(endpoint_analytics::coverage::refresh(c, policy, now)?)).await?;
+                format!("{} gaps opened, {} closed, {} changed", r.opened, r.closed, r.changed)
+            }
+            _ => {
+                let at = now + day * 86_400;
+                let rows = db.run(move |c| Ok(endpoint_analytics::risk_history::snapshot(c, at)?)).await?;
+                format!("{rows} rows written")
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let peak = if measured { peak_rss_mib().map(|p| format!("{:.0} MiB", p - before)) } else { None };
+        println!(
+            "{what} of {held} endpoints: {secs:.2} s, {done}; memory beyond the {before:.0} MiB held before: {}",
+            peak.unwrap_or_else(|| "not measurable here".into()),
+        );
+    }
+    Ok(())
+}
+
+/// The resident memory of this process now, in MiB (Linux `VmRSS`).
+pub fn current_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// The peak resident memory of this process so far, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

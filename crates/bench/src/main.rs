@@ -82,6 +82,16 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// The whole-inventory passes (risk history snapshot, coverage refresh) on N endpoints: time
+    /// and memory of each.
+    Passes {
+        #[arg(long, default_value_t = 1_000_000)]
+        endpoints: usize,
+        /// The database to fill, or to use as it is when it holds N endpoints already (default: a
+        /// new SQLite file in a temporary folder).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Start-up to the first served page with N endpoints in the database, beside an empty one.
     Startup {
         #[arg(long, default_value_t = 1_000_000)]
@@ -118,6 +128,9 @@ fn main() -> ExitCode {
         Command::Startup { endpoints, postgres } => block_on(bench::startup::run(endpoints, postgres.as_deref())),
         Command::History { endpoints, days, percent, database_url } => {
             with_bench_db(database_url, |db| block_on(bench::history(db, endpoints, days, percent)))
+        }
+        Command::Passes { endpoints, database_url } => {
+            with_bench_db(database_url, |db| block_on(bench::passes(db, endpoints)))
         }
         Command::Remodel { endpoints, database_url } => {
             with_bench_db(database_url, |db| block_on(bench::remodel(db, endpoints)).map(|_| ()))

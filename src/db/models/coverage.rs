@@ -7,6 +7,7 @@ use diesel::prelude::*;
 
 use crate::db::AnyConnection;
 use crate::db::batch::{execute_values, id_list, row};
+use crate::db::models::endpoints::IdSlice;
 use crate::db::schema::{coverage_gaps, defender_machines, endpoint_sources, endpoints, profiles};
 use crate::domain::coverage::{EndpointFacts, MachineState};
 
@@ -22,14 +23,16 @@ pub struct GapRow {
     pub since: i64,
 }
 
-/// What the coverage rules need of every endpoint, in three reads (endpoints with their
-/// profile's category, the last non-Defender sighting, the live Defender machines).
-pub fn facts(conn: &mut AnyConnection) -> QueryResult<Vec<EndpointFacts>> {
+/// What the coverage rules need of the endpoints of `slice`, in three reads (endpoints with
+/// their profile's category, the last non-Defender sighting, the live Defender machines).
+pub fn facts(conn: &mut AnyConnection, slice: IdSlice) -> QueryResult<Vec<EndpointFacts>> {
     let rows: Vec<(i64, String, String, Option<String>)> = endpoints::table
+        .filter(endpoints::id.gt(slice.after).and(endpoints::id.le(slice.upto)))
         .left_join(profiles::table.on(profiles::name.eq(endpoints::profile)))
         .select((endpoints::id, endpoints::profile, endpoints::os_name, profiles::category.nullable()))
         .load(conn)?;
     let network: HashMap<i64, i64> = endpoint_sources::table
+        .filter(endpoint_sources::endpoint_id.gt(slice.after).and(endpoint_sources::endpoint_id.le(slice.upto)))
         .filter(endpoint_sources::source.ne(DEFENDER_SOURCE))
         .group_by(endpoint_sources::endpoint_id)
         .select((endpoint_sources::endpoint_id, diesel::dsl::max(endpoint_sources::last_seen)))
@@ -39,7 +42,7 @@ pub fn facts(conn: &mut AnyConnection) -> QueryResult<Vec<EndpointFacts>> {
         .collect();
     let mut machines: HashMap<i64, MachineState> = HashMap::new();
     let live: Vec<(Option<i64>, String, String, i64)> = defender_machines::table
-        .filter(defender_machines::endpoint_id.is_not_null())
+        .filter(defender_machines::endpoint_id.gt(slice.after).and(defender_machines::endpoint_id.le(slice.upto)))
         .filter(defender_machines::stale.eq(false))
         .select((
             defender_machines::endpoint_id,
@@ -69,9 +72,12 @@ pub fn facts(conn: &mut AnyConnection) -> QueryResult<Vec<EndpointFacts>> {
         .collect())
 }
 
-/// Every stored gap, by endpoint.
-pub fn all(conn: &mut AnyConnection) -> QueryResult<HashMap<i64, GapRow>> {
-    let rows: Vec<GapRow> = coverage_gaps::table.select(GapRow::as_select()).load(conn)?;
+/// The stored gaps of the endpoints of `slice`, by endpoint.
+pub fn all(conn: &mut AnyConnection, slice: IdSlice) -> QueryResult<HashMap<i64, GapRow>> {
+    let rows: Vec<GapRow> = coverage_gaps::table
+        .filter(coverage_gaps::endpoint_id.gt(slice.after).and(coverage_gaps::endpoint_id.le(slice.upto)))
+        .select(GapRow::as_select())
+        .load(conn)?;
     Ok(rows.into_iter().map(|g| (g.endpoint_id, g)).collect())
 }
 

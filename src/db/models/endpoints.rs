@@ -663,6 +663,43 @@ pub fn hostname_changes_since(
         .load(conn)
 }
 
+/// A slice of the inventory by id: the endpoints with `after < id <= upto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdSlice {
+    pub after: i64,
+    pub upto: i64,
+}
+
+/// The next `size` endpoints after id `after`, as a slice; None past the last one.
+pub fn slice_after(conn: &mut AnyConnection, after: i64, size: i64) -> QueryResult<Option<IdSlice>> {
+    let after_it = endpoints::table.filter(endpoints::id.gt(after));
+    let last =
+        after_it.order(endpoints::id.asc()).select(endpoints::id).offset(size - 1).first::<i64>(conn).optional()?;
+    let upto = match last {
+        Some(upto) => Some(upto),
+        None => after_it.select(diesel::dsl::max(endpoints::id)).first::<Option<i64>>(conn)?,
+    };
+    Ok(upto.map(|upto| IdSlice { after, upto }))
+}
+
+/// Runs `f` over the whole inventory, [`PASS_SLICE`] endpoints at a time in id order, each slice
+/// in a write transaction of its own: a pass over a million endpoints neither holds them all in
+/// memory nor keeps every other writer waiting for its whole length.
+pub fn in_slices<E: From<diesel::result::Error>>(
+    conn: &mut AnyConnection,
+    mut f: impl FnMut(&mut AnyConnection, IdSlice) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut after = i64::MIN;
+    while let Some(slice) = slice_after(conn, after, PASS_SLICE)? {
+        conn.write_transaction(|c| f(c, slice))?;
+        after = slice.upto;
+    }
+    Ok(())
+}
+
+/// Endpoints per slice of a whole-inventory pass ([`in_slices`]).
+pub const PASS_SLICE: i64 = 20_000;
+
 pub fn count_all(conn: &mut AnyConnection) -> QueryResult<i64> {
     endpoints::table.count().get_result(conn)
 }

@@ -182,9 +182,14 @@ pub fn level_counts(conn: &mut AnyConnection) -> QueryResult<Vec<(i16, i64)>> {
         .load(conn)
 }
 
-/// The level of every factor of one source, by endpoint.
-pub fn levels_of_source(conn: &mut AnyConnection, source: &str) -> QueryResult<std::collections::HashMap<i64, i16>> {
+/// The level of every factor of one source on the endpoints of `slice`, by endpoint.
+pub fn levels_of_source(
+    conn: &mut AnyConnection,
+    source: &str,
+    slice: crate::db::models::endpoints::IdSlice,
+) -> QueryResult<std::collections::HashMap<i64, i16>> {
     let rows: Vec<(i64, i16)> = risk_factors::table
+        .filter(risk_factors::endpoint_id.gt(slice.after).and(risk_factors::endpoint_id.le(slice.upto)))
         .filter(risk_factors::source.eq(source))
         .select((risk_factors::endpoint_id, risk_factors::level))
         .load(conn)?;

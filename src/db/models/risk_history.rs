@@ -10,6 +10,7 @@ use diesel::sql_types::{BigInt, Integer, SmallInt};
 
 use crate::db::AnyConnection;
 use crate::db::batch::{execute_values, row};
+use crate::db::models::endpoints::IdSlice;
 use crate::db::schema::{defender_machines, endpoints, risk_factors, risk_history};
 
 /// What is recorded of an endpoint on a day.
@@ -33,7 +34,7 @@ impl HistoryRow {
     }
 }
 
-/// Every endpoint's values now, as a row of `day`: the overall level; the levels of the risk
+/// The values now of the endpoints of `slice`, as rows of `day`: the overall level; the levels of the risk
 /// factors named `exposure_source` and `alert_source` (0 without one); the vulnerabilities of
 /// its live Defender machines; the summary of its highest factor.
 pub fn current(
@@ -41,13 +42,18 @@ pub fn current(
     day: i32,
     exposure_source: &str,
     alert_source: &str,
+    slice: IdSlice,
 ) -> QueryResult<Vec<HistoryRow>> {
-    let levels: Vec<(i64, i16)> = endpoints::table.select((endpoints::id, endpoints::risk_level)).load(conn)?;
+    let levels: Vec<(i64, i16)> = endpoints::table
+        .filter(endpoints::id.gt(slice.after).and(endpoints::id.le(slice.upto)))
+        .select((endpoints::id, endpoints::risk_level))
+        .load(conn)?;
     let factors: Vec<(i64, String, i16, String)> = risk_factors::table
+        .filter(risk_factors::endpoint_id.gt(slice.after).and(risk_factors::endpoint_id.le(slice.upto)))
         .select((risk_factors::endpoint_id, risk_factors::source, risk_factors::level, risk_factors::summary))
         .load(conn)?;
     let vulns: Vec<(Option<i64>, i32)> = defender_machines::table
-        .filter(defender_machines::endpoint_id.is_not_null())
+        .filter(defender_machines::endpoint_id.gt(slice.after).and(defender_machines::endpoint_id.le(slice.upto)))
         .filter(defender_machines::stale.eq(false))
         .select((defender_machines::endpoint_id, defender_machines::vuln_count))
         .load(conn)?;
@@ -95,13 +101,17 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-/// Every endpoint's latest row.
-pub fn latest(conn: &mut AnyConnection) -> QueryResult<HashMap<i64, HistoryRow>> {
-    let rows: Vec<HistoryRow> = diesel::sql_query(
+/// The latest row of each endpoint of `slice`.
+pub fn latest(conn: &mut AnyConnection, slice: IdSlice) -> QueryResult<HashMap<i64, HistoryRow>> {
+    // The bounds are integers of our own, written into the text: the one way to bind them that
+    // both engines' placeholders (`?`, `$1`) accept.
+    let IdSlice { after, upto } = slice;
+    let rows: Vec<HistoryRow> = diesel::sql_query(format!(
         "SELECT h.endpoint_id, h.day, h.risk, h.exposure, h.alert, h.vulns, h.why FROM risk_history h \
-         JOIN (SELECT endpoint_id, MAX(day) AS day FROM risk_history GROUP BY endpoint_id) m \
-         ON m.endpoint_id = h.endpoint_id AND m.day = h.day",
-    )
+         JOIN (SELECT endpoint_id, MAX(day) AS day FROM risk_history \
+         WHERE endpoint_id > {after} AND endpoint_id <= {upto} GROUP BY endpoint_id) m \
+         ON m.endpoint_id = h.endpoint_id AND m.day = h.day"
+    ))
     .load::<LatestRow>(conn)?
     .into_iter()
     .map(HistoryRow::from)
