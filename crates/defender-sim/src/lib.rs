@@ -94,8 +94,8 @@ pub struct SimulateArgs {
     /// Address to serve the token endpoint and the API on.
     #[arg(long, default_value = "127.0.0.1:9090", env = "SIM_BIND")]
     pub bind: String,
-    /// Number of machines in the tenant (50 to 500,000).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(50..=500_000))]
+    /// Number of machines in the tenant (50 to 1,000,000; a million take about 1.7 GiB).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(50..=1_000_000))]
     pub machines: u32,
     /// Seed of the generated tenant; the same seed and size give the same tenant.
     #[arg(long, default_value_t = 1)]
