@@ -110,7 +110,7 @@ pub fn refresh(conn: &mut AnyConnection, policy: CoveragePolicy, now: i64) -> Qu
                 chunk.iter().map(|(id, f)| (*id, COVERAGE_SOURCE, f.clone())).collect();
             risk::set_many(c, &rows)?;
         }
-        Ok::<_, diesel::result::Error>(())
+        Ok(())
     })?;
     Ok(done)
 }

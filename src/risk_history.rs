@@ -34,7 +34,7 @@ pub fn snapshot(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
         for chunk in changed.chunks(2_000) {
             written += risk_history::upsert(c, chunk)?;
         }
-        Ok::<_, diesel::result::Error>(())
+        Ok(())
     })?;
     risk_history::record_day_counts(conn, day, counts)?;
     Ok(written)

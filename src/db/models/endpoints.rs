@@ -685,10 +685,10 @@ pub fn slice_after(conn: &mut AnyConnection, after: i64, size: i64) -> QueryResu
 /// Runs `f` over the whole inventory, [`PASS_SLICE`] endpoints at a time in id order, each slice
 /// in a write transaction of its own: a pass over a million endpoints neither holds them all in
 /// memory nor keeps every other writer waiting for its whole length.
-pub fn in_slices<E: From<diesel::result::Error>>(
+pub fn in_slices(
     conn: &mut AnyConnection,
-    mut f: impl FnMut(&mut AnyConnection, IdSlice) -> Result<(), E>,
-) -> Result<(), E> {
+    mut f: impl FnMut(&mut AnyConnection, IdSlice) -> QueryResult<()>,
+) -> QueryResult<()> {
     let mut after = i64::MIN;
     while let Some(slice) = slice_after(conn, after, PASS_SLICE)? {
         conn.write_transaction(|c| f(c, slice))?;
