@@ -1,9 +1,15 @@
 //! The data version ([`super::Db::data_version`]): a number that changes whenever anything is
 //! committed to the database, by any connection of any process, read on connections of its own
-//! that never write.
+//! that never write. Long because each engine's way of telling (a watcher, a listener, shared
+//! reads, the commit counter) is here with its tests: they hold one guarantee together.
 //!
 //! - **SQLite**: `PRAGMA data_version`, which a connection sees change with every commit of the
-//!   other connections. A few observers, so that request threads seldom wait for one another.
+//!   other connections. A thread of this process reads it every few milliseconds on a connection
+//!   of its own ([`SqliteWatcher`]) and moves the epoch on each change, and this process's own
+//!   commits move it at once, as they return ([`count_commits`]), as on PostgreSQL below: a
+//!   request reads two atomics. Another process's commit (the command line's) shows within the
+//!   watcher's poll. While the watcher is not trusted, a request reads the version itself on one
+//!   of a few observers, so that request threads seldom wait for one another.
 //! - **PostgreSQL**, while listening: every table tells `ea_data_changed` of its commits
 //!   (statement triggers, migration 000042), and a thread of this process listens
 //!   ([`VersionObservers::listen`]) and moves the epoch on each notification; this process's own
@@ -56,6 +62,19 @@ pub(super) struct VersionObservers {
     started: Instant,
     /// When the listener last proved its connection alive, in ms since `started`.
     alive_at_ms: AtomicU64,
+    /// SQLite: the watcher's thread, ended and waited for when the observers go.
+    sqlite_watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for VersionObservers {
+    fn drop(&mut self) {
+        let watcher = self.sqlite_watcher.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        // The last handle may be the watcher's own, taken for a moment on its thread.
+        if let Some(thread) = watcher.filter(|t| t.thread().id() != std::thread::current().id()) {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The listener's connection, owned by its thread.
@@ -75,6 +94,60 @@ struct Heard {
     listening: bool,
     /// The connection answered a query just now.
     alive: bool,
+}
+
+/// What hears of commits on the listener's thread ([`VersionObservers::listen`]).
+trait Hear: Send + 'static {
+    /// One look: what changed since the last one.
+    fn hear(&mut self) -> Heard;
+}
+
+impl Hear for Listener {
+    fn hear(&mut self) -> Heard {
+        Listener::hear(self)
+    }
+}
+
+/// SQLite's listener: `PRAGMA data_version` on a connection of its own, read every
+/// [`VersionObservers::LISTEN_POLL`]. It changes with every commit of every other connection,
+/// the pool's and another process's (the command line's) alike; this process's own commits
+/// move the version at once anyway ([`count_commits`]). A failed read stops the trust in it
+/// until a read succeeds again, and the requests read the version themselves meanwhile.
+struct SqliteWatcher {
+    url: String,
+    conn: Option<SqliteConnection>,
+    failed_at: Option<Instant>,
+    last: Option<i64>,
+}
+
+impl SqliteWatcher {
+    fn new(url: &str) -> Self {
+        SqliteWatcher { url: url.to_owned(), conn: None, failed_at: None, last: None }
+    }
+}
+
+impl Hear for SqliteWatcher {
+    fn hear(&mut self) -> Heard {
+        if self.conn.is_none() && self.failed_at.is_none_or(|at| at.elapsed() >= ObserverConnection::REOPEN_AFTER) {
+            self.conn = SqliteConnection::establish(&self.url)
+                .ok()
+                .and_then(|mut c| c.batch_execute("PRAGMA busy_timeout = 15000;").is_ok().then_some(c));
+            self.failed_at = self.conn.is_none().then(Instant::now);
+        }
+        let Some(c) = self.conn.as_mut() else { return Heard { changed: false, listening: false, alive: false } };
+        match SqliteDataVersion.get_result::<i64>(c) {
+            Ok(seen) => {
+                // The first look counts as a change: nothing says what came before it.
+                let changed = self.last != Some(seen);
+                self.last = Some(seen);
+                Heard { changed, listening: true, alive: true }
+            }
+            Err(_) => {
+                (self.conn, self.failed_at, self.last) = (None, Some(Instant::now()), None);
+                Heard { changed: true, listening: false, alive: false }
+            }
+        }
+    }
 }
 
 impl Listener {
@@ -164,6 +237,7 @@ impl VersionObservers {
             listening: AtomicBool::new(false),
             started: Instant::now(),
             alive_at_ms: AtomicU64::new(0),
+            sqlite_watcher: Mutex::default(),
         })
     }
 
@@ -179,6 +253,7 @@ impl VersionObservers {
             listening: AtomicBool::new(false),
             started: Instant::now(),
             alive_at_ms: AtomicU64::new(0),
+            sqlite_watcher: Mutex::default(),
         }
     }
 
@@ -191,33 +266,50 @@ impl VersionObservers {
     /// commit may show).
     const LISTEN_POLL: Duration = Duration::from_millis(5);
 
-    /// PostgreSQL: a thread that listens on [`CHANNEL`], on a connection of its own, for as
-    /// long as these observers live.
-    pub(super) fn listen(self: &Arc<Self>, url: &str) -> anyhow::Result<()> {
+    /// A thread that hears of every commit, on a connection of its own, for as long as these
+    /// observers live: on PostgreSQL it listens on [`CHANNEL`], on SQLite it watches
+    /// `PRAGMA data_version` ([`SqliteWatcher`]).
+    pub(super) fn listen(self: &Arc<Self>, target: &super::DatabaseTarget) -> anyhow::Result<()> {
+        match target {
+            super::DatabaseTarget::Postgres { url } => self.listen_with(Listener::new(url)).map(drop),
+            super::DatabaseTarget::Sqlite { .. } => {
+                // Waited for when the observers go (see `Drop`): SQLite's last connection to a
+                // file may remove its WAL as it closes, and whoever dropped the handle may copy or
+                // remove the file next. (A PostgreSQL listener may be stuck on a silent server.)
+                let thread = self.listen_with(SqliteWatcher::new(&target.diesel_url()))?;
+                *self.sqlite_watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Ok(())
+            }
+        }
+    }
+
+    fn listen_with(self: &Arc<Self>, mut listener: impl Hear) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let observers = Arc::downgrade(self);
-        let mut listener = Listener::new(url);
-        std::thread::Builder::new().name("ea-data-listener".into()).spawn(move || {
+        Ok(std::thread::Builder::new().name("ea-data-listener".into()).spawn(move || {
             loop {
                 // The trip to the server is made holding nothing of the observers: a listener
                 // stuck on a silent connection keeps neither them nor any request waiting.
+                // Trust runs from before the look: a look that stalled (a starved thread, a slow
+                // server) must not lend its late answer a fresh second.
+                let looked_at = Instant::now();
                 let heard = listener.hear();
                 let Some(o) = observers.upgrade() else { return };
-                o.take(heard);
+                o.take(heard, looked_at);
                 drop(o);
-                std::thread::sleep(Self::LISTEN_POLL);
+                std::thread::park_timeout(Self::LISTEN_POLL);
             }
-        })?;
-        Ok(())
+        })?)
     }
 
     /// What the listener heard. Leaving the listening state comes before the epoch moves, and
     /// entering it after, so that no request pairs an epoch with a listener that missed a commit.
-    fn take(&self, heard: Heard) {
+    fn take(&self, heard: Heard, looked_at: Instant) {
         if !heard.listening {
             self.listening.store(false, SeqCst);
         }
         if heard.alive {
-            self.alive_at_ms.store(self.started.elapsed().as_millis() as u64, SeqCst);
+            let at = looked_at.saturating_duration_since(self.started).as_millis() as u64;
+            self.alive_at_ms.fetch_max(at, SeqCst);
         }
         if heard.changed {
             self.epoch.fetch_add(1, SeqCst);
@@ -238,17 +330,21 @@ impl VersionObservers {
     }
 
     /// The current data version, or `None` if it could not be read (then nothing kept may be
-    /// reused).
+    /// reused). Every version counts this process's commits as well, so that the epoch read by
+    /// the listener and the one read now never give one number twice.
     pub(super) async fn read(self: &Arc<Self>) -> Option<u64> {
-        match &self.shared {
-            Some(_) if self.trusting_listener() => Some(self.epoch.load(SeqCst) + self.local_commits.load(SeqCst)),
+        if self.trusting_listener() {
+            return Some(self.epoch.load(SeqCst) + self.local_commits.load(SeqCst));
+        }
+        let epoch = match &self.shared {
             Some(shared) => {
                 let observers = self.clone();
-                shared.read(move || observers.read_now()).await.map(|epoch| epoch + self.local_commits.load(SeqCst))
+                shared.read(move || observers.read_now()).await
             }
             // A read inside the process: quicker than handing it to another thread.
             None => self.read_now(),
-        }
+        };
+        epoch.map(|epoch| epoch + self.local_commits.load(SeqCst))
     }
 
     fn read_now(&self) -> Option<u64> {
@@ -300,35 +396,60 @@ impl ObserverConnection {
     }
 }
 
-/// Counts the commits of a pooled PostgreSQL connection in `commits` when they return:
-/// a top-level `COMMIT`, and a statement outside a transaction that may write (anything but a
-/// read, a setting or transaction control; a `WITH` counts, to be safe). Reads on PostgreSQL run
-/// outside transactions, so a transaction's commit is a write's.
-pub(super) fn count_commits(conn: &mut PgConnection, commits: Arc<AtomicU64>) {
-    conn.set_instrumentation(CommitCounter { commits, depth: 0, writing: false });
+/// Counts the commits of a pooled connection in `commits` when they return: the top-level
+/// `COMMIT` of a transaction that ran a statement that may write, and such a statement outside
+/// a transaction (anything but a read, a setting or transaction control; a `WITH` counts, to be
+/// safe). A transaction that only read (SQLite's pages read in one, for a consistent snapshot)
+/// changed nothing: counting it would end the use of what it just read.
+pub(super) fn count_commits(conn: &mut impl Connection, commits: Arc<AtomicU64>) {
+    conn.set_instrumentation(CommitCounter { commits, depth: 0, writing: false, wrote: false, beginning: false });
 }
 
 struct CommitCounter {
     commits: Arc<AtomicU64>,
     depth: u32,
-    /// The statement running outside a transaction may write.
+    /// The statement running outside a transaction may write, or is the `COMMIT` of one that
+    /// wrote.
     writing: bool,
+    /// The transaction running ran a statement that may write.
+    wrote: bool,
+    /// The statement running begins a transaction or savepoint (told of before it runs).
+    beginning: bool,
 }
 
 impl Instrumentation for CommitCounter {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
-            InstrumentationEvent::BeginTransaction { depth, .. } => self.depth = depth.get(),
+            InstrumentationEvent::BeginTransaction { depth, .. } => {
+                self.depth = depth.get();
+                if self.depth == 1 {
+                    self.wrote = false;
+                }
+            }
             // Told before the `COMMIT` (or `RELEASE`, `ROLLBACK`) runs, which then runs at the
             // depth it leaves.
             InstrumentationEvent::CommitTransaction { depth, .. }
             | InstrumentationEvent::RollbackTransaction { depth, .. } => self.depth = depth.get() - 1,
-            InstrumentationEvent::StartQuery { query, .. } if self.depth == 0 => {
-                self.writing = may_write(&statement_head(query));
+            InstrumentationEvent::StartQuery { query, .. } => {
+                let head = statement_head(query);
+                self.beginning = matches!(head.as_str(), "BEGIN" | "START" | "SAVEPOINT");
+                if self.depth == 0 {
+                    self.writing =
+                        if matches!(head.as_str(), "COMMIT" | "END") { self.wrote } else { may_write(&head) };
+                } else if may_write(&head) {
+                    self.wrote = true;
+                }
             }
-            InstrumentationEvent::FinishQuery { .. } if self.writing => {
-                self.writing = false;
-                self.commits.fetch_add(1, SeqCst);
+            InstrumentationEvent::FinishQuery { error, .. } => {
+                // A transaction (or savepoint) that failed to begin (SQLite busy past its
+                // timeout) was counted in by the event before it: the statements after it run at
+                // the depth before, and a write among them commits on its own.
+                if std::mem::take(&mut self.beginning) && error.is_some() {
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                if std::mem::take(&mut self.writing) {
+                    self.commits.fetch_add(1, SeqCst);
+                }
             }
             _ => {}
         }
@@ -531,6 +652,71 @@ mod tests {
         assert_eq!(head("INSERT INTO x VALUES ($1) -- binds: [1]"), "INSERT");
         assert!(may_write("COMMIT") && may_write("INSERT") && may_write("WITH") && may_write(""));
         assert!(!may_write("SELECT") && !may_write("ROLLBACK") && !may_write("SET"));
+    }
+
+    /// SQLite's pages read in a transaction (one snapshot): its commit changed nothing, and
+    /// counting it would end the use of what was just read. A transaction that wrote counts
+    /// once, as does a write outside one.
+    #[test]
+    fn only_commits_that_may_have_written_are_counted() {
+        use diesel::sql_types::BigInt;
+        let commits = Arc::new(AtomicU64::new(0));
+        let mut c = SqliteConnection::establish(":memory:").unwrap();
+        c.batch_execute("CREATE TABLE t (x INTEGER)").unwrap();
+        count_commits(&mut c, commits.clone());
+        let read = |c: &mut SqliteConnection| diesel::sql_query("SELECT count(*) AS n FROM t").execute(c).map(|_| ());
+        c.transaction(|c| read(c)).unwrap();
+        read(&mut c).unwrap();
+        assert_eq!(commits.load(SeqCst), 0, "reads, in a transaction or not");
+        c.transaction(|c| {
+            read(c)?;
+            diesel::sql_query("INSERT INTO t VALUES (1)").execute(c)?;
+            read(c)
+        })
+        .unwrap();
+        assert_eq!(commits.load(SeqCst), 1, "a transaction that wrote");
+        diesel::sql_query("UPDATE t SET x = 2").execute(&mut c).unwrap();
+        assert_eq!(commits.load(SeqCst), 2, "a write outside a transaction");
+        c.transaction(|c| read(c)).unwrap();
+        assert_eq!(commits.load(SeqCst), 2, "the next read-only transaction starts afresh");
+        let _: Vec<i64> = diesel::select(diesel::dsl::sql::<BigInt>("1")).load(&mut c).unwrap();
+        assert_eq!(commits.load(SeqCst), 2);
+    }
+
+    /// Review of the SQLite watcher (low): a `BEGIN IMMEDIATE` that fails (another process
+    /// holds the write lock past the busy timeout) left the counter inside a transaction, and
+    /// the connection's later writes outside one (a sign-out's delete) went uncounted.
+    #[test]
+    fn a_write_after_a_transaction_that_failed_to_begin_is_counted() {
+        use diesel::connection::AnsiTransactionManager;
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("t.db").to_string_lossy().into_owned();
+        let mut holder = SqliteConnection::establish(&url).unwrap();
+        holder.batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)").unwrap();
+        let mut c = SqliteConnection::establish(&url).unwrap();
+        c.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+        let commits = Arc::new(AtomicU64::new(0));
+        count_commits(&mut c, commits.clone());
+        holder.batch_execute("BEGIN IMMEDIATE").unwrap();
+        assert!(AnsiTransactionManager::begin_transaction_sql(&mut c, "BEGIN IMMEDIATE").is_err());
+        holder.batch_execute("ROLLBACK").unwrap();
+        diesel::sql_query("INSERT INTO t VALUES (1)").execute(&mut c).unwrap();
+        assert_eq!(commits.load(SeqCst), 1, "the write committed on its own");
+    }
+
+    /// The same review (low): trust in the listener ran from when its answer was taken, so a
+    /// look that stalled for most of a second lent a stale answer a fresh second.
+    #[test]
+    fn trust_in_the_listener_runs_from_before_its_look() {
+        let observers = VersionObservers::sqlite(SqliteConnection::establish(":memory:").unwrap(), ":memory:").unwrap();
+        let heard = || Heard { changed: false, listening: true, alive: true };
+        observers.take(heard(), Instant::now());
+        assert!(observers.trusting_listener(), "a fresh look is trusted");
+        // A look begun at once whose answer came over a second later.
+        let looked_at = Instant::now();
+        std::thread::sleep(Listener::TRUSTED_FOR + Duration::from_millis(60));
+        observers.take(heard(), looked_at);
+        assert!(!observers.trusting_listener(), "an answer from a look over a second ago is not trusted");
     }
 
     #[tokio::test]

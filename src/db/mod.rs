@@ -167,7 +167,7 @@ impl DatabaseTarget {
 /// (off by default in SQLite).
 #[derive(Debug)]
 struct ConnectionSetup {
-    /// PostgreSQL: where the pool's commits are counted ([`data_version::count_commits`]).
+    /// Where the pool's commits are counted ([`data_version::count_commits`]).
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -178,6 +178,8 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ConnectionSetup
             // WAL itself is set once, when the database is opened (it is stored in the file).
             c.batch_execute("PRAGMA busy_timeout = 15000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
                 .map_err(diesel::r2d2::Error::QueryError)?;
+            // Its commits move this process's data version on as they return.
+            data_version::count_commits(c, self.commits.clone());
         }
         if let AnyConnection::Postgresql(c) = conn {
             // Its commits move this process's data version on as they return.
@@ -239,9 +241,7 @@ impl Db {
             .build(ConnectionManager::<AnyConnection>::new(target.diesel_url()))
             .context("cannot build the database connection pool")?;
         let version_observers = std::sync::Arc::new(version_observers);
-        if let DatabaseTarget::Postgres { url } = &target {
-            version_observers.listen(url).context("cannot start listening for the database's changes")?;
-        }
+        version_observers.listen(&target).context("cannot start listening for the database's changes")?;
         Ok(Self { pool, target: std::sync::Arc::new(target), write_turns: Default::default(), version_observers })
     }
 
