@@ -209,8 +209,11 @@ fn check_with(m: &DefenderMachine, state: &Isolation, kind: ActionKind) -> Resul
     }
 }
 
+/// The actions offered for a machine, each with its scopes (none for actions without one).
+pub type Offered = Vec<(&'static str, Vec<&'static str>)>;
+
 /// The actions to offer for a machine (each with the scopes to choose from).
-pub fn offered(m: &DefenderMachine) -> Vec<(&'static str, Vec<&'static str>)> {
+pub fn offered(m: &DefenderMachine) -> Offered {
     let state = Isolation::stored(m);
     let check_supported = |m, kind| check_with(m, &state, kind);
     let mut out = Vec::new();

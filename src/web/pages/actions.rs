@@ -7,7 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::db::models::actions::ActionRow;
-use crate::defender::actions::{self as service, Refusal};
+use crate::defender::actions::{self as service, Offered, Refusal};
 use crate::error::AppError;
 use crate::web::auth::{AnyUser, OperatorUser};
 use crate::web::filters;
@@ -31,7 +31,7 @@ pub struct ActionButtons {
     /// What the isolation's confirmation calls the endpoint.
     pub title: String,
     /// (action, scopes), as `defender::actions::offered` gives them.
-    pub offered: Vec<(&'static str, Vec<&'static str>)>,
+    pub offered: Offered,
     /// A fresh idempotency key for the forms of this rendering.
     pub key: String,
     /// Replaces the page's buttons out of band.
@@ -46,7 +46,11 @@ impl ActionButtons {
         machine: &crate::db::models::defender_machines::DefenderMachine,
         can_act: bool,
     ) -> Self {
-        let offered = if can_act { service::offered(machine) } else { Vec::new() };
+        Self::offering(endpoint_id, title, if can_act { service::offered(machine) } else { Vec::new() })
+    }
+
+    /// The buttons of these offered actions (none for a person who may not act).
+    pub fn offering(endpoint_id: i64, title: String, offered: Offered) -> Self {
         ActionButtons { endpoint_id, title, offered, key: crate::auth::random_token(18), oob: false }
     }
 }

@@ -13,6 +13,7 @@ use crate::db::models::defender_machines::{self, DefenderMachine};
 use crate::db::models::endpoint_list::{self, EndpointPage, EndpointQuery, SortKey};
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
+use crate::defender::actions::Offered;
 use crate::domain::coverage::GapKind;
 use crate::domain::observations::MAX_BATCH;
 use crate::domain::risk::RiskLevel;
@@ -192,6 +193,9 @@ pub struct EndpointData {
     actions: Vec<crate::db::models::actions::ActionRow>,
     /// Its risk over time, newest first (the Risk tab's timeline).
     risk_history: Vec<crate::db::models::risk_history::HistoryRow>,
+    /// The Defender actions its machine supports as stored (for the people who may act): worked
+    /// out once per read, not at every view.
+    offered: Offered,
 }
 
 /// Endpoint pages read since the last commit (see [`UntilChanged`]).
@@ -212,9 +216,11 @@ async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, A
             let Some(e) = endpoints::find(c, id)? else {
                 return Ok(None);
             };
+            let defender = defender_view(c, id)?;
             Ok(Some(EndpointData {
                 others: serde_json::from_str(&e.other_profiles).unwrap_or_default(),
-                defender: defender_view(c, id)?,
+                offered: defender.as_ref().map(|d| crate::defender::actions::offered(&d.m)).unwrap_or_default(),
+                defender,
                 actions: crate::db::models::actions::of_endpoint(c, id, 50)?,
                 ips: endpoints::ips(c, id)?,
                 history: endpoints::history(c, id, 50)?,
@@ -351,10 +357,8 @@ async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Re
     let data = endpoint_data(state, id).await?;
     // Buttons only for roles allowed to act, on supported, onboarded machines.
     let can_act = user.can(crate::auth::Role::Operator);
-    let buttons = match &data.defender {
-        Some(d) => ActionButtons::for_machine(id, data.e.title(), &d.m, can_act),
-        None => ActionButtons::for_machine(id, data.e.title(), &Default::default(), false),
-    };
+    let offered = if can_act { data.offered.clone() } else { Vec::new() };
+    let buttons = ActionButtons::offering(id, data.e.title(), offered);
     let defender_actions = match (&data.defender, tab) {
         // A page does not wait on the client's rate limiter (up to a minute when the listing's
         // budget is used up): it shows what it has and says why.
