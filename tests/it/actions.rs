@@ -316,16 +316,8 @@ async fn scan_over_a_running_scan(faults: Faults) {
 /// as a Full isolation and, once it succeeded, recorded as one until the next sync.
 #[tokio::test]
 async fn a_pending_selective_isolation_in_defenders_answer_is_not_taken_for_a_full_one() {
-    let (app, sim, _) = synced_with(SimConfig {
-        machines: 80,
-        action_pending_ms: 300,
-        action_inprogress_ms: 300,
-        ..SimConfig::default()
-    })
-    .await;
-    let _poll_lease = hold_action_poll(&app).await;
-    sim.set_faults(Faults { repeat_returns_pending: true, ..Faults::default() });
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let faults = Faults { repeat_returns_pending: true, ..Faults::default() };
+    let (app, sim, _poll_lease, endpoint, machine) = held_machine_with(300, faults).await;
     let elsewhere = crate::response_actions::client(&sim)
         .isolate(&machine, "from the portal", endpoint_analytics::defender::IsolationType::Selective)
         .await
@@ -365,6 +357,20 @@ async fn a_pending_selective_isolation_in_defenders_answer_is_not_taken_for_a_fu
 async fn held_windows_machine() -> (TestApp, RunningSimulator, endpoint_analytics::db::lease::Lease, i64, String) {
     let (app, sim, _) = synced().await;
     let poll_lease = hold_action_poll(&app).await;
+    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    (app, sim, poll_lease, endpoint, machine)
+}
+
+/// A synced app whose action poll the test holds, Defender's actions taking `ms` in each of
+/// their stages, the simulator answering as `faults` says, and a Windows machine's endpoint.
+async fn held_machine_with(
+    ms: u64,
+    faults: Faults,
+) -> (TestApp, RunningSimulator, endpoint_analytics::db::lease::Lease, i64, String) {
+    let config = SimConfig { machines: 80, action_pending_ms: ms, action_inprogress_ms: ms, ..SimConfig::default() };
+    let (app, sim, _) = synced_with(config).await;
+    let poll_lease = hold_action_poll(&app).await;
+    sim.set_faults(faults);
     let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
     (app, sim, poll_lease, endpoint, machine)
 }
@@ -626,10 +632,16 @@ async fn isolation_whose_answer_is_lost(
         effect: FaultEffect::Truncate,
     };
     sim.set_faults(Faults { rules: vec![cut_once], ..Faults::default() });
+    let id = full_isolation(&app, endpoint, key).await;
+    (app, sim, poll_lease, machine, id)
+}
+
+/// An operator asks for a Full isolation ("contain") of the endpoint's machine under `key`; the
+/// action's record.
+async fn full_isolation(app: &TestApp, endpoint: i64, key: &str) -> i64 {
     let operator = app.login_as("olga", Role::Operator).await;
     let form = [("action", "isolate"), ("scope", "Full"), ("comment", "contain"), ("confirm", "on"), ("key", key)];
-    let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
-    (app, sim, poll_lease, machine, id)
+    action_id(&act(app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap()
 }
 
 /// The endpoint of action `id`.
@@ -1101,15 +1113,7 @@ async fn a_rule_decision_whose_action_was_never_created_is_not_left_sent() {
 async fn an_action_answered_and_listed_without_scope_or_comment_is_not_declared_unsent() {
     let (app, sim, _poll_lease, endpoint, _) = held_windows_machine().await;
     sim.set_faults(Faults { action_scope_null: true, action_comment_null: true, ..Faults::default() });
-    let operator = app.login_as("olga", Role::Operator).await;
-    let form = [
-        ("action", "isolate"),
-        ("scope", "Full"),
-        ("comment", "contain"),
-        ("confirm", "on"),
-        ("key", "unsaid-answer-00001"),
-    ];
-    let id: i64 = action_id(&act(&app, &operator, endpoint, &form).await.text().await.unwrap()).parse().unwrap();
+    let id = full_isolation(&app, endpoint, "unsaid-answer-00001").await;
     assert_eq!(calls(&sim, "Isolate"), 1, "Defender created the isolation");
     let (status, sent_as, _) = stored(&app, id).await;
     assert_eq!((status.as_str(), sent_as.as_str()), ("Requested", ""), "the answer could not tell whose it was");
@@ -1131,21 +1135,13 @@ async fn an_action_answered_and_listed_without_scope_or_comment_is_not_declared_
 /// host read from that very answer, shows it is older than the request: refused and named.
 #[tokio::test]
 async fn a_pending_scan_answered_without_scope_or_comment_is_not_taken_for_the_one_asked_for() {
-    let (app, sim, _) = synced_with(SimConfig {
-        machines: 80,
-        action_pending_ms: 120_000,
-        action_inprogress_ms: 120_000,
-        ..SimConfig::default()
-    })
-    .await;
-    let _poll_lease = hold_action_poll(&app).await;
-    sim.set_faults(Faults {
+    let faults = Faults {
         repeat_returns_pending: true,
         action_scope_null: true,
         action_comment_null: true,
         ..Faults::default()
-    });
-    let (endpoint, machine) = endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    };
+    let (app, sim, _poll_lease, endpoint, machine) = held_machine_with(120_000, faults).await;
     let elsewhere = crate::response_actions::client(&sim)
         .run_av_scan(&machine, "from the portal", endpoint_analytics::defender::ScanType::Quick)
         .await
