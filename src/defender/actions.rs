@@ -362,19 +362,19 @@ async fn send(ctx: &DefenderService, row: &ActionRow, req: &ActionRequest) -> Se
 
 /// Defender's answer to the request: a new action, or the one already pending ("returns either
 /// the already pending machine action or HTTP 400", run-av-scan, unisolate-machine). Without a
-/// scope (a nullable property Microsoft's own examples leave out), its comment tells: Defender
-/// echoes ours, on an action created since the request ([`created_since`]); another comment, or
-/// an older action, is someone else's pending action, named; an answer without either cannot
-/// tell, and Defender's listing settles it (the follower).
+/// scope (a nullable property Microsoft's own examples leave out), its creation time and comment
+/// tell: an action created before the request ([`created_for_this_request`]) is someone else's
+/// pending action, named, whatever its words; Defender echoes our comment on ours; another
+/// comment is someone else's; an answer without either cannot tell, and Defender's listing
+/// settles it (the follower).
 fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
-    let scope_unsaid = !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty);
-    if scope_unsaid && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
-        // Created before this request: someone else's pending action, named below. Without a
-        // creation time, the words decide.
-        let not_older = a.creation_date_time_utc.is_none() || created_for_this_request(row, &a);
+    if scope_unsaid(row, &a) && a.kind.as_deref().is_none_or(|t| t == row.action_type) {
+        if older_than_the_request(row, &a) {
+            return busy_with(kind, &a);
+        }
         match a.requestor_comment.as_deref().filter(|c| !c.trim().is_empty()) {
-            Some(c) if same_comment(c, &row.comment) && not_older => return Sent::Accepted(Box::new(a)),
-            None if not_older => {
+            Some(c) if same_comment(c, &row.comment) => return Sent::Accepted(Box::new(a)),
+            None => {
                 return Sent::Unconfirmed {
                     why: "Defender accepted the request, but its answer says neither the action's scope nor its \
                           comment."
@@ -382,7 +382,7 @@ fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
                     answered_id: a.id,
                 };
             }
-            _ => {}
+            Some(_) => {}
         }
     }
     taken_if_asked_for(row, kind, a)
@@ -392,6 +392,9 @@ fn answered(row: &ActionRow, kind: ActionKind, a: MachineAction) -> Sent {
 /// followed when it is what was asked for (see [`taken_if_asked_for`]).
 fn already_running(row: &ActionRow, kind: ActionKind, listed: Vec<MachineAction>) -> Sent {
     match listed.into_iter().find(|a| a.kind.as_deref() == Some(kind.type_name()) && !a.is_final()) {
+        // Without its scope, an action older than the request is someone else's, whatever its
+        // words (the listing was read by the host that sent the request).
+        Some(open) if scope_unsaid(row, &open) && older_than_the_request(row, &open) => busy_with(kind, &open),
         Some(open) => taken_if_asked_for(row, kind, open),
         None => Sent::Failed("Defender says an action of this type is already in progress for the machine.".into()),
     }
@@ -404,6 +407,11 @@ fn taken_if_asked_for(row: &ActionRow, kind: ActionKind, open: MachineAction) ->
     if stands_for(row, &open) {
         return Sent::Accepted(Box::new(open));
     }
+    busy_with(kind, &open)
+}
+
+/// This request was not started: Defender is carrying out `open`, named.
+fn busy_with(kind: ActionKind, open: &MachineAction) -> Sent {
     Sent::Failed(format!(
         "Defender is already carrying out {} on this device{}; this {} was not started. Ask again when it has \
          finished.",
@@ -456,6 +464,17 @@ fn is_the_answered(row: &ActionRow, a: &MachineAction) -> bool {
         && unsaid_or(a.scope.as_deref(), &row.scope, str::eq_ignore_ascii_case)
         && a.requestor_comment.as_deref().filter(|c| !c.trim().is_empty()).is_none_or(|c| same_comment(c, &row.comment))
         && (a.creation_date_time_utc.is_none() || created_since(row, a))
+}
+
+/// Whether the intent `row` asked for a scope that Defender's action `a` does not say.
+fn scope_unsaid(row: &ActionRow, a: &MachineAction) -> bool {
+    !row.scope.is_empty() && a.scope.as_deref().is_none_or(str::is_empty)
+}
+
+/// Whether Defender's action `a`, as answered or listed to the host that sent the request of
+/// intent `row`, says it was created before that request ([`created_for_this_request`]).
+fn older_than_the_request(row: &ActionRow, a: &MachineAction) -> bool {
+    a.creation_date_time_utc.is_some() && !created_for_this_request(row, a)
 }
 
 /// Whether `a`, in Defender's answer to the request of intent `row` (sent from the host that
@@ -900,6 +919,12 @@ mod tests {
         };
         assert!(matches!(answered(&row, kind, at(7200)), Sent::Failed(_)));
         assert!(matches!(answered(&row, kind, at(0)), Sent::Accepted(_)));
+        // Final review (medium): the same words, created three minutes before the request by
+        // the clock read from this very answer, are someone's pending action; so too in the
+        // listing read after Defender refused a second one.
+        assert!(matches!(answered(&row, kind, at(180)), Sent::Failed(_)));
+        assert!(matches!(already_running(&row, kind, vec![at(180)]), Sent::Failed(_)));
+        assert!(matches!(already_running(&row, kind, vec![at(0)]), Sent::Accepted(_)));
         // Fifth review: without a `Date`, the age still counts; without a creation time, the
         // words decide.
         let mut undated = at(7200);

@@ -1141,14 +1141,29 @@ async fn a_pending_scan_answered_without_scope_or_comment_is_not_taken_for_the_o
         action_comment_null: true,
         ..Faults::default()
     };
+    an_older_pending_scan_is_not_taken_for_a_full_one(faults, "from the portal").await;
+}
+
+/// The final review (medium): the same with Defender's answer echoing a comment, the portal's
+/// scan carrying the very words of the operator's request ("deep"): the 10-second margin applied
+/// only to answers without a comment, and the five-minute one took it as the Full scan.
+#[tokio::test]
+async fn a_pending_scan_with_the_same_words_answered_without_scope_is_not_taken_for_the_one_asked_for() {
+    let faults = Faults { repeat_returns_pending: true, action_scope_null: true, ..Faults::default() };
+    an_older_pending_scan_is_not_taken_for_a_full_one(faults, "deep").await;
+}
+
+/// Someone's Quick scan, started twelve seconds before with `comment`, runs; the operator asks
+/// for a Full scan ("deep") and Defender answers as `faults` says: refused, never sent.
+async fn an_older_pending_scan_is_not_taken_for_a_full_one(faults: Faults, comment: &str) {
     let (app, sim, _poll_lease, endpoint, machine) = held_machine_with(120_000, faults).await;
     let elsewhere = crate::response_actions::client(&sim)
-        .run_av_scan(&machine, "from the portal", endpoint_analytics::defender::ScanType::Quick)
+        .run_av_scan(&machine, comment, endpoint_analytics::defender::ScanType::Quick)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(12)).await;
     let operator = app.login_as("olga", Role::Operator).await;
-    let form = [("action", "scan"), ("scope", "Full"), ("comment", "deep"), ("key", "full-over-unsaid-quick-01")];
+    let form = [("action", "scan"), ("scope", "Full"), ("comment", "deep"), ("key", "full-over-older-quick-01")];
     let html = act(&app, &operator, endpoint, &form).await.text().await.unwrap();
     let id: i64 = action_id(&html).parse().unwrap();
     app.state.defender.follow_open_actions().await.unwrap();
