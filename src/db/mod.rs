@@ -319,7 +319,9 @@ impl Db {
     /// of the default, enough to tell the planner how large the tables are and that their keys
     /// are unique). Autovacuum does it only a minute or more later, and until then a prepared
     /// statement keeps the plan made for the table as it was: an import matched each batch of
-    /// machines by reading every endpoint, because the plan was made while the table was empty.
+    /// machines by reading every endpoint, because the plan was made while the table was empty,
+    /// and replaced each batch's machine tags by reading every tag (half of a 100,000-machine
+    /// import's write phase, until the tags table was analyzed too).
     pub async fn optimize_while_writing(&self) -> anyhow::Result<()> {
         self.analyze(10).await
     }
@@ -330,7 +332,8 @@ impl Db {
                 AnyConnection::Sqlite(c) => c.batch_execute("PRAGMA optimize;")?,
                 AnyConnection::Postgresql(c) => c.batch_execute(&format!(
                     "SET default_statistics_target = {statistics_target}; \
-                     ANALYZE endpoints, endpoint_history, profile_assignments, risk_factors, defender_machines; \
+                     ANALYZE endpoints, endpoint_history, profile_assignments, risk_factors, defender_machines, \
+                     defender_machine_tags; \
                      RESET default_statistics_target;"
                 ))?,
             }
