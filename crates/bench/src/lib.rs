@@ -127,6 +127,15 @@ pub async fn history(db: &Db, n: usize, days: i32, percent: f64) -> anyhow::Resu
     Ok(())
 }
 
+/// One of the whole-inventory passes [`passes`] measures.
+enum Pass {
+    /// The day's risk history snapshot, `day` days from now (the second finds the first's rows).
+    RiskHistory {
+        day: i64,
+    },
+    Coverage,
+}
+
 /// The whole-inventory passes the supervisor and every sync run (the day's risk history
 /// snapshot, the coverage refresh) on `n` endpoints, each timed with the memory it took beyond
 /// what the process held before (`VmHWM` reset before each). A database that already holds
@@ -140,19 +149,20 @@ pub async fn passes(db: &Db, n: usize) -> anyhow::Result<()> {
     let held: i64 = db.run(|c| Ok(endpoint_analytics::db::models::endpoints::count_all(c)?)).await?;
     let now = chrono::Utc::now().timestamp();
     let policy = endpoint_analytics::coverage::CoveragePolicy::default();
-    for (what, day) in [("risk history snapshot", 0), ("coverage refresh", 0), ("risk history snapshot, next day", 1)] {
+    for pass in [Pass::RiskHistory { day: 0 }, Pass::Coverage, Pass::RiskHistory { day: 1 }] {
         let before = current_rss_mib().unwrap_or(0.0);
         let measured = reset_peak_rss();
         let t = Instant::now();
-        let done = match what {
-            "coverage refresh" => {
+        let (what, done) = match pass {
+            Pass::Coverage => {
                 let r = db.run(move |c| Ok(endpoint_analytics::coverage::refresh(c, policy, now)?)).await?;
-                format!("{} gaps opened, {} closed, {} changed", r.opened, r.closed, r.changed)
+                ("coverage refresh", format!("{} gaps opened, {} closed, {} changed", r.opened, r.closed, r.changed))
             }
-            _ => {
+            Pass::RiskHistory { day } => {
                 let at = now + day * 86_400;
                 let rows = db.run(move |c| Ok(endpoint_analytics::risk_history::snapshot(c, at)?)).await?;
-                format!("{rows} rows written")
+                let what = if day == 0 { "risk history snapshot" } else { "risk history snapshot, next day" };
+                (what, format!("{rows} rows written"))
             }
         };
         let secs = t.elapsed().as_secs_f64();

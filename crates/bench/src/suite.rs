@@ -105,6 +105,26 @@ impl Row {
     }
 }
 
+/// The table's rows in the order measured; each is also printed (to stderr, timestamped) as
+/// soon as it is known, so that a long run's figures survive the run being stopped.
+#[derive(Default)]
+struct Table(Vec<Row>);
+
+impl Table {
+    fn push(&mut self, row: Row) {
+        eprintln!(
+            "[{}] = {} | {} | {} | {} | {}",
+            chrono::Utc::now().format("%H:%M:%S"),
+            row.figure,
+            row.measured,
+            row.baseline,
+            row.ratio,
+            row.target
+        );
+        self.0.push(row);
+    }
+}
+
 /// Errors seen during the run: any of them fails the command (timings never do).
 #[derive(Default)]
 struct Errors(Vec<String>);
@@ -406,7 +426,7 @@ async fn measure(
 ) -> anyhow::Result<(Vec<Row>, Errors)> {
     let n = opts.machines;
     let secs = opts.load_secs;
-    let mut rows = Vec::new();
+    let mut rows = Table::default();
     let mut errors = Errors::default();
     let step = |what: &str| eprintln!("[{}] {what}", chrono::Utc::now().format("%H:%M:%S"));
 
@@ -550,7 +570,8 @@ async fn measure(
         (
             format!("1. Endpoint Summary page (Defender machine, {total} endpoints)"),
             format!("/endpoints/{sample}"),
-            0.35,
+            // Issue 23: Q1 on PostgreSQL, Q8 (a higher bar) on SQLite.
+            if postgres.is_some() { 0.35 } else { 0.7 },
         ),
         (
             "1. Risk tab fragment with the Microsoft Defender subtab".into(),
@@ -635,7 +656,7 @@ async fn measure(
             step("PostgreSQL COPY baseline");
             let url = url.to_owned();
             let (rows, secs) = tokio::task::spawn_blocking(move || postgres_copy_baseline(&url, n)).await??;
-            (rows, secs, "PostgreSQL COPY", 0.3)
+            (rows, secs, "PostgreSQL COPY", 0.6) // issue 23, Q4
         }
     };
     let product_rate = mv_rows as f64 / full.write_secs.max(1e-9);
@@ -703,7 +724,7 @@ async fn measure(
             .ratio(r, "flat: ≤ 1.25", r <= 1.25),
         );
     }
-    Ok((rows, errors))
+    Ok((rows.0, errors))
 }
 
 fn print_table(opts: &SuiteOptions, rows: &[Row]) {
