@@ -840,3 +840,70 @@ async fn one_import_batch_matches_as_if_its_machines_were_written_one_by_one() {
     let counts = import(records).await.unwrap();
     assert_eq!(counts, ImportCounts { created: 0, updated: 0, merged: 0, unchanged: 4 }, "{counts:?}");
 }
+
+/// The machines' rows are written by PostgreSQL's COPY there and by multi-row INSERTs on
+/// SQLite: either way, what is read back is what was given, byte for byte, across the
+/// statements' chunks (1,000 rows on SQLite), with and without an endpoint, hostile text and all;
+/// a second write replaces the first; and a batch that cannot be stored (the same machine twice)
+/// fails whole, leaving what was stored before.
+#[tokio::test]
+async fn machines_are_stored_exactly_as_given_and_a_failed_batch_leaves_the_last_one() {
+    use endpoint_analytics::db::models::defender_machines::{self as machines, DefenderMachine};
+    let app = spawn_app().await;
+    let token = app.token(Role::Admin).await;
+    assert_eq!(app.ingest(&token, &json!([{"hostname": "linked-1", "ip": "10.9.0.1"}])).await.status(), 200);
+    let linked: i64 = app
+        .db
+        .run(|c| Ok(endpoints::table.filter(endpoints::hostname.eq("linked-1")).select(endpoints::id).first(c)?))
+        .await
+        .unwrap();
+    let hostile =
+        ["<script>alert(1)</script>", "tab\there", "line\nbreak\r\n", "back\\slash \\N", "", "\"quoted\" 'x'"];
+    let rows = |version: i64| -> Vec<DefenderMachine> {
+        (0..1_201)
+            .map(|i| DefenderMachine {
+                machine_id: format!("{i:040x}"),
+                endpoint_id: (i % 3 == 0).then_some(linked),
+                computer_dns_name: format!("{}-{i}-{version}", hostile[i % hostile.len()]),
+                os_platform: hostile[(i + 1) % hostile.len()].into(),
+                rbac_group: "ünïcødé ✓".into(),
+                first_seen: -1,
+                last_seen: i64::MAX - i as i64,
+                vuln_count: i as i32,
+                top_vuln_severity: (i % 5) as i16,
+                isolated: i % 2 == 0,
+                stale: i % 7 == 0,
+                top_alert_title: if i == 600 { "x".repeat(100_000) } else { String::new() },
+                vuln_rows: format!("v{version}"),
+                updated_at: version,
+                ..Default::default()
+            })
+            .collect()
+    };
+    let read = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            db.run(|c| {
+                Ok(defender_machines::table
+                    .order(defender_machines::machine_id)
+                    .select(DefenderMachine::as_select())
+                    .load::<DefenderMachine>(c)?)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for version in [1, 2] {
+        let written = rows(version);
+        let given = written.clone();
+        app.db.run(move |c| Ok(c.write_transaction(|c| machines::replace_many(c, &given))?)).await.unwrap();
+        assert!(read(&app).await == written, "version {version} must be read back exactly as written");
+    }
+
+    // The same machine twice in one batch: nothing of the batch is stored.
+    let mut twice = rows(3);
+    twice.push(twice[5].clone());
+    let failed = app.db.run(move |c| Ok(c.write_transaction(|c| machines::replace_many(c, &twice))?)).await;
+    assert!(failed.is_err(), "a batch with one machine twice must fail");
+    assert!(read(&app).await == rows(2), "a failed batch must leave the rows stored before");
+}

