@@ -196,14 +196,15 @@ pub fn reset_peak_rss() -> bool {
 }
 
 /// The Defender simulator as a separate process (`ea-bench simulate`, so that memory figures are
-/// the product's alone) with the documented per-API rate limits enforced; killed when dropped.
+/// the product's alone) with the documented per-API rate limits enforced unless told otherwise;
+/// killed when dropped.
 pub struct SimProcess {
     child: std::process::Child,
     pub base: String,
 }
 
 impl SimProcess {
-    pub async fn start(machines: usize, port: Option<u16>) -> anyhow::Result<Self> {
+    pub async fn start(machines: usize, port: Option<u16>, rate_limits: bool) -> anyhow::Result<Self> {
         let port = match port {
             Some(p) => p,
             None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
@@ -211,6 +212,7 @@ impl SimProcess {
         let exe = std::env::current_exe()?;
         let child = std::process::Command::new(exe)
             .args(["simulate", "--bind", &format!("127.0.0.1:{port}"), "--machines", &machines.to_string()])
+            .args((!rate_limits).then_some("--no-rate-limits"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
@@ -309,7 +311,7 @@ pub async fn sync(
     use endpoint_analytics::defender::service::DefenderService;
     use endpoint_analytics::notify::settings::{self, DestinationInput};
 
-    let sim = SimProcess::start(machines, sim_port).await?;
+    let sim = SimProcess::start(machines, sim_port, true).await?;
     let tenant = sim.tenant().await?;
     let modeler = Modeler::standard()?;
     let m = modeler.clone();
