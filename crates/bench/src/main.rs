@@ -69,8 +69,8 @@ enum Command {
         #[arg(long)]
         startup_endpoints: Option<usize>,
         /// The simulator without Defender's documented rate limits: a million machines' fetch in
-        /// minutes instead of an hour and a half, for the page-during-import figure at that size
-        /// (the API-call row's 429 count then means nothing).
+        /// minutes instead of more than an hour, for the page-during-import figure at that size
+        /// (the API-call rows' 429 counts then mean nothing).
         #[arg(long)]
         no_rate_limits: bool,
     },
