@@ -63,6 +63,12 @@ impl SuiteOptions {
         }
     }
 
+    /// What the rows that count 429s (and the table's header) say when the simulator ran
+    /// without rate limits; empty when it kept them.
+    fn without_limits_note(&self) -> &'static str {
+        if self.rate_limits { "" } else { ", simulator WITHOUT rate limits: 429s are not tested" }
+    }
+
     pub fn smoke() -> Self {
         SuiteOptions {
             machines: 5_000,
@@ -484,7 +490,6 @@ async fn measure(
     })
     .await?;
     let login = Login { base: base.clone(), user: "bench", password };
-    let cookie = login.cookie().await?;
 
     // 8. Full re-model of N network endpoints.
     step(&format!("ingesting {n} network endpoints"));
@@ -498,7 +503,7 @@ async fn measure(
     );
 
     // The simulated tenant, its sizes, and the integration pointed at it.
-    let limits = if opts.rate_limits { "" } else { ", WITHOUT rate limits: 429s are not tested" };
+    let limits = opts.without_limits_note();
     step(&format!("starting the simulator ({n} machines{limits})"));
     let sim = SimProcess::start(n, None, opts.rate_limits).await?;
     let tenant = sim.tenant().await?;
@@ -507,9 +512,11 @@ async fn measure(
 
     // 5 (idle half). A page that exists before the import, loaded before and during it.
     let during_url = format!("{base}/endpoints/1");
+    // Signed in now, not before the fill: at a million endpoints that outlasts a session.
+    let cookie = login.cookie().await?;
     fetch(&during_url, &cookie).await?;
     step("endpoint page, idle");
-    let idle = load_signed_in(&during_url, &login.cookie().await?, secs).await?;
+    let idle = load_signed_in(&during_url, &cookie, secs).await?;
     errors.check(idle.errors == 0, || format!("{} errors loading the idle page", idle.errors));
 
     // 3, 4, 5, 6. The full import.
@@ -768,7 +775,7 @@ fn print_table(opts: &SuiteOptions, rows: &[Row]) {
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         opts.machines,
         if opts.postgres.is_some() { "PostgreSQL" } else { "SQLite" },
-        if opts.rate_limits { "" } else { ", simulator WITHOUT rate limits (the 429 count means nothing)" },
+        opts.without_limits_note(),
         opts.load_secs,
         load::CONNECTIONS
     );
