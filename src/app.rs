@@ -128,6 +128,7 @@ impl Application {
             background: background.clone(),
             list_cache: Default::default(),
             endpoint_pages: crate::web::cache::UntilChanged::new(crate::web::pages::endpoints::ENDPOINT_PAGES_KEPT),
+            endpoint_views: crate::web::cache::UntilChanged::new(crate::web::pages::endpoints::ENDPOINT_VIEWS_KEPT),
             activity_writes: Default::default(),
         });
 

@@ -1,7 +1,8 @@
 //! What pages read from the database, kept for the next request: values that stay exact
 //! because they are reused only while the database is unchanged ([`UntilChanged`]), and
 //! figures that cost a scan of the inventory and may be a few seconds old once it changed
-//! ([`ShortLived`]: the Endpoints list's filter choices and match counts).
+//! ([`ShortLived`]: the Endpoints list's filter choices and match counts). Pages rendered from
+//! such values are kept the same way, with the per-view values put in at each view ([`Rendered`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -125,9 +126,124 @@ impl<K: Eq + Hash, V: Clone> UntilChanged<K, V> {
     }
 }
 
+/// A value each view of a page gets its own of, rendered into a kept page as a stand-in and
+/// put in per view ([`Rendered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerView {
+    /// The person's CSRF token (one per session).
+    CsrfToken,
+    /// The idempotency key of the page's action forms (new at every view, so that two views
+    /// never share an action).
+    FormKey,
+}
+
+impl PerView {
+    const ALL: [PerView; 2] = [PerView::CsrfToken, PerView::FormKey];
+
+    /// The stand-in rendered in its place: random for the process (page data cannot spell it,
+    /// and would only ever show the viewer their own value if it did), lowercase letters and
+    /// digits, so that no escaping (HTML, attribute, JSON, URL) changes it.
+    pub fn stand_in(self) -> &'static str {
+        static STAND_INS: std::sync::LazyLock<[String; 2]> =
+            std::sync::LazyLock::new(|| [0, 1].map(|_| format!("ea{}", hex::encode(rand::random::<[u8; 16]>()))));
+        &STAND_INS[self as usize]
+    }
+}
+
+/// A page rendered once with [`PerView`] stand-ins and kept while the database is unchanged
+/// ([`UntilChanged`]): a view then costs a copy with its own values put in, not a rendering.
+pub struct Rendered {
+    /// The text, cut where a stand-in was: each part is followed by that value (the last by none).
+    parts: Vec<(String, Option<PerView>)>,
+    len: usize,
+}
+
+impl Rendered {
+    /// The largest page kept: a summary is a few kilobytes; one with many long history rows may
+    /// be hundreds and is rendered at each view rather than kept.
+    pub const KEPT_AT_MOST: usize = 64 * 1024;
+
+    /// Cuts a page rendered with the stand-ins of [`PerView`] where they are.
+    pub fn new(mut text: &str) -> Self {
+        let mut parts = Vec::new();
+        let len = text.len();
+        loop {
+            let next = PerView::ALL
+                .into_iter()
+                .filter_map(|v| text.find(v.stand_in()).map(|at| (at, v)))
+                .min_by_key(|(at, _)| *at);
+            let Some((at, value)) = next else { break };
+            parts.push((text[..at].to_owned(), Some(value)));
+            text = &text[at + value.stand_in().len()..];
+        }
+        parts.push((text.to_owned(), None));
+        Rendered { parts, len }
+    }
+
+    /// The page's length in bytes, with the stand-ins.
+    pub fn bytes(&self) -> usize {
+        self.len
+    }
+
+    /// The page as this view shows it: `csrf_token` and `form_key` where their stand-ins were.
+    /// They go in as they are, so they must need no escaping anywhere (as `auth::random_token`'s
+    /// letters, digits, `-` and `_`).
+    pub fn fill(&self, csrf_token: &str, form_key: &str) -> String {
+        debug_assert!(
+            [csrf_token, form_key]
+                .iter()
+                .all(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        );
+        let mut page = String::with_capacity(self.len + 4 * (csrf_token.len() + form_key.len()));
+        for (text, value) in &self.parts {
+            page.push_str(text);
+            match value {
+                Some(PerView::CsrfToken) => page.push_str(csrf_token),
+                Some(PerView::FormKey) => page.push_str(form_key),
+                None => {}
+            }
+        }
+        page
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(askama::Template)]
+    #[template(
+        source = r#"<body hx-headers='{"X-CSRF-Token": "{{ csrf }}"}'><form><input name="csrf_token" value="{{ csrf }}"><input name="key" value="{{ key }}-scan">{{ name }}</form><a href="/x?t={{ csrf|urlencode }}">{{ key }}</a></body>"#,
+        ext = "html"
+    )]
+    struct Page<'a> {
+        csrf: &'a str,
+        key: &'a str,
+        name: &'a str,
+    }
+
+    #[test]
+    fn a_kept_rendering_filled_in_is_the_page_rendered_with_those_values() {
+        use askama::Template;
+        let (csrf, key) = ("Zx-9_aB", "k3y-_Q");
+        let name = "<script>alert(1)</script> & \"ea\"";
+        let direct = Page { csrf, key, name }.render().unwrap();
+        let stand_ins =
+            Page { csrf: PerView::CsrfToken.stand_in(), key: PerView::FormKey.stand_in(), name }.render().unwrap();
+        let kept = Rendered::new(&stand_ins);
+        assert_eq!(kept.fill(csrf, key), direct);
+        assert_eq!(kept.parts.len(), 6, "three stand-ins for the token and two for the key, cut at each");
+        // Another view: its own values, nothing of the first.
+        let other = kept.fill("other-token", "other-key");
+        assert!(!other.contains(csrf) && !other.contains(key) && other.contains("other-token"));
+        assert_ne!(PerView::CsrfToken.stand_in(), PerView::FormKey.stand_in());
+    }
+
+    #[test]
+    fn a_page_without_stand_ins_is_kept_as_it_is() {
+        assert_eq!(Rendered::new("<p>plain</p>").fill("t", "k"), "<p>plain</p>");
+        assert_eq!(Rendered::new("").fill("t", "k"), "");
+    }
 
     #[test]
     fn serves_a_value_only_at_the_version_it_was_read_at() {

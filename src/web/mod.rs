@@ -62,6 +62,8 @@ pub struct AppState {
     pub list_cache: pages::endpoints::ListCache,
     /// Endpoint pages' data, reused until the next commit.
     pub endpoint_pages: pages::endpoints::EndpointPages,
+    /// Endpoint pages as rendered for a person, reused until the next commit.
+    pub endpoint_views: pages::endpoints::EndpointViews,
     /// Sessions whose activity time was just written (one write per session and minute).
     pub activity_writes: session::ActivityWrites,
 }
@@ -106,8 +108,12 @@ pub fn input<T>(i: Input<T>) -> Result<T, AppError> {
 
 /// Renders an askama template into an HTML response.
 pub fn html(t: &impl askama::Template) -> Result<HttpResponse, AppError> {
-    let body = t.render().map_err(|e| AppError::Internal(e.into()))?;
-    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body))
+    Ok(html_text(t.render().map_err(|e| AppError::Internal(e.into()))?))
+}
+
+/// An HTML response of a page rendered earlier.
+pub fn html_text(page: String) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page)
 }
 
 /// Declares the routing table once: `routes` registers it with actix-web and `ROUTES` lists it,

@@ -83,3 +83,40 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// An Endpoint Summary page is kept as rendered while the database is unchanged
+/// (`web::cache::Rendered`): each view still carries its session's CSRF token and a new key for
+/// its action forms, and a person of another role sees their own buttons, whoever viewed first.
+#[tokio::test]
+async fn a_kept_endpoint_page_is_each_views_own() {
+    use endpoint_analytics::web::cache::PerView;
+    let (app, _sim, _) = crate::actions::synced().await;
+    let (endpoint, _) = crate::actions::endpoint_of(&app, &["Windows11", "Windows10"], true).await;
+    let olga = app.login_as("olga", Role::Operator).await;
+    let olga_elsewhere = browser();
+    assert_eq!(app.login(&olga_elsewhere, "olga", PASSWORD).await.status(), 303);
+    let ann = app.login_as("ann", Role::Analyst).await;
+    let sessions = [(&olga, app.csrf(&olga, "/").await), (&olga_elsewhere, app.csrf(&olga_elsewhere, "/").await)];
+    assert_ne!(sessions[0].1, sessions[1].1, "two sessions, two tokens");
+
+    let (whole, tab) = (format!("/endpoints/{endpoint}"), format!("/endpoints/{endpoint}/tabs/summary"));
+    let mut keys = std::collections::HashSet::new();
+    for _ in 0..3 {
+        for (client, token) in &sessions {
+            let page = client.get(app.url(&whole)).send().await.unwrap().text().await.unwrap();
+            let fragment = client.get(app.url(&tab)).send().await.unwrap().text().await.unwrap();
+            for html in [&page, &fragment] {
+                assert!(!html.contains(PerView::CsrfToken.stand_in()) && !html.contains(PerView::FormKey.stand_in()));
+                let key = attr(&doc(html), "form[data-action=scan] input[name=key]", "value").expect("Run Scan");
+                assert!(keys.insert(key.trim_end_matches("-scan").to_owned()), "a new form key at every view");
+            }
+            let page = doc(&page);
+            let hx = attr(&page, "body", "hx-headers").unwrap();
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&hx).unwrap()["X-CSRF-Token"], token.as_str());
+            assert_eq!(attr(&page, "input[name=csrf_token]", "value").as_ref(), Some(token), "the session's own token");
+        }
+        let page = doc(&ann.get(app.url(&whole)).send().await.unwrap().text().await.unwrap());
+        assert!(select_all(&page, "form.machine-action-form").is_empty(), "no buttons for an analyst");
+        assert_eq!(select_all(&page, "#current-user"), ["ann"]);
+    }
+}

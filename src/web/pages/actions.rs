@@ -51,7 +51,12 @@ impl ActionButtons {
 
     /// The buttons of these offered actions (none for a person who may not act).
     pub fn offering(endpoint_id: i64, title: String, offered: Offered) -> Self {
-        ActionButtons { endpoint_id, title, offered, key: crate::auth::random_token(18), oob: false }
+        ActionButtons { endpoint_id, title, offered, key: Self::new_key(), oob: false }
+    }
+
+    /// A fresh idempotency key for the forms of one rendering.
+    pub fn new_key() -> String {
+        crate::auth::random_token(18)
     }
 }
 

@@ -19,14 +19,14 @@ use crate::domain::observations::MAX_BATCH;
 use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 use crate::inventory::{self, IngestReport, RawBatch};
-use crate::web::auth::{AnyUser, OperatorUser};
-use crate::web::cache::{ShortLived, UntilChanged};
+use crate::web::auth::{AnyUser, CurrentUser, OperatorUser};
+use crate::web::cache::{PerView, Rendered, ShortLived, UntilChanged};
 use crate::web::filters;
 use crate::web::htmx::Htmx;
 use crate::web::pages::actions::ActionButtons;
 
 mod params;
-use crate::web::{AppState, Input, Layout, html, input};
+use crate::web::{AppState, Input, Layout, html, html_text, input};
 pub use params::ListParams;
 
 /// The list's filter choices: every source, OS and profile in the inventory.
@@ -352,8 +352,7 @@ impl DetailPage {
 /// The longest an Actions tab waits for Defender's list of the device's actions.
 const ACTIONS_LISTING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-async fn load_detail(user: &AnyUser, state: &AppState, id: i64, tab: &str) -> Result<DetailPage, AppError> {
-    let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
+async fn load_detail(user: &CurrentUser, state: &AppState, id: i64, tab: &'static str) -> Result<DetailPage, AppError> {
     let data = endpoint_data(state, id).await?;
     // Buttons only for roles allowed to act, on supported, onboarded machines.
     let can_act = user.can(crate::auth::Role::Operator);
@@ -389,8 +388,7 @@ pub async fn detail(
 ) -> Result<HttpResponse, AppError> {
     let id = input(id)?;
     let q = input(q)?;
-    let page = load_detail(&user, &state, id.into_inner(), q.tab.as_deref().unwrap_or("summary")).await?;
-    html(&page)
+    view(&user, &state, id.into_inner(), q.tab.as_deref().unwrap_or("summary"), true).await
 }
 
 pub async fn tab(
@@ -400,8 +398,52 @@ pub async fn tab(
 ) -> Result<HttpResponse, AppError> {
     let path = input(path)?;
     let (id, tab) = path.into_inner();
-    let page = load_detail(&user, &state, id, &tab).await?;
-    html(&page.as_tab_content())
+    view(&user, &state, id, &tab, false).await
+}
+
+/// Endpoint pages as rendered for a person, whole or one tab's content (see [`Rendered`]).
+pub type EndpointViews = UntilChanged<ViewKey, Arc<Rendered>>;
+/// How many renderings are kept: 16 MiB at most ([`Rendered::KEPT_AT_MOST`] each).
+pub const ENDPOINT_VIEWS_KEPT: usize = 256;
+
+/// Whose view of which page: it shows the person's name and role, and the actions their role
+/// may start.
+#[derive(PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    endpoint: i64,
+    tab: &'static str,
+    /// The whole page, or only the tab's content.
+    whole: bool,
+    user: i64,
+    role: crate::auth::Role,
+}
+
+/// The Endpoint Summary page (`whole`) or one tab's content, for this person: kept from an
+/// earlier view while the database is unchanged, with this view's own CSRF token and form key
+/// put in, else rendered (and kept). The Actions tab asks Defender at every view: never kept.
+async fn view(user: &CurrentUser, state: &AppState, id: i64, tab: &str, whole: bool) -> Result<HttpResponse, AppError> {
+    let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
+    let render = |page: &DetailPage| if whole { page.render() } else { page.as_tab_content().render() };
+    let version = crate::web::cache::data_version(&state.db).await.filter(|_| tab != "actions");
+    let Some(version) = version else {
+        let page = load_detail(user, state, id, tab).await?;
+        return Ok(html_text(render(&page).map_err(|e| AppError::Internal(e.into()))?));
+    };
+    let key = ViewKey { endpoint: id, tab, whole, user: user.id, role: user.role };
+    let kept = match state.endpoint_views.get(&key, version) {
+        Some(kept) => kept,
+        None => {
+            let stand_ins = CurrentUser { csrf: PerView::CsrfToken.stand_in().to_owned(), ..user.clone() };
+            let mut page = load_detail(&stand_ins, state, id, tab).await?;
+            page.buttons.key = PerView::FormKey.stand_in().to_owned();
+            let kept = Arc::new(Rendered::new(&render(&page).map_err(|e| AppError::Internal(e.into()))?));
+            if kept.bytes() <= Rendered::KEPT_AT_MOST {
+                state.endpoint_views.put(key, version, kept.clone());
+            }
+            kept
+        }
+    };
+    Ok(html_text(kept.fill(&user.csrf, &ActionButtons::new_key())))
 }
 
 /// The CSV header the upload expects (the same fields as the JSON observations).
