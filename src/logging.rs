@@ -159,6 +159,10 @@ fn inert_line(buf: &[u8], keep_escapes: bool) -> std::borrow::Cow<'_, [u8]> {
         Some(body) => (body, "\n"),
         None => (buf, ""),
     };
+    // Most lines are printable ASCII throughout: nothing to escape, and no need to decode them.
+    if body.iter().all(|&b| matches!(b, b' '..=b'~' | b'\t')) {
+        return std::borrow::Cow::Borrowed(buf);
+    }
     let text = String::from_utf8_lossy(body);
     if !text.chars().any(|c| is_deceptive(c, keep_escapes)) && matches!(text, std::borrow::Cow::Borrowed(_)) {
         return std::borrow::Cow::Borrowed(buf);
@@ -206,6 +210,11 @@ mod tests {
         let hidden =
             String::from_utf8(super::inert_line("a\u{1b}[8mhidden\u{2028}b\n".as_bytes(), false).into_owned()).unwrap();
         assert_eq!(hidden, "a\\u001b[8mhidden\\u2028b\n");
+        let plain = "INFO request method=GET path=/endpoints/7\tstatus=200\n";
+        assert!(matches!(super::inert_line(plain.as_bytes(), false), std::borrow::Cow::Borrowed(_)));
+        let (del, accented) = ("x\u{7f}y\n", "café\n");
+        assert_eq!(super::inert_line(del.as_bytes(), false).as_ref(), b"x\\u007fy\n", "DEL is a control character");
+        assert!(matches!(super::inert_line(accented.as_bytes(), false), std::borrow::Cow::Borrowed(_)));
     }
 
     use super::*;
