@@ -68,9 +68,9 @@ enum Command {
         /// Endpoints in the database of the start-up figure (default 1,000,000; 5,000 with --smoke).
         #[arg(long)]
         startup_endpoints: Option<usize>,
-        /// The simulator without Defender's documented rate limits: a million machines' fetch in
-        /// minutes instead of more than an hour, for the page-during-import figure at that size
-        /// (the API-call rows' 429 counts then mean nothing).
+        /// Neither the simulator nor the product's client keeps Defender's documented rate
+        /// limits: a million machines' fetch without the hour it takes at those limits, for the
+        /// page-during-import figure at that size (the API-call rows' 429 counts then mean nothing).
         #[arg(long)]
         no_rate_limits: bool,
     },
