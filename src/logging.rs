@@ -210,6 +210,8 @@ mod tests {
         let hidden =
             String::from_utf8(super::inert_line("a\u{1b}[8mhidden\u{2028}b\n".as_bytes(), false).into_owned()).unwrap();
         assert_eq!(hidden, "a\\u001b[8mhidden\\u2028b\n");
+        let ascii_controls = super::inert_line(b"a\rb\x1b[8m\x00c\n", false);
+        assert_eq!(ascii_controls.as_ref(), b"a\\u000db\\u001b[8m\\u0000c\n", "ASCII, but not printable");
         let plain = "INFO request method=GET path=/endpoints/7\tstatus=200\n";
         assert!(matches!(super::inert_line(plain.as_bytes(), false), std::borrow::Cow::Borrowed(_)));
         let (del, accented) = ("x\u{7f}y\n", "café\n");
