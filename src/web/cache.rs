@@ -126,6 +126,23 @@ impl<K: Eq + Hash, V: Clone> UntilChanged<K, V> {
     }
 }
 
+/// Roughly how many bytes `value` holds, counted without building anything: the length of its
+/// debug text, which writes out every string it holds (escaped, so never shorter). Used to keep
+/// out of a cache the rare value that holds hundreds of kilobytes.
+pub fn debug_len(value: &impl std::fmt::Debug) -> usize {
+    struct Counter(usize);
+    impl std::fmt::Write for Counter {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail; a Debug implementation that fails leaves a short count.
+    let _ = std::fmt::write(&mut counter, format_args!("{value:?}"));
+    counter.0
+}
+
 /// A value each view of a page gets its own of, rendered into a kept page as a stand-in and
 /// put in per view ([`Rendered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +254,22 @@ mod tests {
         let other = kept.fill("other-token", "other-key");
         assert!(!other.contains(csrf) && !other.contains(key) && other.contains("other-token"));
         assert_ne!(PerView::CsrfToken.stand_in(), PerView::FormKey.stand_in());
+    }
+
+    #[test]
+    fn the_debug_length_counts_every_byte_of_the_strings_held() {
+        #[derive(Debug)]
+        #[allow(dead_code)] // read only through Debug
+        struct Row {
+            id: i64,
+            text: String,
+            rows: Vec<String>,
+        }
+        let row = Row { id: 7, text: "x".repeat(100_000), rows: vec!["<\"é\">".repeat(1_000); 50] };
+        let held = 100_000 + 50 * "<\"é\">".len() * 1_000;
+        let counted = debug_len(&row);
+        assert!(counted >= held, "{counted} < {held}");
+        assert_eq!(counted, format!("{row:?}").len());
     }
 
     #[test]

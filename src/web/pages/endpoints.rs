@@ -183,6 +183,7 @@ const TABS: [(&str, &str); 4] =
 
 /// What the Endpoint Summary page and its tabs show of one endpoint from the database, read in
 /// one snapshot and reused while the database is unchanged (`AppState::endpoint_pages`).
+#[derive(Debug)]
 pub struct EndpointData {
     e: Endpoint,
     factors: Vec<RiskFactorRow>,
@@ -200,8 +201,15 @@ pub struct EndpointData {
 
 /// Endpoint pages read since the last commit (see [`UntilChanged`]).
 pub type EndpointPages = UntilChanged<i64, Arc<EndpointData>>;
-/// How many endpoints' pages are kept: a few megabytes at most (the history is the largest part).
+/// How many endpoints' pages are kept: 32 MiB at most ([`EndpointData::KEPT_AT_MOST`] each).
 pub const ENDPOINT_PAGES_KEPT: usize = 512;
+
+impl EndpointData {
+    /// The most an endpoint's data may hold to be kept. Most hold a few kilobytes; one whose
+    /// fifty history rows each carry a long user agent, or whose Defender machine has huge
+    /// fields, can hold hundreds and is read at each view rather than kept.
+    pub const KEPT_AT_MOST: usize = 64 * 1024;
+}
 
 /// The endpoint's data as the database holds it now: kept from an earlier view when nothing
 /// was committed since, else read (and kept).
@@ -232,7 +240,7 @@ async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, A
         .await?
         .ok_or(AppError::NotFound)?;
     let data = Arc::new(data);
-    if let Some(v) = version {
+    if let Some(v) = version.filter(|_| crate::web::cache::debug_len(&data) <= EndpointData::KEPT_AT_MOST) {
         state.endpoint_pages.put(id, v, data.clone());
     }
     Ok(data)
@@ -253,6 +261,7 @@ struct DetailPage {
 }
 
 /// The endpoint's Defender machine with its portal links (built for the configured cloud).
+#[derive(Debug)]
 pub struct DefenderView {
     pub m: DefenderMachine,
     /// What Defender's machine actions say of its isolation.
@@ -423,11 +432,14 @@ pub struct ViewKey {
 /// put in, else rendered (and kept). The Actions tab asks Defender at every view: never kept.
 async fn view(user: &CurrentUser, state: &AppState, id: i64, tab: &str, whole: bool) -> Result<HttpResponse, AppError> {
     let tab = TABS.iter().find(|(t, _)| *t == tab).map(|(t, _)| *t).ok_or(AppError::NotFound)?;
-    let render = |page: &DetailPage| if whole { page.render() } else { page.as_tab_content().render() };
+    let render = |page: &DetailPage| {
+        let text = if whole { page.render() } else { page.as_tab_content().render() };
+        text.map_err(|e| AppError::Internal(e.into()))
+    };
     let version = crate::web::cache::data_version(&state.db).await.filter(|_| tab != "actions");
     let Some(version) = version else {
         let page = load_detail(user, state, id, tab).await?;
-        return Ok(html_text(render(&page).map_err(|e| AppError::Internal(e.into()))?));
+        return Ok(html_text(render(&page)?));
     };
     let key = ViewKey { endpoint: id, tab, whole, user: user.id, role: user.role };
     let kept = match state.endpoint_views.get(&key, version) {
@@ -436,7 +448,7 @@ async fn view(user: &CurrentUser, state: &AppState, id: i64, tab: &str, whole: b
             let stand_ins = CurrentUser { csrf: PerView::CsrfToken.stand_in().to_owned(), ..user.clone() };
             let mut page = load_detail(&stand_ins, state, id, tab).await?;
             page.buttons.key = PerView::FormKey.stand_in().to_owned();
-            let kept = Arc::new(Rendered::new(&render(&page).map_err(|e| AppError::Internal(e.into()))?));
+            let kept = Arc::new(Rendered::new(&render(&page)?));
             if kept.bytes() <= Rendered::KEPT_AT_MOST {
                 state.endpoint_views.put(key, version, kept.clone());
             }
