@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// A small map whose entries are kept while the database is at the data version they were
@@ -100,13 +100,23 @@ pub async fn read_data_version_once(
 pub struct UntilChanged<K, V> {
     entries: Mutex<HashMap<K, (u64, V)>>,
     capacity: usize,
+    /// The reads under way, by key, with the version each reads at ([`Self::get_or_turn`]).
+    reading: Mutex<HashMap<K, (u64, Weak<ReadUnderWay>)>>,
 }
 
-impl<K: Eq + Hash, V: Clone> UntilChanged<K, V> {
+/// A read under way: its reader holds it to write, and the requests waiting for that read
+/// ask to read it, which lets them all go on at once when the reader is done.
+type ReadUnderWay = tokio::sync::RwLock<()>;
+
+/// The right to read a value that [`UntilChanged::get_or_turn`] did not find, held until it is
+/// kept (or the read failed): requests for the same key at the same version wait meanwhile.
+pub type ReadTurn = tokio::sync::OwnedRwLockWriteGuard<()>;
+
+impl<K: Eq + Hash + Clone, V: Clone> UntilChanged<K, V> {
     /// At most `capacity` entries: beyond it, those of older versions go first, then
     /// everything.
     pub fn new(capacity: usize) -> Self {
-        UntilChanged { entries: Mutex::new(HashMap::new()), capacity }
+        UntilChanged { entries: Mutex::new(HashMap::new()), capacity, reading: Mutex::new(HashMap::new()) }
     }
 
     pub fn get(&self, key: &K, version: u64) -> Option<V> {
@@ -114,33 +124,76 @@ impl<K: Eq + Hash, V: Clone> UntilChanged<K, V> {
         entries.get(key).filter(|(v, _)| *v == version).map(|(_, value)| value.clone())
     }
 
+    /// The value kept for `key` at `version`, or the turn to read it (`Err(Some(turn))`, held
+    /// until the value is kept). Right after a commit every request for a page misses at once:
+    /// the first reads while the others at the same version wait, then find what it kept, so
+    /// the read is paid once, not once per waiting request (at a million endpoints a list read
+    /// takes seconds). Only the same key at the same version waits: a request that saw a later
+    /// commit starts its own read at once. When there is nothing to wait for and no turn to
+    /// take, the request reads on its own, as it would have without turns (`Err(None)`): the
+    /// read it waited for kept nothing (it failed, found nothing, or the value is too large to
+    /// keep) or its value is gone, a read of a later version is under way (versions only grow),
+    /// or there is no version.
+    pub async fn get_or_turn(&self, key: &K, version: Option<u64>) -> Result<V, Option<ReadTurn>> {
+        let Some(version) = version else { return Err(None) };
+        if let Some(kept) = self.get(key, version) {
+            return Ok(kept);
+        }
+        let under_way = {
+            let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+            // Looked up again with the reads locked: a read that keeps its value and ends
+            // meanwhile has kept it before it ended, so it is found here or waited for below.
+            if let Some(kept) = self.get(key, version) {
+                return Ok(kept);
+            }
+            match reading.get(key).and_then(|(v, read)| Some((*v, read.upgrade()?))) {
+                Some((v, read)) if v == version => read,
+                Some((v, _)) if v > version => return Err(None),
+                _ => {
+                    // A new read (the first, or one of a later version than the one under way,
+                    // whose waiters go on waiting for it). Ended reads are dropped first, so
+                    // the map holds the reads under way and those ended since the last began.
+                    reading.retain(|_, (_, read)| read.strong_count() > 0);
+                    let read = Arc::new(ReadUnderWay::default());
+                    reading.insert(key.clone(), (version, Arc::downgrade(&read)));
+                    return Err(Some(read.try_write_owned().expect("a new lock is free")));
+                }
+            }
+        };
+        drop(under_way.read().await);
+        self.get(key, version).ok_or(None)
+    }
+
+    /// Keeps `value` as read at `version`, unless a value read at a later version is kept
+    /// (versions only grow: the earlier one could never be served again).
     pub fn put(&self, key: K, version: u64, value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, (v, _)| *v == version);
+            entries.retain(|_, (v, _)| *v >= version);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(key, (version, value));
+        if entries.get(&key).is_none_or(|(kept_at, _)| *kept_at <= version) {
+            entries.insert(key, (version, value));
+        }
     }
 }
 
-/// Roughly how many bytes `value` holds, counted without building anything: the length of its
-/// debug text, which writes out every string it holds (escaped, so never shorter). Used to keep
-/// out of a cache the rare value that holds hundreds of kilobytes.
-pub fn debug_len(value: &impl std::fmt::Debug) -> usize {
-    struct Counter(usize);
+/// Whether `value` holds at most about `limit` bytes, told by the length of its debug text, which
+/// writes out every string it holds (escaped, so never shorter), and stopped as soon as it passes
+/// `limit`: nothing is built, and a huge value costs no more than a small one. Used to keep out
+/// of a cache the rare value that holds hundreds of kilobytes.
+pub fn debug_fits(value: &impl std::fmt::Debug, limit: usize) -> bool {
+    struct Counter(usize, usize);
     impl std::fmt::Write for Counter {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
             self.0 += s.len();
-            Ok(())
+            if self.0 > self.1 { Err(std::fmt::Error) } else { Ok(()) }
         }
     }
-    let mut counter = Counter(0);
-    // Writing to a counter cannot fail; a Debug implementation that fails leaves a short count.
-    let _ = std::fmt::write(&mut counter, format_args!("{value:?}"));
-    counter.0
+    let mut counter = Counter(0, limit);
+    std::fmt::write(&mut counter, format_args!("{value:?}")).is_ok() && counter.0 <= limit
 }
 
 /// A value each view of a page gets its own of, rendered into a kept page as a stand-in and
@@ -257,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn the_debug_length_counts_every_byte_of_the_strings_held() {
+    fn the_debug_length_counts_every_byte_of_the_strings_held_and_stops_at_the_limit() {
         #[derive(Debug)]
         #[allow(dead_code)] // read only through Debug
         struct Row {
@@ -267,15 +320,138 @@ mod tests {
         }
         let row = Row { id: 7, text: "x".repeat(100_000), rows: vec!["<\"é\">".repeat(1_000); 50] };
         let held = 100_000 + 50 * "<\"é\">".len() * 1_000;
-        let counted = debug_len(&row);
-        assert!(counted >= held, "{counted} < {held}");
-        assert_eq!(counted, format!("{row:?}").len());
+        let debug_text = format!("{row:?}").len();
+        assert!(debug_text >= held, "{debug_text} < {held}");
+        assert!(debug_fits(&row, debug_text) && !debug_fits(&row, debug_text - 1) && !debug_fits(&row, held - 1));
+        assert!(debug_fits(&"", 2) && !debug_fits(&"", 1), "an empty string's debug text is its two quotes");
+        // It stops writing as soon as the limit is passed.
+        struct Endless;
+        impl std::fmt::Debug for Endless {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for _ in 0..1_000 {
+                    f.write_str("abcd")?;
+                }
+                panic!("went on writing past the limit");
+            }
+        }
+        assert!(!debug_fits(&Endless, 64));
     }
 
     #[test]
     fn a_page_without_stand_ins_is_kept_as_it_is() {
         assert_eq!(Rendered::new("<p>plain</p>").fill("t", "k"), "<p>plain</p>");
         assert_eq!(Rendered::new("").fill("t", "k"), "");
+    }
+
+    /// Eight requests at once for one value at `version`, whose read takes 20 ms and fails when
+    /// `fail` is the read's number; returns what each got, and how many read with a turn and
+    /// without one.
+    async fn misses_at_once(
+        cache: &Arc<UntilChanged<u8, u32>>,
+        version: u64,
+        fail: Option<usize>,
+    ) -> (Vec<u32>, usize, usize) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reads = Arc::new(AtomicUsize::new(0));
+        let turns = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, reads, turns) = (cache.clone(), reads.clone(), turns.clone());
+                tokio::spawn(async move {
+                    match cache.get_or_turn(&1, Some(version)).await {
+                        Ok(kept) => kept,
+                        Err(turn) => {
+                            turns.fetch_add(usize::from(turn.is_some()), Ordering::SeqCst);
+                            let n = reads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if Some(n) == fail {
+                                return 0;
+                            }
+                            cache.put(1, version, version as u32);
+                            version as u32
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        got.sort();
+        let (reads, turns) = (reads.load(Ordering::SeqCst), turns.load(Ordering::SeqCst));
+        (got, turns, reads - turns)
+    }
+
+    #[tokio::test]
+    async fn requests_that_miss_together_read_once_and_read_on_their_own_if_that_read_failed() {
+        let cache = Arc::new(UntilChanged::<u8, u32>::new(4));
+        let within = |f| tokio::time::timeout(Duration::from_secs(5), f);
+        assert_eq!(within(misses_at_once(&cache, 5, None)).await.unwrap(), (vec![5; 8], 1, 0));
+        // The read at 7 fails: the seven that waited for it read on their own.
+        let failed = within(misses_at_once(&cache, 7, Some(0))).await.unwrap();
+        assert_eq!(failed, ([0].into_iter().chain([7; 7]).collect(), 1, 7));
+        // Without a version nothing is kept, so no turn is taken; the reads ended are forgotten
+        // when the next begins.
+        assert!(matches!(cache.get_or_turn(&1, None).await, Err(None)));
+        assert!(matches!(cache.get_or_turn(&2, Some(7)).await, Err(Some(_))));
+        assert_eq!(cache.reading.lock().unwrap().keys().collect::<Vec<_>>(), [&2], "the reads of key 1 ended");
+    }
+
+    #[tokio::test]
+    async fn an_older_read_neither_displaces_a_newer_one_nor_its_value() {
+        let cache = UntilChanged::<u8, u32>::new(4);
+        let newer = cache.get_or_turn(&1, Some(6)).await;
+        assert!(matches!(newer, Err(Some(_))));
+        // A request that read version 5 before the read at 6 began: it reads on its own, at once,
+        // and the read at 6 stays the one later requests at 6 wait for.
+        let older = tokio::time::timeout(Duration::from_millis(100), cache.get_or_turn(&1, Some(5))).await;
+        assert!(matches!(older, Ok(Err(None))));
+        let same = tokio::time::timeout(Duration::from_millis(100), cache.get_or_turn(&1, Some(6))).await;
+        assert!(same.is_err(), "a request at 6 waits for the read at 6");
+        // Kept in the order the reads end: the older value never replaces the newer.
+        cache.put(1, 6, 60);
+        cache.put(1, 5, 50);
+        assert_eq!((cache.get(&1, 6), cache.get(&1, 5)), (Some(60), None));
+        drop(newer);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_saw_a_later_commit_does_not_wait_for_an_older_read() {
+        let wait = |f| tokio::time::timeout(Duration::from_millis(100), f);
+        let cache = UntilChanged::<u8, u32>::new(4);
+        let older = cache.get_or_turn(&1, Some(5)).await;
+        assert!(matches!(older, Err(Some(_))), "the first read at 5 has the turn");
+        // A read at 6 while the one at 5 is under way: its own turn at once.
+        let newer = wait(cache.get_or_turn(&1, Some(6))).await;
+        assert!(matches!(newer, Ok(Err(Some(_)))));
+        // Another request at 6 waits for that read, not for the one at 5, which ends first.
+        drop(older);
+        assert!(wait(cache.get_or_turn(&1, Some(6))).await.is_err(), "it waits while the read at 6 is under way");
+        // Once it ended without keeping anything, the next request at 6 reads.
+        drop(newer);
+        assert!(matches!(wait(cache.get_or_turn(&1, Some(6))).await, Ok(Err(Some(_)))));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_went_away_lets_its_waiters_go_on() {
+        let cache = Arc::new(UntilChanged::<u8, u32>::new(4));
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let _turn = cache.get_or_turn(&1, Some(5)).await;
+                std::future::pending::<()>().await
+            })
+        };
+        tokio::task::yield_now().await;
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move { matches!(cache.get_or_turn(&1, Some(5)).await, Err(None)) })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "it waits for the reader");
+        reader.abort();
+        assert!(tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap());
     }
 
     #[test]

@@ -56,10 +56,12 @@ impl SessionStore for DbSessionStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         let id = storage_id(key);
         let version = crate::web::cache::data_version(&self.db).await;
-        if let Some((state, expires)) = version.and_then(|v| self.loaded.get(&id, v)) {
+        // A page's requests at once (its fragments, the polls) read it once after a commit.
+        let _turn = match self.loaded.get_or_turn(&id, version).await {
             // Unchanged since it was read; it may have expired meanwhile.
-            return Ok((expires > now()).then_some(state));
-        }
+            Ok((state, expires)) => return Ok((expires > now()).then_some(state)),
+            Err(turn) => turn,
+        };
         let key_id = id.clone();
         let loaded = self
             .db

@@ -69,7 +69,10 @@ pub async fn list_view(
     let cache = &state.list_cache;
     let version = crate::web::cache::data_version(&state.db).await;
     let page_key = format!("{query:?}");
-    let known_page = version.and_then(|v| cache.pages.get(&page_key, v));
+    let (known_page, _turn) = match cache.pages.get_or_turn(&page_key, version).await {
+        Ok(kept) => (Some(kept), None),
+        Err(turn) => (None, turn),
+    };
     let known_facets = if with_facets { cache.facets.get(&(), version) } else { None };
     if let Some((page, total)) = known_page
         && (known_facets.is_some() || !with_facets)
@@ -201,7 +204,7 @@ pub struct EndpointData {
 
 /// Endpoint pages read since the last commit (see [`UntilChanged`]).
 pub type EndpointPages = UntilChanged<i64, Arc<EndpointData>>;
-/// How many endpoints' pages are kept: 32 MiB at most ([`EndpointData::KEPT_AT_MOST`] each).
+/// How many endpoints' pages are kept: about 32 MiB at most ([`EndpointData::KEPT_AT_MOST`] of debug text each).
 pub const ENDPOINT_PAGES_KEPT: usize = 512;
 
 impl EndpointData {
@@ -215,9 +218,10 @@ impl EndpointData {
 /// was committed since, else read (and kept).
 async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, AppError> {
     let version = crate::web::cache::data_version(&state.db).await;
-    if let Some(kept) = version.and_then(|v| state.endpoint_pages.get(&id, v)) {
-        return Ok(kept);
-    }
+    let _turn = match state.endpoint_pages.get_or_turn(&id, version).await {
+        Ok(kept) => return Ok(kept),
+        Err(turn) => turn,
+    };
     let data = state
         .db
         .read(move |c| {
@@ -240,7 +244,7 @@ async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, A
         .await?
         .ok_or(AppError::NotFound)?;
     let data = Arc::new(data);
-    if let Some(v) = version.filter(|_| crate::web::cache::debug_len(&data) <= EndpointData::KEPT_AT_MOST) {
+    if let Some(v) = version.filter(|_| crate::web::cache::debug_fits(&data, EndpointData::KEPT_AT_MOST)) {
         state.endpoint_pages.put(id, v, data.clone());
     }
     Ok(data)
@@ -417,7 +421,7 @@ pub const ENDPOINT_VIEWS_KEPT: usize = 256;
 
 /// Whose view of which page: it shows the person's name and role, and the actions their role
 /// may start.
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ViewKey {
     endpoint: i64,
     tab: &'static str,
