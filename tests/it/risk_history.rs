@@ -149,9 +149,17 @@ async fn the_dashboard_lists_the_endpoints_whose_risk_rose_this_week() {
 #[tokio::test]
 async fn the_whole_inventory_passes_go_slice_by_slice_and_miss_nothing() {
     use endpoint_analytics::coverage::{CoveragePolicy, refresh};
+    use endpoint_analytics::db::lease;
     use endpoint_analytics::db::schema::{coverage_gaps, risk_day_counts};
     const N: i64 = 45_000;
     let app = spawn_app().await;
+    // The app's supervisor runs the same passes from its second tick (7.5 s after the start): on
+    // a loaded machine it could run them before the test does and leave it nothing to write.
+    // Holding their leases keeps it out.
+    let mut leases = Vec::new();
+    for name in [lease::COVERAGE, lease::RISK_HISTORY] {
+        leases.push(app.db.try_lease(name).await.unwrap().expect("free at the start"));
+    }
     let now = chrono::Utc::now().timestamp();
     app.db
         .run(move |c| {
