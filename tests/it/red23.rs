@@ -273,3 +273,116 @@ async fn own_writes_move_the_version_without_the_listener() {
         assert!(before.is_some() && after != before, "{what}: version {before:?} -> {after:?}");
     }
 }
+
+/// Rows written many at a time (`db::batch`) are stored exactly as given. Since issue 23's
+/// twelfth round PostgreSQL gets them as one array per column, SQLite as a list of values; the
+/// change's fresh-context review listed what an array could get wrong: text that array syntax
+/// would read as something else, a missing value beside an empty one, a 300 KB value, rows
+/// across two statements, a NUL byte (refused whole by PostgreSQL), pairs deleted by key.
+#[tokio::test]
+async fn rows_written_many_at_a_time_are_stored_exactly_as_given() {
+    use endpoint_analytics::db::DatabaseTarget;
+    use endpoint_analytics::db::models::endpoints::{self, Change, Endpoint};
+    use endpoint_analytics::db::models::profiles;
+    let app = spawn_app().await;
+    let huge = "x".repeat(300_000);
+    let texts: Vec<String> =
+        ["", "NULL", "{a,\"b\"}", "back\\slash", "é𝄞", "'); DROP TABLE endpoints; --", &huge].map(str::to_owned).into();
+    let on_postgres = matches!(app.db.target(), DatabaseTarget::Postgres { .. });
+    let texts_ = texts.clone();
+    app.db
+        .run(move |c| {
+            let texts = texts_;
+            // 1,305 endpoints: 23 columns make 1,304 rows per statement, so two statements.
+            let ids = endpoints::reserve_ids(c, 1_305)?;
+            let made: Vec<Endpoint> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| Endpoint {
+                    id,
+                    mac: match i {
+                        0 => Some(String::new()),
+                        1 => Some("aa:bb:cc:dd:ee:01".into()),
+                        _ => None,
+                    },
+                    mac_vendor: String::new(),
+                    ip: format!("10.1.{}.{}", i / 256, i % 256),
+                    hostname: texts[i % (texts.len() - 1)].clone(),
+                    fqdn: String::new(),
+                    os_name: "Windows".into(),
+                    os_version: "11".into(),
+                    os_build: String::new(),
+                    dhcp_vendor_class: String::new(),
+                    dhcp_params: String::new(),
+                    user_agent: texts[i % texts.len()].clone(),
+                    profile: String::new(),
+                    match_score: (i % 5) as i16,
+                    risk_level: (i % 4) as i16,
+                    sources: "test".into(),
+                    custom_data: "{}".into(),
+                    first_seen: i as i64,
+                    last_seen: i as i64 + 1,
+                    created_at: 1,
+                    updated_at: 2,
+                    other_profiles: String::new(),
+                    profile_reason: String::new(),
+                })
+                .collect();
+            assert_eq!(endpoints::insert_many(c, &made.iter().collect::<Vec<_>>())?, 1_305);
+            let mut stored = endpoints::find_many(c, &ids)?;
+            stored.sort_by_key(|e| e.id);
+            assert_eq!(stored.len(), 1_305);
+            for (s, m) in stored.iter().zip(&made) {
+                assert_eq!(
+                    (&s.mac, &s.hostname, &s.user_agent, s.match_score, s.risk_level, s.first_seen),
+                    (&m.mac, &m.hostname, &m.user_agent, m.match_score, m.risk_level, m.first_seen),
+                    "endpoint {}",
+                    m.id
+                );
+            }
+
+            let changes: Vec<Change> = texts
+                .iter()
+                .zip(texts.iter().rev())
+                .map(|(old, new)| Change {
+                    endpoint_id: ids[0],
+                    field: "hostname",
+                    old: old.clone(),
+                    new: new.clone(),
+                    source: "test",
+                })
+                .collect();
+            assert_eq!(endpoints::record_history_many(c, &changes)?, texts.len());
+            let mut history = endpoints::history(c, ids[0], 50)?;
+            history.reverse();
+            let read: Vec<(&str, &str)> =
+                history.iter().map(|h| (h.old_value.as_str(), h.new_value.as_str())).collect();
+            let given: Vec<(&str, &str)> = changes.iter().map(|c| (c.old.as_str(), c.new.as_str())).collect();
+            assert_eq!(read, given);
+
+            let profile = profiles::all(c)?.first().expect("the standard profiles").id;
+            assert_eq!(profiles::assign_many(c, &[(ids[0], profile, 3), (ids[1], profile, 4)])?, 2);
+            let pairs = [(ids[0], profile), (ids[1], profile), (ids[2], profile)];
+            assert_eq!(profiles::unassign_many(c, &pairs)?, 2, "the pair that was not there deletes nothing");
+            assert!(profiles::owner_assignments(c, &ids[..3], "standard")?.is_empty());
+            let nul = [Change {
+                endpoint_id: ids[1],
+                field: "hostname",
+                old: "a\0b".into(),
+                new: "c".into(),
+                source: "test",
+            }];
+            let written = endpoints::record_history_many(c, &nul);
+            let history = endpoints::history(c, ids[1], 50)?;
+            if on_postgres {
+                assert!(written.is_err(), "PostgreSQL refuses a NUL byte in text");
+                assert!(history.is_empty(), "and writes nothing of the statement");
+            } else {
+                assert_eq!(history.iter().map(|h| h.old_value.as_str()).collect::<Vec<_>>(), ["a\0b"]);
+            }
+
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
