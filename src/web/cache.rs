@@ -34,8 +34,17 @@ impl<K: Eq + Hash, V: Clone> ShortLived<K, V> {
 
     /// The value of `key` if it is still to be used with the database at `version`.
     pub fn get(&self, key: &K, version: Option<u64>) -> Option<V> {
+        self.get_until(key, version).map(|(v, _)| v)
+    }
+
+    /// [`Self::get`], and until when the value may be used if the database stays at `version`:
+    /// `None` while it is exact (read at this version), else the end of its [`Self::TTL`]. A
+    /// value kept with another that reuses it keeps that deadline too.
+    pub fn get_until(&self, key: &K, version: Option<u64>) -> Option<(V, Option<Instant>)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).filter(|(at, read_at, _)| Self::fresh(*at, *read_at, version)).map(|(_, _, v)| v.clone())
+        let (at, read_at, v) = entries.get(key).filter(|(at, read_at, _)| Self::fresh(*at, *read_at, version))?;
+        let exact = read_at.is_some() && *read_at == version;
+        Some((v.clone(), if exact { None } else { Some(*at + Self::TTL) }))
     }
 
     /// Keeps a value read with the database at `version`.
@@ -101,16 +110,31 @@ pub struct UntilChanged<K, V> {
     entries: Mutex<HashMap<K, (u64, V)>>,
     capacity: usize,
     /// The reads under way, by key, with the version each reads at ([`Self::get_or_turn`]).
-    reading: Mutex<HashMap<K, (u64, Weak<ReadUnderWay>)>>,
+    reading: Mutex<HashMap<K, ReadAt<V>>>,
 }
 
-/// A read under way: its reader holds it to write, and the requests waiting for that read
-/// ask to read it, which lets them all go on at once when the reader is done.
-type ReadUnderWay = tokio::sync::RwLock<()>;
+/// A read under way and the version it reads at.
+type ReadAt<V> = (u64, Weak<ReadUnderWay<V>>);
 
-/// The right to read a value that [`UntilChanged::get_or_turn`] did not find, held until it is
-/// kept (or the read failed): requests for the same key at the same version wait meanwhile.
-pub type ReadTurn = tokio::sync::OwnedRwLockWriteGuard<()>;
+/// A read under way: its reader holds it to write and puts the value it read in it; the
+/// requests waiting for that read ask to read it, which lets them all go on at once when the
+/// reader is done.
+type ReadUnderWay<V> = tokio::sync::RwLock<Option<V>>;
+
+/// The right to read a value that [`UntilChanged::get_or_turn`] did not find, held until the
+/// read ends: requests for the same key at the same version wait meanwhile, then take the value
+/// handed over ([`ReadTurn::hand_over`]) or, without one (the read failed or found nothing), read
+/// on their own.
+pub struct ReadTurn<V>(tokio::sync::OwnedRwLockWriteGuard<Option<V>>);
+
+impl<V> ReadTurn<V> {
+    /// Gives the value read to the requests waiting for this read, whether it is kept or not:
+    /// it was read after their version was, so it is as exact for them as for the reader (one
+    /// too large to keep is then read once, not once more by each of them).
+    pub fn hand_over(mut self, value: V) {
+        *self.0 = Some(value);
+    }
+}
 
 impl<K: Eq + Hash + Clone, V: Clone> UntilChanged<K, V> {
     /// At most `capacity` entries: beyond it, those of older versions go first, then
@@ -131,19 +155,32 @@ impl<K: Eq + Hash + Clone, V: Clone> UntilChanged<K, V> {
     /// takes seconds). Only the same key at the same version waits: a request that saw a later
     /// commit starts its own read at once. When there is nothing to wait for and no turn to
     /// take, the request reads on its own, as it would have without turns (`Err(None)`): the
-    /// read it waited for kept nothing (it failed, found nothing, or the value is too large to
-    /// keep) or its value is gone, a read of a later version is under way (versions only grow),
-    /// or there is no version.
-    pub async fn get_or_turn(&self, key: &K, version: Option<u64>) -> Result<V, Option<ReadTurn>> {
+    /// read it waited for handed nothing over (it failed or found nothing), a read of a later
+    /// version is under way (versions only grow), or there is no version.
+    pub async fn get_or_turn(&self, key: &K, version: Option<u64>) -> Result<V, Option<ReadTurn<V>>> {
+        self.get_or_turn_if(key, version, |_| true).await
+    }
+
+    /// [`Self::get_or_turn`] for values that may stop being usable before the next commit
+    /// (a list page shown with a count read earlier): a kept value that `usable` refuses is
+    /// read again as a missing one would be, once for all the requests that want it. A value
+    /// handed over by a read is taken as it is: it is as old as the reader's own response.
+    pub async fn get_or_turn_if(
+        &self,
+        key: &K,
+        version: Option<u64>,
+        usable: impl Fn(&V) -> bool,
+    ) -> Result<V, Option<ReadTurn<V>>> {
         let Some(version) = version else { return Err(None) };
-        if let Some(kept) = self.get(key, version) {
+        let kept = || self.get(key, version).filter(&usable);
+        if let Some(kept) = kept() {
             return Ok(kept);
         }
         let under_way = {
             let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
             // Looked up again with the reads locked: a read that keeps its value and ends
             // meanwhile has kept it before it ended, so it is found here or waited for below.
-            if let Some(kept) = self.get(key, version) {
+            if let Some(kept) = kept() {
                 return Ok(kept);
             }
             match reading.get(key).and_then(|(v, read)| Some((*v, read.upgrade()?))) {
@@ -156,12 +193,12 @@ impl<K: Eq + Hash + Clone, V: Clone> UntilChanged<K, V> {
                     reading.retain(|_, (_, read)| read.strong_count() > 0);
                     let read = Arc::new(ReadUnderWay::default());
                     reading.insert(key.clone(), (version, Arc::downgrade(&read)));
-                    return Err(Some(read.try_write_owned().expect("a new lock is free")));
+                    return Err(Some(ReadTurn(read.try_write_owned().expect("a new lock is free"))));
                 }
             }
         };
-        drop(under_way.read().await);
-        self.get(key, version).ok_or(None)
+        let handed = under_way.read().await.clone();
+        handed.or_else(kept).ok_or(None)
     }
 
     /// Keeps `value` as read at `version`, unless a value read at a later version is kept
@@ -343,14 +380,20 @@ mod tests {
         assert_eq!(Rendered::new("").fill("t", "k"), "");
     }
 
-    /// Eight requests at once for one value at `version`, whose read takes 20 ms and fails when
-    /// `fail` is the read's number; returns what each got, and how many read with a turn and
-    /// without one.
-    async fn misses_at_once(
-        cache: &Arc<UntilChanged<u8, u32>>,
-        version: u64,
-        fail: Option<usize>,
-    ) -> (Vec<u32>, usize, usize) {
+    /// How the reads of [`misses_at_once`] end.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Read {
+        /// Kept, and handed to the waiters.
+        Kept,
+        /// Handed to the waiters, not kept (too large).
+        HandedOver,
+        /// The read with this number fails.
+        Fails(usize),
+    }
+
+    /// Eight requests at once for one value at `version`, whose read takes 20 ms and ends as
+    /// `read` says; returns what each got, and how many read with a turn and without one.
+    async fn misses_at_once(cache: &Arc<UntilChanged<u8, u32>>, version: u64, read: Read) -> (Vec<u32>, usize, usize) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let reads = Arc::new(AtomicUsize::new(0));
         let turns = Arc::new(AtomicUsize::new(0));
@@ -364,10 +407,15 @@ mod tests {
                             turns.fetch_add(usize::from(turn.is_some()), Ordering::SeqCst);
                             let n = reads.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(20)).await;
-                            if Some(n) == fail {
+                            if read == Read::Fails(n) {
                                 return 0;
                             }
-                            cache.put(1, version, version as u32);
+                            if read == Read::Kept {
+                                cache.put(1, version, version as u32);
+                            }
+                            if let Some(turn) = turn {
+                                turn.hand_over(version as u32);
+                            }
                             version as u32
                         }
                     }
@@ -383,19 +431,54 @@ mod tests {
         (got, turns, reads - turns)
     }
 
+    /// A value read at an earlier version may be used until its time is up, and a page kept
+    /// with it no longer (`get_until`); one read at this version, until the next commit.
+    #[test]
+    fn a_short_lived_value_tells_until_when_it_may_be_used_unless_it_is_exact() {
+        let cache = ShortLived::new(4);
+        cache.put(1, Some(5), "read at 5");
+        assert_eq!(cache.get_until(&1, Some(5)), Some(("read at 5", None)), "exact at its version");
+        let (value, until) = cache.get_until(&1, Some(6)).expect("within its time after a commit");
+        assert_eq!(value, "read at 5");
+        let until = until.expect("not exact at a later version: it has a deadline");
+        assert!(until > Instant::now() && until <= Instant::now() + ShortLived::<i32, &str>::TTL);
+        cache.put(2, None, "no version");
+        assert!(cache.get_until(&2, None).unwrap().1.is_some(), "without a version only the time counts");
+    }
+
     #[tokio::test]
     async fn requests_that_miss_together_read_once_and_read_on_their_own_if_that_read_failed() {
         let cache = Arc::new(UntilChanged::<u8, u32>::new(4));
         let within = |f| tokio::time::timeout(Duration::from_secs(5), f);
-        assert_eq!(within(misses_at_once(&cache, 5, None)).await.unwrap(), (vec![5; 8], 1, 0));
+        assert_eq!(within(misses_at_once(&cache, 5, Read::Kept)).await.unwrap(), (vec![5; 8], 1, 0));
+        // A value too large to keep is handed to those that waited for its read.
+        assert_eq!(within(misses_at_once(&cache, 6, Read::HandedOver)).await.unwrap(), (vec![6; 8], 1, 0));
+        assert_eq!(cache.get(&1, 6), None, "not kept");
         // The read at 7 fails: the seven that waited for it read on their own.
-        let failed = within(misses_at_once(&cache, 7, Some(0))).await.unwrap();
+        let failed = within(misses_at_once(&cache, 7, Read::Fails(0))).await.unwrap();
         assert_eq!(failed, ([0].into_iter().chain([7; 7]).collect(), 1, 7));
         // Without a version nothing is kept, so no turn is taken; the reads ended are forgotten
         // when the next begins.
         assert!(matches!(cache.get_or_turn(&1, None).await, Err(None)));
         assert!(matches!(cache.get_or_turn(&2, Some(7)).await, Err(Some(_))));
         assert_eq!(cache.reading.lock().unwrap().keys().collect::<Vec<_>>(), [&2], "the reads of key 1 ended");
+    }
+
+    /// A list page kept with a count that has since run out (`get_or_turn_if`): read again
+    /// once, by the request that takes the turn, while the others wait for it (the fourth
+    /// review: each read on its own, a count and a list each).
+    #[tokio::test]
+    async fn a_kept_value_no_longer_usable_is_read_again_once_for_all() {
+        let cache = UntilChanged::<u8, u32>::new(4);
+        let usable = |v: &u32| *v != 50;
+        cache.put(1, 5, 50);
+        let turn = cache.get_or_turn_if(&1, Some(5), usable).await;
+        let Err(Some(turn)) = turn else { panic!("a value refused is read again, with the turn") };
+        let waiter = tokio::time::timeout(Duration::from_millis(100), cache.get_or_turn_if(&1, Some(5), usable)).await;
+        assert!(waiter.is_err(), "another request waits for that read");
+        cache.put(1, 5, 51);
+        turn.hand_over(51);
+        assert_eq!(cache.get_or_turn_if(&1, Some(5), usable).await.ok(), Some(51));
     }
 
     #[tokio::test]

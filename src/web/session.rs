@@ -57,7 +57,7 @@ impl SessionStore for DbSessionStore {
         let id = storage_id(key);
         let version = crate::web::cache::data_version(&self.db).await;
         // A page's requests at once (its fragments, the polls) read it once after a commit.
-        let _turn = match self.loaded.get_or_turn(&id, version).await {
+        let turn = match self.loaded.get_or_turn(&id, version).await {
             // Unchanged since it was read; it may have expired meanwhile.
             Ok((state, expires)) => return Ok((expires > now()).then_some(state)),
             Err(turn) => turn,
@@ -80,8 +80,13 @@ impl SessionStore for DbSessionStore {
             .await
             .map_err(LoadError::Other)?;
         let loaded = loaded.transpose().map_err(|e| LoadError::Deserialization(e.into()))?;
-        if let (Some(v), Some(found)) = (version, &loaded) {
-            self.loaded.put(id, v, found.clone());
+        if let Some(found) = &loaded {
+            if let Some(v) = version {
+                self.loaded.put(id, v, found.clone());
+            }
+            if let Some(turn) = turn {
+                turn.hand_over(found.clone());
+            }
         }
         Ok(loaded.map(|(state, _)| state))
     }

@@ -303,6 +303,8 @@ pub fn list(conn: &mut AnyConnection, query: &EndpointQuery) -> QueryResult<Endp
     } else {
         None
     };
+    // Pages are kept (`web::pages::endpoints::ListCache`): without the room the load left.
+    items.shrink_to_fit();
     Ok(EndpointPage { items, next })
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::audit;
 use crate::db::models::defender_machines::{self, DefenderMachine};
-use crate::db::models::endpoint_list::{self, EndpointPage, EndpointQuery, SortKey};
+use crate::db::models::endpoint_list::{EndpointPage, SortKey};
 use crate::db::models::endpoints::{self, Endpoint, EndpointIp, HistoryEntry};
 use crate::db::models::risk::{self, RiskFactorRow};
 use crate::defender::actions::Offered;
@@ -20,100 +20,16 @@ use crate::domain::risk::RiskLevel;
 use crate::error::AppError;
 use crate::inventory::{self, IngestReport, RawBatch};
 use crate::web::auth::{AnyUser, CurrentUser, OperatorUser};
-use crate::web::cache::{PerView, Rendered, ShortLived, UntilChanged};
+use crate::web::cache::{PerView, Rendered, UntilChanged};
 use crate::web::filters;
 use crate::web::htmx::Htmx;
 use crate::web::pages::actions::ActionButtons;
 
+mod list_view;
 mod params;
 use crate::web::{AppState, Input, Layout, html, html_text, input};
+pub use list_view::{Facets, ListCache, list_view};
 pub use params::ListParams;
-
-/// The list's filter choices: every source, OS and profile in the inventory.
-#[derive(Debug, Clone, Default)]
-pub struct Facets {
-    sources: Vec<String>,
-    oses: Vec<String>,
-    profiles: Vec<String>,
-    /// Defender's machine tags (the most common, see `defender_machines::distinct_tags`).
-    tags: Vec<String>,
-}
-
-/// The list's figures that cost a scan of the inventory, kept while the database is unchanged
-/// and briefly after (see [`ShortLived`]): the filter choices (three scans of the table per view
-/// at 100,000 endpoints, several times the page itself) and how many endpoints match each filter
-/// (a paged view counts once). A count is reused only while this instance has written nothing
-/// since ([`crate::db::writes_committed`]), so an upload or a sync shows at once; another
-/// instance's writes within [`ShortLived::TTL`].
-///
-/// A whole page (its rows and count) is kept until the next commit ([`UntilChanged`]).
-pub struct ListCache {
-    facets: ShortLived<(), Arc<Facets>>,
-    counts: ShortLived<(u64, String), i64>,
-    pages: UntilChanged<String, (Arc<EndpointPage>, i64)>,
-}
-
-impl Default for ListCache {
-    fn default() -> Self {
-        ListCache { facets: ShortLived::new(1), counts: ShortLived::new(256), pages: UntilChanged::new(256) }
-    }
-}
-
-/// One page of the list, how many endpoints match, and (when asked for) the filter choices, in
-/// one trip to the database.
-pub async fn list_view(
-    state: &AppState,
-    query: EndpointQuery,
-    with_facets: bool,
-) -> Result<(Arc<EndpointPage>, i64, Option<Arc<Facets>>), AppError> {
-    let cache = &state.list_cache;
-    let version = crate::web::cache::data_version(&state.db).await;
-    let page_key = format!("{query:?}");
-    let (known_page, _turn) = match cache.pages.get_or_turn(&page_key, version).await {
-        Ok(kept) => (Some(kept), None),
-        Err(turn) => (None, turn),
-    };
-    let known_facets = if with_facets { cache.facets.get(&(), version) } else { None };
-    if let Some((page, total)) = known_page
-        && (known_facets.is_some() || !with_facets)
-    {
-        return Ok((page, total, known_facets));
-    }
-    let count_key = (crate::db::writes_committed(), query.filter_key());
-    let known_count = cache.counts.get(&count_key, version);
-    let (read_facets_now, count_now) = (with_facets && known_facets.is_none(), known_count.is_none());
-    let (page, counted, read_facets) = state
-        .db
-        .run(move |c| {
-            let read_facets = if read_facets_now {
-                Some(Arc::new(Facets {
-                    sources: endpoint_list::distinct_sources(c)?,
-                    oses: endpoint_list::distinct_os(c)?,
-                    profiles: endpoint_list::distinct_profiles(c)?,
-                    tags: crate::db::models::defender_machines::distinct_tags(c, 200)?,
-                }))
-            } else {
-                None
-            };
-            let counted = if count_now { Some(endpoint_list::count(c, &query)?) } else { None };
-            Ok((endpoint_list::list(c, &query)?, counted, read_facets))
-        })
-        .await?;
-    // Only what this request read is kept: putting back a kept value would renew it, and under
-    // steady traffic it would never expire.
-    if let Some(n) = counted {
-        cache.counts.put(count_key, version, n);
-    }
-    if let Some(f) = &read_facets {
-        cache.facets.put((), version, f.clone());
-    }
-    let total = counted.or(known_count).unwrap_or_default();
-    let page = Arc::new(page);
-    if let Some(v) = version {
-        cache.pages.put(page_key, v, (page.clone(), total));
-    }
-    Ok((page, total, read_facets.or(known_facets)))
-}
 
 #[derive(Template)]
 #[template(path = "endpoints/list.html", blocks = ["results"])]
@@ -218,7 +134,7 @@ impl EndpointData {
 /// was committed since, else read (and kept).
 async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, AppError> {
     let version = crate::web::cache::data_version(&state.db).await;
-    let _turn = match state.endpoint_pages.get_or_turn(&id, version).await {
+    let turn = match state.endpoint_pages.get_or_turn(&id, version).await {
         Ok(kept) => return Ok(kept),
         Err(turn) => turn,
     };
@@ -246,6 +162,9 @@ async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, A
     let data = Arc::new(data);
     if let Some(v) = version.filter(|_| crate::web::cache::debug_fits(&data, EndpointData::KEPT_AT_MOST)) {
         state.endpoint_pages.put(id, v, data.clone());
+    }
+    if let Some(turn) = turn {
+        turn.hand_over(data.clone());
     }
     Ok(data)
 }
