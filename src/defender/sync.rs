@@ -392,9 +392,8 @@ async fn fetch_and_import(run: &Running<'_>) -> Result<RunCounts, Failure> {
         })?;
         let (size, modeler, id) = (batch.len() as i64, ctx.modeler.clone(), run.id);
         let mut ids = std::mem::take(&mut profile_ids);
-        // The progress goes in with the batch: one commit for both (a commit costs PostgreSQL a
-        // flush of its log, 7 ms each on this project's machines), and the count shown is
-        // always what is written.
+        // The progress goes in with the batch: one commit for both (each commit waits for the
+        // database to flush its log), and the count shown is always what is written.
         let outcome = ctx
             .db
             .run_background(move |c| {
