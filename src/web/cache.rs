@@ -123,15 +123,15 @@ type ReadUnderWay<V> = tokio::sync::RwLock<Option<V>>;
 
 /// The right to read a value that [`UntilChanged::get_or_turn`] did not find, held until the
 /// read ends: requests for the same key at the same version wait meanwhile, then take the value
-/// handed over ([`ReadTurn::hand_over`]) or, without one (the read failed or found nothing), read
-/// on their own.
+/// handed over ([`UntilChanged::end_read`]) or, without one (the read failed or found nothing),
+/// read on their own.
 pub struct ReadTurn<V>(tokio::sync::OwnedRwLockWriteGuard<Option<V>>);
 
 impl<V> ReadTurn<V> {
     /// Gives the value read to the requests waiting for this read, whether it is kept or not:
     /// it was read after their version was, so it is as exact for them as for the reader (one
     /// too large to keep is then read once, not once more by each of them).
-    pub fn hand_over(mut self, value: V) {
+    fn hand_over(mut self, value: V) {
         *self.0 = Some(value);
     }
 }
@@ -199,6 +199,30 @@ impl<K: Eq + Hash + Clone, V: Clone> UntilChanged<K, V> {
         };
         let handed = under_way.read().await.clone();
         handed.or_else(kept).ok_or(None)
+    }
+
+    /// Ends a read that [`Self::get_or_turn`] missed: keeps `value` as read at `version` if
+    /// there is one and `keep` allows (a value may be too large to keep; asked only when there
+    /// is a version), then hands it to the requests waiting for this read either way. Kept
+    /// first: a request that looks for the value between the two finds it kept, since the turn
+    /// is still held ([`Self::get_or_turn_if`]).
+    pub fn end_read(
+        &self,
+        key: K,
+        version: Option<u64>,
+        value: V,
+        keep: impl FnOnce(&K, &V) -> bool,
+        turn: Option<ReadTurn<V>>,
+    ) {
+        match (version.filter(|_| keep(&key, &value)), turn) {
+            (Some(v), Some(turn)) => {
+                self.put(key, v, value.clone());
+                turn.hand_over(value);
+            }
+            (Some(v), None) => self.put(key, v, value),
+            (None, Some(turn)) => turn.hand_over(value),
+            (None, None) => {}
+        }
     }
 
     /// Keeps `value` as read at `version`, unless a value read at a later version is kept
@@ -410,12 +434,7 @@ mod tests {
                             if read == Read::Fails(n) {
                                 return 0;
                             }
-                            if read == Read::Kept {
-                                cache.put(1, version, version as u32);
-                            }
-                            if let Some(turn) = turn {
-                                turn.hand_over(version as u32);
-                            }
+                            cache.end_read(1, Some(version), version as u32, |_, _| read == Read::Kept, turn);
                             version as u32
                         }
                     }
@@ -476,8 +495,7 @@ mod tests {
         let Err(Some(turn)) = turn else { panic!("a value refused is read again, with the turn") };
         let waiter = tokio::time::timeout(Duration::from_millis(100), cache.get_or_turn_if(&1, Some(5), usable)).await;
         assert!(waiter.is_err(), "another request waits for that read");
-        cache.put(1, 5, 51);
-        turn.hand_over(51);
+        cache.end_read(1, Some(5), 51, |_, _| true, Some(turn));
         assert_eq!(cache.get_or_turn_if(&1, Some(5), usable).await.ok(), Some(51));
     }
 

@@ -81,12 +81,7 @@ impl SessionStore for DbSessionStore {
             .map_err(LoadError::Other)?;
         let loaded = loaded.transpose().map_err(|e| LoadError::Deserialization(e.into()))?;
         if let Some(found) = &loaded {
-            if let Some(v) = version {
-                self.loaded.put(id, v, found.clone());
-            }
-            if let Some(turn) = turn {
-                turn.hand_over(found.clone());
-            }
+            self.loaded.end_read(id, version, found.clone(), |_, _| true, turn);
         }
         Ok(loaded.map(|(state, _)| state))
     }

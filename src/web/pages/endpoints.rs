@@ -160,12 +160,8 @@ async fn endpoint_data(state: &AppState, id: i64) -> Result<Arc<EndpointData>, A
         .await?
         .ok_or(AppError::NotFound)?;
     let data = Arc::new(data);
-    if let Some(v) = version.filter(|_| crate::web::cache::debug_fits(&data, EndpointData::KEPT_AT_MOST)) {
-        state.endpoint_pages.put(id, v, data.clone());
-    }
-    if let Some(turn) = turn {
-        turn.hand_over(data.clone());
-    }
+    let keep = |_: &i64, data: &Arc<EndpointData>| crate::web::cache::debug_fits(data, EndpointData::KEPT_AT_MOST);
+    state.endpoint_pages.end_read(id, version, data.clone(), keep, turn);
     Ok(data)
 }
 

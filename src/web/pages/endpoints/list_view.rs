@@ -55,15 +55,13 @@ impl ListCache {
     /// other filters name a source, OS or profile as stored.
     pub const KEY_KEPT_AT_MOST: usize = 1024;
 
-    /// Keeps a page read at `version` unless its query or its rows are too large to keep: the
-    /// rows' own size in memory and the text they hold (their debug text, which also stands
-    /// for the strings' allocations: it names every field) within [`Self::PAGE_KEPT_AT_MOST`].
-    fn keep_page(&self, key: String, version: u64, page: KeptPage) {
+    /// Whether a page may be kept: its query and its rows are small enough, the rows' own size
+    /// in memory and the text they hold (their debug text, which also stands for the strings'
+    /// allocations: it names every field) within [`Self::PAGE_KEPT_AT_MOST`].
+    fn may_keep(key: &str, page: &KeptPage) -> bool {
         let rows = page.0.items.capacity() * std::mem::size_of::<Endpoint>();
         let text = Self::PAGE_KEPT_AT_MOST.saturating_sub(rows);
-        if key.len() <= Self::KEY_KEPT_AT_MOST && text > 0 && crate::web::cache::debug_fits(&page.0.items, text) {
-            self.pages.put(key, version, page);
-        }
+        key.len() <= Self::KEY_KEPT_AT_MOST && text > 0 && crate::web::cache::debug_fits(&page.0.items, text)
     }
 }
 
@@ -132,12 +130,8 @@ pub async fn list_view(
         (None, None) => (0, None),
     };
     let page = Arc::new(page);
-    if let Some(v) = version {
-        cache.keep_page(page_key, v, (page.clone(), total, total_until));
-    }
-    if let Some(turn) = turn {
-        turn.hand_over((page.clone(), total, total_until));
-    }
+    let keep = |key: &String, kept: &KeptPage| ListCache::may_keep(key, kept);
+    cache.pages.end_read(page_key, version, (page.clone(), total, total_until), keep, turn);
     Ok((page, total, read_facets.or(known_facets)))
 }
 
@@ -182,10 +176,8 @@ mod tests {
     /// fields held about a gigabyte; every page was kept, whatever its size.
     #[test]
     fn a_list_page_is_kept_only_if_its_rows_and_query_are_small() {
-        let cache = ListCache::default();
         let ordinary = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)";
-        cache.keep_page("an API page".into(), 7, page(100, ordinary));
-        assert!(cache.pages.get(&"an API page".to_owned(), 7).is_some());
+        assert!(ListCache::may_keep("an API page", &page(100, ordinary)));
         let within = |rows: usize, share: usize| {
             let items = page(rows, ordinary).0.items.clone();
             let text = ListCache::PAGE_KEPT_AT_MOST / share - items.capacity() * std::mem::size_of::<Endpoint>();
@@ -194,12 +186,8 @@ mod tests {
         assert!(within(100, 2), "the API's default page takes less than half the bound");
         assert!(within(50, 4), "the web page's less than a quarter");
         let long = "\u{10348}".repeat(1024);
-        cache.keep_page("long fields".into(), 7, page(100, &long));
-        assert!(cache.pages.get(&"long fields".to_owned(), 7).is_none());
-        cache.keep_page("most rows".into(), 7, page(500, ordinary));
-        assert!(cache.pages.get(&"most rows".to_owned(), 7).is_none());
-        let long_query = "q".repeat(ListCache::KEY_KEPT_AT_MOST + 1);
-        cache.keep_page(long_query.clone(), 7, page(1, ordinary));
-        assert!(cache.pages.get(&long_query, 7).is_none());
+        assert!(!ListCache::may_keep("long fields", &page(100, &long)));
+        assert!(!ListCache::may_keep("most rows", &page(500, ordinary)));
+        assert!(!ListCache::may_keep(&"q".repeat(ListCache::KEY_KEPT_AT_MOST + 1), &page(1, ordinary)));
     }
 }
