@@ -105,9 +105,17 @@ pub(crate) async fn synced_with(config: SimConfig) -> (TestApp, RunningSimulator
     (app, sim, admin, run)
 }
 
+/// More machines than one import batch (500): what is stored is what the tenant holds, as with
+/// one batch (each batch matches against the endpoints the batches before it wrote).
 #[tokio::test]
-async fn a_full_sync_imports_what_the_simulator_holds() {
-    let (app, sim, token, run) = synced(150).await;
+async fn a_sync_of_several_import_batches_imports_what_the_simulator_holds() {
+    let (app, sim, _, run) = synced(1_300).await;
+    imported_as_the_tenant_holds(&app, &sim, &run).await;
+}
+
+/// Every machine of the tenant as the import stored it: linked to one endpoint each, merged with
+/// the network endpoint it was seen as, with its CVE count, worst exposure and alert level.
+async fn imported_as_the_tenant_holds(app: &TestApp, sim: &RunningSimulator, run: &Value) {
     let tenant = sim.tenant();
     let live: Vec<_> = tenant.machines().iter().filter(|m| m.duplicate_of.is_none()).collect();
 
@@ -137,7 +145,7 @@ async fn a_full_sync_imports_what_the_simulator_holds() {
     assert_eq!(linked.len(), live.len(), "one endpoint per live machine, none shared");
     assert_eq!(run["machines"], tenant.machines().len());
     assert_eq!(run["stale"], tenant.machines().len() - live.len());
-    assert_eq!(staged_rows(&app).await, (0, 0, 0), "what was staged while fetching is gone");
+    assert_eq!(staged_rows(app).await, (0, 0, 0), "what was staged while fetching is gone");
 
     // Machines seen on the network merged with their network endpoint (MAC first).
     let observed_macs: HashSet<String> =
@@ -181,6 +189,14 @@ async fn a_full_sync_imports_what_the_simulator_holds() {
             .unwrap_or(0);
         assert_eq!(r.6, alert, "alert level of {}", m.id);
     }
+}
+
+#[tokio::test]
+async fn a_full_sync_imports_what_the_simulator_holds() {
+    let (app, sim, token, run) = synced(150).await;
+    imported_as_the_tenant_holds(&app, &sim, &run).await;
+    let tenant = sim.tenant();
+    let live: Vec<_> = tenant.machines().iter().filter(|m| m.duplicate_of.is_none()).collect();
 
     // Dynamic profiles OS / OS_VERSION with a Very High score.
     let sample: Vec<(String, String, String)> = live
