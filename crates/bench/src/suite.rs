@@ -159,16 +159,24 @@ struct TimedSync {
     write_secs: f64,
     /// Page load measured while the import phase ran, and whether it stayed inside it.
     during: Option<(Load, bool)>,
+    /// The control's load right after it (see [`During`]), and whether it stayed inside it.
+    control: Option<(Load, bool)>,
 }
 
-/// Runs one sync in the background; when `during` is given, loads that URL with `wrk` as soon
-/// as the import (write) phase starts, signed in afresh (a large tenant's fetch outlasts a
-/// session's idle timeout).
-async fn timed_sync(
-    defender: &DefenderService,
-    db: &Db,
-    during: Option<(&str, &Login, u64)>,
-) -> anyhow::Result<TimedSync> {
+/// What `timed_sync` loads once the import phase starts: the product's page (signed in afresh:
+/// a large tenant's fetch outlasts a session's idle timeout), then a control, the minimal
+/// handler returning the same bytes, which tells how much of a slower tail during the import
+/// is the machine's (its cores shared with the import and the database) rather than the page's.
+struct During<'a> {
+    url: &'a str,
+    login: &'a Login,
+    secs: u64,
+    control_url: &'a str,
+}
+
+/// Runs one sync in the background; when `during` is given, loads its pages with `wrk` as soon
+/// as the import (write) phase starts.
+async fn timed_sync(defender: &DefenderService, db: &Db, during: Option<During<'_>>) -> anyhow::Result<TimedSync> {
     let db = db.clone();
     let run = db
         .run(|c| Ok(integration::start_run(c, "defender", "bench", "bench")?))
@@ -191,12 +199,15 @@ async fn timed_sync(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let during = match (during, import_started) {
-        (Some((url, login, secs)), Some(_)) => {
-            let l = load_signed_in(url, &login.cookie().await?, secs).await?;
-            Some((l, !task.is_finished() && phase().await == "import"))
+    let (during, control) = match (during, import_started) {
+        (Some(d), Some(_)) => {
+            let page = load_signed_in(d.url, &d.login.cookie().await?, d.secs).await?;
+            let page_inside = !task.is_finished() && phase().await == "import";
+            let control = load::wrk(d.control_url, None, d.secs).await?;
+            let control_inside = !task.is_finished() && phase().await == "import";
+            (Some((page, page_inside)), Some((control, control_inside)))
         }
-        _ => None,
+        _ => (None, None),
     };
     let (outcome, ended) = task.await?;
     let wall_secs = started.elapsed().as_secs_f64();
@@ -208,7 +219,7 @@ async fn timed_sync(
     let e = error.clone();
     db.run(move |c| Ok(integration::finish_run(c, run, status, counts, &e)?)).await?;
     anyhow::ensure!(error.is_empty(), "the sync failed: {error}");
-    Ok(TimedSync { counts, wall_secs, write_secs, during })
+    Ok(TimedSync { counts, wall_secs, write_secs, during, control })
 }
 
 /// The benchmark's account on the product, to sign in with when a load needs a session.
@@ -519,7 +530,9 @@ async fn measure(
     let during_url = format!("{base}/endpoints/1");
     // Signed in now, not before the fill: at a million endpoints that outlasts a session.
     let cookie = login.cookie().await?;
-    fetch(&during_url, &cookie).await?;
+    let page = fetch(&during_url, &cookie).await?;
+    let control = BytesServer::start(HashMap::from([("1".to_owned(), page)]), workers)?;
+    let control_url = format!("http://{}/1", control.addr);
     if let Some(url) = postgres {
         step("waiting for a quiet server");
         let url = url.to_owned();
@@ -528,6 +541,8 @@ async fn measure(
     step("endpoint page, idle");
     let idle = load_signed_in(&during_url, &cookie, secs).await?;
     errors.check(idle.errors == 0, || format!("{} errors loading the idle page", idle.errors));
+    let control_idle = load::wrk(&control_url, None, secs).await?;
+    errors.check(control_idle.errors == 0, || format!("{} errors loading the idle control", control_idle.errors));
 
     // The simulated tenant, its sizes, and the integration pointed at it.
     let limits = opts.without_limits_note();
@@ -540,7 +555,9 @@ async fn measure(
     // 3, 4, 5, 6. The full import.
     step("full import");
     let rss_reset = reset_peak_rss();
-    let full = timed_sync(&defender, &state.db, Some((&during_url, &login, secs))).await?;
+    let during = During { url: &during_url, login: &login, secs, control_url: &control_url };
+    let full = timed_sync(&defender, &state.db, Some(during)).await?;
+    control.stop().await;
     let rss = peak_rss_mib();
     let minimum = minimum_calls(&tenant, true);
     let calls = full.counts.api_calls as u64;
@@ -586,6 +603,20 @@ async fn measure(
             errors.check(during.errors == 0, || format!("{} page errors during the import", during.errors));
         }
         None => errors.check(false, || "the import phase was never seen".into()),
+    }
+    if let Some((during, inside)) = &full.control {
+        let note = if *inside { "" } else { " (the import ended before the load run did)" };
+        rows.push(Row::new(
+            format!("   control: the minimal handler, same bytes, during the import{note}"),
+            format!(
+                "{}; ÷ idle {:.2}, p99 × {:.2}",
+                rps(during),
+                during.rps / control_idle.rps,
+                during.p99_ms / control_idle.p99_ms
+            ),
+            format!("idle: {}", rps(&control_idle)),
+        ));
+        errors.check(during.errors == 0, || format!("{} control errors during the import", during.errors));
     }
     match rss {
         Some(mib) if rss_reset => rows.push(
